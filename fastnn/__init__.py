@@ -1,0 +1,47 @@
+"""fastnn: fast multi-layer perceptrons on the CPU.
+
+Typed Cython + OpenMP kernels (dense layers with fused activations, softmax and sparsemax,
+losses, dropout, optimizer updates) under a small Python API.
+"""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from fastnn import _threads
+from fastnn._kernels import _config
+from fastnn import functional
+
+__all__ = ["__version__", "show_config", "functional"]
+
+
+def show_config(file=None) -> dict:
+    """Print and return the build and runtime configuration.
+
+    Reports fastnn's version, whether the kernels were built with OpenMP, the default thread
+    count (what ``n_threads=None`` resolves to now), and the BLAS behind the matrix products
+    with its thread count (through threadpoolctl).
+    """
+    import sys
+
+    import numpy as np
+
+    blas = _threads.blas_info()
+    cfg = {
+        "fastnn": __version__,
+        "python": sys.version.split()[0],
+        "numpy": np.__version__,
+        "openmp": _config.openmp_enabled(),
+        "default_n_threads": _threads.resolve_n_threads(None),
+        "blas": blas.get("internal_api"),
+        "blas_version": blas.get("version"),
+        "blas_architecture": blas.get("architecture"),
+        "blas_threading_layer": blas.get("threading_layer"),
+        "blas_num_threads": blas.get("num_threads"),
+        "blas_filepath": blas.get("filepath"),
+        "blas_thread_pinning": blas.get("thread_control"),
+    }
+    out = file if file is not None else sys.stdout
+    width = max(len(k) for k in cfg)
+    for k, v in cfg.items():
+        print(f"{k:<{width}} : {v}", file=out)
+    return cfg

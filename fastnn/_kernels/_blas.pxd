@@ -1,0 +1,26 @@
+# Design: the one BLAS wrapper of fastnn. Row-major GEMM/GEMV over scipy.linalg.cython_blas
+# (Fortran, column-major): a row-major C = op(A) op(B) is the column-major C^T = op(B)^T op(A)^T,
+# so the operands are swapped instead of copied. Never a hand-written GEMM.
+from cython cimport floating
+
+
+cdef void gemm(bint trans_a, bint trans_b, int m, int n, int k,
+               floating alpha, const floating *A, int lda,
+               const floating *B, int ldb,
+               floating beta, floating *C, int ldc) noexcept nogil
+    # C := alpha * op(A) . op(B) + beta * C, all row-major.
+    # op(A) is (m, k): A is (m, k) with row stride lda, or (k, m) when trans_a.
+    # op(B) is (k, n): B is (k, n) with row stride ldb, or (n, k) when trans_b.
+    # C is (m, n) with row stride ldc. m, n or k may be 0.
+
+cdef void gemv(bint trans_a, int m, int n, floating alpha, const floating *A, int lda,
+               const floating *x, int incx, floating beta, floating *y, int incy) noexcept nogil
+    # y := alpha * op(A) . x + beta * y, A row-major (m, n) with row stride lda;
+    # op(A) = A (y has m entries) or A^T when trans_a (y has n entries).
+
+cdef int blas_set_num_threads(int n) noexcept nogil
+    # Set the thread count of the BLAS behind scipy.linalg.cython_blas; returns the previous
+    # count, or -1 when fastnn could not find that BLAS's thread control (then nothing changes).
+
+cdef int blas_get_num_threads() noexcept nogil
+    # Current thread count of that BLAS, or -1 when unknown.

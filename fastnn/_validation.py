@@ -1,0 +1,112 @@
+"""Checks at the Python boundary: validate once, with the expected and the actual value."""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def check_float_array(a, name: str, *, ndim=None, dtype=None, allow_empty: bool = True,
+                      finite: bool = False, contiguous: bool = True) -> np.ndarray:
+    """Return ``a`` as a C-contiguous float32/float64 ndarray, or raise a clear error.
+
+    Non-contiguous, Fortran-order, negative-stride, read-only and memory-mapped inputs are
+    accepted: a C-contiguous copy is made only when needed (kernels read through ``const``
+    memoryviews, so read-only inputs are never copied). Integer, bool, object and complex arrays
+    are rejected rather than silently cast.
+
+    Parameters
+    ----------
+    ndim : int or tuple of int, optional
+        Allowed numbers of dimensions.
+    dtype : numpy dtype, optional
+        Required float dtype (e.g. a model's dtype); the other float dtype is an error.
+    finite : bool
+        Reject NaN and +-inf.
+    """
+    if not isinstance(a, np.ndarray):
+        if isinstance(a, (list, tuple, numbers.Number)) or hasattr(a, "__array__"):
+            a = np.asarray(a)
+            if a.dtype.kind in "iub" and dtype is not None:
+                a = a.astype(dtype)
+            elif a.dtype.kind in "iub":
+                a = a.astype(np.float64)
+        else:
+            raise TypeError(f"{name} must be a numpy array, got {type(a).__name__}")
+    if a.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must have dtype float32 or float64, got {a.dtype}"
+                        + ("; convert it with .astype(np.float32) or .astype(np.float64)"
+                           if a.dtype.kind in "iub" else ""))
+    if dtype is not None and a.dtype != np.dtype(dtype):
+        raise TypeError(f"{name} has dtype {a.dtype} but {np.dtype(dtype)} is expected; "
+                        f"convert it with {name}.astype(np.{np.dtype(dtype).name})")
+    if ndim is not None:
+        allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+        if a.ndim not in allowed:
+            want = " or ".join(str(d) for d in allowed)
+            raise ValueError(f"{name} must be {want}-dimensional, got shape {a.shape}")
+    if not allow_empty and a.size == 0:
+        raise ValueError(f"{name} is empty (shape {a.shape})")
+    if finite and a.size and not np.isfinite(a).all():
+        raise ValueError(f"{name} contains NaN or infinity")
+    if contiguous and not a.flags.c_contiguous:
+        a = np.ascontiguousarray(a)
+    return a
+
+
+def check_out(out, name: str, shape, dtype) -> np.ndarray:
+    """Check a caller-provided output array: exact shape, dtype, C-contiguous, writeable."""
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"{name} must be a numpy array, got {type(out).__name__}")
+    if out.shape != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}, got {out.shape}")
+    if out.dtype != np.dtype(dtype):
+        raise TypeError(f"{name} must have dtype {np.dtype(dtype)}, got {out.dtype}")
+    if not out.flags.c_contiguous:
+        raise ValueError(f"{name} must be C-contiguous")
+    if not out.flags.writeable:
+        raise ValueError(f"{name} is read-only")
+    return out
+
+
+def check_same_dtype(*pairs) -> np.dtype:
+    """All (name, array) pairs must share one float dtype; return it."""
+    (name0, a0), *rest = pairs
+    for name, a in rest:
+        if a.dtype != a0.dtype:
+            raise TypeError(f"{name} has dtype {a.dtype} but {name0} has {a0.dtype}; "
+                            f"use one float dtype for both")
+    return a0.dtype
+
+
+def check_labels(y, n_samples: int, n_classes: int, name: str = "y") -> np.ndarray:
+    """Integer class labels of shape (n_samples,) in [0, n_classes), as an intp array."""
+    y = np.asarray(y)
+    if y.ndim != 1:
+        raise ValueError(f"{name} must be 1-dimensional integer labels, got shape {y.shape}")
+    if y.shape[0] != n_samples:
+        raise ValueError(f"{name} has {y.shape[0]} labels but there are {n_samples} samples")
+    if y.dtype.kind == "f":
+        if y.size and (not np.isfinite(y).all() or (y != np.round(y)).any()):
+            raise ValueError(f"{name} must hold integer class labels, got non-integer floats")
+    elif y.dtype.kind not in "iu":
+        raise TypeError(f"{name} must hold integer class labels, got dtype {y.dtype}")
+    if y.size:
+        lo, hi = y.min(), y.max()
+        if lo < 0 or hi >= n_classes:
+            raise ValueError(f"{name} labels must be in [0, {n_classes}), got values in "
+                             f"[{lo}, {hi}]")
+    return np.ascontiguousarray(y, dtype=np.intp)
+
+
+def check_positive_float(value, name: str, *, allow_zero: bool = False) -> float:
+    """A finite float > 0 (or >= 0 with allow_zero), returned as a Python float."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"Invalid {name}: {value!r} (expected a number)")
+    v = float(value)
+    if not np.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"Invalid {name}: {value} (expected a finite number {bound})")
+    return v

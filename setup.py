@@ -1,0 +1,110 @@
+"""Build the compiled kernels of fastnn.
+
+Environment switches
+--------------------
+FASTNN_DEBUG=1           build with Cython's bounds/wraparound/initialized checks on and -O0 -g.
+FASTNN_REQUIRE_OPENMP=1  a compiler without OpenMP is a build error (wheel builds), not a warning.
+FASTNN_SANITIZE=address,undefined
+                         add -fsanitize=... to compile and link flags (see tools/sanitize.sh).
+FASTNN_BUILD_ONLY=a,b    development: cythonize only fastnn._kernels.{a,b} (others must be built).
+"""
+import glob
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import warnings
+
+import numpy as np
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DEBUG = os.environ.get("FASTNN_DEBUG", "0") not in ("", "0")
+REQUIRE_OPENMP = os.environ.get("FASTNN_REQUIRE_OPENMP", "0") not in ("", "0")
+SANITIZE = os.environ.get("FASTNN_SANITIZE", "")
+BUILD_ONLY = [s for s in os.environ.get("FASTNN_BUILD_ONLY", "").split(",") if s]
+
+
+def _compiler_is_msvc():
+    return sys.platform == "win32" and "GCC" not in sys.version
+
+
+def openmp_flags():
+    """Return (compile_args, link_args) for OpenMP, found by compiling a test program."""
+    if _compiler_is_msvc():
+        return ["/openmp"], []
+    if sys.platform == "darwin":
+        candidates = [(["-Xpreprocessor", "-fopenmp"], ["-lomp"]), (["-fopenmp"], ["-fopenmp"])]
+    else:
+        candidates = [(["-fopenmp"], ["-fopenmp"])]
+    cc = os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc"
+    cc = cc.split()
+    code = "#include <omp.h>\nint main(void){int n=0;\n#pragma omp parallel reduction(+:n)\nn+=1;\nreturn n>0?0:1;}\n"
+    tmp = tempfile.mkdtemp()
+    try:
+        src = os.path.join(tmp, "omp_test.c")
+        with open(src, "w") as fh:
+            fh.write(code)
+        for cflags, lflags in candidates:
+            cmd = cc + [*os.environ.get("CPPFLAGS", "").split(), *cflags, src, "-o",
+                        os.path.join(tmp, "a.out"), *os.environ.get("LDFLAGS", "").split(), *lflags]
+            try:
+                res = subprocess.run(cmd, capture_output=True, cwd=tmp)
+            except OSError:
+                continue
+            if res.returncode == 0:
+                return cflags, lflags
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    msg = ("fastnn: the C compiler does not support OpenMP; building a sequential fastnn "
+           "(n_threads > 1 will run on one thread).")
+    if REQUIRE_OPENMP:
+        raise RuntimeError(msg + " FASTNN_REQUIRE_OPENMP=1 makes this an error.")
+    warnings.warn(msg)
+    return None, None
+
+
+def build_extensions():
+    omp_c, omp_l = openmp_flags()
+    if _compiler_is_msvc():
+        base_c = ["/O2"]
+        base_l = []
+    else:
+        # -O3 and no -march / -ffast-math: wheels must run on any x86-64 / aarch64 CPU and must
+        # not flip flush-to-zero for the whole process.
+        base_c = ["-O0", "-g"] if DEBUG else ["-O3", "-fno-math-errno"]
+        base_c += ["-Wno-unused-function", "-Wno-unreachable-code"]
+        base_l = []
+        if SANITIZE:
+            san = [f"-fsanitize={SANITIZE}", "-fno-omit-frame-pointer"]
+            base_c += san
+            base_l += san
+    macros = [("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")]
+    exts = []
+    for pyx in sorted(glob.glob(os.path.join("fastnn", "_kernels", "*.pyx"))):
+        name = pyx[:-4].replace(os.sep, ".")
+        if BUILD_ONLY and name.rsplit(".", 1)[1] not in BUILD_ONLY:
+            continue
+        exts.append(Extension(
+            name, [pyx],
+            include_dirs=[np.get_include()],
+            define_macros=macros,
+            extra_compile_args=base_c + (omp_c or []),
+            extra_link_args=base_l + (omp_l or []),
+        ))
+    directives = {
+        "language_level": 3,
+        "boundscheck": DEBUG,
+        "wraparound": DEBUG,
+        "initializedcheck": DEBUG,
+        "cdivision": not DEBUG,
+        "embedsignature": True,
+    }
+    return cythonize(exts, compiler_directives=directives,
+                     nthreads=int(os.environ.get("FASTNN_CYTHONIZE_JOBS", "0") or 0))
+
+
+setup(ext_modules=build_extensions())

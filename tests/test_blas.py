@@ -1,0 +1,53 @@
+"""The BLAS wrapper against NumPy: transpose flags x dtype x shapes, alpha/beta, GEMV."""
+import itertools
+
+import numpy as np
+import pytest
+
+from fastnn._kernels import _blas
+
+SHAPES = [(1, 1, 1), (1, 7, 1), (7, 1, 1), (1, 1, 9), (3, 5, 4), (17, 13, 11), (64, 33, 129),
+          (5, 4, 0), (0, 4, 3), (4, 0, 3)]
+
+
+@pytest.mark.parametrize("m,n,k", SHAPES)
+@pytest.mark.parametrize("trans_a,trans_b", list(itertools.product([False, True], repeat=2)))
+def test_gemm_matches_numpy(m, n, k, trans_a, trans_b, dtype, rng):
+    A = rng.standard_normal((k, m) if trans_a else (m, k)).astype(dtype)
+    B = rng.standard_normal((n, k) if trans_b else (k, n)).astype(dtype)
+    C = rng.standard_normal((m, n)).astype(dtype)
+    alpha, beta = 1.5, -0.5
+    ref = alpha * ((A.T if trans_a else A).astype(np.float64)
+                   @ (B.T if trans_b else B).astype(np.float64)) + beta * C.astype(np.float64)
+    _blas.py_gemm(trans_a, trans_b, dtype.type(alpha), A, B, dtype.type(beta), C)
+    rtol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(C, ref, rtol=rtol, atol=rtol * max(1, k))
+
+
+def test_gemm_beta_zero_ignores_nan_garbage(dtype, rng):
+    A = rng.standard_normal((3, 4)).astype(dtype)
+    B = rng.standard_normal((4, 5)).astype(dtype)
+    C = np.full((3, 5), np.nan, dtype=dtype)
+    _blas.py_gemm(False, False, dtype.type(1), A, B, dtype.type(0), C)
+    np.testing.assert_allclose(C, A.astype(np.float64) @ B, rtol=1e-5)
+
+
+@pytest.mark.parametrize("m,n", [(1, 1), (1, 9), (9, 1), (13, 7), (0, 3), (3, 0)])
+@pytest.mark.parametrize("trans_a", [False, True])
+def test_gemv_matches_numpy(m, n, trans_a, dtype, rng):
+    A = rng.standard_normal((m, n)).astype(dtype)
+    x = rng.standard_normal(m if trans_a else n).astype(dtype)
+    y = rng.standard_normal(n if trans_a else m).astype(dtype)
+    ref = 2.0 * ((A.T if trans_a else A).astype(np.float64) @ x) + 0.25 * y
+    _blas.py_gemv(trans_a, dtype.type(2.0), A, x, dtype.type(0.25), y)
+    np.testing.assert_allclose(y, ref, rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-5)
+
+
+def test_blas_thread_control_found():
+    # scipy wheels ship OpenBLAS: fastnn must find its thread control to pin it per region.
+    import fastnn
+    info = fastnn._threads.blas_info()
+    if info.get("internal_api") != "openblas":
+        pytest.skip(f"BLAS is {info.get('internal_api')}, not OpenBLAS")
+    assert info["thread_control"]
+    assert _blas.has_thread_control()
