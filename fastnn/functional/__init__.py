@@ -4,3 +4,11 @@ Every function validates its inputs once (shape, dtype, contiguity; messages giv
 and the actual value), allocates its outputs unless ``out=`` is given, and calls a compiled
 kernel. float32 and float64 are both supported; the output dtype is the input dtype.
 """
+# --- dense layers, activations, dropout ---
+# (section: from fastnn.functional.dense / .activations / .dropout import ...)
+
+# --- output maps: softmax, log_softmax, sparsemax ---
+# (section: from fastnn.functional.output import ...)
+
+# --- losses ---
+# (section: from fastnn.functional.losses import ...)
