@@ -1,0 +1,714 @@
+"""Modules: the boxes of the lecture's computation graph, each with ``forward`` and ``backward``.
+
+A module's ``forward`` (fprop) computes its output from its input and caches what its
+``backward`` (bprop) needs; ``backward`` takes the gradient of the loss with respect to the
+output, returns the gradient with respect to the input, and *adds* the gradients of the module's
+parameters into their ``.grad`` buffers. The arithmetic is done by the compiled kernels of
+:mod:`fastnn.functional`; the modules are plain Python around them, one call per batch (never a
+Python loop over samples).
+
+Buffers. Outputs and gradients are written into arrays owned by the module and reused by every
+call with the same batch size, so a steady-state training step allocates no arrays. The price: the
+array returned by ``forward`` (or ``backward``) is overwritten by the next call with the same batch
+size. Copy it (``y.copy()``) or use :meth:`fastnn.Sequential.predict` to keep a result.
+"""
+from __future__ import annotations
+
+import copy
+import numbers
+
+import numpy as np
+
+from fastnn import functional as F
+from fastnn._threads import resolve_n_threads
+from fastnn.parameter import Parameter
+
+__all__ = [
+    "Module", "Dense", "Activation", "Identity", "Sigmoid", "Tanh", "ReLU", "Step", "Sign",
+    "Softmax", "Sparsemax", "Dropout", "ACTIVATIONS",
+]
+
+#: Activation names understood by Dense and Activation ("linear" is an alias of "identity").
+ACTIVATIONS = ("identity", "sigmoid", "tanh", "relu", "step", "sign")
+_ALIASES = {"linear": "identity", None: "identity"}
+#: Activations whose derivative jumps (relu) or whose value jumps (step, sign): gradcheck looks
+#: for a change of the sign pattern between the two points of a finite-difference stencil.
+_KINKED = ("relu", "step", "sign")
+
+_MAX_CACHED_SHAPES = 32
+_REGISTRY: dict[str, type] = {}
+
+
+def _canonical_activation(name) -> str:
+    name = _ALIASES.get(name, name)
+    if name not in ACTIVATIONS:
+        raise ValueError(f"Unknown activation {name!r}; expected one of "
+                         f"{', '.join(ACTIVATIONS)} (or 'linear', an alias of 'identity')")
+    return name
+
+
+def _check_dtype(dtype) -> np.dtype:
+    dt = np.dtype(dtype)
+    if dt not in (np.float32, np.float64):
+        raise TypeError(f"dtype must be float32 or float64, got {dt}")
+    return dt
+
+
+def _check_n_threads(n_threads):
+    if n_threads is not None:
+        resolve_n_threads(n_threads)  # raises TypeError/ValueError with a clear message
+    return n_threads
+
+
+class Module:
+    """Base class of every layer and network.
+
+    Subclasses implement ``forward(x)`` and ``backward(grad_output, need_input_grad=True,
+    inplace=False)``; list their parameters in ``_parameters`` and their sub-modules in
+    ``_modules`` (both ordered name -> object), and describe their constructor arguments in
+    ``get_config()`` so that :func:`fastnn.save` can rebuild them.
+
+    Attributes
+    ----------
+    training : bool
+        True in training mode (dropout active), False in evaluation mode.
+    n_threads : int or None
+        Threads for the kernels; None means ``omp_get_max_threads()`` at call time. Setting it on
+        a container sets it on every sub-module.
+    """
+
+    def __init__(self):
+        self.training = True
+        self._n_threads = None
+        self._parameters: dict[str, Parameter] = {}
+        self._modules: dict[str, Module] = {}
+        self._buffers: dict = {}
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        _REGISTRY[cls.__name__] = cls
+
+    # --- the graph interface -------------------------------------------------------------------
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """Compute the output for a batch ``x`` of shape (n_samples, in_features)."""
+        raise NotImplementedError
+
+    def backward(self, grad_output: np.ndarray, need_input_grad: bool = True,
+                 inplace: bool = False):
+        """Backpropagate ``grad_output`` (dL/d output) through the last ``forward``.
+
+        Adds the parameter gradients into their ``.grad`` buffers and returns dL/d input
+        (None when ``need_input_grad`` is False). ``inplace=True`` allows the module to overwrite
+        ``grad_output`` (a container passes it for gradients that nobody else reads).
+        """
+        raise NotImplementedError
+
+    def __call__(self, x):
+        return self.forward(x)
+
+    # --- parameters and modes --------------------------------------------------------------------
+    def named_parameters(self, prefix: str = ""):
+        """Yield (name, Parameter) pairs, depth first, names like ``"0.weight"``."""
+        for name, p in self._parameters.items():
+            yield prefix + name, p
+        for name, m in self._modules.items():
+            yield from m.named_parameters(prefix + name + ".")
+
+    def parameters(self) -> list:
+        """The trainable parameters, in a fixed order (the order optimizers and files use)."""
+        return [p for _, p in self.named_parameters()]
+
+    def modules(self):
+        """Yield this module and all its sub-modules, depth first."""
+        yield self
+        for m in self._modules.values():
+            yield from m.modules()
+
+    def named_buffers(self, prefix: str = ""):
+        """Yield (name, array) for non-trainable state saved with the weights (dropout counters)."""
+        for name, value in self._state_buffers().items():
+            yield prefix + name, value
+        for name, m in self._modules.items():
+            yield from m.named_buffers(prefix + name + ".")
+
+    def _state_buffers(self) -> dict:
+        return {}
+
+    def _load_state_buffer(self, name: str, value: np.ndarray) -> None:
+        raise KeyError(name)
+
+    def train(self, mode: bool = True):
+        """Set training mode (dropout active) on this module and its sub-modules; returns self."""
+        for m in self.modules():
+            m.training = bool(mode)
+        return self
+
+    def eval(self):
+        """Set evaluation mode (dropout off; deterministic); returns self."""
+        return self.train(False)
+
+    def zero_grad(self) -> None:
+        """Set every parameter gradient to zero."""
+        for p in self.parameters():
+            p.grad.fill(0)
+
+    @property
+    def n_threads(self):
+        return self._n_threads
+
+    @n_threads.setter
+    def n_threads(self, value):
+        value = _check_n_threads(value)
+        for m in self.modules():
+            m._n_threads = value
+
+    @property
+    def dtype(self):
+        """The float dtype of the parameters (None for a module without parameters)."""
+        for p in self.parameters():
+            return p.data.dtype
+        return None
+
+    def _has_parameters(self) -> bool:
+        return bool(self._parameters) or any(m._has_parameters() for m in self._modules.values())
+
+    def n_parameters(self) -> int:
+        return int(sum(p.data.size for p in self.parameters()))
+
+    # --- shapes, config, copies ------------------------------------------------------------------
+    def output_features(self, in_features):
+        """Width of the output for an input of ``in_features`` columns (None: unknown);
+        raises ValueError when the module cannot take that width."""
+        return in_features
+
+    def input_features(self):
+        """Input width the module requires, or None when any width works."""
+        return None
+
+    def get_config(self) -> dict:
+        """Constructor arguments as JSON-compatible values (``type`` names the class)."""
+        return {"type": type(self).__name__}
+
+    @classmethod
+    def from_config(cls, config: dict, dtype=np.float32) -> "Module":
+        """Build a module (with fresh parameters of ``dtype``) from ``get_config()``'s dict."""
+        return module_from_config(config, dtype)
+
+    def _set_dtype(self, dtype) -> None:
+        """Re-type the parameters (construction time only: containers fix one dtype)."""
+        dtype = _check_dtype(dtype)
+        for p in self._parameters.values():
+            if p.data.dtype != dtype:
+                p.data = p.data.astype(dtype)
+                p.grad = np.zeros_like(p.data)
+        self._buffers.clear()
+        for m in self._modules.values():
+            m._set_dtype(dtype)
+
+    def astype(self, dtype) -> "Module":
+        """An independent copy of this module (values, counters, modes, loss) with parameters of
+        ``dtype`` (float32 -> float64 is exact). A fitted model's optimizer is not copied."""
+        dtype = _check_dtype(dtype)
+        memo = {}
+        optimizer = getattr(self, "optimizer", None)
+        if optimizer is not None:
+            memo[id(optimizer)] = None
+        new = copy.deepcopy(self, memo)
+        new._set_dtype(dtype)
+        for m in new.modules():
+            m._buffers.clear()
+        return new
+
+    def copy(self) -> "Module":
+        """An independent copy (same architecture, parameters, counters, dtype and mode)."""
+        return self.astype(self.dtype or np.float64)
+
+    @classmethod
+    def _build(cls, kwargs: dict, dtype) -> "Module":
+        """Construct from config kwargs; modules with parameters create them with ``dtype``."""
+        module = _call_with_config(cls, kwargs)
+        module._set_dtype(dtype)
+        return module
+
+    # --- state -----------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """name -> copy of every parameter and state buffer (ordered like ``named_parameters``)."""
+        sd = {name: p.data.copy() for name, p in self.named_parameters()}
+        for name, value in self.named_buffers():
+            sd[name] = np.array(value, copy=True)
+        return sd
+
+    def load_state_dict(self, state_dict: dict, strict: bool = True) -> None:
+        """Copy values into the parameters (their dtype is kept; float32 <-> float64 is cast).
+
+        Raises KeyError naming missing or unexpected entries (``strict``) and ValueError on a
+        shape mismatch; nothing is modified when an error is raised.
+        """
+        params = dict(self.named_parameters())
+        buffers = dict(self.named_buffers())
+        expected = list(params) + list(buffers)
+        missing = [k for k in expected if k not in state_dict]
+        unexpected = [k for k in state_dict if k not in params and k not in buffers]
+        if strict and (missing or unexpected):
+            raise KeyError(f"state_dict does not match the model: missing {missing}, "
+                           f"unexpected {unexpected}")
+        for name, p in params.items():
+            if name not in state_dict:
+                continue
+            value = np.asarray(state_dict[name])
+            if value.shape != p.data.shape:
+                raise ValueError(f"shape mismatch for {name!r}: the model has {p.data.shape}, "
+                                 f"the state_dict has {value.shape}")
+            if value.dtype.kind != "f":
+                raise TypeError(f"{name!r} must hold floats, got dtype {value.dtype}")
+        for name, value in state_dict.items():
+            if name in params:
+                np.copyto(params[name].data, value, casting="same_kind")
+        by_prefix = {}
+        for m_name, m in self._named_modules():
+            by_prefix[m_name] = m
+        for name in buffers:
+            if name in state_dict:
+                mod_name, _, leaf = name.rpartition(".")
+                by_prefix[mod_name]._load_state_buffer(leaf, np.asarray(state_dict[name]))
+
+    def _named_modules(self, prefix: str = ""):
+        yield prefix.rstrip("."), self
+        for name, m in self._modules.items():
+            yield from m._named_modules(prefix + name + ".")
+
+    # --- buffers ---------------------------------------------------------------------------------
+    def _buffer(self, tag: str, shape: tuple, dtype) -> np.ndarray:
+        """A reusable work array: the same object for the same (tag, shape, dtype)."""
+        key = (tag, shape, dtype)
+        buf = self._buffers.get(key)
+        if buf is None:
+            if len(self._buffers) >= _MAX_CACHED_SHAPES:
+                self._buffers.clear()
+            buf = np.empty(shape, dtype=dtype)
+            self._buffers[key] = buf
+        return buf
+
+    def _kink_state(self):
+        """After a forward: a bool array whose change between two nearby inputs signals a
+        non-differentiable point (relu pattern, sparsemax support), or None."""
+        return None
+
+    # --- display ---------------------------------------------------------------------------------
+    def extra_repr(self) -> str:
+        return ""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.extra_repr()})"
+
+
+def module_from_config(config: dict, dtype=np.float32) -> Module:
+    """Rebuild a module from its ``get_config()`` dict (unknown types are a clear error)."""
+    if not isinstance(config, dict) or "type" not in config:
+        raise ValueError(f"a module config must be a dict with a 'type' key, got {config!r}")
+    kind = config["type"]
+    cls = _REGISTRY.get(kind)
+    if cls is None:
+        raise ValueError(f"unknown layer type {kind!r}; known types: {', '.join(sorted(_REGISTRY))}"
+                         " (a custom Module subclass must be imported before loading)")
+    kwargs = {k: v for k, v in config.items() if k != "type"}
+    return cls._build(kwargs, _check_dtype(dtype))
+
+
+def _call_with_config(cls, kwargs, **extra):
+    try:
+        return cls(**kwargs, **extra)
+    except TypeError as exc:
+        raise ValueError(f"invalid config for {cls.__name__}: {exc}") from None
+
+
+class Dense(Module):
+    """Fully connected layer with an optional fused activation: ``y = act(x @ W + b)``.
+
+    Parameters
+    ----------
+    in_features, out_features : int
+    activation : str or None
+        "identity" (None, "linear"), "sigmoid", "tanh", "relu", "step" or "sign", computed in the
+        same kernel pass as the bias (no extra pass over the output).
+    bias : bool
+    init : str, callable or None
+        Weight initializer: a name from :mod:`fastnn.init` ("glorot_uniform", "he_normal", ...)
+        or a callable ``init(shape, seed=..., dtype=...)``. None picks He uniform for relu and
+        Glorot uniform otherwise (the lecture's choice for tanh and sigmoid).
+    bias_init : float
+        Constant initial bias (0 by default; a small positive value such as 0.01 keeps relu units
+        alive at the start).
+    seed : int, numpy Generator or None
+        Seed of the weight initialization.
+    dtype : float32 or float64
+
+    Attributes
+    ----------
+    weight : Parameter, shape (in_features, out_features), C order
+        Stored input-major so that the forward pass is one row-major GEMM ``x @ W`` (PyTorch
+        stores the transpose, ``(out_features, in_features)``).
+    bias : Parameter, shape (out_features,), or None
+        Not regularized by L1/L2 (``regularize=False``).
+    """
+
+    def __init__(self, in_features: int, out_features: int, activation=None, bias: bool = True,
+                 init=None, bias_init: float = 0.0, seed=None, dtype=np.float32):
+        super().__init__()
+        for name, v in (("in_features", in_features), ("out_features", out_features)):
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v <= 0:
+                raise ValueError(f"{name} must be a positive int, got {v!r}")
+        self.in_features = int(in_features)
+        self.out_features = int(out_features)
+        self.activation = _canonical_activation(activation)
+        self.init = init
+        if isinstance(bias_init, bool) or not isinstance(bias_init, numbers.Real):
+            raise TypeError(f"bias_init must be a float, got {bias_init!r}")
+        self.bias_init = float(bias_init)
+        self.seed = seed
+        dtype = _check_dtype(dtype)
+        self.weight = Parameter(np.empty((self.in_features, self.out_features), dtype=dtype),
+                                name="weight", regularize=True)
+        self._parameters["weight"] = self.weight
+        self.bias = None
+        if bias:
+            self.bias = Parameter(np.empty(self.out_features, dtype=dtype), name="bias",
+                                  regularize=False)
+            self._parameters["bias"] = self.bias
+        self._x = self._y = None
+        self.reset_parameters()
+
+    def reset_parameters(self, seed=None) -> None:
+        """(Re)initialize the weight with ``init`` and the bias with ``bias_init``."""
+        from fastnn import init as initializers
+
+        seed = self.seed if seed is None else seed
+        init = self.init
+        if init is None:
+            init = "he_uniform" if self.activation == "relu" else "glorot_uniform"
+        if isinstance(init, str):
+            fn = getattr(initializers, init, None)
+            if fn is None or init.startswith("_"):
+                raise ValueError(f"unknown initializer {init!r} (see fastnn.init)")
+        elif callable(init):
+            fn = init
+        else:
+            raise TypeError(f"init must be a name, a callable or None, got {init!r}")
+        w = fn((self.in_features, self.out_features), seed=seed, dtype=self.weight.data.dtype)
+        w = np.asarray(w)
+        if w.shape != self.weight.data.shape:
+            raise ValueError(f"initializer {init!r} returned shape {w.shape}, "
+                             f"expected {self.weight.data.shape}")
+        self.weight.data[...] = w
+        if self.bias is not None:
+            self.bias.data.fill(self.bias_init)
+
+    def forward(self, x):
+        y = self._buffer("y", (x.shape[0], self.out_features), self.weight.data.dtype)
+        F.dense_forward(x, self.weight.data, None if self.bias is None else self.bias.data,
+                        activation=self.activation, out=y, n_threads=self._n_threads)
+        self._x, self._y = x, y
+        return y
+
+    def backward(self, grad_output, need_input_grad=True, inplace=False):
+        x = self._x
+        gx = None
+        if need_input_grad:
+            gx = self._buffer("gx", x.shape, x.dtype)
+        F.dense_backward(x, self.weight.data, self._y, grad_output, activation=self.activation,
+                         grad_W_out=self.weight.grad,
+                         grad_b_out=None if self.bias is None else self.bias.grad,
+                         grad_X_out=gx, need_grad_X=need_input_grad, accumulate=True,
+                         overwrite_grad_Y=inplace, need_grad_b=self.bias is not None,
+                         n_threads=self._n_threads)
+        return gx
+
+    def _kink_state(self):
+        if self.activation in _KINKED and self._y is not None:
+            return self._y > 0
+        return None
+
+    def input_features(self):
+        return self.in_features
+
+    def output_features(self, in_features):
+        if in_features is not None and in_features != self.in_features:
+            raise ValueError(f"{self!r} expects {self.in_features} input features, "
+                             f"got {in_features}")
+        return self.out_features
+
+    def get_config(self):
+        init = self.init
+        if init is not None and not isinstance(init, str):
+            init = getattr(init, "__name__", None)  # weights are saved; the init only names it
+        return {"type": type(self).__name__, "in_features": self.in_features,
+                "out_features": self.out_features, "activation": self.activation,
+                "bias": self.bias is not None, "init": init, "bias_init": self.bias_init}
+
+    @classmethod
+    def _build(cls, kwargs, dtype):
+        kwargs = dict(kwargs)
+        init = kwargs.get("init")
+        if init is not None:
+            from fastnn import init as initializers
+            if not hasattr(initializers, init):
+                kwargs["init"] = None  # a custom callable: the saved weights replace it anyway
+        return _call_with_config(cls, kwargs, dtype=dtype)
+
+    def extra_repr(self):
+        s = f"{self.in_features}, {self.out_features}"
+        if self.activation != "identity":
+            s += f", activation={self.activation!r}"
+        if self.bias is None:
+            s += ", bias=False"
+        return s
+
+
+class Activation(Module):
+    """Elementwise activation as a separate module: ``y = act(x)``.
+
+    Gives the same numbers as the activation fused into :class:`Dense` (the fused route saves a
+    pass over memory). Derivatives use the output: sigmoid y(1-y), tanh 1-y^2, relu 1[y>0];
+    step and sign have derivative 0 (threshold units are not trained by backpropagation).
+    """
+
+    def __init__(self, name="identity"):
+        super().__init__()
+        self.name = _canonical_activation(name)
+        self._y = None
+
+    def forward(self, x):
+        if self.name == "identity":
+            self._y = x
+            return x
+        y = self._buffer("y", x.shape, x.dtype)
+        F.activation(x, self.name, out=y, n_threads=self._n_threads)
+        self._y = y
+        return y
+
+    def backward(self, grad_output, need_input_grad=True, inplace=False):
+        if not need_input_grad or self.name == "identity":
+            return grad_output if need_input_grad else None
+        out = grad_output if inplace else self._buffer("gx", grad_output.shape,
+                                                       grad_output.dtype)
+        return F.activation_backward(self._y, grad_output, self.name, out=out,
+                                     n_threads=self._n_threads)
+
+    def _kink_state(self):
+        if self.name in _KINKED and self._y is not None:
+            return self._y > 0
+        return None
+
+    def get_config(self):
+        cfg = {"type": type(self).__name__}
+        if type(self) is Activation:
+            cfg["name"] = self.name
+        return cfg
+
+    def extra_repr(self):
+        return repr(self.name) if type(self) is Activation else ""
+
+
+class Identity(Activation):
+    """``y = x``."""
+
+    def __init__(self):
+        super().__init__("identity")
+
+
+class Sigmoid(Activation):
+    """``y = 1 / (1 + exp(-x))``."""
+
+    def __init__(self):
+        super().__init__("sigmoid")
+
+
+class Tanh(Activation):
+    """``y = tanh(x)``."""
+
+    def __init__(self):
+        super().__init__("tanh")
+
+
+class ReLU(Activation):
+    """``y = max(0, x)`` (Glorot et al., 2011)."""
+
+    def __init__(self):
+        super().__init__("relu")
+
+
+class Step(Activation):
+    """McCulloch-Pitts threshold unit: ``y = 1 if x >= 0 else 0`` (derivative 0)."""
+
+    def __init__(self):
+        super().__init__("step")
+
+
+class Sign(Activation):
+    """``y = +1 if x >= 0 else -1`` (derivative 0)."""
+
+    def __init__(self):
+        super().__init__("sign")
+
+
+class Softmax(Module):
+    """Softmax over the last axis: ``p_i = exp(z_i) / sum_j exp(z_j)``.
+
+    As a module it is for networks whose loss reads probabilities (e.g. a squared loss on
+    probabilities). For classification keep the model's output as logits and let the loss apply
+    the map (``CrossEntropyLoss`` computes log-softmax stably, ``predict_proba`` applies softmax).
+    """
+
+    def __init__(self):
+        super().__init__()
+        self._p = None
+
+    def forward(self, x):
+        p = self._buffer("p", x.shape, x.dtype)
+        F.softmax(x, out=p, n_threads=self._n_threads)
+        self._p = p
+        return p
+
+    def backward(self, grad_output, need_input_grad=True, inplace=False):
+        if not need_input_grad:
+            return None
+        out = self._buffer("gx", grad_output.shape, grad_output.dtype)
+        return F.softmax_backward(self._p, grad_output, out=out, n_threads=self._n_threads)
+
+
+class Sparsemax(Module):
+    """Sparsemax over the last axis (Martins and Astudillo, 2016): the Euclidean projection of z
+    onto the probability simplex; exact zeros outside its support.
+
+    Parameters
+    ----------
+    method : {"auto", "sort", "select"}
+        Threshold algorithm (see :func:`fastnn.functional.sparsemax`).
+    """
+
+    def __init__(self, method="auto"):
+        super().__init__()
+        if method not in ("auto", "sort", "select"):
+            raise ValueError(f"method must be 'auto', 'sort' or 'select', got {method!r}")
+        self.method = method
+        self._p = None
+
+    def forward(self, x):
+        p = self._buffer("p", x.shape, x.dtype)
+        F.sparsemax(x, method=self.method, out=p, n_threads=self._n_threads)
+        self._p = p
+        return p
+
+    def backward(self, grad_output, need_input_grad=True, inplace=False):
+        if not need_input_grad:
+            return None
+        out = self._buffer("gx", grad_output.shape, grad_output.dtype)
+        return F.sparsemax_backward(self._p, grad_output, out=out, n_threads=self._n_threads)
+
+    def _kink_state(self):
+        return None if self._p is None else self._p > 0
+
+    def get_config(self):
+        return {"type": "Sparsemax", "method": self.method}
+
+    def extra_repr(self):
+        return "" if self.method == "auto" else f"method={self.method!r}"
+
+
+_MASK64 = (1 << 64) - 1
+
+
+def _splitmix64(x: int) -> int:
+    x = (x + 0x9E3779B97F4A7C15) & _MASK64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return x ^ (x >> 31)
+
+
+class Dropout(Module):
+    """Dropout (Srivastava et al., 2014): each unit is zeroed with probability ``p`` in training.
+
+    Parameters
+    ----------
+    p : float in [0, 1)
+        Drop probability.
+    mode : {"inverted", "standard"}
+        "inverted" (default): training scales kept units by 1/(1-p), evaluation is the identity.
+        "standard" (the lecture's form): training keeps units unscaled, evaluation multiplies by
+        (1-p).
+    seed : int or None
+        Base seed. The mask of the t-th training forward is drawn by a counter-based generator
+        from ``(mix(seed, t), element index)``: reproducible, and independent of ``n_threads``.
+        None draws a base seed from the operating system once, at construction.
+
+    The call counter is part of ``state_dict`` (so saving and loading continues the same masks).
+    """
+
+    def __init__(self, p: float = 0.5, mode: str = "inverted", seed=None):
+        super().__init__()
+        if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0.0 <= float(p) < 1.0:
+            raise ValueError(f"Invalid dropout probability: {p!r} (expected 0 <= p < 1)")
+        if mode not in ("inverted", "standard"):
+            raise ValueError(f"mode must be 'inverted' or 'standard', got {mode!r}")
+        if seed is None:
+            seed = int(np.random.SeedSequence().generate_state(1, np.uint64)[0] >> 1)
+        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+            raise ValueError(f"seed must be a non-negative int or None, got {seed!r}")
+        self.p = float(p)
+        self.mode = mode
+        self.seed = int(seed)
+        self._calls = 0          # training forwards done so far
+        self._call_seed = None   # seed of the last training forward (its backward reuses it)
+        self._active = False
+
+    def _seed_for(self, t: int) -> int:
+        # Two rounds of splitmix64 decorrelate consecutive calls whatever the kernel's hash.
+        return _splitmix64(_splitmix64(self.seed) ^ t) >> 1
+
+    def forward(self, x):
+        self._active = self.training and self.p > 0.0
+        if not self._active:
+            if self.mode == "inverted" or self.p == 0.0:
+                return x
+            y = self._buffer("y", x.shape, x.dtype)
+            return np.multiply(x, 1.0 - self.p, out=y)
+        self._call_seed = self._seed_for(self._calls)
+        self._calls += 1
+        y = self._buffer("y", x.shape, x.dtype)
+        return F.dropout(x, self.p, self._call_seed, mode=self.mode, training=True, out=y,
+                         n_threads=self._n_threads)
+
+    def backward(self, grad_output, need_input_grad=True, inplace=False):
+        if not need_input_grad:
+            return None
+        if not self._active:
+            if self.mode == "inverted" or self.p == 0.0:
+                return grad_output
+            out = grad_output if inplace else self._buffer("gx", grad_output.shape,
+                                                           grad_output.dtype)
+            return np.multiply(grad_output, 1.0 - self.p, out=out)
+        out = grad_output if inplace else self._buffer("gx", grad_output.shape,
+                                                       grad_output.dtype)
+        return F.dropout_backward(grad_output, self.p, self._call_seed, mode=self.mode, out=out,
+                                  n_threads=self._n_threads)
+
+    def _state_buffers(self):
+        return {"calls": np.array(self._calls, dtype=np.int64)}
+
+    def _load_state_buffer(self, name, value):
+        if name != "calls":
+            raise KeyError(name)
+        value = np.asarray(value)
+        if value.shape != () or value.dtype.kind not in "iu" or int(value) < 0:
+            raise ValueError(f"Dropout counter must be a non-negative integer scalar, "
+                             f"got {value!r}")
+        self._calls = int(value)
+
+    def get_config(self):
+        return {"type": "Dropout", "p": self.p, "mode": self.mode, "seed": self.seed}
+
+    def extra_repr(self):
+        s = f"p={self.p}"
+        if self.mode != "inverted":
+            s += f", mode={self.mode!r}"
+        return s

@@ -1,0 +1,438 @@
+"""Networks: containers that wire modules into a computation graph.
+
+* :class:`Sequential` - a chain ``f_L(...f_2(f_1(x)))`` of any depth, the model class users train
+  (``fit``/``evaluate``/``predict``/``predict_proba``).
+* :class:`Residual` - a skip connection ``y = x + f(x)``.
+* :class:`Parallel` - branches that read the same input, merged by concatenation or sum.
+
+Residual and Parallel are modules themselves, so graphs nest: a Sequential can hold a Residual
+whose ``f`` is a Sequential holding a Parallel... Backward visits the boxes in reverse order and
+sums the gradients where the graph forks (the chain rule's sum over paths).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from fastnn._validation import check_float_array
+from fastnn.layers import (Module, Softmax, Sparsemax, _check_dtype, _check_n_threads,
+                           module_from_config)
+
+__all__ = ["Sequential", "Residual", "Parallel"]
+
+_PREDICT_BATCH = 1024
+
+
+def _infer_dtype(modules, dtype):
+    found = {p.data.dtype for m in modules for p in m.parameters()}
+    if dtype is not None:
+        return _check_dtype(dtype)
+    if len(found) > 1:
+        raise TypeError("the modules have parameters of both float32 and float64; pass "
+                        "dtype=np.float32 or dtype=np.float64 to fix one dtype for the network")
+    return found.pop() if found else np.dtype(np.float32)
+
+
+def _check_unique(modules):
+    seen = set()
+    for top in modules:
+        if not isinstance(top, Module):
+            raise TypeError(f"expected fastnn Modules, got {type(top).__name__}")
+        for m in top.modules():
+            if id(m) in seen:
+                raise ValueError(f"{m!r} appears twice in the network; a module caches its own "
+                                 "forward pass, so each position needs its own instance")
+            seen.add(id(m))
+
+
+class _Container(Module):
+    def _set_dtype(self, dtype):
+        super()._set_dtype(dtype)
+        self._dtype = _check_dtype(dtype)
+
+    @property
+    def dtype(self):
+        return self._dtype
+
+
+class Sequential(_Container):
+    """A chain of modules: ``forward`` runs them in order, ``backward`` in reverse.
+
+    Parameters
+    ----------
+    *modules : Module
+        The layers (a single list or tuple of modules is accepted too).
+    dtype : float32, float64 or None
+        The network's float dtype, fixed here: parameters are converted to it. None takes the
+        modules' dtype (float32 when they have no parameters). Inputs of the other float dtype
+        are rejected with a TypeError that says how to convert them.
+    n_threads : int or None
+        Threads for every kernel call (None: ``omp_get_max_threads()`` at call time).
+
+    Attributes
+    ----------
+    loss, optimizer : set by :meth:`fit` (kept for continued training), None before.
+
+    Examples
+    --------
+    >>> model = Sequential(Dense(784, 256, "relu"), Dense(256, 10))   # doctest: +SKIP
+    >>> logits = model.forward(X)                                     # doctest: +SKIP
+    >>> model.backward(grad_logits, need_input_grad=False)            # doctest: +SKIP
+
+    Notes
+    -----
+    ``forward`` returns an array owned by the network and overwritten by the next forward with the
+    same batch size (that is how a training step avoids allocations); ``predict`` returns a new
+    array.
+    """
+
+    def __init__(self, *modules, dtype=None, n_threads=None):
+        super().__init__()
+        if len(modules) == 1 and isinstance(modules[0], (list, tuple)):
+            modules = tuple(modules[0])
+        _check_unique(modules)
+        self._dtype = _infer_dtype(modules, dtype)
+        for i, m in enumerate(modules):
+            self._modules[str(i)] = m
+        self._layers = list(modules)
+        self._set_dtype(self._dtype)
+        self.n_threads = _check_n_threads(n_threads)
+        self.train(True)
+        self._in_features = self.input_features()
+        self._out_features = self.output_features(self._in_features)
+        self.loss = None
+        self.optimizer = None
+
+    # --- structure -------------------------------------------------------------------------------
+    def __len__(self):
+        return len(self._layers)
+
+    def __iter__(self):
+        return iter(self._layers)
+
+    def __getitem__(self, i):
+        return self._layers[i]
+
+    def input_features(self):
+        for m in self._layers:
+            w = m.input_features()
+            if w is not None:
+                return w
+        return None
+
+    def output_features(self, in_features):
+        w = in_features
+        for m in self._layers:
+            w = m.output_features(w)
+        return w
+
+    # --- graph -----------------------------------------------------------------------------------
+    def forward(self, X):
+        """Run the layers on a batch ``X`` of shape (n_samples, n_features); returns the output
+        of the last layer (a buffer owned by the network, see the class notes)."""
+        X = check_float_array(X, "X", ndim=2, dtype=self._dtype)
+        if self._in_features is not None and X.shape[1] != self._in_features:
+            raise ValueError(f"X has {X.shape[1]} features but the network expects "
+                             f"{self._in_features}")
+        for m in self._layers:
+            X = m.forward(X)
+        return X
+
+    def backward(self, grad_output, need_input_grad=True, inplace=False):
+        """Backpropagate dL/d output through the last forward; returns dL/d X.
+
+        Parameter gradients are added into ``p.grad`` (call ``zero_grad`` between steps).
+        Pass ``need_input_grad=False`` when the input is data (a training step): the first
+        dense layer then skips its input-gradient GEMM, and the modules before the first
+        parameter are not visited.
+        """
+        layers = self._layers
+        stop = 0
+        if not need_input_grad:
+            stop = len(layers)
+            for i, m in enumerate(layers):
+                if m._has_parameters():
+                    stop = i
+                    break
+        g = grad_output
+        for i in range(len(layers) - 1, stop - 1, -1):
+            # A gradient produced inside the chain is read by nobody else, so the next module may
+            # overwrite it; the caller's gradient only when the caller allows it.
+            g = layers[i].backward(g, need_input_grad or i > stop,
+                                   inplace or g is not grad_output)
+        return g if need_input_grad else None
+
+    # --- the model interface (training lives in fastnn.training) -------------------------------
+    def fit(self, X, y, **kwargs):
+        """Train the network; see :func:`fastnn.training.fit` for the arguments.
+
+        Returns a History. The loss and optimizer are kept (``self.loss``, ``self.optimizer``),
+        so calling ``fit`` again continues training.
+        """
+        from fastnn import training
+        return training.fit(self, X, y, **kwargs)
+
+    def evaluate(self, X, y, **kwargs):
+        """Loss and accuracy (R^2 for regression); see :func:`fastnn.training.evaluate`."""
+        from fastnn import training
+        return training.evaluate(self, X, y, **kwargs)
+
+    def predict(self, X, batch_size=None) -> np.ndarray:
+        """Network output for ``X`` in evaluation mode, computed in batches; a new array.
+
+        Parameters
+        ----------
+        X : ndarray (n_samples, n_features) of the network's dtype
+        batch_size : int or None
+            Rows per forward pass (default 1024): bounds the memory of the work buffers.
+
+        Returns
+        -------
+        ndarray (n_samples, n_outputs): the last layer's output (logits for a classifier
+        trained with a cross-entropy or sparsemax loss; see ``predict_proba``).
+        """
+        X = check_float_array(X, "X", ndim=2, dtype=self._dtype)
+        if batch_size is None:
+            batch_size = _PREDICT_BATCH
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
+                or batch_size <= 0:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        modes = [m.training for m in self.modules()]
+        self.eval()
+        try:
+            n = X.shape[0]
+            out = None
+            for start in range(0, n, batch_size):
+                z = self.forward(X[start:start + batch_size])
+                if out is None:
+                    out = np.empty((n,) + z.shape[1:], dtype=z.dtype)
+                out[start:start + z.shape[0]] = z
+            if out is None:  # no rows
+                width = self._out_features if self._out_features is not None else 0
+                out = np.empty((0, width), dtype=self._dtype)
+            return out
+        finally:
+            for m, mode in zip(self.modules(), modes):
+                m.training = mode
+
+    def predict_proba(self, X, batch_size=None, loss=None) -> np.ndarray:
+        """Predictions in the output space of the loss: softmax probabilities for cross-entropy,
+        sparsemax probabilities for the sparsemax loss, sigmoid for binary cross-entropy, the
+        output itself for the squared loss.
+
+        ``loss`` defaults to the loss the model was fitted with; a network ending with a Softmax
+        or Sparsemax module already outputs probabilities and needs none.
+        """
+        loss = self.loss if loss is None else loss
+        z = self.predict(X, batch_size=batch_size)
+        if loss is None:
+            if self._layers and isinstance(self._layers[-1], (Softmax, Sparsemax)):
+                return z
+            raise ValueError("predict_proba needs to know the output map: fit the model first, "
+                             "or pass loss='cross_entropy' (or 'sparsemax', "
+                             "'binary_cross_entropy', 'squared')")
+        from fastnn.losses import get_loss
+        return get_loss(loss).output(z)
+
+    # --- config and display ----------------------------------------------------------------------
+    def get_config(self):
+        return {"type": "Sequential", "layers": [m.get_config() for m in self._layers]}
+
+    @classmethod
+    def _build(cls, kwargs, dtype):
+        layers = kwargs.get("layers")
+        if not isinstance(layers, list) or set(kwargs) - {"layers"}:
+            raise ValueError(f"invalid config for Sequential: {kwargs!r}")
+        return cls(*[module_from_config(c, dtype) for c in layers], dtype=dtype)
+
+    def __repr__(self):
+        rows = []
+        width = self._in_features
+
+        def walk(module, name, depth, width):
+            out_w = module.output_features(width)
+            n_par = module.n_parameters()
+            label = "  " * depth + (repr(module) if not module._modules
+                                    else type(module).__name__ + _container_note(module))
+            rows.append((name, label, "?" if out_w is None else str(out_w),
+                         f"{n_par:,}" if n_par or not module._modules else ""))
+            if isinstance(module, Parallel):
+                for key, child in module._modules.items():
+                    walk(child, f"{name}.{key}", depth + 1, width)
+            elif isinstance(module, Residual):
+                walk(module.module, f"{name}.module", depth + 1, width)
+            elif isinstance(module, Sequential):
+                w = width
+                for key, child in module._modules.items():
+                    walk(child, f"{name}.{key}", depth + 1, w)
+                    w = child.output_features(w)
+            return out_w
+
+        for key, m in self._modules.items():
+            width = walk(m, key, 0, width)
+        total = self.n_parameters()
+        head = ("#", "layer", "out features", "parameters")
+        cols = [max(len(r[i]) for r in rows + [head]) for i in range(4)]
+        fmt = (f"  {{:<{cols[0]}}}  {{:<{cols[1]}}}  {{:>{cols[2]}}}  {{:>{cols[3]}}}")
+        lines = [f"Sequential(dtype={self._dtype.name}, n_threads={self.n_threads}, "
+                 f"mode={'train' if self.training else 'eval'})", fmt.format(*head)]
+        lines += [fmt.format(*r) for r in rows]
+        nbytes = total * self._dtype.itemsize
+        lines.append(f"  input features: {'?' if self._in_features is None else self._in_features}"
+                     f", parameters: {total:,} ({nbytes / 1024:,.1f} KiB)")
+        return "\n".join(lines)
+
+
+def _container_note(module):
+    if isinstance(module, Parallel):
+        return f"(merge={module.merge!r})"
+    if isinstance(module, Residual):
+        return "(y = x + f(x))"
+    return ""
+
+
+class Residual(_Container):
+    """Skip connection: ``y = x + f(x)`` (``f`` must keep the width).
+
+    Backward sums the two paths: ``dL/dx = g + f.backward(g)``.
+    """
+
+    def __init__(self, module: Module, dtype=None):
+        super().__init__()
+        _check_unique([module])
+        self.module = module
+        self._modules["module"] = module
+        self._dtype = _infer_dtype([module], dtype)
+        self._set_dtype(self._dtype)
+        self.output_features(module.input_features())
+
+    def input_features(self):
+        return self.module.input_features()
+
+    def output_features(self, in_features):
+        out = self.module.output_features(in_features)
+        if in_features is not None and out is not None and out != in_features:
+            raise ValueError(f"Residual needs f to keep the width: f maps {in_features} "
+                             f"features to {out}")
+        return in_features if in_features is not None else out
+
+    def forward(self, x):
+        fx = self.module.forward(x)
+        y = self._buffer("y", x.shape, x.dtype)
+        return np.add(x, fx, out=y)
+
+    def backward(self, grad_output, need_input_grad=True, inplace=False):
+        if not need_input_grad:
+            self.module.backward(grad_output, False, inplace)
+            return None
+        gf = self.module.backward(grad_output, True, False)
+        gx = self._buffer("gx", grad_output.shape, grad_output.dtype)
+        return np.add(grad_output, gf, out=gx)
+
+    def get_config(self):
+        return {"type": "Residual", "module": self.module.get_config()}
+
+    @classmethod
+    def _build(cls, kwargs, dtype):
+        if set(kwargs) != {"module"}:
+            raise ValueError(f"invalid config for Residual: {kwargs!r}")
+        return cls(module_from_config(kwargs["module"], dtype), dtype=dtype)
+
+    def extra_repr(self):
+        return repr(self.module)
+
+
+class Parallel(_Container):
+    """Branches reading the same input, merged: ``concat([f_1(x), ..., f_k(x)])`` along the
+    features, or ``f_1(x) + ... + f_k(x)`` (``merge="sum"``, equal widths).
+
+    Backward gives each branch its part of the gradient (its columns for concat, all of it for
+    sum) and sums the branches' input gradients.
+    """
+
+    def __init__(self, *branches, merge: str = "concat", dtype=None):
+        super().__init__()
+        if len(branches) == 1 and isinstance(branches[0], (list, tuple)):
+            branches = tuple(branches[0])
+        if not branches:
+            raise ValueError("Parallel needs at least one branch")
+        if merge not in ("concat", "sum"):
+            raise ValueError(f"merge must be 'concat' or 'sum', got {merge!r}")
+        _check_unique(branches)
+        self.merge = merge
+        self.branches = list(branches)
+        for i, b in enumerate(branches):
+            self._modules[str(i)] = b
+        self._dtype = _infer_dtype(branches, dtype)
+        self._set_dtype(self._dtype)
+        self.output_features(self.input_features())
+        self._widths = None
+
+    def input_features(self):
+        widths = {b.input_features() for b in self.branches} - {None}
+        if len(widths) > 1:
+            raise ValueError(f"the branches of Parallel expect different input widths {widths}")
+        return widths.pop() if widths else None
+
+    def output_features(self, in_features):
+        outs = [b.output_features(in_features) for b in self.branches]
+        if any(o is None for o in outs):
+            return None
+        if self.merge == "sum":
+            if len(set(outs)) > 1:
+                raise ValueError(f"merge='sum' needs branches of equal width, got {outs}")
+            return outs[0]
+        return sum(outs)
+
+    def forward(self, x):
+        outs = [b.forward(x) for b in self.branches]
+        n = x.shape[0]
+        if self.merge == "sum":
+            y = self._buffer("y", outs[0].shape, x.dtype)
+            np.copyto(y, outs[0])
+            for o in outs[1:]:
+                np.add(y, o, out=y)
+        else:
+            widths = [o.shape[1] for o in outs]
+            self._widths = widths
+            y = self._buffer("y", (n, sum(widths)), x.dtype)
+            start = 0
+            for o, w in zip(outs, widths):
+                y[:, start:start + w] = o
+                start += w
+        return y
+
+    def backward(self, grad_output, need_input_grad=True, inplace=False):
+        gx = None
+        start = 0
+        for i, b in enumerate(self.branches):
+            if self.merge == "sum":
+                g, own = grad_output, False
+            else:
+                w = self._widths[i]
+                g = self._buffer(f"g{i}", (grad_output.shape[0], w), grad_output.dtype)
+                np.copyto(g, grad_output[:, start:start + w])
+                start += w
+                own = True
+            gb = b.backward(g, need_input_grad, own)
+            if need_input_grad:
+                if gx is None:
+                    gx = self._buffer("gx", gb.shape, gb.dtype)
+                    np.copyto(gx, gb)
+                else:
+                    np.add(gx, gb, out=gx)
+        return gx
+
+    def get_config(self):
+        return {"type": "Parallel", "branches": [b.get_config() for b in self.branches],
+                "merge": self.merge}
+
+    @classmethod
+    def _build(cls, kwargs, dtype):
+        if set(kwargs) != {"branches", "merge"} or not isinstance(kwargs["branches"], list):
+            raise ValueError(f"invalid config for Parallel: {kwargs!r}")
+        return cls(*[module_from_config(c, dtype) for c in kwargs["branches"]],
+                   merge=kwargs["merge"], dtype=dtype)
+
+    def extra_repr(self):
+        inner = ", ".join(repr(b) for b in self.branches)
+        return f"{inner}, merge={self.merge!r}"
