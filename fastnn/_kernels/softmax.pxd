@@ -1,0 +1,230 @@
+# Design: the row routines of softmax/log-softmax, shared (cimported) by the softmax, sparsemax
+# and losses kernels so that each idea lives in one place. A row is C contiguous entries.
+#
+# The hot loops are small C functions (below, verbatim) because they need `#pragma omp simd`:
+# it lets GCC/Clang vectorize a sum or max reduction (reordering that one loop, not the whole
+# program as -ffast-math would) and vectorize exp, which is written as a branch-free polynomial
+# (Cody-Waite reduction, Taylor polynomial to degree 12 / 7, 2^k built from bits in two steps so
+# that gradual underflow is exact) because libm's exp cannot be vectorized without -ffast-math.
+# Accuracy: <= 2 ulp against libm over the whole range; exp(-inf) == 0 exactly, exp(NaN) is NaN.
+# Without OpenMP the pragmas are ignored and the loops run scalar with the same results.
+# Sums accumulate in double for float32 data.
+
+cdef extern from *:
+    """
+    #include <math.h>
+    #include <stdint.h>
+    #include <string.h>
+
+    /* The clamps in exp are comparisons; with GCC's default -ftrapping-math it will not
+       if-convert (vectorize) them. Only these helpers are compiled without trapping math:
+       results are unchanged, only the FP exception flags may be raised speculatively. */
+    #if defined(__GNUC__) && !defined(__clang__)
+    #pragma GCC push_options
+    #pragma GCC optimize("no-trapping-math")
+    /* not inlined into callers compiled with trapping math (where they would not vectorize) */
+    #define FNN_ROW static __attribute__((noinline))
+    #else
+    #define FNN_ROW static inline
+    #endif
+
+    static inline double fnn_exp_d(double x) {
+        const double shifter = 6755399441055744.0;   /* 1.5 * 2^52: adding it rounds to integer */
+        const double log2e = 1.4426950408889634;
+        const double ln2hi = 6.93147180369123816490e-01;
+        const double ln2lo = 1.90821492927058770002e-10;
+        double t, n, n1, n2, t1, t2, r, r2, r4, r8, p, s1, s2;
+        int64_t b1, b2, bs;
+        x = x < -746.0 ? -746.0 : x;   /* NaN passes through both clamps */
+        x = x > 710.0 ? 710.0 : x;
+        t = x * log2e + shifter;
+        n = t - shifter;                /* round(x / ln 2), exact integer in double */
+        r = (x - n * ln2hi) - n * ln2lo;
+        /* Taylor polynomial of degree 12 (truncation error < 2e-16 on |r| <= ln2/2) in
+           Estrin's scheme: a short dependency chain, so the vectorized loop is not latency bound */
+        r2 = r * r; r4 = r2 * r2; r8 = r4 * r4;
+        p = ((1.0 + r) + (0.5 + r * (1.0 / 6.0)) * r2)
+            + ((1.0 / 24.0 + r * (1.0 / 120.0)) + (1.0 / 720.0 + r * (1.0 / 5040.0)) * r2) * r4
+            + (((1.0 / 40320.0 + r * (1.0 / 362880.0))
+                + (1.0 / 3628800.0 + r * (1.0 / 39916800.0)) * r2)
+               + (1.0 / 479001600.0) * r4) * r8;
+        /* 2^n = 2^n1 * 2^n2 with both halves in the normal range (n in [-1076, 1024]) */
+        t1 = n * 0.5 + shifter;
+        n1 = t1 - shifter;
+        n2 = n - n1;
+        t2 = n2 + shifter;
+        memcpy(&b1, &t1, 8); memcpy(&b2, &t2, 8); memcpy(&bs, &shifter, 8);
+        b1 = (b1 - bs + 1023) << 52;
+        b2 = (b2 - bs + 1023) << 52;
+        memcpy(&s1, &b1, 8); memcpy(&s2, &b2, 8);
+        return (p * s1) * s2;
+    }
+
+    static inline float fnn_exp_f(float x) {
+        const float shifter = 12582912.0f;           /* 1.5 * 2^23 */
+        const float log2e = 1.44269504088896341f;
+        const float ln2hi = 0.693145751953125f;
+        const float ln2lo = 1.428606765330187045e-06f;
+        float t, n, n1, n2, t1, t2, r, r2, r4, p, s1, s2;
+        int32_t b1, b2, bs;
+        x = x < -104.0f ? -104.0f : x;
+        x = x > 89.0f ? 89.0f : x;
+        t = x * log2e + shifter;
+        n = t - shifter;
+        r = (x - n * ln2hi) - n * ln2lo;
+        r2 = r * r; r4 = r2 * r2;       /* Taylor degree 7 (error < 6e-9), Estrin */
+        p = ((1.0f + r) + (0.5f + r * (1.0f / 6.0f)) * r2)
+            + ((1.0f / 24.0f + r * (1.0f / 120.0f)) + (1.0f / 720.0f + r * (1.0f / 5040.0f)) * r2) * r4
+            + (1.0f / 40320.0f) * (r4 * r4);
+        t1 = n * 0.5f + shifter;
+        n1 = t1 - shifter;
+        n2 = n - n1;
+        t2 = n2 + shifter;
+        memcpy(&b1, &t1, 4); memcpy(&b2, &t2, 4); memcpy(&bs, &shifter, 4);
+        b1 = (int32_t)((uint32_t)(b1 - bs + 127) << 23);
+        b2 = (int32_t)((uint32_t)(b2 - bs + 127) << 23);
+        memcpy(&s1, &b1, 4); memcpy(&s2, &b2, 4);
+        return (p * s1) * s2;
+    }
+
+    /* One definition per dtype: T the element type, S the suffix, EXP the exp above.
+       Sums use 8 independent double accumulators, combined in a fixed order: vectorizable
+       without reassociation flags, and the same result for any thread count. */
+    #define FNN_ROW_HELPERS(T, S, EXP)                                                       \\
+    FNN_ROW T fnn_max_##S(const T *z, Py_ssize_t n) {                                \\
+        T m = z[0];                                                                          \\
+        _Pragma("omp simd reduction(max:m)")                                                 \\
+        for (Py_ssize_t i = 1; i < n; i++) m = z[i] > m ? z[i] : m;                           \\
+        return m;                                                                            \\
+    }                                                                                        \\
+    FNN_ROW double fnn_sum_##S(const T *a, Py_ssize_t n) {                           \\
+        double c[8] = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0};                              \\
+        Py_ssize_t i = 0;                                                                    \\
+        for (; i + 8 <= n; i += 8)                                                           \\
+            for (int j = 0; j < 8; j++) c[j] += (double)a[i + j];                            \\
+        double s = ((c[0] + c[1]) + (c[2] + c[3])) + ((c[4] + c[5]) + (c[6] + c[7]));        \\
+        for (; i < n; i++) s += (double)a[i];                                                \\
+        return s;                                                                            \\
+    }                                                                                        \\
+    FNN_ROW double fnn_dot_##S(const T *a, const T *b, Py_ssize_t n) {               \\
+        double c[8] = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0};                              \\
+        Py_ssize_t i = 0;                                                                    \\
+        for (; i + 8 <= n; i += 8)                                                           \\
+            for (int j = 0; j < 8; j++) c[j] += (double)a[i + j] * (double)b[i + j];         \\
+        double s = ((c[0] + c[1]) + (c[2] + c[3])) + ((c[4] + c[5]) + (c[6] + c[7]));        \\
+        for (; i < n; i++) s += (double)a[i] * (double)b[i];                                 \\
+        return s;                                                                            \\
+    }                                                                                        \\
+    FNN_ROW void fnn_exp_shift_##S(const T *z, T m, T *out, Py_ssize_t n) {          \\
+        for (Py_ssize_t i = 0; i < n; i++) out[i] = EXP(z[i] - m);                           \\
+    }                                                                                        \\
+    /* out[i] = exp(z[i] - m); returns the sum (double). out may be NULL: sum only. */       \\
+    FNN_ROW double fnn_expsum_##S(const T *z, T m, T *out, Py_ssize_t n) {           \\
+        if (out) {                                                                           \\
+            fnn_exp_shift_##S(z, m, out, n);                                                 \\
+            return fnn_sum_##S(out, n);                                                      \\
+        }                                                                                    \\
+        T buf[256];                                                                          \\
+        double s = 0.0;                                                                      \\
+        for (Py_ssize_t i = 0; i < n; i += 256) {                                            \\
+            Py_ssize_t k = n - i < 256 ? n - i : 256;                                        \\
+            fnn_exp_shift_##S(z + i, m, buf, k);                                             \\
+            s += fnn_sum_##S(buf, k);                                                        \\
+        }                                                                                    \\
+        return s;                                                                            \\
+    }                                                                                        \\
+    FNN_ROW void fnn_scale_##S(T *p, T c, Py_ssize_t n) {                            \\
+        for (Py_ssize_t i = 0; i < n; i++) p[i] *= c;                                        \\
+    }                                                                                        \\
+    /* out[i] = (z[i] - m) - c   (log-softmax: c = log(sum)) */                              \\
+    FNN_ROW void fnn_shift2_##S(const T *z, T m, T c, T *out, Py_ssize_t n) {        \\
+        for (Py_ssize_t i = 0; i < n; i++) out[i] = (z[i] - m) - c;                          \\
+    }                                                                                        \\
+    /* softmax VJP: out = p * (g - <p, g>); out may alias g */                               \\
+    FNN_ROW void fnn_softmax_vjp_##S(const T *p, const T *g, T *out, Py_ssize_t n) { \\
+        T d = (T)fnn_dot_##S(p, g, n);                                                       \\
+        for (Py_ssize_t i = 0; i < n; i++) out[i] = p[i] * (g[i] - d);                       \\
+    }                                                                                        \\
+    /* sparsemax output: p = max((z - m) - tau, 0), in double */                           \\
+    FNN_ROW void fnn_threshold_##S(const T *z, double m, double tau, T *p, Py_ssize_t n) { \\
+        for (Py_ssize_t i = 0; i < n; i++) {                                                 \\
+            double v = ((double)z[i] - m) - tau;                                             \\
+            p[i] = (T)(v > 0.0 ? v : 0.0);                                                   \\
+        }                                                                                    \\
+    }                                                                                        \\
+    /* log-softmax VJP: out = g - exp(logp) * sum(g); out may alias g */                     \\
+    FNN_ROW void fnn_log_softmax_vjp_##S(const T *lp, const T *g, T *out,            \\
+                                               Py_ssize_t n) {                               \\
+        T sg = (T)fnn_sum_##S(g, n);                                                         \\
+        for (Py_ssize_t i = 0; i < n; i++) out[i] = g[i] - EXP(lp[i]) * sg;                  \\
+    }
+
+    FNN_ROW_HELPERS(double, d, fnn_exp_d)
+    FNN_ROW_HELPERS(float, f, fnn_exp_f)
+
+    #if defined(__GNUC__) && !defined(__clang__)
+    #pragma GCC pop_options
+    #endif
+    """
+    double fnn_exp_d(double x) noexcept nogil
+    float fnn_exp_f(float x) noexcept nogil
+    double fnn_max_d(const double *z, Py_ssize_t n) noexcept nogil
+    float fnn_max_f(const float *z, Py_ssize_t n) noexcept nogil
+    double fnn_expsum_d(const double *z, double m, double *out, Py_ssize_t n) noexcept nogil
+    double fnn_expsum_f(const float *z, float m, float *out, Py_ssize_t n) noexcept nogil
+    void fnn_scale_d(double *p, double c, Py_ssize_t n) noexcept nogil
+    void fnn_scale_f(float *p, float c, Py_ssize_t n) noexcept nogil
+    void fnn_shift2_d(const double *z, double m, double c, double *out, Py_ssize_t n) noexcept nogil
+    void fnn_shift2_f(const float *z, float m, float c, float *out, Py_ssize_t n) noexcept nogil
+    double fnn_dot_d(const double *a, const double *b, Py_ssize_t n) noexcept nogil
+    double fnn_dot_f(const float *a, const float *b, Py_ssize_t n) noexcept nogil
+    double fnn_sum_d(const double *a, Py_ssize_t n) noexcept nogil
+    double fnn_sum_f(const float *a, Py_ssize_t n) noexcept nogil
+    void fnn_softmax_vjp_d(const double *p, const double *g, double *out, Py_ssize_t n) noexcept nogil
+    void fnn_softmax_vjp_f(const float *p, const float *g, float *out, Py_ssize_t n) noexcept nogil
+    void fnn_threshold_d(const double *z, double m, double tau, double *p,
+                         Py_ssize_t n) noexcept nogil
+    void fnn_threshold_f(const float *z, double m, double tau, float *p,
+                         Py_ssize_t n) noexcept nogil
+    void fnn_log_softmax_vjp_d(const double *lp, const double *g, double *out,
+                               Py_ssize_t n) noexcept nogil
+    void fnn_log_softmax_vjp_f(const float *lp, const float *g, float *out,
+                               Py_ssize_t n) noexcept nogil
+
+from libc.math cimport log
+from cython cimport floating
+
+
+cdef inline double softmax_row(const floating *z, floating *out, Py_ssize_t n,
+                               bint log_out) noexcept nogil:
+    """Softmax (or log-softmax when log_out) of one row of n >= 1 entries into out.
+
+    Returns log-sum-exp of the row in shifted coordinates (log sum exp(z - max z)); out may be
+    NULL (then nothing is written: the loss-only path). NaN, +inf or an all -inf row gives NaN.
+    """
+    cdef floating m
+    cdef double s
+    if floating is double:
+        m = fnn_max_d(z, n)
+        s = fnn_expsum_d(z, m, NULL if log_out else out, n)
+        if out != NULL:
+            if log_out:
+                fnn_shift2_d(z, m, log(s), out, n)
+            else:
+                fnn_scale_d(out, 1.0 / s, n)
+    else:
+        m = fnn_max_f(z, n)
+        s = fnn_expsum_f(z, m, NULL if log_out else out, n)
+        if out != NULL:
+            if log_out:
+                fnn_shift2_f(z, m, <float>log(s), out, n)
+            else:
+                fnn_scale_f(out, <float>(1.0 / s), n)
+    return log(s)
+
+
+cdef inline floating row_max(const floating *z, Py_ssize_t n) noexcept nogil:
+    if floating is double:
+        return fnn_max_d(z, n)
+    else:
+        return fnn_max_f(z, n)

@@ -1,0 +1,74 @@
+# Design: softmax, log-softmax and their vector-Jacobian products over the rows of a C-contiguous
+# (n_rows, n_cols) array. One row routine per map (softmax.pxd, shared with the losses), a prange
+# over rows above PARALLEL_MIN_ELEMENTS, serial below. Numerically stable: the row max is
+# subtracted before exp; sums in double. Kernels never allocate and never validate: the Python
+# wrappers in fastnn.functional.output move the axis, check shapes and allocate outputs.
+from cython cimport floating
+from cython.parallel cimport prange
+
+from fastnn._kernels.softmax cimport (softmax_row, fnn_softmax_vjp_d, fnn_softmax_vjp_f,
+                                      fnn_log_softmax_vjp_d, fnn_log_softmax_vjp_f)
+
+# Below this many elements (n_rows * n_cols) the loops run on the calling thread. Measured on the
+# 2-core development machine (benchmarks/bench_output.py, softmax float64/float32, 256 rows):
+# at 256 x 100 two threads were still slower than one (team wake-up ~5-10 us against ~15 us of
+# work); from 256 x 1000 two threads gave 1.6-1.9x.
+PARALLEL_MIN_ELEMENTS = 65536
+cdef Py_ssize_t _PAR_MIN = PARALLEL_MIN_ELEMENTS
+
+
+cdef inline int _threads_for(Py_ssize_t n_rows, Py_ssize_t n_cols, int n_threads) noexcept nogil:
+    if n_threads <= 1 or n_rows < 2 or n_rows * n_cols < _PAR_MIN:
+        return 1
+    return n_threads if n_threads < n_rows else <int>n_rows
+
+
+def softmax_forward(const floating[:, ::1] Z, floating[:, ::1] P_out, bint log_out,
+                    int n_threads):
+    """P_out[i] = softmax(Z[i]) (log_softmax when log_out). Shapes (n_rows, n_cols), n_cols >= 1."""
+    cdef Py_ssize_t n = Z.shape[0], c = Z.shape[1], i
+    cdef int nt = _threads_for(n, c, n_threads)
+    if n == 0 or c == 0:
+        return
+    if nt == 1:
+        with nogil:
+            for i in range(n):
+                softmax_row(&Z[i, 0], &P_out[i, 0], c, log_out)
+    else:
+        for i in prange(n, nogil=True, schedule='static', num_threads=nt):
+            softmax_row(&Z[i, 0], &P_out[i, 0], c, log_out)
+
+
+cdef inline void _vjp_row(const floating *y, const floating *g, floating *out, Py_ssize_t c,
+                          bint log_out) noexcept nogil:
+    if floating is double:
+        if log_out:
+            fnn_log_softmax_vjp_d(y, g, out, c)
+        else:
+            fnn_softmax_vjp_d(y, g, out, c)
+    else:
+        if log_out:
+            fnn_log_softmax_vjp_f(y, g, out, c)
+        else:
+            fnn_softmax_vjp_f(y, g, out, c)
+
+
+def softmax_backward(const floating[:, ::1] Y, const floating[:, ::1] G,
+                     floating[:, ::1] grad_out, bint log_out, int n_threads):
+    """Vector-Jacobian product of softmax (Y = softmax output) or log-softmax (Y = log-probs).
+
+    softmax:     grad_out = Y * (G - <Y, G>)            (row-wise)
+    log_softmax: grad_out = G - exp(Y) * sum(G)
+    grad_out may alias G (each row reads G fully before writing).
+    """
+    cdef Py_ssize_t n = Y.shape[0], c = Y.shape[1], i
+    cdef int nt = _threads_for(n, c, n_threads)
+    if n == 0 or c == 0:
+        return
+    if nt == 1:
+        with nogil:
+            for i in range(n):
+                _vjp_row(&Y[i, 0], &G[i, 0], &grad_out[i, 0], c, log_out)
+    else:
+        for i in prange(n, nogil=True, schedule='static', num_threads=nt):
+            _vjp_row(&Y[i, 0], &G[i, 0], &grad_out[i, 0], c, log_out)

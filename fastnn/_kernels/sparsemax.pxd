@@ -1,0 +1,241 @@
+# Design: the row routines of sparsemax (Martins & Astudillo 2016), shared by the sparsemax and
+# losses kernels. sparsemax(z) = max(z - tau, 0) with tau such that the output sums to 1.
+#
+# Everything works in shifted coordinates u = z - max(z) (so tau is in [-1, 0) and 1 + u never
+# loses u, even when |z| >= 2^53) and in double, whatever the data type. Only the candidates
+# u > -1 can be in the support (tau >= max(z) - 1), so every method first collects them into a
+# double scratch of n_cols entries (also checking for NaN), then finds tau among them:
+#
+# SORT    the lecture's algorithm on the whole row: sort u descending, k = max{k: 1 + k u_(k) >
+#         sum_{j<=k} u_(j)}, tau = (sum_{j<=k} u_(j) - 1) / k. O(C log C); the reference path.
+# SELECT  linear-time selection on the candidates: partition around a pivot v (three ways),
+#         decide from the partial sums whether v is in the support, and keep the half that still
+#         holds tau. Pivots are medians of three; after two steps that kept more than 3/4 of the
+#         range, the pivot is the median of medians (groups of 5) - a worst-case linear bound.
+#         Deterministic: no random pivots.
+# AUTO    Michelot's variable fixing from tau_0 = (sum of candidates - 1) / #candidates <= tau:
+#         drop the candidates <= tau, recompute tau, repeat until nothing is dropped. tau grows
+#         monotonically and each pass is a tight sequential scan, so it is fastest in practice;
+#         after MICHELOT_MAX_PASSES passes the remaining candidates go to SELECT, which keeps
+#         the worst case linear.
+#
+# NaN anywhere, +inf anywhere, or every entry -inf: the row is NaN (status 1). -inf entries of
+# a row with a finite maximum get exactly 0.
+
+from libc.math cimport INFINITY, NAN
+from libc.stdlib cimport qsort
+from cython cimport floating
+
+from fastnn._kernels.softmax cimport row_max, fnn_threshold_d, fnn_threshold_f
+
+cdef enum:
+    SPARSEMAX_SORT = 0
+    SPARSEMAX_SELECT = 1
+    SPARSEMAX_AUTO = 2
+    MICHELOT_MAX_PASSES = 16
+
+
+cdef inline int _cmp_desc(const void *a, const void *b) noexcept nogil:
+    cdef double x = (<const double *>a)[0], y = (<const double *>b)[0]
+    return (x < y) - (x > y)
+
+
+cdef inline void _insertion_sort(double *a, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i, j
+    cdef double v
+    for i in range(1, n):
+        v = a[i]
+        j = i - 1
+        while j >= 0 and a[j] > v:
+            a[j + 1] = a[j]
+            j -= 1
+        a[j + 1] = v
+
+
+cdef inline void _partition3(double *a, Py_ssize_t n, double v, Py_ssize_t *n_lt,
+                             Py_ssize_t *n_eq) noexcept nogil:
+    """Dutch flag: a -> [< v | == v | > v]; returns the sizes of the first two parts."""
+    cdef Py_ssize_t lt = 0, i = 0, gt = n
+    cdef double x
+    while i < gt:
+        x = a[i]
+        if x < v:
+            a[i] = a[lt]
+            a[lt] = x
+            lt += 1
+            i += 1
+        elif x > v:
+            gt -= 1
+            a[i] = a[gt]
+            a[gt] = x
+        else:
+            i += 1
+    n_lt[0] = lt
+    n_eq[0] = gt - lt
+
+
+cdef inline double _median3(double a, double b, double c) noexcept nogil:
+    if a < b:
+        if b < c:
+            return b
+        return c if a < c else a
+    if a < c:
+        return a
+    return c if b < c else b
+
+
+cdef inline double _mom_pivot(double *a, Py_ssize_t n) noexcept nogil:
+    """Median of the medians of groups of 5 (reorders a): >= 3/10 of a on each side."""
+    cdef Py_ssize_t g, size, n_groups = 0
+    cdef double tmp
+    for g in range(0, n, 5):
+        size = n - g if n - g < 5 else 5
+        _insertion_sort(a + g, size)
+        tmp = a[n_groups]
+        a[n_groups] = a[g + size // 2]
+        a[g + size // 2] = tmp
+        n_groups += 1
+    return _select_kth(a, n_groups, n_groups // 2)
+
+
+cdef inline double _select_kth(double *a, Py_ssize_t n, Py_ssize_t k) noexcept nogil:
+    """k-th smallest (0-based) of a[:n], reordering a; worst-case linear (introselect)."""
+    cdef Py_ssize_t n_lt, n_eq, new_n
+    cdef int bad = 0
+    cdef double v
+    while n > 8:
+        v = _mom_pivot(a, n) if bad >= 2 else _median3(a[0], a[n // 2], a[n - 1])
+        _partition3(a, n, v, &n_lt, &n_eq)
+        if k < n_lt:
+            new_n = n_lt
+        elif k < n_lt + n_eq:
+            return v
+        else:
+            a += n_lt + n_eq
+            k -= n_lt + n_eq
+            new_n = n - n_lt - n_eq
+        bad = bad + 1 if 4 * new_n > 3 * n else 0
+        n = new_n
+    _insertion_sort(a, n)
+    return a[k]
+
+
+cdef inline double _tau_select(double *a, Py_ssize_t n, double s, Py_ssize_t k) noexcept nogil:
+    """tau from the candidates a[:n], given the sum s and count k of entries known to be in the
+    support and greater than all of a (s = k = 0 at the start). Reorders a."""
+    cdef Py_ssize_t n_lt, n_eq, i, n_ge, new_n
+    cdef double v, s_ge
+    cdef int bad = 0
+    while n > 0:
+        v = _mom_pivot(a, n) if bad >= 2 else _median3(a[0], a[n // 2], a[n - 1])
+        _partition3(a, n, v, &n_lt, &n_eq)
+        s_ge = n_eq * v
+        for i in range(n_lt + n_eq, n):
+            s_ge += a[i]
+        n_ge = n - n_lt
+        if (s + s_ge) - (k + n_ge) * v < 1.0:
+            # v (and everything >= v) is in the support: continue below v
+            s += s_ge
+            k += n_ge
+            new_n = n_lt
+        else:
+            # v is not in the support, so nothing <= v is: continue above v
+            a += n_lt + n_eq
+            new_n = n - n_lt - n_eq
+        bad = bad + 1 if 4 * new_n > 3 * n else 0
+        n = new_n
+    return (s - 1.0) / k
+
+
+cdef inline double _tau_michelot(double *a, Py_ssize_t n) noexcept nogil:
+    """tau from the candidates a[:n] (a superset of the support) by variable fixing."""
+    cdef Py_ssize_t i, j, passes = 0
+    cdef double s = 0.0, s_new, tau, x
+    for i in range(n):
+        s += a[i]
+    tau = (s - 1.0) / n
+    while True:
+        j = 0
+        s_new = 0.0
+        for i in range(n):
+            x = a[i]
+            if x > tau:
+                a[j] = x
+                j += 1
+                s_new += x
+        if j == n:
+            return tau
+        n = j
+        s = s_new
+        tau = (s - 1.0) / n
+        passes += 1
+        if passes >= MICHELOT_MAX_PASSES:
+            return _tau_select(a, n, 0.0, 0)
+
+
+cdef inline double _tau_sort(double *a, Py_ssize_t n) noexcept nogil:
+    """The lecture's algorithm on a[:n] (all of the row, shifted)."""
+    cdef Py_ssize_t k, k_best = 1
+    cdef double cum = 0.0, cum_best = 0.0
+    qsort(a, n, sizeof(double), _cmp_desc)
+    for k in range(1, n + 1):
+        cum += a[k - 1]
+        if 1.0 + k * a[k - 1] > cum:
+            k_best = k
+            cum_best = cum
+    return (cum_best - 1.0) / k_best
+
+
+cdef inline int sparsemax_tau(const floating *z, Py_ssize_t n, int method, double *scratch,
+                              double *m_out, double *tau_out) noexcept nogil:
+    """Threshold of one row of n >= 1 entries, in shifted coordinates: sparsemax(z)_i =
+    max((z_i - m) - tau, 0) with m = max(z). scratch holds n doubles. Returns 0, or 1 for a NaN
+    row (NaN, +inf, or all -inf; m_out and tau_out are then NaN)."""
+    cdef double m = row_max(z, n), u
+    cdef Py_ssize_t i, n_cand = 0
+    cdef bint bad = not (-INFINITY < m < INFINITY)
+    if method == SPARSEMAX_SORT:
+        for i in range(n):
+            u = <double>z[i] - m
+            bad |= u != u
+            scratch[i] = u
+        n_cand = n
+    else:
+        for i in range(n):
+            u = <double>z[i] - m
+            bad |= u != u
+            scratch[n_cand] = u
+            n_cand += u > -1.0
+    if bad:
+        m_out[0] = NAN
+        tau_out[0] = NAN
+        return 1
+    m_out[0] = m
+    if method == SPARSEMAX_SORT:
+        tau_out[0] = _tau_sort(scratch, n_cand)
+    elif method == SPARSEMAX_SELECT:
+        tau_out[0] = _tau_select(scratch, n_cand, 0.0, 0)
+    else:
+        tau_out[0] = _tau_michelot(scratch, n_cand)
+    return 0
+
+
+cdef inline void sparsemax_write(const floating *z, Py_ssize_t n, double m, double tau,
+                                 floating *p) noexcept nogil:
+    """p_i = max((z_i - m) - tau, 0), computed in double (NaN row when m is NaN)."""
+    cdef Py_ssize_t i
+    if floating is double:
+        fnn_threshold_d(z, m, tau, p, n)
+    else:
+        fnn_threshold_f(z, m, tau, p, n)
+    if m != m:
+        for i in range(n):
+            p[i] = <floating>NAN
+
+
+cdef inline int sparsemax_row(const floating *z, floating *p, Py_ssize_t n, int method,
+                              double *scratch) noexcept nogil:
+    cdef double m, tau
+    cdef int status = sparsemax_tau(z, n, method, scratch, &m, &tau)
+    sparsemax_write(z, n, m, tau, p)
+    return status
