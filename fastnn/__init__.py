@@ -13,6 +13,18 @@ from fastnn import functional
 
 __all__ = ["__version__", "show_config", "functional"]
 
+# --- layers and networks, gradient checking, save/load ---
+from fastnn.layers import (  # noqa: E402
+    Activation, Dense, Dropout, Identity, Module, ReLU, Sigmoid, Sign, Softmax, Sparsemax, Step,
+    Tanh)
+from fastnn.model import Parallel, Residual, Sequential  # noqa: E402
+from fastnn.gradcheck import GradcheckResult, gradcheck  # noqa: E402
+from fastnn.io import ModelFileError, load, save  # noqa: E402
+
+__all__ += ["Module", "Dense", "Activation", "Identity", "Sigmoid", "Tanh", "ReLU", "Step", "Sign",
+            "Softmax", "Sparsemax", "Dropout", "Sequential", "Residual", "Parallel", "gradcheck",
+            "GradcheckResult", "save", "load", "ModelFileError"]
+
 
 def show_config(file=None) -> dict:
     """Print and return the build and runtime configuration.

@@ -191,9 +191,10 @@ def _atomic_savez(path: str, arrays: dict) -> None:
 
 def _read_archive(path: str) -> dict:
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            if not hasattr(npz, "files"):
-                raise ModelFileError(f"{path}: a single .npy array, not a fastnn model archive")
+        npz = np.load(path, allow_pickle=False)
+        if not isinstance(npz, np.lib.npyio.NpzFile):
+            raise ModelFileError(f"{path}: a single .npy array, not a fastnn model archive")
+        with npz:
             return {k: npz[k] for k in npz.files}
     except FileNotFoundError:
         raise
@@ -270,6 +271,12 @@ def load(path, *, with_optimizer: bool = True):
     if buffer_names != meta.get("buffers"):
         raise ModelFileError(f"{path}: buffer names {meta.get('buffers')} do not match the "
                              f"architecture's {buffer_names}")
+    expected = {f"param:{n}" for n in names} | {f"buffer:{n}" for n in buffer_names}
+    unexpected = sorted(k for k in data if k not in expected and not k.startswith("optim:"))
+    missing = sorted(k for k in expected if k not in data)
+    if unexpected or missing:
+        raise ModelFileError(f"{path}: entries do not match the architecture: unexpected "
+                             f"{unexpected}, missing {missing}")
     for name in buffer_names:
         state[name] = data[f"buffer:{name}"]
     try:
