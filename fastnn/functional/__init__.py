@@ -5,7 +5,10 @@ and the actual value), allocates its outputs unless ``out=`` is given, and calls
 kernel. float32 and float64 are both supported; the output dtype is the input dtype.
 """
 # --- dense layers, activations, dropout ---
-# (section: from fastnn.functional.dense / .activations / .dropout import ...)
+from fastnn.functional.activations import (  # noqa: F401
+    ACTIVATIONS, activation, activation_backward, relu, sigmoid, sign, step, tanh)
+from fastnn.functional.dense import dense_backward, dense_forward  # noqa: F401
+from fastnn.functional.dropout import dropout, dropout_backward, dropout_mask  # noqa: F401
 
 # --- output maps: softmax, log_softmax, sparsemax ---
 # (section: from fastnn.functional.output import ...)

@@ -1,0 +1,86 @@
+# Design: standalone activations and their derivatives over a flat (contiguous) array. The
+# element functions live in _activations.pxd (shared with the dense epilogue); here the array is
+# cut into one contiguous block per thread (block edges on 16-element = 64-byte boundaries, so no
+# two threads write one cache line) and each block is one vectorized row loop. Below a measured
+# size the loop runs serially on the calling thread. The result never depends on n_threads.
+from cython cimport floating
+from cython.parallel cimport prange
+
+from fastnn._kernels._activations cimport (
+    act_row, act_grad_row, ACT_IDENTITY, ACT_SIGMOID, ACT_TANH, ACT_RELU, ACT_STEP, ACT_SIGN)
+
+CODES = {"identity": ACT_IDENTITY, "linear": ACT_IDENTITY, "sigmoid": ACT_SIGMOID,
+         "tanh": ACT_TANH, "relu": ACT_RELU, "step": ACT_STEP, "sign": ACT_SIGN}
+
+# Smallest number of elements worth an OpenMP team, by cost class. Measured on the 2-core AMD
+# EPYC dev machine (idle, float32, `benchmarks/bench_elementwise.py`-style timing of 1 vs 2
+# threads over sizes 2^10..2^20): waking a team costs a few microseconds; relu (memory bound,
+# ~0.1 ns/element) broke even near 64k elements, sigmoid/tanh (~1 ns/element) near 8k.
+cdef Py_ssize_t PAR_MIN_CHEAP = 65536
+cdef Py_ssize_t PAR_MIN_TRANSCENDENTAL = 8192
+
+
+def set_parallel_thresholds(Py_ssize_t cheap=-1, Py_ssize_t transcendental=-1):
+    """Override the parallel thresholds (tests force the parallel path); returns the old ones."""
+    global PAR_MIN_CHEAP, PAR_MIN_TRANSCENDENTAL
+    old = (PAR_MIN_CHEAP, PAR_MIN_TRANSCENDENTAL)
+    if cheap >= 0:
+        PAR_MIN_CHEAP = cheap
+    if transcendental >= 0:
+        PAR_MIN_TRANSCENDENTAL = transcendental
+    return old
+
+
+cdef inline int _n_blocks(int code, Py_ssize_t n, int n_threads) noexcept nogil:
+    cdef Py_ssize_t threshold = PAR_MIN_CHEAP
+    if code == ACT_SIGMOID or code == ACT_TANH:
+        threshold = PAR_MIN_TRANSCENDENTAL
+    if n_threads <= 1 or n < threshold or n < 32:
+        return 1
+    return n_threads
+
+
+cdef inline Py_ssize_t _block_start(Py_ssize_t n, int n_blocks, Py_ssize_t t) noexcept nogil:
+    cdef Py_ssize_t chunk = (n + n_blocks - 1) // n_blocks
+    chunk = (chunk + 15) // 16 * 16
+    return min(n, t * chunk)
+
+
+def activation_forward(const floating[::1] z, floating[::1] y_out, int code, int n_threads):
+    """y_out = act(z) elementwise (y_out may be z's buffer)."""
+    cdef Py_ssize_t n = z.shape[0], t, s, e
+    cdef int nb = _n_blocks(code, n, n_threads)
+    if n == 0:
+        return
+    cdef const floating *zp = &z[0]
+    cdef floating *yp = &y_out[0]
+    if nb == 1:
+        with nogil:
+            act_row(code, yp, zp, <const floating *> NULL, n)
+        return
+    for t in prange(nb, nogil=True, schedule='static', num_threads=nb):
+        s = _block_start(n, nb, t)
+        e = _block_start(n, nb, t + 1)
+        if e > s:
+            act_row(code, yp + s, zp + s, <const floating *> NULL, e - s)
+
+
+def activation_backward(const floating[::1] y, const floating[::1] grad_y,
+                        floating[::1] grad_z_out, int code, int n_threads):
+    """grad_z_out = grad_y * act'(z), the derivative computed from y = act(z)."""
+    cdef Py_ssize_t n = y.shape[0], t, s, e
+    cdef int nb = _n_blocks(ACT_RELU, n, n_threads)   # every derivative is a cheap pass
+    if n == 0:
+        return
+    cdef const floating *yp = &y[0]
+    cdef const floating *gp = &grad_y[0]
+    cdef floating *op = &grad_z_out[0]
+    if nb == 1:
+        with nogil:
+            act_grad_row(code, op, yp, gp, n)
+        return
+    for t in prange(nb, nogil=True, schedule='static', num_threads=nb):
+        s = _block_start(n, nb, t)
+        e = _block_start(n, nb, t + 1)
+        if e > s:
+            act_grad_row(code, op + s, yp + s, gp + s, e - s)

@@ -1,0 +1,304 @@
+# Design: a dense layer Y = act(X W + b) and its backward, with the activation fused into the
+# GEMM epilogue, under the thread model of fastnn/_threads.py (one runtime owns the cores):
+#   * small work (< SPLIT_MIN_WORK multiply-adds) or n_threads == 1: one BLAS call from the
+#     calling thread, then a serial epilogue;
+#   * mid-size work: the output is cut into one block per OpenMP thread (columns or rows,
+#     whichever dimension is longer), BLAS is pinned to 1 thread for the region, and each thread
+#     runs a single-threaded GEMM on its block followed by the fused epilogue while the block is
+#     still in its cache;
+#   * large work (>= SPLIT_MAX_WORK): one BLAS call with BLAS's own threads (capped at n_threads),
+#     then the epilogue, parallel only above EPILOGUE_PAR_MIN elements.
+# The BLAS thread count is always capped at n_threads (n_threads == 1 pins BLAS to 1 thread: the
+# call is exactly serial) and restored afterwards. Without BLAS thread control the mid path is
+# never taken. Inputs are C-contiguous; W is (in_features, out_features) so forward is one
+# row-major GEMM. Column sums (db) accumulate in double, each column owned by one thread, so
+# every result is identical for any n_threads.
+from cython cimport floating
+from cython.parallel cimport prange
+
+from fastnn._kernels._blas cimport gemm, gemv, blas_set_num_threads, blas_get_num_threads
+from fastnn._kernels._activations cimport act_row, act_grad_row, ACT_IDENTITY
+
+# Work thresholds, in multiply-adds (batch * in_features * out_features). How they were chosen:
+# benchmarks/bench_dense.py-style timings on the idle 2-core dev machine (AMD EPYC, OpenBLAS
+# 0.3.30 Haswell kernels), float32, forcing each path in turn (set_thresholds) over batch
+# 1..1024 at 784->256 and 1024x4096x4096; see benchmarks/README.md.
+cdef double SPLIT_MIN_WORK = 32768.0
+cdef double SPLIT_MAX_WORK = 2.0e8
+# Epilogue elements (batch * out_features) above which the large path's epilogue uses prange.
+cdef Py_ssize_t EPILOGUE_PAR_MIN = 65536
+
+
+def set_thresholds(split_min_work=None, split_max_work=None, epilogue_par_min=None):
+    """Override the path thresholds (tests force each path); returns the previous values."""
+    global SPLIT_MIN_WORK, SPLIT_MAX_WORK, EPILOGUE_PAR_MIN
+    old = (SPLIT_MIN_WORK, SPLIT_MAX_WORK, EPILOGUE_PAR_MIN)
+    if split_min_work is not None:
+        SPLIT_MIN_WORK = split_min_work
+    if split_max_work is not None:
+        SPLIT_MAX_WORK = split_max_work
+    if epilogue_par_min is not None:
+        EPILOGUE_PAR_MIN = epilogue_par_min
+    return old
+
+
+# Which path the last call took (0 serial/small, 1 split, 2 large): for tests only.
+cdef int _last_path = -1
+
+
+def last_path():
+    """'small', 'split' or 'large': the path taken by the last dense call (for tests)."""
+    return {0: "small", 1: "split", 2: "large"}.get(_last_path, None)
+
+
+cdef inline Py_ssize_t _split(Py_ssize_t n, int n_blocks, Py_ssize_t t,
+                              Py_ssize_t align) noexcept nogil:
+    """Start of block t of n_blocks over range(n); edges on multiples of align."""
+    cdef Py_ssize_t chunk = (n + n_blocks - 1) // n_blocks
+    chunk = (chunk + align - 1) // align * align
+    return min(n, t * chunk)
+
+
+cdef inline int _choose_path(double work, int n_threads) noexcept nogil:
+    if n_threads <= 1 or work < SPLIT_MIN_WORK:
+        return 0
+    if work >= SPLIT_MAX_WORK or blas_get_num_threads() < 0:
+        return 2
+    return 1
+
+
+cdef inline int _cap_blas_threads(int n_threads) noexcept nogil:
+    """Cap BLAS at n_threads; return the count to restore, or -1 when nothing changed."""
+    cdef int current = blas_get_num_threads()
+    if current > n_threads:
+        blas_set_num_threads(n_threads)
+        return current
+    return -1
+
+
+cdef inline void _restore_blas_threads(int previous) noexcept nogil:
+    if previous > 0:
+        blas_set_num_threads(previous)
+
+
+cdef void _forward_block(const floating *X, const floating *W, const floating *b, floating *Y,
+                         int code, Py_ssize_t n_in, Py_ssize_t n_out,
+                         Py_ssize_t i0, Py_ssize_t i1, Py_ssize_t j0, Py_ssize_t j1) noexcept nogil:
+    """Y[i0:i1, j0:j1] = act(X[i0:i1] W[:, j0:j1] + b[j0:j1])."""
+    cdef Py_ssize_t i
+    cdef const floating *bj = NULL if b == NULL else b + j0
+    if i1 <= i0 or j1 <= j0:
+        return
+    if i1 - i0 == 1:
+        gemv(True, <int> n_in, <int> (j1 - j0), <floating> 1, W + j0, <int> n_out,
+             X + i0 * n_in, 1, <floating> 0, Y + i0 * n_out + j0, 1)
+    else:
+        gemm(False, False, <int> (i1 - i0), <int> (j1 - j0), <int> n_in, <floating> 1,
+             X + i0 * n_in, <int> n_in, W + j0, <int> n_out, <floating> 0,
+             Y + i0 * n_out + j0, <int> n_out)
+    if code != ACT_IDENTITY or bj != NULL:
+        for i in range(i0, i1):
+            act_row(code, Y + i * n_out + j0, Y + i * n_out + j0, bj, j1 - j0)
+
+
+cdef void _epilogue_rows(floating *Y, const floating *b, int code, Py_ssize_t n,
+                         Py_ssize_t n_out, int n_threads) noexcept nogil:
+    """Y = act(Y + b) over all rows; parallel over row blocks above EPILOGUE_PAR_MIN."""
+    cdef Py_ssize_t i, t, s, e
+    cdef int nb
+    if code == ACT_IDENTITY and b == NULL:
+        return
+    if n_threads > 1 and n * n_out >= EPILOGUE_PAR_MIN and n >= n_threads:
+        nb = n_threads
+        for t in prange(nb, schedule='static', num_threads=nb):
+            s = _split(n, nb, t, 1)
+            e = _split(n, nb, t + 1, 1)
+            for i in range(s, e):
+                act_row(code, Y + i * n_out, Y + i * n_out, b, n_out)
+    else:
+        for i in range(n):
+            act_row(code, Y + i * n_out, Y + i * n_out, b, n_out)
+
+
+def dense_forward(const floating[:, ::1] X, const floating[:, ::1] W, const floating[::1] b,
+                  floating[:, ::1] Y_out, int code, bint has_bias, int n_threads):
+    """Y_out = act(X W + b). X (n, in), W (in, out), b (out,) read only when has_bias."""
+    global _last_path
+    cdef Py_ssize_t n = X.shape[0], n_in = X.shape[1], n_out = W.shape[1]
+    cdef Py_ssize_t t, i0, i1, j0, j1
+    cdef int path, nb, previous
+    cdef bint by_rows
+    if n == 0 or n_out == 0:
+        return
+    cdef const floating *Xp = &X[0, 0] if n_in > 0 else NULL
+    cdef const floating *Wp = &W[0, 0] if n_in > 0 else NULL
+    cdef const floating *bp = &b[0] if has_bias else NULL
+    cdef floating *Yp = &Y_out[0, 0]
+    path = _choose_path(<double> n * n_in * n_out, n_threads)
+    # The split needs a dimension long enough to give every thread a block.
+    by_rows = n >= n_out
+    if path == 1 and not ((by_rows and n >= 2 * n_threads) or (not by_rows and n_out >= 16 * n_threads)):
+        path = 2
+    _last_path = path
+    if path == 1:
+        nb = n_threads
+        with nogil:
+            previous = blas_set_num_threads(1)
+            for t in prange(nb, schedule='static', num_threads=nb):
+                if by_rows:
+                    _forward_block(Xp, Wp, bp, Yp, code, n_in, n_out,
+                                   _split(n, nb, t, 1), _split(n, nb, t + 1, 1), 0, n_out)
+                else:
+                    _forward_block(Xp, Wp, bp, Yp, code, n_in, n_out,
+                                   0, n, _split(n_out, nb, t, 16), _split(n_out, nb, t + 1, 16))
+            blas_set_num_threads(previous)
+        return
+    with nogil:
+        previous = _cap_blas_threads(n_threads)
+        _forward_block(Xp, Wp, <const floating *> NULL, Yp, ACT_IDENTITY, n_in, n_out,
+                       0, n, 0, n_out)
+        _restore_blas_threads(previous)
+        _epilogue_rows(Yp, bp, code, n, n_out, n_threads if path == 2 else 1)
+
+
+cdef void _grad_z_block(const floating *Y, const floating *G, floating *dZ, double *acc,
+                        floating *db, bint accumulate, int code, Py_ssize_t n,
+                        Py_ssize_t n_out, Py_ssize_t j0, Py_ssize_t j1) noexcept nogil:
+    """dZ[:, j0:j1] = G * act'(Y) and db[j0:j1] (+)= column sums of dZ (double accumulators)."""
+    cdef Py_ssize_t i, j
+    if j1 <= j0:
+        return
+    for i in range(n):
+        if dZ != G or code != ACT_IDENTITY:
+            act_grad_row(code, dZ + i * n_out + j0, Y + i * n_out + j0, G + i * n_out + j0,
+                         j1 - j0)
+    if db == NULL:
+        return
+    for j in range(j0, j1):
+        acc[j] = 0
+    for i in range(n):
+        for j in range(j0, j1):
+            acc[j] += dZ[i * n_out + j]
+    for j in range(j0, j1):
+        if accumulate:
+            db[j] = <floating> (db[j] + acc[j])
+        else:
+            db[j] = <floating> acc[j]
+
+
+cdef void _grad_w_block(const floating *X, const floating *dZ, floating *dW, bint accumulate,
+                        Py_ssize_t n, Py_ssize_t n_in, Py_ssize_t n_out,
+                        Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t j0, Py_ssize_t j1) noexcept nogil:
+    """dW[r0:r1, j0:j1] (+)= X[:, r0:r1]^T dZ[:, j0:j1]."""
+    if r1 <= r0 or j1 <= j0:
+        return
+    gemm(True, False, <int> (r1 - r0), <int> (j1 - j0), <int> n, <floating> 1,
+         X + r0, <int> n_in, dZ + j0, <int> n_out, <floating> (1 if accumulate else 0),
+         dW + r0 * n_out + j0, <int> n_out)
+
+
+cdef void _grad_x_block(const floating *dZ, const floating *W, floating *dX,
+                        Py_ssize_t n_in, Py_ssize_t n_out,
+                        Py_ssize_t i0, Py_ssize_t i1, Py_ssize_t k0, Py_ssize_t k1) noexcept nogil:
+    """dX[i0:i1, k0:k1] = dZ[i0:i1] W[k0:k1]^T."""
+    if i1 <= i0 or k1 <= k0:
+        return
+    if i1 - i0 == 1:
+        gemv(False, <int> (k1 - k0), <int> n_out, <floating> 1, W + k0 * n_out, <int> n_out,
+             dZ + i0 * n_out, 1, <floating> 0, dX + i0 * n_in + k0, 1)
+    else:
+        gemm(False, True, <int> (i1 - i0), <int> (k1 - k0), <int> n_out, <floating> 1,
+             dZ + i0 * n_out, <int> n_out, W + k0 * n_out, <int> n_out, <floating> 0,
+             dX + i0 * n_in + k0, <int> n_in)
+
+
+def dense_backward(const floating[:, ::1] X, const floating[:, ::1] W,
+                   const floating[:, ::1] Y, const floating[:, ::1] grad_Y,
+                   floating[:, ::1] dZ_buf, floating[:, ::1] grad_X_out,
+                   floating[:, ::1] grad_W_out, floating[::1] grad_b_out,
+                   double[::1] acc_buf, int code, bint need_grad_X, bint need_grad_b,
+                   bint accumulate, int n_threads):
+    """Backward of Y = act(X W + b) given grad_Y.
+
+    dZ = grad_Y * act'(from Y) goes to dZ_buf (ignored for the identity: dZ is grad_Y; dZ_buf
+    may be grad_Y's own buffer), grad_W_out (+)= X^T dZ, grad_b_out (+)= column sums of dZ
+    (acc_buf: float64 scratch of length out), grad_X_out = dZ W^T when need_grad_X.
+    """
+    global _last_path
+    cdef Py_ssize_t n = X.shape[0], n_in = X.shape[1], n_out = W.shape[1]
+    cdef Py_ssize_t t
+    cdef int path, nb, previous
+    cdef bint dw_by_cols, dx_by_rows
+    if n_in == 0 and n_out == 0:
+        return
+    cdef const floating *Xp = &X[0, 0] if n * n_in > 0 else NULL
+    cdef const floating *Wp = &W[0, 0] if n_in * n_out > 0 else NULL
+    cdef const floating *Yp = &Y[0, 0] if n * n_out > 0 else NULL
+    cdef const floating *Gp = &grad_Y[0, 0] if n * n_out > 0 else NULL
+    cdef floating *dZ = <floating *> Gp if code == ACT_IDENTITY else (
+        &dZ_buf[0, 0] if n * n_out > 0 else NULL)
+    cdef floating *dXp = &grad_X_out[0, 0] if need_grad_X and n * n_in > 0 else NULL
+    cdef floating *dWp = &grad_W_out[0, 0] if n_in * n_out > 0 else NULL
+    cdef floating *dbp = &grad_b_out[0] if need_grad_b and n_out > 0 else NULL
+    cdef double *accp = &acc_buf[0] if need_grad_b and n_out > 0 else NULL
+    cdef Py_ssize_t i, j
+
+    if n == 0:
+        # Empty batch: the gradients of the parameters are zero sums.
+        if not accumulate:
+            for i in range(n_in * n_out):
+                dWp[i] = 0
+            if dbp != NULL:
+                for j in range(n_out):
+                    dbp[j] = 0
+        return
+
+    # Work of the two GEMMs together.
+    path = _choose_path(<double> n * n_in * n_out * (2 if need_grad_X else 1), n_threads)
+    dw_by_cols = n_out >= 16 * n_threads
+    dx_by_rows = n >= 2 * n_threads
+    if path == 1 and not (dw_by_cols or n_in >= 2 * n_threads):
+        path = 2
+    _last_path = path
+    if path == 1:
+        nb = n_threads
+        with nogil:
+            previous = blas_set_num_threads(1)
+            # Region 1: each thread owns a block of output columns (or of weight rows):
+            # its part of dZ and db, then its block of dW while dZ's block is in cache.
+            if dw_by_cols:
+                for t in prange(nb, schedule='static', num_threads=nb):
+                    _grad_z_block(Yp, Gp, dZ, accp, dbp, accumulate, code, n, n_out,
+                                  _split(n_out, nb, t, 16), _split(n_out, nb, t + 1, 16))
+                    _grad_w_block(Xp, dZ, dWp, accumulate, n, n_in, n_out, 0, n_in,
+                                  _split(n_out, nb, t, 16), _split(n_out, nb, t + 1, 16))
+            else:
+                _grad_z_block(Yp, Gp, dZ, accp, dbp, accumulate, code, n, n_out, 0, n_out)
+                for t in prange(nb, schedule='static', num_threads=nb):
+                    _grad_w_block(Xp, dZ, dWp, accumulate, n, n_in, n_out,
+                                  _split(n_in, nb, t, 1), _split(n_in, nb, t + 1, 1), 0, n_out)
+            # Region 2: dX needs all of dZ.
+            if need_grad_X:
+                for t in prange(nb, schedule='static', num_threads=nb):
+                    if dx_by_rows:
+                        _grad_x_block(dZ, Wp, dXp, n_in, n_out,
+                                      _split(n, nb, t, 1), _split(n, nb, t + 1, 1), 0, n_in)
+                    else:
+                        _grad_x_block(dZ, Wp, dXp, n_in, n_out, 0, n,
+                                      _split(n_in, nb, t, 16), _split(n_in, nb, t + 1, 16))
+            blas_set_num_threads(previous)
+        return
+
+    with nogil:
+        if path == 2 and n * n_out >= EPILOGUE_PAR_MIN and n_out >= 16 * n_threads:
+            nb = n_threads
+            for t in prange(nb, schedule='static', num_threads=nb):
+                _grad_z_block(Yp, Gp, dZ, accp, dbp, accumulate, code, n, n_out,
+                              _split(n_out, nb, t, 16), _split(n_out, nb, t + 1, 16))
+        else:
+            _grad_z_block(Yp, Gp, dZ, accp, dbp, accumulate, code, n, n_out, 0, n_out)
+        previous = _cap_blas_threads(n_threads)
+        _grad_w_block(Xp, dZ, dWp, accumulate, n, n_in, n_out, 0, n_in, 0, n_out)
+        if need_grad_X:
+            _grad_x_block(dZ, Wp, dXp, n_in, n_out, 0, n, 0, n_in)
+        _restore_blas_threads(previous)

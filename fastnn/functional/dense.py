@@ -1,0 +1,165 @@
+"""Dense (fully connected) layers: ``Y = act(X W + b)`` and its backward pass.
+
+The weight is stored as ``(in_features, out_features)`` in C order (PyTorch stores
+``(out, in)``), so the forward pass is one row-major GEMM; the activation and the bias are fused
+into the GEMM epilogue, and the activation derivative into the backward pass. Threading follows
+fastnn's thread model (see ``fastnn._threads``): small products run serially, mid-size ones are
+split into one block per OpenMP thread (BLAS pinned to one thread), large ones use BLAS's own
+threads. ``n_threads`` bounds every thread fastnn uses, BLAS included; results do not depend on
+it beyond GEMM rounding (the bias gradient is bitwise identical for any ``n_threads``).
+
+NaN and infinity are not rejected: they propagate as in NumPy.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from fastnn._kernels import dense as _k
+from fastnn._threads import resolve_n_threads
+from fastnn._validation import check_float_array, check_out, check_same_dtype
+from fastnn.functional.activations import activation_code
+
+__all__ = ["dense_forward", "dense_backward"]
+
+_IDENTITY = activation_code("identity")
+
+
+def _check_X_W(X, W, b):
+    X = check_float_array(X, "X", ndim=2)
+    W = check_float_array(W, "W", ndim=2)
+    pairs = [("X", X), ("W", W)]
+    if b is not None:
+        b = check_float_array(b, "b", ndim=1)
+        pairs.append(("b", b))
+    check_same_dtype(*pairs)
+    if X.shape[1] != W.shape[0]:
+        raise ValueError(f"X has {X.shape[1]} features (shape {X.shape}) but W expects "
+                         f"{W.shape[0]} (W shape {W.shape}: (in_features, out_features))")
+    if b is not None and b.shape[0] != W.shape[1]:
+        raise ValueError(f"b must have shape ({W.shape[1]},) to match W {W.shape}, "
+                         f"got {b.shape}")
+    return X, W, b
+
+
+def dense_forward(X, W, b=None, activation="identity", out=None, n_threads=None) -> np.ndarray:
+    """Forward pass of a dense layer: ``Y = act(X W + b)``.
+
+    Parameters
+    ----------
+    X : ndarray (n_samples, in_features), float32 or float64
+        Inputs; non-contiguous and read-only arrays are accepted (copied to C order if needed).
+    W : ndarray (in_features, out_features), same dtype as X
+        Weight, (in, out) layout.
+    b : ndarray (out_features,), same dtype, optional
+        Bias; None for no bias.
+    activation : str
+        ``"identity"``/``"linear"``, ``"sigmoid"``, ``"tanh"``, ``"relu"``, ``"step"`` or
+        ``"sign"``; fused into the GEMM epilogue.
+    out : ndarray (n_samples, out_features), optional
+        C-contiguous output of the same dtype.
+    n_threads : int, optional
+        Bound on the threads used (OpenMP and BLAS); None means ``omp_get_max_threads()``.
+
+    Returns
+    -------
+    Y : ndarray (n_samples, out_features), same dtype as X
+    """
+    code = activation_code(activation)
+    X, W, b = _check_X_W(X, W, b)
+    nt = resolve_n_threads(n_threads)
+    shape = (X.shape[0], W.shape[1])
+    if out is None:
+        out = np.empty(shape, dtype=X.dtype)
+    else:
+        check_out(out, "out", shape, X.dtype)
+    _k.dense_forward(X, W, b if b is not None else np.empty(0, X.dtype), out, code,
+                     b is not None, nt)
+    return out
+
+
+def dense_backward(X, W, Y, grad_Y, activation="identity", *, grad_W_out=None, grad_b_out=None,
+                   grad_X_out=None, need_grad_X=True, accumulate=False, overwrite_grad_Y=False,
+                   need_grad_b=True, n_threads=None):
+    """Backward pass of ``Y = act(X W + b)``.
+
+    With ``dZ = grad_Y * act'(Z)`` (the derivative taken from the output Y):
+    ``grad_W = X^T dZ``, ``grad_b = dZ.sum(axis=0)`` (accumulated in float64),
+    ``grad_X = dZ W^T``.
+
+    Parameters
+    ----------
+    X : ndarray (n_samples, in_features)
+        The forward input.
+    W : ndarray (in_features, out_features)
+    Y : ndarray (n_samples, out_features)
+        The forward output ``act(X W + b)`` (unused for the identity).
+    grad_Y : ndarray (n_samples, out_features)
+        Gradient of the loss with respect to Y.
+    activation : str
+        The forward activation. Step and sign have derivative 0: every gradient is zero.
+    grad_W_out, grad_b_out, grad_X_out : ndarray, optional
+        C-contiguous outputs of shapes (in, out), (out,), (n, in). Required when
+        ``accumulate`` is True (for grad_W_out; grad_b_out unless ``need_grad_b`` is False).
+    need_grad_X : bool
+        False skips ``grad_X`` (first layer) and returns None in its place.
+    accumulate : bool
+        Add into grad_W_out / grad_b_out (``beta = 1``) instead of overwriting them.
+    overwrite_grad_Y : bool
+        Let the kernel store dZ in grad_Y (no temporary); grad_Y must then be a C-contiguous
+        writeable array of the right dtype, and its contents are lost.
+    need_grad_b : bool
+        False for a layer without bias: returns None in its place.
+    n_threads : int, optional
+        Bound on the threads used (OpenMP and BLAS).
+
+    Returns
+    -------
+    (grad_X or None, grad_W, grad_b or None)
+    """
+    code = activation_code(activation)
+    X, W, _ = _check_X_W(X, W, None)
+    n, n_in, n_out = X.shape[0], W.shape[0], W.shape[1]
+    if overwrite_grad_Y:
+        grad_Y = check_out(grad_Y, "grad_Y (overwrite_grad_Y=True)", (n, n_out), X.dtype)
+    else:
+        grad_Y = check_float_array(grad_Y, "grad_Y", ndim=2)
+    Y = check_float_array(Y, "Y", ndim=2)
+    check_same_dtype(("X", X), ("grad_Y", grad_Y), ("Y", Y))
+    for name, a in (("Y", Y), ("grad_Y", grad_Y)):
+        if a.shape != (n, n_out):
+            raise ValueError(f"{name} must have shape {(n, n_out)} (n_samples, out_features), "
+                             f"got {a.shape}")
+    dtype = X.dtype
+    nt = resolve_n_threads(n_threads)
+    if accumulate and grad_W_out is None:
+        raise ValueError("accumulate=True needs grad_W_out (the array to add into)")
+    if accumulate and need_grad_b and grad_b_out is None:
+        raise ValueError("accumulate=True needs grad_b_out (or need_grad_b=False)")
+    if grad_W_out is None:
+        grad_W_out = np.empty((n_in, n_out), dtype=dtype)
+    else:
+        check_out(grad_W_out, "grad_W_out", (n_in, n_out), dtype)
+    if need_grad_b:
+        if grad_b_out is None:
+            grad_b_out = np.empty(n_out, dtype=dtype)
+        else:
+            check_out(grad_b_out, "grad_b_out", (n_out,), dtype)
+    if need_grad_X:
+        if grad_X_out is None:
+            grad_X_out = np.empty((n, n_in), dtype=dtype)
+        else:
+            check_out(grad_X_out, "grad_X_out", (n, n_in), dtype)
+    empty2 = np.empty((0, 0), dtype=dtype)
+    if code == _IDENTITY:
+        dZ = empty2          # the kernel reads dZ straight from grad_Y
+    elif overwrite_grad_Y:
+        dZ = grad_Y
+    else:
+        dZ = np.empty((n, n_out), dtype=dtype)
+    _k.dense_backward(X, W, Y, grad_Y, dZ,
+                      grad_X_out if need_grad_X else empty2, grad_W_out,
+                      grad_b_out if need_grad_b else np.empty(0, dtype=dtype),
+                      np.empty(n_out if need_grad_b else 0, dtype=np.float64),
+                      code, bool(need_grad_X), bool(need_grad_b), bool(accumulate), nt)
+    return (grad_X_out if need_grad_X else None, grad_W_out,
+            grad_b_out if need_grad_b else None)
