@@ -324,8 +324,12 @@ class Residual(_Container):
         if not need_input_grad:
             self.module.backward(grad_output, False, inplace)
             return None
-        gf = self.module.backward(grad_output, True, False)
-        gx = self._buffer("gx", grad_output.shape, grad_output.dtype)
+        # f may overwrite its gradient (saves its layers a temporary), so it gets a copy.
+        gcopy = self._buffer("gf", grad_output.shape, grad_output.dtype)
+        np.copyto(gcopy, grad_output)
+        gf = self.module.backward(gcopy, True, True)
+        gx = grad_output if inplace else self._buffer("gx", grad_output.shape,
+                                                      grad_output.dtype)
         return np.add(grad_output, gf, out=gx)
 
     def get_config(self):
@@ -406,7 +410,12 @@ class Parallel(_Container):
         start = 0
         for i, b in enumerate(self.branches):
             if self.merge == "sum":
-                g, own = grad_output, False
+                if inplace and i == len(self.branches) - 1:
+                    g = grad_output
+                else:  # each branch may overwrite its gradient: give it its own copy
+                    g = self._buffer(f"g{i}", grad_output.shape, grad_output.dtype)
+                    np.copyto(g, grad_output)
+                own = True
             else:
                 w = self._widths[i]
                 g = self._buffer(f"g{i}", (grad_output.shape[0], w), grad_output.dtype)
