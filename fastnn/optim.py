@@ -556,7 +556,8 @@ class Adam(Optimizer):
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, decay=0.0,
                  weight_decay=0.0, l1=0.0, l1_proximal=False, *, n_threads=None):
-        defaults = dict(lr=lr, betas=tuple(betas), eps=eps, decay=decay,
+        betas = tuple(betas) if isinstance(betas, (tuple, list)) else betas
+        defaults = dict(lr=lr, betas=betas, eps=eps, decay=decay,
                         weight_decay=weight_decay, l1=l1, l1_proximal=l1_proximal)
         super().__init__(params, defaults, n_threads=n_threads)
 
