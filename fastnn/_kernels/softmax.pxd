@@ -195,12 +195,13 @@ from libc.math cimport log
 from cython cimport floating
 
 
-cdef inline double softmax_row(const floating *z, floating *out, Py_ssize_t n,
-                               bint log_out) noexcept nogil:
+cdef inline double softmax_row(const floating *z, floating *out, Py_ssize_t n, bint log_out,
+                               double scale, double *m_out) noexcept nogil:
     """Softmax (or log-softmax when log_out) of one row of n >= 1 entries into out.
 
-    Returns log-sum-exp of the row in shifted coordinates (log sum exp(z - max z)); out may be
-    NULL (then nothing is written: the loss-only path). NaN, +inf or an all -inf row gives NaN.
+    softmax: out = scale * exp(z - m) / sum exp(z - m), m = max(z) (scale is ignored by
+    log-softmax). Returns log sum exp(z - m) (double) and stores m in m_out (if not NULL); out
+    may be NULL (nothing written: the loss-only path). NaN, +inf or an all -inf row gives NaN.
     """
     cdef floating m
     cdef double s
@@ -211,7 +212,7 @@ cdef inline double softmax_row(const floating *z, floating *out, Py_ssize_t n,
             if log_out:
                 fnn_shift2_d(z, m, log(s), out, n)
             else:
-                fnn_scale_d(out, 1.0 / s, n)
+                fnn_scale_d(out, scale / s, n)
     else:
         m = fnn_max_f(z, n)
         s = fnn_expsum_f(z, m, NULL if log_out else out, n)
@@ -219,7 +220,9 @@ cdef inline double softmax_row(const floating *z, floating *out, Py_ssize_t n,
             if log_out:
                 fnn_shift2_f(z, m, <float>log(s), out, n)
             else:
-                fnn_scale_f(out, <float>(1.0 / s), n)
+                fnn_scale_f(out, <float>(scale / s), n)
+    if m_out != NULL:
+        m_out[0] = m
     return log(s)
 
 

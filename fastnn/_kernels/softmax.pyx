@@ -33,10 +33,10 @@ def softmax_forward(const floating[:, ::1] Z, floating[:, ::1] P_out, bint log_o
     if nt == 1:
         with nogil:
             for i in range(n):
-                softmax_row(&Z[i, 0], &P_out[i, 0], c, log_out)
+                softmax_row(&Z[i, 0], &P_out[i, 0], c, log_out, 1.0, NULL)
     else:
         for i in prange(n, nogil=True, schedule='static', num_threads=nt):
-            softmax_row(&Z[i, 0], &P_out[i, 0], c, log_out)
+            softmax_row(&Z[i, 0], &P_out[i, 0], c, log_out, 1.0, NULL)
 
 
 cdef inline void _vjp_row(const floating *y, const floating *g, floating *out, Py_ssize_t c,

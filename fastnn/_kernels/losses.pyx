@@ -1,0 +1,246 @@
+# Design: losses and their gradients with respect to the output pre-activation z, one row
+# (sample) at a time, fused: the per-sample loss goes to a float64 array (the wrapper reduces it
+# in a fixed order, so the value does not depend on the thread count) and, when need_grad, the
+# gradient of `scale * loss` goes to grad_out in the same pass (scale = 1/n for a mean).
+# The softmax and sparsemax row routines are cimported from softmax.pxd / sparsemax.pxd, not
+# repeated here. Everything accumulates in double. Sparsemax losses use the shift-stable forms
+#   single label y:  1/2 ||p - e_y||^2 + max(tau - z_y, 0)
+#   distribution q:  1/2 ||p - q||^2 + sum_j q_j max(tau - z_j, 0)
+# (equal to the paper's -<q, z> + 1/2 sum_{j in S}(z_j^2 - tau^2) + 1/2 ||q||^2, but never
+# negative and never squaring z; tau and z in coordinates shifted by max(z)).
+from libc.math cimport fabs, log1p, NAN
+from libc.stdlib cimport malloc, free
+from cython cimport floating
+from cython.parallel cimport parallel, prange
+
+from fastnn._kernels.softmax cimport softmax_row, fnn_exp_d
+from fastnn._kernels.sparsemax cimport sparsemax_tau, SPARSEMAX_AUTO
+
+# Serial below this many elements of z: measured like softmax's threshold (same row cost).
+PARALLEL_MIN_ELEMENTS = 65536
+cdef Py_ssize_t _PAR_MIN = PARALLEL_MIN_ELEMENTS
+
+
+cdef inline int _threads_for(Py_ssize_t n_rows, Py_ssize_t n_cols, int n_threads) noexcept nogil:
+    if n_threads <= 1 or n_rows < 2 or n_rows * n_cols < _PAR_MIN:
+        return 1
+    return n_threads if n_threads < n_rows else <int>n_rows
+
+
+# ---------------------------------------------------------------- cross-entropy (softmax) ---
+
+cdef inline double _ce_label_row(const floating *z, Py_ssize_t y, floating *g, Py_ssize_t c,
+                                 bint need_grad, double scale) noexcept nogil:
+    cdef double m
+    cdef double lse = softmax_row(z, g if need_grad else NULL, c, False, scale, &m)
+    if need_grad:
+        g[y] = <floating>(g[y] - scale)
+    return lse - (<double>z[y] - m)
+
+
+def cross_entropy_labels(const floating[:, ::1] Z, const Py_ssize_t[::1] y,
+                         double[::1] loss_out, floating[:, ::1] grad_out, bint need_grad,
+                         double scale, int n_threads):
+    """loss_out[i] = logsumexp(Z[i]) - Z[i, y[i]]; grad_out[i] = scale * (softmax(Z[i]) - e_y)."""
+    cdef Py_ssize_t n = Z.shape[0], c = Z.shape[1], i
+    cdef int nt = _threads_for(n, c, n_threads)
+    cdef floating *g = NULL
+    if n == 0:
+        return
+    if nt == 1:
+        with nogil:
+            for i in range(n):
+                g = &grad_out[i, 0] if need_grad else NULL
+                loss_out[i] = _ce_label_row(&Z[i, 0], y[i], g, c, need_grad, scale)
+    else:
+        for i in prange(n, nogil=True, schedule='static', num_threads=nt):
+            g = &grad_out[i, 0] if need_grad else NULL
+            loss_out[i] = _ce_label_row(&Z[i, 0], y[i], g, c, need_grad, scale)
+
+
+cdef inline double _ce_prob_row(const floating *z, const floating *q, floating *g, Py_ssize_t c,
+                                bint need_grad, double scale) noexcept nogil:
+    cdef double m, loss = 0.0, q_sum = 0.0
+    cdef double lse
+    cdef Py_ssize_t j
+    for j in range(c):
+        q_sum += q[j]
+    lse = softmax_row(z, g if need_grad else NULL, c, False, scale * q_sum, &m)
+    for j in range(c):
+        if q[j] != 0:  # 0 * log 0 = 0 (also for z_j = -inf)
+            loss += q[j] * (lse - (<double>z[j] - m))
+    if need_grad:
+        for j in range(c):
+            g[j] = <floating>(g[j] - scale * q[j])
+    return loss
+
+
+def cross_entropy_probs(const floating[:, ::1] Z, const floating[:, ::1] Q,
+                        double[::1] loss_out, floating[:, ::1] grad_out, bint need_grad,
+                        double scale, int n_threads):
+    """loss_out[i] = -sum_j Q_ij log softmax(Z[i])_j; grad = scale * (softmax * sum(Q_i) - Q_i)."""
+    cdef Py_ssize_t n = Z.shape[0], c = Z.shape[1], i
+    cdef int nt = _threads_for(n, c, n_threads)
+    cdef floating *g = NULL
+    if n == 0:
+        return
+    if nt == 1:
+        with nogil:
+            for i in range(n):
+                g = &grad_out[i, 0] if need_grad else NULL
+                loss_out[i] = _ce_prob_row(&Z[i, 0], &Q[i, 0], g, c, need_grad, scale)
+    else:
+        for i in prange(n, nogil=True, schedule='static', num_threads=nt):
+            g = &grad_out[i, 0] if need_grad else NULL
+            loss_out[i] = _ce_prob_row(&Z[i, 0], &Q[i, 0], g, c, need_grad, scale)
+
+
+# ----------------------------------------------------------------------- binary logistic ---
+
+cdef inline double _bce_elem(floating z, floating y, floating *g, bint need_grad,
+                             double scale) noexcept nogil:
+    cdef double zd = z, e = fnn_exp_d(-fabs(zd)), sig
+    if need_grad:
+        sig = 1.0 / (1.0 + e) if zd >= 0 else e / (1.0 + e)
+        g[0] = <floating>(scale * (sig - <double>y))
+    # softplus(z) - y z, stable: max(z, 0) - y z + log(1 + exp(-|z|))
+    return (zd if zd > 0 else 0.0) - <double>y * zd + log1p(e)
+
+
+def binary_cross_entropy(const floating[::1] z, const floating[::1] y, double[::1] loss_out,
+                         floating[::1] grad_out, bint need_grad, double scale, int n_threads):
+    """loss_out[i] = log(1 + exp(z_i)) - y_i z_i; grad_out[i] = scale * (sigmoid(z_i) - y_i)."""
+    cdef Py_ssize_t n = z.shape[0], i
+    cdef int nt = _threads_for(n, 1, n_threads)
+    if n == 0:
+        return
+    if nt == 1:
+        with nogil:
+            for i in range(n):
+                loss_out[i] = _bce_elem(z[i], y[i], &grad_out[i] if need_grad else NULL,
+                                        need_grad, scale)
+    else:
+        for i in prange(n, nogil=True, schedule='static', num_threads=nt):
+            loss_out[i] = _bce_elem(z[i], y[i], &grad_out[i] if need_grad else NULL,
+                                    need_grad, scale)
+
+
+# -------------------------------------------------------------------------------- squared ---
+
+cdef inline double _sq_row(const floating *f, const floating *y, floating *g, Py_ssize_t c,
+                           bint need_grad, double scale) noexcept nogil:
+    cdef double acc = 0.0, d
+    cdef Py_ssize_t j
+    for j in range(c):
+        d = <double>f[j] - <double>y[j]
+        acc += d * d
+        if need_grad:
+            g[j] = <floating>(scale * d)
+    return 0.5 * acc
+
+
+def squared_loss(const floating[:, ::1] F, const floating[:, ::1] Y, double[::1] loss_out,
+                 floating[:, ::1] grad_out, bint need_grad, double scale, int n_threads):
+    """loss_out[i] = 1/2 ||F[i] - Y[i]||^2; grad_out[i] = scale * (F[i] - Y[i])."""
+    cdef Py_ssize_t n = F.shape[0], c = F.shape[1], i
+    cdef int nt = _threads_for(n, c, n_threads)
+    cdef floating *g = NULL
+    if n == 0:
+        return
+    if c == 0:
+        loss_out[:] = 0.0
+        return
+    if nt == 1:
+        with nogil:
+            for i in range(n):
+                g = &grad_out[i, 0] if need_grad else NULL
+                loss_out[i] = _sq_row(&F[i, 0], &Y[i, 0], g, c, need_grad, scale)
+    else:
+        for i in prange(n, nogil=True, schedule='static', num_threads=nt):
+            g = &grad_out[i, 0] if need_grad else NULL
+            loss_out[i] = _sq_row(&F[i, 0], &Y[i, 0], g, c, need_grad, scale)
+
+
+# ------------------------------------------------------------------------- sparsemax loss ---
+
+cdef inline double _spm_row(const floating *z, Py_ssize_t y, const floating *q, floating *g,
+                            Py_ssize_t c, bint need_grad, double scale,
+                            double *scratch) noexcept nogil:
+    """Single label y (q NULL) or target distribution q (any non-negative row, normalized here)."""
+    cdef double m, tau, p, d, t, acc = 0.0, hinge = 0.0, q_sum = 0.0, qj
+    cdef Py_ssize_t j
+    if sparsemax_tau(z, c, SPARSEMAX_AUTO, scratch, &m, &tau):
+        if need_grad:
+            for j in range(c):
+                g[j] = <floating>NAN
+        return NAN
+    if q == NULL:
+        for j in range(c):
+            p = (<double>z[j] - m) - tau
+            p = p if p > 0.0 else 0.0
+            d = p - 1.0 if j == y else p
+            acc += d * d
+            if need_grad:
+                g[j] = <floating>(scale * d)
+        t = tau - (<double>z[y] - m)
+        return 0.5 * acc + (t if t > 0.0 else 0.0)
+    for j in range(c):
+        q_sum += q[j]
+    for j in range(c):
+        p = (<double>z[j] - m) - tau
+        p = p if p > 0.0 else 0.0
+        qj = q[j] / q_sum
+        d = p - qj
+        acc += d * d
+        if need_grad:
+            g[j] = <floating>(scale * d)
+        if qj != 0.0:
+            t = tau - (<double>z[j] - m)
+            hinge += qj * (t if t > 0.0 else 0.0)
+    return 0.5 * acc + hinge
+
+
+def sparsemax_loss(const floating[:, ::1] Z, const Py_ssize_t[::1] y, const floating[:, ::1] Q,
+                   bint use_q, double[::1] loss_out, floating[:, ::1] grad_out, bint need_grad,
+                   double scale, int n_threads):
+    """Sparsemax loss per row, single-label (y) or with target distributions (rows of Q, used
+    when use_q); grad_out[i] = scale * (sparsemax(Z[i]) - q_i). Scratch: n_cols doubles per
+    thread, malloc'ed in the region (MemoryError raised after it if that fails)."""
+    cdef Py_ssize_t n = Z.shape[0], c = Z.shape[1], i
+    cdef int nt = _threads_for(n, c, n_threads)
+    cdef int failed = 0
+    cdef int *failed_p = &failed
+    cdef double *scratch = NULL
+    cdef floating *g = NULL
+    if n == 0:
+        return
+    if nt == 1:
+        scratch = <double *>malloc(c * sizeof(double))
+        if scratch == NULL:
+            raise MemoryError(f"sparsemax_loss: cannot allocate {c} doubles of scratch")
+        try:
+            with nogil:
+                for i in range(n):
+                    g = &grad_out[i, 0] if need_grad else NULL
+                    loss_out[i] = _spm_row(&Z[i, 0], 0 if use_q else y[i],
+                                           &Q[i, 0] if use_q else NULL, g, c, need_grad, scale,
+                                           scratch)
+        finally:
+            free(scratch)
+    else:
+        with nogil, parallel(num_threads=nt):
+            scratch = <double *>malloc(c * sizeof(double))
+            try:
+                for i in prange(n, schedule='static'):
+                    if scratch == NULL:
+                        failed_p[0] = 1
+                    else:
+                        g = &grad_out[i, 0] if need_grad else NULL
+                        loss_out[i] = _spm_row(&Z[i, 0], 0 if use_q else y[i],
+                                               &Q[i, 0] if use_q else NULL, g, c, need_grad,
+                                               scale, scratch)
+            finally:
+                free(scratch)
+        if failed:
+            raise MemoryError(f"sparsemax_loss: cannot allocate {c} doubles of scratch per "
+                              "thread")
