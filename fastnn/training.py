@@ -1,0 +1,625 @@
+"""The training loop: ``fit``, ``evaluate``, ``predict`` for any fastnn network.
+
+One epoch is the lecture's mini-batch SGD: visit the training set in seeded, shuffled
+mini-batches; for each, run forward, compute the loss and its gradient with respect to the
+network's output, backpropagate, and let the optimizer update the parameters. After each epoch
+the validation set (if any) is evaluated and the callbacks (early stopping, learning-rate
+schedules, checkpoints) run.
+
+``Sequential.fit``/``evaluate`` call these functions; the network keeps its loss and optimizer
+(``model.loss``, ``model.optimizer``), so a second ``fit`` continues where the first stopped,
+with the optimizer's state (Adam's moments, momentum buffers) intact.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+import sys
+import time
+
+import numpy as np
+
+from fastnn._validation import check_float_array
+from fastnn.data import BatchIterator, check_random_state, train_test_split
+
+__all__ = ["fit", "evaluate", "predict", "predict_classes", "History", "Trainer",
+           "make_optimizer", "r2_score"]
+
+_EVAL_BATCH = 1024
+_OPTIMIZERS = {"sgd": "SGD", "adam": "Adam", "adagrad": "Adagrad", "rmsprop": "RMSprop"}
+
+
+# --------------------------------------------------------------------------------------------
+# History
+# --------------------------------------------------------------------------------------------
+
+class History:
+    """What happened during ``fit``, epoch by epoch.
+
+    Attributes
+    ----------
+    history : dict of str -> list of float
+        One list per quantity, one entry per epoch: ``loss`` and the training metric
+        (``accuracy`` or ``r2``; running averages over the epoch's batches, in training mode),
+        ``val_loss``/``val_accuracy``/``val_r2`` (evaluation mode, end of epoch) when there is
+        validation data, ``lr`` (the learning rate used during the epoch), ``time`` (seconds)
+        and ``samples_per_s``.
+    epoch : list of int
+        Epoch indices (0-based, counting from the model's first fit).
+    events : list of (epoch, str)
+        What callbacks did: learning-rate changes, rollbacks, early stopping, checkpoints.
+    stopped_epoch : int or None
+        The epoch after which a callback stopped training.
+    """
+
+    def __init__(self):
+        self.history: dict[str, list] = {}
+        self.epoch: list[int] = []
+        self.events: list[tuple[int, str]] = []
+        self.stopped_epoch = None
+        self.params: dict = {}
+
+    def append(self, epoch: int, logs: dict) -> None:
+        n = len(self.epoch)
+        for k, v in logs.items():
+            if k not in self.history:
+                self.history[k] = [float("nan")] * n
+            self.history[k].append(float(v))
+        for k, lst in self.history.items():
+            if len(lst) < n + 1:
+                lst.append(float("nan"))
+        self.epoch.append(epoch)
+
+    def __getitem__(self, key):
+        return self.history[key]
+
+    def __contains__(self, key):
+        return key in self.history
+
+    def __len__(self):
+        return len(self.epoch)
+
+    def best_epoch(self, monitor: str = "val_loss", mode: str = "auto") -> int:
+        """The epoch with the best value of ``monitor``."""
+        values = np.asarray(self.history[monitor], dtype=np.float64)
+        if _mode(monitor, mode) == "min":
+            return self.epoch[int(np.nanargmin(values))]
+        return self.epoch[int(np.nanargmax(values))]
+
+    def plot(self, path=None, *, metrics=None, title=None):
+        """Learning curves (loss; accuracy or R^2) for training and validation.
+
+        Saves a PNG when ``path`` is given; returns the matplotlib Figure. Needs matplotlib
+        (``pip install "fastnn[plot]"``).
+        """
+        try:
+            import matplotlib
+            if path is not None:
+                matplotlib.use("Agg", force=False)
+            import matplotlib.pyplot as plt
+        except ImportError:
+            raise ImportError("plotting needs matplotlib: pip install matplotlib "
+                              "(or pip install \"fastnn[plot]\")") from None
+        if metrics is None:
+            metrics = ["loss"] + [m for m in ("accuracy", "r2") if m in self.history]
+        fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.6),
+                                 squeeze=False)
+        epochs = [e + 1 for e in self.epoch]
+        for ax, m in zip(axes[0], metrics):
+            if m in self.history:
+                ax.plot(epochs, self.history[m], "o-", ms=3, label=f"training {m}")
+            if "val_" + m in self.history:
+                ax.plot(epochs, self.history["val_" + m], "s-", ms=3, label=f"validation {m}")
+            ax.set_xlabel("epoch")
+            ax.set_ylabel(m)
+            ax.grid(alpha=0.3)
+            ax.legend()
+        for e, _ in self.events:
+            for ax in axes[0]:
+                ax.axvline(e + 1, color="gray", lw=0.6, ls=":")
+        if title:
+            fig.suptitle(title)
+        fig.tight_layout()
+        if path is not None:
+            fig.savefig(path, dpi=110)
+        return fig
+
+    def __repr__(self):
+        last = {k: round(v[-1], 4) for k, v in self.history.items() if v}
+        return f"History({len(self.epoch)} epochs, last={last})"
+
+
+def _mode(monitor: str, mode: str = "auto") -> str:
+    if mode in ("min", "max"):
+        return mode
+    if mode != "auto":
+        raise ValueError(f"mode must be 'auto', 'min' or 'max', got {mode!r}")
+    name = monitor.lower()
+    return "max" if ("acc" in name or "r2" in name) else "min"
+
+
+# --------------------------------------------------------------------------------------------
+# Optimizer and loss resolution
+# --------------------------------------------------------------------------------------------
+
+def make_optimizer(optimizer, params, lr=None, **kwargs):
+    """An optimizer from a name ("sgd", "adam", "adagrad", "rmsprop") or an Optimizer instance."""
+    from fastnn import optim
+
+    if isinstance(optimizer, str):
+        cls_name = _OPTIMIZERS.get(optimizer.lower())
+        if cls_name is None:
+            raise ValueError(f"unknown optimizer {optimizer!r}; expected one of "
+                             f"{', '.join(_OPTIMIZERS)} or an optim.Optimizer")
+        if lr is not None:
+            kwargs["lr"] = float(lr)
+        return getattr(optim, cls_name)(params, **kwargs)
+    if kwargs:
+        raise ValueError(f"optimizer options {sorted(kwargs)} need an optimizer name, not an "
+                         f"instance")
+    if lr is not None:
+        optimizer.lr = float(lr)
+    return optimizer
+
+
+def _same_params(optimizer, params) -> bool:
+    ids = {id(p) for g in optimizer.param_groups for p in g["params"]}
+    return ids == {id(p) for p in params}
+
+
+def _model_dtype(model):
+    dt = getattr(model, "dtype", None)
+    if dt is None:
+        ps = model.parameters()
+        dt = ps[0].data.dtype if ps else np.float32
+    return np.dtype(dt)
+
+
+def _prepare_y(y, task, dtype, n):
+    if isinstance(y, np.ndarray):
+        a = y
+    else:
+        a = np.asarray(y)
+    if a.shape[0] != n:
+        raise ValueError(f"X has {n} samples but y has {a.shape[0]}")
+    if task in ("classification",) and a.ndim == 1:
+        if a.dtype.kind == "f":
+            if not np.isfinite(a).all() or (a != np.round(a)).any():
+                raise ValueError("y must hold integer class labels for a classification loss")
+        elif a.dtype.kind not in "iu":
+            raise TypeError(f"y must hold integer class labels, got dtype {a.dtype}")
+        return np.ascontiguousarray(a, dtype=np.intp)
+    if a.dtype.kind in "iub" and task == "multilabel" and a.ndim == 1:
+        return np.ascontiguousarray(a, dtype=np.intp)
+    return check_float_array(a.astype(dtype, copy=False) if a.dtype.kind in "iub" else a,
+                             "y", dtype=dtype, finite=True)
+
+
+def _n_outputs(model):
+    try:
+        return model.output_features(model.input_features())
+    except Exception:
+        return None
+
+
+# --------------------------------------------------------------------------------------------
+# Metrics
+# --------------------------------------------------------------------------------------------
+
+def r2_score(y_true, y_pred) -> float:
+    """Coefficient of determination, averaged over outputs (scikit-learn's uniform average)."""
+    yt = np.asarray(y_true, dtype=np.float64)
+    yp = np.asarray(y_pred, dtype=np.float64).reshape(yt.shape) if np.asarray(
+        y_pred).size == yt.size else np.asarray(y_pred, dtype=np.float64)
+    if yt.ndim == 1:
+        yt, yp = yt[:, None], yp.reshape(-1, 1)
+    ss_res = ((yt - yp) ** 2).sum(axis=0)
+    ss_tot = ((yt - yt.mean(axis=0)) ** 2).sum(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r2 = np.where(ss_tot > 0, 1.0 - ss_res / np.where(ss_tot > 0, ss_tot, 1.0),
+                      np.where(ss_res == 0, 1.0, 0.0))
+    return float(r2.mean())
+
+
+class _Running:
+    """Running loss and metric over an epoch's batches (sample-weighted)."""
+
+    def __init__(self, task, n_outputs):
+        self.task = task
+        self.n = 0
+        self.loss_sum = 0.0
+        self.correct = 0
+        self.has_metric = task in ("classification", "binary", "regression")
+        if task == "regression":
+            k = n_outputs or 1
+            self.s1 = np.zeros(k)
+            self.s2 = np.zeros(k)
+            self.sse = np.zeros(k)
+
+    def update(self, loss, z, yb, m):
+        self.n += m
+        self.loss_sum += loss * m
+        t = self.task
+        if t == "classification":
+            pred = z.argmax(axis=1)
+            truth = yb if yb.ndim == 1 else yb.argmax(axis=1)
+            self.correct += int(np.count_nonzero(pred == truth))
+        elif t == "binary":
+            self.correct += int(np.count_nonzero((z.reshape(m, -1)[:, 0] > 0)
+                                                 == (yb.reshape(m, -1)[:, 0] > 0.5)))
+        elif t == "regression":
+            y2 = yb.reshape(m, -1).astype(np.float64)
+            d = z.reshape(m, -1) - y2
+            self.s1 += y2.sum(axis=0)
+            self.s2 += np.einsum("ij,ij->j", y2, y2)
+            self.sse += np.einsum("ij,ij->j", d, d)
+
+    @property
+    def loss(self):
+        return self.loss_sum / max(self.n, 1)
+
+    def metric(self):
+        if self.task in ("classification", "binary"):
+            return "accuracy", self.correct / max(self.n, 1)
+        if self.task == "regression":
+            ss_tot = self.s2 - self.s1 ** 2 / max(self.n, 1)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                r2 = np.where(ss_tot > 0, 1.0 - self.sse / np.where(ss_tot > 0, ss_tot, 1.0),
+                              0.0)
+            return "r2", float(r2.mean())
+        return None, None
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluation and prediction
+# --------------------------------------------------------------------------------------------
+
+def _predict_raw(model, X, batch_size):
+    if hasattr(model, "predict"):
+        return model.predict(X, batch_size=batch_size)
+    # a bare Module: evaluation mode, batched forward, restore the mode
+    modes = [m.training for m in model.modules()]
+    model.eval()
+    try:
+        outs = []
+        for start in range(0, X.shape[0], batch_size):
+            outs.append(np.array(model.forward(X[start:start + batch_size]), copy=True))
+        return np.concatenate(outs) if outs else np.empty((0, 0), dtype=X.dtype)
+    finally:
+        for m, mode in zip(model.modules(), modes):
+            m.training = mode
+
+
+def predict(model, X, batch_size: int = _EVAL_BATCH) -> np.ndarray:
+    """The network's raw output (logits for classifiers) in evaluation mode, in batches."""
+    X = check_float_array(X, "X", ndim=2, dtype=_model_dtype(model))
+    return _predict_raw(model, X, batch_size)
+
+
+def predict_classes(model, X, batch_size: int = _EVAL_BATCH, loss=None) -> np.ndarray:
+    """Predicted class labels: argmax of the output (``z > 0`` for a binary loss)."""
+    from fastnn.losses import get_loss
+
+    loss = get_loss(loss if loss is not None else (getattr(model, "loss", None)
+                                                   or "cross_entropy"))
+    z = predict(model, X, batch_size)
+    if loss.task == "binary":
+        return (z.reshape(z.shape[0], -1)[:, 0] > 0).astype(np.int64)
+    return z.argmax(axis=1)
+
+
+def evaluate(model, X, y, loss=None, batch_size: int = _EVAL_BATCH) -> dict:
+    """Loss and accuracy (R^2 for regression) of ``model`` on (X, y), in evaluation mode.
+
+    Parameters
+    ----------
+    loss : str or Loss, optional
+        Default: the loss the model was fitted with, else cross-entropy.
+
+    Returns
+    -------
+    dict with ``loss`` and ``accuracy`` (classification, binary) or ``r2`` (regression), plus
+    ``n_samples``.
+    """
+    from fastnn.losses import get_loss
+
+    loss = get_loss(loss if loss is not None else (getattr(model, "loss", None)
+                                                   or "cross_entropy"))
+    dtype = _model_dtype(model)
+    X = check_float_array(X, "X", ndim=2, dtype=dtype)
+    y = _prepare_y(y, loss.task, dtype, X.shape[0])
+    z = _predict_raw(model, X, batch_size)
+    return _metrics_from_output(loss, z, y)
+
+
+def _metrics_from_output(loss, z, y) -> dict:
+    out = {"loss": float(loss.loss(z, y)), "n_samples": int(z.shape[0])}
+    if loss.task == "classification":
+        truth = y if y.ndim == 1 else y.argmax(axis=1)
+        out["accuracy"] = float(np.mean(z.argmax(axis=1) == truth)) if z.shape[0] else \
+            float("nan")
+    elif loss.task == "binary":
+        m = z.shape[0]
+        out["accuracy"] = float(np.mean((z.reshape(m, -1)[:, 0] > 0)
+                                        == (y.reshape(m, -1)[:, 0] > 0.5)))
+    elif loss.task == "regression":
+        out["r2"] = r2_score(y.reshape(z.shape[0], -1), z)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# fit
+# --------------------------------------------------------------------------------------------
+
+class Trainer:
+    """The state of a running ``fit``, shared with the callbacks.
+
+    Attributes: ``model``, ``optimizer``, ``loss``, ``history``, ``epoch`` (current, 0-based),
+    ``stop_training`` (set True to stop after the current epoch), ``verbose``.
+    """
+
+    def __init__(self, model, optimizer, loss, history, verbose):
+        self.model = model
+        self.optimizer = optimizer
+        self.loss = loss
+        self.history = history
+        self.verbose = verbose
+        self.epoch = 0
+        self.stop_training = False
+
+    def log_event(self, epoch: int, message: str) -> None:
+        """Record what a callback did (and print it when verbose)."""
+        self.history.events.append((epoch, message))
+        if self.verbose:
+            _write_line(f"epoch {epoch + 1}: {message}")
+
+
+def _write_line(msg):
+    try:
+        from tqdm import tqdm
+        tqdm.write(msg, file=sys.stderr)
+    except ImportError:  # pragma: no cover - tqdm is a dependency
+        print(msg, file=sys.stderr)
+
+
+def _isatty(stream) -> bool:
+    try:
+        return bool(stream.isatty())
+    except Exception:
+        return False
+
+
+def _fmt_logs(logs):
+    parts = []
+    for k, v in logs.items():
+        if k in ("time", "samples_per_s", "lr"):
+            continue
+        parts.append(f"{k}={v:.4f}")
+    if "lr" in logs:
+        parts.append(f"lr={logs['lr']:.3g}")
+    if "samples_per_s" in logs:
+        parts.append(f"{logs['samples_per_s']:,.0f} samples/s")
+    if "time" in logs:
+        parts.append(f"{logs['time']:.2f}s")
+    return " - ".join(parts)
+
+
+def fit(model, X, y, loss=None, optimizer=None, epochs: int = 10, batch_size: int = 32,
+        shuffle: bool = True, validation_data=None, validation_split: float = 0.0,
+        callbacks=None, verbose: int = 1, seed=None, lr=None) -> History:
+    """Train ``model`` on (X, y) with mini-batches; returns a :class:`History`.
+
+    Parameters
+    ----------
+    model : fastnn network (Sequential or any Module with forward/backward/parameters)
+    X : ndarray (n_samples, n_features) in the model's dtype
+        A float64 array for a float32 model (or the reverse) is an error, not a silent copy:
+        convert it once with ``X.astype(model.dtype)``.
+    y : targets
+        Integer labels (n_samples,) for cross-entropy and sparsemax losses (or an
+        (n_samples, n_classes) target matrix), values (n_samples, n_outputs) for the squared
+        loss, 0/1 for binary cross-entropy.
+    loss : str or Loss, optional
+        "cross_entropy", "sparsemax", "binary_cross_entropy", "squared" or a Loss object.
+        Default: the model's loss from a previous fit, else "cross_entropy".
+    optimizer : str, Optimizer or None
+        "adam", "sgd", "adagrad", "rmsprop" or an :mod:`fastnn.optim` optimizer over
+        ``model.parameters()``. None: the model's optimizer from a previous fit (continuing
+        training keeps its state: moments, momentum, step count), else Adam.
+    epochs : int
+        Number of passes over the training set in this call.
+    batch_size : int
+    shuffle : bool
+        Reshuffle (a seeded permutation of indices) every epoch.
+    validation_data : (X_val, y_val), optional
+    validation_split : float in [0, 1)
+        Hold out this fraction of (X, y) for validation (ignored if validation_data is
+        given). Unlike Keras, which takes the last samples, fastnn draws a random subset -
+        stratified for classification - with ``seed``.
+    callbacks : list of fastnn.callbacks.Callback
+    verbose : {0, 1, 2}
+        0: silent. 1: a live progress bar per epoch (loss, metric, samples/s) when stderr is a
+        terminal, silent otherwise. 2: one line per epoch, always.
+    seed : None, int or np.random.Generator
+        Seed of the batch order (and of ``validation_split``).
+    lr : float, optional
+        Learning rate for an optimizer given by name (or to set on the model's optimizer).
+
+    Returns
+    -------
+    History
+
+    Raises
+    ------
+    FloatingPointError
+        When the loss becomes NaN or infinite, naming the epoch and batch (the parameters are
+        left as they were after the last finite step's update).
+    """
+    from fastnn.losses import get_loss
+
+    if isinstance(epochs, bool) or not isinstance(epochs, numbers.Integral) or epochs < 0:
+        raise ValueError(f"Invalid epochs: {epochs!r} (expected an int >= 0)")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) \
+            or batch_size <= 0:
+        raise ValueError(f"Invalid batch_size: {batch_size!r} (expected a positive int)")
+    if verbose not in (0, 1, 2, False, True):
+        raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}")
+    verbose = int(verbose)
+
+    # --- loss, data ---------------------------------------------------------------------------
+    if loss is None:
+        loss = getattr(model, "loss", None) or "cross_entropy"
+    loss_fn = get_loss(loss)
+    dtype = _model_dtype(model)
+    X = check_float_array(X, "X", ndim=2, dtype=dtype, finite=True)
+    y = _prepare_y(y, loss_fn.task, dtype, X.shape[0])
+    rng = check_random_state(seed)
+
+    if validation_data is not None:
+        if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+            raise ValueError("validation_data must be a pair (X_val, y_val)")
+        X_val = check_float_array(validation_data[0], "X_val", ndim=2, dtype=dtype,
+                                  finite=True)
+        y_val = _prepare_y(validation_data[1], loss_fn.task, dtype, X_val.shape[0])
+    elif validation_split:
+        vs = float(validation_split)
+        if not 0.0 < vs < 1.0:
+            raise ValueError(f"validation_split must be in (0, 1), got {validation_split}")
+        strat = y if (loss_fn.task == "classification" and y.ndim == 1) else None
+        try:
+            X, X_val, y, y_val = train_test_split(X, y, test_size=vs, stratify=strat, seed=rng)
+        except ValueError:
+            X, X_val, y, y_val = train_test_split(X, y, test_size=vs, seed=rng)
+    else:
+        X_val = y_val = None
+    if X.shape[0] == 0:
+        raise ValueError("no training samples")
+
+    # --- optimizer ----------------------------------------------------------------------------
+    params = model.parameters()
+    prev = getattr(model, "optimizer", None)
+    if optimizer is None:
+        if prev is not None and _same_params(prev, params):
+            opt = prev
+            if lr is not None:
+                opt.lr = float(lr)
+        else:
+            opt = make_optimizer("adam", params, lr=lr)
+    else:
+        opt = make_optimizer(optimizer, params, lr=lr)
+    model.loss = loss_fn
+    model.optimizer = opt
+
+    history = History()
+    history.params = {"epochs": epochs, "batch_size": int(batch_size),
+                      "n_samples": int(X.shape[0]),
+                      "n_val_samples": 0 if X_val is None else int(X_val.shape[0])}
+    trainer = Trainer(model, opt, loss_fn, history, verbose)
+    callbacks = list(callbacks or [])
+    for cb in callbacks:
+        if hasattr(cb, "set_trainer"):
+            cb.set_trainer(trainer)
+    batch_cbs = [cb for cb in callbacks if _overrides(cb, "on_batch_end")]
+
+    show_bar = verbose == 1 and _isatty(sys.stderr)
+    start_epoch = int(getattr(model, "epochs_trained_", 0) or 0)
+    batches = BatchIterator(X, y, batch_size=int(batch_size), shuffle=shuffle, seed=rng)
+    n_batches = len(batches)
+    n_out = _n_outputs(model)
+    is_module = hasattr(model, "_layers") or hasattr(model, "_modules")
+    grad_bufs: dict = {}
+
+    for cb in callbacks:
+        cb.on_train_begin({})
+    for e in range(start_epoch, start_epoch + epochs):
+        trainer.epoch = e
+        for cb in callbacks:
+            cb.on_epoch_begin(e, {})
+        model.train()
+        run = _Running(loss_fn.task, n_out)
+        epoch_lr = float(opt.lr)
+        t0 = time.perf_counter()
+        bar = None
+        if show_bar:
+            from tqdm.auto import tqdm
+            bar = tqdm(total=X.shape[0], unit="samples", unit_scale=False, leave=True,
+                       desc=f"epoch {e + 1}/{start_epoch + epochs}", file=sys.stderr,
+                       dynamic_ncols=True, mininterval=0.2)
+            last_post = t0
+        for b, (xb, yb) in enumerate(batches):
+            m = xb.shape[0]
+            model.zero_grad()
+            z = model.forward(xb)
+            gbuf = grad_bufs.get(z.shape)
+            if gbuf is None:
+                gbuf = grad_bufs[z.shape] = np.empty(z.shape, dtype=z.dtype)
+            loss_value, g = loss_fn.loss_and_grad(z, yb, grad_out=gbuf)
+            if not math.isfinite(loss_value):
+                if bar is not None:
+                    bar.close()
+                raise FloatingPointError(
+                    f"the training loss is {loss_value} at epoch {e + 1}, batch {b + 1} "
+                    f"of {n_batches} (learning rate {float(opt.lr):.3g}): training "
+                    f"diverged. Lower the learning rate, standardize the inputs "
+                    f"(fastnn.data.Standardizer), or check the targets")
+            run.update(loss_value, z, yb, m)
+            if is_module:
+                model.backward(g, need_input_grad=False, inplace=True)
+            else:
+                model.backward(g)
+            opt.step()
+            if batch_cbs:
+                for cb in batch_cbs:
+                    cb.on_batch_end(b, {"loss": loss_value, "size": m})
+            if bar is not None:
+                bar.update(m)
+                now = time.perf_counter()
+                if now - last_post > 0.25:
+                    name, val = run.metric()
+                    post = {"loss": f"{run.loss:.4f}"}
+                    if name:
+                        post[name[:3]] = f"{val:.4f}"
+                    bar.set_postfix(post, refresh=False)
+                    last_post = now
+        elapsed = time.perf_counter() - t0
+        logs = {"loss": run.loss}
+        name, val = run.metric()
+        if name:
+            logs[name] = val
+        if X_val is not None:
+            zv = _predict_raw(model, X_val, _EVAL_BATCH)
+            vm = _metrics_from_output(loss_fn, zv, y_val)
+            logs["val_loss"] = vm["loss"]
+            for k in ("accuracy", "r2"):
+                if k in vm:
+                    logs["val_" + k] = vm[k]
+        logs["lr"] = epoch_lr
+        logs["time"] = elapsed
+        logs["samples_per_s"] = X.shape[0] / elapsed if elapsed > 0 else float("inf")
+        history.append(e, logs)
+        model.epochs_trained_ = e + 1
+        if bar is not None:
+            post = {k: (f"{v:.4f}" if k != "samples_per_s" else f"{v:,.0f}")
+                    for k, v in logs.items() if k not in ("time", "lr", "samples_per_s")}
+            bar.set_postfix(post, refresh=True)
+            bar.close()
+        elif verbose == 2:
+            print(f"epoch {e + 1}/{start_epoch + epochs} - {_fmt_logs(logs)}",
+                  file=sys.stderr, flush=True)
+        for cb in callbacks:
+            cb.on_epoch_end(e, dict(logs))
+        if trainer.stop_training:
+            history.stopped_epoch = e
+            break
+    for cb in callbacks:
+        cb.on_train_end({})
+    return history
+
+
+def _overrides(cb, name) -> bool:
+    from fastnn.callbacks import Callback
+
+    meth = getattr(cb, name, None)
+    if meth is None:
+        return False
+    return getattr(meth, "__func__", meth) is not getattr(Callback, name, None)
