@@ -11,7 +11,10 @@ from fastnn.functional.dense import dense_backward, dense_forward  # noqa: F401
 from fastnn.functional.dropout import dropout, dropout_backward, dropout_mask  # noqa: F401
 
 # --- output maps: softmax, log_softmax, sparsemax ---
-# (section: from fastnn.functional.output import ...)
+from fastnn.functional.output import (  # noqa: F401
+    SPARSEMAX_METHODS, log_softmax, log_softmax_backward, softmax, softmax_backward, sparsemax,
+    sparsemax_backward)
 
 # --- losses ---
-# (section: from fastnn.functional.losses import ...)
+from fastnn.functional.losses import (  # noqa: F401
+    REDUCTIONS, binary_cross_entropy, cross_entropy, sparsemax_loss, squared_loss)

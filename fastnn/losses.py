@@ -1,0 +1,160 @@
+"""Loss objects for models and the training loop: thin classes over fastnn.functional's losses.
+
+Each loss takes the output *pre-activation* ``z`` of the network (logits) and knows its output
+map: ``output(z)`` gives predictions in the output space (identity, softmax, sigmoid or
+sparsemax), so a network ends in a linear layer and the loss fuses the map with its gradient
+(e.g. cross-entropy's gradient softmax(z) - e_y, never softmax's Jacobian).
+
+    loss(z, y) -> float                  mean over the samples
+    loss_and_grad(z, y, grad_out=None)   (mean loss, d mean loss / dz); with grad_out given,
+                                         nothing is allocated (a per-sample loss buffer is kept)
+    output(z) -> predictions
+    task: "regression", "classification", "binary" or "multilabel"
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from fastnn.functional import losses as _fl
+from fastnn.functional import output as _fo
+from fastnn.functional.activations import sigmoid as _sigmoid
+
+__all__ = ["Loss", "SquaredLoss", "CrossEntropyLoss", "BinaryCrossEntropyLoss", "SparsemaxLoss",
+           "get_loss", "LOSSES"]
+
+
+class Loss:
+    """Base class: subclasses set ``name``, ``task``, ``_function`` and ``output``."""
+
+    name = ""
+    task = ""
+    _function = None
+
+    def __init__(self, n_threads=None):
+        self.n_threads = n_threads
+        self._loss_rows = None
+
+    def _rows(self, z) -> np.ndarray:
+        n = np.shape(z)[0] if np.ndim(z) else 0
+        if self._loss_rows is None or self._loss_rows.shape[0] != n:
+            self._loss_rows = np.empty(n, np.float64)
+        return self._loss_rows
+
+    def loss(self, z, y) -> float:
+        """Mean loss over the samples (rows) of ``z``."""
+        return type(self)._function(z, y, reduction="mean", n_threads=self.n_threads,
+                                    loss_out=self._rows(z))
+
+    def loss_and_grad(self, z, y, grad_out=None):
+        """(mean loss, gradient of the mean loss with respect to z), the gradient written into
+        ``grad_out`` when given (shape and dtype of z)."""
+        return type(self)._function(z, y, reduction="mean", return_grad=True, grad_out=grad_out,
+                                    n_threads=self.n_threads, loss_out=self._rows(z))
+
+    def per_sample(self, z, y) -> np.ndarray:
+        """Per-sample losses, float64 array of shape (n,)."""
+        return type(self)._function(z, y, reduction="none", n_threads=self.n_threads)
+
+    def output(self, z):
+        raise NotImplementedError
+
+    __call__ = loss
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class SquaredLoss(Loss):
+    """1/2 ||f - y||^2 per sample (regression); identity output, gradient f - y."""
+
+    name = "squared"
+    task = "regression"
+    _function = staticmethod(_fl.squared_loss)
+
+    def output(self, z):
+        return z
+
+
+class CrossEntropyLoss(Loss):
+    """Negative log-likelihood of softmax(z), fused (stable log-softmax); gradient softmax - e_y.
+    Targets: int labels (n,) or an (n, C) probability matrix."""
+
+    name = "cross_entropy"
+    task = "classification"
+    _function = staticmethod(_fl.cross_entropy)
+
+    def output(self, z):
+        return _fo.softmax(z, axis=-1, n_threads=self.n_threads)
+
+
+class BinaryCrossEntropyLoss(Loss):
+    """Logistic loss from one logit per sample; sigmoid output; gradient sigmoid(z) - y."""
+
+    name = "binary_cross_entropy"
+    task = "binary"
+    _function = staticmethod(_fl.binary_cross_entropy)
+
+    def output(self, z):
+        return _sigmoid(z, n_threads=self.n_threads)
+
+
+class SparsemaxLoss(Loss):
+    """Sparsemax loss (Martins & Astudillo, 2016); sparsemax output; gradient sparsemax(z) - q.
+
+    Parameters
+    ----------
+    multilabel : bool
+        False (multi-class, task "classification"): targets are int labels (n,) (an (n, C)
+        target matrix is accepted too). True (task "multilabel"): targets are (n, C) label sets
+        or non-negative weights, each row normalized to a distribution q.
+    method : {"auto", "sort", "select"}
+        Sparsemax algorithm used by ``output``.
+    """
+
+    name = "sparsemax"
+    _function = staticmethod(_fl.sparsemax_loss)
+
+    def __init__(self, multilabel: bool = False, method: str = "auto", n_threads=None):
+        super().__init__(n_threads)
+        if method not in _fo.SPARSEMAX_METHODS:
+            raise ValueError(f"method must be one of {_fo.SPARSEMAX_METHODS}, got {method!r}")
+        self.multilabel = bool(multilabel)
+        self.method = method
+
+    @property
+    def task(self) -> str:
+        return "multilabel" if self.multilabel else "classification"
+
+    def output(self, z):
+        return _fo.sparsemax(z, axis=-1, method=self.method, n_threads=self.n_threads)
+
+    def __repr__(self) -> str:
+        return (f"SparsemaxLoss(multilabel={self.multilabel})" if self.multilabel
+                else "SparsemaxLoss()")
+
+
+LOSSES = {
+    "squared": SquaredLoss, "mse": SquaredLoss,
+    "cross_entropy": CrossEntropyLoss, "nll": CrossEntropyLoss,
+    "binary_cross_entropy": BinaryCrossEntropyLoss,
+    "sparsemax": SparsemaxLoss,
+}
+
+
+def get_loss(loss) -> Loss:
+    """A loss instance from a name ("squared"/"mse", "cross_entropy"/"nll",
+    "binary_cross_entropy", "sparsemax", "sparsemax_multilabel") or an object with
+    ``loss_and_grad`` and ``output`` (returned as is)."""
+    if isinstance(loss, str):
+        key = loss.lower()
+        if key == "sparsemax_multilabel":
+            return SparsemaxLoss(multilabel=True)
+        if key not in LOSSES:
+            raise ValueError(f"Unknown loss {loss!r}; expected one of "
+                             f"{sorted(LOSSES) + ['sparsemax_multilabel']} or a loss object")
+        return LOSSES[key]()
+    if isinstance(loss, type) and issubclass(loss, Loss):
+        return loss()
+    if hasattr(loss, "loss_and_grad") and hasattr(loss, "output"):
+        return loss
+    raise TypeError(f"loss must be a name or a loss object, got {type(loss).__name__}")
