@@ -7,12 +7,37 @@ made a dense layer 20-300x slower than NumPy):
 * Elementwise and row-wise kernels (activations, dropout, softmax, sparsemax, losses, optimizer
   updates) run OpenMP ``prange`` loops, and only above a measured work size; below it they run
   serially, because waking a team costs more than the work and one slow thread stalls the region.
-* Matrix products go to BLAS (scipy.linalg.cython_blas). Large products are a single BLAS call
-  from the calling thread with BLAS's own threading (BLAS owns the cores). Mid-size products
-  are split by fastnn into one block per OpenMP thread, each block a single-threaded BLAS call
-  followed by its fused epilogue while still in cache; for that the BLAS thread count is pinned to
-  1 for the duration of the region (through the function pointers installed below) and restored
-  afterwards. Small products are one BLAS call plus a serial epilogue.
+* Matrix products go to BLAS (scipy.linalg.cython_blas); fastnn/_kernels/dense.pyx picks one
+  of three paths by the work ``batch * in * out`` (thresholds SPLIT_MIN_WORK / SPLIT_MAX_WORK
+  there, chosen by measurement as its comment says):
+
+  - small work, or ``n_threads == 1``: one BLAS call from the calling thread, then a serial
+    epilogue (bias + activation);
+  - mid-size work: the output is split into one block per OpenMP thread (rows or columns,
+    whichever dimension is longer; column blocks on 16-float boundaries); BLAS is pinned to 1
+    thread for the region with ``blas_set_num_threads`` (the previous count is restored after
+    it) and each thread runs a single-threaded GEMM on its block, then the fused epilogue while
+    the block is still in its cache. When fastnn cannot control the BLAS thread count
+    (``blas_set_num_threads`` returns -1) this path is never taken;
+  - large work: one BLAS call with BLAS's own threads (BLAS owns the cores), then the epilogue,
+    in a ``prange`` only above EPILOGUE_PAR_MIN elements.
+
+* ``n_threads`` bounds every thread fastnn uses, BLAS included: around a BLAS call the BLAS
+  thread count is capped at ``n_threads`` (and restored), so ``n_threads=1`` pins BLAS to one
+  thread and the whole call is exactly serial. A larger ``n_threads`` never raises BLAS above
+  the count the user set (threadpoolctl / OPENBLAS_NUM_THREADS). The pinning is process-wide
+  while it lasts: another Python thread calling scipy's BLAS at that moment sees it too.
+
+* Waiting: libgomp's default makes idle OpenMP workers spin (GOMP_SPINCOUNT=300000) between
+  regions, and OpenBLAS's pthreads workers spin-yield after each call. On this 2-core machine a
+  spinning worker steals the core that the other thread (or another process) needs: a 2-thread
+  relu on 1e6 floats went from 0.2 ms to 13-21 ms median with two other busy processes, and
+  0.23 ms with ``OMP_WAIT_POLICY=passive`` or ``GOMP_SPINCOUNT=0`` under the same load. So
+  fastnn/_kernels/__init__.py sets ``GOMP_SPINCOUNT=0`` and ``KMP_BLOCKTIME=0`` before the
+  OpenMP runtime loads, unless the user set OMP_WAIT_POLICY, GOMP_SPINCOUNT or KMP_BLOCKTIME
+  (or FASTNN_OMP_SPIN=1). The price is a futex wake-up (microseconds) per parallel region, which
+  the parallel thresholds cover. If another library loaded the same libgomp first, its settings
+  stay in force.
 
 ``n_threads=None`` means "what OMP_NUM_THREADS / threadpoolctl allow now" (``omp_get_max_threads``
 at call time); ``n_threads=1`` is exactly sequential; 0 or a negative count is an error.
@@ -27,6 +52,7 @@ from fastnn._kernels import _blas, _config
 __all__ = ["resolve_n_threads", "blas_info"]
 
 _BLAS_INFO: dict | None = None
+_OPENMP = _config.openmp_enabled()
 
 
 def resolve_n_threads(n_threads: int | None) -> int:
@@ -40,6 +66,8 @@ def resolve_n_threads(n_threads: int | None) -> int:
     """
     if n_threads is None:
         return max(1, _config.omp_max_threads())
+    if type(n_threads) is int and n_threads > 0:  # fast path: every kernel call comes here
+        return n_threads if _OPENMP else 1
     if isinstance(n_threads, bool) or not isinstance(n_threads, numbers.Integral):
         raise TypeError(f"n_threads must be None or a positive int, got {n_threads!r}")
     if n_threads <= 0:

@@ -264,3 +264,22 @@ def test_validation_messages():
     ro.flags.writeable = False
     with pytest.raises(ValueError, match="read-only"):
         F.dense_backward(X, W, Y, ro, "relu", overwrite_grad_Y=True)
+
+
+def test_openmp_wait_policy_default_is_passive():
+    import subprocess
+    import sys
+    code = ("import os\n"
+            "for v in ('OMP_WAIT_POLICY', 'GOMP_SPINCOUNT', 'KMP_BLOCKTIME', 'FASTNN_OMP_SPIN'):\n"
+            "    os.environ.pop(v, None)\n"
+            "import fastnn\n"
+            "print(os.environ.get('GOMP_SPINCOUNT'))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "0"
+    env_code = "import os, fastnn; print(os.environ.get('GOMP_SPINCOUNT'))"
+    import os
+    env = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"}
+    env["OMP_WAIT_POLICY"] = "active"
+    out = subprocess.run([sys.executable, "-c", env_code], capture_output=True, text=True, env=env)
+    assert out.stdout.strip() == "None"   # the user's choice wins
