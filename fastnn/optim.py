@@ -100,7 +100,7 @@ class Optimizer:
         Default hyperparameters of every group.
     n_threads : int or None
         Threads for the update kernels (None: ``omp_get_max_threads()`` at each step). Groups
-        with fewer than ``fastnn._kernels.optim`` 's parallel threshold of elements always run
+        below a measured size (``PARALLEL_MIN_WORK`` in fastnn/_kernels/optim.pyx) always run
         serially; results are identical for any thread count.
 
     Attributes

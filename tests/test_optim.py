@@ -107,9 +107,9 @@ def make_params(dtype, rng, shapes=SHAPES):
 @pytest.fixture
 def parallel_everywhere():
     """Make every group take the prange path when n_threads > 1."""
-    old = _k._set_parallel_min_elements(1)
+    old = _k._set_parallel_min_work(1)
     yield
-    _k._set_parallel_min_elements(old)
+    _k._set_parallel_min_work(old)
 
 
 @pytest.mark.parametrize("name,hp", CONFIGS, ids=IDS)
@@ -403,10 +403,10 @@ def test_one_and_two_threads_identical(name, hp, rng):
     shapes = [((300, 301), True), ((301,), False), ((8193,), True)]
     init = make_params(np.float64, rng, shapes)
     grads = [[rng.standard_normal(p.shape) for p in init] for _ in range(3)]
-    default = _k._get_parallel_min_elements()
+    default = _k._get_parallel_min_work()
 
     def run(dtype, n_threads, threshold):
-        old = _k._set_parallel_min_elements(threshold)
+        old = _k._set_parallel_min_work(threshold)
         try:
             ps = [Parameter(p.data.astype(dtype), regularize=p.regularize) for p in init]
             opt = CLASSES[name](ps, n_threads=n_threads, **hp)
@@ -416,7 +416,7 @@ def test_one_and_two_threads_identical(name, hp, rng):
                 opt.step()
             return [p.data for p in ps]
         finally:
-            _k._set_parallel_min_elements(old)
+            _k._set_parallel_min_work(old)
 
     for dtype in (np.float32, np.float64):
         serial = run(dtype, 1, 1)

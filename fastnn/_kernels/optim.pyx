@@ -2,15 +2,16 @@
 # (when the group first steps, or when a parameter's arrays are rebound): it keeps references to
 # every parameter's data and gradient arrays and to the group's flat state buffers, and a table of
 # chunks (raw addresses, state offset, length, regularize flag) of at most CHUNK elements. A step
-# walks the chunks - serially, or with one prange over all chunks of the group when the group holds
-# at least PARALLEL_MIN_ELEMENTS elements - and applies the fused elementwise update in one pass:
+# walks the chunks - serially, or with one prange over all chunks of the group when the group is
+# large enough (PARALLEL_MIN_WORK) - and applies the fused elementwise update in one pass:
 # gradient + L2 + L1 subgradient, state update, parameter update, proximal L1 soft-threshold. No
 # temporaries, no Python objects in the loop, float32 math for float32 parameters.
 #
 # Subnormal flush: state values with |s| < FLT_MIN (float32) or DBL_MIN (float64) are stored as
 # exact zeros. Moments of rarely active inputs otherwise decay (x0.9 per step for Adam's first
-# moment) into subnormals, on which x86 arithmetic takes a microcode assist (~100x slower per
-# element). The flush is a compare-and-select in the loop; the process's floating-point mode
+# moment) into subnormals, which x86 CPUs process far more slowly than normal numbers (3.9% of
+# subnormal Adam state halved NumPy's and PyTorch's step throughput). The flush is a compare-and-
+# select in the vectorized loop; the process's floating-point mode
 # (MXCSR FTZ/DAZ) is never touched. Effect on the update: a flushed first moment changes a step by
 # less than lr * FLT_MIN / eps (~1e-33 for Adam's defaults), below the rounding of any weight
 # larger than 1e-26.
@@ -28,24 +29,28 @@ import numpy as np
 cdef enum:
     CHUNK = 8192
 
-# Groups smaller than this run serially whatever n_threads says. Measured on the 2-core build
-# machine (benchmarks/bench_optim.py, Adam float32, idle load): at 65k elements (one 256x256
-# weight) waking a 2-thread team costs about as much as it saves; at the 784-256-256-10 group
-# (269k elements) 2 threads are ~1.3-1.6x faster. Elementwise updates are exact, so serial and
-# parallel runs give identical bits.
-cdef Py_ssize_t PARALLEL_MIN_ELEMENTS = 131072
+# A group runs serially unless n_elements * cost >= PARALLEL_MIN_WORK, where cost is the kernel's
+# relative work per element (SGD 1; Adagrad, RMSprop, Adam 3: a sqrt and a division each).
+# Measured on the 2-core build machine (AMD EPYC, float32, one parameter of n elements, min of
+# 15x50 steps, t1/t2 time ratio, under a load average of ~2.2 from other builds):
+#   Adam  n=65k 0.84, 131k 0.81, 269k 1.10;   SGD-momentum  n=65k 0.55, 131k 0.67, 269k 0.61.
+# Waking a second thread on a busy 2-core machine costs ~15-20 us, so only Adam-sized work on a
+# whole 784-256-256-10 network (269k elements) is worth it; 600k work units = Adam from 200k
+# elements, SGD from 600k. Elementwise updates are exact, so serial and parallel runs give
+# identical bits whatever the threshold.
+cdef Py_ssize_t PARALLEL_MIN_WORK = 600000
 
 
-def _set_parallel_min_elements(Py_ssize_t n):
-    """Testing hook: set the serial/parallel threshold, return the previous value."""
-    global PARALLEL_MIN_ELEMENTS
-    old = PARALLEL_MIN_ELEMENTS
-    PARALLEL_MIN_ELEMENTS = n
+def _set_parallel_min_work(Py_ssize_t n):
+    """Testing hook: set the serial/parallel threshold (work units), return the previous one."""
+    global PARALLEL_MIN_WORK
+    old = PARALLEL_MIN_WORK
+    PARALLEL_MIN_WORK = n
     return old
 
 
-def _get_parallel_min_elements():
-    return PARALLEL_MIN_ELEMENTS
+def _get_parallel_min_work():
+    return PARALLEL_MIN_WORK
 
 
 cdef inline floating _abs(floating x) noexcept nogil:
@@ -455,8 +460,8 @@ cdef class UpdatePlan:
                 return False
         return True
 
-    cdef inline bint _parallel(self, int n_threads):
-        return n_threads > 1 and self.n_elements >= PARALLEL_MIN_ELEMENTS
+    cdef inline bint _parallel(self, int n_threads, Py_ssize_t cost):
+        return n_threads > 1 and self.n_elements * cost >= PARALLEL_MIN_WORK
 
     def zero_grad(self):
         """Set every gradient to zero (one call, memset per parameter)."""
@@ -470,7 +475,7 @@ cdef class UpdatePlan:
     def sgd(self, double lr, double momentum, bint nesterov, double weight_decay, double l1,
             double l1_prox, int n_threads):
         """w -= lr * d, d = g (+ momentum buffer b = momentum * b + g; Nesterov: g + momentum*b)."""
-        cdef bint par = self._parallel(n_threads)
+        cdef bint par = self._parallel(n_threads, 1)
         cdef char* s1 = self._s1 if momentum != 0 else NULL
         with nogil:
             if self.is_double:
@@ -483,7 +488,7 @@ cdef class UpdatePlan:
     def adagrad(self, double lr, double eps, double weight_decay, double l1, double l1_prox,
                 int n_threads):
         """s += g^2; w -= lr * g / (sqrt(s) + eps)."""
-        cdef bint par = self._parallel(n_threads)
+        cdef bint par = self._parallel(n_threads, 3)
         with nogil:
             if self.is_double:
                 _adagrad_all[double](self._chunks, self._s1, lr, eps, weight_decay, l1, l1_prox,
@@ -496,7 +501,7 @@ cdef class UpdatePlan:
     def rmsprop(self, double lr, double alpha, double eps, double momentum, double weight_decay,
                 double l1, double l1_prox, int n_threads):
         """v = alpha v + (1 - alpha) g^2; w -= lr g / (sqrt(v) + eps) (or through a momentum buffer)."""
-        cdef bint par = self._parallel(n_threads)
+        cdef bint par = self._parallel(n_threads, 3)
         cdef char* s2 = self._s2 if momentum != 0 else NULL
         with nogil:
             if self.is_double:
@@ -515,7 +520,7 @@ cdef class UpdatePlan:
         1 - beta is computed in double and rounded once (as PyTorch does): 1 - (float)0.999 in
         float32 would be off by 1.3e-5 relative.
         """
-        cdef bint par = self._parallel(n_threads)
+        cdef bint par = self._parallel(n_threads, 3)
         cdef double step_size = lr / bias_correction1
         cdef double inv_sqrt_bc2 = 1.0 / sqrt(bias_correction2)
         with nogil:
