@@ -25,6 +25,20 @@ __all__ += ["Module", "Dense", "Activation", "Identity", "Sigmoid", "Tanh", "ReL
             "Softmax", "Sparsemax", "Dropout", "Sequential", "Residual", "Parallel", "gradcheck",
             "GradcheckResult", "save", "load", "ModelFileError"]
 
+# --- training, data, datasets, search, debugging ---
+from fastnn import callbacks, data, datasets, search  # noqa: E402
+from fastnn.training import History, evaluate, fit  # noqa: E402
+from fastnn.data import Standardizer, train_test_split, train_val_test_split  # noqa: E402
+from fastnn.callbacks import (  # noqa: E402
+    EarlyStopping, HalveLROnIncrease, ModelCheckpoint, ReduceLROnPlateau)
+from fastnn.search import grid_search, random_search  # noqa: E402
+from fastnn.debug import check_overfit  # noqa: E402
+
+__all__ += ["callbacks", "data", "datasets", "search", "fit", "evaluate", "History",
+            "Standardizer", "train_test_split", "train_val_test_split", "EarlyStopping",
+            "HalveLROnIncrease", "ModelCheckpoint", "ReduceLROnPlateau", "grid_search",
+            "random_search", "check_overfit"]
+
 
 def show_config(file=None) -> dict:
     """Print and return the build and runtime configuration.
