@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["gradcheck", "GradcheckResult"]
+__all__ = ["GradcheckResult", "gradcheck"]
 
 
 @dataclass

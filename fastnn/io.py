@@ -25,7 +25,7 @@ import zipfile
 
 import numpy as np
 
-__all__ = ["save", "load", "ModelFileError"]
+__all__ = ["ModelFileError", "load", "save"]
 
 FORMAT = "fastnn-model"
 VERSION = 1

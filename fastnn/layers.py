@@ -24,8 +24,19 @@ from fastnn._threads import resolve_n_threads
 from fastnn.parameter import Parameter
 
 __all__ = [
-    "Module", "Dense", "Activation", "Identity", "Sigmoid", "Tanh", "ReLU", "Step", "Sign",
-    "Softmax", "Sparsemax", "Dropout", "ACTIVATIONS",
+    "ACTIVATIONS",
+    "Activation",
+    "Dense",
+    "Dropout",
+    "Identity",
+    "Module",
+    "ReLU",
+    "Sigmoid",
+    "Sign",
+    "Softmax",
+    "Sparsemax",
+    "Step",
+    "Tanh",
 ]
 
 #: Activation names understood by Dense and Activation ("linear" is an alias of "identity").
@@ -183,14 +194,14 @@ class Module:
 
     def input_features(self):
         """Input width the module requires, or None when any width works."""
-        return None
+        return
 
     def get_config(self) -> dict:
         """Constructor arguments as JSON-compatible values (``type`` names the class)."""
         return {"type": type(self).__name__}
 
     @classmethod
-    def from_config(cls, config: dict, dtype=np.float32) -> "Module":
+    def from_config(cls, config: dict, dtype=np.float32) -> Module:
         """Build a module (with fresh parameters of ``dtype``) from ``get_config()``'s dict."""
         return module_from_config(config, dtype)
 
@@ -205,7 +216,7 @@ class Module:
         for m in self._modules.values():
             m._set_dtype(dtype)
 
-    def astype(self, dtype) -> "Module":
+    def astype(self, dtype) -> Module:
         """An independent copy of this module (values, counters, modes, loss) with parameters of
         ``dtype`` (float32 -> float64 is exact). A fitted model's optimizer is not copied."""
         dtype = _check_dtype(dtype)
@@ -219,12 +230,12 @@ class Module:
             m._buffers.clear()
         return new
 
-    def copy(self) -> "Module":
+    def copy(self) -> Module:
         """An independent copy (same architecture, parameters, counters, dtype and mode)."""
         return self.astype(self.dtype or np.float64)
 
     @classmethod
-    def _build(cls, kwargs: dict, dtype) -> "Module":
+    def _build(cls, kwargs: dict, dtype) -> Module:
         """Construct from config kwargs; modules with parameters create them with ``dtype``."""
         module = _call_with_config(cls, kwargs)
         module._set_dtype(dtype)
@@ -292,7 +303,7 @@ class Module:
     def _kink_state(self):
         """After a forward: a bool array whose change between two nearby inputs signals a
         non-differentiable point (relu pattern, sparsemax support), or None."""
-        return None
+        return
 
     # --- display ---------------------------------------------------------------------------------
     def extra_repr(self) -> str:

@@ -14,10 +14,16 @@ from __future__ import annotations
 import numpy as np
 
 from fastnn._validation import check_float_array
-from fastnn.layers import (Module, Softmax, Sparsemax, _check_dtype, _check_n_threads,
-                           module_from_config)
+from fastnn.layers import (
+    Module,
+    Softmax,
+    Sparsemax,
+    _check_dtype,
+    _check_n_threads,
+    module_from_config,
+)
 
-__all__ = ["Sequential", "Residual", "Parallel"]
+__all__ = ["Parallel", "Residual", "Sequential"]
 
 _PREDICT_BATCH = 1024
 
@@ -272,9 +278,10 @@ class Sequential(_Container):
         total = self.n_parameters()
         head = ("#", "layer", "out features", "parameters")
         cols = [max(len(r[i]) for r in rows + [head]) for i in range(4)]
-        fmt = (f"  {{:<{cols[0]}}}  {{:<{cols[1]}}}  {{:>{cols[2]}}}  {{:>{cols[3]}}}")
-        lines = [f"Sequential(dtype={self._dtype.name}, n_threads={self.n_threads}, "
-                 f"mode={'train' if self.training else 'eval'})", fmt.format(*head)]
+        fmt = f"  {{:<{cols[0]}}}  {{:<{cols[1]}}}  {{:>{cols[2]}}}  {{:>{cols[3]}}}"
+        title = (f"Sequential(dtype={self._dtype.name}, n_threads={self.n_threads}, "
+                 f"mode={'train' if self.training else 'eval'})")
+        lines = [title, fmt.format(*head)]
         lines += [fmt.format(*r) for r in rows]
         nbytes = total * self._dtype.itemsize
         lines.append(f"  input features: {'?' if self._in_features is None else self._in_features}"

@@ -3,8 +3,18 @@ import numpy as np
 import pytest
 
 import fastnn
-from fastnn.layers import (Activation, Dense, Dropout, ReLU, Sigmoid, Sign, Softmax, Sparsemax,
-                           Step, Tanh)
+from fastnn.layers import (
+    Activation,
+    Dense,
+    Dropout,
+    ReLU,
+    Sigmoid,
+    Sign,
+    Softmax,
+    Sparsemax,
+    Step,
+    Tanh,
+)
 
 ACTS = ["identity", "sigmoid", "tanh", "relu"]
 REF = {

@@ -4,7 +4,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from fastnn.layers import Dense, Dropout, Identity, ReLU, Softmax, Tanh
+from fastnn.layers import Dense, Dropout, Identity, Softmax, Tanh
 from fastnn.model import Parallel, Residual, Sequential
 
 # An independent float64 reference: the lecture's forward and backward equations.
