@@ -25,6 +25,11 @@ __all__ += ["Module", "Dense", "Activation", "Identity", "Sigmoid", "Tanh", "ReL
             "Softmax", "Sparsemax", "Dropout", "Sequential", "Residual", "Parallel", "gradcheck",
             "GradcheckResult", "save", "load", "ModelFileError"]
 
+# --- initialization, optimizers, regularization ---
+from fastnn import init, optim, regularization  # noqa: E402
+
+__all__ += ["init", "optim", "regularization"]
+
 # --- training, data, datasets, search, debugging ---
 from fastnn import callbacks, data, datasets, search  # noqa: E402
 from fastnn.training import History, evaluate, fit  # noqa: E402
