@@ -2,7 +2,7 @@
 # OUTPUT y = act(z)), shared by the activation, dense and any other kernel that cimports them.
 # One row loop per activation is produced by inlining act_row / act_grad_row with a constant
 # code, so each loop is a branch-free, auto-vectorizable pass (SSE2 baseline: no -march).
-# float32 sigmoid/tanh use a vectorizable polynomial exp (Cephes expf coefficients, ~2 ulp);
+# float32 sigmoid/tanh use a vectorizable polynomial exp/expm1 (Cephes expf, a few ulp);
 # float64 uses libm's exp/tanh. NaN propagates like NumPy in every forward function.
 from cython cimport floating
 from libc.math cimport tanh as _tanh
@@ -45,25 +45,61 @@ cdef extern from *:
         double s = 1.0 / (1.0 + e);
         return z >= 0.0 ? s : e * s;
     }
-    /* tanh(z) = sign(z) (e^{2|z|} - 1) / (e^{2|z|} + 1) for |z| >= 0.25 (no cancellation
-       there), an odd Taylor polynomial to z^9 below (truncation < 3e-9 relative);
-       |z| is clamped to 9 (tanh(9) rounds to 1 in float32), so e^{2|z|} never overflows. */
+    /* e^x - 1 for float32 in [-87, 88.37], without cancellation near 0: with x = n ln2 + r,
+       e^x - 1 = 2^n (r + r^2 P(r)) + (2^n - 1), and 2^n - 1 is exact (n = 0 for |x| < 0.34). */
+    static inline float fastnn_expm1f(float x) {
+        float xc = x > 88.37f ? 88.37f : (x < -87.0f ? -87.0f : x);
+        float n = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+        float r = xc - n * 0.693359375f - n * (-2.12194440e-4f);
+        float p = 1.9875691500e-4f;
+        p = p * r + 1.3981999507e-3f;
+        p = p * r + 8.3334519073e-3f;
+        p = p * r + 4.1665795894e-2f;
+        p = p * r + 1.6666665459e-1f;
+        p = p * r + 5.0000001201e-1f;
+        p = p * r * r + r;
+        int32_t bits = ((int32_t) n + 127) << 23;
+        float scale;
+        memcpy(&scale, &bits, sizeof(scale));
+        return scale * p + (scale - 1.0f);
+    }
+    /* tanh(z) = sign(z) m / (m + 2), m = e^{2|z|} - 1 (expm1: accurate for tiny |z| too);
+       |z| is clamped to 9 (tanh(9) rounds to 1 in float32), so m never overflows. */
     static inline float fastnn_tanhf(float z) {
         float a = fabsf(z);
         float ac = a > 9.0f ? 9.0f : a;
-        float e = fastnn_expf(2.0f * ac);
-        float big = (e - 1.0f) / (e + 1.0f);
-        float a2 = a * a;
-        float small = a * (1.0f + a2 * (-0.333333333f + a2 * (0.133333333f
-                      + a2 * (-0.0539682540f + a2 * 0.0218694885f))));
-        float t = a < 0.25f ? small : big;
+        float m = fastnn_expm1f(2.0f * ac);
+        float t = m / (m + 2.0f);
         return z < 0.0f ? -t : t;
+    }
+    /* The float32 sigmoid/tanh row loops are compute bound: build them twice, for the SSE2
+       baseline and for AVX2 (8 floats a vector), and let the loader pick one at run time
+       (GCC target_clones, an ifunc: Linux x86-64 only). Same formulas, no FMA contraction
+       change (-mfma is not part of "avx2"); wheels still run on any x86-64 CPU. */
+    #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+    #define FASTNN_CLONES __attribute__((target_clones("avx2", "default")))
+    #else
+    #define FASTNN_CLONES
+    #endif
+    FASTNN_CLONES static void fastnn_sigmoid_rowf(float *y, const float *z, const float *b,
+                                                  Py_ssize_t n) {
+        Py_ssize_t j;
+        if (b) { for (j = 0; j < n; j++) y[j] = fastnn_sigmoidf(z[j] + b[j]); }
+        else { for (j = 0; j < n; j++) y[j] = fastnn_sigmoidf(z[j]); }
+    }
+    FASTNN_CLONES static void fastnn_tanh_rowf(float *y, const float *z, const float *b,
+                                               Py_ssize_t n) {
+        Py_ssize_t j;
+        if (b) { for (j = 0; j < n; j++) y[j] = fastnn_tanhf(z[j] + b[j]); }
+        else { for (j = 0; j < n; j++) y[j] = fastnn_tanhf(z[j]); }
     }
     """
     float fastnn_expf(float x) noexcept nogil
     float fastnn_sigmoidf(float z) noexcept nogil
     double fastnn_sigmoid(double z) noexcept nogil
     float fastnn_tanhf(float z) noexcept nogil
+    void fastnn_sigmoid_rowf(float *y, const float *z, const float *b, Py_ssize_t n) noexcept nogil
+    void fastnn_tanh_rowf(float *y, const float *z, const float *b, Py_ssize_t n) noexcept nogil
 
 
 cdef enum:
@@ -126,9 +162,15 @@ cdef inline void act_row(int code, floating *y, const floating *z, const floatin
     """y[j] = act(z[j] + b[j]) for j < n (b may be NULL; y may be z)."""
     # One call per constant code so the C compiler emits one vectorized loop per activation.
     if code == ACT_SIGMOID:
-        _act_row_c(ACT_SIGMOID, y, z, b, n)
+        if floating is float:
+            fastnn_sigmoid_rowf(y, z, b, n)
+        else:
+            _act_row_c(ACT_SIGMOID, y, z, b, n)
     elif code == ACT_TANH:
-        _act_row_c(ACT_TANH, y, z, b, n)
+        if floating is float:
+            fastnn_tanh_rowf(y, z, b, n)
+        else:
+            _act_row_c(ACT_TANH, y, z, b, n)
     elif code == ACT_RELU:
         _act_row_c(ACT_RELU, y, z, b, n)
     elif code == ACT_STEP:
