@@ -102,14 +102,13 @@ def save(model, path, optimizer=None) -> None:
     path : str or os.PathLike
         Written as given (``.npz`` is the customary suffix); replaced atomically.
     optimizer : fastnn.optim.Optimizer or None
-        Saved with the model; None saves ``model.optimizer`` when the model has one (set by
-        ``fit``). Every parameter it updates must belong to ``model``.
+        Saved with the model (for a fitted model, ``model.optimizer``) so that training can
+        continue exactly; every parameter it updates must belong to ``model``. None saves no
+        optimizer state.
+
+    The loss of a fitted model (``model.loss``) is recorded by name.
     """
     path = os.fspath(path)
-    if optimizer is None:
-        optimizer = getattr(model, "optimizer", None)
-        if isinstance(optimizer, str):  # a name not yet turned into an optimizer
-            optimizer = None
     named = list(model.named_parameters())
     arrays = {}
     for name, p in named:

@@ -72,14 +72,17 @@ def test_continued_training_is_identical(tmp_path, rng):
         np.testing.assert_array_equal(p1.data, p2.data)
 
 
-def test_model_optimizer_and_loss_are_saved_by_default(tmp_path, rng):
+def test_fitted_model_optimizer_and_loss(tmp_path, rng):
     from fastnn import losses, optim
     model = Sequential(Dense(3, 4, "tanh", seed=0), Dense(4, 2, seed=1))
     model.optimizer = optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True)
     model.loss = losses.CrossEntropyLoss()
     X = rng.standard_normal((8, 3)).astype(np.float32)
     train_steps(model, model.optimizer, X, rng.integers(0, 2, 8), 2)
-    save(model, tmp_path / "m.npz")
+    save(model, tmp_path / "plain.npz")
+    plain = load(tmp_path / "plain.npz")
+    assert plain.optimizer is None and isinstance(plain.loss, losses.CrossEntropyLoss)
+    save(model, tmp_path / "m.npz", optimizer=model.optimizer)
     loaded = load(tmp_path / "m.npz")
     assert isinstance(loaded.optimizer, optim.SGD)
     assert loaded.optimizer.param_groups[0]["nesterov"] is True
