@@ -99,10 +99,11 @@ def cross_entropy_probs(const floating[:, ::1] Z, const floating[:, ::1] Q,
 
 cdef inline double _bce_elem(floating z, floating y, floating *g, bint need_grad,
                              double scale) noexcept nogil:
-    cdef double zd = z, e = fnn_exp_d(-fabs(zd)), sig
+    cdef double zd = z, e = fnn_exp_d(-fabs(zd)), d
     if need_grad:
-        sig = 1.0 / (1.0 + e) if zd >= 0 else e / (1.0 + e)
-        g[0] = <floating>(scale * (sig - <double>y))
+        # sigmoid(z) - y without cancellation: sigmoid(z) = 1 - e/(1+e) for z >= 0
+        d = ((1.0 - <double>y) - e / (1.0 + e)) if zd >= 0 else (e / (1.0 + e) - <double>y)
+        g[0] = <floating>(scale * d)
     # softplus(z) - y z, stable: max(z, 0) - y z + log(1 + exp(-|z|))
     return (zd if zd > 0 else 0.0) - <double>y * zd + log1p(e)
 
