@@ -6,6 +6,8 @@
 # large enough (PARALLEL_MIN_WORK) - and applies the fused elementwise update in one pass:
 # gradient + L2 + L1 subgradient, state update, parameter update, proximal L1 soft-threshold. No
 # temporaries, no Python objects in the loop, float32 math for float32 parameters.
+# The float32 Adam loop, bound by its sqrt and division, also exists as a C twin built for SSE2
+# and AVX2 and picked at load time (GCC target_clones; same operations, same bits).
 #
 # Subnormal flush: state values with |s| < FLT_MIN (float32) or DBL_MIN (float64) are stored as
 # exact zeros. Moments of rarely active inputs otherwise decay (x0.9 per step for Adam's first
@@ -24,20 +26,73 @@ from cython cimport floating
 
 import numpy as np
 
+cdef extern from *:
+    """
+    #include <math.h>
+    #include <float.h>
+    /* The float32 Adam loop is bound by its square root and division: build it twice, for the
+       SSE2 baseline and for AVX2 (8 floats a vector), and let the loader pick one at run time
+       (GCC target_clones, an ifunc: Linux x86-64 only; elsewhere the baseline loop). Same
+       operations in the same order as the Cython loops of this file and no FMA ("avx2" does not
+       include -mfma), so both clones give the same bits. */
+    #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+    #define FASTNN_OPTIM_CLONES __attribute__((target_clones("avx2", "default")))
+    #else
+    #define FASTNN_OPTIM_CLONES
+    #endif
+    #define FASTNN_ADAM_F32_LOOP(L1_MODE)                                                   \
+        for (i = 0; i < n; i++) {                                                          \
+            float wi = w[i], gi = g[i] + wd * wi, mi, vi, d;                               \
+            if (L1_MODE == 1)                                                              \
+                gi = gi + l1 * ((wi > 0.0f ? 1.0f : 0.0f) - (wi < 0.0f ? 1.0f : 0.0f));    \
+            mi = beta1 * m[i] + one_m_b1 * gi;                                             \
+            mi = fabsf(mi) < FLT_MIN ? 0.0f : mi;                                          \
+            vi = beta2 * v[i] + one_m_b2 * gi * gi;                                        \
+            vi = fabsf(vi) < FLT_MIN ? 0.0f : vi;                                          \
+            m[i] = mi;                                                                     \
+            v[i] = vi;                                                                     \
+            d = sqrtf(vi) * inv_sqrt_bc2 + eps;                                            \
+            wi = wi - step_size * mi / d;                                                  \
+            if (L1_MODE == 2) {                                                            \
+                float thr = lr_l1p / d, c = wi < thr ? wi : thr;                           \
+                c = c > -thr ? c : -thr;                                                   \
+                wi = wi - c;                                                               \
+            }                                                                              \
+            w[i] = wi;                                                                     \
+        }
+    FASTNN_OPTIM_CLONES static void fastnn_adam_f32(
+            float *w, const float *g, float *m, float *v, Py_ssize_t n, float step_size,
+            float beta1, float beta2, float one_m_b1, float one_m_b2, float inv_sqrt_bc2,
+            float eps, float wd, float l1, float lr_l1p, int l1_mode) {
+        Py_ssize_t i;
+        if (l1_mode == 2) { FASTNN_ADAM_F32_LOOP(2) }
+        else if (l1_mode == 1) { FASTNN_ADAM_F32_LOOP(1) }
+        else { FASTNN_ADAM_F32_LOOP(0) }
+    }
+    """
+    void fastnn_adam_f32(float *w, const float *g, float *m, float *v, Py_ssize_t n,
+                         float step_size, float beta1, float beta2, float one_m_b1,
+                         float one_m_b2, float inv_sqrt_bc2, float eps, float wd, float l1,
+                         float lr_l1p, int l1_mode) noexcept nogil
+
+
 # Elements per chunk: 8192 float32 = 32 KiB per array, so a chunk's 3-4 arrays stay in L2 while
 # it is updated, and a 784x256 weight splits into 25 chunks for the static schedule.
 cdef enum:
     CHUNK = 8192
 
 # A group runs serially unless n_elements * cost >= PARALLEL_MIN_WORK, where cost is the kernel's
-# relative work per element (SGD 1; Adagrad, RMSprop, Adam 3: a sqrt and a division each).
-# Measured on the 2-core build machine (AMD EPYC, float32, one parameter of n elements, min of
-# 15x50 steps, t1/t2 time ratio, under a load average of ~2.2 from other builds):
-#   Adam  n=65k 0.84, 131k 0.81, 269k 1.10;   SGD-momentum  n=65k 0.55, 131k 0.67, 269k 0.61.
-# Waking a second thread on a busy 2-core machine costs ~15-20 us, so only Adam-sized work on a
-# whole 784-256-256-10 network (269k elements) is worth it; 600k work units = Adam from 200k
-# elements, SGD from 600k. Elementwise updates are exact, so serial and parallel runs give
-# identical bits whatever the threshold.
+# relative work per element (SGD 1; float32 Adam 2, through its AVX2 clone; Adagrad, RMSprop and
+# float64 Adam 3: a sqrt and a division each in SSE2). Measured on the 2-core build machine (AMD
+# EPYC, float32, one parameter of n elements, min of 15x50 steps, ratio of 1-thread to 2-thread
+# time, load average ~2.2-2.9 from other builds):
+#   SGD-momentum      n=65k 0.55, 131k 0.67, 269k 0.61
+#   Adam (SSE2 loop)  n=65k 0.84, 131k 0.81, 269k 1.10
+#   Adam (AVX2 clone) n=65k 0.65, 131k 0.75, 269k 0.85
+# Waking a second thread on a busy 2-core machine costs ~15-20 us, so a whole 784-256-256-10
+# network (269k elements) stays serial; 600k work units = SGD from 600k elements, float32 Adam
+# from 300k, the others from 200k. Elementwise updates are exact, so serial and parallel runs
+# give identical bits whatever the threshold.
 cdef Py_ssize_t PARALLEL_MIN_WORK = 600000
 
 
@@ -258,18 +313,20 @@ cdef void _adam_chunk(floating* w, const floating* g, floating* m, floating* v, 
                       floating step_size, floating lr, floating beta1, floating beta2,
                       floating one_m_b1, floating one_m_b2, floating inv_sqrt_bc2, floating eps, floating wd, floating l1,
                       floating l1p) noexcept nogil:
-    if l1p != 0:
+    cdef int l1_mode = 2 if l1p != 0 else (1 if l1 != 0 else 0)
+    if floating is float:
+        # the runtime-dispatched (SSE2 / AVX2) C twin of _adam_loop
+        fastnn_adam_f32(w, g, m, v, n, step_size, beta1, beta2, one_m_b1, one_m_b2,
+                        inv_sqrt_bc2, eps, wd, l1, lr * l1p, l1_mode)
+    elif l1_mode == 2:
         _adam_loop(w, g, m, v, n, step_size, beta1, beta2, one_m_b1, one_m_b2, inv_sqrt_bc2,
-                   eps, wd, l1, lr * l1p,
-                   2)
-    elif l1 != 0:
+                   eps, wd, l1, lr * l1p, 2)
+    elif l1_mode == 1:
         _adam_loop(w, g, m, v, n, step_size, beta1, beta2, one_m_b1, one_m_b2, inv_sqrt_bc2,
-                   eps, wd, l1, lr * l1p,
-                   1)
+                   eps, wd, l1, lr * l1p, 1)
     else:
         _adam_loop(w, g, m, v, n, step_size, beta1, beta2, one_m_b1, one_m_b2, inv_sqrt_bc2,
-                   eps, wd, l1, lr * l1p,
-                   0)
+                   eps, wd, l1, lr * l1p, 0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -520,7 +577,7 @@ cdef class UpdatePlan:
         1 - beta is computed in double and rounded once (as PyTorch does): 1 - (float)0.999 in
         float32 would be off by 1.3e-5 relative.
         """
-        cdef bint par = self._parallel(n_threads, 3)
+        cdef bint par = self._parallel(n_threads, 3 if self.is_double else 2)
         cdef double step_size = lr / bias_correction1
         cdef double inv_sqrt_bc2 = 1.0 / sqrt(bias_correction2)
         with nogil:
