@@ -292,8 +292,9 @@ def main(argv=None):
     if base:
         for name, r in results.items():
             if name != "fastnn" and r["time_to_target"]:
+                per_epoch = np.mean(r["epoch_times"]) / np.mean(results["fastnn"]["epoch_times"])
                 print(f"fastnn vs {name}: {r['time_to_target'] / base:.2f}x "
-                      f"(per epoch {np.mean(r['epoch_times']) / np.mean(results['fastnn']['epoch_times']):.2f}x)")
+                      f"(per epoch {per_epoch:.2f}x)")
     return results
 
 

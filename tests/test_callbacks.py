@@ -1,11 +1,10 @@
 """Callbacks driven by controlled validation sequences (no training needed), then in fit."""
-import os
 
 import numpy as np
 import pytest
 
 from fastnn.callbacks import (Callback, EarlyStopping, HalveLROnIncrease, LambdaCallback,
-                              ModelCheckpoint, ReduceLROnPlateau)
+                              ReduceLROnPlateau)
 from fastnn.training import History, Trainer
 
 

@@ -4,7 +4,7 @@ import os
 import numpy as np
 import pytest
 
-from fastnn import datasets, training
+from fastnn import datasets
 from fastnn.layers import Dense
 from fastnn.model import Sequential
 
