@@ -67,7 +67,7 @@ def _check_bool(value, what: str) -> bool:
 class _GroupState:
     """Internal state of one parameter group: step count, flat buffers, compiled plan."""
 
-    __slots__ = ("step", "plan", "names", "buffers", "offsets")
+    __slots__ = ("step", "plan", "names", "buffers", "offsets", "params", "shapes")
 
     def __init__(self):
         self.step = 0          # steps taken so far
@@ -75,17 +75,27 @@ class _GroupState:
         self.names = ()        # state buffer names, in the order the kernel takes them
         self.buffers = {}      # name -> flat 1-D array
         self.offsets = ()      # parameter i owns [offsets[i], offsets[i + 1]) of each buffer
+        self.params = ()       # the parameters the buffers were laid out for
+        self.shapes = ()       # and their shapes then
 
     def views(self):
-        """{param: {name: view}} for the parameters the plan was built for."""
+        """{param: {name: view}} for the parameters the buffers were laid out for."""
         out = {}
-        if self.plan is None:
-            return out
-        for i, p in enumerate(self.plan.params):
+        for i, p in enumerate(self.params):
             a, b = self.offsets[i], self.offsets[i + 1]
-            out[p] = {name: self.buffers[name][a:b].reshape(self.plan.datas[i].shape)
+            out[p] = {name: self.buffers[name][a:b].reshape(self.shapes[i])
                       for name in self.names}
         return out
+
+    # Pickling (joblib/Dask workers send fitted models back): the compiled plan holds raw
+    # views of the arrays, so it is left out and rebuilt from the buffers at the next step.
+    def __getstate__(self):
+        return {k: getattr(self, k) for k in self.__slots__ if k != "plan"}
+
+    def __setstate__(self, state):
+        self.plan = None
+        for k, v in state.items():
+            setattr(self, k, v)
 
 
 class Optimizer:
@@ -288,6 +298,8 @@ class Optimizer:
         gs.names = names
         gs.buffers = buffers
         gs.offsets = tuple(offsets)
+        gs.params = tuple(params)
+        gs.shapes = tuple(p.data.shape for p in params)
         gs.plan = UpdatePlan(params, [buffers[name] for name in names])
         return gs.plan
 
