@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 import sys
 import time
 
@@ -382,6 +383,17 @@ def _write_line(msg):
         print(msg, file=sys.stderr)
 
 
+def _bar_width() -> dict:
+    # a pseudo-terminal that reports a 0x0 size would get no bar at all from tqdm
+    try:
+        size = os.get_terminal_size(sys.stderr.fileno())
+    except (OSError, ValueError, AttributeError):
+        size = os.terminal_size((0, 0))
+    if size.columns > 0 and size.lines > 0:
+        return {"dynamic_ncols": True}
+    return {"ncols": size.columns or 100, "nrows": size.lines or 24}
+
+
 def _isatty(stream) -> bool:
     try:
         return bool(stream.isatty())
@@ -542,9 +554,9 @@ def fit(model, X, y, loss=None, optimizer=None, epochs: int = 10, batch_size: in
         bar = None
         if show_bar:
             from tqdm.auto import tqdm
-            bar = tqdm(total=X.shape[0], unit="samples", unit_scale=False, leave=True,
+            bar = tqdm(total=X.shape[0], unit=" samples", leave=True,
                        desc=f"epoch {e + 1}/{start_epoch + epochs}", file=sys.stderr,
-                       dynamic_ncols=True, mininterval=0.2)
+                       mininterval=0.2, **_bar_width())
             last_post = t0
         for b, (xb, yb) in enumerate(batches):
             m = xb.shape[0]

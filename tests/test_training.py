@@ -131,6 +131,16 @@ def test_verbose_modes(digits, capsys):
     assert capsys.readouterr().err == ""
 
 
+def test_progress_bar_on_a_terminal(digits, capsys, monkeypatch):
+    Xtr, ytr, _, _ = digits
+    monkeypatch.setattr(training, "_isatty", lambda stream: True)
+    model = mlp([64, 16, 10])
+    model.fit(Xtr[:300], ytr[:300], epochs=2, batch_size=32, verbose=1)
+    err = capsys.readouterr().err
+    assert "epoch 1/2" in err and "epoch 2/2" in err
+    assert "300/300" in err and "samples/s" in err and "loss=" in err and "accuracy=" in err
+
+
 def _noisy_validation(digits, n=300):
     Xtr, ytr, _, _ = digits
     rng = np.random.default_rng(1)
