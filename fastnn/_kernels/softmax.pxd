@@ -24,8 +24,15 @@ cdef extern from *:
     #if defined(__GNUC__) && !defined(__clang__)
     #pragma GCC push_options
     #pragma GCC optimize("no-trapping-math")
-    /* not inlined into callers compiled with trapping math (where they would not vectorize) */
+    /* not inlined into callers compiled with trapping math (where they would not vectorize).
+       On x86-64 Linux each helper also gets an AVX2 clone picked at load time (ifunc): twice
+       the vector width, the same IEEE operations in the same order (no FMA), so the same
+       results bit for bit on every CPU; the baseline build still runs anywhere. */
+    #if defined(__x86_64__) && defined(__linux__)
+    #define FNN_ROW static __attribute__((noinline, target_clones("avx2", "default")))
+    #else
     #define FNN_ROW static __attribute__((noinline))
+    #endif
     #else
     #define FNN_ROW static inline
     #endif
@@ -156,6 +163,31 @@ cdef extern from *:
             p[i] = (T)(v > 0.0 ? v : 0.0);                                                   \\
         }                                                                                    \\
     }                                                                                        \\
+    /* sparsemax candidates: out[0:k] = the u = z - m (double) with u > -1, in order; returns k.
+       Blocks of 16 are first tested with a vectorized any(): blocks without a candidate (most
+       of a long row) cost one vector compare per element. *bad is set on NaN. */        \\
+    FNN_ROW Py_ssize_t fnn_candidates_##S(const T *z, double m, double *out, Py_ssize_t n,  \\
+                                          int *bad) {                                        \\
+        Py_ssize_t k = 0;                                                                    \\
+        int nan = 0;                                                                         \\
+        for (Py_ssize_t i0 = 0; i0 < n; i0 += 16) {                                          \\
+            Py_ssize_t i1 = n - i0 < 16 ? n : i0 + 16;                                       \\
+            int any = 0;                                                                     \\
+            for (Py_ssize_t i = i0; i < i1; i++) {                                           \\
+                double u = (double)z[i] - m;                                                 \\
+                any |= (u > -1.0) | (u != u);                                                \\
+            }                                                                                \\
+            if (!any) continue;                                                              \\
+            for (Py_ssize_t i = i0; i < i1; i++) {                                           \\
+                double u = (double)z[i] - m;                                                 \\
+                nan |= u != u;                                                               \\
+                out[k] = u;                                                                  \\
+                k += u > -1.0;                                                               \\
+            }                                                                                \\
+        }                                                                                    \\
+        *bad = nan;                                                                          \\
+        return k;                                                                            \\
+    }                                                                                        \\
     /* log-softmax VJP: out = g - exp(logp) * sum(g); out may alias g */                     \\
     FNN_ROW void fnn_log_softmax_vjp_##S(const T *lp, const T *g, T *out,            \\
                                                Py_ssize_t n) {                               \\
@@ -186,6 +218,10 @@ cdef extern from *:
     double fnn_sum_f(const float *a, Py_ssize_t n) noexcept nogil
     void fnn_softmax_vjp_d(const double *p, const double *g, double *out, Py_ssize_t n) noexcept nogil
     void fnn_softmax_vjp_f(const float *p, const float *g, float *out, Py_ssize_t n) noexcept nogil
+    Py_ssize_t fnn_candidates_d(const double *z, double m, double *out, Py_ssize_t n,
+                                int *bad) noexcept nogil
+    Py_ssize_t fnn_candidates_f(const float *z, double m, double *out, Py_ssize_t n,
+                                int *bad) noexcept nogil
     void fnn_threshold_d(const double *z, double m, double tau, double *p,
                          Py_ssize_t n) noexcept nogil
     void fnn_threshold_f(const float *z, double m, double tau, float *p,

@@ -26,7 +26,8 @@ from libc.math cimport INFINITY, NAN
 from libc.stdlib cimport qsort
 from cython cimport floating
 
-from fastnn._kernels.softmax cimport row_max, fnn_threshold_d, fnn_threshold_f
+from fastnn._kernels.softmax cimport (row_max, fnn_threshold_d, fnn_threshold_f,
+                                      fnn_candidates_d, fnn_candidates_f)
 
 cdef enum:
     SPARSEMAX_SORT = 0
@@ -194,6 +195,7 @@ cdef inline int sparsemax_tau(const floating *z, Py_ssize_t n, int method, doubl
     cdef double m = row_max(z, n), u
     cdef Py_ssize_t i, n_cand = 0
     cdef bint bad = not (-INFINITY < m < INFINITY)
+    cdef int nan_found = 0
     if method == SPARSEMAX_SORT:
         for i in range(n):
             u = <double>z[i] - m
@@ -201,11 +203,11 @@ cdef inline int sparsemax_tau(const floating *z, Py_ssize_t n, int method, doubl
             scratch[i] = u
         n_cand = n
     else:
-        for i in range(n):
-            u = <double>z[i] - m
-            bad |= u != u
-            scratch[n_cand] = u
-            n_cand += u > -1.0
+        if floating is double:
+            n_cand = fnn_candidates_d(z, m, scratch, n, &nan_found)
+        else:
+            n_cand = fnn_candidates_f(z, m, scratch, n, &nan_found)
+        bad |= nan_found
     if bad:
         m_out[0] = NAN
         tau_out[0] = NAN
