@@ -74,7 +74,7 @@ def test_cross_entropy_probabilities(dtype, rng):
     ref = -(q * lp).sum(axis=1)
     rt = _rtol(dtype)
     np.testing.assert_allclose(F.cross_entropy(z, q, reduction="none"), ref, rtol=rt)
-    loss, g = F.cross_entropy(z, q, reduction="sum", return_grad=True)
+    _, g = F.cross_entropy(z, q, reduction="sum", return_grad=True)
     np.testing.assert_allclose(g, np.exp(lp) - q, rtol=rt * 10, atol=rt)
     # one-hot probability targets equal integer labels
     y = rng.integers(0, 4, 6)
@@ -98,7 +98,7 @@ def test_cross_entropy_finite_differences(rng):
     for target in (y, q):
         for red in ("mean", "sum"):
             _, g = F.cross_entropy(z, target, reduction=red, return_grad=True)
-            fd = _fd_grad(lambda a: F.cross_entropy(a, target, reduction=red), z)
+            fd = _fd_grad(lambda a, t=target, r=red: F.cross_entropy(a, t, reduction=r), z)
             np.testing.assert_allclose(g, fd, rtol=1e-6, atol=1e-9)
 
 
@@ -239,7 +239,7 @@ def test_sparsemax_loss_finite_differences(rng):
     assert np.abs(z - tau[:, None]).min() > 1e-4  # away from kinks
     for target in (y, Y):
         _, g = F.sparsemax_loss(z, target, reduction="sum", return_grad=True)
-        fd = _fd_grad(lambda a: F.sparsemax_loss(a, target, reduction="sum"), z)
+        fd = _fd_grad(lambda a, t=target: F.sparsemax_loss(a, t, reduction="sum"), z)
         np.testing.assert_allclose(g, fd, rtol=1e-6, atol=1e-9)
 
 

@@ -3,7 +3,8 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import fastnn.functional as F
@@ -271,3 +272,37 @@ def test_hypothesis_simplex_and_methods_agree(z):
         np.testing.assert_allclose(p.sum(axis=1), 1, atol=1e-9)
         np.testing.assert_allclose(p, ps[0], atol=1e-9)
     np.testing.assert_allclose(ps[0], np.array([sparsemax_exact(r) for r in z]), atol=1e-9)
+
+
+@pytest.fixture
+def parallel_everywhere():
+    """Force the OpenMP path even for tiny inputs (the threshold is restored afterwards)."""
+    from fastnn._kernels import losses as kl
+    from fastnn._kernels import softmax as ks
+    mods = (ks, _kernel, kl)
+    old = [m._set_parallel_min_elements(0) for m in mods]
+    yield
+    for m, v in zip(mods, old):
+        m._set_parallel_min_elements(v)
+
+
+@pytest.mark.parametrize("shape", [(2, 1), (3, 5), (7, 33)])
+def test_parallel_path_small_shapes(parallel_everywhere, shape, dtype, rng):
+    z = rng.standard_normal(shape).astype(dtype)
+    y = rng.integers(0, shape[1], shape[0])
+    Y = rng.random(shape) < 0.5
+    Y[:, 0] = True
+    for nt in (2, 3):
+        for method in METHODS:
+            np.testing.assert_array_equal(F.sparsemax(z, method=method, n_threads=nt),
+                                          F.sparsemax(z, method=method, n_threads=1))
+        for fn in (F.softmax, F.log_softmax):
+            np.testing.assert_array_equal(fn(z, n_threads=nt), fn(z, n_threads=1))
+        for loss, target in ((F.cross_entropy, y), (F.sparsemax_loss, y), (F.sparsemax_loss, Y)):
+            l1, g1 = loss(z, target, return_grad=True, n_threads=1)
+            l2, g2 = loss(z, target, return_grad=True, n_threads=nt)
+            assert l1 == l2
+            np.testing.assert_array_equal(g1, g2)
+        l1 = F.binary_cross_entropy(z[:, 0], y > 0, reduction="none", n_threads=1)
+        np.testing.assert_array_equal(
+            F.binary_cross_entropy(z[:, 0], y > 0, reduction="none", n_threads=nt), l1)

@@ -17,6 +17,14 @@ PARALLEL_MIN_ELEMENTS = 65536
 cdef Py_ssize_t _PAR_MIN = PARALLEL_MIN_ELEMENTS
 
 
+def _set_parallel_min_elements(Py_ssize_t n):
+    """Change the serial/parallel threshold (tuning and tests); returns the previous value."""
+    global _PAR_MIN
+    old = _PAR_MIN
+    _PAR_MIN = n
+    return old
+
+
 cdef inline int _threads_for(Py_ssize_t n_rows, Py_ssize_t n_cols, int n_threads) noexcept nogil:
     if n_threads <= 1 or n_rows < 2 or n_rows * n_cols < _PAR_MIN:
         return 1

@@ -16,6 +16,14 @@ from fastnn._kernels.sparsemax cimport (sparsemax_row, SPARSEMAX_SORT, SPARSEMAX
 PARALLEL_MIN_ELEMENTS = 65536
 cdef Py_ssize_t _PAR_MIN = PARALLEL_MIN_ELEMENTS
 
+
+def _set_parallel_min_elements(Py_ssize_t n):
+    """Change the serial/parallel threshold (tuning and tests); returns the previous value."""
+    global _PAR_MIN
+    old = _PAR_MIN
+    _PAR_MIN = n
+    return old
+
 METHODS = {"sort": SPARSEMAX_SORT, "select": SPARSEMAX_SELECT, "auto": SPARSEMAX_AUTO}
 
 

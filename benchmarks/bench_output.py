@@ -1,0 +1,111 @@
+"""Softmax and sparsemax over 256 rows of C classes: fastnn vs NumPy, 1 and 2 threads.
+
+C in {10, 100, 1000, 1e4, 1e5}; rows are standard normal (float32 by default). Baselines:
+
+* NumPy stable softmax: ``e = np.exp(z - z.max(1, keepdims=True)); e / e.sum(1, keepdims=True)``;
+* NumPy sparsemax: the vectorized sort-based algorithm (sort each row, cumulative sums, k(z),
+  tau, ``np.maximum(z - tau, 0)``).
+
+NumPy runs single-threaded whatever the thread count (no BLAS involved). Targets: sparsemax
+"auto" >= 5x NumPy's sparsemax and "select" >= 3x fastnn's "sort" for C >= 1000; softmax >= 1.5x
+NumPy's softmax; sparsemax "auto" at most 1.5x fastnn's softmax.
+
+    python -m pytest benchmarks/bench_output.py --benchmark-only
+    python benchmarks/bench_output.py [float32|float64]    # a table of medians and ratios
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from conftest import machine_facts, run
+
+N_ROWS = 256
+CLASSES = [10, 100, 1000, 10_000, 100_000]
+IMPLS = ["numpy softmax", "fastnn softmax", "numpy sparsemax", "fastnn sparsemax sort",
+         "fastnn sparsemax select", "fastnn sparsemax auto"]
+
+
+def make(c, dtype=np.float32, seed=0):
+    return np.random.default_rng(seed).standard_normal((N_ROWS, c)).astype(dtype)
+
+
+def numpy_softmax(z):
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def numpy_sparsemax(z):
+    u = z - z.max(axis=1, keepdims=True)
+    s = -np.sort(-u, axis=1)
+    cs = np.cumsum(s, axis=1)
+    k = np.arange(1, z.shape[1] + 1, dtype=z.dtype)
+    kz = (1 + k * s > cs).sum(axis=1)
+    tau = (cs[np.arange(z.shape[0]), kz - 1] - 1) / kz
+    return np.maximum(u - tau[:, None], 0)
+
+
+def implementation(name, z, nt):
+    import fastnn.functional as F
+    if name == "numpy softmax":
+        return lambda: numpy_softmax(z)
+    if name == "numpy sparsemax":
+        return lambda: numpy_sparsemax(z)
+    if name == "fastnn softmax":
+        return lambda: F.softmax(z, n_threads=nt)
+    method = name.rsplit(" ", 1)[1]
+    return lambda: F.sparsemax(z, method=method, n_threads=nt)
+
+
+def _rounds(name, c):
+    if c < 10_000:
+        return None
+    slow = name in ("numpy sparsemax", "fastnn sparsemax sort")
+    return 3 if slow and c >= 100_000 else (5 if slow or c >= 100_000 else 15)
+
+
+@pytest.mark.parametrize("c", CLASSES, ids=[f"C{c:g}" for c in CLASSES])
+@pytest.mark.parametrize("impl", IMPLS)
+def test_output(benchmark, impl, c, n_threads):
+    z = make(c)
+    benchmark.group = f"output 256 x {c} float32 t{n_threads}"
+    run(benchmark, implementation(impl, z, n_threads), rounds=_rounds(impl, c))
+
+
+def _median(fn, budget=0.4, max_rounds=200, min_rounds=3):
+    fn()
+    times = []
+    end = time.perf_counter() + budget
+    while len(times) < max_rounds and (len(times) < min_rounds or time.perf_counter() < end):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def main(dtype=np.float32):
+    print("\n".join(machine_facts()))
+    print(f"dtype {np.dtype(dtype).name}, {N_ROWS} rows; medians in ms")
+    short = ["np sm", "sm", "np spm", "sort", "select", "auto"]
+    print(f"{'C':>7}{'thr':>4}" + "".join(f"{s:>9}" for s in short)
+          + "  sm/np  auto/np-spm  sort/select  auto/sm")
+    for c in CLASSES:
+        z = make(c, dtype)
+        for nt in (1, 2):
+            t = {name: _median(implementation(name, z, nt)) for name in IMPLS}
+            print(f"{c:>7}{nt:>4}" + "".join(f"{t[n] * 1e3:>9.3f}" for n in IMPLS)
+                  + f"  {t['numpy softmax'] / t['fastnn softmax']:>5.2f}x"
+                  + f"  {t['numpy sparsemax'] / t['fastnn sparsemax auto']:>10.1f}x"
+                  + f"  {t['fastnn sparsemax sort'] / t['fastnn sparsemax select']:>10.1f}x"
+                  + f"  {t['fastnn sparsemax auto'] / t['fastnn softmax']:>6.2f}", flush=True)
+    if hasattr(os, "getloadavg"):
+        print("load average at end: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
+
+
+if __name__ == "__main__":
+    main(np.dtype(sys.argv[1]) if len(sys.argv) > 1 else np.float32)
