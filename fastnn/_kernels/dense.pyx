@@ -25,8 +25,22 @@ from fastnn._kernels._activations cimport act_row, act_grad_row, ACT_IDENTITY
 # 1..1024 at 784->256 and 1024x4096x4096; see benchmarks/README.md.
 cdef double SPLIT_MIN_WORK = 32768.0
 cdef double SPLIT_MAX_WORK = 2.0e8
+# Up to this many rows (and at least 64 output columns) a product is one GEMV per row: scipy's
+# OpenBLAS 0.3.30 sgemm with a short side of 2-16 rows ran 2-3.5x slower than NumPy's OpenBLAS
+# 0.3.31 (the swapped row-major call gives it M = out_features, N = batch), while one sgemv per
+# row was faster than that sgemm up to ~12 rows at 784->256 (1 thread: 4 rows 45 vs 150 us,
+# 8 rows 98 vs 171 us, 16 rows 192 vs 205 us) and slower for 10 output columns.
+cdef Py_ssize_t GEMV_MAX_ROWS = 8
 # Epilogue elements (batch * out_features) above which the large path's epilogue uses prange.
 cdef Py_ssize_t EPILOGUE_PAR_MIN = 65536
+
+
+def set_gemv_max_rows(Py_ssize_t rows):
+    """Override GEMV_MAX_ROWS (measurements, tests); returns the previous value."""
+    global GEMV_MAX_ROWS
+    old = GEMV_MAX_ROWS
+    GEMV_MAX_ROWS = max(1, rows)
+    return old
 
 
 def set_thresholds(split_min_work=None, split_max_work=None, epilogue_par_min=None):
@@ -89,9 +103,10 @@ cdef void _forward_block(const floating *X, const floating *W, const floating *b
     cdef const floating *bj = NULL if b == NULL else b + j0
     if i1 <= i0 or j1 <= j0:
         return
-    if i1 - i0 == 1:
-        gemv(True, <int> n_in, <int> (j1 - j0), <floating> 1, W + j0, <int> n_out,
-             X + i0 * n_in, 1, <floating> 0, Y + i0 * n_out + j0, 1)
+    if i1 - i0 == 1 or (i1 - i0 <= GEMV_MAX_ROWS and j1 - j0 >= 64):
+        for i in range(i0, i1):
+            gemv(True, <int> n_in, <int> (j1 - j0), <floating> 1, W + j0, <int> n_out,
+                 X + i * n_in, 1, <floating> 0, Y + i * n_out + j0, 1)
     else:
         gemm(False, False, <int> (i1 - i0), <int> (j1 - j0), <int> n_in, <floating> 1,
              X + i0 * n_in, <int> n_in, W + j0, <int> n_out, <floating> 0,
@@ -203,9 +218,11 @@ cdef void _grad_x_block(const floating *dZ, const floating *W, floating *dX,
     """dX[i0:i1, k0:k1] = dZ[i0:i1] W[k0:k1]^T."""
     if i1 <= i0 or k1 <= k0:
         return
-    if i1 - i0 == 1:
-        gemv(False, <int> (k1 - k0), <int> n_out, <floating> 1, W + k0 * n_out, <int> n_out,
-             dZ + i0 * n_out, 1, <floating> 0, dX + i0 * n_in + k0, 1)
+    cdef Py_ssize_t i
+    if i1 - i0 == 1 or (i1 - i0 <= GEMV_MAX_ROWS and k1 - k0 >= 64):
+        for i in range(i0, i1):
+            gemv(False, <int> (k1 - k0), <int> n_out, <floating> 1, W + k0 * n_out,
+                 <int> n_out, dZ + i * n_out, 1, <floating> 0, dX + i * n_in + k0, 1)
     else:
         gemm(False, True, <int> (i1 - i0), <int> (k1 - k0), <int> n_out, <floating> 1,
              dZ + i0 * n_out, <int> n_out, W + k0 * n_out, <int> n_out, <floating> 0,
