@@ -44,6 +44,27 @@ __all__ += ["callbacks", "data", "datasets", "search", "fit", "evaluate", "Histo
             "HalveLROnIncrease", "ModelCheckpoint", "ReduceLROnPlateau", "grid_search",
             "random_search", "check_overfit"]
 
+# --- threads inside parallel searches; scikit-learn estimators (loaded on first use) ---
+from fastnn import parallel  # noqa: E402
+
+__all__ += ["parallel"]
+_SKLEARN_NAMES = ("MLPClassifier", "MLPRegressor")  # not in __all__: scikit-learn is optional
+
+
+def __getattr__(name):
+    if name in _SKLEARN_NAMES:
+        try:
+            from fastnn import sklearn as _sklearn_estimators
+        except ImportError as e:
+            raise ImportError(f"fastnn.{name} needs scikit-learn: pip install scikit-learn "
+                              f"(or pip install \"fastnn[sklearn]\"); {e}") from e
+        return getattr(_sklearn_estimators, name)
+    raise AttributeError(f"module 'fastnn' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_SKLEARN_NAMES))
+
 
 def show_config(file=None) -> dict:
     """Print and return the build and runtime configuration.
