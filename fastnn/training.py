@@ -371,7 +371,7 @@ class Trainer:
     def log_event(self, epoch: int, message: str) -> None:
         """Record what a callback did (and print it when verbose)."""
         self.history.events.append((epoch, message))
-        if self.verbose:
+        if self.verbose == 2 or (self.verbose == 1 and _isatty(sys.stderr)):
             _write_line(f"epoch {epoch + 1}: {message}")
 
 
