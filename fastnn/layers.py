@@ -289,6 +289,14 @@ class Module:
             yield from m._named_modules(prefix + name + ".")
 
     # --- buffers ---------------------------------------------------------------------------------
+    def __getstate__(self):
+        # Work buffers are caches, rebuilt at the next call: leaving them out keeps pickles small
+        # (joblib and Dask move fitted models between processes) and keeps a model loaded
+        # read-only (joblib.load(..., mmap_mode="r")) usable for prediction.
+        state = self.__dict__.copy()
+        state["_buffers"] = {}
+        return state
+
     def _buffer(self, tag: str, shape: tuple, dtype) -> np.ndarray:
         """A reusable work array: the same object for the same (tag, shape, dtype)."""
         key = (tag, shape, dtype)
