@@ -1,0 +1,489 @@
+"""fastnn.MLPClassifier / MLPRegressor: scikit-learn's estimator checks, meta-estimators, and what
+they add over scikit-learn's MLP (dropout, per-layer activations, sparsemax, multi-label, L1,
+optimizers, validation data, dtype, threads)."""
+import contextlib
+import json
+import pickle
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+
+sklearn = pytest.importorskip("sklearn")
+
+from sklearn.base import clone
+from sklearn.datasets import load_iris, make_multilabel_classification, make_regression
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.model_selection import GridSearchCV, RandomizedSearchCV, cross_val_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+import fastnn
+from fastnn import optim
+from fastnn.callbacks import Callback
+from fastnn.layers import Dense, Dropout
+from fastnn.sklearn import MLPClassifier, MLPRegressor
+
+# Small networks and few epochs keep the ~110 checks per estimator at a few seconds.
+FAST = {"hidden_layer_sizes": (16,), "max_iter": 30, "lr": 0.02, "batch_size": 32, "n_iter_no_change": 5}
+CHECKED = [
+    MLPClassifier(**FAST),
+    # the additions over scikit-learn's MLP go through the same checks
+    MLPClassifier((16, 8), activation=["relu", "tanh"], dropout=[0.1, 0.0], output="sparsemax",
+                  optimizer="sgd", momentum=0.9, nesterov=True, lr=0.05, l1=1e-4, l2=1e-4,
+                  max_iter=30, batch_size=32, n_iter_no_change=5, n_threads=1),
+    MLPRegressor(**FAST),
+]
+
+
+def _expected_failed_checks(estimator):
+    if isinstance(estimator, MLPClassifier):
+        return {"check_classifiers_multilabel_output_format_predict_proba":
+                "multi-label probabilities are a sparsemax: exactly 0 outside the predicted "
+                "label set (and 1 for a single label), while the check requires 0 < p < 1 "
+                "strictly"}
+    return {}
+
+
+@parametrize_with_checks(CHECKED, expected_failed_checks=_expected_failed_checks)
+def test_sklearn_estimator_checks(estimator, check):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        check(estimator)
+
+
+@pytest.fixture(scope="module")
+def iris():
+    X, y = load_iris(return_X_y=True)
+    return X, y
+
+
+@pytest.fixture(scope="module")
+def iris_scaled(iris):
+    X, y = iris
+    return StandardScaler().fit_transform(X), y
+
+
+@contextlib.contextmanager
+def _quiet():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        yield
+
+
+# --------------------------------------------------------------------------------------------
+# meta-estimators
+# --------------------------------------------------------------------------------------------
+
+def test_pipeline_grid_random_search_cross_val(iris):
+    X, y = iris
+    pipe = make_pipeline(StandardScaler(), MLPClassifier((16,), max_iter=40, lr=0.02,
+                                                         random_state=0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        scores = cross_val_score(pipe, X, y, cv=3)
+        assert scores.shape == (3,) and scores.mean() > 0.85
+        gs = GridSearchCV(pipe, {"mlpclassifier__activation": ["relu", "tanh"],
+                                 "mlpclassifier__dropout": [0.0, 0.2]}, cv=3)
+        gs.fit(X, y)
+        assert len(gs.cv_results_["params"]) == 4
+        assert gs.best_score_ > 0.85
+        assert gs.score(X, y) > 0.85
+        rs = RandomizedSearchCV(pipe, {"mlpclassifier__lr": [0.003, 0.01, 0.03],
+                                       "mlpclassifier__hidden_layer_sizes": [(8,), (16, 8)]},
+                                n_iter=3, cv=3, random_state=0)
+        rs.fit(X, y)
+        assert len(rs.cv_results_["params"]) == 3
+        assert rs.best_estimator_.predict(X).shape == (150,)
+
+
+def test_regressor_in_pipeline_and_search():
+    X, y = make_regression(120, 4, noise=1.0, random_state=0)
+    y = (y - y.mean()) / y.std()
+    pipe = make_pipeline(StandardScaler(), MLPRegressor((16,), max_iter=60, lr=0.02,
+                                                        random_state=0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        gs = GridSearchCV(pipe, {"mlpregressor__optimizer": ["adam", "rmsprop"]}, cv=2).fit(X, y)
+    assert gs.best_score_ > 0.8
+
+
+# --------------------------------------------------------------------------------------------
+# labels, outputs, losses
+# --------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("labels", [np.array(["setosa", "versicolor", "virginica"]),
+                                    np.array([-7, 5, 40])])
+def test_arbitrary_labels(iris_scaled, labels):
+    X, y = iris_scaled
+    yl = labels[y]
+    with _quiet():
+        clf = MLPClassifier((16,), max_iter=50, lr=0.02, random_state=0).fit(X, yl)
+    np.testing.assert_array_equal(clf.classes_, np.sort(labels))
+    pred = clf.predict(X)
+    assert pred.dtype == yl.dtype and set(pred) <= set(labels)
+    assert clf.score(X, yl) > 0.9
+    unknown = np.array([99 if labels.dtype.kind == "i" else "unknown"], dtype=yl.dtype)
+    with pytest.raises(ValueError, match="not seen"):
+        clf.partial_fit(X[:5], np.concatenate([yl[:4], unknown]))
+
+
+def test_binary_has_two_probability_columns(iris_scaled):
+    X, y = iris_scaled
+    keep = y < 2
+    with _quiet():
+        clf = MLPClassifier((8,), max_iter=20, lr=0.02, random_state=0).fit(X[keep], y[keep])
+    p = clf.predict_proba(X[keep])
+    assert p.shape == (int(keep.sum()), 2)
+    np.testing.assert_allclose(p.sum(axis=1), 1.0)
+
+
+def test_softmax_vs_sparsemax_output(iris_scaled):
+    X, y = iris_scaled
+    with _quiet():
+        soft = MLPClassifier((16,), max_iter=60, lr=0.02, random_state=0).fit(X, y)
+        sparse = MLPClassifier((16,), max_iter=60, lr=0.02, random_state=0,
+                               output="sparsemax").fit(X, y)
+    ps, pp = soft.predict_proba(X), sparse.predict_proba(X)
+    assert ps.dtype == pp.dtype == np.float64
+    assert (ps > 0).all()
+    assert (pp == 0).mean() > 0.3          # sparse: many exact zeros
+    np.testing.assert_allclose(pp.sum(axis=1), 1.0, atol=1e-12)
+    assert sparse.model_.loss.name == "sparsemax"
+    assert soft.model_.loss.name == "cross_entropy"
+    np.testing.assert_array_equal(sparse.predict(X), np.argmax(pp, axis=1))
+    assert sparse.score(X, y) > 0.9
+    # predict_proba is the output map of the network's logits
+    z = sparse.model_.predict(X)
+    np.testing.assert_allclose(pp, fastnn.functional.sparsemax(z.astype(np.float64)))
+    # training loss and output map are independent choices
+    with _quiet():
+        mixed = MLPClassifier((8,), max_iter=5, loss="cross_entropy", output="sparsemax",
+                              random_state=0).fit(X, y)
+    assert mixed.model_.loss.name == "cross_entropy" and (mixed.predict_proba(X) == 0).any()
+    with _quiet():
+        via_loss = MLPClassifier((8,), max_iter=5, loss="sparsemax", random_state=0).fit(X, y)
+    assert (via_loss.predict_proba(X) == 0).any()
+
+
+def test_multilabel_sparsemax_support():
+    X, Y = make_multilabel_classification(300, 10, n_classes=5, n_labels=2,
+                                          allow_unlabeled=True, random_state=0)
+    X = StandardScaler().fit_transform(X)
+    empty = ~Y.any(axis=1)
+    assert empty.any()   # rows without labels are skipped, not an error
+    with _quiet():
+        clf = MLPClassifier((32,), max_iter=80, lr=0.01, random_state=0).fit(X, Y)
+    np.testing.assert_array_equal(clf.classes_, np.arange(5))
+    P = clf.predict(X)
+    proba = clf.predict_proba(X)
+    assert P.shape == Y.shape and P.dtype == Y.dtype
+    np.testing.assert_array_equal(P, (proba > 0).astype(Y.dtype))   # the sparsemax support
+    assert P.any(axis=1).all()                                        # never empty
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-12)
+    assert clf.model_.loss.multilabel
+    labelled = ~empty
+    hamming = np.mean(P[labelled] != Y[labelled])
+    majority = np.mean((Y[labelled].mean(axis=0) > 0.5)[None] != Y[labelled])   # 0.44
+    assert hamming < 0.3 < majority, (hamming, majority)
+    assert (P.sum(axis=1) < 5).mean() > 0.5     # label sets, not "everything"
+    # lists of lists work too, and give the same model
+    with _quiet():
+        clf2 = MLPClassifier((32,), max_iter=80, lr=0.01, random_state=0).fit(X, Y.tolist())
+    np.testing.assert_array_equal(clf2.predict(X), P)
+    with pytest.raises(ValueError, match="sparsemax"):
+        MLPClassifier(output="softmax", max_iter=2).fit(X, Y)
+    with pytest.raises(ValueError, match="sparsemax"):
+        MLPClassifier(loss="cross_entropy", max_iter=2).fit(X, Y)
+
+
+# --------------------------------------------------------------------------------------------
+# architecture, optimizers, regularization
+# --------------------------------------------------------------------------------------------
+
+def test_per_layer_activations_and_dropout(iris_scaled):
+    X, y = iris_scaled
+    with _quiet():
+        clf = MLPClassifier((12, 10, 8), activation=["tanh", "logistic", "relu"],
+                            dropout=[0.5, 0.0, 0.2], max_iter=3, random_state=0).fit(X, y)
+    dense = [m for m in clf.model_ if isinstance(m, Dense)]
+    drops = [m for m in clf.model_ if isinstance(m, Dropout)]
+    assert [d.activation for d in dense] == ["tanh", "sigmoid", "relu", "identity"]
+    assert [d.out_features for d in dense] == [12, 10, 8, 3]
+    assert [d.p for d in drops] == [0.5, 0.2]
+    assert [w.shape for w in clf.coefs_] == [(4, 12), (12, 10), (10, 8), (8, 3)]
+    assert [b.shape for b in clf.intercepts_] == [(12,), (10,), (8,), (3,)]
+    assert clf.n_layers_ == 5
+    # dropout is off at prediction: deterministic
+    np.testing.assert_array_equal(clf.predict_proba(X), clf.predict_proba(X))
+    with pytest.raises(ValueError, match="hidden layers"):
+        MLPClassifier((4, 4), activation=["relu"]).fit(X, y)
+    with pytest.raises(ValueError, match="dropout"):
+        MLPClassifier((4,), dropout=1.0).fit(X, y)
+    with _quiet():
+        linear = MLPClassifier((), max_iter=3, random_state=0).fit(X, y)   # softmax regression
+    assert len(linear.coefs_) == 1
+
+
+@pytest.mark.parametrize("name, cls, extra", [
+    ("sgd", optim.SGD, {"momentum": 0.9, "nesterov": True, "decay": 1e-4}),
+    ("adagrad", optim.Adagrad, {"decay": 1e-4}),
+    ("rmsprop", optim.RMSprop, {"optimizer_params": {"momentum": 0.5, "alpha": 0.9}}),
+    ("adam", optim.Adam, {"betas": (0.8, 0.99)}),
+])
+def test_optimizers(iris_scaled, name, cls, extra):
+    X, y = iris_scaled
+    with _quiet():
+        clf = MLPClassifier((16,), optimizer=name, lr=0.02, l1=1e-5, l2=1e-4, max_iter=60,
+                            random_state=0, **extra).fit(X, y)
+    opt = clf.model_.optimizer
+    assert type(opt) is cls
+    g = opt.param_groups[0]
+    assert g["lr"] == 0.02 and g["weight_decay"] == 1e-4 and g["l1"] == 1e-5
+    if name == "sgd":
+        assert g["momentum"] == 0.9 and g["nesterov"] and g["decay"] == 1e-4
+    if name == "rmsprop":
+        assert g["momentum"] == 0.5 and g["alpha"] == 0.9
+    if name == "adam":
+        assert tuple(g["betas"]) == (0.8, 0.99)
+    assert clf.score(X, y) > 0.85
+
+
+def test_l1_proximal_sparsifies_weights(iris_scaled):
+    X, y = iris_scaled
+    with _quiet():
+        plain = MLPClassifier((32,), optimizer="sgd", lr=0.05, max_iter=40,
+                              random_state=0).fit(X, y)
+        sparse = MLPClassifier((32,), optimizer="sgd", lr=0.05, max_iter=40, l1=0.05,
+                               batch_size=16, optimizer_params={"l1_proximal": True},
+                               random_state=0).fit(X, y)
+    zeros = lambda est: np.mean(np.concatenate([w.ravel() for w in est.coefs_]) == 0)
+    assert zeros(plain) == 0.0 and zeros(sparse) > 0.5
+    assert sparse.score(X, y) > 0.9
+
+
+def test_invalid_parameters_raise_at_fit_not_init(iris_scaled):
+    X, y = iris_scaled
+    for kw in [{"optimizer": "lbfgs"}, {"activation": "swish"}, {"lr": -1.0},
+               {"batch_size": 0}, {"max_iter": 0}, {"dtype": "float16"}, {"n_threads": 0},
+               {"output": "sigmoid"}, {"loss": "hinge"}, {"hidden_layer_sizes": (0,)},
+               {"validation_fraction": 1.5}, {"l1": -1.0}]:
+        est = MLPClassifier(**kw)               # no validation in __init__
+        assert est.get_params()[next(iter(kw))] == next(iter(kw.values()))
+        with pytest.raises(ValueError):
+            est.fit(X, y)
+    with pytest.raises(ValueError, match="2 classes"):
+        MLPClassifier().fit(X, np.zeros(len(X)))
+
+
+# --------------------------------------------------------------------------------------------
+# validation data, early stopping, curves
+# --------------------------------------------------------------------------------------------
+
+def test_validation_data_and_curves(iris_scaled):
+    X, y = iris_scaled
+    rng = np.random.default_rng(0)
+    idx = rng.permutation(len(X))
+    tr, va = idx[:100], idx[100:]
+    with _quiet():
+        clf = MLPClassifier((16,), max_iter=25, lr=0.02, random_state=0).fit(
+            X[tr], y[tr], validation_data=(X[va], y[va]))
+    assert clf.n_iter_ == 25 == len(clf.loss_curve_) == len(clf.validation_scores_) \
+        == len(clf.validation_loss_curve_)
+    # the last validation score is the estimator's score on the validation data
+    assert clf.validation_scores_[-1] == pytest.approx(clf.score(X[va], y[va]))
+    assert clf.best_validation_score_ == max(clf.validation_scores_)
+    assert clf.loss_curve_[-1] < clf.loss_curve_[0]
+    assert clf.best_loss_ == min(clf.loss_curve_)
+    assert clf.t_ == 25 * 100
+    # string labels in the validation data are encoded like the training labels
+    names = np.array(["a", "b", "c"])
+    with _quiet():
+        clf = MLPClassifier((8,), max_iter=5, random_state=0).fit(
+            X[tr], names[y[tr]], validation_data=(X[va], names[y[va]]))
+    assert len(clf.validation_scores_) == 5
+    with pytest.raises(ValueError, match="not seen"):
+        MLPClassifier((8,), max_iter=2).fit(X[tr], names[y[tr]],
+                                            validation_data=(X[va], np.array(["z"] * len(va))))
+    # without validation data there is no validation curve
+    with _quiet():
+        clf = MLPClassifier((8,), max_iter=3, random_state=0).fit(X, y)
+    assert clf.validation_scores_ is None
+
+
+def test_regressor_validation_scores_are_r2():
+    X, y = make_regression(200, 5, noise=5.0, random_state=1)
+    y = (y - y.mean()) / y.std()
+    with _quiet():
+        reg = MLPRegressor((32,), max_iter=30, lr=0.01, random_state=0).fit(
+            X[:150], y[:150], validation_data=(X[150:], y[150:]))
+    assert reg.validation_scores_[-1] == pytest.approx(reg.score(X[150:], y[150:]), rel=1e-6)
+    assert reg.score(X, y) > 0.9
+
+
+def test_early_stopping_restores_best_and_convergence_warning(iris_scaled):
+    X, y = iris_scaled
+    clf = MLPClassifier((32,), lr=0.05, max_iter=300, early_stopping=True,
+                        validation_fraction=0.2, n_iter_no_change=5, tol=0.0, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        clf.fit(X, y)
+    assert clf.n_iter_ < 300
+    assert len(clf.validation_loss_curve_) == clf.n_iter_
+    best = int(np.argmin(clf.validation_loss_curve_))
+    assert best < clf.n_iter_ - 1
+    assert any("restored" in msg for _, msg in clf.history_.events)
+    # reaching max_iter before converging warns, as scikit-learn does
+    with pytest.warns(ConvergenceWarning, match="max_iter=3"):
+        MLPClassifier((8,), max_iter=3, random_state=0).fit(X, y)
+
+
+# --------------------------------------------------------------------------------------------
+# dtype, seeds, incremental training, pickling, threads
+# --------------------------------------------------------------------------------------------
+
+def test_dtype(iris_scaled):
+    X, y = iris_scaled
+    with _quiet():
+        assert MLPClassifier((4,), max_iter=2).fit(X, y).model_.dtype == np.float64
+        assert MLPClassifier((4,), max_iter=2).fit(X.astype(np.float32), y).model_.dtype \
+            == np.float32
+        assert MLPClassifier((4,), max_iter=2).fit((X * 10).astype(int), y).model_.dtype \
+            == np.float64
+        clf = MLPClassifier((4,), max_iter=2, dtype="float32").fit(X, y)
+        reg = MLPRegressor((4,), max_iter=2, dtype=np.float32).fit(X, X[:, 0])
+    assert clf.model_.dtype == np.float32 and reg.model_.dtype == np.float32
+    assert all(w.dtype == np.float32 for w in clf.coefs_)
+    assert clf.predict_proba(X).dtype == np.float64      # any input dtype is accepted
+    assert reg.predict(X).dtype == np.float64
+
+
+def test_random_state(iris_scaled):
+    X, y = iris_scaled
+    kw = {"hidden_layer_sizes": (8,), "max_iter": 5, "dropout": 0.2}
+    with _quiet():
+        a = MLPClassifier(random_state=3, **kw).fit(X, y).predict_proba(X)
+        b = MLPClassifier(random_state=3, **kw).fit(X, y).predict_proba(X)
+        c = MLPClassifier(random_state=4, **kw).fit(X, y).predict_proba(X)
+        d = MLPClassifier(random_state=np.random.RandomState(3), **kw).fit(X, y).predict_proba(X)
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, c)
+    assert d.shape == a.shape
+
+
+def test_partial_fit_and_warm_start(iris_scaled):
+    X, y = iris_scaled
+    clf = MLPClassifier((16,), lr=0.02, random_state=0)
+    with pytest.raises(ValueError, match="classes"):
+        clf.partial_fit(X, y)
+    losses = []
+    for _ in range(15):
+        clf.partial_fit(X, y, classes=[0, 1, 2])
+        losses.append(clf.loss_curve_[-1])
+    assert clf.n_iter_ == 15 and len(clf.loss_curve_) == 15
+    assert losses[-1] < losses[0]
+    # only a subset of the classes in one call is fine
+    clf.partial_fit(X[y == 0], y[y == 0])
+    assert clf.n_iter_ == 16
+    with pytest.raises(ValueError, match="features"):
+        clf.partial_fit(X[:, :3], y)
+    # warm_start continues (keeping the optimizer state); without it fit starts over
+    with _quiet():
+        ws = MLPClassifier((16,), max_iter=4, warm_start=True, random_state=0).fit(X, y)
+        opt = ws.model_.optimizer
+        ws.fit(X, y)
+        assert ws.n_iter_ == 8 and ws.model_.optimizer is opt and len(ws.loss_curve_) == 8
+        cold = MLPClassifier((16,), max_iter=4, random_state=0).fit(X, y)
+        cold.fit(X, y)
+    assert cold.n_iter_ == 4
+    # regressor partial_fit
+    reg = MLPRegressor((8,), random_state=0)
+    for _ in range(3):
+        reg.partial_fit(X, X[:, 0])
+    assert reg.n_iter_ == 3 and reg.predict(X).shape == (150,)
+
+
+def test_pickle_continues_identically(iris_scaled):
+    X, y = iris_scaled
+    with _quiet():
+        clf = MLPClassifier((16,), dropout=0.2, max_iter=5, random_state=0).fit(X, y)
+    twin = pickle.loads(pickle.dumps(clf))
+    np.testing.assert_array_equal(twin.predict_proba(X), clf.predict_proba(X))
+    clf.partial_fit(X, y)
+    twin.partial_fit(X, y)        # optimizer state (Adam moments) and dropout counters survive
+    np.testing.assert_array_equal(twin.predict_proba(X), clf.predict_proba(X))
+
+
+def test_clone_and_params_verbatim():
+    acts = ["relu", "tanh"]
+    est = MLPClassifier((4, 4), activation=acts, optimizer_params={"eps": 1e-6}, dtype="float32")
+    params = est.get_params()
+    assert params["activation"] is acts
+    c = clone(est)
+    assert c.get_params()["activation"] == acts and c.get_params()["dtype"] == "float32"
+    est.set_params(lr=0.5, output="sparsemax")
+    assert est.lr == 0.5 and est.output == "sparsemax"
+
+
+def test_regressor_targets_shapes():
+    X, y = make_regression(80, 3, n_targets=2, noise=0.1, random_state=0)
+    y = y / y.std(axis=0)
+    with _quiet():
+        multi = MLPRegressor((16,), max_iter=100, lr=0.02, random_state=0).fit(X, y)
+        col = MLPRegressor((16,), max_iter=5, random_state=0).fit(X, y[:, :1])
+        flat = MLPRegressor((16,), max_iter=5, random_state=0).fit(X, y[:, 0])
+    assert multi.predict(X).shape == (80, 2) and multi.n_outputs_ == 2
+    assert multi.score(X, y) > 0.9
+    assert col.predict(X).shape == (80, 1)
+    assert flat.predict(X).shape == (80,)
+
+
+class _RecordThreads(Callback):
+    def __init__(self):
+        self.seen = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.seen.append(fastnn.parallel.thread_info())
+
+
+def test_n_threads_limits_openmp_and_blas_during_fit(iris_scaled):
+    X, y = iris_scaled
+    rec = _RecordThreads()
+    with _quiet():
+        clf = MLPClassifier((8,), max_iter=2, n_threads=1, random_state=0).fit(
+            X, y, callbacks=[rec])
+    assert [(s["openmp"], s["blas"]) for s in rec.seen] == [(1, 1), (1, 1)]
+    assert clf.model_.n_threads == 1 and clf.model_.optimizer.n_threads == 1
+    # the limit is lifted afterwards
+    after = fastnn.parallel.thread_info()
+    assert after["openmp"] == fastnn._threads.resolve_n_threads(None)
+
+
+def test_feature_names_from_dataframe(iris_scaled):
+    pd = pytest.importorskip("pandas")
+    X, y = iris_scaled
+    df = pd.DataFrame(X, columns=["a", "b", "c", "d"])
+    with _quiet():
+        clf = MLPClassifier((4,), max_iter=2, random_state=0).fit(df, y)
+    np.testing.assert_array_equal(clf.feature_names_in_, ["a", "b", "c", "d"])
+    assert clf.n_features_in_ == 4
+
+
+def test_fastnn_imports_without_sklearn():
+    code = ("import sys; sys.modules['sklearn'] = None\n"
+            "import fastnn, json\n"
+            "try:\n    fastnn.MLPClassifier\n    msg = ''\n"
+            "except ImportError as e:\n    msg = str(e)\n"
+            "print(json.dumps({'msg': msg, 'mods': sorted(m for m in sys.modules "
+            "if m.startswith('sklearn') and sys.modules[m] is not None)}))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=str(__import__("pathlib").Path(fastnn.__file__)
+                                             .parent.parent))
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    assert "pip install" in res["msg"] and "scikit-learn" in res["msg"]
+    assert res["mods"] == []
+    assert fastnn.MLPClassifier is MLPClassifier and fastnn.MLPRegressor is MLPRegressor
+    assert "MLPClassifier" in dir(fastnn)
