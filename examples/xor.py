@@ -23,7 +23,6 @@ import sys
 
 import numpy as np
 
-import fastnn
 from fastnn import Dense, Sequential, datasets
 
 
