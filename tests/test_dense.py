@@ -284,3 +284,37 @@ def test_openmp_wait_policy_default_is_passive():
     env["OMP_WAIT_POLICY"] = "active"
     out = subprocess.run([sys.executable, "-c", env_code], capture_output=True, text=True, env=env)
     assert out.stdout.strip() == "None"   # the user's choice wins
+
+
+def test_blas_thread_count_restored_under_concurrency(rng):
+    """Concurrent dense calls from Python threads leave the BLAS thread count as it was."""
+    import threading
+
+    from fastnn._kernels import _blas
+    import fastnn
+    if not _blas.has_thread_control():
+        pytest.skip("no BLAS thread control")
+    before = fastnn._threads.blas_info()["num_threads"]
+    X, W, b = make(rng, 40, 21, 70, np.float32)
+    ref = F.dense_forward(X, W, b, "relu", n_threads=1)
+    errors = []
+    old = _kd.set_thresholds(0.0, 1e30, 1 << 40)    # split path: pins BLAS to 1
+
+    def work(nt):
+        try:
+            for _ in range(200):
+                np.testing.assert_allclose(F.dense_forward(X, W, b, "relu", n_threads=nt), ref,
+                                           rtol=1e-5, atol=1e-6)
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    try:
+        threads = [threading.Thread(target=work, args=(nt,)) for nt in (1, 2, 2, 1)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        _kd.set_thresholds(*old)
+    assert not errors, errors[0]
+    assert fastnn._threads.blas_info()["num_threads"] == before

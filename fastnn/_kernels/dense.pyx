@@ -81,18 +81,58 @@ cdef inline int _choose_path(double work, int n_threads) noexcept nogil:
     return 1
 
 
-cdef inline int _cap_blas_threads(int n_threads) noexcept nogil:
-    """Cap BLAS at n_threads; return the count to restore, or -1 when nothing changed."""
-    cdef int current = blas_get_num_threads()
-    if current > n_threads:
-        blas_set_num_threads(n_threads)
-        return current
-    return -1
+cdef extern from *:
+    """
+    /* A tiny lock around the BLAS thread-count bookkeeping: two Python threads may run dense
+       kernels at once (fastnn.parallel), and an unguarded save/set/restore pair could leave
+       BLAS pinned to 1 thread for good. */
+    #if defined(_MSC_VER)
+    #include <windows.h>
+    static volatile long fastnn_pin_lock_v = 0;
+    static void fastnn_pin_lock(void) { while (InterlockedExchange(&fastnn_pin_lock_v, 1)) Sleep(0); }
+    static void fastnn_pin_unlock(void) { InterlockedExchange(&fastnn_pin_lock_v, 0); }
+    #else
+    #include <sched.h>
+    static volatile int fastnn_pin_lock_v = 0;
+    static void fastnn_pin_lock(void) {
+        while (__sync_lock_test_and_set(&fastnn_pin_lock_v, 1)) sched_yield();
+    }
+    static void fastnn_pin_unlock(void) { __sync_lock_release(&fastnn_pin_lock_v); }
+    #endif
+    """
+    void fastnn_pin_lock() noexcept nogil
+    void fastnn_pin_unlock() noexcept nogil
 
 
-cdef inline void _restore_blas_threads(int previous) noexcept nogil:
-    if previous > 0:
-        blas_set_num_threads(previous)
+cdef int _pin_depth = 0      # dense calls now inside a capped region (all Python threads)
+cdef int _pin_saved = -1     # the BLAS thread count before the outermost one
+
+
+cdef void _blas_enter(int cap) noexcept nogil:
+    """Cap the BLAS thread count at cap until the matching _blas_exit.
+
+    The count seen when the first of possibly concurrent regions began is restored when the
+    last one ends; in between, the latest cap is in force (results never depend on it).
+    """
+    global _pin_depth, _pin_saved
+    cdef int current
+    fastnn_pin_lock()
+    current = blas_get_num_threads()
+    if _pin_depth == 0:
+        _pin_saved = current
+    _pin_depth += 1
+    if current > 0 and _pin_saved > 0 and current != min(cap, _pin_saved):
+        blas_set_num_threads(min(cap, _pin_saved))
+    fastnn_pin_unlock()
+
+
+cdef void _blas_exit() noexcept nogil:
+    global _pin_depth
+    fastnn_pin_lock()
+    _pin_depth -= 1
+    if _pin_depth == 0 and _pin_saved > 0 and blas_get_num_threads() != _pin_saved:
+        blas_set_num_threads(_pin_saved)
+    fastnn_pin_unlock()
 
 
 cdef void _forward_block(const floating *X, const floating *W, const floating *b, floating *Y,
@@ -141,7 +181,7 @@ def dense_forward(const floating[:, ::1] X, const floating[:, ::1] W, const floa
     global _last_path
     cdef Py_ssize_t n = X.shape[0], n_in = X.shape[1], n_out = W.shape[1]
     cdef Py_ssize_t t, i0, i1, j0, j1
-    cdef int path, nb, previous
+    cdef int path, nb
     cdef bint by_rows
     if n == 0 or n_out == 0:
         return
@@ -158,7 +198,7 @@ def dense_forward(const floating[:, ::1] X, const floating[:, ::1] W, const floa
     if path == 1:
         nb = n_threads
         with nogil:
-            previous = blas_set_num_threads(1)
+            _blas_enter(1)
             for t in prange(nb, schedule='static', num_threads=nb):
                 if by_rows:
                     _forward_block(Xp, Wp, bp, Yp, code, n_in, n_out,
@@ -166,13 +206,13 @@ def dense_forward(const floating[:, ::1] X, const floating[:, ::1] W, const floa
                 else:
                     _forward_block(Xp, Wp, bp, Yp, code, n_in, n_out,
                                    0, n, _split(n_out, nb, t, 16), _split(n_out, nb, t + 1, 16))
-            blas_set_num_threads(previous)
+            _blas_exit()
         return
     with nogil:
-        previous = _cap_blas_threads(n_threads)
+        _blas_enter(n_threads)
         _forward_block(Xp, Wp, <const floating *> NULL, Yp, ACT_IDENTITY, n_in, n_out,
                        0, n, 0, n_out)
-        _restore_blas_threads(previous)
+        _blas_exit()
         _epilogue_rows(Yp, bp, code, n, n_out, n_threads if path == 2 else 1)
 
 
@@ -244,7 +284,7 @@ def dense_backward(const floating[:, ::1] X, const floating[:, ::1] W,
     global _last_path
     cdef Py_ssize_t n = X.shape[0], n_in = X.shape[1], n_out = W.shape[1]
     cdef Py_ssize_t t
-    cdef int path, nb, previous
+    cdef int path, nb
     cdef bint dw_by_cols, dx_by_rows
     if n_in == 0 and n_out == 0:
         return
@@ -280,7 +320,7 @@ def dense_backward(const floating[:, ::1] X, const floating[:, ::1] W,
     if path == 1:
         nb = n_threads
         with nogil:
-            previous = blas_set_num_threads(1)
+            _blas_enter(1)
             # Region 1: each thread owns a block of output columns (or of weight rows):
             # its part of dZ and db, then its block of dW while dZ's block is in cache.
             if dw_by_cols:
@@ -303,7 +343,7 @@ def dense_backward(const floating[:, ::1] X, const floating[:, ::1] W,
                     else:
                         _grad_x_block(dZ, Wp, dXp, n_in, n_out, 0, n,
                                       _split(n_in, nb, t, 16), _split(n_in, nb, t + 1, 16))
-            blas_set_num_threads(previous)
+            _blas_exit()
         return
 
     with nogil:
@@ -314,8 +354,8 @@ def dense_backward(const floating[:, ::1] X, const floating[:, ::1] W,
                               _split(n_out, nb, t, 16), _split(n_out, nb, t + 1, 16))
         else:
             _grad_z_block(Yp, Gp, dZ, accp, dbp, accumulate, code, n, n_out, 0, n_out)
-        previous = _cap_blas_threads(n_threads)
+        _blas_enter(n_threads)
         _grad_w_block(Xp, dZ, dWp, accumulate, n, n_in, n_out, 0, n_in, 0, n_out)
         if need_grad_X:
             _grad_x_block(dZ, Wp, dXp, n_in, n_out, 0, n, 0, n_in)
-        _restore_blas_threads(previous)
+        _blas_exit()
