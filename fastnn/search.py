@@ -10,7 +10,9 @@ processes by default (``n_jobs``), or a Dask cluster with
 ``with joblib.parallel_config(backend="dask"): grid_search(...)`` (or Ray's backend). Inside a
 worker, the OpenMP and BLAS thread pools are limited with threadpoolctl so that
 ``n_jobs x threads per trial <= cores``: two trials each running two threads on a two-core
-machine would oversubscribe it and run slower than one after the other.
+machine would oversubscribe it and run slower than one after the other (see
+:mod:`fastnn.parallel`; scikit-learn's searches over :class:`fastnn.MLPClassifier` get the same
+limit from the estimator's ``n_threads``).
 
 Reproducibility: the same ``seed`` gives the same configurations, the same per-trial seeds and
 - thread counts aside - the same scores, whatever ``n_jobs`` or backend.
@@ -21,7 +23,6 @@ import inspect
 import itertools
 import math
 import numbers
-import os
 import time
 from collections.abc import Mapping, Sequence
 
@@ -258,11 +259,9 @@ def _threads_per_trial(n_jobs_effective: int, n_threads) -> int:
                 or n_threads <= 0:
             raise ValueError(f"n_threads must be None or a positive int, got {n_threads!r}")
         return int(n_threads)
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cores = os.cpu_count() or 1
-    return max(1, cores // max(1, n_jobs_effective))
+    from fastnn.parallel import threads_per_worker
+
+    return threads_per_worker(max(1, n_jobs_effective))
 
 
 def _search(build_fn, configs, param_names, X_train, y_train, X_val, y_val, *, fit_params,
