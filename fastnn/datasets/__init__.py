@@ -48,6 +48,8 @@ def load_digits(*, dtype=np.float32, images: bool = False):
     X (1797, 64) with values 0..16 (standardize or divide by 16 before training),
     y (1797,) int64 labels 0..9.
     """
+    if np.dtype(dtype) not in (np.float32, np.float64):
+        raise TypeError(f"dtype must be float32 or float64, got {np.dtype(dtype)}")
     path = os.path.join(DATA_DIR, "digits.csv.gz")
     with gzip.open(path, "rt") as f:
         table = np.loadtxt(f, delimiter=",", dtype=np.int64)

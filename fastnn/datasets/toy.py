@@ -14,6 +14,20 @@ __all__ = ["threshold_logic", "THRESHOLD_LOGIC_WEIGHTS", "make_xor", "make_spira
 THRESHOLD_LOGIC_WEIGHTS = (np.array([2.0, 4.0, -1.0]), -2.0)
 
 
+def _check(n_samples=None, noise=0.0, dtype=np.float32):
+    """Validate the common arguments (clear messages instead of NumPy's)."""
+    import numbers
+    if n_samples is not None and (isinstance(n_samples, bool)
+                                  or not isinstance(n_samples, numbers.Integral)
+                                  or n_samples < 0):
+        raise ValueError(f"n_samples must be a non-negative int, got {n_samples!r}")
+    if isinstance(noise, bool) or not isinstance(noise, numbers.Real) \
+            or not (0.0 <= float(noise) < float("inf")):
+        raise ValueError(f"noise must be a finite float >= 0, got {noise!r}")
+    if np.dtype(dtype) not in (np.float32, np.float64):
+        raise TypeError(f"dtype must be float32 or float64, got {np.dtype(dtype)}")
+
+
 def threshold_logic(*, binary: bool = False, dtype=np.float32):
     """The truth table of y = x2 AND (x1 OR NOT x3) (the lecture's Example 3.2, Table 3.6).
 
@@ -48,6 +62,7 @@ def make_xor(n_samples: int | None = None, *, noise: float = 0.0, seed=None,
 
     Returns X (n, 2), y (n,) int64 in {0, 1}.
     """
+    _check(n_samples, noise, dtype)
     if n_samples is None:
         X = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], dtype=dtype)
         return X, np.array([0, 1, 1, 0], dtype=np.int64)
@@ -68,6 +83,7 @@ def make_spirals(n_samples: int = 200, *, noise: float = 0.0, turns: float = 1.7
 
     Returns X (n_samples, 2), y (n_samples,) int64 in {0, 1}, classes alternating.
     """
+    _check(n_samples, noise, dtype)
     rng = check_random_state(seed)
     n0 = (n_samples + 1) // 2
     n1 = n_samples // 2
@@ -94,6 +110,7 @@ def make_circles(n_samples: int = 200, *, noise: float = 0.0, seed=None, dtype=n
 
     Returns X (n_samples, 2), y (n_samples,) int64 in {0, 1}.
     """
+    _check(n_samples, noise, dtype)
     rng = check_random_state(seed)
     n_in = n_samples // 2
     n_out = n_samples - n_in
@@ -139,6 +156,7 @@ def make_regression_1d(n_samples: int = 200, *, function="sin", noise: float = 0
     if f is None:
         raise ValueError(f"unknown function {function!r}; choose from {sorted(_FUNCTIONS)} "
                          f"or pass a callable")
+    _check(n_samples, noise, dtype)
     rng = check_random_state(seed)
     x = rng.uniform(low, high, n_samples)
     if sort:
