@@ -1,7 +1,7 @@
 # Design: a dense layer Y = act(X W + b) and its backward, with the activation fused into the
 # GEMM epilogue, under the thread model of fastnn/_threads.py (one runtime owns the cores):
-#   * small work (< SPLIT_MIN_WORK multiply-adds) or n_threads == 1: one BLAS call from the
-#     calling thread, then a serial epilogue;
+#   * small work (< SPLIT_MIN_WORK multiply-adds) or n_threads == 1: one BLAS call pinned to
+#     1 thread from the calling thread, then a serial epilogue (exactly serial);
 #   * mid-size work: the output is cut into one block per OpenMP thread (columns or rows,
 #     whichever dimension is longer), BLAS is pinned to 1 thread for the region, and each thread
 #     runs a single-threaded GEMM on its block followed by the fused epilogue while the block is
@@ -19,20 +19,32 @@ from cython.parallel cimport prange
 from fastnn._kernels._blas cimport gemm, gemv, blas_set_num_threads, blas_get_num_threads
 from fastnn._kernels._activations cimport act_row, act_grad_row, ACT_IDENTITY
 
-# Work thresholds, in multiply-adds (batch * in_features * out_features). How they were chosen:
-# benchmarks/bench_dense.py-style timings on the idle 2-core dev machine (AMD EPYC, OpenBLAS
-# 0.3.30 Haswell kernels), float32, forcing each path in turn (set_thresholds) over batch
-# 1..1024 at 784->256 and 1024x4096x4096; see benchmarks/README.md.
-cdef double SPLIT_MIN_WORK = 32768.0
-cdef double SPLIT_MAX_WORK = 2.0e8
+# Work thresholds, in multiply-adds (batch * in_features * out_features; backward counts both
+# GEMMs). How they were chosen (float32, 2 threads, scripts like benchmarks/bench_dense.py that
+# force each path with set_thresholds and interleave it with NumPy; the 2-core dev machine was
+# never idle, load average 4-7, so minimums and medians were both read):
+#   * below SPLIT_MIN_WORK the call is serial (BLAS pinned to 1 thread): a passive OpenMP team
+#     costs ~15-25 us to wake here, about what a serial 784->256 product of batch 4-8 takes;
+#   * from SPLIT_MIN_WORK to SPLIT_MAX_WORK the split path: its medians stayed within 2x of its
+#     minimums under load (16x784x256: 0.35 / 0.61 ms), while one BLAS call with OpenBLAS's own
+#     2 threads (NumPy's included) had medians of 80-100 ms at the same sizes (min 0.3 ms): its
+#     spin-yielding workers collapse when another process holds a core; at 1024x1024x1024 the
+#     split was also the faster by minimum (113 vs 156 ms);
+#   * above SPLIT_MAX_WORK OpenBLAS's own threading: a quiet-machine probe measured the split
+#     at 0.76x NumPy at 1024x4096x4096 (1.7e10), where BLAS's packing across threads wins.
+cdef double SPLIT_MIN_WORK = 2.0e6
+cdef double SPLIT_MAX_WORK = 4.0e9
+# Epilogue elements (batch * out_features) above which the large path's epilogue uses prange
+# (the relu break-even of activations.pyx; the epilogue is the same row loop).
+cdef Py_ssize_t EPILOGUE_PAR_MIN = 65536
+
+
 # Up to this many rows (and at least 64 output columns) a product is one GEMV per row: scipy's
 # OpenBLAS 0.3.30 sgemm with a short side of 2-16 rows ran 2-3.5x slower than NumPy's OpenBLAS
 # 0.3.31 (the swapped row-major call gives it M = out_features, N = batch), while one sgemv per
 # row was faster than that sgemm up to ~12 rows at 784->256 (1 thread: 4 rows 45 vs 150 us,
 # 8 rows 98 vs 171 us, 16 rows 192 vs 205 us) and slower for 10 output columns.
 cdef Py_ssize_t GEMV_MAX_ROWS = 8
-# Epilogue elements (batch * out_features) above which the large path's epilogue uses prange.
-cdef Py_ssize_t EPILOGUE_PAR_MIN = 65536
 
 
 def set_gemv_max_rows(Py_ssize_t rows):
@@ -209,7 +221,7 @@ def dense_forward(const floating[:, ::1] X, const floating[:, ::1] W, const floa
             _blas_exit()
         return
     with nogil:
-        _blas_enter(n_threads)
+        _blas_enter(n_threads if path == 2 else 1)
         _forward_block(Xp, Wp, <const floating *> NULL, Yp, ACT_IDENTITY, n_in, n_out,
                        0, n, 0, n_out)
         _blas_exit()
@@ -354,7 +366,7 @@ def dense_backward(const floating[:, ::1] X, const floating[:, ::1] W,
                               _split(n_out, nb, t, 16), _split(n_out, nb, t + 1, 16))
         else:
             _grad_z_block(Yp, Gp, dZ, accp, dbp, accumulate, code, n, n_out, 0, n_out)
-        _blas_enter(n_threads)
+        _blas_enter(n_threads if path == 2 else 1)
         _grad_w_block(Xp, dZ, dWp, accumulate, n, n_in, n_out, 0, n_in, 0, n_out)
         if need_grad_X:
             _grad_x_block(dZ, Wp, dXp, n_in, n_out, 0, n, 0, n_in)
