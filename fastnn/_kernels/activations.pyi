@@ -1,0 +1,14 @@
+# Stub for the compiled fastnn._kernels.activations (elementwise activations and derivatives).
+from typing import Any, TypeVar
+
+import numpy as np
+
+_F = TypeVar("_F", np.float32, np.float64)
+_Array = np.ndarray[Any, np.dtype[_F]]
+
+CODES: dict[str, int]
+
+def set_parallel_thresholds(cheap: int = -1, transcendental: int = -1) -> tuple[int, int]: ...
+def activation_forward(z: _Array[_F], y_out: _Array[_F], code: int, n_threads: int) -> None: ...
+def activation_backward(y: _Array[_F], grad_y: _Array[_F], grad_z_out: _Array[_F], code: int,
+                        n_threads: int) -> None: ...

@@ -1,0 +1,15 @@
+# Stub for the compiled fastnn._kernels.sparsemax (row sparsemax and its VJP).
+from typing import Any, TypeVar
+
+import numpy as np
+
+_F = TypeVar("_F", np.float32, np.float64)
+_Array = np.ndarray[Any, np.dtype[_F]]
+
+PARALLEL_MIN_ELEMENTS: int
+METHODS: dict[str, int]
+
+def _set_parallel_min_elements(n: int) -> int: ...
+def sparsemax_forward(Z: _Array[_F], P_out: _Array[_F], method: int, n_threads: int) -> None: ...
+def sparsemax_backward(P: _Array[_F], G: _Array[_F], grad_out: _Array[_F],
+                       n_threads: int) -> None: ...
