@@ -10,6 +10,7 @@ moment updates, no input gradient for the first layer.
 """
 from __future__ import annotations
 
+import math
 import sys
 import time
 
@@ -90,7 +91,8 @@ class NumpyStep:
         grads = [X.T @ d1, d1.sum(0), h1.T @ d2, d2.sum(0), h2.T @ d3, d3.sum(0)]
         self.t += 1
         b1_, b2_ = self.betas
-        step = self.lr * np.sqrt(1 - b2_ ** self.t) / (1 - b1_ ** self.t)
+        # a Python float: a np.float64 scalar would promote the float32 update to float64
+        step = self.lr * math.sqrt(1 - b2_ ** self.t) / (1 - b1_ ** self.t)
         for p, g, m, v in zip(self.params, grads, self.m, self.v):
             m *= b1_
             m += (1 - b1_) * g
@@ -116,7 +118,7 @@ def test_train_step(benchmark, impl, batch, n_threads):
         benchmark.pedantic(step, rounds=30, iterations=10, warmup_rounds=1)
 
 
-def _time(step, n_threads, repeats=7, min_time=0.2):
+def _time(step, n_threads, repeats=5, min_time=0.2, clock=time.perf_counter):
     """Best per-step time over ``repeats`` runs of at least ``min_time`` seconds each."""
     with threadpool_limits(limits=n_threads, user_api="blas"):
         for _ in range(5):
@@ -130,31 +132,39 @@ def _time(step, n_threads, repeats=7, min_time=0.2):
         iters = max(1, int(min_time / per))
         best = float("inf")
         for _ in range(repeats):
-            t0 = time.perf_counter()
+            t0 = clock()
             for _ in range(iters):
                 step()
-            best = min(best, (time.perf_counter() - t0) / iters)
+            best = min(best, (clock() - t0) / iters)
     return best
 
 
 def main(argv=None):
+    """Print a markdown table. Steps are timed interleaved (fastnn, NumPy, fastnn, ...) and
+    the best of each kept, so a change of machine load hits both. With 1 thread the CPU time
+    of the process is reported too: on a shared machine it excludes the time spent waiting for
+    a core, which wall-clock time does not."""
     import os
-    print(f"load average: {os.getloadavg()}", file=sys.stderr)
-    print("| batch | threads | fastnn (us/step) | NumPy (us/step) | speed-up | target |")
-    print("|---:|---:|---:|---:|---:|---:|")
+    print(f"load average before: {os.getloadavg()}")
+    print("| batch | threads | fastnn (us/step) | NumPy (us/step) | speed-up | "
+          "CPU-time speed-up | target |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
     for batch in BATCHES:
         for t in THREADS:
             f, n = FastnnStep(batch, t), NumpyStep(batch)
-            # interleave the two so that a change in machine load hits both
-            tf, tn = [], []
+            tf, tn, cf, cn = [], [], [], []
             for _ in range(3):
                 tf.append(_time(f, t, repeats=3))
                 tn.append(_time(n, t, repeats=3))
+                if t == 1:
+                    cf.append(_time(f, t, repeats=3, clock=time.process_time))
+                    cn.append(_time(n, t, repeats=3, clock=time.process_time))
             tf, tn = min(tf), min(tn)
+            cpu = f"{min(cn) / min(cf):.2f}x" if t == 1 else "-"
             target = "3x" if batch == 16 else "1.5x"
             print(f"| {batch} | {t} | {tf * 1e6:,.0f} | {tn * 1e6:,.0f} | {tn / tf:.2f}x "
-                  f"| {target} |", flush=True)
-    print(f"load average: {os.getloadavg()}", file=sys.stderr)
+                  f"| {cpu} | {target} |", flush=True)
+    print(f"load average after: {os.getloadavg()}")
 
 
 if __name__ == "__main__":
