@@ -12,12 +12,14 @@ from fastnn._kernels._activations cimport (
 CODES = {"identity": ACT_IDENTITY, "linear": ACT_IDENTITY, "sigmoid": ACT_SIGMOID,
          "tanh": ACT_TANH, "relu": ACT_RELU, "step": ACT_STEP, "sign": ACT_SIGN}
 
-# Smallest number of elements worth an OpenMP team, by cost class. Measured on the 2-core AMD
-# EPYC dev machine (idle, float32, `benchmarks/bench_elementwise.py`-style timing of 1 vs 2
-# threads over sizes 2^10..2^20): waking a team costs a few microseconds; relu (memory bound,
-# ~0.1 ns/element) broke even near 64k elements, sigmoid/tanh (~1 ns/element) near 8k.
-cdef Py_ssize_t PAR_MIN_CHEAP = 65536
-cdef Py_ssize_t PAR_MIN_TRANSCENDENTAL = 8192
+# Smallest number of elements worth an OpenMP team, by cost class. The dev machine (2 cores,
+# shared, load average ~6 while measured) never gave a quiet window, so the thresholds come from
+# a cost model over what could be measured: waking the (passive) team costs ~15-20 us here (a
+# forced 2-thread call on 1k-64k elements took that much longer than the serial one), and two
+# threads pay when the serial time exceeds about twice that, ~40 us. Serial float32 times:
+# relu ~0.18 ns/element (48 us at 2^18), sigmoid/tanh ~1.1 ns/element (76 us at 2^16).
+cdef Py_ssize_t PAR_MIN_CHEAP = 262144
+cdef Py_ssize_t PAR_MIN_TRANSCENDENTAL = 32768
 
 
 def set_parallel_thresholds(Py_ssize_t cheap=-1, Py_ssize_t transcendental=-1):

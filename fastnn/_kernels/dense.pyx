@@ -36,7 +36,7 @@ cdef double SPLIT_MIN_WORK = 2.0e6
 cdef double SPLIT_MAX_WORK = 4.0e9
 # Epilogue elements (batch * out_features) above which the large path's epilogue uses prange
 # (the relu break-even of activations.pyx; the epilogue is the same row loop).
-cdef Py_ssize_t EPILOGUE_PAR_MIN = 65536
+cdef Py_ssize_t EPILOGUE_PAR_MIN = 262144
 
 
 # Up to this many rows (and at least 64 output columns) a product is one GEMV per row: scipy's

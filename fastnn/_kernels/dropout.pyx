@@ -24,10 +24,10 @@ cdef extern from *:
 cdef uint64_t GAMMA = 0x9E3779B97F4A7C15ULL
 cdef uint64_t SALT = 0x5DEECE66DA3B1F27ULL
 
-# Elements per call below which the pass runs serially. Measured on the idle 2-core dev machine
-# (float32, 1 vs 2 threads over 2^10..2^20 elements): the hash costs ~1 ns/element, a team
-# wake-up a few microseconds; 2 threads won from about 16k elements.
-cdef Py_ssize_t PAR_MIN = 16384
+# Elements per call below which the pass runs serially. Cost model (the shared 2-core machine
+# was never quiet): the hash pass costs ~1.3 ns/element serially (84 us at 2^16 float32), a
+# passive team wake-up ~15-20 us; two threads pay above ~40 us of serial work.
+cdef Py_ssize_t PAR_MIN = 32768
 
 
 def set_parallel_threshold(Py_ssize_t n=-1):
