@@ -424,6 +424,8 @@ class Dense(Module):
 
     def forward(self, x):
         y = self._buffer("y", (x.shape[0], self.out_features), self.weight.data.dtype)
+        if x is y or x.base is y:  # fed its own last output: a GEMM cannot write over its input
+            y = np.empty_like(y)
         F.dense_forward(x, self.weight.data, None if self.bias is None else self.bias.data,
                         activation=self.activation, out=y, n_threads=self._n_threads)
         self._x, self._y = x, y

@@ -290,3 +290,11 @@ def test_repr_and_config():
     assert repr(Dropout(0.2, mode="standard", seed=0)) == "Dropout(p=0.2, mode='standard')"
     assert repr(Activation("tanh")) == "Activation('tanh')"
     assert repr(fastnn.layers.ReLU()) == "ReLU()"
+
+
+def test_dense_fed_its_own_output(rng):
+    layer = Dense(4, 4, "tanh", seed=0, dtype=np.float64)
+    X = rng.standard_normal((3, 4))
+    y1 = layer.forward(X)
+    ref = np.tanh(np.tanh(X @ layer.weight.data) @ layer.weight.data)
+    np.testing.assert_allclose(layer.forward(y1), ref, rtol=1e-12)
