@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import ctypes
 import numbers
+import os
 
 from fastnn._kernels import _blas, _config
 
@@ -58,6 +59,9 @@ __all__ = ["resolve_n_threads", "blas_info"]
 
 _BLAS_INFO: dict | None = None
 _OPENMP = _config.openmp_enabled()
+#: The largest n_threads accepted. An absurd count is an error, not an attempt: libgomp asked
+#: for a team of 100,000 threads (above RLIMIT_NPROC) crashed the process with a segfault.
+MAX_THREADS = max(1024, 4 * (os.cpu_count() or 1))
 
 
 def resolve_n_threads(n_threads: int | None) -> int:
@@ -71,12 +75,15 @@ def resolve_n_threads(n_threads: int | None) -> int:
     """
     if n_threads is None:
         return max(1, _config.omp_max_threads())
-    if type(n_threads) is int and n_threads > 0:  # fast path: every kernel call comes here
+    if type(n_threads) is int and 0 < n_threads <= MAX_THREADS:  # fast path: every kernel call
         return n_threads if _OPENMP else 1
     if isinstance(n_threads, bool) or not isinstance(n_threads, numbers.Integral):
         raise TypeError(f"n_threads must be None or a positive int, got {n_threads!r}")
     if n_threads <= 0:
         raise ValueError(f"n_threads must be None or a positive int, got {n_threads}")
+    if n_threads > MAX_THREADS:
+        raise ValueError(f"n_threads={n_threads} is more than fastnn allows ({MAX_THREADS}, "
+                         f"fastnn._threads.MAX_THREADS); this machine has {os.cpu_count()} CPUs")
     return int(n_threads) if _config.openmp_enabled() else 1
 
 

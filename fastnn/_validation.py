@@ -71,6 +71,23 @@ def check_out(out, name: str, shape, dtype) -> np.ndarray:
     return out
 
 
+def overlaps(a: np.ndarray, b: np.ndarray) -> bool:
+    """True when ``a`` and ``b`` share memory. Cheap on the hot path: only arrays with the same
+    owner (``base``) are examined further, with ``np.may_share_memory``."""
+    ba = a if a.base is None else a.base
+    bb = b if b.base is None else b.base
+    return ba is bb and a.size > 0 and b.size > 0 and np.may_share_memory(a, b)
+
+
+def check_no_overlap(out: np.ndarray, name: str, **inputs) -> None:
+    """An output written while the inputs are still read must not share memory with them
+    (a GEMM or a row kernel writing over its own input gives silently wrong numbers)."""
+    for in_name, a in inputs.items():
+        if a is not None and overlaps(out, a):
+            raise ValueError(f"{name} overlaps {in_name}; pass an output array that does not "
+                             f"share memory with the inputs")
+
+
 def check_same_dtype(*pairs) -> np.dtype:
     """All (name, array) pairs must share one float dtype; return it."""
     (name0, a0), *rest = pairs

@@ -12,7 +12,6 @@ its process); a case that crashed or hung there fails in-process without being r
 from __future__ import annotations
 
 import gzip
-import json
 import os
 import subprocess
 import sys
@@ -130,7 +129,8 @@ def _saved(tmp, name="m.npz"):
 
 def _truncated(tmp):
     path = _saved(tmp, "trunc.npz")
-    data = open(path, "rb").read()
+    with open(path, "rb") as f:
+        data = f.read()
     with open(path, "wb") as f:
         f.write(data[: len(data) // 2])
     return path
@@ -173,6 +173,43 @@ def _bad_idx(tmp):
 
 def _build(hidden=4, lr=1e-2):
     return Sequential(Dense(5, hidden, activation="relu", seed=0), Dense(hidden, 3, seed=1))
+
+
+def _dense_out_is_input():
+    x = X32.copy()
+    return F.dense_forward(x, np.eye(5, dtype=np.float32), out=x)
+
+
+def _dense_out_overlaps_weight():
+    w = np.ones((5, 5), np.float32)
+    return F.dense_forward(w[:5], w, out=w[:5])
+
+
+def _dense_out_disjoint_slice():
+    buf = np.zeros((14, 5), np.float32)
+    buf[:7] = X32
+    return F.dense_forward(buf[:7], W32, B32, out=np.ascontiguousarray(buf[7:, :3]))
+
+
+def _dense_twice(copy: bool):
+    """A layer applied to its own output (the buffer of its last forward)."""
+    d = Dense(5, 5, seed=4, dtype=np.float64)
+    y = d.forward(X64)
+    return d.forward(y.copy() if copy else y).copy()
+
+
+def _in_place(fn, a):
+    a = a.copy()
+    return fn(a, out=a)
+
+
+def _grad_into(fn, z, y, which):
+    return fn(z, y, grad_out=z if which == "z" else y)
+
+
+def _same_module_twice():
+    d = Dense(3, 3)
+    return Sequential(d, d)
 
 
 # --------------------------------------------------------------------------------------------
@@ -243,6 +280,16 @@ CASES = [
         np.where(np.arange(35).reshape(7, 5) == 3, np.nan, X64), W32.astype(np.float64)),
      Same(lambda: np.where(np.arange(35).reshape(7, 5) == 3, np.nan, X64)
           @ W32.astype(np.float64) + 0.0)),
+    ("dense/out-is-X", lambda t: _dense_out_is_input(),
+     Raises(ValueError, "out overlaps X")),
+    ("dense/out-overlaps-W", lambda t: _dense_out_overlaps_weight(),
+     Raises(ValueError, "out overlaps X")),
+    ("dense/out-disjoint-slice-of-X-ok", lambda t: _dense_out_disjoint_slice(),
+     Same(lambda: F.dense_forward(X32, W32, B32))),
+    ("dense/n_threads-absurd", lambda t: F.dense_forward(X32, W32, B32, n_threads=100_000),
+     Raises(ValueError, "n_threads=100000 is more than fastnn allows")),
+    ("Dense/fed-its-own-output", lambda t: _dense_twice(copy=False),
+     Same(lambda: _dense_twice(copy=True))),
     ("dense-backward/grad-shape", lambda t: F.dense_backward(
         X32, W32, np.zeros((7, 3), np.float32), np.zeros((7, 4), np.float32)),
      Raises(ValueError, "grad_Y")),
@@ -261,6 +308,10 @@ CASES = [
     ("tanh/memmap", lambda t: F.tanh(_memmap(t, X64)), Same(lambda: F.tanh(X64))),
     ("sigmoid/nan-inf", lambda t: F.sigmoid(np.array([np.nan, np.inf, -np.inf, 0.0])),
      Same(lambda: np.array([np.nan, 1.0, 0.0, 0.5]))),
+    ("relu/in-place-out-is-z", lambda t: _in_place(F.relu, X32),
+     Same(lambda: F.relu(X32))),
+    ("softmax/in-place-out-is-z", lambda t: _in_place(F.softmax, Z64),
+     Same(lambda: F.softmax(Z64))),
     ("relu/zero-size", lambda t: F.relu(np.empty((0, 3), np.float32)),
      Same(lambda: np.empty((0, 3), np.float32))),
     ("sigmoid/out-shape", lambda t: F.sigmoid(X32, out=np.empty((7, 4), np.float32)),
@@ -329,6 +380,11 @@ CASES = [
      Same(lambda: F.cross_entropy(Z64, LAB))),
     ("cross_entropy/labels-bool", lambda t: F.cross_entropy(Z64, LAB > 1),
      Raises(TypeError, "y must hold integer class labels, got dtype bool")),
+    ("cross_entropy/grad_out-is-z", lambda t: _grad_into(F.cross_entropy, Z64.copy(), LAB,
+                                                         "z"),
+     Raises(ValueError, "grad_out overlaps z")),
+    ("squared_loss/grad_out-is-y", lambda t: _grad_into(F.squared_loss, Z64, Z64 * 2, "y"),
+     Raises(ValueError, "grad_out overlaps y")),
     ("cross_entropy/reduction", lambda t: F.cross_entropy(Z64, LAB, reduction="avg"),
      Raises(ValueError, "reduction must be one of")),
     ("cross_entropy/grad_out-dtype", lambda t: F.cross_entropy(
@@ -381,7 +437,7 @@ CASES = [
     ("Dropout/p-negative", lambda t: Dropout(-0.5), Raises(ValueError, "expected 0 <= p < 1")),
     ("Sequential/not-a-module", lambda t: Sequential(Dense(3, 3), "relu"),
      Raises(TypeError, "expected fastnn Modules, got str")),
-    ("Sequential/module-twice", lambda t: (lambda d: Sequential(d, d))(Dense(3, 3)),
+    ("Sequential/module-twice", lambda t: _same_module_twice(),
      Raises(ValueError, "appears twice in the network")),
     ("Sequential/width-mismatch", lambda t: Sequential(Dense(3, 4), Dense(5, 2)),
      Raises(ValueError, "expects 5 input features, got 4")),
@@ -610,7 +666,7 @@ def _run_case(case_id, call, expect, tmp):
                 f"{case_id}: {type(e).__name__} raised, but its message {msg!r} lacks "
                 f"{expect.fragment!r}")
             return
-        except Exception as e:  # noqa: BLE001 - report the wrong exception type
+        except Exception as e:  # report the wrong exception type
             raise AssertionError(f"{case_id}: expected {expect.exc.__name__} "
                                  f"({expect.fragment!r}), got {type(e).__name__}: {e}") from e
         raise AssertionError(f"{case_id}: expected {expect.exc.__name__} ({expect.fragment!r}), "
@@ -652,7 +708,7 @@ def _screen_child(start: int) -> None:
             print(f"START {i}", flush=True)
             try:
                 _run_case(case_id, call, expect, tmp)
-            except BaseException:  # noqa: BLE001 - the in-process test reports Python errors
+            except BaseException:  # the in-process test reports Python errors
                 pass
             print(f"DONE {i}", flush=True)
 
@@ -673,7 +729,7 @@ def crash_screen():
     while start < len(CASES):
         try:
             proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--screen",
-                                   str(start)], capture_output=True, text=True,
+                                   str(start)], check=False, capture_output=True, text=True,
                                   timeout=_SCREEN_TIMEOUT, env=_child_env())
             out, rc = proc.stdout, proc.returncode
         except subprocess.TimeoutExpired as e:

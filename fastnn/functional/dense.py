@@ -16,7 +16,7 @@ import numpy as np
 
 from fastnn._kernels import dense as _k
 from fastnn._threads import resolve_n_threads
-from fastnn._validation import check_float_array, check_out, check_same_dtype
+from fastnn._validation import check_float_array, check_no_overlap, check_out, check_same_dtype
 from fastnn.functional.activations import activation_code
 
 __all__ = ["dense_forward", "dense_backward"]
@@ -72,6 +72,7 @@ def dense_forward(X, W, b=None, activation="identity", out=None, n_threads=None)
         out = np.empty(shape, dtype=X.dtype)
     else:
         check_out(out, "out", shape, X.dtype)
+        check_no_overlap(out, "out", X=X, W=W, b=b)
     _k.dense_forward(X, W, b if b is not None else np.empty(0, X.dtype), out, code,
                      b is not None, nt)
     return out
@@ -149,6 +150,11 @@ def dense_backward(X, W, Y, grad_Y, activation="identity", *, grad_W_out=None, g
             grad_X_out = np.empty((n, n_in), dtype=dtype)
         else:
             check_out(grad_X_out, "grad_X_out", (n, n_in), dtype)
+    for name, o in (("grad_W_out", grad_W_out), ("grad_b_out", grad_b_out if need_grad_b
+                                                  else None),
+                    ("grad_X_out", grad_X_out if need_grad_X else None)):
+        if o is not None:
+            check_no_overlap(o, name, X=X, W=W, Y=Y, grad_Y=grad_Y)
     empty2 = np.empty((0, 0), dtype=dtype)
     if code == _IDENTITY:
         dZ = empty2          # the kernel reads dZ straight from grad_Y
