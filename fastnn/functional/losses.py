@@ -27,7 +27,7 @@ import numpy as np
 
 from fastnn._kernels import losses as _losses
 from fastnn._threads import resolve_n_threads
-from fastnn._validation import check_float_array, check_labels, check_out
+from fastnn._validation import check_float_array, check_labels, check_no_overlap, check_out
 
 __all__ = ["squared_loss", "cross_entropy", "binary_cross_entropy", "sparsemax_loss",
            "REDUCTIONS"]
@@ -35,18 +35,21 @@ __all__ = ["squared_loss", "cross_entropy", "binary_cross_entropy", "sparsemax_l
 REDUCTIONS = ("mean", "sum", "none")
 
 
-def _prepare(z, n, reduction, return_grad, grad_out, loss_out):
+def _prepare(z, n, reduction, return_grad, grad_out, loss_out, y=None):
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
     need_grad = bool(return_grad) or grad_out is not None
+    y = y if isinstance(y, np.ndarray) else None
     if grad_out is not None:
         check_out(grad_out, "grad_out", z.shape, z.dtype)
+        check_no_overlap(grad_out, "grad_out", z=z, y=y)  # rows are read while written
     elif need_grad:
         grad_out = np.empty_like(z)
     if loss_out is None:
         loss_out = np.empty(n, np.float64)
     else:
         check_out(loss_out, "loss_out", (n,), np.float64)
+        check_no_overlap(loss_out, "loss_out", z=z, y=y, grad_out=grad_out)
     scale = 1.0 / n if (reduction == "mean" and n > 0) else 1.0
     return need_grad, grad_out, loss_out, scale
 
@@ -111,7 +114,7 @@ def cross_entropy(z, y, reduction="mean", return_grad=False, grad_out=None, n_th
     z = _logits(z)
     n, c = z.shape
     need_grad, grad_out, loss_rows, scale = _prepare(z, n, reduction, return_grad, grad_out,
-                                                     loss_out)
+                                                     loss_out, y)
     nt = resolve_n_threads(n_threads)
     g = _grad_rows(grad_out, z, need_grad)
     if np.ndim(y) == 2:
@@ -140,7 +143,7 @@ def sparsemax_loss(z, y, reduction="mean", return_grad=False, grad_out=None, n_t
     z = _logits(z)
     n, c = z.shape
     need_grad, grad_out, loss_rows, scale = _prepare(z, n, reduction, return_grad, grad_out,
-                                                     loss_out)
+                                                     loss_out, y)
     nt = resolve_n_threads(n_threads)
     g = _grad_rows(grad_out, z, need_grad)
     if np.ndim(y) == 2:
@@ -173,7 +176,7 @@ def squared_loss(f, y, reduction="mean", return_grad=False, grad_out=None, n_thr
     y2 = np.ascontiguousarray(y, dtype=f.dtype).reshape(f2.shape)
     n = f2.shape[0]
     need_grad, grad_out, loss_rows, scale = _prepare(f, n, reduction, return_grad, grad_out,
-                                                     loss_out)
+                                                     loss_out, y)
     nt = resolve_n_threads(n_threads)
     g = _grad_rows(grad_out, f2, need_grad)
     _losses.squared_loss(f2, y2, loss_rows, g, need_grad, scale, nt)
@@ -202,7 +205,7 @@ def binary_cross_entropy(z, y, reduction="mean", return_grad=False, grad_out=Non
     if n and not ((y1 >= 0) & (y1 <= 1)).all():
         raise ValueError("y must lie in [0, 1] (0/1 labels or probabilities)")
     need_grad, grad_out, loss_rows, scale = _prepare(z, n, reduction, return_grad, grad_out,
-                                                     loss_out)
+                                                     loss_out, y)
     nt = resolve_n_threads(n_threads)
     z1 = z.reshape(n)
     g = grad_out.reshape(n) if need_grad else np.empty(0, z.dtype)
