@@ -32,33 +32,49 @@ def _compiler_is_msvc():
     return sys.platform == "win32" and "GCC" not in sys.version
 
 
-def openmp_flags():
-    """Return (compile_args, link_args) for OpenMP, found by compiling a test program."""
-    if _compiler_is_msvc():
-        return ["/openmp"], []
-    if sys.platform == "darwin":
-        candidates = [(["-Xpreprocessor", "-fopenmp"], ["-lomp"]), (["-fopenmp"], ["-fopenmp"])]
-    else:
-        candidates = [(["-fopenmp"], ["-fopenmp"])]
-    cc = os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc"
-    cc = cc.split()
-    code = "#include <omp.h>\nint main(void){int n=0;\n#pragma omp parallel reduction(+:n)\nn+=1;\nreturn n>0?0:1;}\n"
+def _compiles_and_links(cflags, lflags):
+    """True when the compiler setuptools will use builds an OpenMP program with these flags.
+
+    The probe goes through setuptools' own compiler object (MSVC on Windows, $CC with
+    $CPPFLAGS/$CFLAGS/$LDFLAGS elsewhere), so it tests exactly what the extensions will get.
+    """
+    from setuptools.command.build_ext import customize_compiler, new_compiler
+
+    code = ("#include <omp.h>\n#include <stdio.h>\nint main(void){int n=0;\n"
+            "#pragma omp parallel reduction(+:n)\nn+=1;\n"
+            "printf(\"%d %d\\n\", n, omp_get_max_threads());\nreturn n>0?0:1;}\n")
+    compiler = new_compiler()
+    customize_compiler(compiler)
     tmp = tempfile.mkdtemp()
     try:
         src = os.path.join(tmp, "omp_test.c")
         with open(src, "w") as fh:
             fh.write(code)
-        for cflags, lflags in candidates:
-            cmd = cc + [*os.environ.get("CPPFLAGS", "").split(), *cflags, src, "-o",
-                        os.path.join(tmp, "a.out"), *os.environ.get("LDFLAGS", "").split(), *lflags]
-            try:
-                res = subprocess.run(cmd, capture_output=True, cwd=tmp)
-            except OSError:
-                continue
-            if res.returncode == 0:
-                return cflags, lflags
+        objs = compiler.compile([src], output_dir=tmp, extra_postargs=cflags)
+        compiler.link_executable(objs, os.path.join(tmp, "omp_test"), output_dir=tmp,
+                                 extra_postargs=lflags)
+        return True
+    except Exception:  # CompileError, LinkError, a missing compiler: no OpenMP this way
+        return False
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def openmp_flags():
+    """Return (compile_args, link_args) for OpenMP, found by compiling a test program."""
+    if _compiler_is_msvc():
+        # MSVC: /openmp (OpenMP 2.0: enough for Cython's prange with signed indices); the
+        # object files then name vcomp, the runtime shipped with the MSVC redistributable.
+        candidates = [(["/openmp"], [])]
+    elif sys.platform == "darwin":
+        # Apple clang: libomp from Homebrew (headers/library via CPPFLAGS/LDFLAGS); a GCC or
+        # LLVM clang that knows -fopenmp itself as the fallback.
+        candidates = [(["-Xpreprocessor", "-fopenmp"], ["-lomp"]), (["-fopenmp"], ["-fopenmp"])]
+    else:
+        candidates = [(["-fopenmp"], ["-fopenmp"])]
+    for cflags, lflags in candidates:
+        if _compiles_and_links(cflags, lflags):
+            return cflags, lflags
     msg = ("fastnn: the C compiler does not support OpenMP; building a sequential fastnn "
            "(n_threads > 1 will run on one thread).")
     if REQUIRE_OPENMP:
