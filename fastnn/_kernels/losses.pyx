@@ -8,7 +8,7 @@
 #   distribution q:  1/2 ||p - q||^2 + sum_j q_j max(tau - z_j, 0)
 # (equal to the paper's -<q, z> + 1/2 sum_{j in S}(z_j^2 - tau^2) + 1/2 ||q||^2, but never
 # negative and never squaring z; tau and z in coordinates shifted by max(z)).
-from libc.math cimport fabs, log1p, NAN
+from libc.math cimport fabs, log, log1p, NAN
 from libc.stdlib cimport malloc, free
 from cython cimport floating
 from cython.parallel cimport parallel, prange
@@ -40,7 +40,7 @@ cdef inline int _threads_for(Py_ssize_t n_rows, Py_ssize_t n_cols, int n_threads
 cdef inline double _ce_label_row(const floating *z, Py_ssize_t y, floating *g, Py_ssize_t c,
                                  bint need_grad, double scale) noexcept nogil:
     cdef double m
-    cdef double lse = softmax_row(z, g if need_grad else NULL, c, False, scale, &m)
+    cdef double lse = log(softmax_row(z, g if need_grad else NULL, c, False, scale, &m))
     if need_grad:
         g[y] = <floating>(g[y] - scale)
     return lse - (<double>z[y] - m)
@@ -73,7 +73,7 @@ cdef inline double _ce_prob_row(const floating *z, const floating *q, floating *
     cdef Py_ssize_t j
     for j in range(c):
         q_sum += q[j]
-    lse = softmax_row(z, g if need_grad else NULL, c, False, scale * q_sum, &m)
+    lse = log(softmax_row(z, g if need_grad else NULL, c, False, scale * q_sum, &m))
     for j in range(c):
         if q[j] != 0:  # 0 * log 0 = 0 (also for z_j = -inf)
             loss += q[j] * (lse - (<double>z[j] - m))

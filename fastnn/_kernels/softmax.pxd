@@ -99,16 +99,17 @@ cdef extern from *:
     }
 
     /* One definition per dtype: T the element type, S the suffix, EXP the exp above.
+       fnn_*_in_ are inlined into the row-level FNN_ROW functions (one call per row).
        Sums use 8 independent double accumulators, combined in a fixed order: vectorizable
        without reassociation flags, and the same result for any thread count. */
     #define FNN_ROW_HELPERS(T, S, EXP)                                                       \\
-    FNN_ROW T fnn_max_##S(const T *z, Py_ssize_t n) {                                \\
+    static inline T fnn_max_in_##S(const T *z, Py_ssize_t n) {                             \\
         T m = z[0];                                                                          \\
         _Pragma("omp simd reduction(max:m)")                                                 \\
         for (Py_ssize_t i = 1; i < n; i++) m = z[i] > m ? z[i] : m;                           \\
         return m;                                                                            \\
     }                                                                                        \\
-    FNN_ROW double fnn_sum_##S(const T *a, Py_ssize_t n) {                           \\
+    static inline double fnn_sum_in_##S(const T *a, Py_ssize_t n) {                        \\
         double c[8] = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0};                              \\
         Py_ssize_t i = 0;                                                                    \\
         for (; i + 8 <= n; i += 8)                                                           \\
@@ -117,7 +118,7 @@ cdef extern from *:
         for (; i < n; i++) s += (double)a[i];                                                \\
         return s;                                                                            \\
     }                                                                                        \\
-    FNN_ROW double fnn_dot_##S(const T *a, const T *b, Py_ssize_t n) {               \\
+    static inline double fnn_dot_in_##S(const T *a, const T *b, Py_ssize_t n) {            \\
         double c[8] = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0};                              \\
         Py_ssize_t i = 0;                                                                    \\
         for (; i + 8 <= n; i += 8)                                                           \\
@@ -126,34 +127,46 @@ cdef extern from *:
         for (; i < n; i++) s += (double)a[i] * (double)b[i];                                 \\
         return s;                                                                            \\
     }                                                                                        \\
-    FNN_ROW void fnn_exp_shift_##S(const T *z, T m, T *out, Py_ssize_t n) {          \\
-        for (Py_ssize_t i = 0; i < n; i++) out[i] = EXP(z[i] - m);                           \\
+    /* a[j] = exp(a[j]) for j < n, n a multiple of 8 (callers pad): no scalar remainder */ \\
+    static inline void fnn_exp_inplace_##S(T *a, Py_ssize_t n) {                           \\
+        for (Py_ssize_t j = 0; j < n; j++) a[j] = EXP(a[j]);                                 \\
     }                                                                                        \\
-    /* out[i] = exp(z[i] - m); returns the sum (double). out may be NULL: sum only. */       \\
-    FNN_ROW double fnn_expsum_##S(const T *z, T m, T *out, Py_ssize_t n) {           \\
-        if (out) {                                                                           \\
-            fnn_exp_shift_##S(z, m, out, n);                                                 \\
-            return fnn_sum_##S(out, n);                                                      \\
-        }                                                                                    \\
+    FNN_ROW T fnn_rowmax_##S(const T *z, Py_ssize_t n) { return fnn_max_in_##S(z, n); }    \\
+    /* One row of softmax (log_out = 0: out = scale * exp(z - m) / sum) or log-softmax      \\
+       (out = (z - m) - log(sum)); out may be NULL (sum only). exp runs in blocks of 256     \\
+       through a stack buffer padded to a multiple of 8 (short rows: one pass, no scalar    \\
+       remainder, the output scaled straight from the buffer) and is summed block by block  \\
+       in the same order on every path, so the loss-only and loss-and-gradient values agree. \\
+       Returns sum exp(z - m) (double) and m in *m_out. */                                   \\
+    FNN_ROW double fnn_softmax_row_##S(const T *z, T *out, Py_ssize_t n, int log_out,       \\
+                                       double scale, double *m_out) {                        \\
+        T m = fnn_max_in_##S(z, n);                                                          \\
         T buf[256];                                                                          \\
+        int probs = out && !log_out, direct = probs && n <= 256;                             \\
         double s = 0.0;                                                                      \\
         for (Py_ssize_t i = 0; i < n; i += 256) {                                            \\
-            Py_ssize_t k = n - i < 256 ? n - i : 256;                                        \\
-            fnn_exp_shift_##S(z + i, m, buf, k);                                             \\
-            s += fnn_sum_##S(buf, k);                                                        \\
+            Py_ssize_t k = n - i < 256 ? n - i : 256, k8 = (k + 7) & ~(Py_ssize_t)7;         \\
+            for (Py_ssize_t j = 0; j < k; j++) buf[j] = z[i + j] - m;                        \\
+            for (Py_ssize_t j = k; j < k8; j++) buf[j] = 0;                                  \\
+            fnn_exp_inplace_##S(buf, k8);                                                    \\
+            s += fnn_sum_in_##S(buf, k);                                                     \\
+            if (probs && !direct)                                                            \\
+                for (Py_ssize_t j = 0; j < k; j++) out[i + j] = buf[j];                      \\
         }                                                                                    \\
+        if (probs) {                                                                         \\
+            T c = (T)(scale / s);                                                            \\
+            if (direct) for (Py_ssize_t i = 0; i < n; i++) out[i] = buf[i] * c;              \\
+            else for (Py_ssize_t i = 0; i < n; i++) out[i] *= c;                             \\
+        } else if (out) {                                                                    \\
+            T c = (T)log(s);                                                                 \\
+            for (Py_ssize_t i = 0; i < n; i++) out[i] = (z[i] - m) - c;                      \\
+        }                                                                                    \\
+        if (m_out) *m_out = (double)m;                                                       \\
         return s;                                                                            \\
-    }                                                                                        \\
-    FNN_ROW void fnn_scale_##S(T *p, T c, Py_ssize_t n) {                            \\
-        for (Py_ssize_t i = 0; i < n; i++) p[i] *= c;                                        \\
-    }                                                                                        \\
-    /* out[i] = (z[i] - m) - c   (log-softmax: c = log(sum)) */                              \\
-    FNN_ROW void fnn_shift2_##S(const T *z, T m, T c, T *out, Py_ssize_t n) {        \\
-        for (Py_ssize_t i = 0; i < n; i++) out[i] = (z[i] - m) - c;                          \\
     }                                                                                        \\
     /* softmax VJP: out = p * (g - <p, g>); out may alias g */                               \\
     FNN_ROW void fnn_softmax_vjp_##S(const T *p, const T *g, T *out, Py_ssize_t n) { \\
-        T d = (T)fnn_dot_##S(p, g, n);                                                       \\
+        T d = (T)fnn_dot_in_##S(p, g, n);                                                       \\
         for (Py_ssize_t i = 0; i < n; i++) out[i] = p[i] * (g[i] - d);                       \\
     }                                                                                        \\
     /* sparsemax output: p = max((z - m) - tau, 0), in double */                           \\
@@ -191,7 +204,7 @@ cdef extern from *:
     /* log-softmax VJP: out = g - exp(logp) * sum(g); out may alias g */                     \\
     FNN_ROW void fnn_log_softmax_vjp_##S(const T *lp, const T *g, T *out,            \\
                                                Py_ssize_t n) {                               \\
-        T sg = (T)fnn_sum_##S(g, n);                                                         \\
+        T sg = (T)fnn_sum_in_##S(g, n);                                                         \\
         for (Py_ssize_t i = 0; i < n; i++) out[i] = g[i] - EXP(lp[i]) * sg;                  \\
     }
 
@@ -204,18 +217,12 @@ cdef extern from *:
     """
     double fnn_exp_d(double x) noexcept nogil
     float fnn_exp_f(float x) noexcept nogil
-    double fnn_max_d(const double *z, Py_ssize_t n) noexcept nogil
-    float fnn_max_f(const float *z, Py_ssize_t n) noexcept nogil
-    double fnn_expsum_d(const double *z, double m, double *out, Py_ssize_t n) noexcept nogil
-    double fnn_expsum_f(const float *z, float m, float *out, Py_ssize_t n) noexcept nogil
-    void fnn_scale_d(double *p, double c, Py_ssize_t n) noexcept nogil
-    void fnn_scale_f(float *p, float c, Py_ssize_t n) noexcept nogil
-    void fnn_shift2_d(const double *z, double m, double c, double *out, Py_ssize_t n) noexcept nogil
-    void fnn_shift2_f(const float *z, float m, float c, float *out, Py_ssize_t n) noexcept nogil
-    double fnn_dot_d(const double *a, const double *b, Py_ssize_t n) noexcept nogil
-    double fnn_dot_f(const float *a, const float *b, Py_ssize_t n) noexcept nogil
-    double fnn_sum_d(const double *a, Py_ssize_t n) noexcept nogil
-    double fnn_sum_f(const float *a, Py_ssize_t n) noexcept nogil
+    double fnn_rowmax_d(const double *z, Py_ssize_t n) noexcept nogil
+    float fnn_rowmax_f(const float *z, Py_ssize_t n) noexcept nogil
+    double fnn_softmax_row_d(const double *z, double *out, Py_ssize_t n, int log_out,
+                             double scale, double *m_out) noexcept nogil
+    double fnn_softmax_row_f(const float *z, float *out, Py_ssize_t n, int log_out,
+                             double scale, double *m_out) noexcept nogil
     void fnn_softmax_vjp_d(const double *p, const double *g, double *out, Py_ssize_t n) noexcept nogil
     void fnn_softmax_vjp_f(const float *p, const float *g, float *out, Py_ssize_t n) noexcept nogil
     Py_ssize_t fnn_candidates_d(const double *z, double m, double *out, Py_ssize_t n,
@@ -231,7 +238,6 @@ cdef extern from *:
     void fnn_log_softmax_vjp_f(const float *lp, const float *g, float *out,
                                Py_ssize_t n) noexcept nogil
 
-from libc.math cimport log
 from cython cimport floating
 
 
@@ -240,34 +246,18 @@ cdef inline double softmax_row(const floating *z, floating *out, Py_ssize_t n, b
     """Softmax (or log-softmax when log_out) of one row of n >= 1 entries into out.
 
     softmax: out = scale * exp(z - m) / sum exp(z - m), m = max(z) (scale is ignored by
-    log-softmax). Returns log sum exp(z - m) (double) and stores m in m_out (if not NULL); out
-    may be NULL (nothing written: the loss-only path). NaN, +inf or an all -inf row gives NaN.
+    log-softmax). Returns sum exp(z - m) (double; log of it is the shifted log-sum-exp) and
+    stores m in m_out (if not NULL); out may be NULL (nothing written: the loss-only path).
+    NaN, +inf or an all -inf row gives NaN.
     """
-    cdef floating m
-    cdef double s
     if floating is double:
-        m = fnn_max_d(z, n)
-        s = fnn_expsum_d(z, m, NULL if log_out else out, n)
-        if out != NULL:
-            if log_out:
-                fnn_shift2_d(z, m, log(s), out, n)
-            else:
-                fnn_scale_d(out, scale / s, n)
+        return fnn_softmax_row_d(z, out, n, log_out, scale, m_out)
     else:
-        m = fnn_max_f(z, n)
-        s = fnn_expsum_f(z, m, NULL if log_out else out, n)
-        if out != NULL:
-            if log_out:
-                fnn_shift2_f(z, m, <float>log(s), out, n)
-            else:
-                fnn_scale_f(out, <float>(scale / s), n)
-    if m_out != NULL:
-        m_out[0] = m
-    return log(s)
+        return fnn_softmax_row_f(z, out, n, log_out, scale, m_out)
 
 
 cdef inline floating row_max(const floating *z, Py_ssize_t n) noexcept nogil:
     if floating is double:
-        return fnn_max_d(z, n)
+        return fnn_rowmax_d(z, n)
     else:
-        return fnn_max_f(z, n)
+        return fnn_rowmax_f(z, n)

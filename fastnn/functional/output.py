@@ -19,10 +19,17 @@ from numpy.lib.array_utils import normalize_axis_index
 from fastnn._kernels import softmax as _softmax
 from fastnn._kernels import sparsemax as _sparsemax
 from fastnn._threads import resolve_n_threads
-from fastnn._validation import check_float_array, check_out, check_same_dtype
+from fastnn._validation import FLOAT_DTYPES, check_float_array, check_out, check_same_dtype
 
-__all__ = ["softmax", "log_softmax", "softmax_backward", "log_softmax_backward", "sparsemax",
-           "sparsemax_backward", "SPARSEMAX_METHODS"]
+__all__ = [
+    "SPARSEMAX_METHODS",
+    "log_softmax",
+    "log_softmax_backward",
+    "softmax",
+    "softmax_backward",
+    "sparsemax",
+    "sparsemax_backward",
+]
 
 SPARSEMAX_METHODS = ("auto", "sort", "select")
 
@@ -59,14 +66,42 @@ def _result(rows_out_fn, shape_like: np.ndarray, moved_shape, axis: int, out, na
     return res
 
 
+def _last_axis_rows(z, axis):
+    """Fast path: z C-contiguous float and ``axis`` is the last one: its rows, without copies;
+    None when the general path is needed."""
+    if (type(z) is np.ndarray and z.ndim >= 1 and (axis == -1 or axis == z.ndim - 1)
+            and z.flags.c_contiguous and z.dtype in FLOAT_DTYPES):
+        return z if z.ndim == 2 else z.reshape(_n_rows(z.shape), z.shape[-1])
+    return None
+
+
 def _forward(z, axis, out, n_threads, kernel, name="z"):
+    nt = resolve_n_threads(n_threads)
+    rows = _last_axis_rows(z, axis)
+    if rows is not None:
+        if out is None:
+            out = np.empty_like(z)
+        else:
+            check_out(out, "out", z.shape, z.dtype)
+        kernel(rows, out.reshape(rows.shape), nt)
+        return out
     z = check_float_array(z, name, contiguous=False)
     rows, moved_shape, axis = _rows(z, axis, name)
-    nt = resolve_n_threads(n_threads)
     return _result(lambda dest: kernel(rows, dest, nt), z, moved_shape, axis, out)
 
 
 def _backward(y, g, axis, out, n_threads, kernel, y_name, g_name):
+    y_rows = _last_axis_rows(y, axis)
+    g_rows = _last_axis_rows(g, axis)
+    if (y_rows is not None and g_rows is not None and y.shape == g.shape
+            and y.dtype == g.dtype):
+        nt = resolve_n_threads(n_threads)
+        if out is None:
+            out = np.empty_like(y)
+        else:
+            check_out(out, "out", y.shape, y.dtype)
+        kernel(y_rows, g_rows, out.reshape(y_rows.shape), nt)
+        return out
     y = check_float_array(y, y_name, contiguous=False)
     g = check_float_array(g, g_name, contiguous=False)
     check_same_dtype((y_name, y), (g_name, g))
