@@ -12,6 +12,7 @@ with the optimizer's state (Adam's moments, momentum buffers) intact.
 """
 from __future__ import annotations
 
+import copy
 import math
 import numbers
 import os
@@ -176,7 +177,7 @@ def _model_dtype(model):
     return np.dtype(dt)
 
 
-def _prepare_y(y, task, dtype, n):
+def _prepare_y(y, task, dtype, n, n_classes=None):
     if isinstance(y, np.ndarray):
         a = y
     else:
@@ -189,6 +190,11 @@ def _prepare_y(y, task, dtype, n):
                 raise ValueError("y must hold integer class labels for a classification loss")
         elif a.dtype.kind not in "iu":
             raise TypeError(f"y must hold integer class labels, got dtype {a.dtype}")
+        # checked here, once, not only batch by batch (a bad label in a late batch would stop
+        # fit after part of an epoch's updates)
+        if n_classes and a.size and (a.min() < 0 or a.max() >= n_classes):
+            raise ValueError(f"y labels must be in [0, {n_classes}) for a network with "
+                             f"{n_classes} outputs, got values in [{a.min()}, {a.max()}]")
         return np.ascontiguousarray(a, dtype=np.intp)
     if a.dtype.kind in "iub" and task == "multilabel" and a.ndim == 1:
         return np.ascontiguousarray(a, dtype=np.intp)
@@ -328,7 +334,7 @@ def evaluate(model, X, y, loss=None, batch_size: int = _EVAL_BATCH) -> dict:
                                                    or "cross_entropy"))
     dtype = _model_dtype(model)
     X = check_float_array(X, "X", ndim=2, dtype=dtype)
-    y = _prepare_y(y, loss.task, dtype, X.shape[0])
+    y = _prepare_y(y, loss.task, dtype, X.shape[0], _n_outputs(model))
     z = _predict_raw(model, X, batch_size)
     return _metrics_from_output(loss, z, y)
 
@@ -418,7 +424,8 @@ def _fmt_logs(logs):
 
 def fit(model, X, y, loss=None, optimizer=None, epochs: int = 10, batch_size: int = 32,
         shuffle: bool = True, validation_data=None, validation_split: float = 0.0,
-        callbacks=None, verbose: int = 1, seed=None, lr=None) -> History:
+        callbacks=None, verbose: int = 1, seed=None, lr=None,
+        on_divergence: str = "raise") -> History:
     """Train ``model`` on (X, y) with mini-batches; returns a :class:`History`.
 
     Parameters
@@ -456,6 +463,13 @@ def fit(model, X, y, loss=None, optimizer=None, epochs: int = 10, batch_size: in
         Seed of the batch order (and of ``validation_split``).
     lr : float, optional
         Learning rate for an optimizer given by name (or to set on the model's optimizer).
+    on_divergence : {"raise", "restore"}
+        What to do when the training loss becomes NaN or infinite. "raise": a
+        FloatingPointError naming the epoch and batch. "restore": put back the weights and the
+        optimizer state (moments, step count, learning rate) of the last good epoch end (or of
+        the start of this call), warn (RuntimeWarning), record the event in ``History.events``
+        and ``History.diverged`` = (epoch, batch), and stop training. "restore" copies the
+        parameters and optimizer state once per epoch.
 
     Returns
     -------
@@ -464,8 +478,8 @@ def fit(model, X, y, loss=None, optimizer=None, epochs: int = 10, batch_size: in
     Raises
     ------
     FloatingPointError
-        When the loss becomes NaN or infinite, naming the epoch and batch (the parameters are
-        left as they were after the last finite step's update).
+        When the loss becomes NaN or infinite (with ``on_divergence="raise"``), naming the epoch
+        and batch (the parameters are left as they were after the last finite step's update).
     """
     from fastnn.losses import get_loss
 
@@ -477,6 +491,8 @@ def fit(model, X, y, loss=None, optimizer=None, epochs: int = 10, batch_size: in
     if verbose not in (0, 1, 2, False, True):
         raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}")
     verbose = int(verbose)
+    if on_divergence not in ("raise", "restore"):
+        raise ValueError(f"on_divergence must be 'raise' or 'restore', got {on_divergence!r}")
 
     # --- loss, data ---------------------------------------------------------------------------
     if loss is None:
@@ -484,7 +500,8 @@ def fit(model, X, y, loss=None, optimizer=None, epochs: int = 10, batch_size: in
     loss_fn = get_loss(loss)
     dtype = _model_dtype(model)
     X = check_float_array(X, "X", ndim=2, dtype=dtype, finite=True)
-    y = _prepare_y(y, loss_fn.task, dtype, X.shape[0])
+    n_out = _n_outputs(model)
+    y = _prepare_y(y, loss_fn.task, dtype, X.shape[0], n_out)
     rng = check_random_state(seed)
 
     if validation_data is not None:
@@ -492,7 +509,7 @@ def fit(model, X, y, loss=None, optimizer=None, epochs: int = 10, batch_size: in
             raise ValueError("validation_data must be a pair (X_val, y_val)")
         X_val = check_float_array(validation_data[0], "X_val", ndim=2, dtype=dtype,
                                   finite=True)
-        y_val = _prepare_y(validation_data[1], loss_fn.task, dtype, X_val.shape[0])
+        y_val = _prepare_y(validation_data[1], loss_fn.task, dtype, X_val.shape[0], n_out)
     elif validation_split:
         vs = float(validation_split)
         if not 0.0 < vs < 1.0:
@@ -537,7 +554,8 @@ def fit(model, X, y, loss=None, optimizer=None, epochs: int = 10, batch_size: in
     start_epoch = int(getattr(model, "epochs_trained_", 0) or 0)
     batches = BatchIterator(X, y, batch_size=int(batch_size), shuffle=shuffle, seed=rng)
     n_batches = len(batches)
-    n_out = _n_outputs(model)
+    history.diverged = None
+    good = None  # on_divergence="restore": (epoch, model state, optimizer state) at an epoch end
     is_module = hasattr(model, "_layers") or hasattr(model, "_modules")
     grad_bufs: dict = {}
 
@@ -545,6 +563,8 @@ def fit(model, X, y, loss=None, optimizer=None, epochs: int = 10, batch_size: in
         cb.on_train_begin({})
     for e in range(start_epoch, start_epoch + epochs):
         trainer.epoch = e
+        if on_divergence == "restore":
+            good = (e, model.state_dict(), copy.deepcopy(opt.state_dict()))
         for cb in callbacks:
             cb.on_epoch_begin(e, {})
         model.train()
@@ -569,11 +589,14 @@ def fit(model, X, y, loss=None, optimizer=None, epochs: int = 10, batch_size: in
             if not math.isfinite(loss_value):
                 if bar is not None:
                     bar.close()
-                raise FloatingPointError(
-                    f"the training loss is {loss_value} at epoch {e + 1}, batch {b + 1} "
-                    f"of {n_batches} (learning rate {float(opt.lr):.3g}): training "
-                    f"diverged. Lower the learning rate, standardize the inputs "
-                    f"(fastnn.data.Standardizer), or check the targets")
+                msg = (f"the training loss is {loss_value} at epoch {e + 1}, batch {b + 1} "
+                       f"of {n_batches} (learning rate {float(opt.lr):.3g}): training "
+                       f"diverged")
+                if good is None:
+                    raise FloatingPointError(
+                        msg + ". Lower the learning rate, standardize the inputs "
+                        "(fastnn.data.Standardizer), or check the targets")
+                return _restore_after_divergence(trainer, callbacks, good, msg, e, b)
             run.update(loss_value, z, yb, m)
             if is_module:
                 model.backward(g, need_input_grad=False, inplace=True)
@@ -623,6 +646,26 @@ def fit(model, X, y, loss=None, optimizer=None, epochs: int = 10, batch_size: in
         if trainer.stop_training:
             history.stopped_epoch = e
             break
+    for cb in callbacks:
+        cb.on_train_end({})
+    return history
+
+
+def _restore_after_divergence(trainer, callbacks, good, msg, epoch, batch):
+    """on_divergence="restore": back to the last good epoch end, warn, stop."""
+    import warnings
+
+    good_epoch, model_state, opt_state = good
+    trainer.model.load_state_dict(model_state)
+    trainer.optimizer.load_state_dict(opt_state)
+    trainer.model.epochs_trained_ = good_epoch
+    where = f"the end of epoch {good_epoch}" if good_epoch > 0 else "the start of training"
+    msg = f"{msg}; restored the weights and optimizer state of {where} and stopped"
+    history = trainer.history
+    history.diverged = (epoch, batch)
+    history.stopped_epoch = epoch
+    trainer.log_event(epoch, msg)
+    warnings.warn(msg, RuntimeWarning, stacklevel=3)
     for cb in callbacks:
         cb.on_train_end({})
     return history
