@@ -85,6 +85,7 @@ def show_config(file=None) -> dict:
         "openmp": _config.openmp_enabled(),
         "default_n_threads": _threads.resolve_n_threads(None),
         "blas": blas.get("internal_api"),
+        "blas_backend": blas.get("backend"),
         "blas_version": blas.get("version"),
         "blas_architecture": blas.get("architecture"),
         "blas_threading_layer": blas.get("threading_layer"),

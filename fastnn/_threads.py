@@ -7,7 +7,8 @@ made a dense layer 20-300x slower than NumPy):
 * Elementwise and row-wise kernels (activations, dropout, softmax, sparsemax, losses, optimizer
   updates) run OpenMP ``prange`` loops, and only above a measured work size; below it they run
   serially, because waking a team costs more than the work and one slow thread stalls the region.
-* Matrix products go to BLAS (scipy.linalg.cython_blas); fastnn/_kernels/dense.pyx picks one
+* Matrix products go to BLAS (NumPy's bundled OpenBLAS through its CBLAS when present, else
+  scipy.linalg.cython_blas: see fastnn/_kernels/_blas.pyx and ``use_blas``); fastnn/_kernels/dense.pyx picks one
   of three paths by the work ``batch * in * out`` (thresholds SPLIT_MIN_WORK / SPLIT_MAX_WORK
   there, chosen by measurement as its comment says):
 
@@ -55,7 +56,7 @@ import os
 
 from fastnn._kernels import _blas, _config
 
-__all__ = ["resolve_n_threads", "blas_info"]
+__all__ = ["resolve_n_threads", "blas_info", "use_blas"]
 
 _BLAS_INFO: dict | None = None
 _OPENMP = _config.openmp_enabled()
@@ -112,48 +113,112 @@ def _find_scipy_blas():
     return controllers[0] if len(controllers) == 1 else None
 
 
-def _install_blas_thread_control():
+def _find_numpy_blas():
+    """Locate NumPy's bundled OpenBLAS (ILP64, numpy.libs or numpy/.dylibs), if any."""
+    import numpy
+    from threadpoolctl import ThreadpoolController
+
+    root = os.path.normcase(os.path.dirname(os.path.dirname(numpy.__file__)))
+    for c in ThreadpoolController().lib_controllers:
+        path = os.path.normcase(c.filepath or "")
+        if (c.user_api == "blas" and c.internal_api == "openblas" and path.startswith(root)
+                and (os.sep + "numpy.libs" + os.sep in path
+                     or os.sep + "numpy" + os.sep + ".dylibs" + os.sep in path)):
+            return c
+    return None
+
+
+def _address(lib, *names):
+    """Address of the first exported symbol among ``names`` (0 if none)."""
+    for name in names:
+        try:
+            return ctypes.cast(getattr(lib, name), ctypes.c_void_p).value or 0
+        except AttributeError:
+            continue
+    return 0
+
+
+def _openblas_thread_fns(c):
+    """(set, get) addresses of an OpenBLAS's thread control, whatever its symbol prefix/suffix."""
+    lib = c.dynlib
+    for prefix in ("scipy_", ""):
+        for suffix in ("", "64_", "_64"):
+            s = _address(lib, f"{prefix}openblas_set_num_threads{suffix}")
+            g = _address(lib, f"{prefix}openblas_get_num_threads{suffix}")
+            if s and g:
+                return s, g
+    return 0, 0
+
+
+def _install_cblas64(c) -> bool:
+    """Route fastnn's products to NumPy's ILP64 OpenBLAS ``c``; False if its symbols are absent."""
+    lib = c.dynlib
+    fns = [_address(lib, f"scipy_cblas_{f}64_", f"cblas_{f}64_", f"cblas_{f}_64")
+           for f in ("sgemm", "dgemm", "sgemv", "dgemv")]
+    setter, getter = _openblas_thread_fns(c)
+    if not all(fns) or not (setter and getter):
+        return False
+    _blas._install_cblas64(*fns)
+    _blas._install_thread_control(setter, getter)
+    return True
+
+
+def use_blas(name: str = "auto") -> dict:
+    """Choose the BLAS behind fastnn's matrix products; returns :func:`blas_info`.
+
+    Parameters
+    ----------
+    name : {"auto", "numpy", "scipy"}
+        "numpy": NumPy's bundled OpenBLAS through its ILP64 CBLAS (faster small-batch products in
+        current wheels; unavailable where NumPy links another BLAS, e.g. Accelerate on macOS).
+        "scipy": ``scipy.linalg.cython_blas``, always available. "auto" (the default, or the
+        FASTNN_BLAS environment variable at import): "numpy" when available, else "scipy".
+        Not thread-safe: call it before using fastnn from several threads.
+    """
     global _BLAS_INFO
+    if name not in ("auto", "numpy", "scipy"):
+        raise ValueError(f"Invalid BLAS choice: {name!r} (expected 'auto', 'numpy' or 'scipy')")
     info = {"blas": None, "internal_api": None, "filepath": None, "num_threads": None,
-            "thread_control": False}
-    try:
-        c = _find_scipy_blas()
-    except Exception:  # threadpoolctl missing or broken: run without per-call pinning
-        c = None
+            "thread_control": False, "backend": "scipy.linalg.cython_blas"}
+    _blas._install_cblas64(0, 0, 0, 0)
+    _blas._install_thread_control(0, 0)
+    c = None
+    if name in ("auto", "numpy"):
+        try:
+            c = _find_numpy_blas()
+        except Exception:  # threadpoolctl missing or broken
+            c = None
+        if c is not None and not _install_cblas64(c):
+            c = None
+        if c is None and name == "numpy":
+            raise RuntimeError("NumPy's bundled OpenBLAS (ILP64 CBLAS) was not found; "
+                               "use fastnn._threads.use_blas('scipy')")
+        if c is not None:
+            info["backend"] = "numpy-openblas64 (cblas)"
+            info["thread_control"] = True
+    if c is None:
+        try:
+            c = _find_scipy_blas()
+        except Exception:
+            c = None
+        if c is not None and c.internal_api == "openblas":
+            setter, getter = _openblas_thread_fns(c)
+            if setter and getter:
+                _blas._install_thread_control(setter, getter)
+                info["thread_control"] = True
     if c is not None:
         info.update(blas=c.internal_api, internal_api=c.internal_api, filepath=c.filepath,
                     num_threads=c.num_threads, version=getattr(c, "version", None),
                     architecture=getattr(c, "architecture", None),
                     threading_layer=getattr(c, "threading_layer", None))
-        if c.internal_api == "openblas":
-            lib = c.dynlib
-            prefix = ""
-            for cand in ("scipy_openblas_", "scipy_", ""):
-                if hasattr(lib, cand + "openblas_set_num_threads") or hasattr(
-                        lib, cand + "openblas_set_num_threads64_"):
-                    prefix = cand
-                    break
-            setter = getter = None
-            for suffix in ("", "64_"):
-                try:
-                    setter = getattr(lib, f"{prefix}openblas_set_num_threads{suffix}")
-                    getter = getattr(lib, f"{prefix}openblas_get_num_threads{suffix}")
-                    break
-                except AttributeError:
-                    continue
-            if setter is not None and getter is not None:
-                s = ctypes.cast(setter, ctypes.c_void_p).value
-                g = ctypes.cast(getter, ctypes.c_void_p).value
-                if s and g:
-                    _blas._install_thread_control(s, g)
-                    info["thread_control"] = True
     _BLAS_INFO = info
+    return dict(info)
 
 
 def blas_info() -> dict:
     """Facts about the BLAS behind fastnn's matrix products (library, file, threads)."""
     if _BLAS_INFO is None:
-        _install_blas_thread_control()
+        use_blas(os.environ.get("FASTNN_BLAS", "auto") or "auto")
     info = dict(_BLAS_INFO)
     try:
         from threadpoolctl import threadpool_info
@@ -165,4 +230,4 @@ def blas_info() -> dict:
     return info
 
 
-_install_blas_thread_control()
+use_blas(os.environ.get("FASTNN_BLAS", "auto") or "auto")

@@ -4,7 +4,28 @@ import itertools
 import numpy as np
 import pytest
 
+from fastnn import _threads
 from fastnn._kernels import _blas
+
+
+def _available_backends():
+    names = ["scipy"]
+    try:
+        _threads.use_blas("numpy")
+        names.append("numpy")
+    except RuntimeError:
+        pass
+    finally:
+        _threads.use_blas("auto")
+    return names
+
+
+@pytest.fixture(params=_available_backends(), autouse=True)
+def backend(request):
+    """Run every test of this module with each BLAS backend fastnn can use here."""
+    _threads.use_blas(request.param)
+    yield request.param
+    _threads.use_blas("auto")
 
 SHAPES = [(1, 1, 1), (1, 7, 1), (7, 1, 1), (1, 1, 9), (3, 5, 4), (17, 13, 11), (64, 33, 129),
           (5, 4, 0), (0, 4, 3), (4, 0, 3)]
@@ -51,3 +72,15 @@ def test_blas_thread_control_found():
         pytest.skip(f"BLAS is {info.get('internal_api')}, not OpenBLAS")
     assert info["thread_control"]
     assert _blas.has_thread_control()
+
+
+def test_backend_reported(backend):
+    info = _threads.blas_info()
+    expected = "cblas64" if backend == "numpy" else "scipy.linalg.cython_blas"
+    assert _blas.backend() == expected
+    assert info["backend"].startswith("numpy" if backend == "numpy" else "scipy")
+
+
+def test_use_blas_rejects_unknown_name():
+    with pytest.raises(ValueError, match="Invalid BLAS choice"):
+        _threads.use_blas("mkl")
