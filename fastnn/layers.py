@@ -295,6 +295,7 @@ class Module:
         # read-only (joblib.load(..., mmap_mode="r")) usable for prediction.
         state = self.__dict__.copy()
         state["_buffers"] = {}
+        state.pop("_predict_lock_", None)  # a lock is per process (Sequential.predict)
         return state
 
     def _buffer(self, tag: str, shape: tuple, dtype) -> np.ndarray:

@@ -11,6 +11,8 @@ sums the gradients where the graph forks (the chain rule's sum over paths).
 """
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from fastnn._validation import check_float_array
@@ -202,23 +204,35 @@ class Sequential(_Container):
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
                 or batch_size <= 0:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-        modes = [m.training for m in self.modules()]
-        self.eval()
-        try:
-            n = X.shape[0]
-            out = None
-            for start in range(0, n, batch_size):
-                z = self.forward(X[start:start + batch_size])
-                if out is None:
-                    out = np.empty((n,) + z.shape[1:], dtype=z.dtype)
-                out[start:start + z.shape[0]] = z
-            if out is None:  # no rows
-                width = self._out_features if self._out_features is not None else 0
-                out = np.empty((0, width), dtype=self._dtype)
-            return out
-        finally:
-            for m, mode in zip(self.modules(), modes):
-                m.training = mode
+        with self._predict_lock():
+            modes = [m.training for m in self.modules()]
+            self.eval()
+            try:
+                n = X.shape[0]
+                out = None
+                for start in range(0, n, batch_size):
+                    z = self.forward(X[start:start + batch_size])
+                    if out is None:
+                        out = np.empty((n,) + z.shape[1:], dtype=z.dtype)
+                    out[start:start + z.shape[0]] = z
+                if out is None:  # no rows
+                    width = self._out_features if self._out_features is not None else 0
+                    out = np.empty((0, width), dtype=self._dtype)
+                return out
+            finally:
+                for m, mode in zip(self.modules(), modes):
+                    m.training = mode
+
+    def _predict_lock(self):
+        """One ``predict`` at a time per network. Its modules compute into shared work buffers
+        and predict switches them to evaluation mode and back, so two threads predicting at
+        once got each other's rows and could leave the network in evaluation mode. Threads
+        that need to predict in parallel should each use their own ``model.copy()``. (``fit``
+        takes no lock: do not train a network while another thread predicts with it.)"""
+        lock = self.__dict__.get("_predict_lock_")
+        if lock is None:  # created lazily, left out of pickles and copies (Module.__getstate__)
+            lock = self.__dict__.setdefault("_predict_lock_", threading.RLock())
+        return lock
 
     def predict_proba(self, X, batch_size=None, loss=None) -> np.ndarray:
         """Predictions in the output space of the loss: softmax probabilities for cross-entropy,
