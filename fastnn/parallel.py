@@ -26,13 +26,15 @@ submitted the work.
   limited only by ``n_threads``.
 
 The OpenMP limit is per calling thread (each Python thread has its own OpenMP thread count);
-the BLAS limit is process-wide while it lasts.
+the BLAS limit is process-wide: with thread-based workers the trials share it, and the original
+count comes back when the last of them ends.
 """
 from __future__ import annotations
 
 import contextlib
 import numbers
 import os
+import threading
 
 __all__ = ["available_cores", "limit_threads", "thread_info", "threads_per_worker"]
 
@@ -72,12 +74,38 @@ def threads_per_worker(n_workers=None, *, cores=None) -> int:
     return max(1, cores // int(n_workers))
 
 
+_BLAS_LOCK = threading.Lock()
+_BLAS_DEPTH = 0
+_BLAS_OUTER = None
+
+
+@contextlib.contextmanager
+def _blas_limit(n_threads):
+    """Process-wide BLAS limit shared by concurrent users (threads): the first to enter saves
+    the original count, the last to leave restores it. (Nesting threadpoolctl's limits from
+    several threads would restore in the wrong order and could leave BLAS limited.)"""
+    global _BLAS_DEPTH, _BLAS_OUTER
+    with _BLAS_LOCK:
+        limiter = _controller("blas").limit(limits=n_threads)
+        if _BLAS_DEPTH == 0:
+            _BLAS_OUTER = limiter
+        _BLAS_DEPTH += 1
+    try:
+        yield
+    finally:
+        with _BLAS_LOCK:
+            _BLAS_DEPTH -= 1
+            if _BLAS_DEPTH == 0:
+                _BLAS_OUTER.restore_original_limits()
+                _BLAS_OUTER = None
+
+
 @contextlib.contextmanager
 def limit_threads(n_threads):
     """Limit every OpenMP runtime and BLAS of this process to ``n_threads`` while inside.
 
-    ``None`` leaves the limits as they are. Uses :func:`threadpoolctl.threadpool_limits`
-    (restored on exit). Yields ``n_threads``.
+    ``None`` leaves the limits as they are. Uses threadpoolctl; the OpenMP limit is the calling thread's, the BLAS limit is process-wide and restored when the
+    last concurrent user leaves. Yields ``n_threads``.
 
     >>> with limit_threads(1):            # doctest: +SKIP
     ...     model.fit(X, y)
@@ -88,10 +116,21 @@ def limit_threads(n_threads):
     if isinstance(n_threads, bool) or not isinstance(n_threads, numbers.Integral) \
             or n_threads <= 0:
         raise ValueError(f"n_threads must be None or a positive int, got {n_threads!r}")
-    from threadpoolctl import threadpool_limits
+    n = int(n_threads)
+    openmp = _controller("openmp").limit(limits=n)
+    try:
+        with _blas_limit(n):
+            yield n
+    finally:
+        openmp.restore_original_limits()
 
-    with threadpool_limits(limits=int(n_threads)):
-        yield int(n_threads)
+
+def _controller(user_api):
+    # Only the libraries of ``user_api``: threadpoolctl's limiter restores every library it
+    # controls on exit, which would undo another thread's BLAS limit.
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController().select(user_api=user_api)
 
 
 def thread_info() -> dict:

@@ -218,12 +218,11 @@ def _score_of(scoring, model, X_val, y_val, metrics):
 
 def _run_trial(build_fn, params, X_train, y_train, X_val, y_val, fit_params, scoring, seed,
                n_threads, keep_model, error_score):
-    from threadpoolctl import threadpool_limits
-
     from fastnn import training
+    from fastnn.parallel import limit_threads
 
     t0 = time.perf_counter()
-    with threadpool_limits(limits=n_threads):
+    with limit_threads(n_threads):
         try:
             build_kwargs = {k: v for k, v in params.items() if k not in FIT_PARAMS}
             fit_kwargs = dict(fit_params)

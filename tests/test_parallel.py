@@ -68,3 +68,35 @@ def test_search_limits_threads_inside_each_worker_thread():
     res = search.grid_search(_build, grid, X[:40], y[:40], X[40:], y[40:],
                              fit_params={"epochs": 1}, keep_models=True, n_threads=1)
     assert all(m.threads_seen[1]["openmp"] == 1 for m in res.models)
+
+
+def test_concurrent_limits_restore_blas():
+    """Two threads limit at once and leave in the 'wrong' order (first in, first out): each saw
+    its own OpenMP limit, and the BLAS count afterwards is the original one (threadpoolctl's
+    own limiter, nested from two threads, would restore the second thread's saved value)."""
+    before = thread_info()
+    a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
+    seen = {}
+
+    def a():
+        with limit_threads(1):
+            a_in.set()
+            b_in.wait(5)
+            seen["a"] = thread_info()
+        a_out.set()
+
+    def b():
+        a_in.wait(5)
+        with limit_threads(1):
+            b_in.set()
+            a_out.wait(5)
+            seen["b"] = thread_info()        # a has left, b is still inside
+
+    ts = [threading.Thread(target=f) for f in (a, b)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(10)
+    assert seen["a"]["openmp"] == seen["b"]["openmp"] == 1
+    after = thread_info()
+    assert after["blas"] == before["blas"] and after["openmp"] == before["openmp"]
