@@ -176,27 +176,34 @@ cdef extern from *:
             p[i] = (T)(v > 0.0 ? v : 0.0);                                                   \\
         }                                                                                    \\
     }                                                                                        \\
-    /* sparsemax candidates: out[0:k] = the u = z - m (double) with u > -1, in order; returns k.
-       Blocks of 16 are first tested with a vectorized any(): blocks without a candidate (most
-       of a long row) cost one vector compare per element. *bad is set on NaN. */        \\
+    /* sparsemax candidates: out[0:k] = the u = z - m (double) that may be in the support,  \\
+       in order; returns k. u is kept when u > lb, lb a lower bound of tau that starts at -1 \\
+       (tau >= max(z) - 1) and rises to (sum of the kept u - 1) / k after each block (for any \\
+       set A, (sum_A u - 1) / |A| <= tau). Blocks of 16 are first screened with a vectorized \\
+       any(u > lb): most of a long row costs one vector compare per entry. *bad: NaN seen. */ \\
     FNN_ROW Py_ssize_t fnn_candidates_##S(const T *z, double m, double *out, Py_ssize_t n,  \\
                                           int *bad) {                                        \\
         Py_ssize_t k = 0;                                                                    \\
         int nan = 0;                                                                         \\
+        double lb = -1.0, sum = 0.0;                                                         \\
         for (Py_ssize_t i0 = 0; i0 < n; i0 += 16) {                                          \\
             Py_ssize_t i1 = n - i0 < 16 ? n : i0 + 16;                                       \\
-            int any = 0;                                                                     \\
+            int any = 0, nb = 0;                                                             \\
             for (Py_ssize_t i = i0; i < i1; i++) {                                           \\
                 double u = (double)z[i] - m;                                                 \\
-                any |= (u > -1.0) | (u != u);                                                \\
+                any |= u > lb;                                                               \\
+                nb |= u != u;                                                                \\
             }                                                                                \\
+            nan |= nb;                                                                       \\
             if (!any) continue;                                                              \\
-            for (Py_ssize_t i = i0; i < i1; i++) {                                           \\
+            for (Py_ssize_t i = i0; i < i1; i++) {  /* few entries pass: a branch is cheap */ \\
                 double u = (double)z[i] - m;                                                 \\
-                nan |= u != u;                                                               \\
-                out[k] = u;                                                                  \\
-                k += u > -1.0;                                                               \\
+                if (u > lb) {                                                                \\
+                    out[k++] = u;                                                            \\
+                    sum += u;                                                                \\
+                }                                                                            \\
             }                                                                                \\
+            if (k > 0 && (sum - 1.0) / k > lb) lb = (sum - 1.0) / k;                         \\
         }                                                                                    \\
         *bad = nan;                                                                          \\
         return k;                                                                            \\

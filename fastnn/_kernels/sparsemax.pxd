@@ -4,7 +4,9 @@
 # Everything works in shifted coordinates u = z - max(z) (so tau is in [-1, 0) and 1 + u never
 # loses u, even when |z| >= 2^53) and in double, whatever the data type. Only the candidates
 # u > -1 can be in the support (tau >= max(z) - 1), so every method first collects them into a
-# double scratch of n_cols entries (also checking for NaN), then finds tau among them:
+# double scratch of n_cols entries (also checking for NaN), then finds tau among them. The
+# screen is tightened on the way: for any set A of entries, (sum_A u - 1) / |A| <= tau, so an
+# entry at or below that bound (computed from the candidates kept so far) is skipped too.
 #
 # SORT    the lecture's algorithm on the whole row: sort u descending, k = max{k: 1 + k u_(k) >
 #         sum_{j<=k} u_(j)}, tau = (sum_{j<=k} u_(j) - 1) / k. O(C log C); the reference path.
