@@ -6,7 +6,7 @@ out=Z)`` forward; ``dZ = G * (Y > 0); dW = X.T @ dZ; db = dZ.sum(0); dX = dZ @ W
 Both sides allocate their outputs. Targets: >= 1.0x NumPy at every size, >= 1.3x at batch 128.
 
     python -m pytest benchmarks/bench_dense.py --benchmark-only
-    python benchmarks/bench_dense.py          # a table of medians and ratios
+    PYTHONPATH=. python benchmarks/bench_dense.py   # a table (source tree) of medians and ratios
 """
 from __future__ import annotations
 
@@ -108,6 +108,7 @@ def main(argv=None):
     """Print a table: median time of NumPy and fastnn and their ratio, per case."""
     from threadpoolctl import threadpool_limits
 
+    import fastnn  # noqa: F401  (load scipy's BLAS and the OpenMP runtime before the report)
     print("\n".join(machine_facts()))
     print(f"{'case':<34}{'thr':>4}{'numpy ms':>11}{'fastnn ms':>11}{'speedup':>9}")
     for shape in SHAPES:

@@ -6,7 +6,7 @@ NumPy baselines are what a NumPy user writes: ``np.maximum(z, 0)``, ``1 / (1 + n
 Both sides allocate their outputs. Target: >= 2x NumPy.
 
     python -m pytest benchmarks/bench_elementwise.py --benchmark-only
-    python benchmarks/bench_elementwise.py          # a table of medians and ratios
+    PYTHONPATH=. python benchmarks/bench_elementwise.py   # a table (source tree) of medians and ratios
 """
 from __future__ import annotations
 
@@ -88,6 +88,7 @@ def _median(fn, budget=0.5, max_rounds=200, min_rounds=5):
 
 
 def main():
+    import fastnn  # noqa: F401  (load scipy's BLAS and the OpenMP runtime before the report)
     print("\n".join(machine_facts()))
     print(f"{'case':<30}{'thr':>4}{'numpy ms':>11}{'fastnn ms':>11}{'speedup':>9}")
     for n in SIZES:

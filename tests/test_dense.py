@@ -12,7 +12,7 @@ def tol(dtype):
     return (2e-5, 2e-6) if np.dtype(dtype) == np.float32 else (1e-12, 1e-13)
 
 ACTS = ["identity", "linear", "sigmoid", "tanh", "relu", "step", "sign"]
-SHAPES = [(1, 1, 1), (1, 37, 19), (7, 1, 5), (5, 3, 1), (6, 30, 80), (5, 70, 3), (40, 21, 70),
+SHAPES = [(1, 1, 1), (1, 37, 19), (7, 1, 5), (5, 3, 1), (2, 30, 80), (2, 70, 3), (40, 21, 70),
           (0, 4, 3)]
 
 

@@ -39,12 +39,13 @@ cdef double SPLIT_MAX_WORK = 4.0e9
 cdef Py_ssize_t EPILOGUE_PAR_MIN = 262144
 
 
-# Up to this many rows (and at least 64 output columns) a product is one GEMV per row: scipy's
-# OpenBLAS 0.3.30 sgemm with a short side of 2-16 rows ran 2-3.5x slower than NumPy's OpenBLAS
-# 0.3.31 (the swapped row-major call gives it M = out_features, N = batch), while one sgemv per
-# row was faster than that sgemm up to ~12 rows at 784->256 (1 thread: 4 rows 45 vs 150 us,
-# 8 rows 98 vs 171 us, 16 rows 192 vs 205 us) and slower for 10 output columns.
-cdef Py_ssize_t GEMV_MAX_ROWS = 8
+# Up to this many rows (and at least 64 output columns) a product is one GEMV per row. With
+# NumPy's bundled OpenBLAS 0.3.31 (the default backend of _blas) sgemm is as fast as NumPy and
+# GEMV per row only wins at 2 rows (784->256, 1 thread: 2 rows 30 vs 59 us; 4 rows 53 vs 48 us;
+# 16 rows 196 vs 116 us). With scipy's OpenBLAS 0.3.30 (FASTNN_BLAS=scipy) sgemm with 2-16 rows
+# ran 2-3.5x slower than NumPy's (it packs the whole weight per call) and GEMV per row won up to
+# ~12 rows (4 rows 45 vs 150 us, 8 rows 98 vs 171 us): set_gemv_max_rows(8) suits that backend.
+cdef Py_ssize_t GEMV_MAX_ROWS = 2
 
 
 def set_gemv_max_rows(Py_ssize_t rows):
