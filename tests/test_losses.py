@@ -256,9 +256,9 @@ def test_nan_rows_give_nan_loss():
 @pytest.mark.parametrize("name", sorted(LOSS_FNS))
 def test_reductions_grad_out_and_threads(name, dtype, rng):
     fn = LOSS_FNS[name]
-    z = rng.standard_normal((300, 230)).astype(dtype)  # above PARALLEL_MIN_ELEMENTS
+    z = rng.standard_normal((300, 900)).astype(dtype)  # above PARALLEL_MIN_ELEMENTS
     assert z.size >= _kernel.PARALLEL_MIN_ELEMENTS
-    y = rng.integers(0, 230, 300)
+    y = rng.integers(0, 900, 300)
     l1, g1 = fn(z, y, return_grad=True, n_threads=1)
     l2, g2 = fn(z, y, return_grad=True, n_threads=2)
     assert l1 == l2

@@ -177,7 +177,7 @@ def test_methods_agree_with_ties_and_many_candidates(rng):
 
 @pytest.mark.parametrize("method", METHODS)
 def test_threads_identical(method, dtype, rng):
-    z = rng.standard_normal((300, 257)).astype(dtype)  # above PARALLEL_MIN_ELEMENTS
+    z = rng.standard_normal((300, 900)).astype(dtype)  # above PARALLEL_MIN_ELEMENTS
     assert z.size >= _kernel.PARALLEL_MIN_ELEMENTS
     p1 = F.sparsemax(z, method=method, n_threads=1)
     p2 = F.sparsemax(z, method=method, n_threads=2)

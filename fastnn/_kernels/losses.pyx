@@ -16,8 +16,9 @@ from cython.parallel cimport parallel, prange
 from fastnn._kernels.softmax cimport softmax_row, fnn_exp_d
 from fastnn._kernels.sparsemax cimport sparsemax_tau, SPARSEMAX_AUTO
 
-# Serial below this many elements of z: measured like softmax's threshold (same row cost).
-PARALLEL_MIN_ELEMENTS = 65536
+# Below this many elements (n_rows * n_cols) the rows run on the calling thread: the same as
+# softmax.pyx/sparsemax.pyx, whose row routines these rows run (see the measurement there).
+PARALLEL_MIN_ELEMENTS = 262144
 cdef Py_ssize_t _PAR_MIN = PARALLEL_MIN_ELEMENTS
 
 

@@ -9,11 +9,13 @@ from cython.parallel cimport prange
 from fastnn._kernels.softmax cimport (softmax_row, fnn_softmax_vjp_d, fnn_softmax_vjp_f,
                                       fnn_log_softmax_vjp_d, fnn_log_softmax_vjp_f)
 
-# Below this many elements (n_rows * n_cols) the loops run on the calling thread. Measured on the
-# 2-core development machine (benchmarks/bench_output.py, softmax float64/float32, 256 rows):
-# at 256 x 100 two threads were still slower than one (team wake-up ~5-10 us against ~15 us of
-# work); from 256 x 1000 two threads gave 1.6-1.9x.
-PARALLEL_MIN_ELEMENTS = 65536
+# Below this many elements (n_rows * n_cols) the rows run on the calling thread. Measured with
+# sweeps of 256 x C float32 (1 vs 2 threads, threshold forced to 0) on the shared 2-core machine
+# under load 4-7: two threads never won below 256 x 1024 (team wake-up and a busy second core
+# cost 15-60 us against 20-300 us of work) and won or tied only in some cases from 256 x 1e4
+# on. 2^18 keeps training-size batches serial; retune with _set_parallel_min_elements on a
+# quiet machine.
+PARALLEL_MIN_ELEMENTS = 262144
 cdef Py_ssize_t _PAR_MIN = PARALLEL_MIN_ELEMENTS
 
 

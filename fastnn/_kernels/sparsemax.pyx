@@ -10,10 +10,13 @@ from cython.parallel cimport parallel, prange
 from fastnn._kernels.sparsemax cimport (sparsemax_row, SPARSEMAX_SORT, SPARSEMAX_SELECT,
                                         SPARSEMAX_AUTO)
 
-# Below this many elements the rows run on the calling thread: measured on the 2-core
-# development machine with "auto" (the cheapest method, hence the highest threshold) on 256 rows:
-# two threads lost at 256 x 100 and won from 256 x 1000 on.
-PARALLEL_MIN_ELEMENTS = 65536
+# Below this many elements (n_rows * n_cols) the rows run on the calling thread. Measured with
+# sweeps of 256 x C float32 (1 vs 2 threads, threshold forced to 0) on the shared 2-core machine
+# under load 4-7: two threads never won below 256 x 1024 (team wake-up and a busy second core
+# cost 15-60 us against 20-300 us of work) and won or tied only in some cases from 256 x 1e4
+# on. 2^18 keeps training-size batches serial; retune with _set_parallel_min_elements on a
+# quiet machine.
+PARALLEL_MIN_ELEMENTS = 262144
 cdef Py_ssize_t _PAR_MIN = PARALLEL_MIN_ELEMENTS
 
 
