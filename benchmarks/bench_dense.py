@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from conftest import machine_facts, numpy_threads, run  # noqa: E402  (shared helpers)
+from conftest import machine_facts, numpy_threads, run
 
 SHAPES = [(1, 784, 256), (16, 784, 256), (128, 784, 256), (1024, 4096, 4096)]
 

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from conftest import machine_facts, run  # noqa: E402  (shared helpers)
+from conftest import machine_facts, run
 
 SIZES = [1_000_000, 10_000_000]
 P = 0.5

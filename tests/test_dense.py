@@ -6,7 +6,6 @@ import fastnn.functional as F
 from fastnn._kernels import dense as _kd
 
 
-
 def tol(dtype):
     """(rtol, atol) against a float64 reference (as tests/conftest.py's tol)."""
     return (2e-5, 2e-6) if np.dtype(dtype) == np.float32 else (1e-12, 1e-13)
@@ -290,8 +289,8 @@ def test_blas_thread_count_restored_under_concurrency(rng):
     """Concurrent dense calls from Python threads leave the BLAS thread count as it was."""
     import threading
 
-    from fastnn._kernels import _blas
     import fastnn
+    from fastnn._kernels import _blas
     if not _blas.has_thread_control():
         pytest.skip("no BLAS thread control")
     before = fastnn._threads.blas_info()["num_threads"]

@@ -18,8 +18,17 @@ from fastnn._kernels import activations as _k
 from fastnn._threads import resolve_n_threads
 from fastnn._validation import check_float_array, check_out, check_same_dtype
 
-__all__ = ["ACTIVATIONS", "activation", "activation_backward", "activation_code",
-           "sigmoid", "tanh", "relu", "step", "sign"]
+__all__ = [
+    "ACTIVATIONS",
+    "activation",
+    "activation_backward",
+    "activation_code",
+    "relu",
+    "sigmoid",
+    "sign",
+    "step",
+    "tanh",
+]
 
 #: Accepted activation names (``"linear"`` is an alias of ``"identity"``).
 ACTIVATIONS = ("identity", "linear", "sigmoid", "tanh", "relu", "step", "sign")

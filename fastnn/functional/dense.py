@@ -16,10 +16,15 @@ import numpy as np
 
 from fastnn._kernels import dense as _k
 from fastnn._threads import resolve_n_threads
-from fastnn._validation import check_float_array, check_no_overlap, check_out, check_same_dtype
+from fastnn._validation import (
+    check_float_array,
+    check_no_overlap,
+    check_out,
+    check_same_dtype,
+)
 from fastnn.functional.activations import activation_code
 
-__all__ = ["dense_forward", "dense_backward"]
+__all__ = ["dense_backward", "dense_forward"]
 
 _IDENTITY = activation_code("identity")
 
