@@ -175,7 +175,8 @@ def run_numpy_1thread(data, weights, seed, target, max_epochs):
 # PyTorch
 # --------------------------------------------------------------------------------------------
 
-def run_torch(data, weights, seed, target, max_epochs):
+def run_torch(data, weights, seed, target, max_epochs, fused=False):
+    """PyTorch's eager loop; ``fused=True`` uses ``Adam(fused=True)`` (one fused kernel)."""
     import torch
     from torch import nn
 
@@ -191,7 +192,8 @@ def run_torch(data, weights, seed, target, max_epochs):
         if i < len(weights) - 1:
             layers.append(nn.ReLU())
     model = nn.Sequential(*layers)
-    opt = torch.optim.Adam(model.parameters(), lr=LR, betas=(BETA1, BETA2), eps=EPS)
+    opt = torch.optim.Adam(model.parameters(), lr=LR, betas=(BETA1, BETA2), eps=EPS,
+                           **({"fused": True} if fused else {}))
     loss_fn = nn.CrossEntropyLoss()
     Xt = torch.from_numpy(Xtr)
     yt = torch.from_numpy(ytr)
