@@ -306,3 +306,17 @@ def test_parallel_path_small_shapes(parallel_everywhere, shape, dtype, rng):
         l1 = F.binary_cross_entropy(z[:, 0], y > 0, reduction="none", n_threads=1)
         np.testing.assert_array_equal(
             F.binary_cross_entropy(z[:, 0], y > 0, reduction="none", n_threads=nt), l1)
+
+
+def test_auto_handover_to_select(rng):
+    """"auto" hands its remaining candidates to "select" after a bounded number of Michelot
+    passes; force the hand-over after one pass and check it stays exact."""
+    rows = [rng.standard_normal((20, 50)), -np.sort(rng.random((5, 3000)), axis=1),
+            -np.linspace(0, 0.999, 500)[None, :] ** 0.2, np.full((2, 7), 1.5),
+            rng.integers(-2, 2, size=(30, 12)).astype(np.float64) * 0.5]
+    for z in rows:
+        for dtype in (np.float64, np.float32):
+            zz = np.ascontiguousarray(z, dtype=dtype)
+            p = np.empty_like(zz)
+            _kernel.sparsemax_forward(zz, p, _kernel._AUTO_HANDOVER_NOW, 1)
+            np.testing.assert_allclose(p, F.sparsemax(zz, method="sort"), atol=_atol(dtype) * 10)

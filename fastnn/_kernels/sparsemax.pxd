@@ -35,6 +35,7 @@ cdef enum:
     SPARSEMAX_SORT = 0
     SPARSEMAX_SELECT = 1
     SPARSEMAX_AUTO = 2
+    SPARSEMAX_AUTO_HANDOVER_NOW = 3  # tests only: "auto" handing over to select after 1 pass
     MICHELOT_MAX_PASSES = 16
 
 
@@ -150,7 +151,7 @@ cdef inline double _tau_select(double *a, Py_ssize_t n, double s, Py_ssize_t k) 
     return (s - 1.0) / k
 
 
-cdef inline double _tau_michelot(double *a, Py_ssize_t n) noexcept nogil:
+cdef inline double _tau_michelot(double *a, Py_ssize_t n, int max_passes) noexcept nogil:
     """tau from the candidates a[:n] (a superset of the support) by variable fixing."""
     cdef Py_ssize_t i, j, passes = 0
     cdef double s = 0.0, s_new, tau, x
@@ -172,7 +173,7 @@ cdef inline double _tau_michelot(double *a, Py_ssize_t n) noexcept nogil:
         s = s_new
         tau = (s - 1.0) / n
         passes += 1
-        if passes >= MICHELOT_MAX_PASSES:
+        if passes >= max_passes:
             return _tau_select(a, n, 0.0, 0)
 
 
@@ -220,7 +221,8 @@ cdef inline int sparsemax_tau(const floating *z, Py_ssize_t n, int method, doubl
     elif method == SPARSEMAX_SELECT:
         tau_out[0] = _tau_select(scratch, n_cand, 0.0, 0)
     else:
-        tau_out[0] = _tau_michelot(scratch, n_cand)
+        tau_out[0] = _tau_michelot(scratch, n_cand, 1 if method == SPARSEMAX_AUTO_HANDOVER_NOW
+                                   else MICHELOT_MAX_PASSES)
     return 0
 
 

@@ -8,7 +8,7 @@ from cython cimport floating
 from cython.parallel cimport parallel, prange
 
 from fastnn._kernels.sparsemax cimport (sparsemax_row, SPARSEMAX_SORT, SPARSEMAX_SELECT,
-                                        SPARSEMAX_AUTO)
+                                        SPARSEMAX_AUTO, SPARSEMAX_AUTO_HANDOVER_NOW)
 
 # Below this many elements (n_rows * n_cols) the rows run on the calling thread. Measured with
 # sweeps of 256 x C float32 (1 vs 2 threads, threshold forced to 0) on the shared 2-core machine
@@ -28,6 +28,7 @@ def _set_parallel_min_elements(Py_ssize_t n):
     return old
 
 METHODS = {"sort": SPARSEMAX_SORT, "select": SPARSEMAX_SELECT, "auto": SPARSEMAX_AUTO}
+_AUTO_HANDOVER_NOW = SPARSEMAX_AUTO_HANDOVER_NOW  # tests: exercise auto's hand-over to select
 
 
 cdef inline int _threads_for(Py_ssize_t n_rows, Py_ssize_t n_cols, int n_threads) noexcept nogil:
