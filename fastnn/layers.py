@@ -20,6 +20,8 @@ import numbers
 import numpy as np
 
 from fastnn import functional as F
+from fastnn._kernels import activations as _activation_kernels
+from fastnn._kernels import dense as _dense_kernels
 from fastnn._threads import resolve_n_threads
 from fastnn.parameter import Parameter
 
@@ -48,6 +50,24 @@ _KINKED = ("relu", "step", "sign")
 
 _MAX_CACHED_SHAPES = 32
 _REGISTRY: dict[str, type] = {}
+
+# Dense's internal fast path calls the kernels directly (see _fast_dense_inputs): the functional
+# wrappers' validation costs ~7 us per call, most of a batch-1 layer or of a small network's step.
+_ACT_CODES = {name: _activation_kernels.CODES[name] for name in ACTIVATIONS}
+_EMPTY1 = {np.dtype(t): np.empty(0, t) for t in (np.float32, np.float64)}
+_EMPTY2 = {np.dtype(t): np.empty((0, 0), t) for t in (np.float32, np.float64)}
+
+
+def _fast_dense_inputs(x, W, b, n_in, n_out) -> bool:
+    """True when x, W (and b) can go to the dense kernel as they are: plain C-contiguous
+    ndarrays of one float dtype with the layer's shapes. Anything else (lists, other dtypes,
+    strided views, wrong widths, a replaced parameter array) takes the validating path, which
+    converts or raises exactly as before."""
+    return (type(x) is np.ndarray and type(W) is np.ndarray and x.ndim == 2
+            and x.shape[1] == n_in and W.shape == (n_in, n_out) and x.dtype == W.dtype
+            and W.dtype in _EMPTY1 and x.flags.c_contiguous and W.flags.c_contiguous
+            and (b is None or (type(b) is np.ndarray and b.dtype == W.dtype
+                               and b.shape == (n_out,) and b.flags.c_contiguous)))
 
 
 def _canonical_activation(name) -> str:
@@ -424,11 +444,20 @@ class Dense(Module):
             self.bias.data.fill(self.bias_init)
 
     def forward(self, x):
-        y = self._buffer("y", (x.shape[0], self.out_features), self.weight.data.dtype)
+        W = self.weight.data
+        y = self._buffer("y", (x.shape[0], self.out_features), W.dtype)
         if x is y or x.base is y:  # fed its own last output: a GEMM cannot write over its input
             y = np.empty_like(y)
-        F.dense_forward(x, self.weight.data, None if self.bias is None else self.bias.data,
-                        activation=self.activation, out=y, n_threads=self._n_threads)
+        b = None if self.bias is None else self.bias.data
+        if _fast_dense_inputs(x, W, b, self.in_features, self.out_features):
+            # Internal fast path: the arrays are already what the kernel needs (the network's
+            # own buffers, or an input the container validated), and y is this module's buffer.
+            _dense_kernels.dense_forward(x, W, _EMPTY1[W.dtype] if b is None else b, y,
+                                         _ACT_CODES[self.activation], b is not None,
+                                         resolve_n_threads(self._n_threads))
+        else:
+            F.dense_forward(x, W, b, activation=self.activation, out=y,
+                            n_threads=self._n_threads)
         self._x, self._y = x, y
         return y
 
@@ -437,6 +466,8 @@ class Dense(Module):
         gx = None
         if need_input_grad:
             gx = self._buffer("gx", x.shape, x.dtype)
+        if self._fast_backward(x, grad_output, gx, inplace):
+            return gx
         F.dense_backward(x, self.weight.data, self._y, grad_output, activation=self.activation,
                          grad_W_out=self.weight.grad,
                          grad_b_out=None if self.bias is None else self.bias.grad,
@@ -444,6 +475,41 @@ class Dense(Module):
                          overwrite_grad_Y=inplace, need_grad_b=self.bias is not None,
                          n_threads=self._n_threads)
         return gx
+
+    def _fast_backward(self, x, g, gx, inplace) -> bool:
+        """The backward kernel called directly when every array is already C-contiguous, of the
+        parameters' dtype and shape, and the outputs cannot overlap the inputs (the module's
+        own buffers and the parameters' gradients); False leaves it to the validating path."""
+        W, y = self.weight.data, self._y
+        dt = W.dtype
+        Wg = self.weight.grad
+        b = self.bias
+        bg = None if b is None else b.grad
+        if not (_fast_dense_inputs(x, W, None, self.in_features, self.out_features)
+                and type(g) is np.ndarray and g.dtype == dt and g.shape == y.shape
+                and g.flags.c_contiguous and y.flags.c_contiguous
+                and type(Wg) is np.ndarray and Wg.dtype == dt and Wg.shape == W.shape
+                and Wg.flags.c_contiguous and Wg.flags.writeable
+                and (bg is None or (type(bg) is np.ndarray and bg.dtype == dt
+                                    and bg.shape == (self.out_features,)
+                                    and bg.flags.c_contiguous and bg.flags.writeable))):
+            return False
+        if gx is not None and (g is gx or g.base is gx or x is gx or x.base is gx):
+            return False
+        code = _ACT_CODES[self.activation]
+        if code == _ACT_CODES["identity"]:
+            dz = _EMPTY2[dt]                   # the kernel reads dZ straight from g
+        elif inplace and g.flags.writeable and g is not y and g.base is not y:
+            dz = g
+        else:
+            dz = self._buffer("dz", g.shape, dt)
+        acc = _EMPTY1[np.dtype(np.float64)] if bg is None else self._buffer(
+            "acc", (self.out_features,), np.float64)
+        _dense_kernels.dense_backward(x, W, y, g, dz, _EMPTY2[dt] if gx is None else gx, Wg,
+                                      _EMPTY1[dt] if bg is None else bg, acc, code,
+                                      gx is not None, bg is not None, True,
+                                      resolve_n_threads(self._n_threads))
+        return True
 
     def _kink_state(self):
         if self.activation in _KINKED and self._y is not None:
