@@ -29,3 +29,38 @@ def rng():
 def tol(dtype):
     """(rtol, atol) for comparing a kernel's output with a float64 reference."""
     return (2e-5, 2e-6) if np.dtype(dtype) == np.float32 else (1e-12, 1e-13)
+
+
+def _make_tests_importable_by_workers():
+    """Let other processes import the test modules by name.
+
+    With --import-mode=importlib pytest imports a test module as "tests.test_search" without
+    putting the repository on sys.path. Processes that unpickle a function defined in a test
+    module (joblib's loky workers, Dask workers) then fail with "No module named 'tests'" when
+    the suite runs against an installed fastnn from outside the source tree (CI, wheels).
+    Adding the repository root would shadow the installed fastnn with the source folder, so a
+    directory holding only ``tests`` (a link, or a copy where links are not allowed) goes at the
+    end of sys.path instead; spawned workers receive the parent's sys.path.
+    """
+    import atexit
+    import shutil
+    import sys
+    import tempfile
+
+    here = os.path.realpath(os.path.dirname(os.path.abspath(__file__)))
+    # (pytest's own sys.modules entry for "tests" does not count: other processes lack it.)
+    if any(os.path.realpath(os.path.join(p or os.getcwd(), "tests")) == here for p in sys.path):
+        return  # already importable (e.g. python -m pytest from the repository root)
+    shadow = tempfile.mkdtemp(prefix="fastnn-tests-path-")
+    try:
+        os.symlink(here, os.path.join(shadow, "tests"), target_is_directory=True)
+    except (OSError, NotImplementedError):
+        shutil.copytree(here, os.path.join(shadow, "tests"),
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    atexit.register(shutil.rmtree, shadow, True)   # the link (or copy) only, not the tests
+    sys.path.append(shadow)
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        [p for p in [os.environ.get("PYTHONPATH"), shadow] if p])
+
+
+_make_tests_importable_by_workers()
