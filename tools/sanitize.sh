@@ -13,6 +13,10 @@
 #          past the buffer.
 #   all    both (default).
 #
+# FASTNN_SANITIZE_REUSE=1 reruns the tests in an existing copy without copying or rebuilding
+# (setup.py build_ext then finds everything up to date).
+# tests/test_memory.py skips itself under ASan (its quarantine keeps freed memory resident).
+#
 # Each build happens in its own copy of the committed tree (git archive HEAD; set
 # FASTNN_SANITIZE_SOURCE=worktree to copy the working tree, uncommitted files included) under
 # ${FASTNN_SANITIZE_DIR:-/tmp/fastnn-sanitize}/<build>, so the in-place build of the checkout is
@@ -58,9 +62,13 @@ check_log() {  # check_log LOG: fail on sanitizer reports
 
 run_build() {  # run_build NAME
     local name="$1" dest="$OUT/$1" log="$OUT/$1.log" t0 status=0
-    copy_tree "$dest"
     t0=$(date +%s)
-    echo "== $name: building in $dest" | tee "$log"
+    if [ "${FASTNN_SANITIZE_REUSE:-0}" = 1 ] && [ -d "$dest/fastnn" ]; then
+        echo "== $name: reusing the build in $dest (FASTNN_SANITIZE_REUSE=1)" | tee "$log"
+    else
+        copy_tree "$dest"
+        echo "== $name: building in $dest" | tee "$log"
+    fi
     (
         cd "$dest"
         export CC="$CC_"
@@ -77,8 +85,11 @@ run_build() {  # run_build NAME
     (
         cd "$dest"
         if [ "$name" = asan ]; then
+            # libstdc++ preloaded too: without it ASan's __cxa_throw interceptor finds no real
+            # __cxa_throw and aborts the first C++ exception (matplotlib's pybind11 modules)
             LIBASAN="$("$CC_" -print-file-name=libasan.so)"
-            export LD_PRELOAD="$LIBASAN"
+            LIBSTDCXX="$("$CC_" -print-file-name=libstdc++.so.6)"
+            export LD_PRELOAD="$LIBASAN $LIBSTDCXX"
             export ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:allocator_may_return_null=1"
             export UBSAN_OPTIONS="print_stacktrace=1"
         fi
