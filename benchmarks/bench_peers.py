@@ -37,8 +37,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import math
 import os
+import subprocess
 import sys
 import time
 import warnings
@@ -320,42 +322,6 @@ def _sklearn_block(batch):
     return 32 * batch if batch >= 64 else 128 * batch
 
 
-def bench_train(data, batches=(16, 128), threads=(1, 2), rounds=5, min_time=0.3,
-                have_torch=None):
-    """Samples/s of each implementation: {(batch, threads): {name: samples/s}}."""
-    Xtr, ytr = data[0], data[1]
-    have_torch = torch_available() if have_torch is None else have_torch
-    weights = _tta.initial_weights(0)
-    results = {}
-    for batch in batches:
-        bl = mnist_batches(Xtr, ytr, batch)
-        nblock = _sklearn_block(batch)
-        Xb, yb = np.ascontiguousarray(Xtr[:nblock]), ytr[:nblock]
-        for nt in threads:
-            with fixed_threads(nt):
-                fns = {"fastnn": _Cycle(FastnnTrain(weights, nt), bl),
-                       "fastnn fit()": FastnnFit(weights, nt, Xb, yb, batch)}
-                per = {"fastnn": batch, "fastnn fit()": nblock}
-                if have_torch:
-                    fns["torch Adam"] = _Cycle(TorchTrain(weights), bl)
-                    fns["torch Adam(fused)"] = _Cycle(TorchTrain(weights, fused=True), bl)
-                    per["torch Adam"] = per["torch Adam(fused)"] = batch
-                fns["numpy"] = _Cycle(numpy_train(weights), bl)
-                per["numpy"] = batch
-                fns["sklearn"] = SklearnTrain(Xb, yb, batch)
-                per["sklearn"] = nblock
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    t = interleaved(fns, rounds=rounds, min_time=min_time, warmup=2,
-                                    counts={"fastnn fit()": 1, "sklearn": 1})
-            results[(batch, nt)] = {k: per[k] / v for k, v in t.items()}
-            results[(batch, nt)]["_load"] = load_avg()
-            print(f"  train batch {batch} threads {nt}: "
-                  + ", ".join(f"{k} {v:,.0f}" for k, v in results[(batch, nt)].items()
-                              if not k.startswith("_")) + f"  (load {load_avg()})", flush=True)
-    return results
-
-
 # --------------------------------------------------------------------------------------------
 # Small network (the lecture's Keras MLP)
 # --------------------------------------------------------------------------------------------
@@ -424,64 +390,9 @@ def small_weights(seed=0):
     return out
 
 
-def bench_small(threads=(1, 2), batch=16, rounds=5, min_time=0.2, have_torch=None):
-    have_torch = torch_available() if have_torch is None else have_torch
-    X, y = small_data()
-    bl = [(np.ascontiguousarray(X[i:i + batch]), y[i:i + batch])
-          for i in range(0, 64 * batch, batch)]
-    weights = small_weights()
-    results = {}
-    nblock = 64 * batch
-    for nt in threads:
-        with fixed_threads(nt):
-            fns = {"fastnn": _Cycle(FastnnTrain(weights, nt, optimizer="sgd", sizes=SMALL_SIZES,
-                                                activation="tanh", dropout=SMALL_P), bl)}
-            per = {"fastnn": batch}
-            if have_torch:
-                for fused in (False, True):
-                    name = "torch SGD(fused)" if fused else "torch SGD"
-                    fns[name] = _Cycle(TorchTrain(weights, fused=fused, sizes=SMALL_SIZES,
-                                                  activation="tanh", dropout=SMALL_P,
-                                                  optimizer="sgd"), bl)
-                    per[name] = batch
-            fns["numpy"] = _Cycle(NumpySmall(weights).step, bl)
-            per["numpy"] = batch
-            fns["sklearn (no dropout)"] = SklearnTrain(X[:nblock], y[:nblock], batch,
-                                                       sizes=SMALL_SIZES, activation="tanh",
-                                                       solver="sgd")
-            per["sklearn (no dropout)"] = nblock
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                t = interleaved(fns, rounds=rounds, min_time=min_time,
-                                counts={"sklearn (no dropout)": 1})
-        results[nt] = {k: per[k] / v for k, v in t.items()}
-        results[nt]["_load"] = load_avg()
-        print(f"  small threads {nt}: " + ", ".join(
-            f"{k} {v:,.0f}" for k, v in results[nt].items() if not k.startswith("_"))
-            + f"  (load {load_avg()})", flush=True)
-    return results
-
-
 # --------------------------------------------------------------------------------------------
 # Time to accuracy
 # --------------------------------------------------------------------------------------------
-
-def bench_tta(data, target=0.98, max_epochs=10, have_torch=None, seed=0):
-    """Seconds to the target through bench_time_to_accuracy's runners (2 threads)."""
-    have_torch = torch_available() if have_torch is None else have_torch
-    weights = _tta.initial_weights(seed)
-    runners = {"fastnn": _tta.run_fastnn}
-    if have_torch:
-        runners["torch Adam"] = _tta.run_torch
-        runners["torch Adam(fused)"] = lambda *a: _tta.run_torch(*a, fused=True)
-    runners["numpy"] = _tta.run_numpy
-    out = {}
-    for name, fn in runners.items():
-        print(f"  {name}:", flush=True)
-        out[name] = fn(data, weights, seed, target, max_epochs)
-    out["_load"] = load_avg()
-    return out
-
 
 # --------------------------------------------------------------------------------------------
 # Inference
@@ -503,48 +414,6 @@ def _single_call_median(fns, n_calls=2000, rounds=5):
                 fn()
                 s.append(pc() - t0)
     return {k: float(np.median(v)) for k, v in samples.items()}
-
-
-def bench_infer(data, threads=(1, 2), rounds=5, have_torch=None):
-    have_torch = torch_available() if have_torch is None else have_torch
-    Xte = data[2]
-    weights = _tta.initial_weights(0)
-    x1 = np.ascontiguousarray(Xte[:1])
-    xb = np.ascontiguousarray(Xte[:1024])
-    results = {}
-    for nt in threads:
-        with fixed_threads(nt):
-            model = fastnn_mlp(weights, nt).eval()
-            net = _tta.NumpyMLP(weights)
-            lat = {"fastnn forward": lambda: model.forward(x1),
-                   "fastnn predict": lambda: model.predict(x1),
-                   "numpy": lambda: net.predict(x1)}
-            thr = {"fastnn forward": lambda: model.forward(xb),
-                   "fastnn predict": lambda: model.predict(xb),
-                   "numpy": lambda: net.predict(xb)}
-            if have_torch:
-                import torch
-                tm = TorchTrain(weights).model.eval()
-                t1, tb = torch.from_numpy(x1), torch.from_numpy(xb)
-
-                def torch_infer(x):
-                    with torch.inference_mode():
-                        return tm(x)
-                lat["torch"] = lambda: torch_infer(t1)
-                thr["torch"] = lambda: torch_infer(tb)
-            out1 = model.predict(x1)
-            assert np.allclose(out1, net.predict(x1), rtol=1e-4, atol=1e-4)
-            lat_t = _single_call_median(lat, rounds=rounds)
-            thr_t = interleaved(thr, rounds=rounds, min_time=0.2)
-        results[nt] = {"latency_us": {k: v * 1e6 for k, v in lat_t.items()},
-                       "throughput": {k: 1024 / v for k, v in thr_t.items()},
-                       "_load": load_avg()}
-        print(f"  infer threads {nt}: batch-1 us " + ", ".join(
-            f"{k} {v:.1f}" for k, v in results[nt]["latency_us"].items())
-            + "; batch-1024 samples/s " + ", ".join(
-            f"{k} {v:,.0f}" for k, v in results[nt]["throughput"].items())
-            + f"  (load {load_avg()})", flush=True)
-    return results
 
 
 # --------------------------------------------------------------------------------------------
@@ -571,37 +440,6 @@ def _rows_for(c):
     return int(max(8, min(256, 2_560_000 // c)))
 
 
-def bench_output(threads=(1, 2), classes=CLASSES, rounds=5, min_time=0.1, have_torch=None):
-    """ns per element of each implementation: {(C, threads): {name: ns}}."""
-    import fastnn.functional as F
-    have_torch = torch_available() if have_torch is None else have_torch
-    results = {}
-    for c in classes:
-        rows = _rows_for(c)
-        z = np.random.default_rng(0).standard_normal((rows, c)).astype(np.float32)
-        ref = _bo.numpy_sparsemax(z)
-        assert np.allclose(F.sparsemax(z), ref, atol=1e-5)
-        for nt in threads:
-            with fixed_threads(nt):
-                fns = {"fastnn softmax": lambda: F.softmax(z, n_threads=nt),
-                       "numpy softmax": lambda: _bo.numpy_softmax(z),
-                       "fastnn sparsemax": lambda: F.sparsemax(z, n_threads=nt),
-                       "numpy sort sparsemax": lambda: _bo.numpy_sparsemax(z)}
-                if have_torch:
-                    import torch
-                    zt = torch.from_numpy(z)
-                    assert np.allclose(torch_sparsemax_sort(zt).numpy(), ref, atol=1e-5)
-                    fns["torch softmax"] = lambda: torch.softmax(zt, dim=-1)
-                    fns["torch sort sparsemax"] = lambda: torch_sparsemax_sort(zt)
-                t = interleaved(fns, rounds=rounds, min_time=min_time, warmup=1)
-            results[(c, nt)] = {k: v * 1e9 / z.size for k, v in t.items()}
-            results[(c, nt)]["_load"] = load_avg()
-            print(f"  output C={c} threads {nt}: ns/element " + ", ".join(
-                f"{k} {v:.2f}" for k, v in results[(c, nt)].items() if not k.startswith("_"))
-                + f"  (load {load_avg()})", flush=True)
-    return results
-
-
 # --------------------------------------------------------------------------------------------
 # GEMM efficiency
 # --------------------------------------------------------------------------------------------
@@ -615,42 +453,360 @@ def step_gemm_flops(batch, sizes=SIZES):
     return 2 * fwd + dx
 
 
-def bench_gemm(threads=(1, 2), rounds=5, train=None):
-    from threadpoolctl import threadpool_limits
+# --------------------------------------------------------------------------------------------
+# What is timed: one spec (a JSON-able dict) -> a callable, built where it runs
+# --------------------------------------------------------------------------------------------
 
-    import fastnn.functional as F
-    rng = np.random.default_rng(0)
+TRAIN_IMPLS = ("fastnn", "fastnn fit()", "torch Adam", "torch Adam(fused)", "numpy", "sklearn")
+SMALL_IMPLS = ("fastnn", "torch SGD", "torch SGD(fused)", "numpy", "sklearn (no dropout)")
+INFER_IMPLS = ("fastnn forward", "fastnn predict", "numpy", "torch")
+OUTPUT_IMPLS = ("fastnn softmax", "numpy softmax", "torch softmax", "fastnn sparsemax",
+                "numpy sort sparsemax", "torch sort sparsemax")
+
+
+def build(spec, state):
+    """(fn, samples per call, calls per round or None) for a spec; state caches MNIST."""
+    part, impl, nt = spec["part"], spec["impl"], spec["nt"]
+    if part in ("train", "infer"):
+        if "mnist" not in state:
+            state["mnist"] = load_mnist(spec.get("mnist"))
+        data = state["mnist"]
+    if part == "train":
+        batch = spec["batch"]
+        weights = _tta.initial_weights(0)
+        if impl in ("fastnn fit()", "sklearn"):
+            n = _sklearn_block(batch)
+            Xb, yb = np.ascontiguousarray(data[0][:n]), data[1][:n]
+            fn = FastnnFit(weights, nt, Xb, yb, batch) if impl == "fastnn fit()" else \
+                SklearnTrain(Xb, yb, batch)
+            return fn, n, 1
+        bl = mnist_batches(data[0], data[1], batch)
+        step = {"fastnn": lambda: FastnnTrain(weights, nt),
+                "torch Adam": lambda: TorchTrain(weights),
+                "torch Adam(fused)": lambda: TorchTrain(weights, fused=True),
+                "numpy": lambda: numpy_train(weights)}[impl]()
+        return _Cycle(step, bl), batch, None
+    if part == "small":
+        batch = 16
+        X, y = small_data()
+        weights = small_weights()
+        if impl.startswith("sklearn"):
+            n = 64 * batch
+            return SklearnTrain(X[:n], y[:n], batch, sizes=SMALL_SIZES, activation="tanh",
+                                solver="sgd"), n, 1
+        bl = [(np.ascontiguousarray(X[i:i + batch]), y[i:i + batch])
+              for i in range(0, 64 * batch, batch)]
+        if impl == "fastnn":
+            step = FastnnTrain(weights, nt, optimizer="sgd", sizes=SMALL_SIZES,
+                               activation="tanh", dropout=SMALL_P)
+        elif impl == "numpy":
+            step = NumpySmall(weights).step
+        else:
+            step = TorchTrain(weights, fused="fused" in impl, sizes=SMALL_SIZES,
+                              activation="tanh", dropout=SMALL_P, optimizer="sgd")
+        return _Cycle(step, bl), batch, None
+    if part == "infer":
+        batch = spec["batch"]
+        weights = _tta.initial_weights(0)
+        x = np.ascontiguousarray(data[2][:batch])
+        if impl.startswith("fastnn"):
+            model = fastnn_mlp(weights, nt).eval()
+            fn = model.forward if impl == "fastnn forward" else model.predict
+            return (lambda: fn(x)), batch, None
+        if impl == "numpy":
+            net = _tta.NumpyMLP(weights)
+            return (lambda: net.predict(x)), batch, None
+        import torch
+        tm = TorchTrain(weights).model.eval()
+        xt = torch.from_numpy(x)
+
+        def torch_infer():
+            with torch.inference_mode():
+                return tm(xt)
+        return torch_infer, batch, None
+    if part == "output":
+        c = spec["c"]
+        z = np.random.default_rng(0).standard_normal((_rows_for(c), c)).astype(np.float32)
+        if impl.startswith("fastnn"):
+            import fastnn.functional as F
+            f = F.softmax if impl == "fastnn softmax" else F.sparsemax
+            return (lambda: f(z, n_threads=nt)), z.size, None
+        if impl.startswith("numpy"):
+            f = _bo.numpy_softmax if impl == "numpy softmax" else _bo.numpy_sparsemax
+            return (lambda: f(z)), z.size, None
+        import torch
+        zt = torch.from_numpy(z)
+        if impl == "torch softmax":
+            return (lambda: torch.softmax(zt, dim=-1)), z.size, None
+        return (lambda: torch_sparsemax_sort(zt)), z.size, None
+    if part == "gemm":
+        rng = np.random.default_rng(0)
+        if impl == "numpy sgemm":
+            n = spec["n"]
+            a, b = rng.random((n, n), dtype=np.float32), rng.random((n, n), dtype=np.float32)
+            o = np.empty((n, n), np.float32)
+            return (lambda: np.matmul(a, b, out=o)), 2 * n ** 3, None
+        batch = spec["batch"]
+        X = rng.random((batch, 784), dtype=np.float32)
+        W = (rng.standard_normal((784, 256)) * 0.05).astype(np.float32)
+        bias = np.zeros(256, np.float32)
+        Y = np.empty((batch, 256), np.float32)
+        if impl == "fastnn dense":
+            import fastnn.functional as F
+            return (lambda: F.dense_forward(X, W, bias, "relu", out=Y, n_threads=nt)), \
+                2 * batch * 784 * 256, None
+        return (lambda: np.matmul(X, W, out=Y)), 2 * batch * 784 * 256, None
+    raise ValueError(f"unknown spec {spec!r}")
+
+
+def _set_threads(nt, state):
+    if state.get("nt") == nt:
+        return
+    from threadpoolctl import threadpool_limits
+    state["limits"] = threadpool_limits(limits=nt)   # applied now, kept until changed
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(nt)
+    state["nt"] = nt
+
+
+def _torch_threads(nt):
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(nt)
+
+
+def handle(msg, state):
+    """One request: build (once) and time a spec, or run a time-to-accuracy runner."""
+    cmd = msg["cmd"]
+    if cmd == "tta":
+        _set_threads(_tta.N_THREADS, state)
+        data = state.get("mnist") or load_mnist(msg.get("mnist"))
+        state["mnist"] = data
+        name = msg["name"]
+        runner = {"fastnn": _tta.run_fastnn, "numpy": _tta.run_numpy,
+                  "torch Adam": _tta.run_torch,
+                  "torch Adam(fused)": lambda *a: _tta.run_torch(*a, fused=True)}[name]
+        return runner(data, _tta.initial_weights(0), 0, msg["target"], msg["max_epochs"])
+    spec = msg["spec"]
+    _set_threads(spec["nt"], state)
+    key = json.dumps(spec, sort_keys=True)
+    cache = state.setdefault("built", {})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if key not in cache:
+            fn, samples, fixed = build(spec, state)
+            state["nt"] = None                 # libraries loaded by build get the limit too
+            _set_threads(spec["nt"], state)
+            for _ in range(2):
+                fn()
+            calls = fixed or calibrate(fn, msg["min_time"])
+            cache[key] = (fn, samples, calls)
+        fn, samples, calls = cache[key]
+        pc = time.perf_counter
+        if cmd == "latency":
+            ts = []
+            for _ in range(msg["n_calls"]):
+                t0 = pc()
+                fn()
+                ts.append(pc() - t0)
+            return {"seconds": float(np.median(ts)), "samples": samples}
+        t0 = pc()
+        for _ in range(calls):
+            fn()
+        return {"seconds": (pc() - t0) / calls, "samples": samples}
+
+
+def _worker_main():
+    """A worker process: JSON requests on stdin, one JSON reply per line on stdout (anything
+    the timed code prints goes to stderr)."""
+    proto = sys.stdout
+    sys.stdout = sys.stderr
+    state = {}
+    for line in sys.stdin:
+        msg = json.loads(line)
+        if msg["cmd"] == "quit":
+            break
+        try:
+            reply = {"ok": True, "result": handle(msg, state)}
+        except Exception as exc:  # report to the parent, keep serving
+            reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+        proto.write(json.dumps(reply) + "\n")
+        proto.flush()
+
+
+def family(impl):
+    """Which library an implementation belongs to (one worker process per library)."""
+    return impl.split()[0]
+
+
+class Workers:
+    """One process per library (fastnn, torch, numpy, sklearn), or everything in this process.
+
+    Separate processes keep each library's thread pools (fastnn's OpenMP team, torch's OpenMP
+    and MKL threads, NumPy's OpenBLAS threads) from spinning while another library is timed: in
+    one process, interleaving made every 2-thread number 3-10x worse on this 2-core machine.
+    Between two requests the parent sleeps ``cooldown`` seconds so that spinning workers of the
+    last library park (OpenBLAS's spin for up to ~0.1 s).
+    """
+
+    def __init__(self, isolate=True, cooldown=0.15):
+        self.isolate, self.cooldown = isolate, cooldown
+        self.procs, self.state = {}, {}
+        self.last = None
+
+    def ask(self, impl, msg):
+        fam = family(impl)
+        if self.last is not None and self.last != fam:
+            time.sleep(self.cooldown)
+        self.last = fam
+        if not self.isolate:
+            return handle(msg, self.state)
+        p = self.procs.get(fam)
+        if p is None:
+            env = dict(os.environ)
+            env["PYTHONPATH"] = os.pathsep.join(
+                [os.path.dirname(HERE), HERE] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH")
+                                                 else []))
+            p = self.procs[fam] = subprocess.Popen(
+                [sys.executable, os.path.abspath(__file__), "--worker"], stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE, text=True, env=env, cwd=os.path.dirname(HERE))
+        p.stdin.write(json.dumps(msg) + "\n")
+        p.stdin.flush()
+        line = p.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the {fam} worker exited (see its stderr above)")
+        reply = json.loads(line)
+        if not reply["ok"]:
+            raise RuntimeError(f"{impl}: {reply['error']}")
+        return reply["result"]
+
+    def close(self):
+        for p in self.procs.values():
+            try:
+                p.stdin.write(json.dumps({"cmd": "quit"}) + "\n")
+                p.stdin.flush()
+                p.wait(timeout=30)
+            except Exception:
+                p.kill()
+        self.procs = {}
+
+
+def measure(workers, specs, rounds=5, min_time=0.3, cmd="round", n_calls=1000):
+    """Interleaved rounds over {name: spec}: median seconds per call and samples per call."""
+    times = {name: [] for name in specs}
+    samples = {}
+    for _ in range(rounds):
+        for name, spec in specs.items():
+            r = workers.ask(spec["impl"], {"cmd": cmd, "spec": spec, "min_time": min_time,
+                                           "n_calls": n_calls})
+            times[name].append(r["seconds"])
+            samples[name] = r["samples"]
+    return {name: (float(np.median(v)), samples[name]) for name, v in times.items()}
+
+
+def _impls(all_impls, have_torch):
+    return [i for i in all_impls if have_torch or family(i) != "torch"]
+
+
+def _line(what, r):
+    return f"  {what}: " + ", ".join(f"{k} {v:,.1f}" for k, v in r.items()
+                                     if not k.startswith("_")) + f"  (load {load_avg()})"
+
+
+def bench_train(workers, mnist=None, batches=(16, 128), threads=(1, 2), rounds=5, min_time=0.3,
+                have_torch=True):
+    """Samples/s: {(batch, threads): {impl: samples/s}}."""
+    results = {}
+    for batch in batches:
+        for nt in threads:
+            specs = {i: {"part": "train", "impl": i, "batch": batch, "nt": nt, "mnist": mnist}
+                     for i in _impls(TRAIN_IMPLS, have_torch)}
+            m = measure(workers, specs, rounds, min_time)
+            r = results[(batch, nt)] = {k: s / t for k, (t, s) in m.items()}
+            r["_load"] = load_avg()
+            print(_line(f"train batch {batch} threads {nt} (samples/s)", r), flush=True)
+    return results
+
+
+def bench_small(workers, threads=(1, 2), rounds=5, min_time=0.2, have_torch=True):
     results = {}
     for nt in threads:
-        peak = {}
-        with threadpool_limits(limits=nt, user_api="blas"):
-            for n in (512, 1024, 2048):
-                a = rng.random((n, n), dtype=np.float32)
-                b = rng.random((n, n), dtype=np.float32)
-                o = np.empty((n, n), np.float32)
-                t = interleaved({"mm": lambda: np.matmul(a, b, out=o)}, rounds=rounds,
-                                min_time=0.2, warmup=1)["mm"]
-                peak[n] = 2 * n ** 3 / t / 1e9
-            layer = {}
-            W = rng.standard_normal((784, 256)).astype(np.float32) * 0.05
-            bias = np.zeros(256, np.float32)
-            for batch in (16, 128, 1024):
-                X = rng.random((batch, 784), dtype=np.float32)
-                Y = np.empty((batch, 256), np.float32)
-                Yn = np.empty((batch, 256), np.float32)
-                t = interleaved({"fastnn": lambda: F.dense_forward(
-                    X, W, bias, "relu", out=Y, n_threads=nt),
-                    "numpy": lambda: np.matmul(X, W, out=Yn)}, rounds=rounds, min_time=0.1)
-                flops = 2 * batch * 784 * 256
-                layer[batch] = {k: flops / v / 1e9 for k, v in t.items()}
-        results[nt] = {"peak": peak, "layer": layer, "_load": load_avg()}
+        specs = {i: {"part": "small", "impl": i, "nt": nt}
+                 for i in _impls(SMALL_IMPLS, have_torch)}
+        m = measure(workers, specs, rounds, min_time)
+        r = results[nt] = {k: s / t for k, (t, s) in m.items()}
+        r["_load"] = load_avg()
+        print(_line(f"small threads {nt} (samples/s)", r), flush=True)
+    return results
+
+
+def bench_tta(workers, mnist=None, target=0.98, max_epochs=10, have_torch=True):
+    """Seconds to the target through bench_time_to_accuracy's runners (2 threads), each in
+    its library's worker process."""
+    out = {}
+    for name in ("fastnn", "torch Adam", "torch Adam(fused)", "numpy"):
+        if family(name) == "torch" and not have_torch:
+            continue
+        print(f"  time to accuracy, {name}:", flush=True)
+        out[name] = workers.ask(name, {"cmd": "tta", "name": name, "mnist": mnist,
+                                       "target": target, "max_epochs": max_epochs})
+    out["_load"] = load_avg()
+    return out
+
+
+def bench_infer(workers, mnist=None, threads=(1, 2), rounds=5, have_torch=True):
+    results = {}
+    for nt in threads:
+        impls = _impls(INFER_IMPLS, have_torch)
+        lat = measure(workers, {i: {"part": "infer", "impl": i, "batch": 1, "nt": nt,
+                                    "mnist": mnist} for i in impls},
+                      rounds, cmd="latency", n_calls=400)
+        thr = measure(workers, {i: {"part": "infer", "impl": i, "batch": 1024, "nt": nt,
+                                    "mnist": mnist} for i in impls}, rounds, 0.2)
+        results[nt] = {"latency_us": {k: t * 1e6 for k, (t, _) in lat.items()},
+                       "throughput": {k: s / t for k, (t, s) in thr.items()},
+                       "_load": load_avg()}
+        print(_line(f"infer threads {nt}, batch-1 latency (us)", results[nt]["latency_us"]))
+        print(_line(f"infer threads {nt}, batch-1024 (samples/s)", results[nt]["throughput"]),
+              flush=True)
+    return results
+
+
+def bench_output(workers, threads=(1, 2), classes=CLASSES, rounds=5, min_time=0.1,
+                 have_torch=True):
+    """ns per element: {(C, threads): {impl: ns}}."""
+    results = {}
+    for c in classes:
+        for nt in threads:
+            specs = {i: {"part": "output", "impl": i, "c": c, "nt": nt}
+                     for i in _impls(OUTPUT_IMPLS, have_torch)}
+            m = measure(workers, specs, rounds, min_time)
+            r = results[(c, nt)] = {k: t * 1e9 / s for k, (t, s) in m.items()}
+            r["_load"] = load_avg()
+            print(_line(f"output C={c} threads {nt} (ns/element)", r), flush=True)
+    return results
+
+
+def bench_gemm(workers, threads=(1, 2), rounds=5, train=None):
+    results = {}
+    for nt in threads:
+        peak = measure(workers, {n: {"part": "gemm", "impl": "numpy sgemm", "n": n, "nt": nt}
+                                 for n in (512, 1024, 2048)}, rounds, 0.2)
+        layer = {}
+        for batch in (16, 128, 1024):
+            m = measure(workers, {i: {"part": "gemm", "impl": i, "batch": batch, "nt": nt}
+                                  for i in ("fastnn dense", "numpy matmul")}, rounds, 0.1)
+            layer[batch] = {("fastnn" if k.startswith("fastnn") else "numpy"): s / t / 1e9
+                            for k, (t, s) in m.items()}
+        results[nt] = {"peak": {n: s / t / 1e9 for n, (t, s) in peak.items()}, "layer": layer,
+                       "_load": load_avg()}
         if train:
             results[nt]["step"] = {b: step_gemm_flops(b) * train[(b, nt)]["fastnn"] / b / 1e9
                                    for b in (16, 128) if (b, nt) in train}
         print(f"  gemm threads {nt}: sgemm peak GFLOP/s " + ", ".join(
-            f"{n}^3 {v:.1f}" for n, v in peak.items()) + "; dense 784x256 relu forward GFLOP/s "
-            + ", ".join(f"b{b} fastnn {v['fastnn']:.1f} / numpy matmul {v['numpy']:.1f}"
-                        for b, v in layer.items()) + f"  (load {load_avg()})", flush=True)
+            f"{n}^3 {v:.1f}" for n, v in results[nt]["peak"].items())
+            + "; dense 784x256 relu forward GFLOP/s " + ", ".join(
+            f"b{b} fastnn {v['fastnn']:.1f} / numpy matmul {v['numpy']:.1f}"
+            for b, v in layer.items()) + f"  (load {load_avg()})", flush=True)
     return results
 
 
@@ -804,34 +960,49 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true",
                     help="few rounds, short rounds, no time-to-accuracy (a smoke run)")
     ap.add_argument("--no-torch", action="store_true")
+    ap.add_argument("--in-process", action="store_true",
+                    help="time every library in this process (default: one worker process per "
+                    "library, see Workers)")
+    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.worker:
+        return _worker_main()
     parts = [p.strip() for p in args.only.split(",") if p.strip()]
     threads = tuple(int(t) for t in args.threads.split(","))
     have_torch = torch_available() and not args.no_torch
     rounds = 2 if args.quick else args.rounds
     mt = 0.05 if args.quick else 0.3
+    mnist = os.path.abspath(args.mnist) if args.mnist else None
     print(header(), flush=True)
-    data = None
+    print(f"timing: {'one process' if args.in_process else 'one worker process per library'}, "
+          f"{rounds} interleaved rounds of ~{mt:g} s, medians", flush=True)
     if {"train", "tta", "infer"} & set(parts):
-        data = load_mnist(args.mnist)
+        load_mnist(mnist)   # fail early with a clear message when MNIST is missing
+    workers = Workers(isolate=not args.in_process)
     res = {}
     t0 = time.time()
-    if "train" in parts:
-        res["train"] = bench_train(data, threads=threads, rounds=rounds, min_time=mt,
-                                   have_torch=have_torch)
-    if "small" in parts:
-        res["small"] = bench_small(threads=threads, rounds=rounds, min_time=mt,
-                                   have_torch=have_torch)
-    if "tta" in parts and not args.quick:
-        res["tta"] = bench_tta(data, have_torch=have_torch)
-    if "infer" in parts:
-        res["infer"] = bench_infer(data, threads=threads, rounds=rounds, have_torch=have_torch)
-    if "output" in parts:
-        res["output"] = bench_output(threads=threads, rounds=rounds, min_time=mt / 3,
-                                     classes=CLASSES[:3] if args.quick else CLASSES,
-                                     have_torch=have_torch)
-    if "gemm" in parts:
-        res["gemm"] = bench_gemm(threads=threads, rounds=rounds, train=res.get("train"))
+    try:
+        if "train" in parts:
+            res["train"] = bench_train(workers, mnist, threads=threads, rounds=rounds,
+                                       min_time=mt, have_torch=have_torch)
+        if "small" in parts:
+            res["small"] = bench_small(workers, threads=threads, rounds=rounds, min_time=mt,
+                                       have_torch=have_torch)
+        if "tta" in parts and not args.quick:
+            res["tta"] = bench_tta(workers, mnist, have_torch=have_torch)
+        if "infer" in parts:
+            res["infer"] = bench_infer(workers, mnist, threads=threads, rounds=rounds,
+                                       have_torch=have_torch)
+        if "output" in parts:
+            res["output"] = bench_output(workers, threads=threads, rounds=rounds,
+                                         min_time=mt / 3,
+                                         classes=CLASSES[:3] if args.quick else CLASSES,
+                                         have_torch=have_torch)
+        if "gemm" in parts:
+            res["gemm"] = bench_gemm(workers, threads=threads, rounds=rounds,
+                                     train=res.get("train"))
+    finally:
+        workers.close()
     print(f"\n(total {time.time() - t0:.0f} s; load average at end {load_avg()})")
     print(report(res, threads))
     return res
