@@ -191,3 +191,44 @@ def test_sequential_training_step_uses_fast_path_and_matches(monkeypatch):
     slow = run(True)
     for a, b in zip(fast, slow):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("mode", ["inverted", "standard"])
+@pytest.mark.parametrize("inplace", [False, True])
+def test_dropout_fast_path_matches_functional(monkeypatch, dtype, n_threads, mode, inplace):
+    from fastnn import Dropout
+    rng = np.random.default_rng(5)
+    layer = Dropout(0.3, mode=mode, seed=11)
+    layer.n_threads = n_threads
+    x = rng.standard_normal((9, 13)).astype(dtype)
+    g = rng.standard_normal((9, 13)).astype(dtype)
+    seed = layer._seed_for(0)
+    y_ref = F.dropout(x, 0.3, seed, mode=mode, training=True, n_threads=1)
+    gx_ref = F.dropout_backward(g, 0.3, seed, mode=mode, n_threads=1)
+    calls = []
+    monkeypatch.setattr(L.F, "dropout", lambda *a, **k: calls.append(1))
+    monkeypatch.setattr(L.F, "dropout_backward", lambda *a, **k: calls.append(1))
+    y = layer.forward(x)
+    np.testing.assert_array_equal(y, y_ref)
+    g_in = g.copy()
+    gx = layer.backward(g_in, inplace=inplace)
+    np.testing.assert_array_equal(gx, gx_ref)
+    assert (gx is g_in) == inplace
+    if not inplace:
+        np.testing.assert_array_equal(g_in, g)
+    assert calls == []
+
+
+def test_dropout_strided_input_takes_the_validating_path(monkeypatch):
+    from fastnn import Dropout
+    x = np.random.default_rng(6).standard_normal((8, 10)).astype(np.float32)
+    layer = Dropout(0.5, seed=3)
+    y_ref = F.dropout(np.ascontiguousarray(x[:, ::2]), 0.5, layer._seed_for(0))
+    real, calls = F.dropout, []
+
+    def counting(*a, **k):
+        calls.append(1)
+        return real(*a, **k)
+    monkeypatch.setattr(L.F, "dropout", counting)
+    np.testing.assert_array_equal(layer.forward(x[:, ::2]), y_ref)
+    assert calls == [1]
