@@ -40,6 +40,13 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.mnist_dir is not None and datasets.find_mnist_dir(args.mnist_dir) != args.mnist_dir:
+        # (load_mnist would go on to $FASTNN_MNIST_DIR and the cache: a directory given here
+        # and lacking the files is reported instead.)
+        print(f"skipped: no MNIST files in {args.mnist_dir!r}: expected train-images-idx3-ubyte, "
+              f"train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte "
+              f"(.gz or not); or leave the directory out and use --download")
+        return 0
     try:
         X_train, y_train, X_test, y_test = datasets.load_mnist(args.mnist_dir,
                                                                download=args.download)

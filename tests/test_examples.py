@@ -113,7 +113,8 @@ def test_mnist_example(tmp_path):
 def test_mnist_example_skips_cleanly_without_data(tmp_path):
     empty = tmp_path / "no-mnist-here"
     empty.mkdir()
-    res = run_example("mnist.py", tmp_path, str(empty))
+    res = run_example("mnist.py", tmp_path, str(empty),
+                      env={"FASTNN_MNIST_DIR": str(empty), "FASTNN_DATA_DIR": str(empty)})
     assert res.stdout.startswith("skipped:") and "MNIST" in res.stdout, res.stdout
     assert "--download" in res.stdout
     assert not list(tmp_path.rglob("*.png"))
