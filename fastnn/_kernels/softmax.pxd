@@ -102,10 +102,16 @@ cdef extern from *:
        fnn_*_in_ are inlined into the row-level FNN_ROW functions (one call per row).
        Sums use 8 independent double accumulators, combined in a fixed order: vectorizable
        without reassociation flags, and the same result for any thread count. */
+    /* OpenMP 4.0 simd max-reduction where the compiler has it (not MSVC's OpenMP 2.0). */
+    #if defined(_OPENMP) && _OPENMP >= 201307 && !defined(_MSC_VER)
+    #define FNN_SIMD_MAX_M _Pragma("omp simd reduction(max:m)")
+    #else
+    #define FNN_SIMD_MAX_M
+    #endif
     #define FNN_ROW_HELPERS(T, S, EXP)                                                       \\
     static inline T fnn_max_in_##S(const T *z, Py_ssize_t n) {                             \\
         T m = z[0];                                                                          \\
-        _Pragma("omp simd reduction(max:m)")                                                 \\
+        FNN_SIMD_MAX_M                                                                       \\
         for (Py_ssize_t i = 1; i < n; i++) m = z[i] > m ? z[i] : m;                           \\
         return m;                                                                            \\
     }                                                                                        \\

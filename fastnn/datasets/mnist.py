@@ -84,10 +84,13 @@ def _known_sha(path: str) -> str | None:
 
 
 def find_mnist_dir(path=None, cache_dir=None) -> str | None:
-    """The first directory holding the four MNIST files: ``path``, ``$FASTNN_MNIST_DIR``, the
-    cache (``cache_dir`` or :func:`default_cache_dir`/mnist); None when none has them."""
-    for d in (path, os.environ.get("FASTNN_MNIST_DIR"),
-              os.path.join(cache_dir or default_cache_dir(), "mnist")):
+    """The directory holding the four MNIST files: ``path`` when given (and only it), else the
+    first of ``$FASTNN_MNIST_DIR`` and the cache (``cache_dir`` or
+    :func:`default_cache_dir`/mnist); None when none has them."""
+    candidates = ((path,) if path is not None else
+                  (os.environ.get("FASTNN_MNIST_DIR"),
+                   os.path.join(cache_dir or default_cache_dir(), "mnist")))
+    for d in candidates:
         if d and _locate(os.fspath(d)) is not None:
             return os.fspath(d)
     return None
@@ -173,7 +176,8 @@ def load_mnist(path=None, *, dtype=np.float32, scale: bool = True, flatten: bool
                base_url: str | None = None):
     """Load MNIST (60,000 training and 10,000 test images of 28x28 handwritten digits).
 
-    The files are looked for in ``path``, then ``$FASTNN_MNIST_DIR``, then the download cache;
+    The files are looked for in ``path`` when given (an explicit path is never second-guessed),
+    otherwise in ``$FASTNN_MNIST_DIR``, then the download cache;
     with ``download=True`` a missing set is fetched into the cache first (never otherwise).
 
     Parameters
