@@ -13,6 +13,8 @@ sparsemax), so a network ends in a linear layer and the loss fuses the map with 
 """
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from fastnn.functional import losses as _fl
@@ -32,13 +34,21 @@ class Loss:
 
     def __init__(self, n_threads=None):
         self.n_threads = n_threads
-        self._loss_rows = None
+        self._loss_rows = {}
 
     def _rows(self, z) -> np.ndarray:
+        """Reused per-sample loss buffer, one per calling thread (so one loss object can serve
+        concurrent evaluate/predict calls from several threads)."""
         n = np.shape(z)[0] if np.ndim(z) else 0
-        if self._loss_rows is None or self._loss_rows.shape[0] != n:
-            self._loss_rows = np.empty(n, np.float64)
-        return self._loss_rows
+        key = threading.get_ident()
+        rows = self._loss_rows.get(key)
+        if rows is None or rows.shape[0] != n:
+            rows = self._loss_rows[key] = np.empty(n, np.float64)
+        return rows
+
+    def __getstate__(self):
+        # Scratch buffers are not state: leave them out of pickles and copies.
+        return {**self.__dict__, "_loss_rows": {}}
 
     def loss(self, z, y) -> float:
         """Mean loss over the samples (rows) of ``z``."""

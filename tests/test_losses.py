@@ -370,3 +370,35 @@ def test_loss_classes(dtype, rng):
     b = losses.BinaryCrossEntropyLoss()
     np.testing.assert_allclose(b.output(z[:, 0]), 1 / (1 + np.exp(-z[:, 0].astype(np.float64))),
                                rtol=1e-6)
+
+
+def test_loss_object_is_safe_across_threads_and_pickles_without_scratch():
+    import pickle
+    import threading
+
+    from fastnn.losses import CrossEntropyLoss
+
+    rng = np.random.default_rng(3)
+    loss = CrossEntropyLoss()
+    cases = [(rng.standard_normal((n, 7)), rng.integers(0, 7, n)) for n in (5, 9, 13, 17)]
+    expected = [loss.loss(z, y) for z, y in cases]
+    results = {}
+
+    def work(i):
+        z, y = cases[i % len(cases)]
+        for _ in range(200):
+            v = loss.loss(z, y)
+            if v != expected[i % len(cases)]:
+                results[i] = v
+                return
+        results[i] = None
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(v is None for v in results.values()), results
+    clone = pickle.loads(pickle.dumps(loss))
+    assert clone._loss_rows == {}
+    assert clone.loss(*cases[0]) == expected[0]
