@@ -6,6 +6,7 @@ FASTNN_DEBUG=1           build with Cython's bounds/wraparound/initialized check
 FASTNN_REQUIRE_OPENMP=1  a compiler without OpenMP is a build error (wheel builds), not a warning.
 FASTNN_SANITIZE=address,undefined
                          add -fsanitize=... to compile and link flags (see tools/sanitize.sh).
+FASTNN_NO_OPENMP=1       build without OpenMP, as on a compiler that lacks it (tests that path).
 FASTNN_BUILD_ONLY=a,b    development: cythonize only fastnn._kernels.{a,b} (others must be built).
 """
 import glob
@@ -25,6 +26,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 DEBUG = os.environ.get("FASTNN_DEBUG", "0") not in ("", "0")
 REQUIRE_OPENMP = os.environ.get("FASTNN_REQUIRE_OPENMP", "0") not in ("", "0")
 SANITIZE = os.environ.get("FASTNN_SANITIZE", "")
+NO_OPENMP = os.environ.get("FASTNN_NO_OPENMP", "0") not in ("", "0")
 BUILD_ONLY = [s for s in os.environ.get("FASTNN_BUILD_ONLY", "").split(",") if s]
 
 
@@ -62,6 +64,11 @@ def _compiles_and_links(cflags, lflags):
 
 def openmp_flags():
     """Return (compile_args, link_args) for OpenMP, found by compiling a test program."""
+    if NO_OPENMP:
+        if REQUIRE_OPENMP:
+            raise RuntimeError("FASTNN_NO_OPENMP=1 and FASTNN_REQUIRE_OPENMP=1 contradict")
+        warnings.warn("fastnn: FASTNN_NO_OPENMP=1, building a sequential fastnn")
+        return None, None
     if _compiler_is_msvc():
         # MSVC: /openmp (OpenMP 2.0: enough for Cython's prange with signed indices); the
         # object files then name vcomp, the runtime shipped with the MSVC redistributable.

@@ -67,8 +67,11 @@ def test_killed_writer_leaves_a_loadable_file(tmp_path, mode):
     # at least twice and at most 10 times; every kill must leave a loadable target
     while trials < 2 or (caught_mid_write == 0 and trials < 10):
         trials += 1
+        # cwd: `python -c` puts the working directory first on sys.path, so run it where the
+        # fastnn under test lives (not the source tree when testing an installed fastnn).
         proc = subprocess.Popen([sys.executable, "-c", _WRITER, path, mode],
-                                stdout=subprocess.PIPE, env=_child_env())
+                                stdout=subprocess.PIPE, env=_child_env(),
+                                cwd=os.path.dirname(os.path.dirname(os.path.abspath(fastnn.__file__))))
         try:
             assert proc.stdout.readline().strip() == b"ready"
             time.sleep(0.1 + float(rng.uniform(0.0, 0.3)))

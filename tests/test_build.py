@@ -1,5 +1,6 @@
 """The build: configuration report, thread resolution, float semantics of the process."""
 import io
+import os
 import subprocess
 import sys
 
@@ -31,7 +32,10 @@ def test_subnormals_survive_import():
         "assert z[0] != 0\n"
         "print('ok')\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    # cwd: `python -c` puts the working directory first on sys.path; run where the fastnn under
+    # test lives, so an installed fastnn is not shadowed by the source tree.
+    home = os.path.dirname(os.path.dirname(os.path.abspath(fastnn.__file__)))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=home)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
 

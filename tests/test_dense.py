@@ -267,21 +267,25 @@ def test_validation_messages():
 
 
 def test_openmp_wait_policy_default_is_passive():
+    import os
     import subprocess
     import sys
+
+    import fastnn
     code = ("import os\n"
             "for v in ('OMP_WAIT_POLICY', 'GOMP_SPINCOUNT', 'KMP_BLOCKTIME', 'FASTNN_OMP_SPIN'):\n"
             "    os.environ.pop(v, None)\n"
             "import fastnn\n"
             "print(os.environ.get('GOMP_SPINCOUNT'))\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    home = os.path.dirname(os.path.dirname(os.path.abspath(fastnn.__file__)))  # not the source tree
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=home)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "0"
     env_code = "import os, fastnn; print(os.environ.get('GOMP_SPINCOUNT'))"
-    import os
     env = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"}
     env["OMP_WAIT_POLICY"] = "active"
-    out = subprocess.run([sys.executable, "-c", env_code], capture_output=True, text=True, env=env)
+    out = subprocess.run([sys.executable, "-c", env_code], capture_output=True, text=True, env=env,
+                         cwd=home)
     assert out.stdout.strip() == "None"   # the user's choice wins
 
 
