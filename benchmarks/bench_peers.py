@@ -48,6 +48,10 @@ import warnings
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+# The environment before fastnn is imported: fastnn sets GOMP_SPINCOUNT=0 for its OpenMP runtime
+# at import (fastnn/_kernels/__init__.py), which must not reach torch's worker (torch's own
+# libgomp would then wake its threads passively too, slowing every torch region).
+_ORIGINAL_ENV = dict(os.environ)
 if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
@@ -662,12 +666,15 @@ class Workers:
             return handle(msg, self.state)
         p = self.procs.get(fam)
         if p is None:
-            env = dict(os.environ)
+            env = dict(_ORIGINAL_ENV)
+            if fam != "fastnn":
+                env["FASTNN_OMP_SPIN"] = "1"   # fastnn (imported for MNIST) leaves OpenMP alone
             env["PYTHONPATH"] = os.pathsep.join(
                 [os.path.dirname(HERE), HERE] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH")
                                                  else []))
             p = self.procs[fam] = subprocess.Popen(
-                [sys.executable, os.path.abspath(__file__), "--worker"], stdin=subprocess.PIPE,
+                [sys.executable, os.path.abspath(__file__), "--worker", fam],
+                stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE, text=True, env=env, cwd=os.path.dirname(HERE))
         p.stdin.write(json.dumps(msg) + "\n")
         p.stdin.flush()
@@ -963,9 +970,11 @@ def main(argv=None):
     ap.add_argument("--in-process", action="store_true",
                     help="time every library in this process (default: one worker process per "
                     "library, see Workers)")
-    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
+        if args.worker == "torch":
+            import torch  # noqa: F401  (torch's OpenMP runtime loads with its own defaults)
         return _worker_main()
     parts = [p.strip() for p in args.only.split(",") if p.strip()]
     threads = tuple(int(t) for t in args.threads.split(","))
