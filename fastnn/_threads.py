@@ -12,9 +12,10 @@ made a dense layer 20-300x slower than NumPy):
   of three paths by the work ``batch * in * out`` (thresholds SPLIT_MIN_WORK / SPLIT_MAX_WORK
   there, chosen by measurement as its comment says):
 
-  - small work, or ``n_threads == 1``: one BLAS call pinned to 1 thread, from the calling
-    thread, then a serial epilogue (bias + activation): the whole call is serial;
-  - mid-size work: the output is split into one block per OpenMP thread (rows or columns,
+  - small work (below 1e7 multiply-adds), or ``n_threads == 1``: one BLAS call pinned to 1
+    thread, from the calling thread, then a serial epilogue (bias + activation): the whole call
+    is serial;
+  - mid-size work, a path off by default: the output is split into one block per OpenMP thread (rows or columns,
     whichever dimension is longer; column blocks on 16-float boundaries); BLAS is pinned to 1
     thread for the region with ``blas_set_num_threads`` (the previous count is restored after
     it) and each thread runs a single-threaded GEMM on its block, then the fused epilogue while
@@ -23,10 +24,14 @@ made a dense layer 20-300x slower than NumPy):
   - large work: one BLAS call with BLAS's own threads (BLAS owns the cores), then the epilogue,
     in a ``prange`` only above EPILOGUE_PAR_MIN elements.
 
-  The split path covers most sizes on purpose: OpenBLAS's own threads (pthreads build, workers
-  that spin-yield after each call) collapsed on this shared 2-core machine when other processes
-  were busy (median 80-100 ms for a 16x784x256 product whose minimum is 0.3 ms, NumPy alike),
-  while the passive OpenMP split kept its median within 2x of its minimum.
+  On a quiet machine one BLAS call with OpenBLAS's own threads beats the split (2 cores,
+  784-256-256-10 training at batch 128: 55-61k samples/s against 38k), so from 1e7
+  multiply-adds BLAS owns the cores. The split path is for machines where other processes
+  compete for the cores: there OpenBLAS's own threads (pthreads build, workers that spin-yield
+  after each call) collapsed (median 80-100 ms for a 16x784x256 product whose minimum is
+  0.3 ms, NumPy alike), while the passive OpenMP split kept its median within 2x of its
+  minimum; ``fastnn._kernels.dense.set_thresholds(split_min_work=2e6, split_max_work=4e9)``
+  turns it on.
 
 * ``n_threads`` bounds every thread fastnn uses, BLAS included: around a BLAS call the BLAS
   thread count is capped at ``n_threads`` (and restored), so ``n_threads=1`` pins BLAS to one

@@ -2,10 +2,10 @@
 # GEMM epilogue, under the thread model of fastnn/_threads.py (one runtime owns the cores):
 #   * small work (< SPLIT_MIN_WORK multiply-adds) or n_threads == 1: one BLAS call pinned to
 #     1 thread from the calling thread, then a serial epilogue (exactly serial);
-#   * mid-size work: the output is cut into one block per OpenMP thread (columns or rows,
-#     whichever dimension is longer), BLAS is pinned to 1 thread for the region, and each thread
-#     runs a single-threaded GEMM on its block followed by the fused epilogue while the block is
-#     still in its cache;
+#   * mid-size work (a path off by default, see the thresholds below): the output is cut into one
+#     block per OpenMP thread (columns or rows, whichever dimension is longer), BLAS is pinned to
+#     1 thread for the region, and each thread runs a single-threaded GEMM on its block followed
+#     by the fused epilogue while the block is still in its cache;
 #   * large work (>= SPLIT_MAX_WORK): one BLAS call with BLAS's own threads (capped at n_threads),
 #     then the epilogue, parallel only above EPILOGUE_PAR_MIN elements.
 # The BLAS thread count is always capped at n_threads (n_threads == 1 pins BLAS to 1 thread: the
@@ -20,20 +20,21 @@ from fastnn._kernels._blas cimport gemm, gemv, blas_set_num_threads, blas_get_nu
 from fastnn._kernels._activations cimport act_row, act_grad_row, ACT_IDENTITY
 
 # Work thresholds, in multiply-adds (batch * in_features * out_features; backward counts both
-# GEMMs). How they were chosen (float32, 2 threads, scripts like benchmarks/bench_dense.py that
-# force each path with set_thresholds and interleave it with NumPy; the 2-core dev machine was
-# never idle, load average 4-7, so minimums and medians were both read):
-#   * below SPLIT_MIN_WORK the call is serial (BLAS pinned to 1 thread): a passive OpenMP team
-#     costs ~15-25 us to wake here, about what a serial 784->256 product of batch 4-8 takes;
-#   * from SPLIT_MIN_WORK to SPLIT_MAX_WORK the split path: its medians stayed within 2x of its
-#     minimums under load (16x784x256: 0.35 / 0.61 ms), while one BLAS call with OpenBLAS's own
-#     2 threads (NumPy's included) had medians of 80-100 ms at the same sizes (min 0.3 ms): its
-#     spin-yielding workers collapse when another process holds a core; at 1024x1024x1024 the
-#     split was also the faster by minimum (113 vs 156 ms);
-#   * above SPLIT_MAX_WORK OpenBLAS's own threading: a quiet-machine probe measured the split
-#     at 0.76x NumPy at 1024x4096x4096 (1.7e10), where BLAS's packing across threads wins.
-cdef double SPLIT_MIN_WORK = 2.0e6
-cdef double SPLIT_MAX_WORK = 4.0e9
+# GEMMs). Defaults, from a quiet machine (2 cores, load < 1.5, OpenBLAS 0.3.31 Haswell kernels,
+# 784-256-256-10 relu + Adam training steps at 2 threads, interleaved A/B of the thresholds):
+#   * below SPLIT_MIN_WORK = 1e7 the call is serial (BLAS pinned to 1 thread): at batch 16 every
+#     product is below it and the step ran 23.2k samples/s against 10.6k with the split path
+#     and 18-19k with OpenBLAS's own threads for the 3.2e6 first layer;
+#   * from 1e7 on, one BLAS call with OpenBLAS's own 2 threads: at batch 128 (first layer 2.6e7)
+#     55-61k samples/s, against 37.7k with the split path and 42.8k serial.
+# The split path (SPLIT_MIN_WORK <= work < SPLIT_MAX_WORK) is therefore off by default: on a
+# quiet machine its blocks (one single-threaded GEMM per thread on half the output) reached only
+# 28-58% of the sgemm peak. It is kept for machines where other processes compete for the cores:
+# there OpenBLAS's spin-yielding workers collapsed (16x784x256: medians of 80-100 ms against a
+# 0.3 ms minimum, NumPy's alike, load average 4-7) while the split stayed within 2x of its
+# minimum. Turn it on with set_thresholds(split_min_work=2e6, split_max_work=4e9).
+cdef double SPLIT_MIN_WORK = 1.0e7
+cdef double SPLIT_MAX_WORK = 1.0e7
 # Epilogue elements (batch * out_features) above which the large path's epilogue uses prange
 # (the relu break-even of activations.pyx; the epilogue is the same row loop).
 cdef Py_ssize_t EPILOGUE_PAR_MIN = 262144
