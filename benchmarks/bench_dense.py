@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 
 import numpy as np
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from conftest import machine_facts, numpy_threads, run
+from conftest import machine_facts, median_time, numpy_threads, run
 
 SHAPES = [(1, 784, 256), (16, 784, 256), (128, 784, 256), (1024, 4096, 4096)]
 
@@ -93,15 +92,9 @@ def test_dense_backward(benchmark, impl, shape, n_threads):
             run(benchmark, lambda: fastnn_backward(X, W, Y, G, n_threads), rounds_for(shape))
 
 
+
 def _median(fn, budget=1.0, max_rounds=200, min_rounds=5):
-    fn()
-    times = []
-    end = time.perf_counter() + budget
-    while len(times) < max_rounds and (len(times) < min_rounds or time.perf_counter() < end):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
+    return median_time(fn, budget, max_rounds, min_rounds)
 
 
 def main(argv=None):

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 
 import numpy as np
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from conftest import machine_facts, run
+from conftest import machine_facts, median_time, run
 
 SIZES = [1_000_000, 10_000_000]
 P = 0.5
@@ -76,15 +75,9 @@ def test_elementwise(benchmark, impl, case, n, n_threads):
     run(benchmark, f_np if impl == "numpy" else f_fn, rounds=10 if n >= 10**7 else 30)
 
 
+
 def _median(fn, budget=0.5, max_rounds=200, min_rounds=5):
-    fn()
-    times = []
-    end = time.perf_counter() + budget
-    while len(times) < max_rounds and (len(times) < min_rounds or time.perf_counter() < end):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
+    return median_time(fn, budget, max_rounds, min_rounds)
 
 
 def main():

@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 
 import numpy as np
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from conftest import machine_facts, run
+from conftest import machine_facts, median_time, run
 
 N_ROWS = 256
 CLASSES = [10, 100, 1000, 10_000, 100_000]
@@ -77,15 +76,9 @@ def test_output(benchmark, impl, c, n_threads):
     run(benchmark, implementation(impl, z, n_threads), rounds=_rounds(impl, c))
 
 
+
 def _median(fn, budget=0.4, max_rounds=200, min_rounds=3):
-    fn()
-    times = []
-    end = time.perf_counter() + budget
-    while len(times) < max_rounds and (len(times) < min_rounds or time.perf_counter() < end):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
+    return median_time(fn, budget, max_rounds, min_rounds)
 
 
 def main(dtype=np.float32):

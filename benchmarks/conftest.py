@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+import time
 
 import numpy as np
 import pytest
@@ -70,3 +71,17 @@ def run(benchmark, fn, rounds=None, warmup=1):
     if rounds is None:
         return benchmark(fn)
     return benchmark.pedantic(fn, rounds=rounds, iterations=1, warmup_rounds=warmup)
+
+
+def median_time(fn, budget=1.0, max_rounds=200, min_rounds=5):
+    """Median seconds of ``fn()`` over repeated calls (one warm-up call first), for the
+    stand-alone table scripts: at least ``min_rounds``, then until ``budget`` seconds pass or
+    ``max_rounds`` calls."""
+    fn()
+    times = []
+    end = time.perf_counter() + budget
+    while len(times) < max_rounds and (len(times) < min_rounds or time.perf_counter() < end):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))

@@ -88,14 +88,7 @@ def dropout(X, p, seed, mode="inverted", training=True, out=None, n_threads=None
     -------
     Y : ndarray, same shape and dtype as X
     """
-    p = _check_p(p)
-    seed = _check_seed(seed)
-    mode = _check_mode(mode)
-    if training:
-        scale = 1.0 / (1.0 - p) if mode == "inverted" else 1.0
-    else:
-        scale = 1.0 if mode == "inverted" else 1.0 - p
-    return _apply(X, p, seed, scale, training and p > 0, out, n_threads, "X")
+    return _dropout_map(X, p, seed, mode, training, out, n_threads, "X")
 
 
 def dropout_backward(grad_Y, p, seed, mode="inverted", out=None, n_threads=None, *,
@@ -116,6 +109,13 @@ def dropout_backward(grad_Y, p, seed, mode="inverted", out=None, n_threads=None,
     -------
     grad_X : ndarray, same shape and dtype as grad_Y
     """
+    # Dropout is linear and diagonal: its gradient is the same map (same mask, same scale).
+    return _dropout_map(grad_Y, p, seed, mode, training, out, n_threads, "grad_Y")
+
+
+def _dropout_map(A, p, seed, mode, training, out, n_threads, name):
+    """``A * mask * scale`` (training) or ``A * scale`` (evaluation), the scale set by the mode:
+    inverted 1/(1-p) while training and 1 at evaluation; standard 1 and (1-p)."""
     p = _check_p(p)
     seed = _check_seed(seed)
     mode = _check_mode(mode)
@@ -123,7 +123,7 @@ def dropout_backward(grad_Y, p, seed, mode="inverted", out=None, n_threads=None,
         scale = 1.0 / (1.0 - p) if mode == "inverted" else 1.0
     else:
         scale = 1.0 if mode == "inverted" else 1.0 - p
-    return _apply(grad_Y, p, seed, scale, training and p > 0, out, n_threads, "grad_Y")
+    return _apply(A, p, seed, scale, training and p > 0, out, n_threads, name)
 
 
 def dropout_mask(shape, p, seed, n_threads=None) -> np.ndarray:
