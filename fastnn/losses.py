@@ -17,6 +17,8 @@ import threading
 
 import numpy as np
 
+from fastnn._kernels import losses as _kernels_losses
+from fastnn._threads import resolve_n_threads
 from fastnn.functional import losses as _fl
 from fastnn.functional import output as _fo
 from fastnn.functional.activations import sigmoid as _sigmoid
@@ -95,6 +97,22 @@ class CrossEntropyLoss(Loss):
 
     def output(self, z):
         return _fo.softmax(z, axis=-1, n_threads=self.n_threads)
+
+    def _trusted_loss_and_grad(self, z, labels, grad_out, n_classes):
+        """Training's fast path: (mean loss, gradient) for int labels already checked to lie in
+        [0, n_classes) (``fit`` checks them once), into ``grad_out`` (a buffer distinct from
+        ``z``); anything but C-contiguous (n, n_classes) z/grad_out of one dtype and intp
+        labels takes the checked path."""
+        n = z.shape[0]
+        if (n == 0 or z.ndim != 2 or z.shape[1] != n_classes or not z.flags.c_contiguous or grad_out.dtype != z.dtype
+                or grad_out.shape != z.shape or not grad_out.flags.c_contiguous
+                or labels.dtype != np.intp or labels.ndim != 1 or labels.shape[0] != n
+                or not labels.flags.c_contiguous):
+            return self.loss_and_grad(z, labels, grad_out=grad_out)
+        rows = self._rows(z)
+        _kernels_losses.cross_entropy_labels(z, labels, rows, grad_out, True, 1.0 / n,
+                                             resolve_n_threads(self.n_threads))
+        return float(rows.sum() / n), grad_out
 
 
 class BinaryCrossEntropyLoss(Loss):

@@ -220,3 +220,22 @@ def test_history_plot(digits, tmp_path):
     h = model.fit(Xtr[:200], ytr[:200], epochs=2, validation_data=(Xte, yte), verbose=0)
     h.plot(tmp_path / "curve.png")
     assert (tmp_path / "curve.png").stat().st_size > 1000
+
+
+def test_fit_fast_loss_path_matches_the_checked_path():
+    # fit skips per-batch label validation for cross-entropy (labels are checked once); the
+    # trusted path must give the checked path's numbers bit for bit, and fall back on odd input.
+    from fastnn.losses import CrossEntropyLoss
+
+    rng = np.random.default_rng(0)
+    z = rng.standard_normal((9, 4)).astype(np.float32)
+    y = rng.integers(0, 4, 9).astype(np.intp)
+    loss = CrossEntropyLoss()
+    g1 = np.empty_like(z)
+    g2 = np.empty_like(z)
+    v1, _ = loss.loss_and_grad(z, y, grad_out=g1)
+    v2, _ = loss._trusted_loss_and_grad(z, y, g2, 4)
+    assert v1 == v2 and np.array_equal(g1, g2)
+    # a width that does not match the checked class count falls back to the validating path
+    with pytest.raises(ValueError, match="labels must be in"):
+        loss._trusted_loss_and_grad(z[:, :2].copy(), y, np.empty((9, 2), np.float32), 4)
