@@ -96,9 +96,9 @@ def build_extensions():
         base_c = ["/O2"]
         base_l = []
     else:
-        # -O3 and no -march / -ffast-math: wheels must run on any x86-64 / aarch64 CPU and must
-        # not flip flush-to-zero for the whole process.
-        # -fno-trapping-math changes no result and sets no FPU mode (unlike -ffast-math): it
+        # -O3 with neither a CPU-specific architecture flag nor fast-math: wheels must run on
+        # any x86-64 / aarch64 CPU and must not flip flush-to-zero for the whole process.
+        # -fno-trapping-math changes no result and sets no FPU mode (unlike fast-math): it
         # only lets GCC if-convert float selects (clamps, a >= 0 ? s : e*s), without which no
         # loop with a conditional is vectorized ("control flow in loop").
         base_c = ["-O0", "-g"] if DEBUG else ["-O3", "-fno-math-errno", "-fno-trapping-math"]
