@@ -19,3 +19,12 @@ cdef extern from *:
     int omp_get_thread_num() noexcept nogil
     int omp_get_num_threads() noexcept nogil
     int omp_in_parallel() noexcept nogil
+
+
+cdef inline int row_threads(Py_ssize_t n_rows, Py_ssize_t n_cols, int n_threads,
+                            Py_ssize_t par_min) noexcept nogil:
+    # Threads for a prange over rows: 1 (serial) below par_min elements or for a single row,
+    # else n_threads capped at the number of rows.
+    if n_threads <= 1 or n_rows < 2 or n_rows * n_cols < par_min:
+        return 1
+    return n_threads if n_threads < n_rows else <int>n_rows

@@ -11,6 +11,7 @@
 from libc.math cimport fabs, log, log1p, NAN
 from libc.stdlib cimport malloc, free
 from cython cimport floating
+from fastnn._kernels._openmp cimport row_threads
 from cython.parallel cimport parallel, prange
 
 from fastnn._kernels.softmax cimport softmax_row, fnn_exp_d
@@ -30,12 +31,6 @@ def _set_parallel_min_elements(Py_ssize_t n):
     return old
 
 
-cdef inline int _threads_for(Py_ssize_t n_rows, Py_ssize_t n_cols, int n_threads) noexcept nogil:
-    if n_threads <= 1 or n_rows < 2 or n_rows * n_cols < _PAR_MIN:
-        return 1
-    return n_threads if n_threads < n_rows else <int>n_rows
-
-
 # ---------------------------------------------------------------- cross-entropy (softmax) ---
 
 cdef inline double _ce_label_row(const floating *z, Py_ssize_t y, floating *g, Py_ssize_t c,
@@ -52,7 +47,7 @@ def cross_entropy_labels(const floating[:, ::1] Z, const Py_ssize_t[::1] y,
                          double scale, int n_threads):
     """loss_out[i] = logsumexp(Z[i]) - Z[i, y[i]]; grad_out[i] = scale * (softmax(Z[i]) - e_y)."""
     cdef Py_ssize_t n = Z.shape[0], c = Z.shape[1], i
-    cdef int nt = _threads_for(n, c, n_threads)
+    cdef int nt = row_threads(n, c, n_threads, _PAR_MIN)
     cdef floating *g = NULL
     if n == 0:
         return
@@ -89,7 +84,7 @@ def cross_entropy_probs(const floating[:, ::1] Z, const floating[:, ::1] Q,
                         double scale, int n_threads):
     """loss_out[i] = -sum_j Q_ij log softmax(Z[i])_j; grad = scale * (softmax * sum(Q_i) - Q_i)."""
     cdef Py_ssize_t n = Z.shape[0], c = Z.shape[1], i
-    cdef int nt = _threads_for(n, c, n_threads)
+    cdef int nt = row_threads(n, c, n_threads, _PAR_MIN)
     cdef floating *g = NULL
     if n == 0:
         return
@@ -121,7 +116,7 @@ def binary_cross_entropy(const floating[::1] z, const floating[::1] y, double[::
                          floating[::1] grad_out, bint need_grad, double scale, int n_threads):
     """loss_out[i] = log(1 + exp(z_i)) - y_i z_i; grad_out[i] = scale * (sigmoid(z_i) - y_i)."""
     cdef Py_ssize_t n = z.shape[0], i
-    cdef int nt = _threads_for(n, 1, n_threads)
+    cdef int nt = row_threads(n, 1, n_threads, _PAR_MIN)
     if n == 0:
         return
     if nt == 1:
@@ -153,7 +148,7 @@ def squared_loss(const floating[:, ::1] F, const floating[:, ::1] Y, double[::1]
                  floating[:, ::1] grad_out, bint need_grad, double scale, int n_threads):
     """loss_out[i] = 1/2 ||F[i] - Y[i]||^2; grad_out[i] = scale * (F[i] - Y[i])."""
     cdef Py_ssize_t n = F.shape[0], c = F.shape[1], i
-    cdef int nt = _threads_for(n, c, n_threads)
+    cdef int nt = row_threads(n, c, n_threads, _PAR_MIN)
     cdef floating *g = NULL
     if n == 0:
         return
@@ -217,7 +212,7 @@ def sparsemax_loss(const floating[:, ::1] Z, const Py_ssize_t[::1] y, const floa
     when use_q); grad_out[i] = scale * (sparsemax(Z[i]) - q_i). Scratch: n_cols doubles per
     thread, malloc'ed in the region (MemoryError raised after it if that fails)."""
     cdef Py_ssize_t n = Z.shape[0], c = Z.shape[1], i
-    cdef int nt = _threads_for(n, c, n_threads)
+    cdef int nt = row_threads(n, c, n_threads, _PAR_MIN)
     cdef int failed = 0
     cdef int *failed_p = &failed
     cdef double *scratch = NULL

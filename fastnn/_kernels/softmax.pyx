@@ -4,6 +4,7 @@
 # subtracted before exp; sums in double. Kernels never allocate and never validate: the Python
 # wrappers in fastnn.functional.output move the axis, check shapes and allocate outputs.
 from cython cimport floating
+from fastnn._kernels._openmp cimport row_threads
 from cython.parallel cimport prange
 
 from fastnn._kernels.softmax cimport (softmax_row, fnn_softmax_vjp_d, fnn_softmax_vjp_f,
@@ -27,17 +28,11 @@ def _set_parallel_min_elements(Py_ssize_t n):
     return old
 
 
-cdef inline int _threads_for(Py_ssize_t n_rows, Py_ssize_t n_cols, int n_threads) noexcept nogil:
-    if n_threads <= 1 or n_rows < 2 or n_rows * n_cols < _PAR_MIN:
-        return 1
-    return n_threads if n_threads < n_rows else <int>n_rows
-
-
 def softmax_forward(const floating[:, ::1] Z, floating[:, ::1] P_out, bint log_out,
                     int n_threads):
     """P_out[i] = softmax(Z[i]) (log_softmax when log_out). Shapes (n_rows, n_cols), n_cols >= 1."""
     cdef Py_ssize_t n = Z.shape[0], c = Z.shape[1], i
-    cdef int nt = _threads_for(n, c, n_threads)
+    cdef int nt = row_threads(n, c, n_threads, _PAR_MIN)
     if n == 0 or c == 0:
         return
     if nt == 1:
@@ -72,7 +67,7 @@ def softmax_backward(const floating[:, ::1] Y, const floating[:, ::1] G,
     grad_out may alias G (each row reads G fully before writing).
     """
     cdef Py_ssize_t n = Y.shape[0], c = Y.shape[1], i
-    cdef int nt = _threads_for(n, c, n_threads)
+    cdef int nt = row_threads(n, c, n_threads, _PAR_MIN)
     if n == 0 or c == 0:
         return
     if nt == 1:

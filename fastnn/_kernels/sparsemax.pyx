@@ -5,6 +5,7 @@
 # MemoryError after the region. Serial below PARALLEL_MIN_ELEMENTS.
 from libc.stdlib cimport malloc, free
 from cython cimport floating
+from fastnn._kernels._openmp cimport row_threads
 from cython.parallel cimport parallel, prange
 
 from fastnn._kernels.sparsemax cimport (sparsemax_row, SPARSEMAX_SORT, SPARSEMAX_SELECT,
@@ -31,17 +32,11 @@ METHODS = {"sort": SPARSEMAX_SORT, "select": SPARSEMAX_SELECT, "auto": SPARSEMAX
 _AUTO_HANDOVER_NOW = SPARSEMAX_AUTO_HANDOVER_NOW  # tests: exercise auto's hand-over to select
 
 
-cdef inline int _threads_for(Py_ssize_t n_rows, Py_ssize_t n_cols, int n_threads) noexcept nogil:
-    if n_threads <= 1 or n_rows < 2 or n_rows * n_cols < _PAR_MIN:
-        return 1
-    return n_threads if n_threads < n_rows else <int>n_rows
-
-
 def sparsemax_forward(const floating[:, ::1] Z, floating[:, ::1] P_out, int method,
                       int n_threads):
     """P_out[i] = sparsemax(Z[i]); returns the number of NaN rows (NaN, +inf or all -inf)."""
     cdef Py_ssize_t n = Z.shape[0], c = Z.shape[1], i
-    cdef int nt = _threads_for(n, c, n_threads)
+    cdef int nt = row_threads(n, c, n_threads, _PAR_MIN)
     cdef int n_nan = 0
     cdef int failed = 0
     cdef int *failed_p = &failed
@@ -94,7 +89,7 @@ def sparsemax_backward(const floating[:, ::1] P, const floating[:, ::1] G,
     """Jacobian-vector product of sparsemax at output P (the Jacobian is symmetric, so this is
     also the vector-Jacobian product): grad_out = s * (G - mean_S G), s = 1[P > 0]."""
     cdef Py_ssize_t n = P.shape[0], c = P.shape[1], i
-    cdef int nt = _threads_for(n, c, n_threads)
+    cdef int nt = row_threads(n, c, n_threads, _PAR_MIN)
     if n == 0 or c == 0:
         return
     if nt == 1:
