@@ -24,7 +24,6 @@ from fastnn._kernels import activations as _activation_kernels
 from fastnn._kernels import dense as _dense_kernels
 from fastnn._kernels import dropout as _dropout_kernels
 from fastnn._threads import resolve_n_threads
-from fastnn.functional.dropout import _threshold as _dropout_threshold
 from fastnn.parameter import Parameter
 
 __all__ = [
@@ -53,23 +52,12 @@ _KINKED = ("relu", "step", "sign")
 _MAX_CACHED_SHAPES = 32
 _REGISTRY: dict[str, type] = {}
 
-# Dense's internal fast path calls the kernels directly (see _fast_dense_inputs): the functional
-# wrappers' validation costs ~7 us per call, most of a batch-1 layer or of a small network's step.
+# Dense calls its kernels' module entries (forward_layer/backward_layer: arrays checked in C,
+# ~0.1 us) and falls back to the functional wrappers, whose validation costs ~7 us per call
+# (most of a batch-1 layer or of a small network's step), only for inputs they reject.
 _ACT_CODES = {name: _activation_kernels.CODES[name] for name in ACTIVATIONS}
-_EMPTY1 = {np.dtype(t): np.empty(0, t) for t in (np.float32, np.float64)}
-_EMPTY2 = {np.dtype(t): np.empty((0, 0), t) for t in (np.float32, np.float64)}
-
-
-def _fast_dense_inputs(x, W, b, n_in, n_out) -> bool:
-    """True when x, W (and b) can go to the dense kernel as they are: plain C-contiguous
-    ndarrays of one float dtype with the layer's shapes. Anything else (lists, other dtypes,
-    strided views, wrong widths, a replaced parameter array) takes the validating path, which
-    converts or raises exactly as before."""
-    return (type(x) is np.ndarray and type(W) is np.ndarray and x.ndim == 2
-            and x.shape[1] == n_in and W.shape == (n_in, n_out) and x.dtype == W.dtype
-            and W.dtype in _EMPTY1 and x.flags.c_contiguous and W.flags.c_contiguous
-            and (b is None or (type(b) is np.ndarray and b.dtype == W.dtype
-                               and b.shape == (n_out,) and b.flags.c_contiguous)))
+_IDENTITY_CODE = _ACT_CODES["identity"]
+_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def _canonical_activation(name) -> str:
@@ -454,13 +442,11 @@ class Dense(Module):
         if x is y or x.base is y:  # fed its own last output: a GEMM cannot write over its input
             y = np.empty_like(y)
         b = None if self.bias is None else self.bias.data
-        if _fast_dense_inputs(x, W, b, self.in_features, self.out_features):
-            # Internal fast path: the arrays are already what the kernel needs (the network's
-            # own buffers, or an input the container validated), and y is this module's buffer.
-            _dense_kernels.dense_forward(x, W, _EMPTY1[W.dtype] if b is None else b, y,
-                                         _ACT_CODES[self.activation], b is not None,
-                                         resolve_n_threads(self._n_threads))
-        else:
+        # The kernel's module entry checks the arrays in C and runs when they are already what
+        # it needs (the network's own buffers, or an input the container validated); anything
+        # else goes through the validating functional path, which converts or raises.
+        if not _dense_kernels.forward_layer(x, W, b, y, _ACT_CODES[self.activation],
+                                            resolve_n_threads(self._n_threads)):
             F.dense_forward(x, W, b, activation=self.activation, out=y,
                             n_threads=self._n_threads)
         self._x, self._y = x, y
@@ -482,39 +468,19 @@ class Dense(Module):
         return gx
 
     def _fast_backward(self, x, g, gx, inplace) -> bool:
-        """The backward kernel called directly when every array is already C-contiguous, of the
-        parameters' dtype and shape, and the outputs cannot overlap the inputs (the module's
-        own buffers and the parameters' gradients); False leaves it to the validating path."""
-        W, y = self.weight.data, self._y
-        dt = W.dtype
-        Wg = self.weight.grad
+        """The backward kernel's module entry (arrays checked in C); False, with nothing
+        computed, leaves it to the validating path."""
+        y = self._y
         b = self.bias
-        bg = None if b is None else b.grad
-        if not (_fast_dense_inputs(x, W, None, self.in_features, self.out_features)
-                and type(g) is np.ndarray and g.dtype == dt and g.shape == y.shape
-                and g.flags.c_contiguous and y.flags.c_contiguous
-                and type(Wg) is np.ndarray and Wg.dtype == dt and Wg.shape == W.shape
-                and Wg.flags.c_contiguous and Wg.flags.writeable
-                and (bg is None or (type(bg) is np.ndarray and bg.dtype == dt
-                                    and bg.shape == (self.out_features,)
-                                    and bg.flags.c_contiguous and bg.flags.writeable))):
-            return False
-        if gx is not None and (g is gx or g.base is gx or x is gx or x.base is gx):
-            return False
         code = _ACT_CODES[self.activation]
-        if code == _ACT_CODES["identity"]:
-            dz = _EMPTY2[dt]                   # the kernel reads dZ straight from g
-        elif inplace and g.flags.writeable and g is not y and g.base is not y:
-            dz = g
-        else:
-            dz = self._buffer("dz", g.shape, dt)
-        acc = _EMPTY1[np.dtype(np.float64)] if bg is None else self._buffer(
-            "acc", (self.out_features,), np.float64)
-        _dense_kernels.dense_backward(x, W, y, g, dz, _EMPTY2[dt] if gx is None else gx, Wg,
-                                      _EMPTY1[dt] if bg is None else bg, acc, code,
-                                      gx is not None, bg is not None, True,
-                                      resolve_n_threads(self._n_threads))
-        return True
+        dz = None  # dZ over g: the kernel reads it from g for the identity
+        if code != _IDENTITY_CODE and not (inplace and g is not y and g.base is not y
+                                           and g.flags.writeable):
+            dz = self._buffer("dz", g.shape, g.dtype)
+        acc = None if b is None else self._buffer("acc", (self.out_features,), np.float64)
+        return _dense_kernels.backward_layer(x, self.weight.data, y, g, dz, gx, self.weight.grad,
+                                             None if b is None else b.grad, acc, code, True,
+                                             resolve_n_threads(self._n_threads))
 
     def _kink_state(self):
         if self.activation in _KINKED and self._y is not None:
@@ -711,13 +677,6 @@ class Sparsemax(Module):
 _MASK64 = (1 << 64) - 1
 
 
-def _splitmix64(x: int) -> int:
-    x = (x + 0x9E3779B97F4A7C15) & _MASK64
-    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
-    return x ^ (x >> 31)
-
-
 class Dropout(Module):
     """Dropout (Srivastava et al., 2014): each unit is zeroed with probability ``p`` in training.
 
@@ -755,8 +714,8 @@ class Dropout(Module):
         self._active = False
 
     def _seed_for(self, t: int) -> int:
-        # Two rounds of splitmix64 decorrelate consecutive calls whatever the kernel's hash.
-        return _splitmix64(_splitmix64(self.seed) ^ t) >> 1
+        # splitmix64(splitmix64(seed) ^ t) >> 1, in the kernel (the seed taken mod 2^64)
+        return _dropout_kernels.call_seed(self.seed & _MASK64, t)
 
     def forward(self, x):
         self._active = self.training and self.p > 0.0
@@ -774,19 +733,11 @@ class Dropout(Module):
                          n_threads=self._n_threads)
 
     def _fast_apply(self, x, out) -> bool:
-        """The training mask applied by the kernel directly (the same call F.dropout makes,
-        without its validation) when x is a C-contiguous float array and out a same-shaped
-        array of this module or the caller's own gradient; False leaves it to F.dropout."""
-        if not (type(x) is np.ndarray and x.dtype in _EMPTY1 and x.flags.c_contiguous
-                and out.shape == x.shape and out.dtype == x.dtype and out.flags.c_contiguous
-                and out.flags.writeable):
-            return False
-        scale = 1.0 / (1.0 - self.p) if self.mode == "inverted" else 1.0
-        _dropout_kernels.dropout_apply(x.reshape(-1), out.reshape(-1),
-                                       _dropout_kernels.key_from_seed(self._call_seed),
-                                       _dropout_threshold(self.p), scale,
-                                       resolve_n_threads(self._n_threads))
-        return True
+        """The training mask applied by the kernel's module entry (arrays checked in C); False,
+        with nothing computed, leaves it to F.dropout, which converts or raises."""
+        return _dropout_kernels.dropout_layer(x, out, self._call_seed, self.p,
+                                              self.mode == "inverted",
+                                              resolve_n_threads(self._n_threads))
 
     def backward(self, grad_output, need_input_grad=True, inplace=False):
         if not need_input_grad:

@@ -98,21 +98,16 @@ class CrossEntropyLoss(Loss):
     def output(self, z):
         return _fo.softmax(z, axis=-1, n_threads=self.n_threads)
 
-    def _trusted_loss_and_grad(self, z, labels, grad_out, n_classes):
-        """Training's fast path: (mean loss, gradient) for int labels already checked to lie in
-        [0, n_classes) (``fit`` checks them once), into ``grad_out`` (a buffer distinct from
-        ``z``); anything but C-contiguous (n, n_classes) z/grad_out of one dtype and intp
-        labels takes the checked path."""
-        n = z.shape[0]
-        if (n == 0 or z.ndim != 2 or z.shape[1] != n_classes or not z.flags.c_contiguous or grad_out.dtype != z.dtype
-                or grad_out.shape != z.shape or not grad_out.flags.c_contiguous
-                or labels.dtype != np.intp or labels.ndim != 1 or labels.shape[0] != n
-                or not labels.flags.c_contiguous):
-            return self.loss_and_grad(z, labels, grad_out=grad_out)
-        rows = self._rows(z)
-        _kernels_losses.cross_entropy_labels(z, labels, rows, grad_out, True, 1.0 / n,
-                                             resolve_n_threads(self.n_threads))
-        return float(rows.sum() / n), grad_out
+    def loss_and_grad(self, z, y, grad_out=None):
+        # The kernel's module entry checks the arrays and the label range in C (a training
+        # step's case: C-contiguous logits, intp labels, a gradient buffer); anything else
+        # takes the validating path, which converts or raises.
+        if grad_out is not None and type(z) is np.ndarray and z.ndim == 2 and z.shape[0]:
+            rows = self._rows(z)
+            if _kernels_losses.cross_entropy_labels_layer(z, y, rows, grad_out,
+                                                          resolve_n_threads(self.n_threads)):
+                return float(rows.sum() / z.shape[0]), grad_out
+        return super().loss_and_grad(z, y, grad_out)
 
 
 class BinaryCrossEntropyLoss(Loss):

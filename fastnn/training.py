@@ -481,7 +481,7 @@ def fit(model, X, y, loss=None, optimizer=None, epochs: int = 10, batch_size: in
         When the loss becomes NaN or infinite (with ``on_divergence="raise"``), naming the epoch
         and batch (the parameters are left as they were after the last finite step's update).
     """
-    from fastnn.losses import CrossEntropyLoss, get_loss
+    from fastnn.losses import get_loss
 
     if isinstance(epochs, bool) or not isinstance(epochs, numbers.Integral) or epochs < 0:
         raise ValueError(f"Invalid epochs: {epochs!r} (expected an int >= 0)")
@@ -553,9 +553,6 @@ def fit(model, X, y, loss=None, optimizer=None, epochs: int = 10, batch_size: in
     show_bar = verbose == 1 and _isatty(sys.stderr)
     start_epoch = int(getattr(model, "epochs_trained_", 0) or 0)
     batches = BatchIterator(X, y, batch_size=int(batch_size), shuffle=shuffle, seed=rng)
-    # exactly fastnn's cross-entropy (a subclass may override loss_and_grad), labels checked
-    labels_checked = (type(loss_fn) is CrossEntropyLoss and y.ndim == 1
-                      and y.dtype == np.intp and bool(n_out))
     n_batches = len(batches)
     history.diverged = None
     good = None  # on_divergence="restore": (epoch, model state, optimizer state) at an epoch end
@@ -588,11 +585,7 @@ def fit(model, X, y, loss=None, optimizer=None, epochs: int = 10, batch_size: in
             gbuf = grad_bufs.get(z.shape)
             if gbuf is None:
                 gbuf = grad_bufs[z.shape] = np.empty(z.shape, dtype=z.dtype)
-            if labels_checked:
-                # the labels were range-checked once above: skip the per-batch validation
-                loss_value, g = loss_fn._trusted_loss_and_grad(z, yb, gbuf, n_out)
-            else:
-                loss_value, g = loss_fn.loss_and_grad(z, yb, grad_out=gbuf)
+            loss_value, g = loss_fn.loss_and_grad(z, yb, grad_out=gbuf)
             if not math.isfinite(loss_value):
                 if bar is not None:
                     bar.close()

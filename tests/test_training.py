@@ -222,20 +222,35 @@ def test_history_plot(digits, tmp_path):
     assert (tmp_path / "curve.png").stat().st_size > 1000
 
 
-def test_fit_fast_loss_path_matches_the_checked_path():
-    # fit skips per-batch label validation for cross-entropy (labels are checked once); the
-    # trusted path must give the checked path's numbers bit for bit, and fall back on odd input.
+def test_cross_entropy_module_entry_matches_the_validating_path():
+    # loss_and_grad's C-checked entry (intp labels, C-contiguous logits and gradient buffer)
+    # must give the validating path's numbers bit for bit, and decline odd input, which the
+    # validating path then converts or rejects.
+    import fastnn.functional as F
+    from fastnn._kernels import losses as K
     from fastnn.losses import CrossEntropyLoss
 
     rng = np.random.default_rng(0)
+    loss = CrossEntropyLoss()
+    for n, c in [(1, 1), (1, 4), (9, 4), (17, 3)]:
+        for dt in (np.float32, np.float64):
+            z = rng.standard_normal((n, c)).astype(dt)
+            y = rng.integers(0, c, n).astype(np.intp)
+            g1 = np.empty_like(z)
+            v1, _ = loss.loss_and_grad(z, y, grad_out=g1)
+            v2, g2 = F.cross_entropy(z, y, return_grad=True)
+            assert v1 == v2 and np.array_equal(g1, g2)
     z = rng.standard_normal((9, 4)).astype(np.float32)
     y = rng.integers(0, 4, 9).astype(np.intp)
-    loss = CrossEntropyLoss()
-    g1 = np.empty_like(z)
-    g2 = np.empty_like(z)
-    v1, _ = loss.loss_and_grad(z, y, grad_out=g1)
-    v2, _ = loss._trusted_loss_and_grad(z, y, g2, 4)
-    assert v1 == v2 and np.array_equal(g1, g2)
-    # a width that does not match the checked class count falls back to the validating path
+    rows = np.empty(9)
+    g = np.full_like(z, 7.0)
+    for bad_y in (y + 4, y - 4, y.astype(np.int32), y[:8], y.astype(np.float64)):
+        assert K.cross_entropy_labels_layer(z, bad_y, rows, g, 1) is False
+    assert K.cross_entropy_labels_layer(z, y, rows, z, 1) is False          # gradient over z
+    assert K.cross_entropy_labels_layer(z, y, rows, g[:, :2].copy(), 1) is False
+    assert K.cross_entropy_labels_layer(z, y, rows.astype(np.float32), g, 1) is False
+    assert (g == 7.0).all()
     with pytest.raises(ValueError, match="labels must be in"):
-        loss._trusted_loss_and_grad(z[:, :2].copy(), y, np.empty((9, 2), np.float32), 4)
+        loss.loss_and_grad(z, y + 4, grad_out=g)
+    v, _ = loss.loss_and_grad(z, y.astype(np.int32), grad_out=g)   # converted, same value
+    assert v == loss.loss_and_grad(z, y, grad_out=np.empty_like(z))[0]

@@ -15,9 +15,13 @@
 # every result is identical for any n_threads.
 from cython cimport floating
 from cython.parallel cimport prange
+cimport numpy as cnp
+
+from fastnn._kernels cimport _arrays as A
 
 from fastnn._kernels._blas cimport gemm, gemv, blas_set_num_threads, blas_get_num_threads
 from fastnn._kernels._activations cimport act_row, act_grad_row, ACT_IDENTITY
+cnp.import_array()
 
 # Work thresholds, in multiply-adds (batch * in_features * out_features; backward counts both
 # GEMMs). Defaults, from a quiet machine (2 cores, load < 1.5, OpenBLAS 0.3.31 Haswell kernels,
@@ -189,20 +193,17 @@ cdef void _epilogue_rows(floating *Y, const floating *b, int code, Py_ssize_t n,
             act_row(code, Y + i * n_out, Y + i * n_out, b, n_out)
 
 
-def dense_forward(const floating[:, ::1] X, const floating[:, ::1] W, const floating[::1] b,
-                  floating[:, ::1] Y_out, int code, bint has_bias, int n_threads):
-    """Y_out = act(X W + b). X (n, in), W (in, out), b (out,) read only when has_bias."""
+cdef void _forward(const floating *Xp, const floating *Wp, const floating *bp, floating *Yp,
+                   Py_ssize_t n, Py_ssize_t n_in, Py_ssize_t n_out, int code,
+                   int n_threads) noexcept nogil:
+    """Y = act(X W + b) on raw C-order arrays; bp may be NULL (no bias). X (n, n_in),
+    W (n_in, n_out), Y (n, n_out); X and W may be NULL when n_in == 0."""
     global _last_path
-    cdef Py_ssize_t n = X.shape[0], n_in = X.shape[1], n_out = W.shape[1]
-    cdef Py_ssize_t t, i0, i1, j0, j1
+    cdef Py_ssize_t t
     cdef int path, nb
     cdef bint by_rows
     if n == 0 or n_out == 0:
         return
-    cdef const floating *Xp = &X[0, 0] if n_in > 0 else NULL
-    cdef const floating *Wp = &W[0, 0] if n_in > 0 else NULL
-    cdef const floating *bp = &b[0] if has_bias else NULL
-    cdef floating *Yp = &Y_out[0, 0]
     path = _choose_path(<double> n * n_in * n_out, n_threads)
     # The split needs a dimension long enough to give every thread a block.
     by_rows = n >= n_out
@@ -211,23 +212,64 @@ def dense_forward(const floating[:, ::1] X, const floating[:, ::1] W, const floa
     _last_path = path
     if path == 1:
         nb = n_threads
-        with nogil:
-            _blas_enter(1)
-            for t in prange(nb, schedule='static', num_threads=nb):
-                if by_rows:
-                    _forward_block(Xp, Wp, bp, Yp, code, n_in, n_out,
-                                   _split(n, nb, t, 1), _split(n, nb, t + 1, 1), 0, n_out)
-                else:
-                    _forward_block(Xp, Wp, bp, Yp, code, n_in, n_out,
-                                   0, n, _split(n_out, nb, t, 16), _split(n_out, nb, t + 1, 16))
-            _blas_exit()
-        return
-    with nogil:
-        _blas_enter(n_threads if path == 2 else 1)
-        _forward_block(Xp, Wp, <const floating *> NULL, Yp, ACT_IDENTITY, n_in, n_out,
-                       0, n, 0, n_out)
+        _blas_enter(1)
+        for t in prange(nb, schedule='static', num_threads=nb):
+            if by_rows:
+                _forward_block(Xp, Wp, bp, Yp, code, n_in, n_out,
+                               _split(n, nb, t, 1), _split(n, nb, t + 1, 1), 0, n_out)
+            else:
+                _forward_block(Xp, Wp, bp, Yp, code, n_in, n_out,
+                               0, n, _split(n_out, nb, t, 16), _split(n_out, nb, t + 1, 16))
         _blas_exit()
-        _epilogue_rows(Yp, bp, code, n, n_out, n_threads if path == 2 else 1)
+        return
+    _blas_enter(n_threads if path == 2 else 1)
+    _forward_block(Xp, Wp, <const floating *> NULL, Yp, ACT_IDENTITY, n_in, n_out, 0, n, 0, n_out)
+    _blas_exit()
+    _epilogue_rows(Yp, bp, code, n, n_out, n_threads if path == 2 else 1)
+
+
+def dense_forward(const floating[:, ::1] X, const floating[:, ::1] W, const floating[::1] b,
+                  floating[:, ::1] Y_out, int code, bint has_bias, int n_threads):
+    """Y_out = act(X W + b). X (n, in), W (in, out), b (out,) read only when has_bias."""
+    cdef Py_ssize_t n = X.shape[0], n_in = X.shape[1], n_out = W.shape[1]
+    if n == 0 or n_out == 0:
+        return
+    cdef const floating *Xp = &X[0, 0] if n_in > 0 else NULL
+    cdef const floating *Wp = &W[0, 0] if n_in > 0 else NULL
+    cdef const floating *bp = &b[0] if has_bias else NULL
+    cdef floating *Yp = &Y_out[0, 0]
+    with nogil:
+        _forward(Xp, Wp, bp, Yp, n, n_in, n_out, code, n_threads)
+
+
+def forward_layer(X, W, b, Y, int code, int n_threads):
+    """The Dense module's entry: Y = act(X W + b) and True, when X (n, in), W (in, out),
+    b (out,) or None and Y (n, out) are aligned C-contiguous ndarrays of one float dtype, Y
+    writeable and overlapping none of them; otherwise False, and nothing is computed."""
+    cdef int t = A.float_type(W)
+    cdef Py_ssize_t n, n_in, n_out
+    if t < 0 or not (A.c_array(W, t, 2, False) and A.c_array(X, t, 2, False)
+                     and A.c_array(Y, t, 2, True)):
+        return False
+    n, n_in, n_out = A.dim(X, 0), A.dim(W, 0), A.dim(W, 1)
+    if A.dim(X, 1) != n_in or A.dim(Y, 0) != n or A.dim(Y, 1) != n_out:
+        return False
+    if b is not None and not (A.c_array(b, t, 1, False) and A.dim(b, 0) == n_out):
+        return False
+    if A.overlap(Y, X) or A.overlap(Y, W) or (b is not None and A.overlap(Y, b)):
+        return False
+    cdef void *Xp = A.data(X)
+    cdef void *Wp = A.data(W)
+    cdef void *bp = NULL if b is None else A.data(b)
+    cdef void *Yp = A.data(Y)
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            _forward(<const float *> Xp, <const float *> Wp, <const float *> bp, <float *> Yp,
+                     n, n_in, n_out, code, n_threads)
+        else:
+            _forward(<const double *> Xp, <const double *> Wp, <const double *> bp,
+                     <double *> Yp, n, n_in, n_out, code, n_threads)
+    return True
 
 
 cdef void _grad_z_block(const floating *Y, const floating *G, floating *dZ, double *acc,
@@ -283,37 +325,21 @@ cdef void _grad_x_block(const floating *dZ, const floating *W, floating *dX,
              dX + i0 * n_in + k0, <int> n_in)
 
 
-def dense_backward(const floating[:, ::1] X, const floating[:, ::1] W,
-                   const floating[:, ::1] Y, const floating[:, ::1] grad_Y,
-                   floating[:, ::1] dZ_buf, floating[:, ::1] grad_X_out,
-                   floating[:, ::1] grad_W_out, floating[::1] grad_b_out,
-                   double[::1] acc_buf, int code, bint need_grad_X, bint need_grad_b,
-                   bint accumulate, int n_threads):
-    """Backward of Y = act(X W + b) given grad_Y.
-
-    dZ = grad_Y * act'(from Y) goes to dZ_buf (ignored for the identity: dZ is grad_Y; dZ_buf
-    may be grad_Y's own buffer), grad_W_out (+)= X^T dZ, grad_b_out (+)= column sums of dZ
-    (acc_buf: float64 scratch of length out), grad_X_out = dZ W^T when need_grad_X.
-    """
+cdef void _backward(const floating *Xp, const floating *Wp, const floating *Yp,
+                    const floating *Gp, floating *dZ, floating *dXp, floating *dWp,
+                    floating *dbp, double *accp, Py_ssize_t n, Py_ssize_t n_in, Py_ssize_t n_out,
+                    int code, bint accumulate, int n_threads) noexcept nogil:
+    """Backward of Y = act(X W + b) on raw C-order arrays: dZ = G * act'(Y) (dZ may be G;
+    for the identity dZ is G and is not written), dW (+)= X^T dZ, db (+)= column sums of dZ
+    when dbp is not NULL (accp: n_out float64), dX = dZ W^T when dXp is not NULL. Pointers of
+    empty arrays may be NULL."""
     global _last_path
-    cdef Py_ssize_t n = X.shape[0], n_in = X.shape[1], n_out = W.shape[1]
-    cdef Py_ssize_t t
+    cdef Py_ssize_t t, i, j
     cdef int path, nb
     cdef bint dw_by_cols, dx_by_rows
+    cdef bint need_grad_X = dXp != NULL
     if n_in == 0 and n_out == 0:
         return
-    cdef const floating *Xp = &X[0, 0] if n * n_in > 0 else NULL
-    cdef const floating *Wp = &W[0, 0] if n_in * n_out > 0 else NULL
-    cdef const floating *Yp = &Y[0, 0] if n * n_out > 0 else NULL
-    cdef const floating *Gp = &grad_Y[0, 0] if n * n_out > 0 else NULL
-    cdef floating *dZ = <floating *> Gp if code == ACT_IDENTITY else (
-        &dZ_buf[0, 0] if n * n_out > 0 else NULL)
-    cdef floating *dXp = &grad_X_out[0, 0] if need_grad_X and n * n_in > 0 else NULL
-    cdef floating *dWp = &grad_W_out[0, 0] if n_in * n_out > 0 else NULL
-    cdef floating *dbp = &grad_b_out[0] if need_grad_b and n_out > 0 else NULL
-    cdef double *accp = &acc_buf[0] if need_grad_b and n_out > 0 else NULL
-    cdef Py_ssize_t i, j
-
     if n == 0:
         # Empty batch: the gradients of the parameters are zero sums.
         if not accumulate:
@@ -333,43 +359,134 @@ def dense_backward(const floating[:, ::1] X, const floating[:, ::1] W,
     _last_path = path
     if path == 1:
         nb = n_threads
-        with nogil:
-            _blas_enter(1)
-            # Region 1: each thread owns a block of output columns (or of weight rows):
-            # its part of dZ and db, then its block of dW while dZ's block is in cache.
-            if dw_by_cols:
-                for t in prange(nb, schedule='static', num_threads=nb):
-                    _grad_z_block(Yp, Gp, dZ, accp, dbp, accumulate, code, n, n_out,
-                                  _split(n_out, nb, t, 16), _split(n_out, nb, t + 1, 16))
-                    _grad_w_block(Xp, dZ, dWp, accumulate, n, n_in, n_out, 0, n_in,
-                                  _split(n_out, nb, t, 16), _split(n_out, nb, t + 1, 16))
-            else:
-                _grad_z_block(Yp, Gp, dZ, accp, dbp, accumulate, code, n, n_out, 0, n_out)
-                for t in prange(nb, schedule='static', num_threads=nb):
-                    _grad_w_block(Xp, dZ, dWp, accumulate, n, n_in, n_out,
-                                  _split(n_in, nb, t, 1), _split(n_in, nb, t + 1, 1), 0, n_out)
-            # Region 2: dX needs all of dZ.
-            if need_grad_X:
-                for t in prange(nb, schedule='static', num_threads=nb):
-                    if dx_by_rows:
-                        _grad_x_block(dZ, Wp, dXp, n_in, n_out,
-                                      _split(n, nb, t, 1), _split(n, nb, t + 1, 1), 0, n_in)
-                    else:
-                        _grad_x_block(dZ, Wp, dXp, n_in, n_out, 0, n,
-                                      _split(n_in, nb, t, 16), _split(n_in, nb, t + 1, 16))
-            _blas_exit()
-        return
-
-    with nogil:
-        if path == 2 and n * n_out >= EPILOGUE_PAR_MIN and n_out >= 16 * n_threads:
-            nb = n_threads
+        _blas_enter(1)
+        # Region 1: each thread owns a block of output columns (or of weight rows):
+        # its part of dZ and db, then its block of dW while dZ's block is in cache.
+        if dw_by_cols:
             for t in prange(nb, schedule='static', num_threads=nb):
                 _grad_z_block(Yp, Gp, dZ, accp, dbp, accumulate, code, n, n_out,
                               _split(n_out, nb, t, 16), _split(n_out, nb, t + 1, 16))
+                _grad_w_block(Xp, dZ, dWp, accumulate, n, n_in, n_out, 0, n_in,
+                              _split(n_out, nb, t, 16), _split(n_out, nb, t + 1, 16))
         else:
             _grad_z_block(Yp, Gp, dZ, accp, dbp, accumulate, code, n, n_out, 0, n_out)
-        _blas_enter(n_threads if path == 2 else 1)
-        _grad_w_block(Xp, dZ, dWp, accumulate, n, n_in, n_out, 0, n_in, 0, n_out)
+            for t in prange(nb, schedule='static', num_threads=nb):
+                _grad_w_block(Xp, dZ, dWp, accumulate, n, n_in, n_out,
+                              _split(n_in, nb, t, 1), _split(n_in, nb, t + 1, 1), 0, n_out)
+        # Region 2: dX needs all of dZ.
         if need_grad_X:
-            _grad_x_block(dZ, Wp, dXp, n_in, n_out, 0, n, 0, n_in)
+            for t in prange(nb, schedule='static', num_threads=nb):
+                if dx_by_rows:
+                    _grad_x_block(dZ, Wp, dXp, n_in, n_out,
+                                  _split(n, nb, t, 1), _split(n, nb, t + 1, 1), 0, n_in)
+                else:
+                    _grad_x_block(dZ, Wp, dXp, n_in, n_out, 0, n,
+                                  _split(n_in, nb, t, 16), _split(n_in, nb, t + 1, 16))
         _blas_exit()
+        return
+
+    if path == 2 and n * n_out >= EPILOGUE_PAR_MIN and n_out >= 16 * n_threads:
+        nb = n_threads
+        for t in prange(nb, schedule='static', num_threads=nb):
+            _grad_z_block(Yp, Gp, dZ, accp, dbp, accumulate, code, n, n_out,
+                          _split(n_out, nb, t, 16), _split(n_out, nb, t + 1, 16))
+    else:
+        _grad_z_block(Yp, Gp, dZ, accp, dbp, accumulate, code, n, n_out, 0, n_out)
+    _blas_enter(n_threads if path == 2 else 1)
+    _grad_w_block(Xp, dZ, dWp, accumulate, n, n_in, n_out, 0, n_in, 0, n_out)
+    if need_grad_X:
+        _grad_x_block(dZ, Wp, dXp, n_in, n_out, 0, n, 0, n_in)
+    _blas_exit()
+
+
+def dense_backward(const floating[:, ::1] X, const floating[:, ::1] W,
+                   const floating[:, ::1] Y, const floating[:, ::1] grad_Y,
+                   floating[:, ::1] dZ_buf, floating[:, ::1] grad_X_out,
+                   floating[:, ::1] grad_W_out, floating[::1] grad_b_out,
+                   double[::1] acc_buf, int code, bint need_grad_X, bint need_grad_b,
+                   bint accumulate, int n_threads):
+    """Backward of Y = act(X W + b) given grad_Y.
+
+    dZ = grad_Y * act'(from Y) goes to dZ_buf (ignored for the identity: dZ is grad_Y; dZ_buf
+    may be grad_Y's own buffer), grad_W_out (+)= X^T dZ, grad_b_out (+)= column sums of dZ
+    (acc_buf: float64 scratch of length out), grad_X_out = dZ W^T when need_grad_X.
+    """
+    cdef Py_ssize_t n = X.shape[0], n_in = X.shape[1], n_out = W.shape[1]
+    if n_in == 0 and n_out == 0:
+        return
+    cdef const floating *Xp = &X[0, 0] if n * n_in > 0 else NULL
+    cdef const floating *Wp = &W[0, 0] if n_in * n_out > 0 else NULL
+    cdef const floating *Yp = &Y[0, 0] if n * n_out > 0 else NULL
+    cdef const floating *Gp = &grad_Y[0, 0] if n * n_out > 0 else NULL
+    cdef floating *dZ = <floating *> Gp if code == ACT_IDENTITY else (
+        &dZ_buf[0, 0] if n * n_out > 0 else NULL)
+    cdef floating *dXp = &grad_X_out[0, 0] if need_grad_X and n * n_in > 0 else NULL
+    cdef floating *dWp = &grad_W_out[0, 0] if n_in * n_out > 0 else NULL
+    cdef floating *dbp = &grad_b_out[0] if need_grad_b and n_out > 0 else NULL
+    cdef double *accp = &acc_buf[0] if need_grad_b and n_out > 0 else NULL
+    with nogil:
+        _backward(Xp, Wp, Yp, Gp, dZ, dXp, dWp, dbp, accp, n, n_in, n_out, code, accumulate,
+                  n_threads)
+
+
+def backward_layer(X, W, Y, G, dZ, gX, Wg, bg, acc, int code, bint accumulate, int n_threads):
+    """The Dense module's entry for the backward of Y = act(X W + b) given G = dL/dY.
+
+    dZ = G * act'(Y) goes to dZ, or over G when dZ is None (for the identity dZ is G and
+    nothing is written there); Wg (+)= X^T dZ; bg (+)= column sums of dZ (acc: float64
+    scratch of length out); gX = dZ W^T. gX and bg may be None (not computed). Returns True
+    when done; False, computing nothing, unless every array is an aligned C-contiguous ndarray
+    of W's dtype (acc float64) with the layer's shapes, and every array written is writeable
+    and overlaps no other argument.
+    """
+    cdef int t = A.float_type(W)
+    cdef Py_ssize_t n, n_in, n_out
+    cdef bint writes_G = dZ is None and code != ACT_IDENTITY
+    if t < 0 or not (A.c_array(W, t, 2, False) and A.c_array(X, t, 2, False)
+                     and A.c_array(Y, t, 2, False) and A.c_array(G, t, 2, writes_G)
+                     and A.c_array(Wg, t, 2, True)):
+        return False
+    n, n_in, n_out = A.dim(X, 0), A.dim(W, 0), A.dim(W, 1)
+    if (A.dim(X, 1) != n_in or A.dim(Y, 0) != n or A.dim(Y, 1) != n_out
+            or A.dim(G, 0) != n or A.dim(G, 1) != n_out
+            or A.dim(Wg, 0) != n_in or A.dim(Wg, 1) != n_out):
+        return False
+    if dZ is not None and not (A.c_array(dZ, t, 2, True) and A.dim(dZ, 0) == n
+                               and A.dim(dZ, 1) == n_out):
+        return False
+    if gX is not None and not (A.c_array(gX, t, 2, True) and A.dim(gX, 0) == n
+                               and A.dim(gX, 1) == n_in):
+        return False
+    if bg is not None and not (A.c_array(bg, t, 1, True) and A.dim(bg, 0) == n_out
+                               and A.c_array(acc, cnp.NPY_FLOAT64, 1, True)
+                               and A.dim(acc, 0) == n_out):
+        return False
+    # Every written array against every other argument (the same object passed twice is an
+    # overlap too).
+    args = (X, W, Y, G, dZ, gX, Wg, bg, acc if bg is not None else None)
+    cdef int i, j
+    for i in range(3, 9):
+        if args[i] is None or (i == 3 and not writes_G):
+            continue
+        for j in range(9):
+            if j != i and args[j] is not None and A.overlap(args[i], args[j]):
+                return False
+    cdef void *Xp = A.data(X)
+    cdef void *Wp = A.data(W)
+    cdef void *Yp = A.data(Y)
+    cdef void *Gp = A.data(G)
+    cdef void *dZp = Gp if dZ is None or code == ACT_IDENTITY else A.data(dZ)
+    cdef void *dXp = NULL if gX is None else A.data(gX)
+    cdef void *dWp = A.data(Wg)
+    cdef void *dbp = NULL if bg is None else A.data(bg)
+    cdef double *accp = NULL if bg is None else <double *> A.data(acc)
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            _backward(<const float *> Xp, <const float *> Wp, <const float *> Yp,
+                      <const float *> Gp, <float *> dZp, <float *> dXp, <float *> dWp,
+                      <float *> dbp, accp, n, n_in, n_out, code, accumulate, n_threads)
+        else:
+            _backward(<const double *> Xp, <const double *> Wp, <const double *> Yp,
+                      <const double *> Gp, <double *> dZp, <double *> dXp, <double *> dWp,
+                      <double *> dbp, accp, n, n_in, n_out, code, accumulate, n_threads)
+    return True

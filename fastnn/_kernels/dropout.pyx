@@ -9,6 +9,11 @@
 from cython cimport floating
 from cython.parallel cimport prange
 from libc.stdint cimport uint64_t, uint32_t, uint8_t
+cimport numpy as cnp
+
+from fastnn._kernels cimport _arrays as A
+
+cnp.import_array()
 
 cdef extern from *:
     """
@@ -42,6 +47,16 @@ def set_parallel_threshold(Py_ssize_t n=-1):
 def key_from_seed(uint64_t seed):
     """The per-call hash key derived from a seed."""
     return fastnn_mix64(seed ^ SALT)
+
+
+cdef inline uint64_t _splitmix64(uint64_t x) noexcept nogil:
+    return fastnn_mix64(x + GAMMA)
+
+
+def call_seed(uint64_t seed, uint64_t t):
+    """The seed of a Dropout module's t-th training forward from its base seed (mod 2^64):
+    splitmix64(splitmix64(seed) ^ t) >> 1; two rounds decorrelate consecutive calls."""
+    return _splitmix64(_splitmix64(seed) ^ t) >> 1
 
 
 cdef inline Py_ssize_t _block_start(Py_ssize_t n, int n_blocks, Py_ssize_t t) noexcept nogil:
@@ -119,3 +134,37 @@ def dropout_mask_fill(uint8_t[::1] mask_out, uint64_t key, uint32_t threshold, i
     with nogil:
         _run(<const float *> NULL, <float *> NULL, &mask_out[0], key, threshold, 1.0, n,
              n_threads)
+
+
+def dropout_layer(x, out, uint64_t seed, double p, bint inverted, int n_threads):
+    """The Dropout module's entry: out = x * mask (kept units scaled by 1/(1-p) when inverted)
+    for the call seed ``seed``, returning True; False, computing nothing, unless x and out are
+    aligned C-contiguous ndarrays of one float dtype and shape, out writeable and either x
+    itself or disjoint from it. The same mask as dropout_apply(x, out, key_from_seed(seed),
+    floor(p * 2^32), scale)."""
+    cdef int t = A.float_type(x)
+    cdef Py_ssize_t n
+    cdef uint32_t threshold
+    cdef double scale = 1.0 / (1.0 - p) if inverted else 1.0
+    cdef uint64_t key = fastnn_mix64(seed ^ SALT)
+    if t < 0 or not (0.0 <= p < 1.0):
+        return False
+    if not (A.c_array(x, t, cnp.PyArray_NDIM(<cnp.ndarray> x), False)
+            and A.c_array(out, t, cnp.PyArray_NDIM(<cnp.ndarray> x), True)
+            and A.same_shape(x, out)):
+        return False
+    cdef void *xp = A.data(x)
+    cdef void *yp = A.data(out)
+    if xp != yp and A.overlap(x, out):
+        return False
+    n = cnp.PyArray_SIZE(<cnp.ndarray> x)
+    if n == 0:
+        return True
+    threshold = <uint32_t> min(<uint64_t> (p * 4294967296.0), <uint64_t> 4294967295)
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            _run(<const float *> xp, <float *> yp, NULL, key, threshold, <float> scale, n,
+                 n_threads)
+        else:
+            _run(<const double *> xp, <double *> yp, NULL, key, threshold, scale, n, n_threads)
+    return True

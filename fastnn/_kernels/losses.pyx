@@ -13,9 +13,14 @@ from libc.stdlib cimport malloc, free
 from cython cimport floating
 from fastnn._kernels._openmp cimport row_threads
 from cython.parallel cimport parallel, prange
+cimport numpy as cnp
+
+from fastnn._kernels cimport _arrays as A
 
 from fastnn._kernels.softmax cimport softmax_row, fnn_exp_d
 from fastnn._kernels.sparsemax cimport sparsemax_tau, SPARSEMAX_AUTO
+
+cnp.import_array()
 
 # Below this many elements (n_rows * n_cols) the rows run on the calling thread: the same as
 # softmax.pyx/sparsemax.pyx, whose row routines these rows run (see the measurement there).
@@ -42,24 +47,67 @@ cdef inline double _ce_label_row(const floating *z, Py_ssize_t y, floating *g, P
     return lse - (<double>z[y] - m)
 
 
+cdef void _ce_labels(const floating *Z, const Py_ssize_t *y, double *loss_out, floating *grad_out,
+                     Py_ssize_t n, Py_ssize_t c, bint need_grad, double scale,
+                     int n_threads) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef int nt = row_threads(n, c, n_threads, _PAR_MIN)
+    if nt == 1:
+        for i in range(n):
+            loss_out[i] = _ce_label_row(Z + i * c, y[i], grad_out + i * c if need_grad else NULL,
+                                        c, need_grad, scale)
+    else:
+        for i in prange(n, schedule='static', num_threads=nt):
+            loss_out[i] = _ce_label_row(Z + i * c, y[i], grad_out + i * c if need_grad else NULL,
+                                        c, need_grad, scale)
+
+
 def cross_entropy_labels(const floating[:, ::1] Z, const Py_ssize_t[::1] y,
                          double[::1] loss_out, floating[:, ::1] grad_out, bint need_grad,
                          double scale, int n_threads):
     """loss_out[i] = logsumexp(Z[i]) - Z[i, y[i]]; grad_out[i] = scale * (softmax(Z[i]) - e_y)."""
-    cdef Py_ssize_t n = Z.shape[0], c = Z.shape[1], i
-    cdef int nt = row_threads(n, c, n_threads, _PAR_MIN)
-    cdef floating *g = NULL
+    cdef Py_ssize_t n = Z.shape[0], c = Z.shape[1]
     if n == 0:
         return
-    if nt == 1:
-        with nogil:
-            for i in range(n):
-                g = &grad_out[i, 0] if need_grad else NULL
-                loss_out[i] = _ce_label_row(&Z[i, 0], y[i], g, c, need_grad, scale)
-    else:
-        for i in prange(n, nogil=True, schedule='static', num_threads=nt):
-            g = &grad_out[i, 0] if need_grad else NULL
-            loss_out[i] = _ce_label_row(&Z[i, 0], y[i], g, c, need_grad, scale)
+    with nogil:
+        _ce_labels(&Z[0, 0], &y[0], &loss_out[0], &grad_out[0, 0] if need_grad else NULL,
+                   n, c, need_grad, scale, n_threads)
+
+
+def cross_entropy_labels_layer(Z, y, loss_out, grad_out, int n_threads):
+    """The loss modules' entry: loss_out[i] = logsumexp(Z[i]) - Z[i, y[i]] and grad_out =
+    (softmax(Z) - e_y) / n, returning True; False, computing nothing, unless Z (n >= 1, C) and
+    grad_out are aligned C-contiguous ndarrays of one float dtype (grad_out writeable and not
+    overlapping Z), y an intp (n,) array of labels in [0, C) and loss_out a float64 (n,) array
+    overlapping neither."""
+    cdef int t = A.float_type(Z)
+    cdef Py_ssize_t n, c, i
+    cdef const Py_ssize_t *yp
+    if t < 0 or not (A.c_array(Z, t, 2, False) and A.c_array(grad_out, t, 2, True)
+                     and A.c_array(y, cnp.NPY_INTP, 1, False)
+                     and A.c_array(loss_out, cnp.NPY_FLOAT64, 1, True)):
+        return False
+    n, c = A.dim(Z, 0), A.dim(Z, 1)
+    if (n == 0 or A.dim(grad_out, 0) != n or A.dim(grad_out, 1) != c or A.dim(y, 0) != n
+            or A.dim(loss_out, 0) != n):
+        return False
+    if (A.overlap(grad_out, Z) or A.overlap(grad_out, y) or A.overlap(loss_out, Z)
+            or A.overlap(loss_out, y) or A.overlap(loss_out, grad_out)):
+        return False
+    yp = <const Py_ssize_t *> A.data(y)
+    for i in range(n):
+        if yp[i] < 0 or yp[i] >= c:
+            return False
+    cdef void *Zp = A.data(Z)
+    cdef void *gp = A.data(grad_out)
+    cdef double *lp = <double *> A.data(loss_out)
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            _ce_labels(<const float *> Zp, yp, lp, <float *> gp, n, c, True, 1.0 / n, n_threads)
+        else:
+            _ce_labels(<const double *> Zp, yp, lp, <double *> gp, n, c, True, 1.0 / n,
+                       n_threads)
+    return True
 
 
 cdef inline double _ce_prob_row(const floating *z, const floating *q, floating *g, Py_ssize_t c,
