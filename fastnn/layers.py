@@ -169,12 +169,12 @@ class Module:
         return self.train(False)
 
     def zero_grad(self) -> None:
-        """Set every parameter gradient to zero."""
+        """Set every parameter gradient to zero (deferred: see ``Parameter.grad``)."""
         # modules() rather than parameters(): no name strings built (a step's zero_grad is
         # ~1 us per module instead of ~4 us per parameter, which a small network notices).
         for m in self.modules():
             for p in m._parameters.values():
-                p.grad.fill(0)
+                p.zero_grad()
 
     @property
     def n_threads(self):
@@ -469,18 +469,29 @@ class Dense(Module):
 
     def _fast_backward(self, x, g, gx, inplace) -> bool:
         """The backward kernel's module entry (arrays checked in C); False, with nothing
-        computed, leaves it to the validating path."""
+        computed, leaves it to the validating path. Gradients marked zero by zero_grad are
+        overwritten rather than added to."""
         y = self._y
-        b = self.bias
+        w, b = self.weight, self.bias
         code = _ACT_CODES[self.activation]
         dz = None  # dZ over g: the kernel reads it from g for the identity
         if code != _IDENTITY_CODE and not (inplace and g is not y and g.base is not y
                                            and g.flags.writeable):
             dz = self._buffer("dz", g.shape, g.dtype)
-        acc = None if b is None else self._buffer("acc", (self.out_features,), np.float64)
-        return _dense_kernels.backward_layer(x, self.weight.data, y, g, dz, gx, self.weight.grad,
-                                             None if b is None else b.grad, acc, code, True,
-                                             resolve_n_threads(self._n_threads))
+        Wg, accumulate = w._grad_for_kernel()
+        bg = acc = None
+        if b is not None:
+            bg, acc_b = b._grad_for_kernel()
+            if acc_b != accumulate:   # one of the two marked zero: apply the mark, add to both
+                Wg, bg, accumulate = w.grad, b.grad, True
+            acc = self._buffer("acc", (self.out_features,), np.float64)
+        if not _dense_kernels.backward_layer(x, w.data, y, g, dz, gx, Wg, bg, acc, code,
+                                             accumulate, resolve_n_threads(self._n_threads)):
+            return False
+        w._grad_written()
+        if b is not None:
+            b._grad_written()
+        return True
 
     def _kink_state(self):
         if self.activation in _KINKED and self._y is not None:

@@ -234,14 +234,10 @@ class Optimizer:
         return loss
 
     def zero_grad(self) -> None:
-        """Set every parameter's gradient to zero (in place)."""
-        for group, gs in zip(self.param_groups, self._group_states):
-            if gs.plan is not None and gs.plan.matches(group["params"]):
-                gs.plan.zero_grad()
-            else:
-                for p in group["params"]:
-                    if p.grad is not None:
-                        p.grad.fill(0)
+        """Set every parameter's gradient to zero (deferred: see ``Parameter.grad``)."""
+        for group in self.param_groups:
+            for p in group["params"]:
+                p.zero_grad()
 
     def _prepare(self, group: dict, gs: _GroupState, loaded=None) -> UpdatePlan:
         """Check the group's arrays, (re)lay out its state buffers, build its plan.

@@ -437,3 +437,60 @@ def test_backward_layer_identity_reads_a_readonly_gradient():
     assert K.backward_layer(a["X"], a["W"], a["Y"], G, None, None, a["Wg"], None, None,
                             CODES["identity"], False, 1) is True
     np.testing.assert_allclose(a["Wg"], a["X"].T @ a["G"], rtol=1e-5, atol=1e-6)
+
+
+# --- deferred zero_grad: the backward kernel overwrites marked gradients ---------------------
+
+def test_zero_grad_is_deferred_but_reads_as_zero():
+    import copy
+    import pickle
+    layer = Dense(3, 2, seed=0)
+    layer.weight.grad[...] = 5.0
+    layer.bias.grad[...] = 5.0
+    layer.zero_grad()
+    c1, c2 = copy.deepcopy(layer), pickle.loads(pickle.dumps(layer))
+    for m in (layer, c1, c2):
+        assert (m.weight.grad == 0).all() and (m.bias.grad == 0).all()
+
+
+def test_backward_overwrites_marked_gradients_and_adds_to_unmarked(dtype):
+    rng = np.random.default_rng(8)
+    layer = Dense(6, 4, activation="tanh", seed=0, dtype=dtype)
+    x = rng.standard_normal((5, 6)).astype(dtype)
+    g = rng.standard_normal((5, 4)).astype(dtype)
+    _, gx_ref, gW_ref, gb_ref = _reference(layer, x, g)
+    layer.forward(x)
+    layer.weight.grad[...] = 3.0          # stale values, then marked zero
+    layer.bias.grad[...] = 3.0
+    layer.zero_grad()
+    layer.backward(g)
+    np.testing.assert_array_equal(layer.weight.grad, gW_ref)
+    np.testing.assert_array_equal(layer.bias.grad, gb_ref)
+    layer.backward(g)                     # unmarked now: accumulates
+    np.testing.assert_allclose(layer.weight.grad, 2 * gW_ref, rtol=1e-6)
+    # only the weight marked: the weight gets the fresh gradient, the bias adds to its value
+    layer.bias.grad[...] = 1.0
+    layer.weight.zero_grad()
+    layer.backward(g)
+    np.testing.assert_array_equal(layer.weight.grad, gW_ref)
+    np.testing.assert_allclose(layer.bias.grad, 1.0 + gb_ref, rtol=1e-6)
+
+
+def test_optimizer_sees_zero_for_marked_gradients_no_backward_wrote():
+    from fastnn import optim
+    rng = np.random.default_rng(9)
+    a, b = Dense(4, 3, seed=0), Dense(4, 3, seed=1)
+    opt = optim.SGD(list(a.parameters()) + list(b.parameters()), lr=1.0)
+    x = rng.standard_normal((2, 4)).astype(np.float32)
+    g = np.ones((2, 3), np.float32)
+    for m in (a, b):
+        m.forward(x)
+        m.backward(g)                      # non-zero gradients in both
+    opt.step()
+    opt.zero_grad()
+    a.forward(x)
+    a.backward(g)                          # only a's gradients are written
+    w_b = b.weight.data.copy()
+    opt.step()
+    np.testing.assert_array_equal(b.weight.data, w_b)
+    assert (b.weight.grad == 0).all()

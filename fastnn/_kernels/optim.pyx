@@ -21,7 +21,6 @@ cimport cython
 from cython.parallel cimport prange
 from libc.float cimport DBL_MIN, FLT_MIN
 from libc.math cimport fabs, fabsf, sqrt, sqrtf
-from libc.string cimport memset
 from cython cimport floating
 
 import numpy as np
@@ -519,15 +518,6 @@ cdef class UpdatePlan:
 
     cdef inline bint _parallel(self, int n_threads, Py_ssize_t cost):
         return n_threads > 1 and self.n_elements * cost >= PARALLEL_MIN_WORK
-
-    def zero_grad(self):
-        """Set every gradient to zero (one call, memset per parameter)."""
-        cdef Py_ssize_t i
-        cdef Py_ssize_t itemsize = 8 if self.is_double else 4
-        cdef Py_ssize_t k
-        with nogil:
-            for k in range(self._chunks.n):
-                memset(<void*>self._chunks.g[k], 0, self._chunks.length[k] * itemsize)
 
     def sgd(self, double lr, double momentum, bint nesterov, double weight_decay, double l1,
             double l1_prox, int n_threads):
