@@ -141,9 +141,14 @@ class Module:
 
     def modules(self):
         """Yield this module and all its sub-modules, depth first."""
-        yield self
-        for m in self._modules.values():
-            yield from m.modules()
+        # one generator and an explicit stack (nested generators cost ~0.3 us per module, and
+        # zero_grad/predict walk the modules on every call)
+        stack = [self]
+        while stack:
+            m = stack.pop()
+            yield m
+            if m._modules:
+                stack.extend(reversed(m._modules.values()))
 
     def named_buffers(self, prefix: str = ""):
         """Yield (name, array) for non-trainable state saved with the weights (dropout counters)."""

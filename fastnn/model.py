@@ -204,14 +204,21 @@ class Sequential(_Container):
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
                 or batch_size <= 0:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        if self._in_features is not None and X.shape[1] != self._in_features:
+            raise ValueError(f"X has {X.shape[1]} features but the network expects "
+                             f"{self._in_features}")
         with self._predict_lock():
-            modes = [m.training for m in self.modules()]
-            self.eval()
+            modules = list(self.modules())
+            modes = [m.training for m in modules]
+            for m in modules:
+                m.training = False
             try:
                 n = X.shape[0]
                 out = None
                 for start in range(0, n, batch_size):
-                    z = self.forward(X[start:start + batch_size])
+                    z = X[start:start + batch_size] if n > batch_size else X
+                    for m in self._layers:   # X is validated above
+                        z = m.forward(z)
                     if out is None:
                         out = np.empty((n,) + z.shape[1:], dtype=z.dtype)
                     out[start:start + z.shape[0]] = z
@@ -220,7 +227,7 @@ class Sequential(_Container):
                     out = np.empty((0, width), dtype=self._dtype)
                 return out
             finally:
-                for m, mode in zip(self.modules(), modes):
+                for m, mode in zip(modules, modes):
                     m.training = mode
 
     def _predict_lock(self):

@@ -283,3 +283,29 @@ def test_steady_state_training_step_allocates_nothing(rng):
     # One (96, 128) float32 buffer is 48 KiB: a step that allocated any array would show it.
     assert current - base < 4096, current - base
     assert peak - base < 16384, peak - base
+
+
+def test_modules_walk_is_depth_first_preorder():
+    from fastnn import Dropout, Residual
+
+    inner = Sequential(Dense(4, 4, seed=0), Dropout(0.1, seed=0), Dense(4, 4, seed=1))
+    res = Residual(inner)
+    m = Sequential(Dense(4, 4, seed=2), res, Dense(4, 2, seed=3))
+    expect = [m, m[0], res, inner, inner[0], inner[1], inner[2], m[2]]
+    assert [id(x) for x in m.modules()] == [id(x) for x in expect]
+
+
+def test_predict_restores_training_mode_and_matches_forward():
+    from fastnn import Dropout
+
+    m = Sequential(Dense(5, 8, "relu", seed=0), Dropout(0.5, seed=1), Dense(8, 3, seed=2))
+    X = np.random.default_rng(0).standard_normal((7, 5)).astype(np.float32)
+    assert m[1].training
+    p = m.predict(X)
+    p3 = m.predict(X, batch_size=3)   # a 1-row last batch runs GEMV: equal to the last bits
+    assert m[1].training and m.training
+    m.eval()
+    np.testing.assert_array_equal(p, m.forward(X))
+    np.testing.assert_allclose(p3, p, rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="features"):
+        m.predict(X[:, :4])
