@@ -121,6 +121,9 @@ class Module:
         Adds the parameter gradients into their ``.grad`` buffers and returns dL/d input
         (None when ``need_input_grad`` is False). ``inplace=True`` allows the module to overwrite
         ``grad_output`` (a container passes it for gradients that nobody else reads).
+        A subclass reads ``p.grad`` afresh in each call (``p.grad += ...``): ``zero_grad`` is
+        deferred (see :class:`fastnn.parameter.Parameter`), so a gradient array kept from an
+        earlier call would hold stale values until ``grad`` is read.
         """
         raise NotImplementedError
 
