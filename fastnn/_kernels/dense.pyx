@@ -13,6 +13,10 @@
 # never taken. Inputs are C-contiguous; W is (in_features, out_features) so forward is one
 # row-major GEMM. Column sums (db) accumulate in double, each column owned by one thread, so
 # every result is identical for any n_threads.
+# Two entries run the same _forward/_backward on raw pointers: dense_forward/dense_backward
+# (typed memoryviews; the functional API validates in Python first) and forward_layer/
+# backward_layer (the Dense module's per-batch entries: arguments checked in C through
+# _arrays.pxd, False when they do not qualify, and the module falls back to the functional API).
 from cython cimport floating
 from cython.parallel cimport prange
 cimport numpy as cnp

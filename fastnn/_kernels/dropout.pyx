@@ -6,6 +6,8 @@
 # key = mix64(seed ^ salt); the high word serves even i, the low word odd i (one 64-bit hash per
 # two elements). Pre-mixing the seed keeps two seeds from giving shifted copies of one stream.
 # y = x * (keep ? scale : 0): a dropped NaN stays NaN, like NumPy's X * mask.
+# The Dropout module calls dropout_layer (arguments checked in C, see _arrays.pxd; the call seed
+# of its t-th forward from call_seed), the functional API dropout_apply; both run _run.
 from cython cimport floating
 from cython.parallel cimport prange
 from libc.stdint cimport uint64_t, uint32_t, uint8_t

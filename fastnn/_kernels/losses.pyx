@@ -8,6 +8,8 @@
 #   distribution q:  1/2 ||p - q||^2 + sum_j q_j max(tau - z_j, 0)
 # (equal to the paper's -<q, z> + 1/2 sum_{j in S}(z_j^2 - tau^2) + 1/2 ||q||^2, but never
 # negative and never squaring z; tau and z in coordinates shifted by max(z)).
+# cross_entropy_labels_layer is CrossEntropyLoss's per-batch entry (arguments and the label
+# range checked in C, see _arrays.pxd); it runs the same rows as cross_entropy_labels.
 from libc.math cimport fabs, log, log1p, NAN
 from libc.stdlib cimport malloc, free
 from cython cimport floating
