@@ -46,8 +46,12 @@ made a dense layer 20-300x slower than NumPy):
   0.23 ms with ``OMP_WAIT_POLICY=passive`` or ``GOMP_SPINCOUNT=0`` under the same load. So
   fastnn/_kernels/__init__.py sets ``GOMP_SPINCOUNT=0`` and ``KMP_BLOCKTIME=0`` before the
   OpenMP runtime loads, unless the user set OMP_WAIT_POLICY, GOMP_SPINCOUNT or KMP_BLOCKTIME
-  (or FASTNN_OMP_SPIN=1). The price is a futex wake-up (microseconds) per parallel region, which
-  the parallel thresholds cover. If another library loaded the same libgomp first, its settings
+  (or FASTNN_OMP_SPIN=1). The price is a wake-up of the sleeping worker per parallel region:
+  microseconds on bare metal, but 100-300 us on the 2-vCPU KVM build machine, where an idle
+  vCPU halts (a split 1x784x256 layer: 120 us against 15 us serial); the parallel thresholds
+  keep regions that short serial. A bounded spin (GOMP_SPINCOUNT 3,000-20,000) kept the worker
+  awake within a training step but did not make 784-256-256-10 steps faster there
+  (benchmarks/README.md, Peers). If another library loaded the same libgomp first, its settings
   stay in force.
 
 ``n_threads=None`` means "what OMP_NUM_THREADS / threadpoolctl allow now" (``omp_get_max_threads``
