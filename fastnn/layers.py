@@ -24,6 +24,7 @@ from fastnn._kernels import activations as _activation_kernels
 from fastnn._kernels import dense as _dense_kernels
 from fastnn._kernels import dropout as _dropout_kernels
 from fastnn._threads import resolve_n_threads
+from fastnn._validation import check_float_array
 from fastnn.parameter import Parameter
 
 __all__ = [
@@ -58,6 +59,13 @@ _REGISTRY: dict[str, type] = {}
 _ACT_CODES = {name: _activation_kernels.CODES[name] for name in ACTIVATIONS}
 _IDENTITY_CODE = _ACT_CODES["identity"]
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _as_input(x) -> np.ndarray:
+    """A module's input as an ndarray: arrays pass as they are (the kernels check them);
+    anything else (a list, a scalar, an array-like) is converted, or rejected with a clear
+    error, by check_float_array."""
+    return x if type(x) is np.ndarray else check_float_array(x, "x")
 
 
 def _canonical_activation(name) -> str:
@@ -445,6 +453,7 @@ class Dense(Module):
             self.bias.data.fill(self.bias_init)
 
     def forward(self, x):
+        x = _as_input(x)
         W = self.weight.data
         y = self._buffer("y", (x.shape[0], self.out_features), W.dtype)
         if x is y or x.base is y:  # fed its own last output: a GEMM cannot write over its input
@@ -556,6 +565,7 @@ class Activation(Module):
         self._y = None
 
     def forward(self, x):
+        x = _as_input(x)
         if self.name == "identity":
             self._y = x
             return x
@@ -642,6 +652,7 @@ class Softmax(Module):
         self._p = None
 
     def forward(self, x):
+        x = _as_input(x)
         p = self._buffer("p", x.shape, x.dtype)
         F.softmax(x, out=p, n_threads=self._n_threads)
         self._p = p
@@ -672,6 +683,7 @@ class Sparsemax(Module):
         self._p = None
 
     def forward(self, x):
+        x = _as_input(x)
         p = self._buffer("p", x.shape, x.dtype)
         F.sparsemax(x, method=self.method, out=p, n_threads=self._n_threads)
         self._p = p
@@ -737,6 +749,7 @@ class Dropout(Module):
         return _dropout_kernels.call_seed(self.seed & _MASK64, t)
 
     def forward(self, x):
+        x = _as_input(x)
         self._active = self.training and self.p > 0.0
         if not self._active:
             if self.mode == "inverted" or self.p == 0.0:

@@ -20,6 +20,7 @@ from fastnn.layers import (
     Module,
     Softmax,
     Sparsemax,
+    _as_input,
     _check_dtype,
     _check_n_threads,
     module_from_config,
@@ -344,6 +345,7 @@ class Residual(_Container):
         return in_features if in_features is not None else out
 
     def forward(self, x):
+        x = _as_input(x)
         fx = self.module.forward(x)
         y = self._buffer("y", x.shape, x.dtype)
         return np.add(x, fx, out=y)
@@ -416,6 +418,7 @@ class Parallel(_Container):
         return sum(outs)
 
     def forward(self, x):
+        x = _as_input(x)
         outs = [b.forward(x) for b in self.branches]
         n = x.shape[0]
         if self.merge == "sum":

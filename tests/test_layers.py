@@ -7,6 +7,7 @@ from fastnn.layers import (
     Activation,
     Dense,
     Dropout,
+    Identity,
     ReLU,
     Sigmoid,
     Sign,
@@ -15,6 +16,7 @@ from fastnn.layers import (
     Step,
     Tanh,
 )
+from fastnn.model import Parallel, Residual
 
 ACTS = ["identity", "sigmoid", "tanh", "relu"]
 REF = {
@@ -298,3 +300,25 @@ def test_dense_fed_its_own_output(rng):
     y1 = layer.forward(X)
     ref = np.tanh(np.tanh(X @ layer.weight.data) @ layer.weight.data)
     np.testing.assert_allclose(layer.forward(y1), ref, rtol=1e-12)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: Dense(3, 2, seed=0, dtype=np.float64), lambda: ReLU(), lambda: Tanh(),
+    lambda: Softmax(), lambda: Sparsemax(), lambda: Dropout(0.5, seed=0), lambda: Identity(),
+    lambda: Residual(Dense(3, 3, seed=0, dtype=np.float64)),
+    lambda: Parallel(Dense(3, 2, seed=0, dtype=np.float64), Identity()),
+], ids=["Dense", "ReLU", "Tanh", "Softmax", "Sparsemax", "Dropout", "Identity", "Residual",
+        "Parallel"])
+def test_modules_called_on_a_list_convert_it(make):
+    rows = [[1.0, -2.0, 3.0], [0.5, 0.0, -1.0]]
+    a, b = make(), make()
+    np.testing.assert_array_equal(a.forward(rows), b.forward(np.array(rows)))
+
+
+def test_module_inputs_that_cannot_convert_raise_clear_errors():
+    with pytest.raises(TypeError, match="numpy array"):
+        ReLU().forward("abc")
+    with pytest.raises(TypeError, match="float32"):       # a float64 list into a float32 layer
+        Dense(3, 2, seed=0).forward([[1.0, 2.0, 3.0]])
+    with pytest.raises(TypeError, match="dtype"):
+        Tanh().forward(np.array([["a", "b"]]))
