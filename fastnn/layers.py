@@ -53,9 +53,10 @@ _KINKED = ("relu", "step", "sign")
 _MAX_CACHED_SHAPES = 32
 _REGISTRY: dict[str, type] = {}
 
-# Dense calls its kernels' module entries (forward_layer/backward_layer: arrays checked in C,
-# ~0.1 us) and falls back to the functional wrappers, whose validation costs ~7 us per call
-# (most of a batch-1 layer or of a small network's step), only for inputs they reject.
+# Dense calls its kernels' module entries (forward_layer/backward_layer: arrays checked in C; a
+# whole forward_layer call on a 1x4 -> 4 layer takes 0.5 us, the memoryview entry 2.2 us) and
+# falls back to the functional wrappers, whose validation costs ~7 us per call (most of a batch-1
+# layer or of a small network's step), only for inputs they reject.
 _ACT_CODES = {name: _activation_kernels.CODES[name] for name in ACTIVATIONS}
 _IDENTITY_CODE = _ACT_CODES["identity"]
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))

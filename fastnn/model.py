@@ -135,13 +135,18 @@ class Sequential(_Container):
         return w
 
     # --- graph -----------------------------------------------------------------------------------
-    def forward(self, X):
-        """Run the layers on a batch ``X`` of shape (n_samples, n_features); returns the output
-        of the last layer (a buffer owned by the network, see the class notes)."""
+    def _check_input(self, X) -> np.ndarray:
+        """X as a C-contiguous 2-D array of the network's dtype and input width, or raise."""
         X = check_float_array(X, "X", ndim=2, dtype=self._dtype)
         if self._in_features is not None and X.shape[1] != self._in_features:
             raise ValueError(f"X has {X.shape[1]} features but the network expects "
                              f"{self._in_features}")
+        return X
+
+    def forward(self, X):
+        """Run the layers on a batch ``X`` of shape (n_samples, n_features); returns the output
+        of the last layer (a buffer owned by the network, see the class notes)."""
+        X = self._check_input(X)
         for m in self._layers:
             X = m.forward(X)
         return X
@@ -199,15 +204,12 @@ class Sequential(_Container):
         ndarray (n_samples, n_outputs): the last layer's output (logits for a classifier
         trained with a cross-entropy or sparsemax loss; see ``predict_proba``).
         """
-        X = check_float_array(X, "X", ndim=2, dtype=self._dtype)
+        X = self._check_input(X)
         if batch_size is None:
             batch_size = _PREDICT_BATCH
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
                 or batch_size <= 0:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-        if self._in_features is not None and X.shape[1] != self._in_features:
-            raise ValueError(f"X has {X.shape[1]} features but the network expects "
-                             f"{self._in_features}")
         with self._predict_lock():
             modules = list(self.modules())
             modes = [m.training for m in modules]

@@ -51,6 +51,16 @@ def key_from_seed(uint64_t seed):
     return fastnn_mix64(seed ^ SALT)
 
 
+cdef inline uint32_t _keep_threshold(double p) noexcept nogil:
+    # keep iff word >= floor(p * 2^32); p < 1 keeps this below 2^32.
+    return <uint32_t> min(<uint64_t> (p * 4294967296.0), <uint64_t> 4294967295)
+
+
+def keep_threshold(double p):
+    """The threshold of drop probability p in [0, 1): floor(p * 2^32)."""
+    return _keep_threshold(p)
+
+
 cdef inline uint64_t _splitmix64(uint64_t x) noexcept nogil:
     return fastnn_mix64(x + GAMMA)
 
@@ -146,11 +156,11 @@ def dropout_layer(x, out, uint64_t seed, double p, bint inverted, int n_threads)
     floor(p * 2^32), scale)."""
     cdef int t = A.float_type(x)
     cdef Py_ssize_t n
-    cdef uint32_t threshold
-    cdef double scale = 1.0 / (1.0 - p) if inverted else 1.0
-    cdef uint64_t key = fastnn_mix64(seed ^ SALT)
     if t < 0 or not (0.0 <= p < 1.0):
         return False
+    cdef double scale = 1.0 / (1.0 - p) if inverted else 1.0
+    cdef uint64_t key = fastnn_mix64(seed ^ SALT)
+    cdef uint32_t threshold = _keep_threshold(p)
     if not (A.c_array(x, t, cnp.PyArray_NDIM(<cnp.ndarray> x), False)
             and A.c_array(out, t, cnp.PyArray_NDIM(<cnp.ndarray> x), True)
             and A.same_shape(x, out)):
@@ -162,7 +172,6 @@ def dropout_layer(x, out, uint64_t seed, double p, bint inverted, int n_threads)
     n = cnp.PyArray_SIZE(<cnp.ndarray> x)
     if n == 0:
         return True
-    threshold = <uint32_t> min(<uint64_t> (p * 4294967296.0), <uint64_t> 4294967295)
     with nogil:
         if t == cnp.NPY_FLOAT32:
             _run(<const float *> xp, <float *> yp, NULL, key, threshold, <float> scale, n,

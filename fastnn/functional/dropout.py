@@ -50,8 +50,8 @@ def _check_mode(mode) -> str:
 
 
 def _threshold(p: float) -> int:
-    # keep iff word >= floor(p * 2^32); p < 1 keeps this below 2^32.
-    return min(int(p * 4294967296.0), 4294967295)
+    # keep iff word >= floor(p * 2^32) (the rule shared with the Dropout module's entry)
+    return _k.keep_threshold(p)
 
 
 def _apply(x, p, seed, scale, training, out, n_threads, name):
