@@ -17,6 +17,8 @@ import numbers
 
 import numpy as np
 
+from fastnn.functional.activations import activation_info
+
 __all__ = ["glorot_uniform", "glorot_normal", "xavier_uniform", "xavier_normal", "he_uniform",
            "he_normal", "kaiming_uniform", "kaiming_normal", "zeros", "constant",
            "default_init", "get_initializer", "calculate_fans"]
@@ -159,23 +161,15 @@ def constant(shape, value: float = 0.0, dtype=np.float64, seed=None) -> np.ndarr
     return np.full(_shape(shape), float(value), dtype=_dtype(dtype))
 
 
-_GLOROT_ACTIVATIONS = {None, "identity", "linear", "tanh", "sigmoid", "step", "sign",
-                       "softmax", "sparsemax"}
-
-
 def default_init(activation=None):
-    """The weight initializer for units with ``activation``.
-
-    :func:`glorot_uniform` for identity/linear, tanh, sigmoid (and the threshold units and output
-    maps), :func:`he_uniform` for relu.
+    """The weight initializer for units with ``activation``: the activation table's ``init``
+    (:data:`fastnn.functional.ACTIVATION_TABLE`): :func:`he_uniform` for the relu family
+    (relu, leaky relu, ELU, softplus, GELU, SiLU), :func:`glorot_uniform` for identity/linear,
+    tanh, sigmoid, the threshold units and the output maps ("softmax", "sparsemax").
     """
-    name = activation.lower() if isinstance(activation, str) else activation
-    if name == "relu":
-        return he_uniform
-    if name in _GLOROT_ACTIVATIONS:
+    if isinstance(activation, str) and activation.lower() in ("softmax", "sparsemax"):
         return glorot_uniform
-    raise ValueError(f"no default initializer for activation {activation!r}; expected one of "
-                     f"'identity', 'linear', 'tanh', 'sigmoid', 'relu', 'step', 'sign'")
+    return _BY_NAME[activation_info(activation).init]
 
 
 _BY_NAME = {

@@ -20,11 +20,11 @@ import numbers
 import numpy as np
 
 from fastnn import functional as F
-from fastnn._kernels import activations as _activation_kernels
 from fastnn._kernels import dense as _dense_kernels
 from fastnn._kernels import dropout as _dropout_kernels
 from fastnn._threads import resolve_n_threads
 from fastnn._validation import check_float_array
+from fastnn.functional.activations import ACTIVATION_TABLE, ACTIVATIONS, activation_info
 from fastnn.parameter import Parameter
 
 __all__ = [
@@ -32,23 +32,26 @@ __all__ = [
     "Activation",
     "Dense",
     "Dropout",
+    "ELU",
+    "GELU",
     "Identity",
+    "LeakyReLU",
     "Module",
     "ReLU",
     "Sigmoid",
+    "SiLU",
     "Sign",
     "Softmax",
+    "Softplus",
     "Sparsemax",
     "Step",
     "Tanh",
 ]
 
-#: Activation names understood by Dense and Activation ("linear" is an alias of "identity").
-ACTIVATIONS = ("identity", "sigmoid", "tanh", "relu", "step", "sign")
-_ALIASES = {"linear": "identity", None: "identity"}
-#: Activations whose derivative jumps (relu) or whose value jumps (step, sign): gradcheck looks
-#: for a change of the sign pattern between the two points of a finite-difference stencil.
-_KINKED = ("relu", "step", "sign")
+# Activation names: fastnn.functional.activations.ACTIVATION_TABLE (ACTIVATIONS re-exported).
+# Kinked activations (the derivative or the value jumps at 0): gradcheck looks for a change of
+# the sign pattern between the two points of a finite-difference stencil.
+_KINKED = tuple(a.name for a in ACTIVATION_TABLE.values() if a.kinked)
 
 _MAX_CACHED_SHAPES = 32
 _REGISTRY: dict[str, type] = {}
@@ -57,7 +60,7 @@ _REGISTRY: dict[str, type] = {}
 # whole forward_layer call on a 1x4 -> 4 layer takes 0.5 us, the memoryview entry 2.2 us) and
 # falls back to the functional wrappers, whose validation costs ~7 us per call (most of a batch-1
 # layer or of a small network's step), only for inputs they reject.
-_ACT_CODES = {name: _activation_kernels.CODES[name] for name in ACTIVATIONS}
+_ACT_CODES = {a.name: a.code for a in ACTIVATION_TABLE.values()}
 _IDENTITY_CODE = _ACT_CODES["identity"]
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -70,11 +73,7 @@ def _as_input(x) -> np.ndarray:
 
 
 def _canonical_activation(name) -> str:
-    name = _ALIASES.get(name, name)
-    if name not in ACTIVATIONS:
-        raise ValueError(f"Unknown activation {name!r}; expected one of "
-                         f"{', '.join(ACTIVATIONS)} (or 'linear', an alias of 'identity')")
-    return name
+    return activation_info(name).name
 
 
 def _check_dtype(dtype) -> np.dtype:
@@ -379,13 +378,18 @@ class Dense(Module):
     ----------
     in_features, out_features : int
     activation : str or None
-        "identity" (None, "linear"), "sigmoid", "tanh", "relu", "step" or "sign", computed in the
-        same kernel pass as the bias (no extra pass over the output).
+        A name of :data:`fastnn.functional.ACTIVATION_TABLE`: "identity" (None, "linear"),
+        "sigmoid", "tanh", "relu", "step", "sign", "leaky_relu", "elu", "softplus", "gelu",
+        "gelu_tanh" or "silu", computed in the same kernel pass as the bias (no extra pass over
+        the output). For GELU and SiLU the pre-activation is kept too, in training mode only
+        (their derivative needs it).
     bias : bool
     init : str, callable or None
         Weight initializer: a name from :mod:`fastnn.init` ("glorot_uniform", "he_normal", ...)
-        or a callable ``init(shape, seed=..., dtype=...)``. None picks He uniform for relu and
-        Glorot uniform otherwise (the lecture's choice for tanh and sigmoid).
+        or a callable ``init(shape, seed=..., dtype=...)``. None picks the activation's default
+        (the table's ``init``): He uniform for the relu family (relu, leaky relu, ELU,
+        softplus, GELU, SiLU), Glorot uniform otherwise (the lecture's choice for tanh and
+        sigmoid).
     bias_init : float
         Constant initial bias (0 by default; a small positive value such as 0.01 keeps relu units
         alive at the start).
@@ -425,7 +429,7 @@ class Dense(Module):
             self.bias = Parameter(np.empty(self.out_features, dtype=dtype), name="bias",
                                   regularize=False)
             self._parameters["bias"] = self.bias
-        self._x = self._y = None
+        self._x = self._y = self._z = None
         self.reset_parameters()
 
     def reset_parameters(self, seed=None) -> None:
@@ -435,7 +439,7 @@ class Dense(Module):
         seed = self.seed if seed is None else seed
         init = self.init
         if init is None:
-            init = "he_uniform" if self.activation == "relu" else "glorot_uniform"
+            init = ACTIVATION_TABLE[self.activation].init
         if isinstance(init, str):
             fn = getattr(initializers, init, None)
             if fn is None or init.startswith("_"):
@@ -460,14 +464,18 @@ class Dense(Module):
         if x is y or x.base is y:  # fed its own last output: a GEMM cannot write over its input
             y = np.empty_like(y)
         b = None if self.bias is None else self.bias.data
+        # The pre-activation, for the backward of GELU/SiLU, only when training.
+        z = None
+        if self.training and ACTIVATION_TABLE[self.activation].needs_z:
+            z = self._buffer("z", y.shape, y.dtype)
         # The kernel's module entry checks the arrays in C and runs when they are already what
         # it needs (the network's own buffers, or an input the container validated); anything
         # else goes through the validating functional path, which converts or raises.
         if not _dense_kernels.forward_layer(x, W, b, y, _ACT_CODES[self.activation],
-                                            resolve_n_threads(self._n_threads)):
+                                            resolve_n_threads(self._n_threads), z):
             F.dense_forward(x, W, b, activation=self.activation, out=y,
-                            n_threads=self._n_threads)
-        self._x, self._y = x, y
+                            n_threads=self._n_threads, z_out=z)
+        self._x, self._y, self._z = x, y, z
         return y
 
     def backward(self, grad_output, need_input_grad=True, inplace=False):
@@ -478,7 +486,7 @@ class Dense(Module):
         if self._fast_backward(x, grad_output, gx, inplace):
             return gx
         F.dense_backward(x, self.weight.data, self._y, grad_output, activation=self.activation,
-                         grad_W_out=self.weight.grad,
+                         Z=self._saved_z(), grad_W_out=self.weight.grad,
                          grad_b_out=None if self.bias is None else self.bias.grad,
                          grad_X_out=gx, need_grad_X=need_input_grad, accumulate=True,
                          overwrite_grad_Y=inplace, need_grad_b=self.bias is not None,
@@ -489,9 +497,10 @@ class Dense(Module):
         """The backward kernel's module entry (arrays checked in C); False, with nothing
         computed, leaves it to the validating path. Gradients marked zero by zero_grad are
         overwritten rather than added to."""
-        y = self._y
         w, b = self.weight, self.bias
         code = _ACT_CODES[self.activation]
+        # The kernel takes the derivative from y, or from z for the activations that need it.
+        y = self._saved_z() if ACTIVATION_TABLE[self.activation].needs_z else self._y
         dz = None  # dZ over g: the kernel reads it from g for the identity
         if code != _IDENTITY_CODE and not (inplace and g is not y and g.base is not y
                                            and g.flags.writeable):
@@ -510,6 +519,13 @@ class Dense(Module):
         if b is not None:
             b._grad_written()
         return True
+
+    def _saved_z(self):
+        if self._z is None and ACTIVATION_TABLE[self.activation].needs_z:
+            raise RuntimeError(f"the backward of a {self.activation!r} layer needs the "
+                               f"pre-activation, kept by forward in training mode only: call "
+                               f"model.train() before the forward pass")
+        return self._z
 
     def _kink_state(self):
         if self.activation in _KINKED and self._y is not None:
@@ -556,14 +572,15 @@ class Activation(Module):
     """Elementwise activation as a separate module: ``y = act(x)``.
 
     Gives the same numbers as the activation fused into :class:`Dense` (the fused route saves a
-    pass over memory). Derivatives use the output: sigmoid y(1-y), tanh 1-y^2, relu 1[y>0];
-    step and sign have derivative 0 (threshold units are not trained by backpropagation).
+    pass over memory). Derivatives use the output where it determines them (sigmoid y(1-y),
+    tanh 1-y^2, relu 1[y>0], ...) and the input for GELU and SiLU; step and sign have
+    derivative 0 (threshold units are not trained by backpropagation).
     """
 
     def __init__(self, name="identity"):
         super().__init__()
         self.name = _canonical_activation(name)
-        self._y = None
+        self._y = self._z = None
 
     def forward(self, x):
         x = _as_input(x)
@@ -573,6 +590,7 @@ class Activation(Module):
         y = self._buffer("y", x.shape, x.dtype)
         F.activation(x, self.name, out=y, n_threads=self._n_threads)
         self._y = y
+        self._z = x if ACTIVATION_TABLE[self.name].needs_z else None
         return y
 
     def backward(self, grad_output, need_input_grad=True, inplace=False):
@@ -581,7 +599,7 @@ class Activation(Module):
         out = grad_output if inplace else self._buffer("gx", grad_output.shape,
                                                        grad_output.dtype)
         return F.activation_backward(self._y, grad_output, self.name, out=out,
-                                     n_threads=self._n_threads)
+                                     n_threads=self._n_threads, z=self._z)
 
     def _kink_state(self):
         if self.name in _KINKED and self._y is not None:
@@ -638,6 +656,51 @@ class Sign(Activation):
 
     def __init__(self):
         super().__init__("sign")
+
+
+class LeakyReLU(Activation):
+    """``y = x if x > 0 else 0.01 x`` (Maas et al., 2013; torch's default slope)."""
+
+    def __init__(self):
+        super().__init__("leaky_relu")
+
+
+class ELU(Activation):
+    """``y = x if x > 0 else exp(x) - 1`` (Clevert et al., 2016; alpha = 1)."""
+
+    def __init__(self):
+        super().__init__("elu")
+
+
+class Softplus(Activation):
+    """``y = log(1 + exp(x))``, computed without overflow."""
+
+    def __init__(self):
+        super().__init__("softplus")
+
+
+class GELU(Activation):
+    """``y = x Phi(x)`` (Hendrycks & Gimpel, 2016); ``approximate="tanh"`` uses
+    ``0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))``, as torch.nn.GELU."""
+
+    def __init__(self, approximate: str = "none"):
+        if approximate not in ("none", "tanh"):
+            raise ValueError(f"approximate must be 'none' or 'tanh', got {approximate!r}")
+        super().__init__("gelu" if approximate == "none" else "gelu_tanh")
+        self.approximate = approximate
+
+    def get_config(self):
+        return {"type": "GELU", "approximate": self.approximate}
+
+    def extra_repr(self):
+        return "" if self.approximate == "none" else f"approximate={self.approximate!r}"
+
+
+class SiLU(Activation):
+    """``y = x sigmoid(x)`` (Elfwing et al., 2018; "swish")."""
+
+    def __init__(self):
+        super().__init__("silu")
 
 
 class Softmax(Module):

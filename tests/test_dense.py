@@ -251,8 +251,8 @@ def test_validation_messages():
         F.dense_forward(X, W.astype(np.int64))
     with pytest.raises(ValueError, match="2-dimensional"):
         F.dense_forward(X[0], W)
-    with pytest.raises(ValueError, match="Unknown activation 'softplus'"):
-        F.dense_forward(X, W, b, "softplus")
+    with pytest.raises(ValueError, match="Unknown activation 'mish'"):
+        F.dense_forward(X, W, b, "mish")
     with pytest.raises(ValueError, match=r"out must have shape \(3, 5\), got \(3, 4\)"):
         F.dense_forward(X, W, b, out=np.zeros((3, 4), np.float32))
     with pytest.raises(TypeError, match="out must have dtype float32"):

@@ -101,12 +101,14 @@ def test_zeros_and_constant(dtype):
 @pytest.mark.parametrize("activation,expected", [
     ("tanh", "glorot_uniform"), ("sigmoid", "glorot_uniform"), ("identity", "glorot_uniform"),
     ("linear", "glorot_uniform"), (None, "glorot_uniform"), ("ReLU", "he_uniform"),
-    ("relu", "he_uniform"),
+    ("relu", "he_uniform"), ("gelu", "he_uniform"), ("silu", "he_uniform"),
+    ("swish", "he_uniform"), ("leaky_relu", "he_uniform"), ("elu", "he_uniform"),
+    ("softplus", "he_uniform"), ("softmax", "glorot_uniform"),
 ])
 def test_default_init(activation, expected):
     assert init.default_init(activation) is getattr(init, expected)
 
 
 def test_default_init_unknown():
-    with pytest.raises(ValueError, match="no default initializer for activation 'swish'"):
-        init.default_init("swish")
+    with pytest.raises(ValueError, match="Unknown activation 'mish'"):
+        init.default_init("mish")

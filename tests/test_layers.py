@@ -130,8 +130,8 @@ def test_default_init_glorot_or_he_and_reset_parameters():
 
 
 def test_dense_validation_messages():
-    with pytest.raises(ValueError, match="Unknown activation 'softplus'"):
-        Dense(3, 2, "softplus")
+    with pytest.raises(ValueError, match="Unknown activation 'mish'"):
+        Dense(3, 2, "mish")
     with pytest.raises(ValueError, match="in_features must be a positive int"):
         Dense(0, 2)
     with pytest.raises(TypeError, match="float32 or float64"):

@@ -1,11 +1,14 @@
-# Design: the element functions of every activation and of its derivative (computed from the
-# OUTPUT y = act(z)), shared by the activation, dense and any other kernel that cimports them.
+# Design: the element functions of every activation and of its derivative, shared by the
+# activation, dense and any other kernel that cimports them. A derivative is computed from the
+# OUTPUT y = act(z) where that is possible (sigmoid, tanh, relu, leaky relu, ELU, softplus), and
+# from the PRE-ACTIVATION z for the activations whose derivative y does not determine (GELU in
+# both forms, SiLU): act_needs_z(code) tells which, and the callers keep z for those only.
 # One row loop per activation is produced by inlining act_row / act_grad_row with a constant
 # code, so each loop is a branch-free, auto-vectorizable pass (SSE2 baseline: no -march).
 # float32 sigmoid/tanh use a vectorizable polynomial exp/expm1 (Cephes expf, a few ulp);
 # float64 uses libm's exp/tanh. NaN propagates like NumPy in every forward function.
 from cython cimport floating
-from libc.math cimport tanh as _tanh
+from libc.math cimport tanh as _tanh, expm1
 
 cdef extern from *:
     """
@@ -72,6 +75,69 @@ cdef extern from *:
         float t = m / (m + 2.0f);
         return z < 0.0f ? -t : t;
     }
+    /* Activations of the pre-activation family (constants as in torch.nn.functional's
+       defaults). GELU (Hendrycks & Gimpel 2016): z Phi(z), exactly with erf or with the tanh
+       approximation; SiLU (Elfwing et al. 2018; "swish"): z sigmoid(z); softplus:
+       log(1 + e^z), as max(z, 0) + log1p(e^-|z|) (no overflow); ELU (Clevert et al. 2016,
+       alpha = 1): z if z > 0 else e^z - 1; leaky ReLU (Maas et al. 2013, slope 0.01). */
+    #define FASTNN_GELU_K 0.7978845608028654    /* sqrt(2 / pi) */
+    #define FASTNN_GELU_C 0.044715
+    #define FASTNN_INV_SQRT_2PI 0.3989422804014327
+    #define FASTNN_LEAKY_SLOPE 0.01
+    /* Phi(z) = erfc(-z / sqrt 2) / 2: no cancellation in the lower tail (1 + erf would lose
+       every digit of Phi(-5) ~ 2.9e-7 in float32). */
+    static inline float fastnn_phif(float z) {
+        return 0.5f * erfcf(-z * (float) M_SQRT1_2);
+    }
+    static inline double fastnn_phi(double z) {
+        return 0.5 * erfc(-z * M_SQRT1_2);
+    }
+    static inline float fastnn_gelu_erff(float z) { return z * fastnn_phif(z); }
+    static inline double fastnn_gelu_erf(double z) { return z * fastnn_phi(z); }
+    /* Phi(z) + z phi(z) */
+    static inline float fastnn_gelu_erf_gradf(float z) {
+        return fastnn_phif(z) + z * (float) FASTNN_INV_SQRT_2PI * fastnn_expf(-0.5f * z * z);
+    }
+    static inline double fastnn_gelu_erf_grad(double z) {
+        return fastnn_phi(z) + z * FASTNN_INV_SQRT_2PI * exp(-0.5 * z * z);
+    }
+    /* The tanh form as z sigmoid(2u), u = sqrt(2/pi) (z + 0.044715 z^3): the same function as
+       0.5 z (1 + tanh u), without its cancellation for z < 0. Its derivative is
+       s + 2 z s (1 - s) u'(z) with s = sigmoid(2u); z is clamped to +-20 there (s is then 0 or 1
+       to rounding), so z^3 never overflows into inf * 0. */
+    static inline float fastnn_gelu_tanhf(float z) {
+        float u = (float) FASTNN_GELU_K * (z + (float) FASTNN_GELU_C * z * z * z);
+        return z * fastnn_sigmoidf(2.0f * u);
+    }
+    static inline double fastnn_gelu_tanh(double z) {
+        double u = FASTNN_GELU_K * (z + FASTNN_GELU_C * z * z * z);
+        return z * fastnn_sigmoid(2.0 * u);
+    }
+    static inline float fastnn_gelu_tanh_gradf(float z) {
+        float zc = z > 20.0f ? 20.0f : (z < -20.0f ? -20.0f : z);
+        float u = (float) FASTNN_GELU_K * (zc + (float) FASTNN_GELU_C * zc * zc * zc);
+        float s = fastnn_sigmoidf(2.0f * u);
+        return s + 2.0f * zc * s * (1.0f - s) * (float) FASTNN_GELU_K
+               * (1.0f + 3.0f * (float) FASTNN_GELU_C * zc * zc);
+    }
+    static inline double fastnn_gelu_tanh_grad(double z) {
+        double zc = z > 40.0 ? 40.0 : (z < -40.0 ? -40.0 : z);
+        double u = FASTNN_GELU_K * (zc + FASTNN_GELU_C * zc * zc * zc);
+        double s = fastnn_sigmoid(2.0 * u);
+        return s + 2.0 * zc * s * (1.0 - s) * FASTNN_GELU_K * (1.0 + 3.0 * FASTNN_GELU_C * zc * zc);
+    }
+    static inline float fastnn_softplusf(float z) {
+        return (z > 0.0f ? z : 0.0f) + log1pf(fastnn_expf(-fabsf(z)));
+    }
+    static inline double fastnn_softplus(double z) {
+        return (z > 0.0 ? z : 0.0) + log1p(exp(-fabs(z)));
+    }
+    static inline float fastnn_eluf(float z) {
+        return z > 0.0f ? z : fastnn_expm1f(z);
+    }
+    static inline double fastnn_elu(double z) {
+        return z > 0.0 ? z : expm1(z);
+    }
     /* The float32 sigmoid/tanh row loops are compute bound: build them twice, for the SSE2
        baseline and for AVX2 (8 floats a vector), and let the loader pick one at run time
        (GCC target_clones, an ifunc: Linux x86-64 only). Same formulas, no FMA contraction
@@ -95,6 +161,20 @@ cdef extern from *:
     }
     """
     float fastnn_expf(float x) noexcept nogil
+    float fastnn_expm1f(float x) noexcept nogil
+    float fastnn_gelu_erff(float z) noexcept nogil
+    double fastnn_gelu_erf(double z) noexcept nogil
+    float fastnn_gelu_erf_gradf(float z) noexcept nogil
+    double fastnn_gelu_erf_grad(double z) noexcept nogil
+    float fastnn_gelu_tanhf(float z) noexcept nogil
+    double fastnn_gelu_tanh(double z) noexcept nogil
+    float fastnn_gelu_tanh_gradf(float z) noexcept nogil
+    double fastnn_gelu_tanh_grad(double z) noexcept nogil
+    float fastnn_softplusf(float z) noexcept nogil
+    double fastnn_softplus(double z) noexcept nogil
+    float fastnn_eluf(float z) noexcept nogil
+    double fastnn_elu(double z) noexcept nogil
+    double FASTNN_LEAKY_SLOPE
     float fastnn_sigmoidf(float z) noexcept nogil
     double fastnn_sigmoid(double z) noexcept nogil
     float fastnn_tanhf(float z) noexcept nogil
@@ -109,7 +189,18 @@ cdef enum:
     ACT_RELU = 3
     ACT_STEP = 4
     ACT_SIGN = 5
-    N_ACTIVATIONS = 6
+    ACT_LEAKY_RELU = 6
+    ACT_ELU = 7
+    ACT_SOFTPLUS = 8
+    ACT_GELU = 9
+    ACT_GELU_TANH = 10
+    ACT_SILU = 11
+    N_ACTIVATIONS = 12
+
+
+cdef inline bint act_needs_z(int code) noexcept nogil:
+    """True when the derivative is computed from the pre-activation z (GELU, SiLU)."""
+    return code == ACT_GELU or code == ACT_GELU_TANH or code == ACT_SILU
 
 
 cdef inline floating act_elem(int code, floating z) noexcept nogil:
@@ -130,19 +221,73 @@ cdef inline floating act_elem(int code, floating z) noexcept nogil:
         return 1 if z >= 0 else (0 if z < 0 else z)
     elif code == ACT_SIGN:
         return 1 if z >= 0 else (-1 if z < 0 else z)
+    elif code == ACT_LEAKY_RELU:
+        return z if z > 0 else <floating> FASTNN_LEAKY_SLOPE * z
+    elif code == ACT_ELU:
+        if floating is float:
+            return fastnn_eluf(z)
+        else:
+            return fastnn_elu(z)
+    elif code == ACT_SOFTPLUS:
+        if floating is float:
+            return fastnn_softplusf(z)
+        else:
+            return fastnn_softplus(z)
+    elif code == ACT_GELU:
+        if floating is float:
+            return fastnn_gelu_erff(z)
+        else:
+            return fastnn_gelu_erf(z)
+    elif code == ACT_GELU_TANH:
+        if floating is float:
+            return fastnn_gelu_tanhf(z)
+        else:
+            return fastnn_gelu_tanh(z)
+    elif code == ACT_SILU:
+        if floating is float:
+            return z * fastnn_sigmoidf(z)
+        else:
+            return z * fastnn_sigmoid(z)
     return z
 
 
-cdef inline floating act_grad_elem(int code, floating y, floating g) noexcept nogil:
-    """g * act'(z), the derivative taken from the output y = act(z); 0 for step and sign."""
+cdef inline floating act_grad_elem(int code, floating v, floating g) noexcept nogil:
+    """g * act'(z), the derivative taken from v: the pre-activation z when act_needs_z(code),
+    else the output y = act(z). 0 for step and sign."""
+    cdef floating s
     if code == ACT_SIGMOID:
-        return g * (y * (1 - y))
+        return g * (v * (1 - v))
     elif code == ACT_TANH:
-        return g * (1 - y * y)
+        return g * (1 - v * v)
     elif code == ACT_RELU:
-        return g if y > 0 else 0
+        return g if v > 0 else 0
     elif code == ACT_STEP or code == ACT_SIGN:
         return 0
+    elif code == ACT_LEAKY_RELU:
+        return g if v > 0 else g * <floating> FASTNN_LEAKY_SLOPE
+    elif code == ACT_ELU:          # y = e^z - 1 below 0: act' = e^z = y + 1
+        return g if v > 0 else g * (v + 1)
+    elif code == ACT_SOFTPLUS:     # act' = sigmoid(z) = 1 - e^-y
+        if floating is float:
+            return -g * fastnn_expm1f(-v)
+        else:
+            return -g * expm1(-v)
+    elif code == ACT_GELU:
+        if floating is float:
+            return g * fastnn_gelu_erf_gradf(v)
+        else:
+            return g * fastnn_gelu_erf_grad(v)
+    elif code == ACT_GELU_TANH:
+        if floating is float:
+            return g * fastnn_gelu_tanh_gradf(v)
+        else:
+            return g * fastnn_gelu_tanh_grad(v)
+    elif code == ACT_SILU:         # act' = s (1 + z (1 - s)), s = sigmoid(z)
+        if floating is float:
+            s = fastnn_sigmoidf(v)
+        else:
+            s = fastnn_sigmoid(v)
+        return g * (s * (1 + v * (1 - s)))
     return g
 
 
@@ -177,8 +322,31 @@ cdef inline void act_row(int code, floating *y, const floating *z, const floatin
         _act_row_c(ACT_STEP, y, z, b, n)
     elif code == ACT_SIGN:
         _act_row_c(ACT_SIGN, y, z, b, n)
+    elif code == ACT_LEAKY_RELU:
+        _act_row_c(ACT_LEAKY_RELU, y, z, b, n)
+    elif code == ACT_ELU:
+        _act_row_c(ACT_ELU, y, z, b, n)
+    elif code == ACT_SOFTPLUS:
+        _act_row_c(ACT_SOFTPLUS, y, z, b, n)
+    elif code == ACT_GELU:
+        _act_row_c(ACT_GELU, y, z, b, n)
+    elif code == ACT_GELU_TANH:
+        _act_row_c(ACT_GELU_TANH, y, z, b, n)
+    elif code == ACT_SILU:
+        _act_row_c(ACT_SILU, y, z, b, n)
     else:
         _act_row_c(ACT_IDENTITY, y, z, b, n)
+
+
+cdef inline void act_row_keep_z(int code, floating *y, floating *z, const floating *b,
+                                Py_ssize_t n) noexcept nogil:
+    """z[j] += b[j], then y[j] = act(z[j]) for j < n (b may be NULL): the epilogue that keeps
+    the pre-activation for the activations whose derivative needs it."""
+    cdef Py_ssize_t j
+    if b != NULL:
+        for j in range(n):
+            z[j] = z[j] + b[j]
+    act_row(code, y, z, <const floating *> NULL, n)
 
 
 cdef inline void _act_grad_row_c(int code, floating *gz, const floating *y, const floating *g,
@@ -190,7 +358,8 @@ cdef inline void _act_grad_row_c(int code, floating *gz, const floating *y, cons
 
 cdef inline void act_grad_row(int code, floating *gz, const floating *y, const floating *g,
                               Py_ssize_t n) noexcept nogil:
-    """gz[j] = g[j] * act'(z[j]) from y[j] = act(z[j]) (gz may be g)."""
+    """gz[j] = g[j] * act'(z[j]), from y[j] = act(z[j]), or from z[j] itself (passed in y) when
+    act_needs_z(code) (gz may be g)."""
     cdef Py_ssize_t j
     if code == ACT_SIGMOID:
         _act_grad_row_c(ACT_SIGMOID, gz, y, g, n)
@@ -198,6 +367,18 @@ cdef inline void act_grad_row(int code, floating *gz, const floating *y, const f
         _act_grad_row_c(ACT_TANH, gz, y, g, n)
     elif code == ACT_RELU:
         _act_grad_row_c(ACT_RELU, gz, y, g, n)
+    elif code == ACT_LEAKY_RELU:
+        _act_grad_row_c(ACT_LEAKY_RELU, gz, y, g, n)
+    elif code == ACT_ELU:
+        _act_grad_row_c(ACT_ELU, gz, y, g, n)
+    elif code == ACT_SOFTPLUS:
+        _act_grad_row_c(ACT_SOFTPLUS, gz, y, g, n)
+    elif code == ACT_GELU:
+        _act_grad_row_c(ACT_GELU, gz, y, g, n)
+    elif code == ACT_GELU_TANH:
+        _act_grad_row_c(ACT_GELU_TANH, gz, y, g, n)
+    elif code == ACT_SILU:
+        _act_grad_row_c(ACT_SILU, gz, y, g, n)
     elif code == ACT_STEP or code == ACT_SIGN:
         for j in range(n):
             gz[j] = 0

@@ -7,10 +7,20 @@ from cython cimport floating
 from cython.parallel cimport prange
 
 from fastnn._kernels._activations cimport (
-    act_row, act_grad_row, ACT_IDENTITY, ACT_SIGMOID, ACT_TANH, ACT_RELU, ACT_STEP, ACT_SIGN)
+    act_row, act_grad_row, act_needs_z, ACT_IDENTITY, ACT_SIGMOID, ACT_TANH, ACT_RELU,
+    ACT_STEP, ACT_SIGN, ACT_LEAKY_RELU, ACT_ELU, ACT_SOFTPLUS, ACT_GELU, ACT_GELU_TANH,
+    ACT_SILU)
 
-CODES = {"identity": ACT_IDENTITY, "linear": ACT_IDENTITY, "sigmoid": ACT_SIGMOID,
-         "tanh": ACT_TANH, "relu": ACT_RELU, "step": ACT_STEP, "sign": ACT_SIGN}
+#: Kernel code of each activation (canonical names; aliases live in fastnn.functional).
+CODES = {"identity": ACT_IDENTITY, "sigmoid": ACT_SIGMOID, "tanh": ACT_TANH,
+         "relu": ACT_RELU, "step": ACT_STEP, "sign": ACT_SIGN, "leaky_relu": ACT_LEAKY_RELU,
+         "elu": ACT_ELU, "softplus": ACT_SOFTPLUS, "gelu": ACT_GELU, "gelu_tanh": ACT_GELU_TANH,
+         "silu": ACT_SILU}
+
+
+def needs_z(int code):
+    """True when the derivative of activation ``code`` is computed from the pre-activation."""
+    return act_needs_z(code)
 
 # Smallest number of elements worth an OpenMP team, by cost class. The dev machine (2 cores,
 # shared, load average ~6 while measured) never gave a quiet window, so the thresholds come from
@@ -34,9 +44,10 @@ def set_parallel_thresholds(Py_ssize_t cheap=-1, Py_ssize_t transcendental=-1):
 
 
 cdef inline int _n_blocks(int code, Py_ssize_t n, int n_threads) noexcept nogil:
-    cdef Py_ssize_t threshold = PAR_MIN_CHEAP
-    if code == ACT_SIGMOID or code == ACT_TANH:
-        threshold = PAR_MIN_TRANSCENDENTAL
+    cdef Py_ssize_t threshold = PAR_MIN_TRANSCENDENTAL
+    if code == ACT_IDENTITY or code == ACT_RELU or code == ACT_STEP or code == ACT_SIGN \
+            or code == ACT_LEAKY_RELU:
+        threshold = PAR_MIN_CHEAP
     if n_threads <= 1 or n < threshold or n < 32:
         return 1
     return n_threads
@@ -69,9 +80,11 @@ def activation_forward(const floating[::1] z, floating[::1] y_out, int code, int
 
 def activation_backward(const floating[::1] y, const floating[::1] grad_y,
                         floating[::1] grad_z_out, int code, int n_threads):
-    """grad_z_out = grad_y * act'(z), the derivative computed from y = act(z)."""
+    """grad_z_out = grad_y * act'(z), the derivative computed from y = act(z), or from z itself
+    (passed as y) when needs_z(code)."""
     cdef Py_ssize_t n = y.shape[0], t, s, e
-    cdef int nb = _n_blocks(ACT_RELU, n, n_threads)   # every derivative is a cheap pass
+    # The derivatives read from y are cheap passes; those read from z are transcendental.
+    cdef int nb = _n_blocks(code if act_needs_z(code) else ACT_RELU, n, n_threads)
     if n == 0:
         return
     cdef const floating *yp = &y[0]

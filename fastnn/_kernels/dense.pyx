@@ -24,7 +24,7 @@ cimport numpy as cnp
 from fastnn._kernels cimport _arrays as A
 
 from fastnn._kernels._blas cimport gemm, gemv, blas_set_num_threads, blas_get_num_threads
-from fastnn._kernels._activations cimport act_row, act_grad_row, ACT_IDENTITY
+from fastnn._kernels._activations cimport act_row, act_row_keep_z, act_grad_row, ACT_IDENTITY
 cnp.import_array()
 
 # Work thresholds, in multiply-adds (batch * in_features * out_features; backward counts both
@@ -158,12 +158,19 @@ cdef void _blas_exit() noexcept nogil:
 
 
 cdef void _forward_block(const floating *X, const floating *W, const floating *b, floating *Y,
-                         int code, Py_ssize_t n_in, Py_ssize_t n_out,
+                         floating *Z, int code, Py_ssize_t n_in, Py_ssize_t n_out,
                          Py_ssize_t i0, Py_ssize_t i1, Py_ssize_t j0, Py_ssize_t j1) noexcept nogil:
-    """Y[i0:i1, j0:j1] = act(X[i0:i1] W[:, j0:j1] + b[j0:j1])."""
+    """Y[i0:i1, j0:j1] = act(X[i0:i1] W[:, j0:j1] + b[j0:j1]); when Z is not NULL the
+    pre-activation X W + b is kept there (the product is written to Z, then Y = act(Z))."""
     cdef Py_ssize_t i
     cdef const floating *bj = NULL if b == NULL else b + j0
     if i1 <= i0 or j1 <= j0:
+        return
+    if Z != NULL:
+        _forward_block(X, W, <const floating *> NULL, Z, <floating *> NULL, ACT_IDENTITY,
+                       n_in, n_out, i0, i1, j0, j1)
+        for i in range(i0, i1):
+            act_row_keep_z(code, Y + i * n_out + j0, Z + i * n_out + j0, bj, j1 - j0)
         return
     if i1 - i0 == 1 or (i1 - i0 <= GEMV_MAX_ROWS and j1 - j0 >= 64):
         for i in range(i0, i1):
@@ -178,12 +185,21 @@ cdef void _forward_block(const floating *X, const floating *W, const floating *b
             act_row(code, Y + i * n_out + j0, Y + i * n_out + j0, bj, j1 - j0)
 
 
-cdef void _epilogue_rows(floating *Y, const floating *b, int code, Py_ssize_t n,
+cdef inline void _epilogue_row(floating *Y, floating *Z, const floating *b, int code,
+                               Py_ssize_t i, Py_ssize_t n_out) noexcept nogil:
+    if Z == NULL:
+        act_row(code, Y + i * n_out, Y + i * n_out, b, n_out)
+    else:
+        act_row_keep_z(code, Y + i * n_out, Z + i * n_out, b, n_out)
+
+
+cdef void _epilogue_rows(floating *Y, floating *Z, const floating *b, int code, Py_ssize_t n,
                          Py_ssize_t n_out, int n_threads) noexcept nogil:
-    """Y = act(Y + b) over all rows; parallel over row blocks above EPILOGUE_PAR_MIN."""
+    """Y = act(Y + b) over all rows, or Z += b, Y = act(Z) when Z is not NULL (the product is
+    then in Z); parallel over row blocks above EPILOGUE_PAR_MIN."""
     cdef Py_ssize_t i, t, s, e
     cdef int nb
-    if code == ACT_IDENTITY and b == NULL:
+    if code == ACT_IDENTITY and b == NULL and Z == NULL:
         return
     if n_threads > 1 and n * n_out >= EPILOGUE_PAR_MIN and n >= n_threads:
         nb = n_threads
@@ -191,17 +207,18 @@ cdef void _epilogue_rows(floating *Y, const floating *b, int code, Py_ssize_t n,
             s = _split(n, nb, t, 1)
             e = _split(n, nb, t + 1, 1)
             for i in range(s, e):
-                act_row(code, Y + i * n_out, Y + i * n_out, b, n_out)
+                _epilogue_row(Y, Z, b, code, i, n_out)
     else:
         for i in range(n):
-            act_row(code, Y + i * n_out, Y + i * n_out, b, n_out)
+            _epilogue_row(Y, Z, b, code, i, n_out)
 
 
 cdef void _forward(const floating *Xp, const floating *Wp, const floating *bp, floating *Yp,
-                   Py_ssize_t n, Py_ssize_t n_in, Py_ssize_t n_out, int code,
+                   floating *Zp, Py_ssize_t n, Py_ssize_t n_in, Py_ssize_t n_out, int code,
                    int n_threads) noexcept nogil:
     """Y = act(X W + b) on raw C-order arrays; bp may be NULL (no bias). X (n, n_in),
-    W (n_in, n_out), Y (n, n_out); X and W may be NULL when n_in == 0."""
+    W (n_in, n_out), Y (n, n_out); X and W may be NULL when n_in == 0. Zp, when not NULL,
+    receives the pre-activation X W + b (n, n_out)."""
     global _last_path
     cdef Py_ssize_t t
     cdef int path, nb
@@ -219,22 +236,25 @@ cdef void _forward(const floating *Xp, const floating *Wp, const floating *bp, f
         _blas_enter(1)
         for t in prange(nb, schedule='static', num_threads=nb):
             if by_rows:
-                _forward_block(Xp, Wp, bp, Yp, code, n_in, n_out,
+                _forward_block(Xp, Wp, bp, Yp, Zp, code, n_in, n_out,
                                _split(n, nb, t, 1), _split(n, nb, t + 1, 1), 0, n_out)
             else:
-                _forward_block(Xp, Wp, bp, Yp, code, n_in, n_out,
+                _forward_block(Xp, Wp, bp, Yp, Zp, code, n_in, n_out,
                                0, n, _split(n_out, nb, t, 16), _split(n_out, nb, t + 1, 16))
         _blas_exit()
         return
     _blas_enter(n_threads if path == 2 else 1)
-    _forward_block(Xp, Wp, <const floating *> NULL, Yp, ACT_IDENTITY, n_in, n_out, 0, n, 0, n_out)
+    _forward_block(Xp, Wp, <const floating *> NULL, Yp if Zp == NULL else Zp, <floating *> NULL,
+                   ACT_IDENTITY, n_in, n_out, 0, n, 0, n_out)
     _blas_exit()
-    _epilogue_rows(Yp, bp, code, n, n_out, n_threads if path == 2 else 1)
+    _epilogue_rows(Yp, Zp, bp, code, n, n_out, n_threads if path == 2 else 1)
 
 
 def dense_forward(const floating[:, ::1] X, const floating[:, ::1] W, const floating[::1] b,
-                  floating[:, ::1] Y_out, int code, bint has_bias, int n_threads):
-    """Y_out = act(X W + b). X (n, in), W (in, out), b (out,) read only when has_bias."""
+                  floating[:, ::1] Y_out, int code, bint has_bias, int n_threads,
+                  floating[:, ::1] Z_out=None):
+    """Y_out = act(X W + b). X (n, in), W (in, out), b (out,) read only when has_bias; Z_out
+    (n, out), when given, receives the pre-activation X W + b."""
     cdef Py_ssize_t n = X.shape[0], n_in = X.shape[1], n_out = W.shape[1]
     if n == 0 or n_out == 0:
         return
@@ -242,14 +262,16 @@ def dense_forward(const floating[:, ::1] X, const floating[:, ::1] W, const floa
     cdef const floating *Wp = &W[0, 0] if n_in > 0 else NULL
     cdef const floating *bp = &b[0] if has_bias else NULL
     cdef floating *Yp = &Y_out[0, 0]
+    cdef floating *Zp = NULL if Z_out is None else &Z_out[0, 0]
     with nogil:
-        _forward(Xp, Wp, bp, Yp, n, n_in, n_out, code, n_threads)
+        _forward(Xp, Wp, bp, Yp, Zp, n, n_in, n_out, code, n_threads)
 
 
-def forward_layer(X, W, b, Y, int code, int n_threads):
+def forward_layer(X, W, b, Y, int code, int n_threads, Z=None):
     """The Dense module's entry: Y = act(X W + b) and True, when X (n, in), W (in, out),
     b (out,) or None and Y (n, out) are aligned C-contiguous ndarrays of one float dtype, Y
-    writeable and overlapping none of them; otherwise False, and nothing is computed."""
+    writeable and overlapping none of them; otherwise False, and nothing is computed. Z, when
+    not None, receives the pre-activation X W + b (an array like Y, overlapping no other)."""
     cdef int t = A.float_type(W)
     cdef Py_ssize_t n, n_in, n_out
     if t < 0 or not (A.c_array(W, t, 2, False) and A.c_array(X, t, 2, False)
@@ -262,17 +284,23 @@ def forward_layer(X, W, b, Y, int code, int n_threads):
         return False
     if A.overlap(Y, X) or A.overlap(Y, W) or (b is not None and A.overlap(Y, b)):
         return False
+    if Z is not None and not (A.c_array(Z, t, 2, True) and A.dim(Z, 0) == n
+                              and A.dim(Z, 1) == n_out and not A.overlap(Z, X)
+                              and not A.overlap(Z, W) and not A.overlap(Z, Y)
+                              and not (b is not None and A.overlap(Z, b))):
+        return False
     cdef void *Xp = A.data(X)
     cdef void *Wp = A.data(W)
     cdef void *bp = NULL if b is None else A.data(b)
     cdef void *Yp = A.data(Y)
+    cdef void *Zp = NULL if Z is None else A.data(Z)
     with nogil:
         if t == cnp.NPY_FLOAT32:
             _forward(<const float *> Xp, <const float *> Wp, <const float *> bp, <float *> Yp,
-                     n, n_in, n_out, code, n_threads)
+                     <float *> Zp, n, n_in, n_out, code, n_threads)
         else:
             _forward(<const double *> Xp, <const double *> Wp, <const double *> bp,
-                     <double *> Yp, n, n_in, n_out, code, n_threads)
+                     <double *> Yp, <double *> Zp, n, n_in, n_out, code, n_threads)
     return True
 
 
@@ -333,7 +361,8 @@ cdef void _backward(const floating *Xp, const floating *Wp, const floating *Yp,
                     const floating *Gp, floating *dZ, floating *dXp, floating *dWp,
                     floating *dbp, double *accp, Py_ssize_t n, Py_ssize_t n_in, Py_ssize_t n_out,
                     int code, bint accumulate, int n_threads) noexcept nogil:
-    """Backward of Y = act(X W + b) on raw C-order arrays: dZ = G * act'(Y) (dZ may be G;
+    """Backward of Y = act(X W + b) on raw C-order arrays: dZ = G * act'(Y) (Yp is the
+    pre-activation instead of Y for the activations whose derivative needs it; dZ may be G;
     for the identity dZ is G and is not written), dW (+)= X^T dZ, db (+)= column sums of dZ
     when dbp is not NULL (accp: n_out float64), dX = dZ W^T when dXp is not NULL. Pointers of
     empty arrays may be NULL."""

@@ -6,7 +6,8 @@ kernel. float32 and float64 are both supported; the output dtype is the input dt
 """
 # --- dense layers, activations, dropout ---
 from fastnn.functional.activations import (  # noqa: F401
-    ACTIVATIONS, activation, activation_backward, relu, sigmoid, sign, step, tanh)
+    ACTIVATION_TABLE, ACTIVATIONS, activation, activation_backward, activation_info, elu, gelu,
+    leaky_relu, relu, sigmoid, sign, silu, softplus, step, tanh)
 from fastnn.functional.dense import dense_backward, dense_forward  # noqa: F401
 from fastnn.functional.dropout import dropout, dropout_backward, dropout_mask  # noqa: F401
 

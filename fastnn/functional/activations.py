@@ -1,16 +1,26 @@
-"""Elementwise activations and their derivatives.
+"""Elementwise activations and their derivatives, and the one table of activation names.
 
-Names: ``"identity"`` (alias ``"linear"``), ``"sigmoid"``, ``"tanh"``, ``"relu"``, ``"step"``
-(McCulloch-Pitts threshold unit: 1 if z >= 0 else 0) and ``"sign"`` (+1 if z >= 0 else -1).
-Derivatives are computed from the OUTPUT y = act(z): sigmoid y (1 - y), tanh 1 - y^2,
-relu 1[y > 0]. Step and sign have derivative 0 almost everywhere: threshold units are not trained
-by backpropagation, and their backward returns zeros.
+Names (:data:`ACTIVATION_TABLE`): ``"identity"``, ``"sigmoid"``, ``"tanh"``, ``"relu"``,
+``"step"`` (McCulloch-Pitts threshold unit: 1 if z >= 0 else 0), ``"sign"`` (+1 if z >= 0 else
+-1), ``"leaky_relu"`` (slope 0.01 below 0; Maas et al. 2013), ``"elu"`` (alpha = 1; Clevert et
+al. 2016), ``"softplus"`` (log(1 + e^z)), ``"gelu"`` (z Phi(z), exact erf form; Hendrycks &
+Gimpel 2016), ``"gelu_tanh"`` (its tanh approximation) and ``"silu"`` (z sigmoid(z); Elfwing et
+al. 2018). Aliases (:data:`ALIASES`): ``"linear"``, ``"logistic"``, ``"swish"``. The constants
+are torch.nn.functional's defaults.
 
-NaN propagates like NumPy in the forward functions (relu, step and sign of NaN are NaN).
-float32 sigmoid and tanh use a vectorized polynomial exponential accurate to a few ulp;
-float64 uses the C library's exp and tanh. Sigmoid is stable for any |z| (no overflow).
+Derivatives are computed from the OUTPUT y = act(z) where y determines them (sigmoid y (1 - y),
+tanh 1 - y^2, relu 1[y > 0], leaky relu, ELU y + 1 below 0, softplus 1 - e^-y), and from the
+pre-activation z for GELU and SiLU (``needs_z`` in the table): their backward takes ``z``.
+Step and sign have derivative 0 almost everywhere: threshold units are not trained by
+backpropagation, and their backward returns zeros.
+
+NaN propagates like NumPy in the forward functions. float32 sigmoid, tanh, SiLU, ELU and the
+tanh-GELU use a vectorized polynomial exponential accurate to a few ulp; float64 uses the C
+library's exp, tanh, erf and log1p. Sigmoid and softplus are stable for any |z| (no overflow).
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -20,29 +30,87 @@ from fastnn._validation import check_float_array, check_out, check_same_dtype
 
 __all__ = [
     "ACTIVATIONS",
+    "ACTIVATION_TABLE",
+    "ALIASES",
+    "ActivationInfo",
     "activation",
     "activation_backward",
     "activation_code",
+    "activation_info",
+    "elu",
+    "gelu",
+    "leaky_relu",
     "relu",
     "sigmoid",
     "sign",
+    "silu",
+    "softplus",
     "step",
     "tanh",
 ]
 
-#: Accepted activation names (``"linear"`` is an alias of ``"identity"``).
-ACTIVATIONS = ("identity", "linear", "sigmoid", "tanh", "relu", "step", "sign")
+
+@dataclass(frozen=True)
+class ActivationInfo:
+    """One row of the activation table."""
+
+    name: str
+    #: kernel code (fastnn._kernels.activations.CODES)
+    code: int
+    #: the derivative (relu, leaky relu) or the value (step, sign) jumps at 0: gradcheck watches
+    #: the sign pattern of the output across a finite-difference stencil
+    kinked: bool
+    #: the derivative is computed from the pre-activation z, which Dense keeps for training
+    needs_z: bool
+    #: default weight initializer (a name in fastnn.init)
+    init: str
+
+
+def _row(name, kinked=False, init="glorot_uniform"):
+    code = _k.CODES[name]
+    return ActivationInfo(name, code, kinked, bool(_k.needs_z(code)), init)
+
+
+#: Every activation fastnn knows, by canonical name: the one vocabulary that layers, the
+#: estimators, the command line and fastnn.init read.
+ACTIVATION_TABLE: dict[str, ActivationInfo] = {a.name: a for a in (
+    _row("identity"),
+    _row("sigmoid"),
+    _row("tanh"),
+    _row("relu", kinked=True, init="he_uniform"),
+    _row("step", kinked=True),
+    _row("sign", kinked=True),
+    _row("leaky_relu", kinked=True, init="he_uniform"),
+    _row("elu", init="he_uniform"),
+    _row("softplus", init="he_uniform"),
+    _row("gelu", init="he_uniform"),
+    _row("gelu_tanh", init="he_uniform"),
+    _row("silu", init="he_uniform"),
+)}
+#: Other accepted spellings (scikit-learn's "logistic", Keras's "linear" and "swish").
+ALIASES: dict[str, str] = {"linear": "identity", "logistic": "sigmoid", "swish": "silu"}
+#: Canonical names, in table order.
+ACTIVATIONS = tuple(ACTIVATION_TABLE)
+assert set(ACTIVATION_TABLE) == set(_k.CODES), "the table and the kernel codes disagree"
+
+
+def activation_info(name) -> ActivationInfo:
+    """The table row of an activation name or alias (None means identity; case-insensitive);
+    ValueError for unknown names."""
+    if name is None:
+        return ACTIVATION_TABLE["identity"]
+    if isinstance(name, str):
+        key = name.lower()
+        info = ACTIVATION_TABLE.get(ALIASES.get(key, key))
+        if info is not None:
+            return info
+    raise ValueError(f"Unknown activation {name!r}; expected one of {', '.join(ACTIVATIONS)} "
+                     f"(aliases: {', '.join(f'{a!r} for {c!r}' for a, c in ALIASES.items())})")
 
 
 def activation_code(name) -> int:
     """Kernel code of an activation name (None means identity); ValueError for unknown names."""
-    if name is None:
-        return _k.CODES["identity"]
-    if isinstance(name, str):
-        code = _k.CODES.get(name.lower())
-        if code is not None:
-            return code
-    raise ValueError(f"Unknown activation {name!r}; expected one of {', '.join(ACTIVATIONS)}")
+    return activation_info(name).code
 
 
 def _flat(a: np.ndarray) -> np.ndarray:
@@ -57,7 +125,7 @@ def activation(z, name="identity", out=None, n_threads=None) -> np.ndarray:
     z : ndarray of float32 or float64, any shape
         Pre-activations. Non-contiguous or read-only arrays are accepted (copied if needed).
     name : str
-        One of ``ACTIVATIONS``.
+        An activation of ``ACTIVATION_TABLE`` (or an alias).
     out : ndarray, optional
         C-contiguous array of z's shape and dtype to write into (may be ``z`` itself).
     n_threads : int, optional
@@ -78,37 +146,51 @@ def activation(z, name="identity", out=None, n_threads=None) -> np.ndarray:
     return out
 
 
-def activation_backward(y, grad_y, name="identity", out=None, n_threads=None) -> np.ndarray:
-    """Gradient through an activation, from its output: ``grad_z = grad_y * act'(z)``.
+def activation_backward(y, grad_y, name="identity", out=None, n_threads=None, *,
+                        z=None) -> np.ndarray:
+    """Gradient through an activation: ``grad_z = grad_y * act'(z)``.
 
     Parameters
     ----------
     y : ndarray of float32 or float64
-        The forward output ``act(z)``.
+        The forward output ``act(z)``; may be None when ``z`` is given for an activation whose
+        derivative needs z (GELU, SiLU).
     grad_y : ndarray, same shape and dtype as y
         Gradient of the loss with respect to y.
     name : str
-        One of ``ACTIVATIONS``; step and sign give zeros.
+        An activation of ``ACTIVATION_TABLE``; step and sign give zeros.
     out : ndarray, optional
-        C-contiguous output of y's shape and dtype (may be ``grad_y`` itself).
+        C-contiguous output of grad_y's shape and dtype (may be ``grad_y`` itself).
     n_threads : int, optional
+    z : ndarray, same shape and dtype, optional
+        The pre-activation; required for the activations with ``needs_z`` (GELU, SiLU).
 
     Returns
     -------
-    grad_z : ndarray, same shape and dtype as y
+    grad_z : ndarray, same shape and dtype as grad_y
     """
-    code = activation_code(name)
-    y = check_float_array(y, "y")
+    info = activation_info(name)
+    if info.needs_z:
+        if z is None:
+            raise ValueError(f"the derivative of {info.name!r} is computed from the "
+                             f"pre-activation: pass z=")
+        v = check_float_array(z, "z")
+    else:
+        if y is None:
+            raise ValueError(f"the derivative of {info.name!r} is computed from the output: "
+                             f"pass y")
+        v = check_float_array(y, "y")
+    vname = "z" if info.needs_z else "y"
     grad_y = check_float_array(grad_y, "grad_y")
-    check_same_dtype(("y", y), ("grad_y", grad_y))
-    if grad_y.shape != y.shape:
-        raise ValueError(f"grad_y must have the shape of y {y.shape}, got {grad_y.shape}")
+    check_same_dtype((vname, v), ("grad_y", grad_y))
+    if grad_y.shape != v.shape:
+        raise ValueError(f"grad_y must have the shape of {vname} {v.shape}, got {grad_y.shape}")
     nt = resolve_n_threads(n_threads)
     if out is None:
-        out = np.empty_like(y)
+        out = np.empty_like(v)
     else:
-        check_out(out, "out", y.shape, y.dtype)
-    _k.activation_backward(_flat(y), _flat(grad_y), _flat(out), code, nt)
+        check_out(out, "out", v.shape, v.dtype)
+    _k.activation_backward(_flat(v), _flat(grad_y), _flat(out), info.code, nt)
     return out
 
 
@@ -135,3 +217,32 @@ def step(z, out=None, n_threads=None) -> np.ndarray:
 def sign(z, out=None, n_threads=None) -> np.ndarray:
     """+1 if z >= 0 else -1."""
     return activation(z, "sign", out=out, n_threads=n_threads)
+
+
+def leaky_relu(z, out=None, n_threads=None) -> np.ndarray:
+    """``z if z > 0 else 0.01 z`` (Maas et al. 2013)."""
+    return activation(z, "leaky_relu", out=out, n_threads=n_threads)
+
+
+def elu(z, out=None, n_threads=None) -> np.ndarray:
+    """``z if z > 0 else exp(z) - 1`` (Clevert et al. 2016, alpha = 1)."""
+    return activation(z, "elu", out=out, n_threads=n_threads)
+
+
+def softplus(z, out=None, n_threads=None) -> np.ndarray:
+    """``log(1 + exp(z))``, computed without overflow."""
+    return activation(z, "softplus", out=out, n_threads=n_threads)
+
+
+def gelu(z, approximate="none", out=None, n_threads=None) -> np.ndarray:
+    """``z Phi(z)`` (Hendrycks & Gimpel 2016); ``approximate="tanh"`` for
+    ``0.5 z (1 + tanh(sqrt(2/pi) (z + 0.044715 z^3)))``, as torch.nn.functional.gelu."""
+    if approximate not in ("none", "tanh"):
+        raise ValueError(f"approximate must be 'none' or 'tanh', got {approximate!r}")
+    name = "gelu" if approximate == "none" else "gelu_tanh"
+    return activation(z, name, out=out, n_threads=n_threads)
+
+
+def silu(z, out=None, n_threads=None) -> np.ndarray:
+    """``z sigmoid(z)`` (Elfwing et al. 2018; "swish")."""
+    return activation(z, "silu", out=out, n_threads=n_threads)

@@ -22,7 +22,7 @@ from fastnn._validation import (
     check_out,
     check_same_dtype,
 )
-from fastnn.functional.activations import activation_code
+from fastnn.functional.activations import activation_code, activation_info
 
 __all__ = ["dense_backward", "dense_forward"]
 
@@ -46,7 +46,8 @@ def _check_X_W(X, W, b):
     return X, W, b
 
 
-def dense_forward(X, W, b=None, activation="identity", out=None, n_threads=None) -> np.ndarray:
+def dense_forward(X, W, b=None, activation="identity", out=None, n_threads=None, *,
+                  z_out=None) -> np.ndarray:
     """Forward pass of a dense layer: ``Y = act(X W + b)``.
 
     Parameters
@@ -58,12 +59,15 @@ def dense_forward(X, W, b=None, activation="identity", out=None, n_threads=None)
     b : ndarray (out_features,), same dtype, optional
         Bias; None for no bias.
     activation : str
-        ``"identity"``/``"linear"``, ``"sigmoid"``, ``"tanh"``, ``"relu"``, ``"step"`` or
-        ``"sign"``; fused into the GEMM epilogue.
+        A name of :data:`fastnn.functional.ACTIVATION_TABLE` ("identity", "sigmoid", "tanh",
+        "relu", "gelu", ...); fused into the GEMM epilogue.
     out : ndarray (n_samples, out_features), optional
         C-contiguous output of the same dtype.
     n_threads : int, optional
         Bound on the threads used (OpenMP and BLAS); None means ``omp_get_max_threads()``.
+    z_out : ndarray (n_samples, out_features), optional
+        C-contiguous array of the same dtype that receives the pre-activation ``X W + b``, in
+        the same pass (the backward of GELU and SiLU needs it).
 
     Returns
     -------
@@ -78,17 +82,21 @@ def dense_forward(X, W, b=None, activation="identity", out=None, n_threads=None)
     else:
         check_out(out, "out", shape, X.dtype)
         check_no_overlap(out, "out", X=X, W=W, b=b)
+    if z_out is not None:
+        check_out(z_out, "z_out", shape, X.dtype)
+        check_no_overlap(z_out, "z_out", X=X, W=W, b=b, Y=out)
     _k.dense_forward(X, W, b if b is not None else np.empty(0, X.dtype), out, code,
-                     b is not None, nt)
+                     b is not None, nt, z_out)
     return out
 
 
 def dense_backward(X, W, Y, grad_Y, activation="identity", *, grad_W_out=None, grad_b_out=None,
                    grad_X_out=None, need_grad_X=True, accumulate=False, overwrite_grad_Y=False,
-                   need_grad_b=True, n_threads=None):
+                   need_grad_b=True, n_threads=None, Z=None):
     """Backward pass of ``Y = act(X W + b)``.
 
-    With ``dZ = grad_Y * act'(Z)`` (the derivative taken from the output Y):
+    With ``dZ = grad_Y * act'(Z)`` (the derivative taken from the output Y, or from the
+    pre-activation Z for GELU and SiLU):
     ``grad_W = X^T dZ``, ``grad_b = dZ.sum(axis=0)`` (accumulated in float64),
     ``grad_X = dZ W^T``.
 
@@ -97,8 +105,9 @@ def dense_backward(X, W, Y, grad_Y, activation="identity", *, grad_W_out=None, g
     X : ndarray (n_samples, in_features)
         The forward input.
     W : ndarray (in_features, out_features)
-    Y : ndarray (n_samples, out_features)
-        The forward output ``act(X W + b)`` (unused for the identity).
+    Y : ndarray (n_samples, out_features) or None
+        The forward output ``act(X W + b)`` (unused for the identity and for the activations
+        whose derivative needs Z; may then be None).
     grad_Y : ndarray (n_samples, out_features)
         Gradient of the loss with respect to Y.
     activation : str
@@ -117,21 +126,35 @@ def dense_backward(X, W, Y, grad_Y, activation="identity", *, grad_W_out=None, g
         False for a layer without bias: returns None in its place.
     n_threads : int, optional
         Bound on the threads used (OpenMP and BLAS).
+    Z : ndarray (n_samples, out_features), optional
+        The pre-activation ``X W + b`` (``dense_forward(..., z_out=Z)``); required for the
+        activations with ``needs_z`` (GELU, SiLU).
 
     Returns
     -------
     (grad_X or None, grad_W, grad_b or None)
     """
-    code = activation_code(activation)
+    info = activation_info(activation)
+    code = info.code
+    if info.needs_z:
+        if Z is None:
+            raise ValueError(f"the backward of {info.name!r} needs the pre-activation: pass Z= "
+                             f"(dense_forward(..., z_out=Z))")
+        Y = Z
+    elif Y is None:
+        if code != _IDENTITY:
+            raise ValueError(f"the backward of {info.name!r} needs the forward output Y")
+        Y = grad_Y
     X, W, _ = _check_X_W(X, W, None)
     n, n_in, n_out = X.shape[0], W.shape[0], W.shape[1]
     if overwrite_grad_Y:
         grad_Y = check_out(grad_Y, "grad_Y (overwrite_grad_Y=True)", (n, n_out), X.dtype)
     else:
         grad_Y = check_float_array(grad_Y, "grad_Y", ndim=2)
-    Y = check_float_array(Y, "Y", ndim=2)
-    check_same_dtype(("X", X), ("grad_Y", grad_Y), ("Y", Y))
-    for name, a in (("Y", Y), ("grad_Y", grad_Y)):
+    yname = "Z" if info.needs_z else "Y"
+    Y = check_float_array(Y, yname, ndim=2)
+    check_same_dtype(("X", X), ("grad_Y", grad_Y), (yname, Y))
+    for name, a in ((yname, Y), ("grad_Y", grad_Y)):
         if a.shape != (n, n_out):
             raise ValueError(f"{name} must have shape {(n, n_out)} (n_samples, out_features), "
                              f"got {a.shape}")
