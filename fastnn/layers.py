@@ -36,6 +36,7 @@ __all__ = [
     "GELU",
     "Identity",
     "LeakyReLU",
+    "Maxout",
     "Module",
     "ReLU",
     "Sigmoid",
@@ -564,6 +565,97 @@ class Dense(Module):
         if self.activation != "identity":
             s += f", activation={self.activation!r}"
         if self.bias is None:
+            s += ", bias=False"
+        return s
+
+
+class Maxout(Module):
+    """Maxout units (Goodfellow et al., 2013): ``y_j = max_{p < k} (x W + b)_{j k + p}``, the
+    lecture's max-pooling over units. Each output is the max of ``pieces`` linear units, a
+    learned convex piecewise-linear activation.
+
+    Parameters
+    ----------
+    in_features, out_features : int
+    pieces : int
+        Linear units per output (k >= 1; k = 1 is a linear layer).
+    bias, init, bias_init, seed, dtype
+        As :class:`Dense` (the init defaults to Glorot uniform over the ``out_features * pieces``
+        linear units).
+
+    Attributes
+    ----------
+    linear : Dense (in_features, out_features * pieces)
+        The linear units; its parameters are ``linear.weight`` and ``linear.bias``, units of one
+        group adjacent (columns ``j k`` to ``j k + k - 1`` feed output ``j``).
+    """
+
+    def __init__(self, in_features: int, out_features: int, pieces: int = 2, bias: bool = True,
+                 init=None, bias_init: float = 0.0, seed=None, dtype=np.float32):
+        super().__init__()
+        if isinstance(pieces, bool) or not isinstance(pieces, numbers.Integral) or pieces < 1:
+            raise ValueError(f"pieces must be a positive int, got {pieces!r}")
+        if isinstance(out_features, bool) or not isinstance(out_features, numbers.Integral) \
+                or out_features <= 0:
+            raise ValueError(f"out_features must be a positive int, got {out_features!r}")
+        self.pieces = int(pieces)
+        self.out_features = int(out_features)
+        self.linear = Dense(in_features, self.out_features * self.pieces, bias=bias,
+                            init="glorot_uniform" if init is None else init,
+                            bias_init=bias_init, seed=seed, dtype=dtype)
+        self.in_features = self.linear.in_features
+        self.init = init
+        self._modules["linear"] = self.linear
+        self._arg = None
+
+    def reset_parameters(self, seed=None) -> None:
+        """(Re)initialize the linear units."""
+        self.linear.reset_parameters(seed)
+
+    def forward(self, x):
+        z = self.linear.forward(x)
+        y = self._buffer("y", (z.shape[0], self.out_features), z.dtype)
+        arg = self._buffer("arg", y.shape, np.int32)
+        F.maxout(z, self.pieces, out=y, arg_out=arg, n_threads=self._n_threads)
+        self._arg = arg
+        return y
+
+    def backward(self, grad_output, need_input_grad=True, inplace=False):
+        if self._arg is None:
+            raise RuntimeError("Maxout.backward called before forward: run forward on the "
+                               "batch first")
+        dz = self._buffer("dz", (grad_output.shape[0], self.linear.out_features),
+                          grad_output.dtype)
+        F.maxout_backward(grad_output, self._arg, self.pieces, out=dz,
+                          n_threads=self._n_threads)
+        return self.linear.backward(dz, need_input_grad, inplace=True)
+
+    def _kink_state(self):
+        return None if self._arg is None else self._arg.copy()
+
+    def input_features(self):
+        return self.in_features
+
+    def output_features(self, in_features):
+        if in_features is not None and in_features != self.in_features:
+            raise ValueError(f"{self!r} expects {self.in_features} input features, "
+                             f"got {in_features}")
+        return self.out_features
+
+    def get_config(self):
+        cfg = self.linear.get_config()
+        init = self.init if self.init is None else cfg["init"]
+        return {"type": "Maxout", "in_features": self.in_features,
+                "out_features": self.out_features, "pieces": self.pieces,
+                "bias": cfg["bias"], "init": init, "bias_init": cfg["bias_init"]}
+
+    @classmethod
+    def _build(cls, kwargs, dtype):
+        return Dense._build.__func__(cls, kwargs, dtype)
+
+    def extra_repr(self):
+        s = f"{self.in_features}, {self.out_features}, pieces={self.pieces}"
+        if self.linear.bias is None:
             s += ", bias=False"
         return s
 

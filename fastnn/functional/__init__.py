@@ -10,6 +10,7 @@ from fastnn.functional.activations import (  # noqa: F401
     leaky_relu, relu, sigmoid, sign, silu, softplus, step, tanh)
 from fastnn.functional.dense import dense_backward, dense_forward  # noqa: F401
 from fastnn.functional.dropout import dropout, dropout_backward, dropout_mask  # noqa: F401
+from fastnn.functional.maxout import maxout, maxout_backward  # noqa: F401
 
 # --- output maps: softmax, log_softmax, sparsemax ---
 from fastnn.functional.output import (  # noqa: F401
