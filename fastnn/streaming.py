@@ -41,7 +41,7 @@ __all__ = ["CHUNK_BYTES", "is_stream", "make_stream", "Stream"]
 
 _END = object()
 
-CHUNK_BYTES = 32 << 20
+CHUNK_BYTES = 16 << 20
 """Bytes of model-dtype rows in one memmap or Dask chunk (the unit of reading and shuffling)."""
 
 
