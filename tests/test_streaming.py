@@ -356,3 +356,17 @@ def test_estimator_partial_fit_still_works(data):
         for s in range(0, N, 200):
             clf.partial_fit(X[s:s + 200], y[s:s + 200], classes=[0, 1, 2])
     assert clf.n_iter_ == 3
+
+
+def test_readme_block_runs(tmp_path, monkeypatch):
+    import pathlib
+    import re
+
+    readme = (pathlib.Path(__file__).parent.parent / "README.md").read_text()
+    section = readme.split("### Data larger than memory", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    monkeypatch.chdir(tmp_path)
+    namespace = {"__name__": "readme"}
+    exec(compile(code, "README.md", "exec"), namespace)
+    assert namespace["proba"].shape == (20_000, 2)
+    assert namespace["model"].evaluate(namespace["X"], namespace["y"])["accuracy"] > 0.95
