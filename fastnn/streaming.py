@@ -21,7 +21,9 @@ stored sorted by class should be shuffled once on disk. A memmap chunk is ``CHUN
 model-dtype rows; a Dask chunk is a group of the array's row blocks of about that size (a block
 larger than that is one chunk: rechunk such arrays). The mapped pages of a memmap chunk are
 released (``madvise(MADV_DONTNEED)``; the data stays in the page cache) once the chunk is
-converted, so the process's resident memory does not grow with the file.
+converted, so the process's resident memory does not grow with the file. (Pass a memmap
+directly: ``dask.array.from_array`` over a memmap touches all its pages when it builds the
+array.)
 
 Every batch is checked when it arrives (shape, a numeric dtype converted to the model's,
 finite values, labels); data streamed from disk is only seen once per epoch, so a bad value

@@ -1,5 +1,6 @@
 """fit / evaluate / predict / partial_fit on streamed data: batch generators, Sequences, memmaps
 and Dask arrays give the results of the same batches from in-memory arrays."""
+import sys
 import warnings
 
 import numpy as np
@@ -370,3 +371,23 @@ def test_readme_block_runs(tmp_path, monkeypatch):
     exec(compile(code, "README.md", "exec"), namespace)
     assert namespace["proba"].shape == (20_000, 2)
     assert namespace["model"].evaluate(namespace["X"], namespace["y"])["accuracy"] > 0.95
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
+def test_memmap_pages_are_released_after_reading(tmp_path):
+    def rss_file_mb():
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("RssFile:"):
+                    return int(line.split()[1]) / 1024
+
+    path = tmp_path / "X.f64"
+    with open(path, "wb") as f:
+        f.truncate(64 << 20)
+    mm = np.memmap(path, dtype=np.float64, mode="r", shape=(8192, 1024))
+    before = rss_file_mb()
+    assert mm[:].sum() == 0                        # touches every page
+    assert rss_file_mb() > before + 60
+    streaming._drop_pages(mm[1:])                  # an unaligned view: its whole range goes
+    assert rss_file_mb() < before + 4
+    assert mm[8000:].sum() == 0                    # still readable
