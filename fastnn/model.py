@@ -185,11 +185,17 @@ class Sequential(_Container):
         from fastnn import training
         return training.fit(self, X, y, **kwargs)
 
-    def partial_fit(self, X, y=None, **kwargs):
+    def partial_fit(self, X, y=None, *, loss=None, optimizer=None, batch_size: int = 32,
+                    shuffle: bool = True, validation_data=None, callbacks=None,
+                    verbose: int = 0, seed=None, lr=None, on_divergence: str = "raise",
+                    steps_per_epoch: int | None = None):
         """One pass over (X, y), keeping the optimizer and its state across calls; see
         :func:`fastnn.training.partial_fit`. Returns a History."""
         from fastnn import training
-        return training.partial_fit(self, X, y, **kwargs)
+        return training.partial_fit(
+            self, X, y, loss=loss, optimizer=optimizer, batch_size=batch_size, shuffle=shuffle,
+            validation_data=validation_data, callbacks=callbacks, verbose=verbose, seed=seed,
+            lr=lr, on_divergence=on_divergence, steps_per_epoch=steps_per_epoch)
 
     def evaluate(self, X, y=None, **kwargs):
         """Loss and accuracy (R^2 for regression); see :func:`fastnn.training.evaluate`."""

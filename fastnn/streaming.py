@@ -35,7 +35,8 @@ import itertools
 import mmap
 import sys
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 
@@ -271,9 +272,10 @@ def _chunk_batches(chunks, *, batch_size, shuffle, rng, convert) -> Iterator:
         return
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fastnn-stream")
     try:
-        pending = pool.submit(chunks.load, [order[0]], convert)
+        pending: Future | None = pool.submit(chunks.load, [order[0]], convert)
         carry_x = carry_y = None
         for k in range(n):
+            assert pending is not None
             Xc, yc = pending.result()
             pending = pool.submit(chunks.load, [order[k + 1]], convert) if k + 1 < n else None
             if shuffle:
@@ -450,6 +452,7 @@ def make_stream(X, y=None, *, dtype, check_y: Callable | None, batch_size: int =
                          f"int or None)")
     rng = rng if rng is not None else np.random.default_rng()
     row_bytes = np.dtype(dtype).itemsize * max(1, int(n_features or 1))
+    source: Any
     if isinstance(X, np.memmap) or is_dask_collection(X):
         if isinstance(X, np.memmap) and X.ndim == 2:
             n_features = n_features or X.shape[1]
