@@ -176,7 +176,7 @@ class Sequential(_Container):
         return g if need_input_grad else None
 
     # --- the model interface (training lives in fastnn.training) -------------------------------
-    def fit(self, X, y, **kwargs):
+    def fit(self, X, y=None, **kwargs):
         """Train the network; see :func:`fastnn.training.fit` for the arguments.
 
         Returns a History. The loss and optimizer are kept (``self.loss``, ``self.optimizer``),
@@ -185,7 +185,19 @@ class Sequential(_Container):
         from fastnn import training
         return training.fit(self, X, y, **kwargs)
 
-    def evaluate(self, X, y, **kwargs):
+    def partial_fit(self, X, y=None, *, loss=None, optimizer=None, batch_size: int = 32,
+                    shuffle: bool = True, validation_data=None, callbacks=None,
+                    verbose: int = 0, seed=None, lr=None, on_divergence: str = "raise",
+                    steps_per_epoch: int | None = None):
+        """One pass over (X, y), keeping the optimizer and its state across calls; see
+        :func:`fastnn.training.partial_fit`. Returns a History."""
+        from fastnn import training
+        return training.partial_fit(
+            self, X, y, loss=loss, optimizer=optimizer, batch_size=batch_size, shuffle=shuffle,
+            validation_data=validation_data, callbacks=callbacks, verbose=verbose, seed=seed,
+            lr=lr, on_divergence=on_divergence, steps_per_epoch=steps_per_epoch)
+
+    def evaluate(self, X, y=None, **kwargs):
         """Loss and accuracy (R^2 for regression); see :func:`fastnn.training.evaluate`."""
         from fastnn import training
         return training.evaluate(self, X, y, **kwargs)
@@ -203,7 +215,14 @@ class Sequential(_Container):
         -------
         ndarray (n_samples, n_outputs): the last layer's output (logits for a classifier
         trained with a cross-entropy or sparsemax loss; see ``predict_proba``).
+
+        A memmap, a Dask array or a batch source (:mod:`fastnn.streaming`) is read chunk by
+        chunk (see also :mod:`fastnn.dask` for a lazy Dask result).
         """
+        if not isinstance(X, np.ndarray) or isinstance(X, np.memmap):
+            from fastnn import streaming
+            if streaming.is_stream(X):
+                return streaming.predict_stream(self, X, batch_size or _PREDICT_BATCH)
         X = self._check_input(X)
         if batch_size is None:
             batch_size = _PREDICT_BATCH

@@ -21,10 +21,11 @@ import time
 
 import numpy as np
 
+from fastnn import streaming
 from fastnn._validation import check_float_array
 from fastnn.data import BatchIterator, check_random_state, train_test_split
 
-__all__ = ["fit", "evaluate", "predict", "predict_classes", "History", "Trainer",
+__all__ = ["fit", "partial_fit", "evaluate", "predict", "predict_classes", "History", "Trainer",
            "make_optimizer", "r2_score"]
 
 _EVAL_BATCH = 1024
@@ -298,7 +299,12 @@ def _predict_raw(model, X, batch_size):
 
 
 def predict(model, X, batch_size: int = _EVAL_BATCH) -> np.ndarray:
-    """The network's raw output (logits for classifiers) in evaluation mode, in batches."""
+    """The network's raw output (logits for classifiers) in evaluation mode, in batches.
+
+    X may also be a memmap, a Dask array or a batch source (:mod:`fastnn.streaming`), read
+    chunk by chunk; the output is one NumPy array."""
+    if streaming.is_stream(X):
+        return streaming.predict_stream(model, X, batch_size)
     X = check_float_array(X, "X", ndim=2, dtype=_model_dtype(model))
     return _predict_raw(model, X, batch_size)
 
@@ -315,11 +321,13 @@ def predict_classes(model, X, batch_size: int = _EVAL_BATCH, loss=None) -> np.nd
     return z.argmax(axis=1)
 
 
-def evaluate(model, X, y, loss=None, batch_size: int = _EVAL_BATCH) -> dict:
+def evaluate(model, X, y=None, loss=None, batch_size: int = _EVAL_BATCH) -> dict:
     """Loss and accuracy (R^2 for regression) of ``model`` on (X, y), in evaluation mode.
 
     Parameters
     ----------
+    X, y : arrays, or streamed data as in :func:`fit` (a memmap or Dask X with its y, or a
+        source of (X_batch, y_batch) pairs with ``y=None``), evaluated batch by batch.
     loss : str or Loss, optional
         Default: the loss the model was fitted with, else cross-entropy.
 
@@ -333,6 +341,11 @@ def evaluate(model, X, y, loss=None, batch_size: int = _EVAL_BATCH) -> dict:
     loss = get_loss(loss if loss is not None else (getattr(model, "loss", None)
                                                    or "cross_entropy"))
     dtype = _model_dtype(model)
+    stream = _stream(model, X, y, loss, batch_size=batch_size, shuffle=False, rng=None)
+    if stream is not None:
+        return streaming.evaluate_stream(model, stream, loss)
+    if y is None:
+        raise ValueError("y is required when X is an array")
     X = check_float_array(X, "X", ndim=2, dtype=dtype)
     y = _prepare_y(y, loss.task, dtype, X.shape[0], _n_outputs(model))
     z = _predict_raw(model, X, batch_size)
@@ -422,19 +435,37 @@ def _fmt_logs(logs):
     return " - ".join(parts)
 
 
-def fit(model, X, y, loss=None, optimizer=None, epochs: int = 10, batch_size: int = 32,
+def _stream(model, X, y, loss_fn, *, batch_size, shuffle, rng, steps_per_epoch=None,
+            name="X"):
+    """A :class:`fastnn.streaming.Stream` of checked batches, or None for in-memory arrays."""
+    dtype = _model_dtype(model)
+    n_out = _n_outputs(model)
+    in_features = model.input_features() if hasattr(model, "input_features") else None
+    return streaming.make_stream(
+        X, y, dtype=dtype, batch_size=batch_size, shuffle=shuffle, rng=rng,
+        steps_per_epoch=steps_per_epoch, n_features=in_features, name=name,
+        check_y=lambda yb, n: _prepare_y(yb, loss_fn.task, dtype, n, n_out))
+
+
+def fit(model, X, y=None, loss=None, optimizer=None, epochs: int = 10, batch_size: int = 32,
         shuffle: bool = True, validation_data=None, validation_split: float = 0.0,
         callbacks=None, verbose: int = 1, seed=None, lr=None,
-        on_divergence: str = "raise") -> History:
+        on_divergence: str = "raise", steps_per_epoch: int | None = None) -> History:
     """Train ``model`` on (X, y) with mini-batches; returns a :class:`History`.
 
     Parameters
     ----------
     model : fastnn network (Sequential or any Module with forward/backward/parameters)
-    X : ndarray (n_samples, n_features) in the model's dtype
+    X : ndarray (n_samples, n_features) in the model's dtype, or streamed data
         A float64 array for a float32 model (or the reverse) is an error, not a silent copy:
-        convert it once with ``X.astype(model.dtype)``.
-    y : targets
+        convert it once with ``X.astype(model.dtype)``. Data larger than memory
+        (:mod:`fastnn.streaming`): a NumPy memmap or a Dask array/DataFrame with its ``y``,
+        read chunk by chunk; or, with ``y=None``, a source of ``(X_batch, y_batch)`` pairs: a
+        Keras-style Sequence, a zero-argument callable returning a new iterable per epoch, a
+        re-iterable, or a generator (one epoch, or ``steps_per_epoch`` batches per epoch).
+        Streamed batches of any numeric dtype are converted to the model's dtype batch by
+        batch.
+    y : targets (None when X yields pairs)
         Integer labels (n_samples,) for cross-entropy and sparsemax losses (or an
         (n_samples, n_classes) target matrix), values (n_samples, n_outputs) for the squared
         loss, 0/1 for binary cross-entropy.
@@ -450,7 +481,9 @@ def fit(model, X, y, loss=None, optimizer=None, epochs: int = 10, batch_size: in
     batch_size : int
     shuffle : bool
         Reshuffle (a seeded permutation of indices) every epoch.
-    validation_data : (X_val, y_val), optional
+    validation_data : (X_val, y_val) or a batch source, optional
+        Arrays, a memmap or Dask X_val with its y_val, or a source of pairs as for X
+        (evaluated batch by batch after every epoch; a one-shot generator allows one epoch).
     validation_split : float in [0, 1)
         Hold out this fraction of (X, y) for validation (ignored if validation_data is
         given). Unlike Keras, which takes the last samples, fastnn draws a random subset -
@@ -470,6 +503,10 @@ def fit(model, X, y, loss=None, optimizer=None, epochs: int = 10, batch_size: in
         the start of this call), warn (RuntimeWarning), record the event in ``History.events``
         and ``History.diverged`` = (epoch, batch), and stop training. "restore" copies the
         parameters and optimizer state once per epoch.
+    steps_per_epoch : int, optional
+        Batches per epoch (streamed data only): an epoch ends after this many batches or when
+        the source ends. A one-shot generator is then drawn from across epochs; training stops
+        (with a RuntimeWarning) when it runs dry.
 
     Returns
     -------
@@ -499,14 +536,36 @@ def fit(model, X, y, loss=None, optimizer=None, epochs: int = 10, batch_size: in
         loss = getattr(model, "loss", None) or "cross_entropy"
     loss_fn = get_loss(loss)
     dtype = _model_dtype(model)
-    X = check_float_array(X, "X", ndim=2, dtype=dtype, finite=True)
     n_out = _n_outputs(model)
-    y = _prepare_y(y, loss_fn.task, dtype, X.shape[0], n_out)
     rng = check_random_state(seed)
-
-    if validation_data is not None:
+    stream = _stream(model, X, y, loss_fn, batch_size=int(batch_size), shuffle=shuffle,
+                     rng=rng, steps_per_epoch=steps_per_epoch)
+    if stream is not None:
+        stream.check_epochs(epochs)
+        if validation_split and validation_data is None:
+            raise ValueError("validation_split needs in-memory arrays; pass validation_data "
+                             "for streamed data")
+    elif steps_per_epoch is not None:
+        raise ValueError("steps_per_epoch is for streamed data (a generator, Sequence, memmap "
+                         "or Dask array); with arrays an epoch is one pass over X")
+    else:
+        if y is None:
+            raise ValueError("y is required when X is an array")
+        X = check_float_array(X, "X", ndim=2, dtype=dtype, finite=True)
+        y = _prepare_y(y, loss_fn.task, dtype, X.shape[0], n_out)
+    val_stream = None
+    if validation_data is not None and not isinstance(validation_data, (tuple, list)):
+        val_stream = _stream(model, validation_data, None, loss_fn, batch_size=_EVAL_BATCH,
+                             shuffle=False, rng=None, name="validation_data")
+    elif validation_data is not None and len(validation_data) == 2:
+        val_stream = _stream(model, validation_data[0], validation_data[1], loss_fn,
+                             batch_size=_EVAL_BATCH, shuffle=False, rng=None, name="X_val")
+    if val_stream is not None:
+        val_stream.check_epochs(epochs)
+        X_val = y_val = None
+    elif validation_data is not None:
         if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-            raise ValueError("validation_data must be a pair (X_val, y_val)")
+            raise ValueError("validation_data must be a pair (X_val, y_val) or a batch source")
         X_val = check_float_array(validation_data[0], "X_val", ndim=2, dtype=dtype,
                                   finite=True)
         y_val = _prepare_y(validation_data[1], loss_fn.task, dtype, X_val.shape[0], n_out)
@@ -521,8 +580,9 @@ def fit(model, X, y, loss=None, optimizer=None, epochs: int = 10, batch_size: in
             X, X_val, y, y_val = train_test_split(X, y, test_size=vs, seed=rng)
     else:
         X_val = y_val = None
-    if X.shape[0] == 0:
+    if stream is None and X.shape[0] == 0:
         raise ValueError("no training samples")
+    n_train = stream.n_samples if stream is not None else int(X.shape[0])
 
     # --- optimizer ----------------------------------------------------------------------------
     params = model.parameters()
@@ -541,8 +601,9 @@ def fit(model, X, y, loss=None, optimizer=None, epochs: int = 10, batch_size: in
 
     history = History()
     history.params = {"epochs": epochs, "batch_size": int(batch_size),
-                      "n_samples": int(X.shape[0]),
-                      "n_val_samples": 0 if X_val is None else int(X_val.shape[0])}
+                      "n_samples": n_train,
+                      "n_val_samples": (val_stream.n_samples if val_stream is not None else
+                                        0 if X_val is None else int(X_val.shape[0]))}
     trainer = Trainer(model, opt, loss_fn, history, verbose)
     callbacks = list(callbacks or [])
     for cb in callbacks:
@@ -552,8 +613,12 @@ def fit(model, X, y, loss=None, optimizer=None, epochs: int = 10, batch_size: in
 
     show_bar = verbose == 1 and _isatty(sys.stderr)
     start_epoch = int(getattr(model, "epochs_trained_", 0) or 0)
-    batches = BatchIterator(X, y, batch_size=int(batch_size), shuffle=shuffle, seed=rng)
-    n_batches = len(batches)
+    if stream is not None:
+        batches = stream
+        n_batches = stream.n_batches if stream.n_batches is not None else "?"
+    else:
+        batches = BatchIterator(X, y, batch_size=int(batch_size), shuffle=shuffle, seed=rng)
+        n_batches = len(batches)
     history.diverged = None
     good = None  # on_divergence="restore": (epoch, model state, optimizer state) at an epoch end
     is_module = hasattr(model, "_layers") or hasattr(model, "_modules")
@@ -574,7 +639,7 @@ def fit(model, X, y, loss=None, optimizer=None, epochs: int = 10, batch_size: in
         bar = None
         if show_bar:
             from tqdm.auto import tqdm
-            bar = tqdm(total=X.shape[0], unit=" samples", leave=True,
+            bar = tqdm(total=n_train, unit=" samples", leave=True,
                        desc=f"epoch {e + 1}/{start_epoch + epochs}", file=sys.stderr,
                        mininterval=0.2, **_bar_width())
             last_post = t0
@@ -621,16 +686,19 @@ def fit(model, X, y, loss=None, optimizer=None, epochs: int = 10, batch_size: in
         name, val = run.metric()
         if name:
             logs[name] = val
-        if X_val is not None:
-            zv = _predict_raw(model, X_val, _EVAL_BATCH)
-            vm = _metrics_from_output(loss_fn, zv, y_val)
+        if X_val is not None or val_stream is not None:
+            if val_stream is not None:
+                vm = streaming.evaluate_stream(model, val_stream, loss_fn)
+            else:
+                zv = _predict_raw(model, X_val, _EVAL_BATCH)
+                vm = _metrics_from_output(loss_fn, zv, y_val)
             logs["val_loss"] = vm["loss"]
             for k in ("accuracy", "r2"):
                 if k in vm:
                     logs["val_" + k] = vm[k]
         logs["lr"] = epoch_lr
         logs["time"] = elapsed
-        logs["samples_per_s"] = X.shape[0] / elapsed if elapsed > 0 else float("inf")
+        logs["samples_per_s"] = run.n / elapsed if elapsed > 0 else float("inf")
         history.append(e, logs)
         model.epochs_trained_ = e + 1
         if bar is not None:
@@ -643,12 +711,47 @@ def fit(model, X, y, loss=None, optimizer=None, epochs: int = 10, batch_size: in
                   file=sys.stderr, flush=True)
         for cb in callbacks:
             cb.on_epoch_end(e, dict(logs))
+        if stream is not None and stream.exhausted and not trainer.stop_training:
+            trainer.stop_training = True
+            import warnings
+            msg = (f"the data ran out after {run.n} samples of epoch {e + 1} (a one-shot "
+                   f"generator with steps_per_epoch={steps_per_epoch}); training stopped")
+            trainer.log_event(e, msg)
+            warnings.warn(msg, RuntimeWarning, stacklevel=2)
         if trainer.stop_training:
             history.stopped_epoch = e
             break
     for cb in callbacks:
         cb.on_train_end({})
     return history
+
+
+def partial_fit(model, X, y=None, loss=None, optimizer=None, batch_size: int = 32,
+                shuffle: bool = True, validation_data=None, callbacks=None, verbose: int = 0,
+                seed=None, lr=None, on_divergence: str = "raise",
+                steps_per_epoch: int | None = None) -> History:
+    """One pass over (X, y), continuing the previous calls: the model keeps its loss and its
+    optimizer with its state (moments, momentum, step count) from call to call.
+
+    This is ``fit(..., epochs=1)`` (the scikit-learn estimators' ``partial_fit`` goes through
+    the same call). X may be any input ``fit`` accepts, e.g. one chunk of a larger dataset.
+    ``optimizer`` sets the optimizer on the first call; on later calls it may only name the
+    optimizer already in use (or be that instance). ``seed`` orders this call's batches: pass
+    one ``np.random.Generator`` to every call for a reproducible sequence.
+    """
+    prev = getattr(model, "optimizer", None)
+    if optimizer is not None and prev is not None and _same_params(prev, model.parameters()):
+        same = optimizer is prev or (isinstance(optimizer, str) and _OPTIMIZERS.get(
+            optimizer.lower()) == type(prev).__name__)
+        if not same:
+            raise ValueError(f"partial_fit keeps the model's optimizer "
+                             f"({type(prev).__name__}) and its state; got optimizer="
+                             f"{optimizer!r}. Use fit(..., optimizer=...) to start a new one")
+        optimizer = None
+    return fit(model, X, y, loss=loss, optimizer=optimizer, epochs=1, batch_size=batch_size,
+               shuffle=shuffle, validation_data=validation_data, callbacks=callbacks,
+               verbose=verbose, seed=seed, lr=lr, on_divergence=on_divergence,
+               steps_per_epoch=steps_per_epoch)
 
 
 def _restore_after_divergence(trainer, callbacks, good, msg, epoch, batch):
