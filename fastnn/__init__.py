@@ -15,13 +15,14 @@ __all__ = ["__version__", "show_config", "functional"]
 
 # --- layers and networks, gradient checking, save/load ---
 from fastnn.layers import (  # noqa: E402
-    Activation, Dense, Dropout, Identity, Module, ReLU, Sigmoid, Sign, Softmax, Sparsemax, Step,
-    Tanh)
+    ELU, GELU, Activation, Dense, Dropout, Identity, LeakyReLU, Maxout, Module, ReLU, SiLU,
+    Sigmoid, Sign, Softmax, Softplus, Sparsemax, Step, Tanh)
 from fastnn.model import Parallel, Residual, Sequential  # noqa: E402
 from fastnn.gradcheck import GradcheckResult, gradcheck  # noqa: E402
 from fastnn.io import ModelFileError, load, save  # noqa: E402
 
-__all__ += ["Module", "Dense", "Activation", "Identity", "Sigmoid", "Tanh", "ReLU", "Step", "Sign",
+__all__ += ["Module", "Dense", "Maxout", "Activation", "Identity", "Sigmoid", "Tanh", "ReLU",
+            "Step", "Sign", "LeakyReLU", "ELU", "Softplus", "GELU", "SiLU",
             "Softmax", "Sparsemax", "Dropout", "Sequential", "Residual", "Parallel", "gradcheck",
             "GradcheckResult", "save", "load", "ModelFileError"]
 

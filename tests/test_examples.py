@@ -72,6 +72,7 @@ CLAIMS = {
     "universal_approximation.py": ("universal_approximation.png",
                                    ["error falls with width: yes"]),
     "spirals.py": ("spirals.png", ["depth helps: yes"]),
+    "maxout_spirals.py": ("maxout_spirals.png", ["maxout matches relu: yes"]),
     "softmax_vs_sparsemax.py": ("softmax_vs_sparsemax.png", ["identities hold: yes"]),
     "keras_mlp.py": ("keras_mlp.png", [("honest accuracy (chance on random labels, teacher "
                                         "learned with lr 0.01): yes")]),
