@@ -20,10 +20,12 @@ from fastnn.layers import (  # noqa: E402
 from fastnn.model import Parallel, Residual, Sequential  # noqa: E402
 from fastnn.gradcheck import GradcheckResult, gradcheck  # noqa: E402
 from fastnn.io import ModelFileError, load, save  # noqa: E402
+from fastnn.preprocessing import Normalization  # noqa: E402
 
 __all__ += ["Module", "Dense", "Activation", "Identity", "Sigmoid", "Tanh", "ReLU", "Step", "Sign",
             "Softmax", "Sparsemax", "Dropout", "Sequential", "Residual", "Parallel", "gradcheck",
             "GradcheckResult", "save", "load", "ModelFileError"]
+__all__ += ["Normalization"]
 
 # --- initialization, optimizers, regularization ---
 from fastnn import init, optim, regularization  # noqa: E402
