@@ -17,6 +17,7 @@ import math
 import numbers
 import os
 import sys
+import textwrap
 import time
 
 import numpy as np
@@ -377,16 +378,18 @@ class Trainer:
     def log_event(self, epoch: int, message: str) -> None:
         """Record what a callback did (and print it when verbose)."""
         self.history.events.append((epoch, message))
-        if self.verbose == 2 or (self.verbose == 1 and _isatty(sys.stderr)):
-            _write_line(f"epoch {epoch + 1}: {message}")
+        if self.verbose:
+            _write_line(textwrap.fill(f"epoch {epoch + 1}: {message}", _line_width(sys.stderr),
+                                      subsequent_indent="    ", break_on_hyphens=False))
 
 
 def _write_line(msg):
     try:
         from tqdm import tqdm
         tqdm.write(msg, file=sys.stderr)
+        sys.stderr.flush()   # a log file or a CI console sees each epoch as it ends
     except ImportError:  # pragma: no cover - tqdm is a dependency
-        print(msg, file=sys.stderr)
+        print(msg, file=sys.stderr, flush=True)
 
 
 def _bar_width() -> dict:
@@ -395,9 +398,9 @@ def _bar_width() -> dict:
         size = os.get_terminal_size(sys.stderr.fileno())
     except (OSError, ValueError, AttributeError):
         size = os.terminal_size((0, 0))
-    if size.columns > 0 and size.lines > 0:
+    if size.columns > 0 and size.lines > 0 and not os.environ.get("COLUMNS"):
         return {"dynamic_ncols": True}
-    return {"ncols": size.columns or 100, "nrows": size.lines or 24}
+    return {"ncols": _line_width(sys.stderr), "nrows": size.lines or 24}
 
 
 def _isatty(stream) -> bool:
@@ -407,7 +410,56 @@ def _isatty(stream) -> bool:
         return False
 
 
-def _fmt_logs(logs):
+def _in_notebook() -> bool:
+    """True inside a Jupyter (IPython kernel) session - tqdm.auto's test, without importing
+    IPython when it is not loaded already."""
+    ipython = sys.modules.get("IPython")
+    if ipython is None:
+        return False
+    try:
+        shell = ipython.get_ipython()
+        return shell is not None and "IPKernelApp" in shell.config
+    except Exception:
+        return False
+
+
+def _progress_mode(verbose) -> str | None:
+    """Keras's "auto": a live bar on a terminal or in a notebook (verbose=1), one line per epoch
+    otherwise (scripts, logs, CI; always with verbose=2), nothing with verbose=0."""
+    if not verbose:
+        return None
+    if verbose == 1 and (_isatty(sys.stderr) or _in_notebook()):
+        return "bar"
+    return "lines"
+
+
+def _line_width(stream) -> int:
+    """Columns for a finished line: $COLUMNS, else the terminal's width, else 80."""
+    cols = os.environ.get("COLUMNS", "")
+    if cols.isdigit() and int(cols) > 0:
+        return max(int(cols), 40)
+    try:
+        width = os.get_terminal_size(stream.fileno()).columns
+    except (OSError, ValueError, AttributeError):
+        width = 0
+    return max(width, 40) if width > 0 else 80
+
+
+def _wrap(fields, width) -> str:
+    """Join fields with " - " into lines of at most ``width`` columns, breaking only between
+    fields (continuation lines indented); a field is never cut."""
+    lines, line = [], ""
+    for f in fields:
+        if line and len(line) + 3 + len(f) > width:
+            lines.append(line)
+            line = "    " + f
+        else:
+            line = f if not line else f"{line} - {f}"
+    lines.append(line)
+    return "\n".join(lines)
+
+
+def _fmt_logs(logs) -> list:
     parts = []
     for k, v in logs.items():
         if k in ("time", "samples_per_s", "lr"):
@@ -415,16 +467,16 @@ def _fmt_logs(logs):
         parts.append(f"{k}={v:.4f}")
     if "lr" in logs:
         parts.append(f"lr={logs['lr']:.3g}")
-    if "samples_per_s" in logs:
-        parts.append(f"{logs['samples_per_s']:,.0f} samples/s")
     if "time" in logs:
         parts.append(f"{logs['time']:.2f}s")
-    return " - ".join(parts)
+    if "samples_per_s" in logs:
+        parts.append(f"{logs['samples_per_s']:,.0f} samples/s")
+    return parts
 
 
 def fit(model, X, y, loss=None, optimizer=None, epochs: int = 10, batch_size: int = 32,
         shuffle: bool = True, validation_data=None, validation_split: float = 0.0,
-        callbacks=None, verbose: int = 1, seed=None, lr=None,
+        callbacks=None, verbose=1, seed=None, lr=None,
         on_divergence: str = "raise") -> History:
     """Train ``model`` on (X, y) with mini-batches; returns a :class:`History`.
 
@@ -456,9 +508,13 @@ def fit(model, X, y, loss=None, optimizer=None, epochs: int = 10, batch_size: in
         given). Unlike Keras, which takes the last samples, fastnn draws a random subset -
         stratified for classification - with ``seed``.
     callbacks : list of fastnn.callbacks.Callback
-    verbose : {0, 1, 2}
-        0: silent. 1: a live progress bar per epoch (loss, metric, samples/s) when stderr is a
-        terminal, silent otherwise. 2: one line per epoch, always.
+    verbose : {0, 1, 2, "auto"}
+        0: silent. 1 or "auto" (Keras's): a live progress bar per epoch (loss, metric) when
+        stderr is a terminal, a widget in a Jupyter notebook, otherwise (scripts, logs, CI) one
+        line per epoch. 2: one line per epoch, always. The finished epoch's line (loss,
+        metrics, validation metrics, learning rate, time, samples/s) is wrapped between fields
+        to the terminal width ($COLUMNS, else 80 columns), never cut; what callbacks did
+        (early stopping, learning-rate changes) is printed too.
     seed : None, int or np.random.Generator
         Seed of the batch order (and of ``validation_split``).
     lr : float, optional
@@ -488,8 +544,10 @@ def fit(model, X, y, loss=None, optimizer=None, epochs: int = 10, batch_size: in
     if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) \
             or batch_size <= 0:
         raise ValueError(f"Invalid batch_size: {batch_size!r} (expected a positive int)")
-    if verbose not in (0, 1, 2, False, True):
-        raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}")
+    if verbose == "auto":
+        verbose = 1
+    if isinstance(verbose, str) or verbose not in (0, 1, 2, False, True):
+        raise ValueError(f"verbose must be 0, 1, 2 or 'auto', got {verbose!r}")
     verbose = int(verbose)
     if on_divergence not in ("raise", "restore"):
         raise ValueError(f"on_divergence must be 'raise' or 'restore', got {on_divergence!r}")
@@ -550,7 +608,7 @@ def fit(model, X, y, loss=None, optimizer=None, epochs: int = 10, batch_size: in
             cb.set_trainer(trainer)
     batch_cbs = [cb for cb in callbacks if _overrides(cb, "on_batch_end")]
 
-    show_bar = verbose == 1 and _isatty(sys.stderr)
+    show_bar = _progress_mode(verbose) == "bar"
     start_epoch = int(getattr(model, "epochs_trained_", 0) or 0)
     batches = BatchIterator(X, y, batch_size=int(batch_size), shuffle=shuffle, seed=rng)
     n_batches = len(batches)
@@ -574,7 +632,7 @@ def fit(model, X, y, loss=None, optimizer=None, epochs: int = 10, batch_size: in
         bar = None
         if show_bar:
             from tqdm.auto import tqdm
-            bar = tqdm(total=X.shape[0], unit=" samples", leave=True,
+            bar = tqdm(total=X.shape[0], unit=" samples", leave=False,
                        desc=f"epoch {e + 1}/{start_epoch + epochs}", file=sys.stderr,
                        mininterval=0.2, **_bar_width())
             last_post = t0
@@ -633,14 +691,11 @@ def fit(model, X, y, loss=None, optimizer=None, epochs: int = 10, batch_size: in
         logs["samples_per_s"] = X.shape[0] / elapsed if elapsed > 0 else float("inf")
         history.append(e, logs)
         model.epochs_trained_ = e + 1
-        if bar is not None:
-            post = {k: (f"{v:.4f}" if k != "samples_per_s" else f"{v:,.0f}")
-                    for k, v in logs.items() if k not in ("time", "lr", "samples_per_s")}
-            bar.set_postfix(post, refresh=True)
+        if bar is not None:  # the live bar gives way to the epoch's line
             bar.close()
-        elif verbose == 2:
-            print(f"epoch {e + 1}/{start_epoch + epochs} - {_fmt_logs(logs)}",
-                  file=sys.stderr, flush=True)
+        if verbose:
+            _write_line(_wrap([f"epoch {e + 1}/{start_epoch + epochs}", *_fmt_logs(logs)],
+                              _line_width(sys.stderr)))
         for cb in callbacks:
             cb.on_epoch_end(e, dict(logs))
         if trainer.stop_training:
