@@ -53,6 +53,9 @@ class History:
         What callbacks did: learning-rate changes, rollbacks, early stopping, checkpoints.
     stopped_epoch : int or None
         The epoch after which a callback stopped training.
+    restored_epoch : int or None
+        The epoch whose weights :class:`~fastnn.callbacks.EarlyStopping` restored at the end
+        (``restore_best_weights=True``), marked by :meth:`plot`.
     """
 
     def __init__(self):
@@ -60,6 +63,7 @@ class History:
         self.epoch: list[int] = []
         self.events: list[tuple[int, str]] = []
         self.stopped_epoch = None
+        self.restored_epoch = None
         self.params: dict = {}
 
     def append(self, epoch: int, logs: dict) -> None:
@@ -92,14 +96,17 @@ class History:
     def plot(self, path=None, *, metrics=None, title=None):
         """Learning curves (loss; accuracy or R^2) for training and validation.
 
-        Saves a PNG when ``path`` is given; returns the matplotlib Figure. Needs matplotlib
-        (``pip install "fastnn[plot]"``).
+        The x axis counts epochs from 1 (integer ticks); dotted lines mark the callbacks' events
+        and, when EarlyStopping restored the best weights, a dashed line and a star mark the
+        restored epoch. Saves a PNG when ``path`` is given; returns the matplotlib Figure. Needs
+        matplotlib (``pip install "fastnn[plot]"``).
         """
         try:
             import matplotlib
             if path is not None:
                 matplotlib.use("Agg", force=False)
             import matplotlib.pyplot as plt
+            from matplotlib.ticker import MaxNLocator
         except ImportError:
             raise ImportError("plotting needs matplotlib: pip install matplotlib "
                               "(or pip install \"fastnn[plot]\")") from None
@@ -108,18 +115,26 @@ class History:
         fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.6),
                                  squeeze=False)
         epochs = [e + 1 for e in self.epoch]
+        restored = getattr(self, "restored_epoch", None)   # absent from older pickles
         for ax, m in zip(axes[0], metrics):
             if m in self.history:
                 ax.plot(epochs, self.history[m], "o-", ms=3, label=f"training {m}")
             if "val_" + m in self.history:
                 ax.plot(epochs, self.history["val_" + m], "s-", ms=3, label=f"validation {m}")
+            for e, _ in self.events:
+                ax.axvline(e + 1, color="gray", lw=0.6, ls=":")
+            if restored is not None and restored in self.epoch:
+                i = self.epoch.index(restored)
+                key = "val_" + m if "val_" + m in self.history else m
+                ax.axvline(restored + 1, color="tab:green", lw=1, ls="--")
+                if key in self.history:
+                    ax.plot([restored + 1], [self.history[key][i]], "*", ms=12,
+                            color="tab:green", label=f"restored best (epoch {restored + 1})")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_xlabel("epoch")
             ax.set_ylabel(m)
             ax.grid(alpha=0.3)
             ax.legend()
-        for e, _ in self.events:
-            for ax in axes[0]:
-                ax.axvline(e + 1, color="gray", lw=0.6, ls=":")
         if title:
             fig.suptitle(title)
         fig.tight_layout()

@@ -120,3 +120,41 @@ def test_bad_verbose_is_rejected():
     for bad in (3, "yes", -1):
         with pytest.raises(ValueError, match="verbose"):
             model.fit(X, y, epochs=1, verbose=bad)
+
+
+def test_history_plot_integer_epochs_and_the_restored_best_epoch(monkeypatch):
+    pytest.importorskip("matplotlib")
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(120, 4)).astype(np.float32)
+    y = (X[:, 0] > 0).astype(np.int64)
+    X_val, y_val = X[:40], rng.integers(0, 2, 40)   # random labels: val_loss rises as it fits
+    model = Sequential(Dense(4, 32, "relu", seed=0), Dense(32, 2, seed=1))
+    stop = callbacks.EarlyStopping(monitor="val_loss", patience=2, restore_best_weights=True)
+    history = model.fit(X, y, epochs=40, batch_size=8, lr=1e-2, validation_data=(X_val, y_val),
+                        callbacks=[stop], verbose=0, seed=0)
+    assert history.stopped_epoch is not None and stop.best_epoch < history.epoch[-1]
+    assert history.restored_epoch == stop.best_epoch
+    fig = history.plot()
+    try:
+        for ax in fig.axes:
+            ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+            assert ticks and all(float(t).is_integer() for t in ticks), ticks
+            assert ax.get_xlabel() == "epoch" and ax.get_ylabel()
+            labels = [line.get_label() for line in ax.get_lines()]
+            assert f"restored best (epoch {stop.best_epoch + 1})" in labels
+    finally:
+        plt.close(fig)
+    # no restore, no marker
+    model2, X2, y2 = problem()
+    h2 = model2.fit(X2, y2, epochs=3, verbose=0)
+    assert h2.restored_epoch is None
+    fig = h2.plot()
+    try:
+        assert not any("restored" in line.get_label() for ax in fig.axes
+                       for line in ax.get_lines())
+    finally:
+        plt.close(fig)
