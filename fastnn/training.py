@@ -562,7 +562,7 @@ def fit(model, X, y, loss=None, optimizer=None, epochs: int = 10, batch_size: in
     if verbose == "auto":
         verbose = 1
     if isinstance(verbose, str) or verbose not in (0, 1, 2, False, True):
-        raise ValueError(f"verbose must be 0, 1, 2 or 'auto', got {verbose!r}")
+        raise ValueError(f"verbose must be 0, 1 or 2 (or 'auto'), got {verbose!r}")
     verbose = int(verbose)
     if on_divergence not in ("raise", "restore"):
         raise ValueError(f"on_divergence must be 'raise' or 'restore', got {on_divergence!r}")
