@@ -491,7 +491,8 @@ def _load_training_data(args):
         except (OSError, ValueError) as exc:
             raise UsageError(str(exc)) from None
         info.update(name="MNIST", classes=list(range(10)), kind="int",
-                    metadata={"data": "mnist"})
+                    metadata={"data": "mnist",
+                              "path": os.path.abspath(args.mnist) if args.mnist else None})
         val_seed = args.seed
     elif args.data is not None:
         X, y, names = _read_data(args.data, target=args.target, labels=args.labels,
@@ -694,7 +695,7 @@ def _model_inputs(model, meta, args, need_y):
         elif source == "mnist":
             from fastnn import datasets
             try:
-                _, _, X, y = datasets.load_mnist(None, dtype=model.dtype)
+                _, _, X, y = datasets.load_mnist(meta.get("path"), dtype=model.dtype)
             except (OSError, ValueError) as exc:
                 raise UsageError(str(exc)) from None
             where = "the MNIST test set"
