@@ -207,3 +207,25 @@ def test_help_shows_each_default_once_and_every_option_has_help():
             assert block.count("default") <= 1, block
     train_help = subparsers.choices["train"].format_help()
     assert "(default: relu)" in re.sub(r"\s+", " ", train_help)
+
+
+def test_train_on_npy_pairs_and_npz(tmp_path, capsys):
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(200, 6)) * 30.0 + 100.0          # raw, far from standardized
+    y = (X[:, 0] > 100.0).astype(np.int64) + 2 * (X[:, 1] > 100.0)   # classes 0..3
+    np.save(tmp_path / "X.npy", X)
+    np.save(tmp_path / "y.npy", y)
+    np.savez(tmp_path / "xy.npz", X=X, y=y)
+    assert main(["train", "--data", str(tmp_path / "X.npy"), "--labels", str(tmp_path / "y.npy"),
+                 "--epochs", "60", "--dtype", "float64", "--save", str(tmp_path / "a.npz")]) == 0
+    out_npy = capsys.readouterr().out
+    assert main(["train", "--data", str(tmp_path / "xy.npz"), "--epochs", "60",
+                 "--dtype", "float64", "--save", str(tmp_path / "b.npz")]) == 0
+    out_npz = capsys.readouterr().out
+    # the same data and seed, two containers: the same split, model and score
+    assert score(out_npy) == score(out_npz)
+    assert float(score(out_npy)[0]) > 0.8
+    model = fastnn.load(tmp_path / "a.npz")
+    assert model.dtype == np.float64 and model.metadata["classes"] == [0, 1, 2, 3]
+    assert main(["evaluate", str(tmp_path / "a.npz"), str(tmp_path / "xy.npz")]) == 0
+    assert "200 samples" in capsys.readouterr().out
