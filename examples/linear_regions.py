@@ -158,6 +158,7 @@ def main(argv=None):
     for L in (1, 2, 3):
         ax.plot(t, sawtooth(L).predict(x1)[:, 0], lw=1.2, label=f"depth {L}: {2 ** L} pieces")
     ax.set_xlabel("x")
+    ax.set_ylabel("network output")
     ax.set_title("sawtooth: the tent map composed L times")
     ax.legend(fontsize=8, loc="lower right")
 
@@ -179,6 +180,8 @@ def main(argv=None):
     perm = np.random.default_rng(0).permutation(ids.max() + 1)
     ax.imshow(perm[ids.ravel()].reshape(GX.shape), origin="lower", extent=(0, 1, 0, 1),
               cmap="nipy_spectral", interpolation="nearest")
+    ax.set_xlabel("x1")
+    ax.set_ylabel("x2")
     ax.set_title(f"2-D sawtooth, {L} layers x 4 units: {4 ** L} regions")
 
     ax = axes[3]

@@ -79,6 +79,8 @@ def main(argv=None):
                          fontsize=10)
             ax.set_xticks([])
             ax.set_yticks([])
+            ax.set_xlabel("x1")
+            ax.set_ylabel("x2")
             ax.set_aspect("equal")
     fig.suptitle(f"two spirals, {epochs} epochs of Adam for every network")
     fig.tight_layout()

@@ -20,11 +20,13 @@ from fastnn.layers import (  # noqa: E402
 from fastnn.model import Parallel, Residual, Sequential  # noqa: E402
 from fastnn.gradcheck import GradcheckResult, gradcheck  # noqa: E402
 from fastnn.io import ModelFileError, load, save  # noqa: E402
+from fastnn.preprocessing import Normalization  # noqa: E402
 
 __all__ += ["Module", "Dense", "Maxout", "Activation", "Identity", "Sigmoid", "Tanh", "ReLU",
             "Step", "Sign", "LeakyReLU", "ELU", "Softplus", "GELU", "SiLU",
             "Softmax", "Sparsemax", "Dropout", "Sequential", "Residual", "Parallel", "gradcheck",
             "GradcheckResult", "save", "load", "ModelFileError"]
+__all__ += ["Normalization"]
 
 # --- initialization, optimizers, regularization ---
 from fastnn import init, optim, regularization  # noqa: E402

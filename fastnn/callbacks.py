@@ -165,6 +165,7 @@ class EarlyStopping(Callback, _Monitor):
         if (self.restore_best_weights and self.best_weights is not None
                 and self.best_epoch != self._last_epoch):
             self.model.load_state_dict(self.best_weights)
+            self.trainer.history.restored_epoch = self.best_epoch
             self._event(self._last_epoch, f"restored the weights of epoch "
                                           f"{self.best_epoch + 1} ({self.monitor}="
                                           f"{self.best:.4g})")

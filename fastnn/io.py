@@ -93,7 +93,7 @@ def _loss_name(loss):
     return {"class": type(loss).__name__}
 
 
-def save(model, path, optimizer=None) -> None:
+def save(model, path, optimizer=None, *, metadata=None) -> None:
     """Save a model (architecture, dtype, weights, dropout counters) and an optimizer's state.
 
     Parameters
@@ -105,6 +105,10 @@ def save(model, path, optimizer=None) -> None:
         Saved with the model (for a fitted model, ``model.optimizer``) so that training can
         continue exactly; every parameter it updates must belong to ``model``. None saves no
         optimizer state.
+
+    metadata : dict or None
+        JSON-compatible notes stored in the file (``fastnn train`` records its data split and
+        class labels); ``load`` returns them as ``model.metadata``.
 
     The loss of a fitted model (``model.loss``) is recorded by name.
     """
@@ -126,6 +130,8 @@ def save(model, path, optimizer=None) -> None:
         "loss": _loss_name(getattr(model, "loss", None)),
         "optimizer": None,
     }
+    if metadata is not None:
+        meta["metadata"] = json.loads(json.dumps(dict(metadata)))  # JSON-compatible, a copy
     if optimizer is not None:
         index = {id(p): i for i, (_, p) in enumerate(named)}
         groups = []
@@ -290,6 +296,8 @@ def load(path, *, with_optimizer: bool = True):
             cls = getattr(losses, str(loss.get("class")), None)
             loss = cls() if isinstance(cls, type) else None
         model.loss = loss
+    if isinstance(meta.get("metadata"), dict):
+        model.metadata = meta["metadata"]
     opt_meta = meta.get("optimizer")
     if opt_meta is not None and with_optimizer:
         optimizer = _rebuild_optimizer(path, model, opt_meta, data)

@@ -17,6 +17,7 @@ import math
 import numbers
 import os
 import sys
+import textwrap
 import time
 
 import numpy as np
@@ -53,6 +54,9 @@ class History:
         What callbacks did: learning-rate changes, rollbacks, early stopping, checkpoints.
     stopped_epoch : int or None
         The epoch after which a callback stopped training.
+    restored_epoch : int or None
+        The epoch whose weights :class:`~fastnn.callbacks.EarlyStopping` restored at the end
+        (``restore_best_weights=True``), marked by :meth:`plot`.
     """
 
     def __init__(self):
@@ -60,6 +64,7 @@ class History:
         self.epoch: list[int] = []
         self.events: list[tuple[int, str]] = []
         self.stopped_epoch = None
+        self.restored_epoch = None
         self.params: dict = {}
 
     def append(self, epoch: int, logs: dict) -> None:
@@ -92,14 +97,17 @@ class History:
     def plot(self, path=None, *, metrics=None, title=None):
         """Learning curves (loss; accuracy or R^2) for training and validation.
 
-        Saves a PNG when ``path`` is given; returns the matplotlib Figure. Needs matplotlib
-        (``pip install "fastnn[plot]"``).
+        The x axis counts epochs from 1 (integer ticks); dotted lines mark the callbacks' events
+        and, when EarlyStopping restored the best weights, a dashed line and a star mark the
+        restored epoch. Saves a PNG when ``path`` is given; returns the matplotlib Figure. Needs
+        matplotlib (``pip install "fastnn[plot]"``).
         """
         try:
             import matplotlib
             if path is not None:
                 matplotlib.use("Agg", force=False)
             import matplotlib.pyplot as plt
+            from matplotlib.ticker import MaxNLocator
         except ImportError:
             raise ImportError("plotting needs matplotlib: pip install matplotlib "
                               "(or pip install \"fastnn[plot]\")") from None
@@ -108,18 +116,26 @@ class History:
         fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.6),
                                  squeeze=False)
         epochs = [e + 1 for e in self.epoch]
+        restored = getattr(self, "restored_epoch", None)   # absent from older pickles
         for ax, m in zip(axes[0], metrics):
             if m in self.history:
                 ax.plot(epochs, self.history[m], "o-", ms=3, label=f"training {m}")
             if "val_" + m in self.history:
                 ax.plot(epochs, self.history["val_" + m], "s-", ms=3, label=f"validation {m}")
+            for e, _ in self.events:
+                ax.axvline(e + 1, color="gray", lw=0.6, ls=":")
+            if restored is not None and restored in self.epoch:
+                i = self.epoch.index(restored)
+                key = "val_" + m if "val_" + m in self.history else m
+                ax.axvline(restored + 1, color="tab:green", lw=1, ls="--")
+                if key in self.history:
+                    ax.plot([restored + 1], [self.history[key][i]], "*", ms=12,
+                            color="tab:green", label=f"restored best (epoch {restored + 1})")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_xlabel("epoch")
             ax.set_ylabel(m)
             ax.grid(alpha=0.3)
             ax.legend()
-        for e, _ in self.events:
-            for ax in axes[0]:
-                ax.axvline(e + 1, color="gray", lw=0.6, ls=":")
         if title:
             fig.suptitle(title)
         fig.tight_layout()
@@ -390,16 +406,18 @@ class Trainer:
     def log_event(self, epoch: int, message: str) -> None:
         """Record what a callback did (and print it when verbose)."""
         self.history.events.append((epoch, message))
-        if self.verbose == 2 or (self.verbose == 1 and _isatty(sys.stderr)):
-            _write_line(f"epoch {epoch + 1}: {message}")
+        if self.verbose:
+            _write_line(textwrap.fill(f"epoch {epoch + 1}: {message}", _line_width(sys.stderr),
+                                      subsequent_indent="    ", break_on_hyphens=False))
 
 
 def _write_line(msg):
     try:
         from tqdm import tqdm
         tqdm.write(msg, file=sys.stderr)
+        sys.stderr.flush()   # a log file or a CI console sees each epoch as it ends
     except ImportError:  # pragma: no cover - tqdm is a dependency
-        print(msg, file=sys.stderr)
+        print(msg, file=sys.stderr, flush=True)
 
 
 def _bar_width() -> dict:
@@ -408,9 +426,9 @@ def _bar_width() -> dict:
         size = os.get_terminal_size(sys.stderr.fileno())
     except (OSError, ValueError, AttributeError):
         size = os.terminal_size((0, 0))
-    if size.columns > 0 and size.lines > 0:
+    if size.columns > 0 and size.lines > 0 and not os.environ.get("COLUMNS"):
         return {"dynamic_ncols": True}
-    return {"ncols": size.columns or 100, "nrows": size.lines or 24}
+    return {"ncols": _line_width(sys.stderr), "nrows": size.lines or 24}
 
 
 def _isatty(stream) -> bool:
@@ -420,7 +438,56 @@ def _isatty(stream) -> bool:
         return False
 
 
-def _fmt_logs(logs):
+def _in_notebook() -> bool:
+    """True inside a Jupyter (IPython kernel) session - tqdm.auto's test, without importing
+    IPython when it is not loaded already."""
+    ipython = sys.modules.get("IPython")
+    if ipython is None:
+        return False
+    try:
+        shell = ipython.get_ipython()
+        return shell is not None and "IPKernelApp" in shell.config
+    except Exception:
+        return False
+
+
+def _progress_mode(verbose) -> str | None:
+    """Keras's "auto": a live bar on a terminal or in a notebook (verbose=1), one line per epoch
+    otherwise (scripts, logs, CI; always with verbose=2), nothing with verbose=0."""
+    if not verbose:
+        return None
+    if verbose == 1 and (_isatty(sys.stderr) or _in_notebook()):
+        return "bar"
+    return "lines"
+
+
+def _line_width(stream) -> int:
+    """Columns for a finished line: $COLUMNS, else the terminal's width, else 80."""
+    cols = os.environ.get("COLUMNS", "")
+    if cols.isdigit() and int(cols) > 0:
+        return max(int(cols), 40)
+    try:
+        width = os.get_terminal_size(stream.fileno()).columns
+    except (OSError, ValueError, AttributeError):
+        width = 0
+    return max(width, 40) if width > 0 else 80
+
+
+def _wrap(fields, width) -> str:
+    """Join fields with " - " into lines of at most ``width`` columns, breaking only between
+    fields (continuation lines indented); a field is never cut."""
+    lines, line = [], ""
+    for f in fields:
+        if line and len(line) + 3 + len(f) > width:
+            lines.append(line)
+            line = "    " + f
+        else:
+            line = f if not line else f"{line} - {f}"
+    lines.append(line)
+    return "\n".join(lines)
+
+
+def _fmt_logs(logs) -> list:
     parts = []
     for k, v in logs.items():
         if k in ("time", "samples_per_s", "lr"):
@@ -428,11 +495,11 @@ def _fmt_logs(logs):
         parts.append(f"{k}={v:.4f}")
     if "lr" in logs:
         parts.append(f"lr={logs['lr']:.3g}")
-    if "samples_per_s" in logs:
-        parts.append(f"{logs['samples_per_s']:,.0f} samples/s")
     if "time" in logs:
         parts.append(f"{logs['time']:.2f}s")
-    return " - ".join(parts)
+    if "samples_per_s" in logs:
+        parts.append(f"{logs['samples_per_s']:,.0f} samples/s")
+    return parts
 
 
 def _stream(model, X, y, loss_fn, *, batch_size, shuffle, rng, steps_per_epoch=None,
@@ -449,7 +516,7 @@ def _stream(model, X, y, loss_fn, *, batch_size, shuffle, rng, steps_per_epoch=N
 
 def fit(model, X, y=None, loss=None, optimizer=None, epochs: int = 10, batch_size: int = 32,
         shuffle: bool = True, validation_data=None, validation_split: float = 0.0,
-        callbacks=None, verbose: int = 1, seed=None, lr=None,
+        callbacks=None, verbose=1, seed=None, lr=None,
         on_divergence: str = "raise", steps_per_epoch: int | None = None) -> History:
     """Train ``model`` on (X, y) with mini-batches; returns a :class:`History`.
 
@@ -489,9 +556,13 @@ def fit(model, X, y=None, loss=None, optimizer=None, epochs: int = 10, batch_siz
         given). Unlike Keras, which takes the last samples, fastnn draws a random subset -
         stratified for classification - with ``seed``.
     callbacks : list of fastnn.callbacks.Callback
-    verbose : {0, 1, 2}
-        0: silent. 1: a live progress bar per epoch (loss, metric, samples/s) when stderr is a
-        terminal, silent otherwise. 2: one line per epoch, always.
+    verbose : {0, 1, 2, "auto"}
+        0: silent. 1 or "auto" (Keras's): a live progress bar per epoch (loss, metric) when
+        stderr is a terminal, a widget in a Jupyter notebook, otherwise (scripts, logs, CI) one
+        line per epoch. 2: one line per epoch, always. The finished epoch's line (loss,
+        metrics, validation metrics, learning rate, time, samples/s) is wrapped between fields
+        to the terminal width ($COLUMNS, else 80 columns), never cut; what callbacks did
+        (early stopping, learning-rate changes) is printed too.
     seed : None, int or np.random.Generator
         Seed of the batch order (and of ``validation_split``).
     lr : float, optional
@@ -525,8 +596,10 @@ def fit(model, X, y=None, loss=None, optimizer=None, epochs: int = 10, batch_siz
     if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) \
             or batch_size <= 0:
         raise ValueError(f"Invalid batch_size: {batch_size!r} (expected a positive int)")
-    if verbose not in (0, 1, 2, False, True):
-        raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}")
+    if verbose == "auto":
+        verbose = 1
+    if isinstance(verbose, str) or verbose not in (0, 1, 2, False, True):
+        raise ValueError(f"verbose must be 0, 1 or 2 (or 'auto'), got {verbose!r}")
     verbose = int(verbose)
     if on_divergence not in ("raise", "restore"):
         raise ValueError(f"on_divergence must be 'raise' or 'restore', got {on_divergence!r}")
@@ -611,7 +684,7 @@ def fit(model, X, y=None, loss=None, optimizer=None, epochs: int = 10, batch_siz
             cb.set_trainer(trainer)
     batch_cbs = [cb for cb in callbacks if _overrides(cb, "on_batch_end")]
 
-    show_bar = verbose == 1 and _isatty(sys.stderr)
+    show_bar = _progress_mode(verbose) == "bar"
     start_epoch = int(getattr(model, "epochs_trained_", 0) or 0)
     if stream is not None:
         batches = stream
@@ -639,7 +712,7 @@ def fit(model, X, y=None, loss=None, optimizer=None, epochs: int = 10, batch_siz
         bar = None
         if show_bar:
             from tqdm.auto import tqdm
-            bar = tqdm(total=n_train, unit=" samples", leave=True,
+            bar = tqdm(total=n_train, unit=" samples", leave=False,
                        desc=f"epoch {e + 1}/{start_epoch + epochs}", file=sys.stderr,
                        mininterval=0.2, **_bar_width())
             last_post = t0
@@ -701,14 +774,11 @@ def fit(model, X, y=None, loss=None, optimizer=None, epochs: int = 10, batch_siz
         logs["samples_per_s"] = run.n / elapsed if elapsed > 0 else float("inf")
         history.append(e, logs)
         model.epochs_trained_ = e + 1
-        if bar is not None:
-            post = {k: (f"{v:.4f}" if k != "samples_per_s" else f"{v:,.0f}")
-                    for k, v in logs.items() if k not in ("time", "lr", "samples_per_s")}
-            bar.set_postfix(post, refresh=True)
+        if bar is not None:  # the live bar gives way to the epoch's line
             bar.close()
-        elif verbose == 2:
-            print(f"epoch {e + 1}/{start_epoch + epochs} - {_fmt_logs(logs)}",
-                  file=sys.stderr, flush=True)
+        if verbose:
+            _write_line(_wrap([f"epoch {e + 1}/{start_epoch + epochs}", *_fmt_logs(logs)],
+                              _line_width(sys.stderr)))
         for cb in callbacks:
             cb.on_epoch_end(e, dict(logs))
         if stream is not None and stream.exhausted and not trainer.stop_training:

@@ -71,7 +71,7 @@ def test_plot_without_matplotlib_is_a_clear_error(tmp_path):
 
 def test_bad_mnist_path_and_bad_options(tmp_path):
     r = run(["train", "--mnist", str(tmp_path / "nowhere")], tmp_path)
-    assert r.returncode == 1 and "no MNIST files" in r.stderr
+    assert r.returncode == 2 and "no MNIST files" in r.stderr
     r = run(["train", "--epochs", "0"], tmp_path)
     assert r.returncode == 2 and "positive integer" in r.stderr
     r = run(["train", "--output", "sparsemax", "--loss", "cross_entropy"], tmp_path)

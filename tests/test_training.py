@@ -121,9 +121,9 @@ def test_input_checks(digits):
 def test_verbose_modes(digits, capsys):
     Xtr, ytr, _, _ = digits
     model = mlp([64, 16, 10])
-    model.fit(Xtr[:100], ytr[:100], epochs=2, verbose=1)  # not a terminal: quiet
+    model.fit(Xtr[:100], ytr[:100], epochs=2, verbose=1)  # not a terminal: a line per epoch
     err = capsys.readouterr().err
-    assert err == ""
+    assert err.count("epoch ") == 2 and "\r" not in err and "loss=" in err
     model.fit(Xtr[:100], ytr[:100], epochs=2, verbose=2)
     err = capsys.readouterr().err
     assert err.count("epoch ") == 2 and "samples/s" in err and "loss=" in err
@@ -138,7 +138,7 @@ def test_progress_bar_on_a_terminal(digits, capsys, monkeypatch):
     model.fit(Xtr[:300], ytr[:300], epochs=2, batch_size=32, verbose=1)
     err = capsys.readouterr().err
     assert "epoch 1/2" in err and "epoch 2/2" in err
-    assert "300/300" in err and "samples/s" in err and "loss=" in err and "accuracy=" in err
+    assert "/300" in err and "samples/s" in err and "loss=" in err and "accuracy=" in err
 
 
 def _noisy_validation(digits, n=300):
