@@ -27,10 +27,11 @@ import tempfile
 import time
 import warnings
 
+from fastnn.functional.activations import ACTIVATIONS, ALIASES
+
 __all__ = ["main", "build_parser", "build_mlp"]
 
 _OPTIMIZERS = ("adam", "sgd", "rmsprop", "adagrad")
-_ACTIVATIONS = ("relu", "tanh", "sigmoid", "identity")
 
 
 class UsageError(Exception):
@@ -38,21 +39,26 @@ class UsageError(Exception):
 
 
 def build_mlp(n_features, hidden, n_outputs, *, activation="relu", dropout=0.0, seed=0,
-              dtype="float32", normalization=None):
+              dtype="float32", normalization=None, maxout=None):
     """A Sequential MLP: ``normalization`` (a fastnn.Normalization, optional) first, then
-    Dense(+activation)(+Dropout) per hidden size, then a linear output layer producing logits
-    (the output map - softmax or sparsemax - is the loss's)."""
+    Dense(+activation)(+Dropout) per hidden size - or Maxout units of ``maxout`` pieces each
+    when it is given - then a linear output layer producing logits (the output map - softmax or
+    sparsemax - is the loss's)."""
     import numpy as np
 
-    from fastnn.layers import Dense, Dropout
+    from fastnn.layers import Dense, Dropout, Maxout
     from fastnn.model import Sequential
 
     rng = np.random.default_rng(seed)
     layers = [] if normalization is None else [normalization]
     width = n_features
     for h in hidden:
-        layers.append(Dense(width, h, activation=activation,
-                            seed=int(rng.integers(2 ** 31)), dtype=dtype))
+        if maxout is not None:
+            layers.append(Maxout(width, h, pieces=maxout, seed=int(rng.integers(2 ** 31)),
+                                 dtype=dtype))
+        else:
+            layers.append(Dense(width, h, activation=activation,
+                                seed=int(rng.integers(2 ** 31)), dtype=dtype))
         if dropout > 0:
             layers.append(Dropout(dropout, seed=int(rng.integers(2 ** 31))))
         width = h
@@ -154,8 +160,12 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--hidden", type=_positive_int, nargs="*", default=None, metavar="N",
                        help="hidden layer sizes (default: 128, and 256 256 for MNIST; "
                             "none for a linear model)")
-    model.add_argument("--activation", choices=_ACTIVATIONS, default="relu",
-                       help="activation of the hidden layers")
+    model.add_argument("--activation", choices=ACTIVATIONS + tuple(ALIASES), default="relu",
+                       metavar="NAME",
+                       help=f"activation of the hidden layers: {', '.join(ACTIVATIONS)}")
+    model.add_argument("--maxout", type=_positive_int, default=None, metavar="K",
+                       help="hidden layers of maxout units, each the max of K linear units "
+                            "(replaces --activation)")
     model.add_argument("--output", choices=("softmax", "sparsemax"), default="softmax",
                        help="output map of a classifier")
     model.add_argument("--loss", choices=("auto", "cross_entropy", "sparsemax"),
@@ -593,7 +603,7 @@ def _train(args) -> int:
     norm = None if (args.no_standardize or mnist) else Normalization().adapt(X_train)
     model = build_mlp(X_train.shape[1], hidden, n_outputs, activation=args.activation,
                       dropout=args.dropout, seed=args.seed, dtype=args.dtype,
-                      normalization=norm)
+                      normalization=norm, maxout=args.maxout)
     if args.threads is not None:
         model.n_threads = args.threads
     opt_kwargs = {"weight_decay": args.l2, "l1": args.l1}
@@ -616,7 +626,8 @@ def _train(args) -> int:
         print(f"data: {d['name']}: {len(X_train)} train, "
               f"{0 if X_val is None else len(X_val)} validation, {len(X_test)} test samples",
               file=out)
-        print(f"model: MLP {arch}, {head}{args.activation}, {kind}, "
+        units = args.activation if args.maxout is None else f"maxout k={args.maxout}"
+        print(f"model: MLP {arch}, {head}{units}, {kind}, "
               f"{args.dtype}, dropout {args.dropout}; {args.optimizer} lr {lr:g}, "
               f"batch {batch_size}, {epochs} epochs, L1 {args.l1:g}, L2 {args.l2:g}",
               file=out, flush=True)
