@@ -12,11 +12,15 @@ sums the gradients where the graph forks (the chain rule's sum over paths).
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from fastnn._validation import check_float_array
 from fastnn.layers import (
+    Dense,
+    Dropout,
     Module,
     Softmax,
     Sparsemax,
@@ -53,6 +57,21 @@ def _check_unique(modules):
             seen.add(id(m))
 
 
+def _seed_unseeded(layers, seed) -> None:
+    """Give every Dense and Dropout under ``layers`` built without a seed one derived from
+    ``seed`` (see ``Sequential``'s ``seed``); a Dense is re-initialized with it."""
+    from fastnn.init import spawn_seeds
+
+    flat = [m for top in layers for m in top.modules()]
+    for m, s in zip(flat, spawn_seeds(seed, len(flat))):
+        if isinstance(m, Dense) and m.seed is None:
+            m.seed = s
+            m.reset_parameters()
+        elif isinstance(m, Dropout) and not getattr(m, "_seed_given", True):
+            m.seed = s >> 1             # Dropout's seeds are non-negative int64
+            m._seed_given = True
+
+
 class _Container(Module):
     def _set_dtype(self, dtype):
         super()._set_dtype(dtype)
@@ -76,6 +95,14 @@ class Sequential(_Container):
         are rejected with a TypeError that says how to convert them.
     n_threads : int or None
         Threads for every kernel call (None: ``omp_get_max_threads()`` at call time).
+    seed : int or None
+        One seed for the whole network's initialization. Every layer built without a seed of
+        its own (``Dense(..., seed=None)``, ``Dropout(..., seed=None)``, at any depth) gets one
+        derived from it with :func:`fastnn.init.spawn_seeds` (the i-th module in
+        :meth:`~fastnn.layers.Module.modules` order gets the i-th seed), stored in the layer's
+        ``seed`` and used at once: Dense layers are re-initialized, Dropout layers draw their
+        masks from it. Layers given a seed keep it. Two networks built alike with the same seed
+        are bitwise equal. None leaves the layers as they are.
 
     Attributes
     ----------
@@ -94,7 +121,8 @@ class Sequential(_Container):
     array.
     """
 
-    def __init__(self, *modules, dtype=None, n_threads=None):
+    def __init__(self, *modules: Module | Sequence[Module], dtype: DTypeLike | None = None,
+                 n_threads: int | None = None, seed: int | None = None) -> None:
         super().__init__()
         if len(modules) == 1 and isinstance(modules[0], (list, tuple)):
             modules = tuple(modules[0])
@@ -104,6 +132,8 @@ class Sequential(_Container):
             self._modules[str(i)] = m
         self._layers = list(modules)
         self._set_dtype(self._dtype)
+        if seed is not None:
+            _seed_unseeded(self._layers, seed)
         self.n_threads = _check_n_threads(n_threads)
         self.train(True)
         self._in_features = self.input_features()
