@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-from numpy.typing import DTypeLike
+from numpy.typing import ArrayLike, DTypeLike
 
 from fastnn._validation import check_float_array
 from fastnn.layers import (
@@ -29,6 +30,12 @@ from fastnn.layers import (
     _check_n_threads,
     module_from_config,
 )
+
+if TYPE_CHECKING:
+    from fastnn.callbacks import Callback
+    from fastnn.losses import Loss
+    from fastnn.optim import Optimizer
+    from fastnn.training import History
 
 __all__ = ["Parallel", "Residual", "Sequential"]
 
@@ -206,21 +213,31 @@ class Sequential(_Container):
         return g if need_input_grad else None
 
     # --- the model interface (training lives in fastnn.training) -------------------------------
-    def fit(self, X, y, **kwargs):
-        """Train the network; see :func:`fastnn.training.fit` for the arguments.
+    def fit(self, X: ArrayLike, y: ArrayLike, loss: str | Loss | None = None,
+            optimizer: str | Optimizer | None = None, epochs: int = 10, batch_size: int = 32,
+            shuffle: bool = True, validation_data: tuple[ArrayLike, ArrayLike] | None = None,
+            validation_split: float = 0.0, callbacks: Sequence[Callback] | None = None,
+            verbose: int = 1, seed: int | np.random.Generator | None = None,
+            lr: float | None = None, on_divergence: str = "raise") -> History:
+        """Train the network; the arguments are those of :func:`fastnn.training.fit`.
 
-        Returns a History. The loss and optimizer are kept (``self.loss``, ``self.optimizer``),
-        so calling ``fit`` again continues training.
+        Returns a :class:`~fastnn.training.History`. The loss and optimizer are kept
+        (``self.loss``, ``self.optimizer``), so calling ``fit`` again continues training.
         """
         from fastnn import training
-        return training.fit(self, X, y, **kwargs)
+        return training.fit(self, X, y, loss=loss, optimizer=optimizer, epochs=epochs,
+                            batch_size=batch_size, shuffle=shuffle,
+                            validation_data=validation_data, validation_split=validation_split,
+                            callbacks=callbacks, verbose=verbose, seed=seed, lr=lr,
+                            on_divergence=on_divergence)
 
-    def evaluate(self, X, y, **kwargs):
+    def evaluate(self, X: ArrayLike, y: ArrayLike, loss: str | Loss | None = None,
+                 batch_size: int = _PREDICT_BATCH) -> dict[str, float]:
         """Loss and accuracy (R^2 for regression); see :func:`fastnn.training.evaluate`."""
         from fastnn import training
-        return training.evaluate(self, X, y, **kwargs)
+        return training.evaluate(self, X, y, loss=loss, batch_size=batch_size)
 
-    def predict(self, X, batch_size=None) -> np.ndarray:
+    def predict(self, X: ArrayLike, batch_size: int | None = None) -> np.ndarray:
         """Network output for ``X`` in evaluation mode, computed in batches; a new array.
 
         Parameters
@@ -274,7 +291,8 @@ class Sequential(_Container):
             lock = self.__dict__.setdefault("_predict_lock_", threading.RLock())
         return lock
 
-    def predict_proba(self, X, batch_size=None, loss=None) -> np.ndarray:
+    def predict_proba(self, X: ArrayLike, batch_size: int | None = None,
+                      loss: str | Loss | None = None) -> np.ndarray:
         """Predictions in the output space of the loss: softmax probabilities for cross-entropy,
         sparsemax probabilities for the sparsemax loss, sigmoid for binary cross-entropy, the
         output itself for the squared loss.
