@@ -5,7 +5,6 @@ import inspect
 import os
 import subprocess
 import sys
-import textwrap
 
 import pytest
 
@@ -14,53 +13,36 @@ from fastnn import Sequential, training
 
 PKG_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(fastnn.__file__)))
 
-GOOD = """
-    import numpy as np
-    import fastnn
-    from fastnn import Dense, Dropout, MLPClassifier, MLPRegressor, Sequential
-
-    X = np.zeros((20, 4), dtype=np.float32)
-    y = np.arange(20) % 3
-    model = Sequential(Dense(4, 8, activation="relu"), Dropout(0.2), Dense(8, 3), seed=0)
-    history: fastnn.History = model.fit(X, y, epochs=2, batch_size=8, verbose=0, seed=0,
-                                        callbacks=[fastnn.EarlyStopping(patience=2)])
-    scores: dict[str, float] = model.evaluate(X, y)
-    proba: np.ndarray = model.predict_proba(X)
-    clf = MLPClassifier((8,), random_state=0)
-    reg = MLPRegressor((8,), random_state=0)
-    reveal_type(MLPClassifier)
-    reveal_type(model.fit)
-"""
-
-# two typos: a misspelled class name and a misspelled keyword of Sequential.fit
-BAD = """
-    import numpy as np
-    from fastnn import Dense, MLPClasifier, Sequential
-
-    X = np.zeros((20, 4), dtype=np.float32)
-    y = np.arange(20) % 3
-    model = Sequential(Dense(4, 8, activation="relu"), Dense(8, 3), seed=0)
-    model.fit(X, y, epochs=2, batchsize=8)
-"""
+TYPING = os.path.join(os.path.dirname(os.path.abspath(__file__)), "typing")
+GOOD = os.path.join(TYPING, "user_script.py")
+BAD = os.path.join(TYPING, "user_script_typos.py")
 
 
-def run_mypy(tmp_path, name, source):
-    pytest.importorskip("mypy")
-    script = tmp_path / name
-    script.write_text(textwrap.dedent(source))
+@pytest.fixture(scope="module")
+def mypy_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("mypy-cache")   # shared: numpy's stubs are read once
+
+
+def child_env():
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
         [PKG_PARENT] + [p for p in [os.environ.get("PYTHONPATH")] if p])
-    env["MYPY_CACHE_DIR"] = str(tmp_path / "mypy-cache")
+    return env
+
+
+def run_mypy(cache, script):
+    pytest.importorskip("mypy")
+    env = child_env()
+    env["MYPY_CACHE_DIR"] = str(cache)
     res = subprocess.run([sys.executable, "-m", "mypy", "--no-error-summary",
                           "--hide-error-context", "--no-pretty", "--config-file=", str(script)],
-                         capture_output=True, text=True, env=env, cwd=str(tmp_path),
+                         capture_output=True, text=True, env=env, cwd=str(cache),
                          timeout=600, check=False)
     return res.returncode, (res.stdout + res.stderr).splitlines()
 
 
-def test_mypy_passes_a_correct_user_script(tmp_path):
-    rc, lines = run_mypy(tmp_path, "good.py", GOOD)
+def test_mypy_passes_a_correct_user_script(mypy_cache):
+    rc, lines = run_mypy(mypy_cache, GOOD)
     errors = [ln for ln in lines if ": error:" in ln]
     assert rc == 0 and not errors, "\n".join(lines)
     notes = "\n".join(ln for ln in lines if "Revealed type" in ln)
@@ -71,15 +53,25 @@ def test_mypy_passes_a_correct_user_script(tmp_path):
     assert fit_sig.endswith("-> fastnn.training.History\""), fit_sig
 
 
-def test_mypy_reports_both_typos(tmp_path):
-    rc, lines = run_mypy(tmp_path, "bad.py", BAD)
+def test_mypy_reports_both_typos(mypy_cache):
+    rc, lines = run_mypy(mypy_cache, BAD)
     errors = [ln for ln in lines if ": error:" in ln]
     assert rc == 1, "\n".join(lines)
     assert len(errors) == 2, "\n".join(lines)
-    assert any('bad.py:3: error: Module "fastnn" has no attribute "MLPClasifier"' in e
-               for e in errors), errors
-    assert any("bad.py:8: error: Unexpected keyword argument \"batchsize\"" in e
-               for e in errors), errors
+    with open(BAD, encoding="utf-8") as f:
+        source = f.read().splitlines()
+    import_line = 1 + next(i for i, ln in enumerate(source) if "MLPClasifier" in ln)
+    fit_line = 1 + next(i for i, ln in enumerate(source) if "batchsize=" in ln)
+    assert any(f'user_script_typos.py:{import_line}: error: Module "fastnn" has no attribute '
+               f'"MLPClasifier"' in e for e in errors), errors
+    assert any(f'user_script_typos.py:{fit_line}: error: Unexpected keyword argument '
+               f'"batchsize" for "fit" of "Sequential"' in e for e in errors), errors
+
+
+def test_the_correct_script_runs():
+    res = subprocess.run([sys.executable, GOOD], capture_output=True, text=True, timeout=300,
+                         env=child_env(), cwd=PKG_PARENT, check=False)
+    assert res.returncode == 0, res.stderr[-3000:]
 
 
 def test_sequential_wrappers_spell_out_the_training_functions():

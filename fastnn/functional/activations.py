@@ -8,7 +8,7 @@ by backpropagation, and their backward returns zeros.
 
 NaN propagates like NumPy in the forward functions (relu, step and sign of NaN are NaN).
 float32 sigmoid and tanh use a vectorized polynomial exponential accurate to a few ulp;
-float64 uses the C library's exp and tanh. Sigmoid is stable for any |z| (no overflow).
+float64 uses the C library's exp and tanh. Sigmoid is stable for any ``|z|`` (no overflow).
 """
 from __future__ import annotations
 
@@ -113,7 +113,7 @@ def activation_backward(y, grad_y, name="identity", out=None, n_threads=None) ->
 
 
 def sigmoid(z, out=None, n_threads=None) -> np.ndarray:
-    """``1 / (1 + exp(-z))``, stable for large |z|."""
+    """``1 / (1 + exp(-z))``, stable for large ``|z|``."""
     return activation(z, "sigmoid", out=out, n_threads=n_threads)
 
 
