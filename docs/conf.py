@@ -3,7 +3,11 @@
 Build (warnings are errors; every internal cross-reference must resolve)::
 
     python -m pip install ".[docs]"
-    python -m sphinx -W --keep-going -n -b html docs docs/_build/html
+    sphinx-build -W --keep-going -n -b html docs docs/_build/html
+
+autodoc imports the installed fastnn (with its compiled kernels). ``sphinx-build`` does not put
+the current directory on ``sys.path``; ``python -m sphinx`` run from the source tree would import
+the uncompiled sources instead.
 """
 import fastnn
 

@@ -12,8 +12,8 @@ sums the gradients where the graph forks (the chain rule's sum over paths).
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike
@@ -133,11 +133,12 @@ class Sequential(_Container):
         super().__init__()
         if len(modules) == 1 and isinstance(modules[0], (list, tuple)):
             modules = tuple(modules[0])
-        _check_unique(modules)
-        self._dtype = _infer_dtype(modules, dtype)
-        for i, m in enumerate(modules):
+        layers = cast("list[Module]", list(modules))
+        _check_unique(layers)   # every item a Module
+        self._dtype = _infer_dtype(layers, dtype)
+        for i, m in enumerate(layers):
             self._modules[str(i)] = m
-        self._layers = list(modules)
+        self._layers = layers
         self._set_dtype(self._dtype)
         if seed is not None:
             _seed_unseeded(self._layers, seed)
@@ -149,23 +150,23 @@ class Sequential(_Container):
         self.optimizer = None
 
     # --- structure -------------------------------------------------------------------------------
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self._layers)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Module]:
         return iter(self._layers)
 
-    def __getitem__(self, i):
+    def __getitem__(self, i: int) -> Module:
         return self._layers[i]
 
-    def input_features(self):
+    def input_features(self) -> int | None:
         for m in self._layers:
             w = m.input_features()
             if w is not None:
                 return w
         return None
 
-    def output_features(self, in_features):
+    def output_features(self, in_features: int | None) -> int | None:
         w = in_features
         for m in self._layers:
             w = m.output_features(w)
@@ -180,7 +181,7 @@ class Sequential(_Container):
                              f"{self._in_features}")
         return X
 
-    def forward(self, X):
+    def forward(self, X: ArrayLike) -> np.ndarray:
         """Run the layers on a batch ``X`` of shape (n_samples, n_features); returns the output
         of the last layer (a buffer owned by the network, see the class notes)."""
         X = self._check_input(X)
@@ -188,7 +189,8 @@ class Sequential(_Container):
             X = m.forward(X)
         return X
 
-    def backward(self, grad_output, need_input_grad=True, inplace=False):
+    def backward(self, grad_output: np.ndarray, need_input_grad: bool = True,
+                 inplace: bool = False) -> np.ndarray | None:
         """Backpropagate dL/d output through the last forward; returns dL/d X.
 
         Parameter gradients are added into ``p.grad`` (call ``zero_grad`` between steps).
@@ -312,7 +314,7 @@ class Sequential(_Container):
         return get_loss(loss).output(z)
 
     # --- config and display ----------------------------------------------------------------------
-    def get_config(self):
+    def get_config(self) -> dict:
         return {"type": "Sequential", "layers": [m.get_config() for m in self._layers]}
 
     @classmethod

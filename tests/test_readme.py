@@ -88,7 +88,7 @@ def child_env():
 
 
 def needs_mnist(text):
-    return "mnist" in text.lower()
+    return re.search(r"load_mnist\(|fetch_mnist\(|--mnist|path/to/mnist", text) is not None
 
 
 def run(cmd, cwd):
