@@ -105,8 +105,8 @@ class Sequential(_Container):
     seed : int or None
         One seed for the whole network's initialization. Every layer built without a seed of
         its own (``Dense(..., seed=None)``, ``Dropout(..., seed=None)``, at any depth) gets one
-        derived from it with :func:`fastnn.init.spawn_seeds` (the i-th module in
-        :meth:`~fastnn.layers.Module.modules` order gets the i-th seed), stored in the layer's
+        derived from it with :func:`fastnn.init.spawn_seeds` (the i-th module below the network,
+        in :meth:`~fastnn.layers.Module.modules` order, gets the i-th seed), stored in the layer's
         ``seed`` and used at once: Dense layers are re-initialized, Dropout layers draw their
         masks from it. Layers given a seed keep it. Two networks built alike with the same seed
         are bitwise equal. None leaves the layers as they are.
