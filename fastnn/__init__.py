@@ -5,6 +5,8 @@ losses, dropout, optimizer updates) under a small Python API.
 """
 from __future__ import annotations
 
+from typing import IO, TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
 
 from fastnn import _threads
@@ -53,23 +55,27 @@ from fastnn import parallel  # noqa: E402
 __all__ += ["parallel"]
 _SKLEARN_NAMES = ("MLPClassifier", "MLPRegressor")  # not in __all__: scikit-learn is optional
 
+if TYPE_CHECKING:
+    # Type checkers see the estimators' classes, and no module __getattr__ (with one, every
+    # misspelled name such as ``from fastnn import MLPClasifier`` would pass as Any).
+    from fastnn.sklearn import MLPClassifier, MLPRegressor
+else:
+    def __getattr__(name: str) -> Any:
+        if name in _SKLEARN_NAMES:
+            try:
+                from fastnn import sklearn as _sklearn_estimators
+            except ImportError as e:
+                raise ImportError(f"fastnn.{name} needs scikit-learn: pip install scikit-learn "
+                                  f"(or pip install \"fastnn[sklearn]\"); {e}") from e
+            return getattr(_sklearn_estimators, name)
+        raise AttributeError(f"module 'fastnn' has no attribute {name!r}")
 
-def __getattr__(name):
-    if name in _SKLEARN_NAMES:
-        try:
-            from fastnn import sklearn as _sklearn_estimators
-        except ImportError as e:
-            raise ImportError(f"fastnn.{name} needs scikit-learn: pip install scikit-learn "
-                              f"(or pip install \"fastnn[sklearn]\"); {e}") from e
-        return getattr(_sklearn_estimators, name)
-    raise AttributeError(f"module 'fastnn' has no attribute {name!r}")
 
-
-def __dir__():
+def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_SKLEARN_NAMES))
 
 
-def show_config(file=None) -> dict:
+def show_config(file: IO[str] | None = None) -> dict[str, Any]:
     """Print and return the build and runtime configuration.
 
     Reports fastnn's version, whether the kernels were built with OpenMP, the default thread

@@ -97,10 +97,10 @@ def gradcheck(model, X, y, loss, *, eps: float = 1e-6, tol: float = 1e-5, floor:
     tol : float
         ``passed`` requires every max relative error <= tol.
     floor : float
-        Denominator floor of the relative error, times max(1, |loss|): with eps=1e-6 the stencil
-        itself carries a rounding error of about 1e-16 |loss| / eps ~ 1e-10 |loss|, so
+        Denominator floor of the relative error, times max(1, ``|loss|``): with eps=1e-6 the stencil
+        itself carries a rounding error of about 1e-16 ``|loss|`` / eps ~ 1e-10 ``|loss|``, so
         gradients smaller than the floor are judged by their absolute error (an absolute error
-        below ``tol * floor * max(1, |loss|)`` always passes).
+        below ``tol * floor * max(1, ``|loss|``)`` always passes).
     max_coords : int or None
         Check at most this many coordinates per parameter (a seeded random subset); None checks
         them all.

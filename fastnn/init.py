@@ -21,7 +21,7 @@ from fastnn.functional.activations import activation_info
 
 __all__ = ["glorot_uniform", "glorot_normal", "xavier_uniform", "xavier_normal", "he_uniform",
            "he_normal", "kaiming_uniform", "kaiming_normal", "zeros", "constant",
-           "default_init", "get_initializer", "calculate_fans"]
+           "default_init", "get_initializer", "calculate_fans", "spawn_seeds"]
 
 
 def _rng(seed) -> np.random.Generator:
@@ -35,6 +35,19 @@ def _rng(seed) -> np.random.Generator:
         return np.random.default_rng(int(seed))
     raise TypeError(f"seed must be None, an int or a numpy.random.Generator, got "
                     f"{type(seed).__name__}")
+
+
+def spawn_seeds(seed: int, n: int) -> list[int]:
+    """``n`` independent 64-bit seeds derived from one ``seed`` (a non-negative int).
+
+    Seed ``i`` is drawn from the ``i``-th child of ``numpy.random.SeedSequence(seed)``, so it
+    depends only on ``(seed, i)``: streams seeded with them do not overlap, and adding a layer at
+    the end leaves the seeds of the layers before it unchanged.
+    """
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    children = np.random.SeedSequence(int(seed)).spawn(int(n))
+    return [int(c.generate_state(1, np.uint64)[0]) for c in children]
 
 
 def _dtype(dtype) -> np.dtype:

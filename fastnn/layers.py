@@ -889,6 +889,7 @@ class Dropout(Module):
             raise ValueError(f"Invalid dropout probability: {p!r} (expected 0 <= p < 1)")
         if mode not in ("inverted", "standard"):
             raise ValueError(f"mode must be 'inverted' or 'standard', got {mode!r}")
+        self._seed_given = seed is not None   # Sequential(seed=...) reseeds only the others
         if seed is None:
             seed = int(np.random.SeedSequence().generate_state(1, np.uint64)[0] >> 1)
         if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:

@@ -3,7 +3,7 @@
 Each loss takes the output *pre-activation* ``z`` of the network (logits) and knows its output
 map: ``output(z)`` gives predictions in the output space (identity, softmax, sigmoid or
 sparsemax), so a network ends in a linear layer and the loss fuses the map with its gradient
-(e.g. cross-entropy's gradient softmax(z) - e_y, never softmax's Jacobian).
+(e.g. cross-entropy's gradient softmax(z) - e_y, never softmax's Jacobian). Every loss has::
 
     loss(z, y) -> float                  mean over the samples
     loss_and_grad(z, y, grad_out=None)   (mean loss, d mean loss / dz); with grad_out given,

@@ -12,11 +12,16 @@ sums the gradients where the graph forks (the chain rule's sum over paths).
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike
 
 from fastnn._validation import check_float_array
 from fastnn.layers import (
+    Dense,
+    Dropout,
     Module,
     Softmax,
     Sparsemax,
@@ -25,6 +30,12 @@ from fastnn.layers import (
     _check_n_threads,
     module_from_config,
 )
+
+if TYPE_CHECKING:
+    from fastnn.callbacks import Callback
+    from fastnn.losses import Loss
+    from fastnn.optim import Optimizer
+    from fastnn.training import History
 
 __all__ = ["Parallel", "Residual", "Sequential"]
 
@@ -53,6 +64,21 @@ def _check_unique(modules):
             seen.add(id(m))
 
 
+def _seed_unseeded(layers, seed) -> None:
+    """Give every Dense and Dropout under ``layers`` built without a seed one derived from
+    ``seed`` (see ``Sequential``'s ``seed``); a Dense is re-initialized with it."""
+    from fastnn.init import spawn_seeds
+
+    flat = [m for top in layers for m in top.modules()]
+    for m, s in zip(flat, spawn_seeds(seed, len(flat))):
+        if isinstance(m, Dense) and m.seed is None:
+            m.seed = s
+            m.reset_parameters()
+        elif isinstance(m, Dropout) and not getattr(m, "_seed_given", True):
+            m.seed = s >> 1             # Dropout's seeds are non-negative int64
+            m._seed_given = True
+
+
 class _Container(Module):
     def _set_dtype(self, dtype):
         super()._set_dtype(dtype)
@@ -76,6 +102,14 @@ class Sequential(_Container):
         are rejected with a TypeError that says how to convert them.
     n_threads : int or None
         Threads for every kernel call (None: ``omp_get_max_threads()`` at call time).
+    seed : int or None
+        One seed for the whole network's initialization. Every layer built without a seed of
+        its own (``Dense(..., seed=None)``, ``Dropout(..., seed=None)``, at any depth) gets one
+        derived from it with :func:`fastnn.init.spawn_seeds` (the i-th module below the network,
+        in :meth:`~fastnn.layers.Module.modules` order, gets the i-th seed), stored in the layer's
+        ``seed`` and used at once: Dense layers are re-initialized, Dropout layers draw their
+        masks from it. Layers given a seed keep it. Two networks built alike with the same seed
+        are bitwise equal. None leaves the layers as they are.
 
     Attributes
     ----------
@@ -94,16 +128,20 @@ class Sequential(_Container):
     array.
     """
 
-    def __init__(self, *modules, dtype=None, n_threads=None):
+    def __init__(self, *modules: Module | Sequence[Module], dtype: DTypeLike | None = None,
+                 n_threads: int | None = None, seed: int | None = None) -> None:
         super().__init__()
         if len(modules) == 1 and isinstance(modules[0], (list, tuple)):
             modules = tuple(modules[0])
-        _check_unique(modules)
-        self._dtype = _infer_dtype(modules, dtype)
-        for i, m in enumerate(modules):
+        layers = cast("list[Module]", list(modules))
+        _check_unique(layers)   # every item a Module
+        self._dtype = _infer_dtype(layers, dtype)
+        for i, m in enumerate(layers):
             self._modules[str(i)] = m
-        self._layers = list(modules)
+        self._layers = layers
         self._set_dtype(self._dtype)
+        if seed is not None:
+            _seed_unseeded(self._layers, seed)
         self.n_threads = _check_n_threads(n_threads)
         self.train(True)
         self._in_features = self.input_features()
@@ -112,23 +150,23 @@ class Sequential(_Container):
         self.optimizer = None
 
     # --- structure -------------------------------------------------------------------------------
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self._layers)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Module]:
         return iter(self._layers)
 
-    def __getitem__(self, i):
+    def __getitem__(self, i: int) -> Module:
         return self._layers[i]
 
-    def input_features(self):
+    def input_features(self) -> int | None:
         for m in self._layers:
             w = m.input_features()
             if w is not None:
                 return w
         return None
 
-    def output_features(self, in_features):
+    def output_features(self, in_features: int | None) -> int | None:
         w = in_features
         for m in self._layers:
             w = m.output_features(w)
@@ -143,7 +181,7 @@ class Sequential(_Container):
                              f"{self._in_features}")
         return X
 
-    def forward(self, X):
+    def forward(self, X: ArrayLike) -> np.ndarray:
         """Run the layers on a batch ``X`` of shape (n_samples, n_features); returns the output
         of the last layer (a buffer owned by the network, see the class notes)."""
         X = self._check_input(X)
@@ -151,7 +189,8 @@ class Sequential(_Container):
             X = m.forward(X)
         return X
 
-    def backward(self, grad_output, need_input_grad=True, inplace=False):
+    def backward(self, grad_output: np.ndarray, need_input_grad: bool = True,
+                 inplace: bool = False) -> np.ndarray | None:
         """Backpropagate dL/d output through the last forward; returns dL/d X.
 
         Parameter gradients are added into ``p.grad`` (call ``zero_grad`` between steps).
@@ -176,14 +215,24 @@ class Sequential(_Container):
         return g if need_input_grad else None
 
     # --- the model interface (training lives in fastnn.training) -------------------------------
-    def fit(self, X, y=None, **kwargs):
-        """Train the network; see :func:`fastnn.training.fit` for the arguments.
+    def fit(self, X: ArrayLike, y: ArrayLike | None = None, loss: str | Loss | None = None,
+            optimizer: str | Optimizer | None = None, epochs: int = 10, batch_size: int = 32,
+            shuffle: bool = True, validation_data: tuple[ArrayLike, ArrayLike] | None = None,
+            validation_split: float = 0.0, callbacks: Sequence[Callback] | None = None,
+            verbose: int | str = 1, seed: int | np.random.Generator | None = None,
+            lr: float | None = None, on_divergence: str = "raise",
+            steps_per_epoch: int | None = None) -> History:
+        """Train the network; the arguments are those of :func:`fastnn.training.fit`.
 
-        Returns a History. The loss and optimizer are kept (``self.loss``, ``self.optimizer``),
-        so calling ``fit`` again continues training.
+        Returns a :class:`~fastnn.training.History`. The loss and optimizer are kept
+        (``self.loss``, ``self.optimizer``), so calling ``fit`` again continues training.
         """
         from fastnn import training
-        return training.fit(self, X, y, **kwargs)
+        return training.fit(self, X, y, loss=loss, optimizer=optimizer, epochs=epochs,
+                            batch_size=batch_size, shuffle=shuffle,
+                            validation_data=validation_data, validation_split=validation_split,
+                            callbacks=callbacks, verbose=verbose, seed=seed, lr=lr,
+                            on_divergence=on_divergence, steps_per_epoch=steps_per_epoch)
 
     def partial_fit(self, X, y=None, *, loss=None, optimizer=None, batch_size: int = 32,
                     shuffle: bool = True, validation_data=None, callbacks=None,
@@ -197,12 +246,14 @@ class Sequential(_Container):
             validation_data=validation_data, callbacks=callbacks, verbose=verbose, seed=seed,
             lr=lr, on_divergence=on_divergence, steps_per_epoch=steps_per_epoch)
 
-    def evaluate(self, X, y=None, **kwargs):
+    def evaluate(self, X: ArrayLike, y: ArrayLike | None = None,
+                 loss: str | Loss | None = None,
+                 batch_size: int = _PREDICT_BATCH) -> dict[str, float]:
         """Loss and accuracy (R^2 for regression); see :func:`fastnn.training.evaluate`."""
         from fastnn import training
-        return training.evaluate(self, X, y, **kwargs)
+        return training.evaluate(self, X, y, loss=loss, batch_size=batch_size)
 
-    def predict(self, X, batch_size=None) -> np.ndarray:
+    def predict(self, X: ArrayLike, batch_size: int | None = None) -> np.ndarray:
         """Network output for ``X`` in evaluation mode, computed in batches; a new array.
 
         Parameters
@@ -263,7 +314,8 @@ class Sequential(_Container):
             lock = self.__dict__.setdefault("_predict_lock_", threading.RLock())
         return lock
 
-    def predict_proba(self, X, batch_size=None, loss=None) -> np.ndarray:
+    def predict_proba(self, X: ArrayLike, batch_size: int | None = None,
+                      loss: str | Loss | None = None) -> np.ndarray:
         """Predictions in the output space of the loss: softmax probabilities for cross-entropy,
         sparsemax probabilities for the sparsemax loss, sigmoid for binary cross-entropy, the
         output itself for the squared loss.
@@ -283,7 +335,7 @@ class Sequential(_Container):
         return get_loss(loss).output(z)
 
     # --- config and display ----------------------------------------------------------------------
-    def get_config(self):
+    def get_config(self) -> dict:
         return {"type": "Sequential", "layers": [m.get_config() for m in self._layers]}
 
     @classmethod

@@ -104,7 +104,10 @@ def read_idx(path, *, sha256: str | None = None) -> np.ndarray:
 
     Raises
     ------
-    FileNotFoundError, ChecksumError, IDXError (truncated, corrupt or not IDX).
+    FileNotFoundError
+    ChecksumError
+    IDXError
+        The file is truncated, corrupt or not IDX.
     """
     path = os.fspath(path)
     with open(path, "rb") as f:

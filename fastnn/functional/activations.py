@@ -16,7 +16,7 @@ backpropagation, and their backward returns zeros.
 
 NaN propagates like NumPy in the forward functions. float32 sigmoid, tanh, SiLU, ELU and the
 tanh-GELU use a vectorized polynomial exponential accurate to a few ulp; float64 uses the C
-library's exp, tanh, erf and log1p. Sigmoid and softplus are stable for any |z| (no overflow).
+library's exp, tanh, erf and log1p. Sigmoid and softplus are stable for any ``|z|`` (no overflow).
 """
 from __future__ import annotations
 
@@ -195,7 +195,7 @@ def activation_backward(y, grad_y, name="identity", out=None, n_threads=None, *,
 
 
 def sigmoid(z, out=None, n_threads=None) -> np.ndarray:
-    """``1 / (1 + exp(-z))``, stable for large |z|."""
+    """``1 / (1 + exp(-z))``, stable for large ``|z|``."""
     return activation(z, "sigmoid", out=out, n_threads=n_threads)
 
 

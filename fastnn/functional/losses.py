@@ -134,7 +134,7 @@ def sparsemax_loss(z, y, reduction="mean", return_grad=False, grad_out=None, n_t
     computed as 1/2 ||p - e_y||^2 + max(tau - z_y, 0) (shift-invariant, never negative, never
     squares z). It is 0 exactly when z_y >= 1 + max_{j != y} z_j.
     Multi-label (y an (n, C) non-negative matrix, e.g. 0/1 label sets): each row is normalized
-    to q (a label set Y gives q = 1_Y / |Y|) and loss = 1/2 ||p - q||^2 + sum_j q_j max(tau -
+    to q (a label set Y gives q = 1_Y / ``|Y|``) and loss = 1/2 ||p - q||^2 + sum_j q_j max(tau -
     z_j, 0), which equals the paper's -<q, z> + 1/2 sum_{j in S}(z_j^2 - tau^2) + 1/2 ||q||^2.
     A row of y without a positive entry is an error.
 
@@ -186,7 +186,7 @@ def squared_loss(f, y, reduction="mean", return_grad=False, grad_out=None, n_thr
 def binary_cross_entropy(z, y, reduction="mean", return_grad=False, grad_out=None,
                          n_threads=None, *, loss_out=None):
     """Binary logistic loss from one logit per sample (sigmoid output), computed stably:
-    log(1 + exp(z)) - y z = max(z, 0) - y z + log1p(exp(-|z|)); gradient sigmoid(z) - y.
+    log(1 + exp(z)) - y z = max(z, 0) - y z + log1p(exp(-``|z|``)); gradient sigmoid(z) - y.
 
     z : ndarray (n,) or (n, 1) of float32/float64.
     y : (n,) or (n, 1) targets in [0, 1] (0/1 labels, bools, or probabilities).

@@ -196,7 +196,7 @@ def sparsemax(z, axis=-1, method="auto", out=None, n_threads=None):
 
 def sparsemax_backward(p, grad_p, axis=-1, out=None, n_threads=None):
     """Jacobian-vector product of sparsemax at its output ``p``: s * (v - mean of v over the
-    support), s = 1[p > 0], v = ``grad_p``. The Jacobian diag(s) - s s^T / |S| is symmetric, so
+    support), s = 1[p > 0], v = ``grad_p``. The Jacobian diag(s) - s s^T / ``|S|`` is symmetric, so
     this is also the vector-Jacobian product used by backpropagation."""
     return _backward(p, grad_p, axis, out, n_threads,
                      lambda y, g, d, nt: _sparsemax.sparsemax_backward(y, g, d, nt),
