@@ -1,12 +1,12 @@
 """The ``fastnn`` command.
 
-``fastnn train``     train an MLP and report its test accuracy (R^2 for regression): on the
-                     handwritten digits shipped inside fastnn (default, offline, a few seconds),
-                     on MNIST (``--mnist``) or on your own data (``--data file.csv --target y``,
-                     ``--data X.npy --labels y.npy``, ``--data Xy.npz``);
-``fastnn predict``   the predictions of a saved model for a .csv, .npy or .npz file;
-``fastnn evaluate``  accuracy (R^2) and loss of a saved model on labelled data;
-``fastnn info``      the build and runtime configuration.
+- ``fastnn train``: train an MLP and report its test accuracy (R^2 for regression): on the
+  handwritten digits shipped inside fastnn (default, offline, a few seconds), on MNIST
+  (``--mnist``) or on your own data (``--data file.csv --target y``, ``--data X.npy --labels
+  y.npy``, ``--data Xy.npz``);
+- ``fastnn predict``: the predictions of a saved model for a .csv, .npy or .npz file;
+- ``fastnn evaluate``: accuracy (R^2) and loss of a saved model on labelled data;
+- ``fastnn info``: the build and runtime configuration.
 
 A model saved by ``fastnn train --save`` starts with a :class:`fastnn.Normalization` layer
 adapted on the training split, so it takes raw inputs; the file also records the class labels

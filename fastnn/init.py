@@ -176,7 +176,7 @@ def constant(shape, value: float = 0.0, dtype=np.float64, seed=None) -> np.ndarr
 
 def default_init(activation=None):
     """The weight initializer for units with ``activation``: the activation table's ``init``
-    (:data:`fastnn.functional.ACTIVATION_TABLE`): :func:`he_uniform` for the relu family
+    (:data:`fastnn.functional.activations.ACTIVATION_TABLE`): :func:`he_uniform` for the relu family
     (relu, leaky relu, ELU, softplus, GELU, SiLU), :func:`glorot_uniform` for identity/linear,
     tanh, sigmoid, the threshold units and the output maps ("softmax", "sparsemax").
     """

@@ -379,7 +379,7 @@ class Dense(Module):
     ----------
     in_features, out_features : int
     activation : str or None
-        A name of :data:`fastnn.functional.ACTIVATION_TABLE`: "identity" (None, "linear"),
+        A name of :data:`fastnn.functional.activations.ACTIVATION_TABLE`: "identity" (None, "linear"),
         "sigmoid", "tanh", "relu", "step", "sign", "leaky_relu", "elu", "softplus", "gelu",
         "gelu_tanh" or "silu", computed in the same kernel pass as the bias (no extra pass over
         the output). For GELU and SiLU the pre-activation is kept too, in training mode only

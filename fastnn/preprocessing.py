@@ -89,7 +89,7 @@ class Normalization(Module):
 
     @property
     def scale(self) -> np.ndarray:
-        """The divisor per feature, float64: ``sqrt(variance)``, or 1 where that is at most
+        """The divisor per feature (float64), ``sqrt(variance)``, or 1 where that is at most
         ``epsilon``."""
         self._check_adapted()
         std = np.sqrt(self.variance)

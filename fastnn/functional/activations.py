@@ -57,8 +57,8 @@ class ActivationInfo:
     name: str
     #: kernel code (fastnn._kernels.activations.CODES)
     code: int
-    #: the derivative (relu, leaky relu) or the value (step, sign) jumps at 0: gradcheck watches
-    #: the sign pattern of the output across a finite-difference stencil
+    #: True when the derivative (relu, leaky relu) or the value (step, sign) jumps at 0;
+    #: gradcheck then watches the sign pattern of the output across a stencil
     kinked: bool
     #: the derivative is computed from the pre-activation z, which Dense keeps for training
     needs_z: bool
@@ -71,7 +71,7 @@ def _row(name, kinked=False, init="glorot_uniform"):
     return ActivationInfo(name, code, kinked, bool(_k.needs_z(code)), init)
 
 
-#: Every activation fastnn knows, by canonical name: the one vocabulary that layers, the
+#: Every activation fastnn knows, by canonical name; the one vocabulary that layers, the
 #: estimators, the command line and fastnn.init read.
 ACTIVATION_TABLE: dict[str, ActivationInfo] = {a.name: a for a in (
     _row("identity"),

@@ -59,7 +59,7 @@ def dense_forward(X, W, b=None, activation="identity", out=None, n_threads=None,
     b : ndarray (out_features,), same dtype, optional
         Bias; None for no bias.
     activation : str
-        A name of :data:`fastnn.functional.ACTIVATION_TABLE` ("identity", "sigmoid", "tanh",
+        A name of :data:`fastnn.functional.activations.ACTIVATION_TABLE` ("identity", "sigmoid", "tanh",
         "relu", "gelu", ...); fused into the GEMM epilogue.
     out : ndarray (n_samples, out_features), optional
         C-contiguous output of the same dtype.
