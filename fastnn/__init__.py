@@ -20,13 +20,15 @@ from fastnn.layers import (  # noqa: E402
     ELU, GELU, Activation, Dense, Dropout, Identity, LeakyReLU, Maxout, Module, ReLU, SiLU,
     Sigmoid, Sign, Softmax, Softplus, Sparsemax, Step, Tanh)
 from fastnn.model import Parallel, Residual, Sequential  # noqa: E402
+from fastnn.graph import Add, Concatenate, Input, Model, Multiply  # noqa: E402
 from fastnn.gradcheck import GradcheckResult, gradcheck  # noqa: E402
 from fastnn.io import ModelFileError, load, save  # noqa: E402
 from fastnn.preprocessing import Normalization  # noqa: E402
 
 __all__ += ["Module", "Dense", "Maxout", "Activation", "Identity", "Sigmoid", "Tanh", "ReLU",
             "Step", "Sign", "LeakyReLU", "ELU", "Softplus", "GELU", "SiLU",
-            "Softmax", "Sparsemax", "Dropout", "Sequential", "Residual", "Parallel", "gradcheck",
+            "Softmax", "Sparsemax", "Dropout", "Sequential", "Residual", "Parallel",
+            "Input", "Model", "Concatenate", "Add", "Multiply", "gradcheck",
             "GradcheckResult", "save", "load", "ModelFileError"]
 __all__ += ["Normalization"]
 

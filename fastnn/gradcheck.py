@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from fastnn.graph import Model, _Packed
+
 __all__ = ["GradcheckResult", "gradcheck"]
 
 
@@ -80,7 +82,7 @@ def _loss_support_fn(loss_obj):
 
 def gradcheck(model, X, y, loss, *, eps: float = 1e-6, tol: float = 1e-5, floor: float = 1e-4,
               max_coords: int | None = None, seed=0, mode: str | None = None,
-              check_input: bool = False) -> GradcheckResult:
+              check_input: bool = False, loss_weights=None) -> GradcheckResult:
     """Compare the network's backpropagated gradients with central finite differences.
 
     Parameters
@@ -110,7 +112,11 @@ def gradcheck(model, X, y, loss, *, eps: float = 1e-6, tol: float = 1e-5, floor:
         Mode of the copy (None: the model's mode). In training mode each dropout mask is frozen
         at the one the next training step would draw, so the loss is a fixed function.
     check_input : bool
-        Also check dL/dX (reported as "input").
+        Also check dL/dX (reported as "input"; for a graph :class:`~fastnn.graph.Model`, the
+        inputs' columns side by side).
+    loss_weights : list of float, optional
+        For a graph Model: ``X`` is one array per input, ``y`` one target per output, ``loss``
+        one per output (or one for all), summed with these weights (default 1 each).
 
     Returns
     -------
@@ -122,7 +128,22 @@ def gradcheck(model, X, y, loss, *, eps: float = 1e-6, tol: float = 1e-5, floor:
     eps = float(eps)
     if not eps > 0:
         raise ValueError(f"eps must be > 0, got {eps}")
-    net = model.astype(np.float64)
+    if isinstance(model, Model):
+        # a graph: checked as one function of the inputs' columns side by side, with the
+        # weighted sum of its per-output losses
+        graph = model.astype(np.float64)
+        loss = graph._packed_loss(loss if loss is not None else getattr(model, "loss", None),
+                                  loss_weights)
+        Xs = X if isinstance(X, dict) else ([X] if isinstance(X, np.ndarray) else list(X))
+        Xs = ({k: np.asarray(v, dtype=np.float64) for k, v in Xs.items()}
+              if isinstance(Xs, dict) else [np.asarray(v, dtype=np.float64) for v in Xs])
+        X = graph._pack_x(Xs)
+        y = loss.pack_y(y, X.shape[0])
+        net = _Packed(graph)
+    else:
+        if loss_weights is not None:
+            raise ValueError("loss_weights is for a graph Model with several outputs")
+        net = model.astype(np.float64)
     if mode is not None:
         if mode not in ("train", "eval"):
             raise ValueError(f"mode must be 'train', 'eval' or None, got {mode!r}")

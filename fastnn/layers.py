@@ -15,6 +15,7 @@ size. Copy it (``y.copy()``) or use :meth:`fastnn.Sequential.predict` to keep a 
 from __future__ import annotations
 
 import copy
+import itertools
 import numbers
 
 import numpy as np
@@ -38,6 +39,7 @@ __all__ = [
     "LeakyReLU",
     "Maxout",
     "Module",
+    "Node",
     "ReLU",
     "Sigmoid",
     "SiLU",
@@ -90,6 +92,44 @@ def _check_n_threads(n_threads):
     return n_threads
 
 
+class Node:
+    """A symbolic tensor of a computation graph: a model input (``layer`` None) or the output
+    of ``layer`` applied to ``parents``. ``features`` is its width, checked when the node is
+    made (see :mod:`fastnn.graph`)."""
+
+    __slots__ = ("layer", "parents", "features", "name", "uid")
+    _count = itertools.count()
+
+    def __init__(self, layer, parents: tuple, features: int, name=None):
+        self.layer = layer
+        self.parents = tuple(parents)
+        self.features = int(features)
+        self.name = name
+        self.uid = next(Node._count)
+
+    @staticmethod
+    def apply(layer, x) -> Node:
+        """The node of ``layer(x)``: one parent, or a list for a merge layer."""
+        if isinstance(x, Node):
+            if getattr(layer, "n_min", None) is not None:
+                raise ValueError(f"{type(layer).__name__} takes a list of nodes")
+            width = layer.output_features(x.features)
+            if width is None:
+                raise ValueError(f"{layer!r} cannot tell its output width for "
+                                 f"{x.features} input features")
+            return Node(layer, (x,), width)
+        if getattr(layer, "n_min", None) is None:
+            raise ValueError(f"{type(layer).__name__} takes one node, got a list of {len(x)}")
+        if len(x) < layer.n_min:
+            raise ValueError(f"{type(layer).__name__} takes at least {layer.n_min} nodes")
+        return Node(layer, tuple(x), layer.merged_features([n.features for n in x]))
+
+    def __repr__(self):
+        what = "Input" if self.layer is None else type(self.layer).__name__
+        name = f" {self.name!r}" if self.name else ""
+        return f"<Node{name} {what}, {self.features} features>"
+
+
 class Module:
     """Base class of every layer and network.
 
@@ -137,6 +177,11 @@ class Module:
         raise NotImplementedError
 
     def __call__(self, x):
+        """``forward(x)`` on arrays; on graph nodes (:func:`fastnn.Input` or the result of
+        calling a layer on nodes) a new node: the functional API of :mod:`fastnn.graph`."""
+        if isinstance(x, Node) or (isinstance(x, (list, tuple)) and x
+                                   and all(isinstance(n, Node) for n in x)):
+            return Node.apply(self, x)
         return self.forward(x)
 
     # --- parameters and modes --------------------------------------------------------------------
