@@ -233,6 +233,18 @@ class Optimizer:
             gs.step += 1
         return loss
 
+    def _params_finite(self) -> bool:
+        """True when no parameter of the optimizer holds NaN or inf (one compiled pass per
+        group; ``fit`` calls it once per epoch)."""
+        for group, gs in zip(self.param_groups, self._group_states):
+            plan = gs.plan
+            if plan is not None and plan.matches(group["params"]):
+                if not plan.all_finite():
+                    return False
+            elif not all(np.isfinite(p.data).all() for p in group["params"]):
+                return False
+        return True
+
     def zero_grad(self) -> None:
         """Set every parameter's gradient to zero (deferred: see ``Parameter.grad``)."""
         for group in self.param_groups:
