@@ -58,6 +58,16 @@ def _check_float(value, what: str, *, low=0.0, high=None, low_open=False, high_o
     return v
 
 
+def _params_dtype(params):
+    """The float dtype of the first parameter (None when it has no float array yet)."""
+    for p in params:
+        d = getattr(p, "data", None)
+        if isinstance(d, np.ndarray) and d.dtype in (np.float32, np.float64):
+            return d.dtype
+        return None
+    return None
+
+
 def _check_bool(value, what: str) -> bool:
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"Invalid {what}: {value!r} (expected True or False)")
@@ -167,6 +177,7 @@ class Optimizer:
             group.setdefault(key, value)
         group["params"] = params
         self._check_group(group)
+        self._check_dtype_range(group, len(self.param_groups))
         self.param_groups.append(group)
         self._group_states.append(_GroupState())
 
@@ -178,6 +189,36 @@ class Optimizer:
         group["l1"] = _check_float(group["l1"], "l1 value")
         group["l1_proximal"] = _check_bool(group["l1_proximal"], "l1_proximal")
 
+    def _kernel_values(self, group: dict) -> list:
+        """(name, value, kind) of the hyperparameters the update kernel receives in the
+        parameters' dtype: kind "scale" must not overflow it, "divisor" (eps) must be a normal
+        number of it."""
+        return [("learning rate", group["lr"], "scale"),
+                ("weight_decay value", group["weight_decay"], "scale"),
+                ("l1 value", group["l1"], "scale")]
+
+    def _check_dtype_range(self, group: dict, gi: int, dtype=None) -> None:
+        """Hyperparameters valid as Python floats can be invalid in float32: lr=1e39 becomes
+        inf, eps=1e-46 becomes 0 (and 0/0 = NaN for a coordinate whose gradient and state are
+        0). Raise a ValueError before anything is written; a no-op while the parameters' dtype
+        is unknown (then the first step checks)."""
+        dtype = dtype if dtype is not None else _params_dtype(group["params"])
+        if dtype is None:
+            return
+        info = np.finfo(dtype)
+        largest, tiny = float(info.max), float(info.tiny)  # Python floats: no cast warnings
+        where = f"{dtype} parameters (group {gi})"
+        for name, value, kind in self._kernel_values(group):
+            if kind == "scale" and not abs(value) <= largest:
+                raise ValueError(f"Invalid {name}: {value:g} overflows {dtype} (largest "
+                                 f"{largest:.4g}) for {where}")
+            if kind == "divisor" and not value >= tiny:
+                raise ValueError(f"Invalid {name}: {value:g} for {where} (expected >= "
+                                 f"{tiny:.4g}, the smallest normal {dtype}): a "
+                                 f"smaller eps rounds to 0 or a subnormal, and a coordinate "
+                                 f"whose gradient and state are 0 then computes 0/0 = NaN or a "
+                                 f"huge step")
+
     @property
     def lr(self) -> float:
         """The base learning rate (of the first group); setting it sets every group's."""
@@ -186,6 +227,8 @@ class Optimizer:
     @lr.setter
     def lr(self, value) -> None:
         value = _check_float(value, "learning rate")
+        for gi, group in enumerate(self.param_groups):
+            self._check_dtype_range(dict(group, lr=value), gi)
         for group in self.param_groups:
             group["lr"] = value
 
@@ -284,6 +327,8 @@ class Optimizer:
             elif d.dtype != dtype:
                 raise TypeError(f"group {gi} mixes {dtype} and {d.dtype} parameters; put each "
                                 f"dtype in its own parameter group")
+        if dtype is not None:
+            self._check_dtype_range(group, gi, dtype)
         names = self._state_names(group)
         old = gs.views()
         sizes = [p.data.size for p in params]
@@ -375,6 +420,7 @@ class Optimizer:
                                      f"state_dict")
                 new[k] = tuple(v) if isinstance(self.defaults[k], tuple) else v
             self._check_group(new)
+            self._check_dtype_range(new, gi)
             new_groups.append((new, ids))
         # all checks before any change
         plans = []
@@ -467,6 +513,9 @@ class SGD(Optimizer):
         if group["nesterov"] and group["momentum"] == 0:
             raise ValueError("Nesterov momentum requires a momentum > 0")
 
+    def _kernel_values(self, group):
+        return super()._kernel_values(group) + [("momentum value", group["momentum"], "scale")]
+
     def _state_names(self, group):
         return ("momentum_buffer",) if group["momentum"] else ()
 
@@ -505,6 +554,11 @@ class Adagrad(Optimizer):
         group["eps"] = _check_float(group["eps"], "epsilon value")
         group["initial_accumulator_value"] = _check_float(group["initial_accumulator_value"],
                                                           "initial_accumulator_value")
+
+    def _kernel_values(self, group):
+        return super()._kernel_values(group) + [
+            ("epsilon value", group["eps"], "divisor"),
+            ("initial_accumulator_value", group["initial_accumulator_value"], "scale")]
 
     def _state_names(self, group):
         return ("sum",)
@@ -545,6 +599,10 @@ class RMSprop(Optimizer):
         group["alpha"] = _check_float(group["alpha"], "alpha value", high=1.0, high_open=False)
         group["eps"] = _check_float(group["eps"], "epsilon value")
         group["momentum"] = _check_float(group["momentum"], "momentum value")
+
+    def _kernel_values(self, group):
+        return super()._kernel_values(group) + [("epsilon value", group["eps"], "divisor"),
+                                                ("momentum value", group["momentum"], "scale")]
 
     def _state_names(self, group):
         return ("square_avg", "momentum_buffer") if group["momentum"] else ("square_avg",)
@@ -590,6 +648,13 @@ class Adam(Optimizer):
         b2 = _check_float(betas[1], "beta parameter at index 1", high=1.0)
         group["betas"] = (b1, b2)
         group["eps"] = _check_float(group["eps"], "epsilon value")
+
+    def _kernel_values(self, group):
+        # the first step's size lr / (1 - beta1) is the largest (bias correction, decay)
+        step = group["lr"] / (1.0 - group["betas"][0])
+        return super()._kernel_values(group) + [
+            ("epsilon value", group["eps"], "divisor"),
+            ("learning rate (first step size lr / (1 - beta1))", step, "scale")]
 
     def _state_names(self, group):
         return ("exp_avg", "exp_avg_sq")
