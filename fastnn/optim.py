@@ -25,6 +25,12 @@ What differs, and why:
   the moments of rarely active inputs otherwise decay into subnormal floats, which halve the
   throughput of x86 arithmetic; the effect on an update is below rounding. The process's
   floating-point mode is left alone.
+* Hyperparameters are checked against the parameters' dtype, because the kernels compute in
+  it: a value that overflows it (``lr=1e39``, ``momentum=1e39``, Adam's first step size
+  ``lr / (1 - beta1)`` on float32) or an ``eps`` below its smallest normal number (``eps=0``,
+  ``1e-46`` on float32: 0/0 = NaN where gradient and state are 0) is a ValueError when the
+  optimizer is built, loaded, its ``lr`` set, or its first step taken - before any write.
+  (A group's dict edited by hand is checked at the next plan build, not at every step.)
 * Every parameter of the optimizer is updated at every step (its ``grad`` must be an array;
   fastnn's modules always give one). Parameters keep their arrays and dtypes: updates are in
   place, and hyperparameters are Python floats (NumPy 2 would promote a float32 array times a
