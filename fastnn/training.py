@@ -164,9 +164,20 @@ def make_optimizer(optimizer, params, lr=None, **kwargs):
     return optimizer
 
 
-def _same_params(optimizer, params) -> bool:
-    ids = {id(p) for g in optimizer.param_groups for p in g["params"]}
-    return ids == {id(p) for p in params}
+def _optimizer_params_problem(optimizer, params):
+    """None when the optimizer updates some of ``params`` and nothing else, else why not."""
+    own = {id(p) for p in params}
+    held = [p for g in optimizer.param_groups for p in g["params"]]
+    foreign = [p for p in held if id(p) not in own]
+    if foreign:
+        names = ", ".join(repr(p) for p in foreign[:3]) + (" ..." if len(foreign) > 3 else "")
+        return (f"the optimizer holds {len(foreign)} of {len(held)} parameters that do not "
+                f"belong to the model ({names}); build it from model.parameters() (or a subset "
+                f"of them to freeze the others)")
+    if not held:
+        return "the optimizer holds none of the model's parameters; build it from " \
+               "model.parameters()"
+    return None
 
 
 def _check_optimizer_params(optimizer, params) -> None:
@@ -176,17 +187,9 @@ def _check_optimizer_params(optimizer, params) -> None:
     applied). Parameters of another network, or none of this one's, are an error: training would
     change nothing in the model.
     """
-    own = {id(p) for p in params}
-    held = [p for g in optimizer.param_groups for p in g["params"]]
-    foreign = [p for p in held if id(p) not in own]
-    if foreign:
-        names = ", ".join(repr(p) for p in foreign[:3]) + (" ..." if len(foreign) > 3 else "")
-        raise ValueError(f"the optimizer holds {len(foreign)} of {len(held)} parameters that do "
-                         f"not belong to the model ({names}); build it from "
-                         f"model.parameters() (or a subset of them to freeze the others)")
-    if not held:
-        raise ValueError("the optimizer holds none of the model's parameters; build it from "
-                         "model.parameters()")
+    problem = _optimizer_params_problem(optimizer, params)
+    if problem is not None:
+        raise ValueError(problem)
 
 
 def _nonfinite_parameter(model, optimizer):
@@ -475,8 +478,9 @@ def fit(model, X, y, loss=None, optimizer=None, epochs: int = 10, batch_size: in
         Default: the model's loss from a previous fit, else "cross_entropy".
     optimizer : str, Optimizer or None
         "adam", "sgd", "adagrad", "rmsprop" or an :mod:`fastnn.optim` optimizer over
-        ``model.parameters()`` (or a subset of them: the others are frozen). None: the model's optimizer from a previous fit (continuing
-        training keeps its state: moments, momentum, step count), else Adam.
+        ``model.parameters()`` (or a subset of them: the others are frozen). None: the
+        model's optimizer from a previous fit (continuing training keeps its state: moments,
+        momentum, step count, and a subset stays a subset), else Adam.
     epochs : int
         Number of passes over the training set in this call.
     batch_size : int
@@ -568,7 +572,9 @@ def fit(model, X, y, loss=None, optimizer=None, epochs: int = 10, batch_size: in
     params = model.parameters()
     prev = getattr(model, "optimizer", None)
     if optimizer is None:
-        if prev is not None and _same_params(prev, params):
+        # the previous optimizer continues (with its state) when it still fits the model,
+        # a subset included (layers frozen on purpose stay frozen)
+        if prev is not None and _optimizer_params_problem(prev, params) is None:
             opt = prev
             if lr is not None:
                 opt.lr = float(lr)
