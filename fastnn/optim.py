@@ -27,9 +27,10 @@ What differs, and why:
   floating-point mode is left alone.
 * Hyperparameters are checked against the parameters' dtype, because the kernels compute in
   it: a value that overflows it (``lr=1e39``, ``momentum=1e39``, Adam's first step size
-  ``lr / (1 - beta1)`` on float32) or an ``eps`` below its smallest normal number (``eps=0``,
-  ``1e-46`` on float32: 0/0 = NaN where gradient and state are 0) is a ValueError when the
-  optimizer is built, loaded, its ``lr`` set, or its first step taken - before any write.
+  ``lr / (1 - beta1)`` on float32) or an ``eps`` so small that the flush of tiny second
+  moments (below) blows a step up (``eps=0`` or ``1e-46`` on float32: 0/0 = NaN; the bound is
+  ``sqrt(tiny / (1 - beta2))``, 3.4e-18 for float32 Adam) is a ValueError when the optimizer
+  is built, loaded, its ``lr`` set, or its first step taken - before any write.
   (A group's dict edited by hand is checked at the next plan build, not at every step.)
 * Every parameter of the optimizer is updated at every step (its ``grad`` must be an array;
   fastnn's modules always give one). Parameters keep their arrays and dtypes: updates are in
@@ -38,6 +39,7 @@ What differs, and why:
 """
 from __future__ import annotations
 
+import math
 import numbers
 
 import numpy as np
@@ -197,17 +199,27 @@ class Optimizer:
 
     def _kernel_values(self, group: dict) -> list:
         """(name, value, kind) of the hyperparameters the update kernel receives in the
-        parameters' dtype: kind "scale" must not overflow it, "divisor" (eps) must be a normal
-        number of it."""
+        parameters' dtype. kind "scale": must not overflow it; ("eps", decay): the eps of a
+        second-moment state that decays by ``decay`` per step (see _check_dtype_range)."""
         return [("learning rate", group["lr"], "scale"),
                 ("weight_decay value", group["weight_decay"], "scale"),
                 ("l1 value", group["l1"], "scale")]
 
     def _check_dtype_range(self, group: dict, gi: int, dtype=None) -> None:
-        """Hyperparameters valid as Python floats can be invalid in float32: lr=1e39 becomes
-        inf, eps=1e-46 becomes 0 (and 0/0 = NaN for a coordinate whose gradient and state are
-        0). Raise a ValueError before anything is written; a no-op while the parameters' dtype
-        is unknown (then the first step checks)."""
+        """Refuse hyperparameters that are valid Python floats but not in the parameters'
+        dtype, before anything is written; a no-op while that dtype is unknown (the first step
+        checks then).
+
+        Overflow: lr=1e39 is inf in float32. eps: the kernels flush a second moment below the
+        smallest normal number ``tiny`` to 0 (fastnn/_kernels/optim.pyx), which happens when
+        ``|g| < sqrt(tiny / (1 - decay))``; the coordinate then moves by ``lr * g / eps``
+        (0/0 = NaN for eps=0, 1e-46 or any eps that rounds to 0). An eps of at least
+        ``sqrt(tiny / (1 - decay))`` keeps that step at most about ``lr``, the size of the
+        optimizer's own steps (measured with gradients from 1e-25 to 1e-12 at the bound: at
+        most 1.2 lr for Adam, 1 lr for Adagrad, 10 lr for RMSprop, whose first step is 10 lr
+        anyway; 8e14 lr for float32 Adam with eps=1.2e-38 before): 3.4e-18 for float32 Adam's
+        default beta2 = 0.999, 1.1e-19 for Adagrad, ~1e-153 for float64.
+        """
         dtype = dtype if dtype is not None else _params_dtype(group["params"])
         if dtype is None:
             return
@@ -215,15 +227,20 @@ class Optimizer:
         largest, tiny = float(info.max), float(info.tiny)  # Python floats: no cast warnings
         where = f"{dtype} parameters (group {gi})"
         for name, value, kind in self._kernel_values(group):
-            if kind == "scale" and not abs(value) <= largest:
-                raise ValueError(f"Invalid {name}: {value:g} overflows {dtype} (largest "
-                                 f"{largest:.4g}) for {where}")
-            if kind == "divisor" and not value >= tiny:
-                raise ValueError(f"Invalid {name}: {value:g} for {where} (expected >= "
-                                 f"{tiny:.4g}, the smallest normal {dtype}): a "
-                                 f"smaller eps rounds to 0 or a subnormal, and a coordinate "
-                                 f"whose gradient and state are 0 then computes 0/0 = NaN or a "
-                                 f"huge step")
+            if kind == "scale":
+                if not abs(value) <= largest:
+                    raise ValueError(f"Invalid {name}: {value:g} overflows {dtype} (largest "
+                                     f"{largest:.4g}) for {where}")
+                continue
+            decay = kind[1]
+            low = math.sqrt(tiny / (1.0 - decay)) if decay < 1.0 else tiny
+            if not value >= low:
+                raise ValueError(
+                    f"Invalid {name}: {value:g} for {where} (expected >= {low:.3g} = "
+                    f"sqrt(smallest normal {dtype} / (1 - {decay:g}))): the update flushes "
+                    f"second moments below the smallest normal number to 0, and a smaller eps "
+                    f"turns the gradient of such a coordinate into a step far larger than lr "
+                    f"(0/0 = NaN when eps rounds to 0)")
 
     @property
     def lr(self) -> float:
@@ -563,7 +580,7 @@ class Adagrad(Optimizer):
 
     def _kernel_values(self, group):
         return super()._kernel_values(group) + [
-            ("epsilon value", group["eps"], "divisor"),
+            ("epsilon value", group["eps"], ("eps", 0.0)),
             ("initial_accumulator_value", group["initial_accumulator_value"], "scale")]
 
     def _state_names(self, group):
@@ -607,7 +624,7 @@ class RMSprop(Optimizer):
         group["momentum"] = _check_float(group["momentum"], "momentum value")
 
     def _kernel_values(self, group):
-        return super()._kernel_values(group) + [("epsilon value", group["eps"], "divisor"),
+        return super()._kernel_values(group) + [("epsilon value", group["eps"], ("eps", group["alpha"])),
                                                 ("momentum value", group["momentum"], "scale")]
 
     def _state_names(self, group):
@@ -659,7 +676,7 @@ class Adam(Optimizer):
         # the first step's size lr / (1 - beta1) is the largest (bias correction, decay)
         step = group["lr"] / (1.0 - group["betas"][0])
         return super()._kernel_values(group) + [
-            ("epsilon value", group["eps"], "divisor"),
+            ("epsilon value", group["eps"], ("eps", group["betas"][1])),
             ("learning rate (first step size lr / (1 - beta1))", step, "scale")]
 
     def _state_names(self, group):

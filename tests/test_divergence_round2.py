@@ -5,6 +5,7 @@
 * hyperparameters that the parameters' dtype cannot hold are refused before any write;
 * ``fit(optimizer=...)`` with parameters that are not the model's is an error;
 """
+import math
 import warnings
 
 import numpy as np
@@ -203,6 +204,7 @@ def test_mlp_partial_fit_later_call_raises():
 F32_BAD = [
     (Adam, dict(eps=1e-46), "Invalid epsilon value: 1e-46 for float32"),
     (Adam, dict(eps=1e-40), "Invalid epsilon value: 1e-40 for float32"),
+    (Adam, dict(eps=1e-30), r"Invalid epsilon value: 1e-30 for float32 .*expected >= 3.43e-18"),
     (Adam, dict(lr=1e36, betas=(0.999, 0.999)), r"first step size lr / \(1 - beta1\)\): 1e\+39 "
                                                 r"overflows float32"),
     (Adam, dict(weight_decay=1e39), "Invalid weight_decay value: 1e\\+39 overflows float32"),
@@ -233,18 +235,56 @@ def test_float32_out_of_range_hyperparameters_are_refused(cls, kw, match):
     assert np.isfinite(q.data).all()
 
 
+def _eps_bound(cls, dtype, decay=None):
+    tiny = float(np.finfo(dtype).tiny)
+    decay = {Adam: 0.999, RMSprop: 0.99, Adagrad: 0.0}[cls] if decay is None else decay
+    return math.sqrt(tiny / (1.0 - decay))
+
+
 @pytest.mark.parametrize("cls", [Adam, RMSprop, Adagrad])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_eps_zero_or_subnormal_is_refused_in_both_dtypes(cls, dtype):
+def test_eps_zero_subnormal_or_too_small_is_refused_in_both_dtypes(cls, dtype):
     tiny = float(np.finfo(dtype).tiny)
-    for eps in (0.0, tiny / 2, 5e-324 if dtype == np.float64 else 1e-45):
+    bound = _eps_bound(cls, dtype)
+    for eps in (0.0, 5e-324 if dtype == np.float64 else 1e-45, tiny / 2, tiny, bound * 0.99):
         with pytest.raises(ValueError, match="Invalid epsilon value"):
             cls([Parameter(np.ones(2, dtype))], eps=eps)
-    # the boundary itself is accepted and a zero gradient stays finite (no 0/0)
+    # the bound itself is accepted and a zero gradient stays finite (no 0/0)
     p = Parameter(np.ones(2, dtype))
-    opt = cls([p], eps=tiny)
+    opt = cls([p], eps=bound)
     opt.step()
     np.testing.assert_array_equal(p.data, 1.0)
+
+
+def test_eps_bound_follows_the_decay_rate():
+    p = [Parameter(np.ones(2, np.float32))]
+    b = _eps_bound(Adam, np.float32, 0.999999)
+    with pytest.raises(ValueError, match="1 - 0.999999"):
+        Adam(p, betas=(0.9, 0.999999), eps=b * 0.99)
+    Adam(p, betas=(0.9, 0.999999), eps=b)
+    with pytest.raises(ValueError, match="1 - 0.5"):
+        RMSprop(p, alpha=0.5, eps=_eps_bound(RMSprop, np.float32, 0.5) * 0.99)
+
+
+@pytest.mark.parametrize("cls", [Adam, RMSprop, Adagrad])
+def test_at_the_eps_bound_tiny_gradients_give_ordinary_steps(cls):
+    """The reason for the bound: the kernels flush second moments below float32's smallest
+    normal number to 0; with a smaller eps a coordinate with a gradient of ~1e-20 then moved
+    by lr * g / eps (8e14 lr for Adam with eps=1.2e-38). At the bound no step exceeds the
+    optimizer's own largest step (RMSprop's first step is lr / sqrt(1 - alpha) = 10 lr)."""
+    rng = np.random.default_rng(0)
+    n, lr = 2000, 1e-3
+    p = Parameter(np.zeros(n, np.float32))
+    opt = cls([p], lr=lr, eps=_eps_bound(cls, np.float32))
+    scales = 10.0 ** rng.uniform(-25, -12, n)
+    worst = 0.0
+    for t in range(150):
+        p.grad[:] = scales * rng.standard_normal(n) * (t < 5 or rng.random() < 0.5)
+        before = p.data.copy()
+        opt.step()
+        worst = max(worst, float(np.abs(p.data - before).max()))
+    limit = {Adam: 1.5, RMSprop: 10.5, Adagrad: 1.01}[cls]
+    assert worst <= limit * lr
 
 
 def test_eps_zero_is_nan_in_the_kernel():
@@ -269,7 +309,7 @@ def test_boundaries_are_accepted():
     big = float(np.finfo(np.float32).max)
     p = Parameter(np.ones(2, np.float32))
     SGD([p], lr=big, momentum=big)
-    Adam([p], lr=big * (1 - 0.9), eps=float(np.finfo(np.float32).tiny))
+    Adam([p], lr=big * (1 - 0.9), eps=_eps_bound(Adam, np.float32))
 
 
 def test_nothing_is_written_when_refused():
