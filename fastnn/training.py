@@ -187,6 +187,9 @@ def _check_optimizer_params(optimizer, params) -> None:
     applied). Parameters of another network, or none of this one's, are an error: training would
     change nothing in the model.
     """
+    if not hasattr(optimizer, "param_groups"):
+        raise TypeError(f"optimizer must be a name ({', '.join(_OPTIMIZERS)}), a "
+                        f"fastnn.optim.Optimizer or None, got {type(optimizer).__name__}")
     problem = _optimizer_params_problem(optimizer, params)
     if problem is not None:
         raise ValueError(problem)
@@ -581,9 +584,9 @@ def fit(model, X, y, loss=None, optimizer=None, epochs: int = 10, batch_size: in
         else:
             opt = make_optimizer("adam", params, lr=lr)
     else:
-        opt = make_optimizer(optimizer, params, lr=lr)
         if not isinstance(optimizer, str):
-            _check_optimizer_params(opt, params)
+            _check_optimizer_params(optimizer, params)  # before make_optimizer sets its lr
+        opt = make_optimizer(optimizer, params, lr=lr)
     model.loss = loss_fn
     model.optimizer = opt
 
@@ -665,9 +668,8 @@ def fit(model, X, y, loss=None, optimizer=None, epochs: int = 10, batch_size: in
                     bar.set_postfix(post, refresh=False)
                     last_post = now
         elapsed = time.perf_counter() - t0
-        # The loss is checked before each update, so the last update of an epoch (and a unit
-        # saturated by an infinite weight, whose loss stays finite) would pass unseen: check the
-        # parameters the optimizer updates once per epoch.
+        # The loss is checked before each update, so the last update of an epoch (and of fit)
+        # was never checked: check the parameters the optimizer updates once per epoch.
         bad = _nonfinite_parameter(model, opt)
         if bad is not None:
             if bar is not None:
@@ -679,8 +681,8 @@ def fit(model, X, y, loss=None, optimizer=None, epochs: int = 10, batch_size: in
             if good is None:
                 raise FloatingPointError(
                     msg + ". The parameters are left as they are; lower the learning rate, "
-                    "standardize the inputs (fastnn.data.Standardizer), or use "
-                    "on_divergence='restore'")
+                    "standardize the inputs (fastnn.data.Standardizer), or pass "
+                    "on_divergence='restore' to fit to roll back")
             return _restore_after_divergence(trainer, callbacks, good, msg, e, n_batches - 1)
         logs = {"loss": run.loss}
         name, val = run.metric()

@@ -420,3 +420,19 @@ def test_a_subset_freezes_the_other_parameters():
     # a later fit without an optimizer keeps training the subset
     m.fit(X, y, epochs=1, batch_size=10, verbose=0)
     np.testing.assert_array_equal(m[0].weight.data, before[0])
+
+
+@pytest.mark.parametrize("bad", [5, object(), [SGD]])
+def test_optimizer_of_the_wrong_type_is_a_type_error(bad):
+    X, y = _data()
+    with pytest.raises(TypeError, match="optimizer must be a name .* or None, got"):
+        _net().fit(X, y, optimizer=bad, epochs=1, verbose=0)
+
+
+def test_a_refused_optimizer_is_left_alone():
+    X, y = _data()
+    m, other = _net(), _net()
+    opt = SGD(other.parameters(), lr=0.5)
+    with pytest.raises(ValueError, match="do not belong"):
+        m.fit(X, y, optimizer=opt, lr=0.01, epochs=1, verbose=0)
+    assert opt.lr == 0.5
