@@ -120,14 +120,16 @@ class Standardizer:
         # its variance exactly 0), then the variance around it.
         n = X.shape[0]
         chunk = max(1, (1 << 22) // max(1, X.shape[1]))
+        buf = np.empty((min(chunk, n), X.shape[1]), dtype=np.float64)  # 32 MiB at most
         shift = X[0].astype(np.float64)
         acc = np.zeros(X.shape[1], dtype=np.float64)
         for start in range(0, n, chunk):
-            acc += (X[start:start + chunk].astype(np.float64) - shift).sum(axis=0)
+            d = np.subtract(X[start:start + chunk], shift, out=buf[:min(chunk, n - start)])
+            acc += d.sum(axis=0)
         mean = shift + acc / n
         acc[:] = 0.0
         for start in range(0, n, chunk):
-            d = X[start:start + chunk].astype(np.float64) - mean
+            d = np.subtract(X[start:start + chunk], mean, out=buf[:min(chunk, n - start)])
             acc += np.einsum("ij,ij->j", d, d)
         var = acc / n
         if not np.isfinite(var).all():
