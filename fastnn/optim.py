@@ -67,12 +67,10 @@ def _check_float(value, what: str, *, low=0.0, high=None, low_open=False, high_o
 
 
 def _params_dtype(params):
-    """The float dtype of the first parameter (None when it has no float array yet)."""
-    for p in params:
-        d = getattr(p, "data", None)
-        if isinstance(d, np.ndarray) and d.dtype in (np.float32, np.float64):
-            return d.dtype
-        return None
+    """The float dtype of the first parameter (None when there is none yet)."""
+    d = getattr(params[0], "data", None) if params else None
+    if isinstance(d, np.ndarray) and d.dtype in (np.float32, np.float64):
+        return d.dtype
     return None
 
 
@@ -624,8 +622,9 @@ class RMSprop(Optimizer):
         group["momentum"] = _check_float(group["momentum"], "momentum value")
 
     def _kernel_values(self, group):
-        return super()._kernel_values(group) + [("epsilon value", group["eps"], ("eps", group["alpha"])),
-                                                ("momentum value", group["momentum"], "scale")]
+        return super()._kernel_values(group) + [
+            ("epsilon value", group["eps"], ("eps", group["alpha"])),
+            ("momentum value", group["momentum"], "scale")]
 
     def _state_names(self, group):
         return ("square_avg", "momentum_buffer") if group["momentum"] else ("square_avg",)

@@ -220,7 +220,7 @@ F32_BAD = [
 
 
 @pytest.mark.parametrize("cls,kw,match", F32_BAD,
-                         ids=[f"{c.__name__}-{sorted(k)}-{i}" for i, (c, k, _) in enumerate(F32_BAD)])
+                         ids=[f"{c.__name__}-{i}" for i, (c, _, _) in enumerate(F32_BAD)])
 def test_float32_out_of_range_hyperparameters_are_refused(cls, kw, match):
     p = Parameter(np.ones(3, np.float32))
     with pytest.raises(ValueError, match=match):
