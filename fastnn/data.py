@@ -50,7 +50,13 @@ class Standardizer:
     test data would leak information about them into training.
 
     Features with zero variance on the training set (e.g. MNIST's always-black corner pixels)
-    get ``scale_ = 1``: they are only centered, never divided by zero.
+    get ``scale_ = 1``: they are only centered, never divided by zero. A constant feature
+    becomes exactly 0 in either dtype (the mean is accumulated relative to the first sample, so
+    it equals the constant). "Zero variance" is relative to the feature's magnitude: a standard
+    deviation at most ``4 * finfo(X.dtype).eps * |mean|`` (a few units in the last place of the
+    mean, the size of the rounding of the mean itself) or at most ``eps`` counts as zero.
+    Dividing by a deviation that small would standardize rounding noise: the mean rounded to
+    X's dtype alone moves such a feature by up to +-1.
 
     Standardizing destroys sparsity: a zero entry becomes ``-mean / std``, so a sparse input
     turns dense (the lecture: "doesn't work for sparse inputs"). For sparse data scale each
@@ -63,7 +69,8 @@ class Standardizer:
     with_std : bool, default True
         Divide by the training standard deviation.
     eps : float, default 1e-12
-        Standard deviations at or below ``eps`` count as zero variance (``scale_ = 1``).
+        Standard deviations at or below ``eps`` count as zero variance (``scale_ = 1``), as do
+        those at or below ``4 * finfo(X.dtype).eps * |mean|`` (see above).
 
     Attributes
     ----------
@@ -78,6 +85,9 @@ class Standardizer:
     def __init__(self, with_mean: bool = True, with_std: bool = True, eps: float = 1e-12):
         self.with_mean = bool(with_mean)
         self.with_std = bool(with_std)
+        if isinstance(eps, bool) or not isinstance(eps, numbers.Real) \
+                or not 0.0 <= float(eps) < np.inf:
+            raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
         self.eps = float(eps)
 
     def _check_X(self, X, name="X"):
@@ -105,17 +115,33 @@ class Standardizer:
             raise ValueError("cannot fit a Standardizer on 0 samples")
         if not np.isfinite(X).all():
             raise ValueError("X contains NaN or infinity; clean it before standardizing")
-        mean = X.mean(axis=0, dtype=np.float64)
-        # two-pass variance in float64: exact enough for float32 pixel data with large offsets
-        var = np.empty(X.shape[1], dtype=np.float64)
+        # Two passes in float64, in chunks: the mean, accumulated relative to the first sample
+        # (shifted data: a constant column sums exact zeros, so its mean is the constant and
+        # its variance exactly 0), then the variance around it.
+        n = X.shape[0]
         chunk = max(1, (1 << 22) // max(1, X.shape[1]))
+        buf = np.empty((min(chunk, n), X.shape[1]), dtype=np.float64)  # 32 MiB at most
+        shift = X[0].astype(np.float64)
         acc = np.zeros(X.shape[1], dtype=np.float64)
-        for start in range(0, X.shape[0], chunk):
-            d = X[start:start + chunk].astype(np.float64) - mean
+        for start in range(0, n, chunk):
+            d = np.subtract(X[start:start + chunk], shift, out=buf[:min(chunk, n - start)])
+            acc += d.sum(axis=0)
+        mean = shift + acc / n
+        acc[:] = 0.0
+        for start in range(0, n, chunk):
+            d = np.subtract(X[start:start + chunk], mean, out=buf[:min(chunk, n - start)])
             acc += np.einsum("ij,ij->j", d, d)
-        np.divide(acc, X.shape[0], out=var)
+        var = acc / n
+        if not np.isfinite(var).all():
+            j = int(np.flatnonzero(~np.isfinite(var))[0])
+            raise ValueError(f"the variance of feature {j} overflows float64 (values near "
+                             f"{float(np.abs(X[:, j]).max()):.3g}); rescale X before "
+                             f"standardizing")
         std = np.sqrt(var)
-        scale = np.where(std > self.eps, std, 1.0)
+        # zero variance relative to the magnitude: a deviation within a few units in the last
+        # place of the mean is rounding, not signal (module docstring)
+        noise = np.maximum(self.eps, 4.0 * float(np.finfo(X.dtype).eps) * np.abs(mean))
+        scale = np.where(std > noise, std, 1.0)
         self.mean_ = mean if self.with_mean else np.zeros_like(mean)
         self.var_ = var
         self.scale_ = scale if self.with_std else np.ones_like(scale)
@@ -141,8 +167,15 @@ class Standardizer:
             raise ValueError(f"out must have shape {X.shape} and dtype {dt}, "
                              f"got {out.shape} {out.dtype}")
         # cast the statistics once so float32 data stays float32 (no float64 promotion)
-        np.subtract(X, self.mean_.astype(dt), out=out)
-        np.divide(out, self.scale_.astype(dt), out=out)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            np.subtract(X, self.mean_.astype(dt), out=out)
+            np.divide(out, self.scale_.astype(dt), out=out)
+        # one pass over the result catches NaN/inf in X and overflow of X's dtype alike
+        if not np.isfinite(out).all():
+            if not np.isfinite(X).all():
+                raise ValueError("X contains NaN or infinity; clean it before standardizing")
+            raise ValueError(f"standardizing X overflows {dt}: X is far outside the range of "
+                             f"the training data; use float64 data")
         return out
 
     def fit_transform(self, X, y=None) -> np.ndarray:

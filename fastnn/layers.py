@@ -75,6 +75,12 @@ def _as_input(x) -> np.ndarray:
     return x if type(x) is np.ndarray else check_float_array(x, "x")
 
 
+def _no_forward(module) -> RuntimeError:
+    """The error of a backward with no forward to backpropagate through."""
+    return RuntimeError(f"{module!r}: backward was called before forward; call forward on the "
+                        f"batch first (backward backpropagates through the last forward)")
+
+
 def _canonical_activation(name) -> str:
     return activation_info(name).name
 
@@ -526,6 +532,8 @@ class Dense(Module):
 
     def backward(self, grad_output, need_input_grad=True, inplace=False):
         x = self._x
+        if x is None:
+            raise _no_forward(self)
         gx = None
         if need_input_grad:
             gx = self._buffer("gx", x.shape, x.dtype)
@@ -731,6 +739,8 @@ class Activation(Module):
         return y
 
     def backward(self, grad_output, need_input_grad=True, inplace=False):
+        if self._y is None:
+            raise _no_forward(self)
         if not need_input_grad or self.name == "identity":
             return grad_output if need_input_grad else None
         out = grad_output if inplace else self._buffer("gx", grad_output.shape,
@@ -860,6 +870,8 @@ class Softmax(Module):
         return p
 
     def backward(self, grad_output, need_input_grad=True, inplace=False):
+        if self._p is None:
+            raise _no_forward(self)
         if not need_input_grad:
             return None
         out = self._buffer("gx", grad_output.shape, grad_output.dtype)
@@ -891,6 +903,8 @@ class Sparsemax(Module):
         return p
 
     def backward(self, grad_output, need_input_grad=True, inplace=False):
+        if self._p is None:
+            raise _no_forward(self)
         if not need_input_grad:
             return None
         out = self._buffer("gx", grad_output.shape, grad_output.dtype)
@@ -944,7 +958,7 @@ class Dropout(Module):
         self.seed = int(seed)
         self._calls = 0          # training forwards done so far
         self._call_seed = None   # seed of the last training forward (its backward reuses it)
-        self._active = False
+        self._active = None      # whether the last forward applied a mask; None: no forward yet
 
     def _seed_for(self, t: int) -> int:
         # splitmix64(splitmix64(seed) ^ t) >> 1, in the kernel (the seed taken mod 2^64)
@@ -974,6 +988,8 @@ class Dropout(Module):
                                               resolve_n_threads(self._n_threads))
 
     def backward(self, grad_output, need_input_grad=True, inplace=False):
+        if self._active is None:
+            raise _no_forward(self)
         if not need_input_grad:
             return None
         if not self._active:

@@ -28,6 +28,7 @@ from fastnn.layers import (
     _as_input,
     _check_dtype,
     _check_n_threads,
+    _no_forward,
     module_from_config,
 )
 
@@ -510,6 +511,8 @@ class Parallel(_Container):
         return y
 
     def backward(self, grad_output, need_input_grad=True, inplace=False):
+        if self.merge == "concat" and self._widths is None:
+            raise _no_forward(self)
         gx = None
         start = 0
         for i, b in enumerate(self.branches):

@@ -25,6 +25,13 @@ What differs, and why:
   the moments of rarely active inputs otherwise decay into subnormal floats, which halve the
   throughput of x86 arithmetic; the effect on an update is below rounding. The process's
   floating-point mode is left alone.
+* Hyperparameters are checked against the parameters' dtype, because the kernels compute in
+  it: a value that overflows it (``lr=1e39``, ``momentum=1e39``, Adam's first step size
+  ``lr / (1 - beta1)`` on float32) or an ``eps`` so small that the flush of tiny second
+  moments (below) blows a step up (``eps=0`` or ``1e-46`` on float32: 0/0 = NaN; the bound is
+  ``sqrt(tiny / (1 - beta2))``, 3.4e-18 for float32 Adam) is a ValueError when the optimizer
+  is built, loaded, its ``lr`` set, or its first step taken - before any write.
+  (A group's dict edited by hand is checked at the next plan build, not at every step.)
 * Every parameter of the optimizer is updated at every step (its ``grad`` must be an array;
   fastnn's modules always give one). Parameters keep their arrays and dtypes: updates are in
   place, and hyperparameters are Python floats (NumPy 2 would promote a float32 array times a
@@ -32,6 +39,7 @@ What differs, and why:
 """
 from __future__ import annotations
 
+import math
 import numbers
 
 import numpy as np
@@ -56,6 +64,14 @@ def _check_float(value, what: str, *, low=0.0, high=None, low_open=False, high_o
         hi = "" if high is None else f" and {'<' if high_open else '<='} {high:g}"
         raise ValueError(f"Invalid {what}: {value} (expected a finite number {lo}{hi})")
     return v
+
+
+def _params_dtype(params):
+    """The float dtype of the first parameter (None when there is none yet)."""
+    d = getattr(params[0], "data", None) if params else None
+    if isinstance(d, np.ndarray) and d.dtype in (np.float32, np.float64):
+        return d.dtype
+    return None
 
 
 def _check_bool(value, what: str) -> bool:
@@ -167,6 +183,7 @@ class Optimizer:
             group.setdefault(key, value)
         group["params"] = params
         self._check_group(group)
+        self._check_dtype_range(group, len(self.param_groups))
         self.param_groups.append(group)
         self._group_states.append(_GroupState())
 
@@ -178,6 +195,51 @@ class Optimizer:
         group["l1"] = _check_float(group["l1"], "l1 value")
         group["l1_proximal"] = _check_bool(group["l1_proximal"], "l1_proximal")
 
+    def _kernel_values(self, group: dict) -> list:
+        """(name, value, kind) of the hyperparameters the update kernel receives in the
+        parameters' dtype. kind "scale": must not overflow it; ("eps", decay): the eps of a
+        second-moment state that decays by ``decay`` per step (see _check_dtype_range)."""
+        return [("learning rate", group["lr"], "scale"),
+                ("weight_decay value", group["weight_decay"], "scale"),
+                ("l1 value", group["l1"], "scale")]
+
+    def _check_dtype_range(self, group: dict, gi: int, dtype=None) -> None:
+        """Refuse hyperparameters that are valid Python floats but not in the parameters'
+        dtype, before anything is written; a no-op while that dtype is unknown (the first step
+        checks then).
+
+        Overflow: lr=1e39 is inf in float32. eps: the kernels flush a second moment below the
+        smallest normal number ``tiny`` to 0 (fastnn/_kernels/optim.pyx), which happens when
+        ``|g| < sqrt(tiny / (1 - decay))``; the coordinate then moves by ``lr * g / eps``
+        (0/0 = NaN for eps=0, 1e-46 or any eps that rounds to 0). An eps of at least
+        ``sqrt(tiny / (1 - decay))`` keeps that step at most about ``lr``, the size of the
+        optimizer's own steps (measured with gradients from 1e-25 to 1e-12 at the bound: at
+        most 1.2 lr for Adam, 1 lr for Adagrad, 10 lr for RMSprop, whose first step is 10 lr
+        anyway; 8e14 lr for float32 Adam with eps=1.2e-38 before): 3.4e-18 for float32 Adam's
+        default beta2 = 0.999, 1.1e-19 for Adagrad, ~1e-153 for float64.
+        """
+        dtype = dtype if dtype is not None else _params_dtype(group["params"])
+        if dtype is None:
+            return
+        info = np.finfo(dtype)
+        largest, tiny = float(info.max), float(info.tiny)  # Python floats: no cast warnings
+        where = f"{dtype} parameters (group {gi})"
+        for name, value, kind in self._kernel_values(group):
+            if kind == "scale":
+                if not abs(value) <= largest:
+                    raise ValueError(f"Invalid {name}: {value:g} overflows {dtype} (largest "
+                                     f"{largest:.4g}) for {where}")
+                continue
+            decay = kind[1]
+            low = math.sqrt(tiny / (1.0 - decay)) if decay < 1.0 else tiny
+            if not value >= low:
+                raise ValueError(
+                    f"Invalid {name}: {value:g} for {where} (expected >= {low:.3g} = "
+                    f"sqrt(smallest normal {dtype} / (1 - {decay:g}))): the update flushes "
+                    f"second moments below the smallest normal number to 0, and a smaller eps "
+                    f"turns the gradient of such a coordinate into a step far larger than lr "
+                    f"(0/0 = NaN when eps rounds to 0)")
+
     @property
     def lr(self) -> float:
         """The base learning rate (of the first group); setting it sets every group's."""
@@ -186,6 +248,8 @@ class Optimizer:
     @lr.setter
     def lr(self, value) -> None:
         value = _check_float(value, "learning rate")
+        for gi, group in enumerate(self.param_groups):
+            self._check_dtype_range(dict(group, lr=value), gi)
         for group in self.param_groups:
             group["lr"] = value
 
@@ -233,6 +297,18 @@ class Optimizer:
             gs.step += 1
         return loss
 
+    def _params_finite(self) -> bool:
+        """True when no parameter of the optimizer holds NaN or inf (one compiled pass per
+        group; ``fit`` calls it once per epoch)."""
+        for group, gs in zip(self.param_groups, self._group_states):
+            plan = gs.plan
+            if plan is not None and plan.matches(group["params"]):
+                if not plan.all_finite():
+                    return False
+            elif not all(np.isfinite(p.data).all() for p in group["params"]):
+                return False
+        return True
+
     def zero_grad(self) -> None:
         """Set every parameter's gradient to zero (deferred: see ``Parameter.grad``)."""
         for group in self.param_groups:
@@ -272,6 +348,8 @@ class Optimizer:
             elif d.dtype != dtype:
                 raise TypeError(f"group {gi} mixes {dtype} and {d.dtype} parameters; put each "
                                 f"dtype in its own parameter group")
+        if dtype is not None:
+            self._check_dtype_range(group, gi, dtype)
         names = self._state_names(group)
         old = gs.views()
         sizes = [p.data.size for p in params]
@@ -363,6 +441,7 @@ class Optimizer:
                                      f"state_dict")
                 new[k] = tuple(v) if isinstance(self.defaults[k], tuple) else v
             self._check_group(new)
+            self._check_dtype_range(new, gi)
             new_groups.append((new, ids))
         # all checks before any change
         plans = []
@@ -455,6 +534,9 @@ class SGD(Optimizer):
         if group["nesterov"] and group["momentum"] == 0:
             raise ValueError("Nesterov momentum requires a momentum > 0")
 
+    def _kernel_values(self, group):
+        return super()._kernel_values(group) + [("momentum value", group["momentum"], "scale")]
+
     def _state_names(self, group):
         return ("momentum_buffer",) if group["momentum"] else ()
 
@@ -493,6 +575,11 @@ class Adagrad(Optimizer):
         group["eps"] = _check_float(group["eps"], "epsilon value")
         group["initial_accumulator_value"] = _check_float(group["initial_accumulator_value"],
                                                           "initial_accumulator_value")
+
+    def _kernel_values(self, group):
+        return super()._kernel_values(group) + [
+            ("epsilon value", group["eps"], ("eps", 0.0)),
+            ("initial_accumulator_value", group["initial_accumulator_value"], "scale")]
 
     def _state_names(self, group):
         return ("sum",)
@@ -533,6 +620,11 @@ class RMSprop(Optimizer):
         group["alpha"] = _check_float(group["alpha"], "alpha value", high=1.0, high_open=False)
         group["eps"] = _check_float(group["eps"], "epsilon value")
         group["momentum"] = _check_float(group["momentum"], "momentum value")
+
+    def _kernel_values(self, group):
+        return super()._kernel_values(group) + [
+            ("epsilon value", group["eps"], ("eps", group["alpha"])),
+            ("momentum value", group["momentum"], "scale")]
 
     def _state_names(self, group):
         return ("square_avg", "momentum_buffer") if group["momentum"] else ("square_avg",)
@@ -578,6 +670,13 @@ class Adam(Optimizer):
         b2 = _check_float(betas[1], "beta parameter at index 1", high=1.0)
         group["betas"] = (b1, b2)
         group["eps"] = _check_float(group["eps"], "epsilon value")
+
+    def _kernel_values(self, group):
+        # the first step's size lr / (1 - beta1) is the largest (bias correction, decay)
+        step = group["lr"] / (1.0 - group["betas"][0])
+        return super()._kernel_values(group) + [
+            ("epsilon value", group["eps"], ("eps", group["betas"][1])),
+            ("learning rate (first step size lr / (1 - beta1))", step, "scale")]
 
     def _state_names(self, group):
         return ("exp_avg", "exp_avg_sq")

@@ -181,9 +181,47 @@ def make_optimizer(optimizer, params, lr=None, **kwargs):
     return optimizer
 
 
-def _same_params(optimizer, params) -> bool:
-    ids = {id(p) for g in optimizer.param_groups for p in g["params"]}
-    return ids == {id(p) for p in params}
+def _optimizer_params_problem(optimizer, params):
+    """None when the optimizer updates some of ``params`` and nothing else, else why not."""
+    own = {id(p) for p in params}
+    held = [p for g in optimizer.param_groups for p in g["params"]]
+    foreign = [p for p in held if id(p) not in own]
+    if foreign:
+        names = ", ".join(repr(p) for p in foreign[:3]) + (" ..." if len(foreign) > 3 else "")
+        return (f"the optimizer holds {len(foreign)} of {len(held)} parameters that do not "
+                f"belong to the model ({names}); build it from model.parameters() (or a subset "
+                f"of them to freeze the others)")
+    if not held:
+        return "the optimizer holds none of the model's parameters; build it from " \
+               "model.parameters()"
+    return None
+
+
+def _check_optimizer_params(optimizer, params) -> None:
+    """An optimizer given to ``fit`` must update only the model's parameters, and at least one.
+
+    A subset is allowed: the parameters left out are frozen (their gradients are computed, never
+    applied). Parameters of another network, or none of this one's, are an error: training would
+    change nothing in the model.
+    """
+    if not hasattr(optimizer, "param_groups"):
+        raise TypeError(f"optimizer must be a name ({', '.join(_OPTIMIZERS)}), a "
+                        f"fastnn.optim.Optimizer or None, got {type(optimizer).__name__}")
+    problem = _optimizer_params_problem(optimizer, params)
+    if problem is not None:
+        raise ValueError(problem)
+
+
+def _nonfinite_parameter(model, optimizer):
+    """None when the parameters the optimizer updates are finite, else the name of the first
+    model parameter holding NaN or inf."""
+    check = getattr(optimizer, "_params_finite", None)
+    if check is not None and check():  # one compiled pass per parameter group
+        return None
+    for name, p in model.named_parameters():
+        if not np.isfinite(p.data).all():
+            return name or "unnamed"
+    return None
 
 
 def _model_dtype(model):
@@ -541,8 +579,9 @@ def fit(model, X, y=None, loss=None, optimizer=None, epochs: int = 10, batch_siz
         Default: the model's loss from a previous fit, else "cross_entropy".
     optimizer : str, Optimizer or None
         "adam", "sgd", "adagrad", "rmsprop" or an :mod:`fastnn.optim` optimizer over
-        ``model.parameters()``. None: the model's optimizer from a previous fit (continuing
-        training keeps its state: moments, momentum, step count), else Adam.
+        ``model.parameters()`` (or a subset of them: the others are frozen). None: the
+        model's optimizer from a previous fit (continuing training keeps its state: moments,
+        momentum, step count, and a subset stays a subset), else Adam.
     epochs : int
         Number of passes over the training set in this call.
     batch_size : int
@@ -568,12 +607,15 @@ def fit(model, X, y=None, loss=None, optimizer=None, epochs: int = 10, batch_siz
     lr : float, optional
         Learning rate for an optimizer given by name (or to set on the model's optimizer).
     on_divergence : {"raise", "restore"}
-        What to do when the training loss becomes NaN or infinite. "raise": a
-        FloatingPointError naming the epoch and batch. "restore": put back the weights and the
-        optimizer state (moments, step count, learning rate) of the last good epoch end (or of
-        the start of this call), warn (RuntimeWarning), record the event in ``History.events``
-        and ``History.diverged`` = (epoch, batch), and stop training. "restore" copies the
-        parameters and optimizer state once per epoch.
+        What to do when training diverges: the loss of a batch is NaN or infinite (checked
+        before each update), or a parameter holds NaN or inf at the end of an epoch (checked
+        once per epoch, so the last update of ``fit`` is covered too). "raise": a
+        FloatingPointError naming the epoch and batch (and the parameter). "restore": put back
+        the weights and the optimizer state (moments, step count, learning rate) of the last
+        good epoch end (or of the start of this call), warn (RuntimeWarning), record the event
+        in ``History.events`` and ``History.diverged`` = (epoch, batch) (0-based; for
+        non-finite parameters the last batch of the epoch, after which they were found), and
+        stop training. "restore" copies the parameters and optimizer state once per epoch.
     steps_per_epoch : int, optional
         Batches per epoch (streamed data only): an epoch ends after this many batches or when
         the source ends. A one-shot generator is then drawn from across epochs; training stops
@@ -587,7 +629,12 @@ def fit(model, X, y=None, loss=None, optimizer=None, epochs: int = 10, batch_siz
     ------
     FloatingPointError
         When the loss becomes NaN or infinite (with ``on_divergence="raise"``), naming the epoch
-        and batch (the parameters are left as they were after the last finite step's update).
+        and batch (the parameters are left as they were after the last finite step's update);
+        or when a parameter holds NaN or inf at the end of an epoch, naming it and the epoch
+        (the parameters are left as they are).
+    ValueError
+        When ``optimizer`` is an Optimizer that holds parameters which are not the model's, or
+        none of the model's (a subset is allowed: the others stay frozen).
     """
     from fastnn.losses import get_loss
 
@@ -661,13 +708,17 @@ def fit(model, X, y=None, loss=None, optimizer=None, epochs: int = 10, batch_siz
     params = model.parameters()
     prev = getattr(model, "optimizer", None)
     if optimizer is None:
-        if prev is not None and _same_params(prev, params):
+        # the previous optimizer continues (with its state) when it still fits the model,
+        # a subset included (layers frozen on purpose stay frozen)
+        if prev is not None and _optimizer_params_problem(prev, params) is None:
             opt = prev
             if lr is not None:
                 opt.lr = float(lr)
         else:
             opt = make_optimizer("adam", params, lr=lr)
     else:
+        if not isinstance(optimizer, str):
+            _check_optimizer_params(optimizer, params)  # before make_optimizer sets its lr
         opt = make_optimizer(optimizer, params, lr=lr)
     model.loss = loss_fn
     model.optimizer = opt
@@ -755,6 +806,22 @@ def fit(model, X, y=None, loss=None, optimizer=None, epochs: int = 10, batch_siz
                     bar.set_postfix(post, refresh=False)
                     last_post = now
         elapsed = time.perf_counter() - t0
+        # The loss is checked before each update, so the last update of an epoch (and of fit)
+        # was never checked: check the parameters the optimizer updates once per epoch.
+        bad = _nonfinite_parameter(model, opt)
+        if bad is not None:
+            if bar is not None:
+                bar.close()
+            msg = (f"parameter {bad!r} holds NaN or inf after the updates of epoch {e + 1} "
+                   f"(found after batch {n_batches} of {n_batches}; every batch's loss was "
+                   f"finite, the last {loss_value:.4g}; learning rate {float(opt.lr):.3g}): "
+                   f"training diverged")
+            if good is None:
+                raise FloatingPointError(
+                    msg + ". The parameters are left as they are; lower the learning rate, "
+                    "standardize the inputs (fastnn.data.Standardizer), or pass "
+                    "on_divergence='restore' to fit to roll back")
+            return _restore_after_divergence(trainer, callbacks, good, msg, e, n_batches - 1)
         logs = {"loss": run.loss}
         name, val = run.metric()
         if name:

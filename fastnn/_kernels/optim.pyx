@@ -21,6 +21,7 @@ cimport cython
 from cython.parallel cimport prange
 from libc.float cimport DBL_MIN, FLT_MIN
 from libc.math cimport fabs, fabsf, sqrt, sqrtf
+from libc.stdint cimport uint32_t, uint64_t
 from cython cimport floating
 
 import numpy as np
@@ -420,6 +421,37 @@ cdef void _adam_all(Chunks c, char* s1, char* s2, floating step_size, floating l
                         wd if c.reg[k] else z, l1 if c.reg[k] else z, l1p if c.reg[k] else z)
 
 
+# ---------------------------------------------------------------------------------------------
+# Finite check of a group's parameters (fit runs it once per epoch): the exponent bits of every
+# element, OR-reduced, so the loop vectorizes (integer compares) and needs no early exit.
+# ---------------------------------------------------------------------------------------------
+
+cdef bint _chunks_finite_f32(Chunks c) noexcept nogil:
+    cdef Py_ssize_t k, i
+    cdef const uint32_t* u
+    cdef uint32_t bad = 0
+    for k in range(c.n):
+        u = <const uint32_t*>c.w[k]
+        for i in range(c.length[k]):
+            bad |= (u[i] & 0x7f800000u) == 0x7f800000u
+        if bad:
+            return False
+    return True
+
+
+cdef bint _chunks_finite_f64(Chunks c) noexcept nogil:
+    cdef Py_ssize_t k, i
+    cdef const uint64_t* u
+    cdef uint64_t bad = 0
+    for k in range(c.n):
+        u = <const uint64_t*>c.w[k]
+        for i in range(c.length[k]):
+            bad |= (u[i] & 0x7ff0000000000000u) == 0x7ff0000000000000u
+        if bad:
+            return False
+    return True
+
+
 cdef Py_ssize_t _address(a):
     return <Py_ssize_t>a.__array_interface__["data"][0]
 
@@ -515,6 +547,16 @@ cdef class UpdatePlan:
                     or p.grad is not self.grads[i]):
                 return False
         return True
+
+    def all_finite(self):
+        """True when no parameter element of the group is NaN or +-inf (one serial pass)."""
+        cdef bint ok
+        with nogil:
+            if self.is_double:
+                ok = _chunks_finite_f64(self._chunks)
+            else:
+                ok = _chunks_finite_f32(self._chunks)
+        return ok
 
     cdef inline bint _parallel(self, int n_threads, Py_ssize_t cost):
         return n_threads > 1 and self.n_elements * cost >= PARALLEL_MIN_WORK
