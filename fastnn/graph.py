@@ -31,7 +31,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from fastnn._validation import check_float_array
-from fastnn.layers import Module, Node, _check_dtype, module_from_config
+from fastnn.layers import Module, Node, _check_dtype, _no_forward, module_from_config
 from fastnn.losses import Loss, get_loss
 from fastnn.model import _check_unique, _Container, _infer_dtype
 
@@ -54,6 +54,10 @@ class Merge(Module):
     ``backward`` returns a list of gradients (one per input, each a distinct array)."""
 
     n_min = 2
+
+    def __init__(self):
+        super().__init__()
+        self._ran = False
 
     def merged_features(self, widths: list[int]) -> int:
         raise NotImplementedError
@@ -79,10 +83,13 @@ class Concatenate(Merge):
     def forward(self, xs):
         xs = self._check_xs(xs)
         self._widths = [x.shape[1] for x in xs]
+        self._ran = True
         y = self._buffer("y", (xs[0].shape[0], sum(self._widths)), xs[0].dtype)
         return np.concatenate(xs, axis=1, out=y)
 
     def backward(self, grad_output, need_input_grad=True, inplace=False):
+        if not self._ran:
+            raise _no_forward(self)
         if not need_input_grad:
             return None
         out, start = [], 0
@@ -106,6 +113,7 @@ class Add(Merge):
         xs = self._check_xs(xs)
         self.merged_features([x.shape[1] for x in xs])
         self._k = len(xs)
+        self._ran = True
         y = self._buffer("y", xs[0].shape, xs[0].dtype)
         np.add(xs[0], xs[1], out=y)
         for x in xs[2:]:
@@ -113,6 +121,8 @@ class Add(Merge):
         return y
 
     def backward(self, grad_output, need_input_grad=True, inplace=False):
+        if not self._ran:
+            raise _no_forward(self)
         if not need_input_grad:
             return None
         out = []
@@ -135,6 +145,7 @@ class Multiply(Merge):
         xs = self._check_xs(xs)
         self.merged_features([x.shape[1] for x in xs])
         self._xs = xs
+        self._ran = True
         y = self._buffer("y", xs[0].shape, xs[0].dtype)
         np.multiply(xs[0], xs[1], out=y)
         for x in xs[2:]:
@@ -142,6 +153,8 @@ class Multiply(Merge):
         return y
 
     def backward(self, grad_output, need_input_grad=True, inplace=False):
+        if not self._ran:
+            raise _no_forward(self)
         if not need_input_grad:
             return None
         out = []
@@ -246,6 +259,7 @@ class Model(_Container):
                           or any(behind[j] for j in self._parent_idx[i]))
         self._params_below = [any(behind[j] for j in self._parent_idx[i])
                               for i in range(len(self._order))]
+        self._ran = False
         if n_threads is not None:
             self.n_threads = n_threads
 
@@ -352,10 +366,13 @@ class Model(_Container):
             ps = self._parent_idx[i]
             values[i] = run.forward([values[j] for j in ps] if isinstance(run, Merge)
                                     else values[ps[0]])
+        self._ran = True
         outs = [values[j] for j in self._output_idx]
         return outs[0] if self._single_out else outs
 
     def backward(self, grad_output, need_input_grad=True, inplace=False):
+        if not self._ran:
+            raise _no_forward(self)
         gs = [grad_output] if self._single_out else list(grad_output)
         if len(gs) != len(self._outputs):
             raise ValueError(f"backward takes one gradient per output ({len(self._outputs)}), "

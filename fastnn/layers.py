@@ -675,8 +675,7 @@ class Maxout(Module):
 
     def backward(self, grad_output, need_input_grad=True, inplace=False):
         if self._arg is None:
-            raise RuntimeError("Maxout.backward called before forward: run forward on the "
-                               "batch first")
+            raise _no_forward(self)
         dz = self._buffer("dz", (grad_output.shape[0], self.linear.out_features),
                           grad_output.dtype)
         F.maxout_backward(grad_output, self._arg, self.pieces, out=dz,

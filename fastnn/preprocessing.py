@@ -13,7 +13,7 @@ import numpy as np
 
 from fastnn._validation import FLOAT_DTYPES, check_float_array
 from fastnn.data import Standardizer
-from fastnn.layers import Module
+from fastnn.layers import Module, _no_forward
 
 __all__ = ["Normalization"]
 
@@ -53,6 +53,7 @@ class Normalization(Module):
 
     def __init__(self, n_features=None, *, mean=None, variance=None, epsilon: float = 1e-7):
         super().__init__()
+        self._ran = False
         if n_features is not None and (isinstance(n_features, bool)
                                        or not isinstance(n_features, numbers.Integral)
                                        or n_features <= 0):
@@ -140,9 +141,12 @@ class Normalization(Module):
             raise ValueError(f"x must have shape (n_samples, {mean.shape[0]}), got {x.shape}")
         y = self._buffer("y", x.shape, x.dtype)
         np.subtract(x, mean, out=y)
+        self._ran = True
         return np.divide(y, scale, out=y)
 
     def backward(self, grad_output, need_input_grad=True, inplace=False):
+        if not self._ran:
+            raise _no_forward(self)
         if not need_input_grad:
             return None
         _, scale = self._stats(grad_output.dtype)

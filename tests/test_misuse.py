@@ -7,7 +7,10 @@ import pytest
 
 from fastnn.layers import (_REGISTRY, Activation, Dense, Dropout, Identity, ReLU, Sigmoid, Sign,
                            Softmax, Sparsemax, Step, Tanh)
+from fastnn.graph import Add, Concatenate, Input, Model, Multiply
+from fastnn.layers import ELU, GELU, LeakyReLU, Maxout, SiLU, Softplus
 from fastnn.model import Parallel, Residual, Sequential
+from fastnn.preprocessing import Normalization
 
 MSG = r"backward was called before forward; call forward on the batch first"
 
@@ -15,11 +18,13 @@ MSG = r"backward was called before forward; call forward on the batch first"
 def _modules():
     """(id, factory) for every module class, in several configurations."""
     out = []
-    for act in ("identity", "sigmoid", "tanh", "relu", "step", "sign"):
+    for act in ("identity", "sigmoid", "tanh", "relu", "step", "sign", "leaky_relu", "elu",
+                "softplus", "gelu", "gelu_tanh", "silu"):
         out.append((f"Dense-{act}", lambda a=act: Dense(3, 3, activation=a, seed=0)))
         out.append((f"Activation-{act}", lambda a=act: Activation(a)))
     out.append(("Dense-nobias", lambda: Dense(3, 3, bias=False, seed=0)))
-    for cls in (Identity, Sigmoid, Tanh, ReLU, Step, Sign, Softmax):
+    for cls in (Identity, Sigmoid, Tanh, ReLU, Step, Sign, Softmax, LeakyReLU, ELU, Softplus,
+                GELU, SiLU):
         out.append((cls.__name__, cls))
     for method in ("auto", "sort", "select"):
         out.append((f"Sparsemax-{method}", lambda m=method: Sparsemax(m)))
@@ -33,6 +38,16 @@ def _modules():
     out.append(("Parallel-concat", lambda: Parallel(Dense(3, 2, seed=0), Dense(3, 1, seed=1))))
     out.append(("Parallel-sum", lambda: Parallel(Dense(3, 3, seed=0), Dense(3, 3, seed=1),
                                                  merge="sum")))
+    out.append(("Maxout", lambda: Maxout(3, 3, pieces=2, seed=0)))
+    out.append(("Normalization", lambda: Normalization().adapt(
+        np.arange(12, dtype=np.float32).reshape(4, 3))))
+
+    def graph(merge):
+        x = Input(3)
+        h = merge()([Dense(3, 3, "tanh", seed=0)(x), Dense(3, 3, seed=1)(x)])
+        return Model(x, Dense(h.features, 3, seed=2)(h))
+    for merge in (Add, Multiply, Concatenate):
+        out.append((f"Model-{merge.__name__}", lambda m=merge: graph(m)))
     out.append(("nested", lambda: Sequential(Residual(Sequential(Dense(3, 3, "relu", seed=0),
                                                                  Dropout(0.2, seed=1))),
                                              Parallel(Dense(3, 1, seed=2), Dense(3, 2, seed=3)))))
@@ -46,7 +61,8 @@ def test_every_module_class_is_covered():
     built = {type(m).__name__ for _, make in MODULES for mod in [make()] for m in mod.modules()}
     # fastnn's own classes (other tests register Module subclasses of their own)
     public = {name for name, cls in _REGISTRY.items()
-              if not name.startswith("_") and cls.__module__.startswith("fastnn.")}
+              if not name.startswith("_") and cls.__module__.startswith("fastnn.")
+              and name != "Merge"}     # the abstract base of Add, Multiply, Concatenate
     assert public <= built, public - built
 
 
