@@ -34,6 +34,7 @@ import re
 import secrets
 import stat
 import struct
+import tokenize
 import zipfile
 import zlib
 
@@ -59,10 +60,13 @@ _DEFLATE_MAX_RATIO = 1032     # deflate cannot expand a stream more than this
 _CHUNK = 1 << 20              # bytes read at a time
 _TMP_SUFFIX = ".fastnn.tmp"
 _TMP_NAME_BYTES = 100         # the target's name is cut to this in a temporary's name
-# What the standard zip/zlib readers and numpy's .npy header parser raise on malformed data.
-# Caught only around those calls (never around fastnn's own code).
-_FORMAT_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, struct.error,
-                  UnicodeDecodeError, zlib.error, OverflowError, ValueError)
+# What the standard zip/zlib readers and numpy's .npy header parser raise on malformed data
+# (zipfile raises NotImplementedError for a directory entry that needs a newer zip version;
+# numpy's header parser lets tokenize's TokenError through for an unterminated header).
+# Caught only around those calls, never around fastnn's own code.
+_FORMAT_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError,
+                  struct.error, UnicodeDecodeError, zlib.error, OverflowError, ValueError,
+                  tokenize.TokenError)
 
 
 class ModelFileError(ValueError):
@@ -133,16 +137,13 @@ def _decode(obj, arrays: dict):
 def _scalar(dtype, value):
     """A NumPy scalar of a plain numeric dtype (no structured, object or sub-array types,
     whose construction from a description could allocate at will)."""
-    try:
-        dt = np.dtype(dtype) if isinstance(dtype, str) else None
-    except TypeError:
-        dt = None
-    if (dt is None or dt.kind not in "biuf" or dt.fields is not None or dt.subdtype is not None
-            or isinstance(value, (list, dict, str)) or value is None):
+    plain = isinstance(dtype, str) and re.fullmatch(r"[<>|=]?(b1|[iu][1248]|f[248])", dtype)
+    dt = np.dtype(dtype) if plain else None
+    if dt is None or not isinstance(value, (bool, int, float)):
         raise ModelFileError(f"unexpected scalar in the optimizer state: {dtype!r} {value!r}")
     try:
         return dt.type(value)
-    except OverflowError:
+    except (OverflowError, ValueError):  # out of range, or NaN to an integer
         raise ModelFileError(f"scalar {value!r} does not fit {dt}") from None
 
 
@@ -670,7 +671,7 @@ def load(path, *, with_optimizer: bool = True):
         (checksum mismatch), limits exceeded, unknown format version or layer type, names,
         shapes or dtypes that do not match the architecture.
     """
-    from fastnn.layers import config_parameter_shapes, module_from_config
+    from fastnn.layers import config_parameter_shapes, module_from_config, skip_initialization
 
     path = os.fspath(path)
     with _Archive(path) as archive:
@@ -687,7 +688,8 @@ def load(path, *, with_optimizer: bool = True):
         if declared is not None:  # refuse huge declared layers before allocating them
             _check_parameters(path, meta["parameters"], declared, dtype, headers)
         try:
-            model = module_from_config(meta["architecture"], dtype)
+            with skip_initialization():  # every parameter is read from the file below
+                model = module_from_config(meta["architecture"], dtype)
         except (ValueError, TypeError, KeyError) as exc:
             raise ModelFileError(f"{path}: cannot rebuild the architecture: {exc}") from None
         _check_parameters(path, meta["parameters"],

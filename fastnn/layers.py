@@ -14,6 +14,8 @@ size. Copy it (``y.copy()``) or use :meth:`fastnn.Sequential.predict` to keep a 
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import copy
 import numbers
 
@@ -51,6 +53,21 @@ _ALIASES = {"linear": "identity", None: "identity"}
 _KINKED = ("relu", "step", "sign")
 
 _MAX_CACHED_SHAPES = 32
+# False while fastnn.load builds a model whose parameters it then reads from the file: the
+# initializers would only cost time and a temporary as large as each weight.
+_INITIALIZE = contextvars.ContextVar("fastnn_initialize", default=True)
+
+
+@contextlib.contextmanager
+def skip_initialization():
+    """Within it, layers leave their new parameters uninitialized (``np.empty``); for code
+    that overwrites every parameter right after building (:func:`fastnn.load`)."""
+    token = _INITIALIZE.set(False)
+    try:
+        yield
+    finally:
+        _INITIALIZE.reset(token)
+
 _REGISTRY: dict[str, type] = {}
 
 # Dense calls its kernels' module entries (forward_layer/backward_layer: arrays checked in C; a
@@ -454,7 +471,8 @@ class Dense(Module):
                                   regularize=False)
             self._parameters["bias"] = self.bias
         self._x = self._y = None
-        self.reset_parameters()
+        if _INITIALIZE.get():
+            self.reset_parameters()
 
     def reset_parameters(self, seed=None) -> None:
         """(Re)initialize the weight with ``init`` and the bias with ``bias_init``."""
