@@ -372,7 +372,9 @@ def cases():
             yield "random bytes", bytes(b)
 
 
-tracemalloc.start()
+trace = spec.get("trace", True)
+if trace:
+    tracemalloc.start()
 out = {"cases": {}, "loaded": 0, "refused": 0, "foreign": [], "wrong": [], "peak": 0,
        "worst": None}
 for label, what in cases():
@@ -382,8 +384,9 @@ for label, what in cases():
         path = work
     else:
         path = what
-    tracemalloc.reset_peak()
-    base = tracemalloc.get_traced_memory()[0]
+    if trace:
+        tracemalloc.reset_peak()
+        base = tracemalloc.get_traced_memory()[0]
     t0 = __import__("time").perf_counter()
     result = {}
     try:
@@ -400,7 +403,7 @@ for label, what in cases():
         if not all(np.array_equal(a, p.data) for a, p in zip(ref_params, model.parameters())):
             out["wrong"].append(label)
         del model
-    peak = tracemalloc.get_traced_memory()[1] - base
+    peak = tracemalloc.get_traced_memory()[1] - base if trace else 0
     result["peak"] = peak
     result["seconds"] = __import__("time").perf_counter() - t0
     if peak > out["peak"]:
@@ -408,6 +411,7 @@ for label, what in cases():
     if not isinstance(what, bytes):
         out["cases"][label] = result
 out["maxrss_kib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+out["n"] = out["loaded"] + out["refused"] + len(out["foreign"])
 print(json.dumps(out))
 """
 
@@ -445,15 +449,19 @@ def _fuzz(original, tmp_path, **spec):
 
 
 def test_fuzz_quick(original, tmp_path):
-    """Byte flips across the whole file (every 13th byte: local headers, .npy headers, data,
-    description, central directory, end record), truncations every 17 bytes, random damage."""
-    _fuzz(original, tmp_path, stride=13, xor=[0xFF], cut_stride=17, random=100)
+    """Byte flips across the whole file (every 29th byte: local headers, .npy headers, data,
+    description, central directory, end record), truncations every 37 bytes, random damage;
+    the traced peak of every load is within the budget."""
+    _fuzz(original, tmp_path, stride=29, xor=[0xFF], cut_stride=37, random=60)
 
 
 @pytest.mark.slow
-def test_fuzz_every_byte(original, tmp_path):
-    """Every byte flipped three ways, every truncation, 2000 random multi-byte damages."""
-    _fuzz(original, tmp_path, stride=1, xor=[0xFF, 0x01, 0x80], cut_stride=1, random=2000)
+def test_fuzz_dense(original, tmp_path):
+    """Every third byte flipped, a truncation every 5 bytes, 400 random multi-byte damages,
+    under the address-space ceiling (no tracing, for speed)."""
+    out = _fuzz(original, tmp_path, stride=3, xor=[0xFF], cut_stride=5, random=400,
+                trace=False)
+    assert out["n"] > 3000
 
 
 # --- legitimate files still load ----------------------------------------------------------------
@@ -672,13 +680,13 @@ def test_killed_writers_leave_no_accumulating_litter(tmp_path, mode):
     path = str(tmp_path / "m.npz")
     rng = np.random.default_rng(1)
     caught = kills = 0
-    while kills < 4 or (caught < 2 and kills < 15):
+    while kills < 3 or (caught < 2 and kills < 15):
         kills += 1
         proc = subprocess.Popen([sys.executable, "-c", _WRITER, path, mode],
                                 stdout=subprocess.PIPE, env=_env(), cwd=ROOT)
         try:
             assert proc.stdout.readline().strip() == b"ready"
-            time.sleep(0.3 + float(rng.uniform(0.0, 0.4)))
+            time.sleep(0.2 + float(rng.uniform(0.0, 0.3)))
             proc.send_signal(signal.SIGKILL)
             proc.wait(timeout=30)
         finally:
