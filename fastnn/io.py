@@ -233,6 +233,7 @@ def _atomic_savez(path: str, arrays: dict) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     _remove_stale_temporaries(directory)
     fd, tmp = _create_temporary(directory, os.path.basename(path))
+    _LIVE_TEMPORARIES.add(tmp)
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
@@ -252,6 +253,8 @@ def _atomic_savez(path: str, arrays: dict) -> None:
         except OSError:
             pass
         raise
+    finally:
+        _LIVE_TEMPORARIES.discard(tmp)
     if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable (POSIX)
         try:
             dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
@@ -261,6 +264,11 @@ def _atomic_savez(path: str, arrays: dict) -> None:
                 os.close(dfd)
         except OSError:
             pass
+
+
+# This process's temporaries being written: on NFS, flock becomes a POSIX lock, which does not
+# exclude another thread of the same process, so a cleaner also skips these.
+_LIVE_TEMPORARIES: set = set()
 
 
 def _create_temporary(directory: str, name: str):
@@ -313,7 +321,8 @@ def _remove_stale_temporaries(directory: str) -> None:
         return
     flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
     for entry in entries:
-        if not (entry.name.startswith(".") and entry.name.endswith(_TMP_SUFFIX)):
+        if (not (entry.name.startswith(".") and entry.name.endswith(_TMP_SUFFIX))
+                or entry.path in _LIVE_TEMPORARIES):
             continue
         try:
             fd = os.open(entry.path, flags)
