@@ -447,7 +447,7 @@ class _Archive:
         if at < 0 or len(data) - at < 22:
             return "no zip end record"
         end = size - tail + at
-        entries, cd_size, cd_offset = struct.unpack_from("<HLL", data, at + 10)
+        cd_size = struct.unpack_from("<L", data, at + 12)[0]
         if at >= 20 and data[at - 20:at - 16] == b"PK\x06\x07":  # zip64
             if end < 76:
                 return "truncated zip64 end record"
