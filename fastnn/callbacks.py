@@ -306,10 +306,11 @@ class ModelCheckpoint(Callback, _Monitor):
         Save only when ``monitor`` improved (the file then always holds the best model).
     mode : "auto", "min" or "max"
     save_optimizer : bool
-        Store the optimizer state too (when fastnn.io supports it), to resume training.
+        Store the optimizer state too, to resume training.
 
-    A write goes to a temporary file renamed over the target, so an interruption never
-    leaves a half-written checkpoint.
+    A write goes to a locked temporary file renamed over the target, so an interruption never
+    leaves a half-written checkpoint; the temporary of a writer killed mid-write is removed by
+    the next save into the same directory (whatever the name the template gives it).
     """
 
     def __init__(self, filepath, monitor="val_loss", save_best_only=False, mode="auto",
@@ -333,20 +334,10 @@ class ModelCheckpoint(Callback, _Monitor):
         path = self.filepath.format(epoch=epoch + 1, **logs)
         directory = os.path.dirname(os.path.abspath(path))
         os.makedirs(directory, exist_ok=True)
-        _save_model(self.model, path, self.optimizer if self.save_optimizer else None)
+        from fastnn import io
+        io.save(self.model, path, optimizer=self.optimizer if self.save_optimizer else None)
         self.saved.append(path)
         self._event(epoch, f"saved {path}")
-
-
-def _save_model(model, path, optimizer=None):
-    from fastnn import io
-
-    if optimizer is not None:
-        try:
-            return io.save(model, path, optimizer=optimizer)
-        except TypeError:
-            pass
-    return io.save(model, path)
 
 
 class LambdaCallback(Callback):

@@ -14,6 +14,8 @@ size. Copy it (``y.copy()``) or use :meth:`fastnn.Sequential.predict` to keep a 
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import copy
 import itertools
 import numbers
@@ -57,6 +59,21 @@ __all__ = [
 _KINKED = tuple(a.name for a in ACTIVATION_TABLE.values() if a.kinked)
 
 _MAX_CACHED_SHAPES = 32
+# False while fastnn.load builds a model whose parameters it then reads from the file: the
+# initializers would only cost time and a temporary as large as each weight.
+_INITIALIZE = contextvars.ContextVar("fastnn_initialize", default=True)
+
+
+@contextlib.contextmanager
+def skip_initialization():
+    """Within it, layers leave their new parameters uninitialized (``np.empty``); for code
+    that overwrites every parameter right after building (:func:`fastnn.load`)."""
+    token = _INITIALIZE.set(False)
+    try:
+        yield
+    finally:
+        _INITIALIZE.reset(token)
+
 _REGISTRY: dict[str, type] = {}
 
 # Dense calls its kernels' module entries (forward_layer/backward_layer: arrays checked in C; a
@@ -322,6 +339,13 @@ class Module:
         module._set_dtype(dtype)
         return module
 
+    @classmethod
+    def _parameter_shapes(cls, kwargs: dict):
+        """``name -> shape`` of the parameters ``_build(kwargs, ...)`` creates, from the config
+        alone (nothing allocated), or None when the class cannot tell. A module whose
+        parameters' sizes come from its config overrides it (see ``config_parameter_shapes``)."""
+        return None
+
     # --- state -----------------------------------------------------------------------------------
     def state_dict(self) -> dict:
         """name -> copy of every parameter and state buffer (ordered like ``named_parameters``)."""
@@ -405,15 +429,36 @@ class Module:
 
 def module_from_config(config: dict, dtype=np.float32) -> Module:
     """Rebuild a module from its ``get_config()`` dict (unknown types are a clear error)."""
+    cls, kwargs = _config_class(config)
+    return cls._build(kwargs, _check_dtype(dtype))
+
+
+def config_parameter_shapes(config: dict):
+    """``name -> shape`` of every parameter ``module_from_config(config)`` would create
+    (names as in ``named_parameters``), computed without building anything; None when a class
+    in the config does not declare its shapes.
+
+    :func:`fastnn.load` compares it with the arrays a file stores before building the model,
+    so a description declaring huge layers is refused without allocating them. A class's
+    ``_parameter_shapes`` is trusted for the classes of its own module only: a subclass
+    defined elsewhere may add parameters (it is then built first and checked after).
+    """
+    cls, kwargs = _config_class(config)
+    owner = next(c for c in cls.__mro__ if "_parameter_shapes" in vars(c))
+    if owner.__module__ != cls.__module__:
+        return None
+    return cls._parameter_shapes(kwargs)
+
+
+def _config_class(config):
     if not isinstance(config, dict) or "type" not in config:
         raise ValueError(f"a module config must be a dict with a 'type' key, got {config!r}")
     kind = config["type"]
-    cls = _REGISTRY.get(kind)
+    cls = _REGISTRY.get(kind) if isinstance(kind, str) else None
     if cls is None:
         raise ValueError(f"unknown layer type {kind!r}; known types: {', '.join(sorted(_REGISTRY))}"
                          " (a custom Module subclass must be imported before loading)")
-    kwargs = {k: v for k, v in config.items() if k != "type"}
-    return cls._build(kwargs, _check_dtype(dtype))
+    return cls, {k: v for k, v in config.items() if k != "type"}
 
 
 def _call_with_config(cls, kwargs, **extra):
@@ -482,7 +527,8 @@ class Dense(Module):
                                   regularize=False)
             self._parameters["bias"] = self.bias
         self._x = self._y = self._z = None
-        self.reset_parameters()
+        if _INITIALIZE.get():
+            self.reset_parameters()
 
     def reset_parameters(self, seed=None) -> None:
         """(Re)initialize the weight with ``init`` and the bias with ``bias_init``."""
@@ -602,6 +648,16 @@ class Dense(Module):
         return {"type": type(self).__name__, "in_features": self.in_features,
                 "out_features": self.out_features, "activation": self.activation,
                 "bias": self.bias is not None, "init": init, "bias_init": self.bias_init}
+
+    @classmethod
+    def _parameter_shapes(cls, kwargs):
+        n_in, n_out = kwargs.get("in_features"), kwargs.get("out_features")
+        if not all(type(n) is int and n > 0 for n in (n_in, n_out)):
+            return None  # the constructor says what is wrong
+        shapes = {"weight": (n_in, n_out)}
+        if kwargs.get("bias", True):
+            shapes["bias"] = (n_out,)
+        return shapes
 
     @classmethod
     def _build(cls, kwargs, dtype):
@@ -752,6 +808,10 @@ class Activation(Module):
             return self._y > 0
         return None
 
+    @classmethod
+    def _parameter_shapes(cls, kwargs):
+        return {}
+
     def get_config(self):
         cfg = {"type": type(self).__name__}
         if type(self) is Activation:
@@ -876,6 +936,10 @@ class Softmax(Module):
         out = self._buffer("gx", grad_output.shape, grad_output.dtype)
         return F.softmax_backward(self._p, grad_output, out=out, n_threads=self._n_threads)
 
+    @classmethod
+    def _parameter_shapes(cls, kwargs):
+        return {}
+
 
 class Sparsemax(Module):
     """Sparsemax over the last axis (Martins and Astudillo, 2016): the Euclidean projection of z
@@ -911,6 +975,10 @@ class Sparsemax(Module):
 
     def _kink_state(self):
         return None if self._p is None else self._p > 0
+
+    @classmethod
+    def _parameter_shapes(cls, kwargs):
+        return {}
 
     def get_config(self):
         return {"type": "Sparsemax", "method": self.method}
@@ -1015,6 +1083,10 @@ class Dropout(Module):
             raise ValueError(f"Dropout counter must be a non-negative integer scalar, "
                              f"got {value!r}")
         self._calls = int(value)
+
+    @classmethod
+    def _parameter_shapes(cls, kwargs):
+        return {}
 
     def get_config(self):
         return {"type": "Dropout", "p": self.p, "mode": self.mode, "seed": self.seed}

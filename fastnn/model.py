@@ -29,6 +29,7 @@ from fastnn.layers import (
     _check_dtype,
     _check_n_threads,
     _no_forward,
+    config_parameter_shapes,
     module_from_config,
 )
 
@@ -88,6 +89,20 @@ class _Container(Module):
     @property
     def dtype(self):
         return self._dtype
+
+
+def _prefixed_shapes(children):
+    """The parameter shapes of a container's ``(name, config)`` children, named like
+    ``named_parameters`` ("<child>.<name>"); None when any child's are unknown."""
+    if children is None:
+        return None
+    shapes = {}
+    for name, config in children:
+        sub = config_parameter_shapes(config)
+        if sub is None:
+            return None
+        shapes.update((f"{name}.{k}", v) for k, v in sub.items())
+    return shapes
 
 
 class Sequential(_Container):
@@ -346,6 +361,11 @@ class Sequential(_Container):
             raise ValueError(f"invalid config for Sequential: {kwargs!r}")
         return cls(*[module_from_config(c, dtype) for c in layers], dtype=dtype)
 
+    @classmethod
+    def _parameter_shapes(cls, kwargs):
+        layers = kwargs.get("layers")
+        return _prefixed_shapes(enumerate(layers) if isinstance(layers, list) else None)
+
     def __repr__(self):
         rows = []
         width = self._in_features
@@ -444,6 +464,10 @@ class Residual(_Container):
         if set(kwargs) != {"module"}:
             raise ValueError(f"invalid config for Residual: {kwargs!r}")
         return cls(module_from_config(kwargs["module"], dtype), dtype=dtype)
+
+    @classmethod
+    def _parameter_shapes(cls, kwargs):
+        return _prefixed_shapes([("module", kwargs.get("module"))])
 
     def extra_repr(self):
         return repr(self.module)
@@ -548,6 +572,11 @@ class Parallel(_Container):
             raise ValueError(f"invalid config for Parallel: {kwargs!r}")
         return cls(*[module_from_config(c, dtype) for c in kwargs["branches"]],
                    merge=kwargs["merge"], dtype=dtype)
+
+    @classmethod
+    def _parameter_shapes(cls, kwargs):
+        branches = kwargs.get("branches")
+        return _prefixed_shapes(enumerate(branches) if isinstance(branches, list) else None)
 
     def extra_repr(self):
         inner = ", ".join(repr(b) for b in self.branches)
