@@ -877,7 +877,8 @@ def partial_fit(model, X, y=None, loss=None, optimizer=None, batch_size: int = 3
     one ``np.random.Generator`` to every call for a reproducible sequence.
     """
     prev = getattr(model, "optimizer", None)
-    if optimizer is not None and prev is not None and _same_params(prev, model.parameters()):
+    if optimizer is not None and prev is not None \
+            and _optimizer_params_problem(prev, model.parameters()) is None:
         same = optimizer is prev or (isinstance(optimizer, str) and _OPTIMIZERS.get(
             optimizer.lower()) == type(prev).__name__)
         if not same:
