@@ -8,13 +8,16 @@ parameters into their ``.grad`` buffers. The arithmetic is done by the compiled 
 Python loop over samples).
 
 Buffers. Outputs and gradients are written into arrays owned by the module and reused by every
-call with the same batch size, so a steady-state training step allocates no arrays. The price: the
-array returned by ``forward`` (or ``backward``) is overwritten by the next call with the same batch
+call, so a steady-state training step allocates no arrays. One array per buffer, sized for the
+largest batch seen, serves every batch size (a call gets a view of its leading rows): the memory
+held is that of the largest batch, however many batch sizes a model serves. The price: the array
+returned by ``forward`` (or ``backward``) is overwritten by the next call, whatever its batch
 size. Copy it (``y.copy()``) or use :meth:`fastnn.Sequential.predict` to keep a result.
 """
 from __future__ import annotations
 
 import copy
+import math
 import numbers
 
 import numpy as np
@@ -50,7 +53,6 @@ _ALIASES = {"linear": "identity", None: "identity"}
 #: for a change of the sign pattern between the two points of a finite-difference stencil.
 _KINKED = ("relu", "step", "sign")
 
-_MAX_CACHED_SHAPES = 32
 _REGISTRY: dict[str, type] = {}
 
 # Dense calls its kernels' module entries (forward_layer/backward_layer: arrays checked in C; a
@@ -113,6 +115,11 @@ class Module:
         self._parameters: dict[str, Parameter] = {}
         self._modules: dict[str, Module] = {}
         self._buffers: dict = {}
+
+    #: Attributes holding what ``forward`` caches for ``backward`` (its input, its output):
+    #: left out of pickles and copies, and released by ``predict`` (a subclass that caches
+    #: arrays in other attributes lists them here).
+    _forward_cache: tuple = ()
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -320,24 +327,54 @@ class Module:
 
     # --- buffers ---------------------------------------------------------------------------------
     def __getstate__(self):
-        # Work buffers are caches, rebuilt at the next call: leaving them out keeps pickles small
-        # (joblib and Dask move fitted models between processes) and keeps a model loaded
-        # read-only (joblib.load(..., mmap_mode="r")) usable for prediction.
+        # Work buffers and the arrays cached for backward are scratch, rebuilt by the next call:
+        # a pickle (joblib and Dask move fitted models between processes) or a copy holds the
+        # weights, the configuration and the counters only, whatever was run before. A model
+        # loaded read-only (joblib.load(..., mmap_mode="r")) stays usable for prediction.
         state = self.__dict__.copy()
         state["_buffers"] = {}
+        for name in self._forward_cache:
+            if name in state:
+                state[name] = None
         state.pop("_predict_lock_", None)  # a lock is per process (Sequential.predict)
         return state
 
-    def _buffer(self, tag: str, shape: tuple, dtype) -> np.ndarray:
-        """A reusable work array: the same object for the same (tag, shape, dtype)."""
-        key = (tag, shape, dtype)
-        buf = self._buffers.get(key)
-        if buf is None:
-            if len(self._buffers) >= _MAX_CACHED_SHAPES:
-                self._buffers.clear()
-            buf = np.empty(shape, dtype=dtype)
-            self._buffers[key] = buf
-        return buf
+    def _clear_forward_cache(self) -> None:
+        """Drop the arrays cached by the last forward (a backward needs a new forward)."""
+        for name in self._forward_cache:
+            setattr(self, name, None)
+
+    def _buffer(self, tag: str, shape: tuple, dtype, avoid=None) -> np.ndarray:
+        """A C-contiguous work array of ``shape`` and ``dtype`` for ``tag``: a view of the
+        leading elements of one array per tag, grown to the largest request (so the memory held
+        is the largest batch's, not the sum over the batch sizes served). The same view object
+        is returned while the shape repeats (a training step). ``avoid``: an input the caller
+        reads while writing the buffer; when it lies in the tag's array (a module fed its own
+        earlier output), a fresh array is returned instead."""
+        entry = self._buffers.get(tag)   # [shape, dtype, view, base]
+        if entry is not None and entry[0] == shape and entry[1] is dtype and (
+                avoid is None or avoid.base is not entry[3]):
+            return entry[2]
+        return self._grow_buffer(tag, shape, dtype, avoid)
+
+    def _grow_buffer(self, tag, shape, dtype, avoid) -> np.ndarray:
+        dt = np.dtype(dtype)
+        size = math.prod(shape)
+        entry = self._buffers.get(tag)
+        base = None if entry is None else entry[3]
+        if avoid is not None and base is not None and avoid.base is base:
+            return np.empty(shape, dtype=dt)
+        if base is None or base.dtype != dt or base.size < size:
+            base = None   # free the old array before allocating the larger one
+            self._buffers.pop(tag, None)
+            base = np.empty(size, dtype=dt)
+        view = base[:size].reshape(shape)
+        self._buffers[tag] = [tuple(shape), dtype, view, base]
+        return view
+
+    def _buffer_nbytes(self) -> int:
+        """Bytes held by this module's work buffers (not its sub-modules')."""
+        return sum(entry[3].nbytes for entry in self._buffers.values())
 
     def _kink_state(self):
         """After a forward: a bool array whose change between two nearby inputs signals a
@@ -402,6 +439,8 @@ class Dense(Module):
         Not regularized by L1/L2 (``regularize=False``).
     """
 
+    _forward_cache = ("_x", "_y")
+
     def __init__(self, in_features: int, out_features: int, activation=None, bias: bool = True,
                  init=None, bias_init: float = 0.0, seed=None, dtype=np.float32):
         super().__init__()
@@ -456,9 +495,9 @@ class Dense(Module):
     def forward(self, x):
         x = _as_input(x)
         W = self.weight.data
-        y = self._buffer("y", (x.shape[0], self.out_features), W.dtype)
-        if x is y or x.base is y:  # fed its own last output: a GEMM cannot write over its input
-            y = np.empty_like(y)
+        # avoid=x: a layer fed its own last output gets a fresh array (a GEMM cannot write over
+        # its input)
+        y = self._buffer("y", (x.shape[0], self.out_features), W.dtype, avoid=x)
         b = None if self.bias is None else self.bias.data
         # The kernel's module entry checks the arrays in C and runs when they are already what
         # it needs (the network's own buffers, or an input the container validated); anything
@@ -474,7 +513,7 @@ class Dense(Module):
         x = self._x
         gx = None
         if need_input_grad:
-            gx = self._buffer("gx", x.shape, x.dtype)
+            gx = self._buffer("gx", x.shape, x.dtype)   # the kernels refuse an overlap
         if self._fast_backward(x, grad_output, gx, inplace):
             return gx
         F.dense_backward(x, self.weight.data, self._y, grad_output, activation=self.activation,
@@ -560,6 +599,8 @@ class Activation(Module):
     step and sign have derivative 0 (threshold units are not trained by backpropagation).
     """
 
+    _forward_cache = ("_y",)
+
     def __init__(self, name="identity"):
         super().__init__()
         self.name = _canonical_activation(name)
@@ -570,7 +611,7 @@ class Activation(Module):
         if self.name == "identity":
             self._y = x
             return x
-        y = self._buffer("y", x.shape, x.dtype)
+        y = self._buffer("y", x.shape, x.dtype, avoid=x)
         F.activation(x, self.name, out=y, n_threads=self._n_threads)
         self._y = y
         return y
@@ -579,7 +620,7 @@ class Activation(Module):
         if not need_input_grad or self.name == "identity":
             return grad_output if need_input_grad else None
         out = grad_output if inplace else self._buffer("gx", grad_output.shape,
-                                                       grad_output.dtype)
+                                                       grad_output.dtype, avoid=grad_output)
         return F.activation_backward(self._y, grad_output, self.name, out=out,
                                      n_threads=self._n_threads)
 
@@ -648,13 +689,15 @@ class Softmax(Module):
     the map (``CrossEntropyLoss`` computes log-softmax stably, ``predict_proba`` applies softmax).
     """
 
+    _forward_cache = ("_p",)
+
     def __init__(self):
         super().__init__()
         self._p = None
 
     def forward(self, x):
         x = _as_input(x)
-        p = self._buffer("p", x.shape, x.dtype)
+        p = self._buffer("p", x.shape, x.dtype, avoid=x)
         F.softmax(x, out=p, n_threads=self._n_threads)
         self._p = p
         return p
@@ -662,7 +705,7 @@ class Softmax(Module):
     def backward(self, grad_output, need_input_grad=True, inplace=False):
         if not need_input_grad:
             return None
-        out = self._buffer("gx", grad_output.shape, grad_output.dtype)
+        out = self._buffer("gx", grad_output.shape, grad_output.dtype, avoid=grad_output)
         return F.softmax_backward(self._p, grad_output, out=out, n_threads=self._n_threads)
 
 
@@ -676,6 +719,8 @@ class Sparsemax(Module):
         Threshold algorithm (see :func:`fastnn.functional.sparsemax`).
     """
 
+    _forward_cache = ("_p",)
+
     def __init__(self, method="auto"):
         super().__init__()
         if method not in ("auto", "sort", "select"):
@@ -685,7 +730,7 @@ class Sparsemax(Module):
 
     def forward(self, x):
         x = _as_input(x)
-        p = self._buffer("p", x.shape, x.dtype)
+        p = self._buffer("p", x.shape, x.dtype, avoid=x)
         F.sparsemax(x, method=self.method, out=p, n_threads=self._n_threads)
         self._p = p
         return p
@@ -693,7 +738,7 @@ class Sparsemax(Module):
     def backward(self, grad_output, need_input_grad=True, inplace=False):
         if not need_input_grad:
             return None
-        out = self._buffer("gx", grad_output.shape, grad_output.dtype)
+        out = self._buffer("gx", grad_output.shape, grad_output.dtype, avoid=grad_output)
         return F.sparsemax_backward(self._p, grad_output, out=out, n_threads=self._n_threads)
 
     def _kink_state(self):
@@ -755,11 +800,11 @@ class Dropout(Module):
         if not self._active:
             if self.mode == "inverted" or self.p == 0.0:
                 return x
-            y = self._buffer("y", x.shape, x.dtype)
+            y = self._buffer("y", x.shape, x.dtype, avoid=x)
             return np.multiply(x, 1.0 - self.p, out=y)
         self._call_seed = self._seed_for(self._calls)
         self._calls += 1
-        y = self._buffer("y", x.shape, x.dtype)
+        y = self._buffer("y", x.shape, x.dtype, avoid=x)
         if self._fast_apply(x, y):
             return y
         return F.dropout(x, self.p, self._call_seed, mode=self.mode, training=True, out=y,
@@ -779,10 +824,10 @@ class Dropout(Module):
             if self.mode == "inverted" or self.p == 0.0:
                 return grad_output
             out = grad_output if inplace else self._buffer("gx", grad_output.shape,
-                                                           grad_output.dtype)
+                                                           grad_output.dtype, avoid=grad_output)
             return np.multiply(grad_output, 1.0 - self.p, out=out)
         out = grad_output if inplace else self._buffer("gx", grad_output.shape,
-                                                       grad_output.dtype)
+                                                       grad_output.dtype, avoid=grad_output)
         if self._fast_apply(grad_output, out):
             return out
         return F.dropout_backward(grad_output, self.p, self._call_seed, mode=self.mode, out=out,

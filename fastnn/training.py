@@ -290,7 +290,8 @@ def _predict_raw(model, X, batch_size):
     try:
         outs = []
         for start in range(0, X.shape[0], batch_size):
-            outs.append(np.array(model.forward(X[start:start + batch_size]), copy=True))
+            xb = np.ascontiguousarray(X[start:start + batch_size])
+            outs.append(np.array(model.forward(xb), copy=True))
         return np.concatenate(outs) if outs else np.empty((0, 0), dtype=X.dtype)
     finally:
         for m, mode in zip(model.modules(), modes):
@@ -299,7 +300,8 @@ def _predict_raw(model, X, batch_size):
 
 def predict(model, X, batch_size: int = _EVAL_BATCH) -> np.ndarray:
     """The network's raw output (logits for classifiers) in evaluation mode, in batches."""
-    X = check_float_array(X, "X", ndim=2, dtype=_model_dtype(model))
+    # checked here, converted batch by batch (an array is never copied whole)
+    X = check_float_array(X, "X", ndim=2, dtype=_model_dtype(model), contiguous=False)
     return _predict_raw(model, X, batch_size)
 
 
@@ -333,7 +335,7 @@ def evaluate(model, X, y, loss=None, batch_size: int = _EVAL_BATCH) -> dict:
     loss = get_loss(loss if loss is not None else (getattr(model, "loss", None)
                                                    or "cross_entropy"))
     dtype = _model_dtype(model)
-    X = check_float_array(X, "X", ndim=2, dtype=dtype)
+    X = check_float_array(X, "X", ndim=2, dtype=dtype, contiguous=False)  # converted by batch
     y = _prepare_y(y, loss.task, dtype, X.shape[0], _n_outputs(model))
     z = _predict_raw(model, X, batch_size)
     return _metrics_from_output(loss, z, y)
