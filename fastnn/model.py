@@ -89,8 +89,8 @@ class Sequential(_Container):
 
     Notes
     -----
-    ``forward`` returns an array owned by the network and overwritten by the next forward with the
-    same batch size (that is how a training step avoids allocations); ``predict`` returns a new
+    ``forward`` returns an array owned by the network and overwritten by the next forward, whatever
+    its batch size (that is how a training step avoids allocations); ``predict`` returns a new
     array.
     """
 
