@@ -365,7 +365,7 @@ class Module:
         if avoid is not None and base is not None and avoid.base is base:
             return np.empty(shape, dtype=dt)
         if base is None or base.dtype != dt or base.size < size:
-            base = None   # free the old array before allocating the larger one
+            entry = base = None   # let the old array go before allocating the larger one
             self._buffers.pop(tag, None)
             base = np.empty(size, dtype=dt)
         view = base[:size].reshape(shape)
