@@ -161,8 +161,7 @@ def test_predict_memory_follows_the_batch_not_X(inputs, layout, entry):
 @pytest.mark.parametrize("estimator", ["classifier", "regressor"])
 @pytest.mark.parametrize("layout", ["float64", "fortran", "int", "broadcast"])
 def test_estimator_predict_memory_follows_the_batch(estimator, layout):
-    sk = pytest.importorskip("sklearn")
-    del sk
+    pytest.importorskip("sklearn")
     rng = np.random.default_rng(0)
     X = rng.standard_normal((N // 2, D)).astype(np.float32)   # a float32 copy is 24 MB
     Xin = {"float64": X.astype(np.float64), "fortran": np.asfortranarray(X),
