@@ -77,6 +77,8 @@ class Merge(Module):
 class Concatenate(Merge):
     """``[x_1, ..., x_k]`` side by side along the features."""
 
+    _forward_cache = ("_ran", "_widths")
+
     def merged_features(self, widths):
         return int(sum(widths))
 
@@ -103,6 +105,8 @@ class Concatenate(Merge):
 
 class Add(Merge):
     """``x_1 + ... + x_k`` (equal widths)."""
+
+    _forward_cache = ("_ran", "_k")
 
     def merged_features(self, widths):
         if len(set(widths)) > 1:
@@ -135,6 +139,8 @@ class Add(Merge):
 
 class Multiply(Merge):
     """``x_1 * ... * x_k`` elementwise (equal widths); gradient of x_i: g times the others."""
+
+    _forward_cache = ("_ran", "_xs")
 
     def merged_features(self, widths):
         if len(set(widths)) > 1:
@@ -207,6 +213,8 @@ class Model(_Container):
     single array for a one-output model). ``backward(g)`` takes one gradient per output and
     returns one per input.
     """
+
+    _forward_cache = ("_ran",)
 
     def __init__(self, inputs, outputs, dtype=None, n_threads: int | None = None) -> None:
         super().__init__()

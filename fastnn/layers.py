@@ -8,8 +8,10 @@ parameters into their ``.grad`` buffers. The arithmetic is done by the compiled 
 Python loop over samples).
 
 Buffers. Outputs and gradients are written into arrays owned by the module and reused by every
-call with the same batch size, so a steady-state training step allocates no arrays. The price: the
-array returned by ``forward`` (or ``backward``) is overwritten by the next call with the same batch
+call, so a steady-state training step allocates no arrays. One array per buffer, sized for the
+largest batch seen, serves every batch size (a call gets a view of its leading rows): the memory
+held is that of the largest batch, however many batch sizes a model serves. The price: the array
+returned by ``forward`` (or ``backward``) is overwritten by the next call, whatever its batch
 size. Copy it (``y.copy()``) or use :meth:`fastnn.Sequential.predict` to keep a result.
 """
 from __future__ import annotations
@@ -18,6 +20,7 @@ import contextlib
 import contextvars
 import copy
 import itertools
+import math
 import numbers
 
 import numpy as np
@@ -58,7 +61,6 @@ __all__ = [
 # the sign pattern between the two points of a finite-difference stencil.
 _KINKED = tuple(a.name for a in ACTIVATION_TABLE.values() if a.kinked)
 
-_MAX_CACHED_SHAPES = 32
 # False while fastnn.load builds a model whose parameters it then reads from the file: the
 # initializers would only cost time and a temporary as large as each weight.
 _INITIALIZE = contextvars.ContextVar("fastnn_initialize", default=True)
@@ -176,6 +178,11 @@ class Module:
         self._parameters: dict[str, Parameter] = {}
         self._modules: dict[str, Module] = {}
         self._buffers: dict = {}
+
+    #: Attributes holding what ``forward`` caches for ``backward`` (its input, its output):
+    #: left out of pickles and copies, and released by ``predict`` (a subclass that caches
+    #: arrays in other attributes lists them here).
+    _forward_cache: tuple = ()
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -395,24 +402,54 @@ class Module:
 
     # --- buffers ---------------------------------------------------------------------------------
     def __getstate__(self):
-        # Work buffers are caches, rebuilt at the next call: leaving them out keeps pickles small
-        # (joblib and Dask move fitted models between processes) and keeps a model loaded
-        # read-only (joblib.load(..., mmap_mode="r")) usable for prediction.
+        # Work buffers and the arrays cached for backward are scratch, rebuilt by the next call:
+        # a pickle (joblib and Dask move fitted models between processes) or a copy holds the
+        # weights, the configuration and the counters only, whatever was run before. A model
+        # loaded read-only (joblib.load(..., mmap_mode="r")) stays usable for prediction.
         state = self.__dict__.copy()
         state["_buffers"] = {}
+        for name in self._forward_cache:
+            if name in state:
+                state[name] = None
         state.pop("_predict_lock_", None)  # a lock is per process (Sequential.predict)
         return state
 
-    def _buffer(self, tag: str, shape: tuple, dtype) -> np.ndarray:
-        """A reusable work array: the same object for the same (tag, shape, dtype)."""
-        key = (tag, shape, dtype)
-        buf = self._buffers.get(key)
-        if buf is None:
-            if len(self._buffers) >= _MAX_CACHED_SHAPES:
-                self._buffers.clear()
-            buf = np.empty(shape, dtype=dtype)
-            self._buffers[key] = buf
-        return buf
+    def _clear_forward_cache(self) -> None:
+        """Drop the arrays cached by the last forward (a backward needs a new forward)."""
+        for name in self._forward_cache:
+            setattr(self, name, None)
+
+    def _buffer(self, tag: str, shape: tuple, dtype, avoid=None) -> np.ndarray:
+        """A C-contiguous work array of ``shape`` and ``dtype`` for ``tag``: a view of the
+        leading elements of one array per tag, grown to the largest request (so the memory held
+        is the largest batch's, not the sum over the batch sizes served). The same view object
+        is returned while the shape repeats (a training step). ``avoid``: an input the caller
+        reads while writing the buffer; when it lies in the tag's array (a module fed its own
+        earlier output), a fresh array is returned instead."""
+        entry = self._buffers.get(tag)   # [shape, dtype, view, base]
+        if entry is not None and entry[0] == shape and entry[1] is dtype and (
+                avoid is None or avoid.base is not entry[3]):
+            return entry[2]
+        return self._grow_buffer(tag, shape, dtype, avoid)
+
+    def _grow_buffer(self, tag, shape, dtype, avoid) -> np.ndarray:
+        dt = np.dtype(dtype)
+        size = math.prod(shape)
+        entry = self._buffers.get(tag)
+        base = None if entry is None else entry[3]
+        if avoid is not None and base is not None and avoid.base is base:
+            return np.empty(shape, dtype=dt)
+        if base is None or base.dtype != dt or base.size < size:
+            entry = base = None   # let the old array go before allocating the larger one
+            self._buffers.pop(tag, None)
+            base = np.empty(size, dtype=dt)
+        view = base[:size].reshape(shape)
+        self._buffers[tag] = [tuple(shape), dtype, view, base]
+        return view
+
+    def _buffer_nbytes(self) -> int:
+        """Bytes held by this module's work buffers (not its sub-modules')."""
+        return sum(entry[3].nbytes for entry in self._buffers.values())
 
     def _kink_state(self):
         """After a forward: a bool array whose change between two nearby inputs signals a
@@ -503,6 +540,8 @@ class Dense(Module):
         Not regularized by L1/L2 (``regularize=False``).
     """
 
+    _forward_cache = ("_x", "_y", "_z")
+
     def __init__(self, in_features: int, out_features: int, activation=None, bias: bool = True,
                  init=None, bias_init: float = 0.0, seed=None, dtype=np.float32):
         super().__init__()
@@ -558,9 +597,9 @@ class Dense(Module):
     def forward(self, x):
         x = _as_input(x)
         W = self.weight.data
-        y = self._buffer("y", (x.shape[0], self.out_features), W.dtype)
-        if x is y or x.base is y:  # fed its own last output: a GEMM cannot write over its input
-            y = np.empty_like(y)
+        # avoid=x: a layer fed its own last output gets a fresh array (a GEMM cannot write over
+        # its input)
+        y = self._buffer("y", (x.shape[0], self.out_features), W.dtype, avoid=x)
         b = None if self.bias is None else self.bias.data
         # The pre-activation, for the backward of GELU/SiLU, only when training.
         z = None
@@ -582,7 +621,7 @@ class Dense(Module):
             raise _no_forward(self)
         gx = None
         if need_input_grad:
-            gx = self._buffer("gx", x.shape, x.dtype)
+            gx = self._buffer("gx", x.shape, x.dtype)   # the kernels refuse an overlap
         if self._fast_backward(x, grad_output, gx, inplace):
             return gx
         F.dense_backward(x, self.weight.data, self._y, grad_output, activation=self.activation,
@@ -699,6 +738,8 @@ class Maxout(Module):
         group adjacent (columns ``j k`` to ``j k + k - 1`` feed output ``j``).
     """
 
+    _forward_cache = ("_arg",)
+
     def __init__(self, in_features: int, out_features: int, pieces: int = 2, bias: bool = True,
                  init=None, bias_init: float = 0.0, seed=None, dtype=np.float32):
         super().__init__()
@@ -777,6 +818,8 @@ class Activation(Module):
     derivative 0 (threshold units are not trained by backpropagation).
     """
 
+    _forward_cache = ("_y", "_z")
+
     def __init__(self, name="identity"):
         super().__init__()
         self.name = _canonical_activation(name)
@@ -787,7 +830,7 @@ class Activation(Module):
         if self.name == "identity":
             self._y = x
             return x
-        y = self._buffer("y", x.shape, x.dtype)
+        y = self._buffer("y", x.shape, x.dtype, avoid=x)
         F.activation(x, self.name, out=y, n_threads=self._n_threads)
         self._y = y
         self._z = x if ACTIVATION_TABLE[self.name].needs_z else None
@@ -799,7 +842,7 @@ class Activation(Module):
         if not need_input_grad or self.name == "identity":
             return grad_output if need_input_grad else None
         out = grad_output if inplace else self._buffer("gx", grad_output.shape,
-                                                       grad_output.dtype)
+                                                       grad_output.dtype, avoid=grad_output)
         return F.activation_backward(self._y, grad_output, self.name, out=out,
                                      n_threads=self._n_threads, z=self._z)
 
@@ -917,13 +960,15 @@ class Softmax(Module):
     the map (``CrossEntropyLoss`` computes log-softmax stably, ``predict_proba`` applies softmax).
     """
 
+    _forward_cache = ("_p",)
+
     def __init__(self):
         super().__init__()
         self._p = None
 
     def forward(self, x):
         x = _as_input(x)
-        p = self._buffer("p", x.shape, x.dtype)
+        p = self._buffer("p", x.shape, x.dtype, avoid=x)
         F.softmax(x, out=p, n_threads=self._n_threads)
         self._p = p
         return p
@@ -933,7 +978,7 @@ class Softmax(Module):
             raise _no_forward(self)
         if not need_input_grad:
             return None
-        out = self._buffer("gx", grad_output.shape, grad_output.dtype)
+        out = self._buffer("gx", grad_output.shape, grad_output.dtype, avoid=grad_output)
         return F.softmax_backward(self._p, grad_output, out=out, n_threads=self._n_threads)
 
     @classmethod
@@ -951,6 +996,8 @@ class Sparsemax(Module):
         Threshold algorithm (see :func:`fastnn.functional.sparsemax`).
     """
 
+    _forward_cache = ("_p",)
+
     def __init__(self, method="auto"):
         super().__init__()
         if method not in ("auto", "sort", "select"):
@@ -960,7 +1007,7 @@ class Sparsemax(Module):
 
     def forward(self, x):
         x = _as_input(x)
-        p = self._buffer("p", x.shape, x.dtype)
+        p = self._buffer("p", x.shape, x.dtype, avoid=x)
         F.sparsemax(x, method=self.method, out=p, n_threads=self._n_threads)
         self._p = p
         return p
@@ -970,7 +1017,7 @@ class Sparsemax(Module):
             raise _no_forward(self)
         if not need_input_grad:
             return None
-        out = self._buffer("gx", grad_output.shape, grad_output.dtype)
+        out = self._buffer("gx", grad_output.shape, grad_output.dtype, avoid=grad_output)
         return F.sparsemax_backward(self._p, grad_output, out=out, n_threads=self._n_threads)
 
     def _kink_state(self):
@@ -1037,11 +1084,11 @@ class Dropout(Module):
         if not self._active:
             if self.mode == "inverted" or self.p == 0.0:
                 return x
-            y = self._buffer("y", x.shape, x.dtype)
+            y = self._buffer("y", x.shape, x.dtype, avoid=x)
             return np.multiply(x, 1.0 - self.p, out=y)
         self._call_seed = self._seed_for(self._calls)
         self._calls += 1
-        y = self._buffer("y", x.shape, x.dtype)
+        y = self._buffer("y", x.shape, x.dtype, avoid=x)
         if self._fast_apply(x, y):
             return y
         return F.dropout(x, self.p, self._call_seed, mode=self.mode, training=True, out=y,
@@ -1063,10 +1110,10 @@ class Dropout(Module):
             if self.mode == "inverted" or self.p == 0.0:
                 return grad_output
             out = grad_output if inplace else self._buffer("gx", grad_output.shape,
-                                                           grad_output.dtype)
+                                                           grad_output.dtype, avoid=grad_output)
             return np.multiply(grad_output, 1.0 - self.p, out=out)
         out = grad_output if inplace else self._buffer("gx", grad_output.shape,
-                                                       grad_output.dtype)
+                                                       grad_output.dtype, avoid=grad_output)
         if self._fast_apply(grad_output, out):
             return out
         return F.dropout_backward(grad_output, self.p, self._call_seed, mode=self.mode, out=out,

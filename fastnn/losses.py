@@ -23,6 +23,10 @@ from fastnn.functional import losses as _fl
 from fastnn.functional import output as _fo
 from fastnn.functional.activations import sigmoid as _sigmoid
 
+#: Per-sample loss buffers up to this many rows (512 KiB) are kept for the next call (a training
+#: step's batch); a larger one (an evaluation of a whole data set) is freed after its call.
+_MAX_KEPT_ROWS = 1 << 16
+
 __all__ = ["Loss", "SquaredLoss", "CrossEntropyLoss", "BinaryCrossEntropyLoss", "SparsemaxLoss",
            "get_loss", "LOSSES"]
 
@@ -36,21 +40,31 @@ class Loss:
 
     def __init__(self, n_threads=None):
         self.n_threads = n_threads
-        self._loss_rows = {}
+        self._scratch = threading.local()
 
     def _rows(self, z) -> np.ndarray:
         """Reused per-sample loss buffer, one per calling thread (so one loss object can serve
-        concurrent evaluate/predict calls from several threads)."""
+        concurrent evaluate/predict calls from several threads; a thread's buffer goes with
+        it), kept only up to ``_MAX_KEPT_ROWS`` rows."""
         n = np.shape(z)[0] if np.ndim(z) else 0
-        key = threading.get_ident()
-        rows = self._loss_rows.get(key)
+        scratch = self.__dict__.get("_scratch")
+        if scratch is None:  # a subclass that did not call Loss.__init__
+            scratch = self.__dict__.setdefault("_scratch", threading.local())
+        rows = getattr(scratch, "rows", None)
         if rows is None or rows.shape[0] != n:
-            rows = self._loss_rows[key] = np.empty(n, np.float64)
+            rows = np.empty(n, np.float64)
+            scratch.rows = rows if n <= _MAX_KEPT_ROWS else None
         return rows
 
     def __getstate__(self):
         # Scratch buffers are not state: leave them out of pickles and copies.
-        return {**self.__dict__, "_loss_rows": {}}
+        state = self.__dict__.copy()
+        state.pop("_scratch", None)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._scratch = threading.local()
 
     def loss(self, z, y) -> float:
         """Mean loss over the samples (rows) of ``z``."""

@@ -139,8 +139,8 @@ class Sequential(_Container):
 
     Notes
     -----
-    ``forward`` returns an array owned by the network and overwritten by the next forward with the
-    same batch size (that is how a training step avoids allocations); ``predict`` returns a new
+    ``forward`` returns an array owned by the network and overwritten by the next forward, whatever
+    its batch size (that is how a training step avoids allocations); ``predict`` returns a new
     array.
     """
 
@@ -189,9 +189,11 @@ class Sequential(_Container):
         return w
 
     # --- graph -----------------------------------------------------------------------------------
-    def _check_input(self, X) -> np.ndarray:
-        """X as a C-contiguous 2-D array of the network's dtype and input width, or raise."""
-        X = check_float_array(X, "X", ndim=2, dtype=self._dtype)
+    def _check_input(self, X, contiguous=True) -> np.ndarray:
+        """X as a 2-D array of the network's dtype and input width, or raise. With
+        ``contiguous=False`` an ndarray is only checked, never copied (predict converts it
+        batch by batch)."""
+        X = check_float_array(X, "X", ndim=2, dtype=self._dtype, contiguous=contiguous)
         if self._in_features is not None and X.shape[1] != self._in_features:
             raise ValueError(f"X has {X.shape[1]} features but the network expects "
                              f"{self._in_features}")
@@ -290,7 +292,14 @@ class Sequential(_Container):
             from fastnn import streaming
             if streaming.is_stream(X):
                 return streaming.predict_stream(self, X, batch_size or _PREDICT_BATCH)
-        X = self._check_input(X)
+        X = self._check_input(X, contiguous=False)
+        return self._predict_batches(X, batch_size, np.ascontiguousarray)
+
+    def _predict_batches(self, X, batch_size, convert) -> np.ndarray:
+        """``predict`` on a validated 2-D ``X`` (any strides, even zero: a broadcast view),
+        ``convert(X[start:stop])`` giving each batch as the C-contiguous array of the network's
+        dtype that the layers read. Only a batch is ever converted, so memory follows
+        ``batch_size``, not ``n_samples``; the output is allocated once."""
         if batch_size is None:
             batch_size = _PREDICT_BATCH
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
@@ -301,12 +310,12 @@ class Sequential(_Container):
             modes = [m.training for m in modules]
             for m in modules:
                 m.training = False
+            n = X.shape[0]
             try:
-                n = X.shape[0]
                 out = None
                 for start in range(0, n, batch_size):
-                    z = X[start:start + batch_size] if n > batch_size else X
-                    for m in self._layers:   # X is validated above
+                    z = convert(X[start:start + batch_size] if n > batch_size else X)
+                    for m in self._layers:
                         z = m.forward(z)
                     if out is None:
                         out = np.empty((n,) + z.shape[1:], dtype=z.dtype)
@@ -318,6 +327,8 @@ class Sequential(_Container):
             finally:
                 for m, mode in zip(modules, modes):
                     m.training = mode
+                    if n > batch_size:  # the first layers keep a view of X: let it go
+                        m._clear_forward_cache()
 
     def _predict_lock(self):
         """One ``predict`` at a time per network. Its modules compute into shared work buffers
@@ -520,14 +531,14 @@ class Parallel(_Container):
         outs = [b.forward(x) for b in self.branches]
         n = x.shape[0]
         if self.merge == "sum":
-            y = self._buffer("y", outs[0].shape, x.dtype)
+            y = self._buffer("y", outs[0].shape, x.dtype, avoid=x)
             np.copyto(y, outs[0])
             for o in outs[1:]:
                 np.add(y, o, out=y)
         else:
             widths = [o.shape[1] for o in outs]
             self._widths = widths
-            y = self._buffer("y", (n, sum(widths)), x.dtype)
+            y = self._buffer("y", (n, sum(widths)), x.dtype, avoid=x)
             start = 0
             for o, w in zip(outs, widths):
                 y[:, start:start + w] = o

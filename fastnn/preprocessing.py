@@ -51,6 +51,8 @@ class Normalization(Module):
     >>> model = Sequential(norm, Dense(64, 32, "relu"), Dense(32, 10)) # doctest: +SKIP
     """
 
+    _forward_cache = ("_ran",)
+
     def __init__(self, n_features=None, *, mean=None, variance=None, epsilon: float = 1e-7):
         super().__init__()
         self._ran = False

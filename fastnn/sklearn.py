@@ -29,13 +29,15 @@ from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
-from sklearn.utils.validation import check_is_fitted, column_or_1d
+from sklearn.utils.validation import check_array, check_is_fitted, column_or_1d
 
 try:  # scikit-learn >= 1.6
     from sklearn.utils.validation import validate_data as _validate_data
+    _CHECK_NAMES_ONLY = {"skip_check_array": True}
 except ImportError:  # pragma: no cover - older scikit-learn
     def _validate_data(estimator, *args, **kwargs):
         return estimator._validate_data(*args, **kwargs)
+    _CHECK_NAMES_ONLY = {"cast_to_ndarray": False}
 
 from fastnn.callbacks import Callback, EarlyStopping
 from fastnn.layers import ACTIVATIONS, Dense, Dropout
@@ -401,9 +403,22 @@ class _BaseMLP(BaseEstimator):
 
     def _forward(self, X):
         check_is_fitted(self)
-        X = self._validate_X(X, reset=False)
+        if not (isinstance(X, np.ndarray) and X.ndim == 2 and X.dtype.kind in "fiub"
+                and X.shape[0] > 0 and X.shape[1] > 0):
+            X = self._validate_X(X, reset=False)
+            with limit_threads(self.n_threads):
+                return self.model_.predict(X)
+        # An array is converted and checked (dtype, finiteness) batch by batch, with the
+        # messages of the one-shot check: memory follows the batch, not X (a float64 X for a
+        # float32 model, a Fortran-ordered or a broadcast X are never copied whole).
+        _validate_data(self, X, reset=False, **_CHECK_NAMES_ONLY)  # feature names and count
+        dtype = self.model_.dtype
+
+        def convert(batch):
+            return check_array(batch, dtype=dtype, order="C", estimator=self, input_name="X")
+
         with limit_threads(self.n_threads):
-            return self.model_.predict(X)
+            return self.model_._predict_batches(X, None, convert)
 
     def __sklearn_is_fitted__(self):
         return hasattr(self, "model_")

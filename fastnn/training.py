@@ -345,7 +345,8 @@ def _predict_raw(model, X, batch_size):
     try:
         outs = []
         for start in range(0, X.shape[0], batch_size):
-            outs.append(np.array(model.forward(X[start:start + batch_size]), copy=True))
+            xb = np.ascontiguousarray(X[start:start + batch_size])
+            outs.append(np.array(model.forward(xb), copy=True))
         return np.concatenate(outs) if outs else np.empty((0, 0), dtype=X.dtype)
     finally:
         for m, mode in zip(model.modules(), modes):
@@ -359,7 +360,7 @@ def predict(model, X, batch_size: int = _EVAL_BATCH) -> np.ndarray:
     chunk by chunk; the output is one NumPy array."""
     if streaming.is_stream(X):
         return streaming.predict_stream(model, X, batch_size)
-    X = check_float_array(X, "X", ndim=2, dtype=_model_dtype(model))
+    X = check_float_array(X, "X", ndim=2, dtype=_model_dtype(model), contiguous=False)
     return _predict_raw(model, X, batch_size)
 
 
@@ -400,7 +401,7 @@ def evaluate(model, X, y=None, loss=None, batch_size: int = _EVAL_BATCH) -> dict
         return streaming.evaluate_stream(model, stream, loss)
     if y is None:
         raise ValueError("y is required when X is an array")
-    X = check_float_array(X, "X", ndim=2, dtype=dtype)
+    X = check_float_array(X, "X", ndim=2, dtype=dtype, contiguous=False)  # converted by batch
     y = _prepare_y(y, loss.task, dtype, X.shape[0], _n_outputs(model))
     z = _predict_raw(model, X, batch_size)
     return _metrics_from_output(loss, z, y)
