@@ -144,14 +144,51 @@ def test_readme_script_block_runs_as_a_file(tmp_path, line, code):
     run([sys.executable, "readme_block.py"], tmp_path)
 
 
+def _user_files(d):
+    """The files the README's CLI lines stand for as "your data": a numeric CSV with a header
+    and a ``price`` target (a linear function of the features plus noise), new rows without the
+    target, labelled test rows, and an X.npy/y.npy pair of three classes."""
+    import numpy as np
+    rng = np.random.default_rng(0)
+    X = rng.uniform(0, 1, (260, 3))
+    price = 100 + 50 * X[:, 0] - 20 * X[:, 1] + 10 * X[:, 2] + rng.normal(0, 1, 260)
+    rows = [",".join(f"{v:.6g}" for v in (*x, p)) for x, p in zip(X, price)]
+    (d / "houses.csv").write_text("rooms,area,age,price\n" + "\n".join(rows[:200]) + "\n")
+    (d / "test.csv").write_text("rooms,area,age,price\n" + "\n".join(rows[200:]) + "\n")
+    (d / "new.csv").write_text("rooms,area,age\n" + "\n".join(
+        ",".join(r.split(",")[:3]) for r in rows[200:220]) + "\n")
+    Xc = rng.normal(size=(150, 5))
+    np.save(d / "X.npy", Xc)
+    np.save(d / "y.npy", (Xc[:, 0] > 0).astype(int) + (Xc[:, 1] > 1).astype(int))
+
+
+@pytest.fixture(scope="module")
+def cli_dir(tmp_path_factory):
+    """One directory for every README CLI line, in README order (a model saved by one line is
+    read by the next), holding the user data files the lines name."""
+    d = tmp_path_factory.mktemp("readme_cli")
+    _user_files(d)
+    return d
+
+
 @pytest.mark.parametrize("line,argv", [
     pytest.param(line, argv, marks=[pytest.mark.slow] if any(map(needs_mnist, argv)) else [])
     for line, argv in fastnn_commands()],
     ids=lambda v: f"line{v}" if isinstance(v, int) else " ".join(v))
-def test_readme_fastnn_command_runs(tmp_path, line, argv):
+def test_readme_fastnn_command_runs(cli_dir, line, argv):
     if any(needs_mnist(a) for a in argv):
         found = mnist_dir()
         if found is None:
             pytest.skip(f"needs MNIST, not found in {MNIST_DIR}")
         argv = [os.path.abspath(found) if a == "path/to/mnist" else a for a in argv]
-    run([sys.executable, "-m", "fastnn", *argv], tmp_path)
+    # "fastnn a && fastnn b" runs both, in order
+    commands, current = [], []
+    for a in argv:
+        if a == "&&":
+            commands.append(current)
+            current = []
+        elif not (a == "fastnn" and not current):
+            current.append(a)
+    commands.append(current)
+    for cmd in commands:
+        run([sys.executable, "-m", "fastnn", *cmd], cli_dir)
