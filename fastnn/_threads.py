@@ -56,16 +56,40 @@ made a dense layer 20-300x slower than NumPy):
 
 ``n_threads=None`` means "what OMP_NUM_THREADS / threadpoolctl allow now" (``omp_get_max_threads``
 at call time); ``n_threads=1`` is exactly sequential; 0 or a negative count is an error.
+
+* Ceiling: a kernel never gets more threads than the CPUs the process may run on
+  (``os.sched_getaffinity``, else ``os.cpu_count``; re-read in a forked child). More OpenMP
+  threads than CPUs never speed up a compute loop, and each costs a stack: ``n_threads=1024``
+  under an address-space limit made libgomp abort the process ("Thread creation failed"). A
+  count above MAX_THREADS is a ValueError (a typo, not a request). Tests that need more threads
+  than this machine has CPUs (odd block splits) may raise ``fastnn._threads._CPUS``.
+
+* Fork: GNU libgomp is not fork-safe. Its worker threads do not exist in a child created by
+  ``fork()`` (multiprocessing's "fork" start method, joblib's multiprocessing backend, gunicorn,
+  Dask's forked workers), but the child's libgomp still counts on them: its first parallel region
+  with 2+ threads waits for them for ever. libgomp cannot re-create its team, so fastnn makes
+  such a child serial: when the process (or an ancestor before its fork) has handed a kernel a
+  count of 2+ threads, every kernel call in the forked child gets n_threads=1 (explicit counts
+  included; ``fastnn.parallel.thread_info()["serial_after_fork"]`` says so). A child of a
+  process that never ran fastnn with 2+ threads (a server that loads a model, then forks its
+  workers) keeps its threads. BLAS stays parallel in the child: OpenBLAS (pthreads) re-creates
+  its own workers after a fork (tests/test_fork.py checks a large product there). If another
+  library drives the same libgomp with 2+ threads before a fork, fastnn cannot see it: set
+  ``FASTNN_FORK_SERIAL=1`` in that process (or call ``fastnn._threads.serial_after_fork()``).
+  ``spawn`` and ``forkserver`` children start fresh and are not affected.
 """
 from __future__ import annotations
 
 import ctypes
+import functools
 import numbers
 import os
+import threading
 
 from fastnn._kernels import _blas, _config
 
-__all__ = ["resolve_n_threads", "blas_info", "use_blas"]
+__all__ = ["resolve_n_threads", "effective_n_threads", "check_n_threads", "blas_info", "use_blas",
+           "exclusive_use", "shared_use"]
 
 _BLAS_INFO: dict | None = None
 _OPENMP = _config.openmp_enabled()
@@ -74,19 +98,27 @@ _OPENMP = _config.openmp_enabled()
 MAX_THREADS = max(1024, 4 * (os.cpu_count() or 1))
 
 
-def resolve_n_threads(n_threads: int | None) -> int:
-    """Return the number of threads a kernel call may use (>= 1).
+def _cpus() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
 
-    Parameters
-    ----------
-    n_threads : int or None
-        None: ``omp_get_max_threads()`` at call time. A positive int: that many threads
-        (a build without OpenMP runs 1 whatever is asked).
-    """
-    if n_threads is None:
-        return max(1, _config.omp_max_threads())
-    if type(n_threads) is int and 0 < n_threads <= MAX_THREADS:  # fast path: every kernel call
-        return n_threads if _OPENMP else 1
+
+#: The most threads a kernel call gets: the CPUs this process may run on.
+_CPUS = _cpus()
+#: True: every kernel call runs serially (a build without OpenMP, or a forked child of a process
+#: that used OpenMP teams; see the module notes).
+_SERIAL = not _OPENMP
+#: True once a kernel was handed 2+ threads in this process (or in an ancestor before its fork):
+#: libgomp may then hold a team of workers that a forked child would not have.
+_TEAM_USED = os.environ.get("FASTNN_FORK_SERIAL", "") not in ("", "0")
+
+
+def check_n_threads(n_threads) -> None:
+    """Raise TypeError/ValueError unless ``n_threads`` is None or an int in [1, MAX_THREADS]."""
+    if n_threads is None or (type(n_threads) is int and 0 < n_threads <= MAX_THREADS):
+        return
     if isinstance(n_threads, bool) or not isinstance(n_threads, numbers.Integral):
         raise TypeError(f"n_threads must be None or a positive int, got {n_threads!r}")
     if n_threads <= 0:
@@ -94,7 +126,56 @@ def resolve_n_threads(n_threads: int | None) -> int:
     if n_threads > MAX_THREADS:
         raise ValueError(f"n_threads={n_threads} is more than fastnn allows ({MAX_THREADS}, "
                          f"fastnn._threads.MAX_THREADS); this machine has {os.cpu_count()} CPUs")
-    return int(n_threads) if _config.openmp_enabled() else 1
+
+
+def effective_n_threads(n_threads: int | None) -> int:
+    """The number of threads a kernel call with ``n_threads`` would use now (>= 1).
+
+    Parameters
+    ----------
+    n_threads : int or None
+        None: ``omp_get_max_threads()`` at call time. A positive int: that many threads.
+        Either is capped at the CPUs the process may run on, and is 1 in a build without OpenMP
+        and in a forked child of a process that used OpenMP teams (see the module notes).
+    """
+    if n_threads is None:
+        n = _config.omp_max_threads()
+    elif type(n_threads) is int and 0 < n_threads <= MAX_THREADS:  # fast path: every kernel call
+        n = n_threads
+    else:
+        check_n_threads(n_threads)
+        n = int(n_threads)
+    if n <= 1 or _SERIAL:
+        return 1
+    return n if n <= _CPUS else _CPUS
+
+
+def resolve_n_threads(n_threads: int | None) -> int:
+    """:func:`effective_n_threads` for a kernel call about to run: call it for each call, not
+    once ahead (validation alone: :func:`check_n_threads`). Records a count of 2+ (a forked
+    child then runs serially)."""
+    global _TEAM_USED
+    n = effective_n_threads(n_threads)
+    if n > 1:
+        _TEAM_USED = True
+    return n
+
+
+def serial_after_fork() -> None:
+    """Declare that this process's OpenMP runtime has (or may have) a team of workers, so that a
+    forked child runs fastnn serially (see the module notes). fastnn calls it for itself."""
+    global _TEAM_USED
+    _TEAM_USED = True
+
+
+def _after_fork_in_child():
+    global _SERIAL, _CPUS
+    _CPUS = _cpus()
+    if _TEAM_USED:
+        _SERIAL = True
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _find_scipy_blas():
@@ -240,3 +321,109 @@ def blas_info() -> dict:
 
 
 use_blas(os.environ.get("FASTNN_BLAS", "auto") or "auto")
+
+
+# --- one network, several Python threads -------------------------------------------------------
+# A network computes into work buffers it owns and switches its modules between training and
+# evaluation mode, so two threads must not run ``fit`` on it at once, nor ``fit`` next to a
+# ``predict``: the other thread's batch silently replaced the buffers (a shape error at best).
+# The rule: one ``fit`` at a time per network, and no ``predict``/``evaluate`` from another
+# thread while it runs; the second call raises a RuntimeError at once, whichever it is (waiting
+# could last a whole training, or deadlock a callback that waits for a thread using the model).
+# Concurrent ``predict`` calls stay allowed (Sequential.predict serializes them on its lock), and
+# a thread may nest calls (``fit`` evaluates its validation set, a callback predicts).
+_USE_LOCK = threading.Lock()
+_IN_USE: dict[int, list] = {}   # id(network) -> [fit thread or None, fit depth, {thread: predicts}]
+
+
+def _enter(model, exclusive: bool, what: str):
+    me = threading.get_ident()
+    with _USE_LOCK:
+        rec = _IN_USE.get(id(model))
+        if rec is None:
+            rec = _IN_USE[id(model)] = [None, 0, {}]
+        owner, _, readers = rec
+        other = ("fit" if owner is not None and owner != me else
+                 "predict" if exclusive and any(t != me for t in readers) else None)
+        if other is None:
+            if exclusive:
+                rec[0] = me
+                rec[1] += 1
+            else:
+                readers[me] = readers.get(me, 0) + 1
+            return
+        if owner is None and rec[1] == 0 and not readers:
+            del _IN_USE[id(model)]
+    raise RuntimeError(
+        f"{what}: this network is in use by another thread (a {other} is running). One thread at "
+        f"a time may train a network, and no other thread may predict with it meanwhile: train "
+        f"or predict with a copy (model.copy()), or wait for the other call to end")
+
+
+def _exit(model, exclusive: bool):
+    me = threading.get_ident()
+    with _USE_LOCK:
+        rec = _IN_USE.get(id(model))
+        if rec is None:  # the record of a parent process, dropped at fork
+            return
+        if exclusive:
+            rec[1] -= 1
+            if rec[1] <= 0:
+                rec[0], rec[1] = None, 0
+        else:
+            n = rec[2].get(me, 0) - 1
+            if n > 0:
+                rec[2][me] = n
+            else:
+                rec[2].pop(me, None)
+        if rec[0] is None and not rec[2]:
+            del _IN_USE[id(model)]
+
+
+def _guard(exclusive: bool, what: str):
+    def decorate(fn):
+        @functools.wraps(fn)
+        def wrapper(model, *args, **kwargs):
+            _enter(model, exclusive, what)
+            try:
+                return fn(model, *args, **kwargs)
+            finally:
+                _exit(model, exclusive)
+        return wrapper
+    return decorate
+
+
+def exclusive_use(what: str):
+    """Decorator of a function whose first argument is a network it trains (see above)."""
+    return _guard(True, what)
+
+
+def shared_use(what: str):
+    """Decorator of a function whose first argument is a network it only reads (see above)."""
+    return _guard(False, what)
+
+
+def _use_fork_prepare():
+    _USE_LOCK.acquire()
+
+
+def _use_fork_parent():
+    _USE_LOCK.release()
+
+
+def _use_fork_child():
+    # Only the forking thread exists in the child: the other threads' calls ended with them.
+    global _USE_LOCK
+    me = threading.get_ident()
+    for key, rec in list(_IN_USE.items()):
+        if rec[0] not in (None, me):
+            rec[0], rec[1] = None, 0
+        rec[2] = {me: rec[2][me]} if me in rec[2] else {}
+        if rec[0] is None and not rec[2]:
+            del _IN_USE[key]
+    _USE_LOCK = threading.Lock()
+
+
+os.register_at_fork(before=_use_fork_prepare, after_in_parent=_use_fork_parent,
+                    after_in_child=_use_fork_child)
+

@@ -15,6 +15,7 @@ import threading
 
 import numpy as np
 
+from fastnn._threads import shared_use
 from fastnn._validation import check_float_array
 from fastnn.layers import (
     Module,
@@ -190,6 +191,7 @@ class Sequential(_Container):
         from fastnn import training
         return training.evaluate(self, X, y, **kwargs)
 
+    @shared_use("predict")  # not while another thread trains this network
     def predict(self, X, batch_size=None) -> np.ndarray:
         """Network output for ``X`` in evaluation mode, computed in batches; a new array.
 
@@ -238,7 +240,7 @@ class Sequential(_Container):
         and predict switches them to evaluation mode and back, so two threads predicting at
         once got each other's rows and could leave the network in evaluation mode. Threads
         that need to predict in parallel should each use their own ``model.copy()``. (``fit``
-        takes no lock: do not train a network while another thread predicts with it.)"""
+        and ``predict`` from different threads: a RuntimeError, fastnn/_threads.py.)"""
         lock = self.__dict__.get("_predict_lock_")
         if lock is None:  # created lazily, left out of pickles and copies (Module.__getstate__)
             lock = self.__dict__.setdefault("_predict_lock_", threading.RLock())

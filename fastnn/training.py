@@ -21,6 +21,7 @@ import time
 
 import numpy as np
 
+from fastnn._threads import exclusive_use, shared_use
 from fastnn._validation import check_float_array
 from fastnn.data import BatchIterator, check_random_state, train_test_split
 
@@ -281,6 +282,7 @@ class _Running:
 # Evaluation and prediction
 # --------------------------------------------------------------------------------------------
 
+@shared_use("predict")
 def _predict_raw(model, X, batch_size):
     if hasattr(model, "predict"):
         return model.predict(X, batch_size=batch_size)
@@ -422,6 +424,7 @@ def _fmt_logs(logs):
     return " - ".join(parts)
 
 
+@exclusive_use("fit")  # one fit per network at a time, no predict from other threads
 def fit(model, X, y, loss=None, optimizer=None, epochs: int = 10, batch_size: int = 32,
         shuffle: bool = True, validation_data=None, validation_split: float = 0.0,
         callbacks=None, verbose: int = 1, seed=None, lr=None,
