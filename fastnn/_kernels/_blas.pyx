@@ -220,13 +220,15 @@ def _fork_child(caps):
     from fastnn.parallel) stay active; the others' ended with their threads."""
     global _req_depth
     cdef int c
+    cdef bint active = _req_depth > 0
     for c in range(MAX_CAP + 1):
         _req_count[c] = 0
     _req_depth = 0
     for c in caps:
         _req_count[_clamp_cap(c)] += 1
         _req_depth += 1
-    _req_apply()
+    if active:  # else the count is the user's, whatever it became since the last request
+        _req_apply()
     fastnn_req_unlock()
 
 
