@@ -40,6 +40,7 @@ A forked child keeps only the requests of the thread that forked.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import numbers
 import os
 import threading
@@ -108,7 +109,7 @@ class _BlasRequests:
                 base = self.base[lib.filepath] = lib.num_threads
             target = min([base] + caps)
             if lib.num_threads != target:
-                lib.set_num_threads(target)
+                _set_blas_threads(lib, target)
         if not caps:
             self.base.clear()
 
@@ -161,6 +162,21 @@ class _BlasRequests:
             self._apply()
         except Exception:  # threadpoolctl unavailable in the child: leave the counts as they are
             pass
+
+
+def _set_blas_threads(lib, n):
+    """Set a BLAS library's thread count from any thread. threadpoolctl ignores an OpenBLAS
+    change from a thread other than the first one that changed it while that thread lives (the
+    main thread, typically), which left a limit from a worker thread without effect; fastnn
+    calls OpenBLAS's own setter (its registry already serializes the changes)."""
+    if lib.internal_api == "openblas":
+        from fastnn import _threads
+
+        setter, _ = _threads._openblas_thread_fns(lib)
+        if setter:
+            ctypes.CFUNCTYPE(None, ctypes.c_int)(setter)(n)
+            return
+    lib.set_num_threads(n)
 
 
 _BLAS_REQUESTS = _BlasRequests()

@@ -259,3 +259,21 @@ def test_n_threads_1024_under_an_address_space_limit():
         # the same script without the ceiling dies in libgomp: the test can fail
         rc, out = run("nocap")
         assert rc != 0 and "OK" not in out, out
+
+
+@needs2
+def test_limit_from_a_worker_thread_after_the_main_thread_set_blas(original):
+    """threadpoolctl lets only the first thread that changed an OpenBLAS change it again (while
+    that thread lives); a limit from a worker thread then had no effect on scipy's OpenBLAS."""
+    with threadpoolctl.threadpool_limits(BASE, user_api="blas"):   # the main thread takes it
+        seen = {}
+
+        def worker():
+            with limit_threads(1):
+                seen["inside"] = blas_counts()
+            seen["after"] = blas_counts()
+        t = threading.Thread(target=worker)
+        t.start()
+        t.join(30)
+        assert set(seen["inside"].values()) == {1}, seen
+        assert seen["after"] == original
