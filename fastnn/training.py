@@ -501,6 +501,12 @@ def fit(model, X, y, loss=None, optimizer=None, epochs: int = 10, batch_size: in
     if loss is None:
         loss = getattr(model, "loss", None) or "cross_entropy"
     loss_fn = get_loss(loss)
+    # the network's n_threads ("threads for every kernel call") also holds for the loss and the
+    # optimizer that fit makes from a name
+    nt = getattr(model, "n_threads", None)
+    made = {} if nt is None else {"n_threads": nt}
+    if made and loss_fn is not loss:
+        loss_fn.n_threads = nt
     dtype = _model_dtype(model)
     X = check_float_array(X, "X", ndim=2, dtype=dtype, finite=True)
     n_out = _n_outputs(model)
@@ -536,9 +542,10 @@ def fit(model, X, y, loss=None, optimizer=None, epochs: int = 10, batch_size: in
             if lr is not None:
                 opt.lr = float(lr)
         else:
-            opt = make_optimizer("adam", params, lr=lr)
+            opt = make_optimizer("adam", params, lr=lr, **made)
     else:
-        opt = make_optimizer(optimizer, params, lr=lr)
+        opt = make_optimizer(optimizer, params, lr=lr,
+                             **(made if isinstance(optimizer, str) else {}))
     model.loss = loss_fn
     model.optimizer = opt
 

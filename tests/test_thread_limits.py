@@ -277,3 +277,21 @@ def test_limit_from_a_worker_thread_after_the_main_thread_set_blas(original):
         t.join(30)
         assert set(seen["inside"].values()) == {1}, seen
         assert seen["after"] == original
+
+
+@pytest.mark.parametrize("optimizer", [None, "sgd"])
+def test_network_n_threads_reaches_loss_and_optimizer(monkeypatch, optimizer):
+    """Sequential(n_threads=1) is "threads for every kernel call": fit's loss and optimizer
+    (made from names) ran at n_threads=None, i.e. on every core."""
+    from fastnn import Dense, Sequential
+
+    asked = []
+    real = T.effective_n_threads
+    monkeypatch.setattr(T, "effective_n_threads", lambda n: asked.append(n) or real(n))
+    model = Sequential(Dense(8, 16, "relu", seed=0), Dense(16, 3, seed=1), dtype=np.float64,
+                       n_threads=1)
+    rng = np.random.default_rng(0)
+    model.fit(rng.standard_normal((64, 8)), rng.integers(0, 3, 64), epochs=2, verbose=0,
+              optimizer=optimizer, validation_data=(rng.standard_normal((8, 8)),
+                                                    rng.integers(0, 3, 8)))
+    assert asked and set(asked) == {1}
