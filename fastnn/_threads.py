@@ -73,7 +73,9 @@ at call time); ``n_threads=1`` is exactly sequential; 0 or a negative count is a
   included; ``fastnn.parallel.thread_info()["serial_after_fork"]`` says so). A child of a
   process that never ran fastnn with 2+ threads (a server that loads a model, then forks its
   workers) keeps its threads. BLAS stays parallel in the child: OpenBLAS (pthreads) re-creates
-  its own workers after a fork (tests/test_fork.py checks a large product there). If another
+  its own workers after a fork (tests/test_fork.py checks a large product there); but a fork
+  while another thread is inside a multi-threaded OpenBLAS call hangs in OpenBLAS's own fork
+  handler (NumPy alone, RELIABILITY.md), which fastnn cannot intercept. If another
   library drives the same libgomp with 2+ threads before a fork, fastnn cannot see it: set
   ``FASTNN_FORK_SERIAL=1`` in that process (or call ``fastnn._threads.serial_after_fork()``).
   ``spawn`` and ``forkserver`` children start fresh and are not affected.
