@@ -119,18 +119,25 @@ class _BlasRequests:
         with self.lock:
             self.by_thread.setdefault(threading.get_ident(), []).append(n)
             _blas.request(n)
-            self._apply()
+            try:
+                self._apply()
+            except BaseException:   # no request may outlive a failed entry
+                self._pop(n)
+                raise
 
-    def exit(self, n):
+    def _pop(self, n):
         from fastnn._kernels import _blas
 
+        me = threading.get_ident()
+        stack = self.by_thread[me]
+        stack.pop()
+        if not stack:
+            del self.by_thread[me]
+        _blas.release(n)
+
+    def exit(self, n):
         with self.lock:
-            me = threading.get_ident()
-            stack = self.by_thread[me]
-            stack.pop()
-            if not stack:
-                del self.by_thread[me]
-            _blas.release(n)
+            self._pop(n)
             self._apply()
 
     def active(self) -> int:

@@ -295,3 +295,14 @@ def test_network_n_threads_reaches_loss_and_optimizer(monkeypatch, optimizer):
               optimizer=optimizer, validation_data=(rng.standard_normal((8, 8)),
                                                     rng.integers(0, 3, 8)))
     assert asked and set(asked) == {1}
+
+
+def test_failed_entry_leaves_no_request(original, monkeypatch):
+    """threadpoolctl failing while a limit is set up: the error propagates, no request stays."""
+    def broken():
+        raise OSError("threadpoolctl failed")
+    monkeypatch.setattr(_BLAS_REQUESTS, "_apply", broken)
+    with pytest.raises(OSError), limit_threads(1):
+        pass
+    monkeypatch.undo()
+    assert _blas.requests()[0] == 0 and _BLAS_REQUESTS.active() == 0
