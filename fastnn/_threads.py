@@ -91,7 +91,7 @@ import threading
 from fastnn._kernels import _blas, _config
 
 __all__ = ["resolve_n_threads", "effective_n_threads", "check_n_threads", "blas_info", "use_blas",
-           "exclusive_use", "shared_use"]
+           "exclusive_use", "check_not_fitting"]
 
 _BLAS_INFO: dict | None = None
 _OPENMP = _config.openmp_enabled()
@@ -334,75 +334,59 @@ use_blas(os.environ.get("FASTNN_BLAS", "auto") or "auto")
 # could last a whole training, or deadlock a callback that waits for a thread using the model).
 # Concurrent ``predict`` calls stay allowed (Sequential.predict serializes them on its lock), and
 # a thread may nest calls (``fit`` evaluates its validation set, a callback predicts).
+# Mechanism: ``fit`` registers the network in _FITTING and holds its predict lock (taken without
+# waiting: held means a predict is running); ``predict`` only reads _FITTING (a dict lookup: a
+# one-row predict costs microseconds) and then waits for its lock as before. A predict that
+# checks just before a fit registers waits for that fit to end: serialized, never mixed.
 _USE_LOCK = threading.Lock()
-_IN_USE: dict[int, list] = {}   # id(network) -> [fit thread or None, fit depth, {thread: predicts}]
+_FITTING: dict[int, list] = {}   # id(network) -> [thread running its fit, nesting depth]
 
 
-def _enter(model, exclusive: bool, what: str):
-    me = threading.get_ident()
-    with _USE_LOCK:
-        rec = _IN_USE.get(id(model))
-        if rec is None:
-            rec = _IN_USE[id(model)] = [None, 0, {}]
-        owner, _, readers = rec
-        other = ("fit" if owner is not None and owner != me else
-                 "predict" if exclusive and any(t != me for t in readers) else None)
-        if other is None:
-            if exclusive:
-                rec[0] = me
-                rec[1] += 1
-            else:
-                readers[me] = readers.get(me, 0) + 1
-            return
-        if owner is None and rec[1] == 0 and not readers:
-            del _IN_USE[id(model)]
-    raise RuntimeError(
+def _in_use(what: str, other: str) -> RuntimeError:
+    return RuntimeError(
         f"{what}: this network is in use by another thread (a {other} is running). One thread at "
         f"a time may train a network, and no other thread may predict with it meanwhile: train "
         f"or predict with a copy (model.copy()), or wait for the other call to end")
 
 
-def _exit(model, exclusive: bool):
-    me = threading.get_ident()
-    with _USE_LOCK:
-        rec = _IN_USE.get(id(model))
-        if rec is None:  # the record of a parent process, dropped at fork
-            return
-        if exclusive:
-            rec[1] -= 1
-            if rec[1] <= 0:
-                rec[0], rec[1] = None, 0
-        else:
-            n = rec[2].get(me, 0) - 1
-            if n > 0:
-                rec[2][me] = n
-            else:
-                rec[2].pop(me, None)
-        if rec[0] is None and not rec[2]:
-            del _IN_USE[id(model)]
-
-
-def _guard(exclusive: bool, what: str):
-    def decorate(fn):
-        @functools.wraps(fn)
-        def wrapper(model, *args, **kwargs):
-            _enter(model, exclusive, what)
-            try:
-                return fn(model, *args, **kwargs)
-            finally:
-                _exit(model, exclusive)
-        return wrapper
-    return decorate
+def check_not_fitting(model, what: str) -> None:
+    """Raise RuntimeError if another thread is running ``fit`` on ``model`` (see above)."""
+    rec = _FITTING.get(id(model))
+    if rec is not None and rec[0] != threading.get_ident():
+        raise _in_use(what, "fit")
 
 
 def exclusive_use(what: str):
     """Decorator of a function whose first argument is a network it trains (see above)."""
-    return _guard(True, what)
-
-
-def shared_use(what: str):
-    """Decorator of a function whose first argument is a network it only reads (see above)."""
-    return _guard(False, what)
+    def decorate(fn):
+        @functools.wraps(fn)
+        def wrapper(model, *args, **kwargs):
+            me, key = threading.get_ident(), id(model)
+            lock_of = getattr(model, "_predict_lock", None)
+            lock = lock_of() if callable(lock_of) else None
+            with _USE_LOCK:
+                rec = _FITTING.get(key)
+                if rec is not None and rec[0] != me:
+                    raise _in_use(what, "fit")
+                if lock is not None and not lock.acquire(blocking=False):
+                    raise _in_use(what, "predict")
+                if rec is None:
+                    _FITTING[key] = [me, 1]
+                else:
+                    rec[1] += 1
+            try:
+                return fn(model, *args, **kwargs)
+            finally:
+                with _USE_LOCK:
+                    rec = _FITTING.get(key)
+                    if rec is not None:
+                        rec[1] -= 1
+                        if rec[1] <= 0:
+                            del _FITTING[key]
+                if lock is not None:
+                    lock.release()
+        return wrapper
+    return decorate
 
 
 def _use_fork_prepare():
@@ -414,18 +398,15 @@ def _use_fork_parent():
 
 
 def _use_fork_child():
-    # Only the forking thread exists in the child: the other threads' calls ended with them.
+    # Only the forking thread exists in the child: the other threads' fits ended with them
+    # (fastnn.model re-creates the predict locks they held).
     global _USE_LOCK
     me = threading.get_ident()
-    for key, rec in list(_IN_USE.items()):
-        if rec[0] not in (None, me):
-            rec[0], rec[1] = None, 0
-        rec[2] = {me: rec[2][me]} if me in rec[2] else {}
-        if rec[0] is None and not rec[2]:
-            del _IN_USE[key]
+    for key, rec in list(_FITTING.items()):
+        if rec[0] != me:
+            del _FITTING[key]
     _USE_LOCK = threading.Lock()
 
 
 os.register_at_fork(before=_use_fork_prepare, after_in_parent=_use_fork_parent,
                     after_in_child=_use_fork_child)
-

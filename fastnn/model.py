@@ -11,11 +11,13 @@ sums the gradients where the graph forks (the chain rule's sum over paths).
 """
 from __future__ import annotations
 
+import os
 import threading
+import weakref
 
 import numpy as np
 
-from fastnn._threads import shared_use
+from fastnn._threads import check_not_fitting
 from fastnn._validation import check_float_array
 from fastnn.layers import (
     Module,
@@ -30,6 +32,22 @@ from fastnn.layers import (
 __all__ = ["Parallel", "Residual", "Sequential"]
 
 _PREDICT_BATCH = 1024
+
+
+# Networks holding a predict lock. In a forked child only the forking thread exists, so a lock
+# held by another thread (a predict, or a fit, which holds it throughout) would never be released
+# there: the child drops them all (recreated lazily; a call of the forking thread still releases
+# the object it took).
+_LOCKED: "weakref.WeakValueDictionary[int, Sequential]" = weakref.WeakValueDictionary()
+
+
+def _drop_locks_in_child():
+    for model in list(_LOCKED.values()):
+        model.__dict__.pop("_predict_lock_", None)
+    _LOCKED.clear()
+
+
+os.register_at_fork(after_in_child=_drop_locks_in_child)
 
 
 def _infer_dtype(modules, dtype):
@@ -191,7 +209,6 @@ class Sequential(_Container):
         from fastnn import training
         return training.evaluate(self, X, y, **kwargs)
 
-    @shared_use("predict")  # not while another thread trains this network
     def predict(self, X, batch_size=None) -> np.ndarray:
         """Network output for ``X`` in evaluation mode, computed in batches; a new array.
 
@@ -206,6 +223,7 @@ class Sequential(_Container):
         ndarray (n_samples, n_outputs): the last layer's output (logits for a classifier
         trained with a cross-entropy or sparsemax loss; see ``predict_proba``).
         """
+        check_not_fitting(self, "predict")  # not while another thread trains this network
         X = self._check_input(X)
         if batch_size is None:
             batch_size = _PREDICT_BATCH
@@ -240,10 +258,12 @@ class Sequential(_Container):
         and predict switches them to evaluation mode and back, so two threads predicting at
         once got each other's rows and could leave the network in evaluation mode. Threads
         that need to predict in parallel should each use their own ``model.copy()``. (``fit``
-        and ``predict`` from different threads: a RuntimeError, fastnn/_threads.py.)"""
+        and ``predict`` from different threads: a RuntimeError, fastnn/_threads.py; ``fit``
+        holds this lock while it runs.)"""
         lock = self.__dict__.get("_predict_lock_")
         if lock is None:  # created lazily, left out of pickles and copies (Module.__getstate__)
             lock = self.__dict__.setdefault("_predict_lock_", threading.RLock())
+            _LOCKED[id(self)] = self
         return lock
 
     def predict_proba(self, X, batch_size=None, loss=None) -> np.ndarray:

@@ -21,7 +21,7 @@ import time
 
 import numpy as np
 
-from fastnn._threads import exclusive_use, shared_use
+from fastnn._threads import check_not_fitting, exclusive_use
 from fastnn._validation import check_float_array
 from fastnn.data import BatchIterator, check_random_state, train_test_split
 
@@ -282,8 +282,8 @@ class _Running:
 # Evaluation and prediction
 # --------------------------------------------------------------------------------------------
 
-@shared_use("predict")
 def _predict_raw(model, X, batch_size):
+    check_not_fitting(model, "predict")
     if hasattr(model, "predict"):
         return model.predict(X, batch_size=batch_size)
     # a bare Module: evaluation mode, batched forward, restore the mode

@@ -51,7 +51,7 @@ def _fit_in_thread(model, X, y, hold, errors, **kw):
 @pytest.fixture(autouse=True)
 def no_records_left():
     yield
-    assert T._IN_USE == {}
+    assert T._FITTING == {}
 
 
 @pytest.mark.parametrize("second", ["predict", "predict_proba", "evaluate", "fit",
@@ -144,7 +144,7 @@ def test_records_cleared_after_an_exception_in_fit():
     model, (X, y) = _net(), _data()
     with pytest.raises(ValueError):
         model.fit(X, y[:10], epochs=1, verbose=0)          # bad targets
-    assert T._IN_USE == {}
+    assert T._FITTING == {}
     errors = []
     t = threading.Thread(target=lambda: errors.append(model.predict(X).shape))
     t.start()
@@ -220,7 +220,7 @@ def test_fork_while_another_thread_fits_child_may_use_the_network():
         if pid == 0:
             code = 1
             try:
-                code = 0 if model.predict(X).shape == (400, 3) and T._IN_USE == {} else 1
+                code = 0 if model.predict(X).shape == (400, 3) and T._FITTING == {} else 1
             finally:
                 os._exit(code)
         _, status = os.waitpid(pid, 0)
