@@ -229,3 +229,51 @@ def test_fork_while_another_thread_fits_child_may_use_the_network():
         t.join(60)
     assert os.waitstatus_to_exitcode(status) == 0
     assert not errors, errors
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_fork_while_another_thread_predicts_child_does_not_deadlock():
+    """The predict lock held by another thread at the fork would never be released in the
+    child (that thread does not exist there); the child re-creates it. Watchdog: 30 s."""
+    import signal
+    import time
+
+    model, (X, _) = _net(), _data()
+    entered, release = threading.Event(), threading.Event()
+    first = model[0]
+    original_forward = first.forward
+
+    def slow_forward(x):
+        entered.set()
+        assert release.wait(30)
+        return original_forward(x)
+
+    first.forward = slow_forward
+    t = threading.Thread(target=model.predict, args=(X,))
+    t.start()
+    assert entered.wait(30)
+    try:
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                del first.forward
+                code = 0 if model.predict(X).shape == (400, 3) else 1
+            finally:
+                os._exit(code)
+        end, status = time.monotonic() + 30, None
+        while time.monotonic() < end:
+            done, st = os.waitpid(pid, os.WNOHANG)
+            if done:
+                status = st
+                break
+            time.sleep(0.02)
+        if status is None:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+    finally:
+        release.set()
+        t.join(60)
+        first.__dict__.pop("forward", None)
+    assert status is not None, "the child deadlocked on the predict lock"
+    assert os.waitstatus_to_exitcode(status) == 0
