@@ -165,10 +165,11 @@ class _BlasRequests:
         self.by_thread = {threading.get_ident(): mine} if mine else {}
         _blas._fork_child(mine)
         self.lock = threading.Lock()
-        try:
-            self._apply()
-        except Exception:  # threadpoolctl unavailable in the child: leave the counts as they are
-            pass
+        if self.base:  # requests were active: re-derive the counts (else nothing to undo)
+            try:
+                self._apply()
+            except Exception:  # threadpoolctl failing in the child: leave the counts as they are
+                pass
 
 
 def _set_blas_threads(lib, n):

@@ -8,7 +8,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-import warnings
 
 import numpy as np
 import pytest
@@ -160,6 +159,7 @@ def test_openmp_limit_is_per_thread(original):
 
 
 @needs2
+@pytest.mark.filterwarnings("ignore:MLPClassifier. the maximum number of epochs")
 def test_kernels_racing_limits_leave_the_original(original):
     """The defect: a dense kernel that saved the count while another thread's limit was in force
     restored that stale 1 after the limit ended. Threads of MLPClassifier(n_threads=1) and (2)
@@ -176,9 +176,7 @@ def test_kernels_racing_limits_leave_the_original(original):
 
     def fit(n):
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                MLPClassifier(hidden_layer_sizes=(16,), max_iter=3, n_threads=n).fit(X, y)
+            MLPClassifier(hidden_layer_sizes=(16,), max_iter=3, n_threads=n).fit(X, y)
         except Exception as e:
             errors.append(e)
 
