@@ -37,7 +37,10 @@ made a dense layer 20-300x slower than NumPy):
   thread count is capped at ``n_threads`` (and restored), so ``n_threads=1`` pins BLAS to one
   thread and the whole call is exactly serial. A larger ``n_threads`` never raises BLAS above
   the count the user set (threadpoolctl / OPENBLAS_NUM_THREADS). The pinning is process-wide
-  while it lasts: another Python thread calling scipy's BLAS at that moment sees it too.
+  while it lasts: another Python thread calling that BLAS at that moment sees it too. Caps of
+  concurrent calls (and ``fastnn.parallel.limit_threads`` blocks) are requests to one registry
+  (fastnn/_kernels/_blas.pyx): the smallest is in force, and the count from before the first
+  comes back when the last ends, in any order (fastnn/parallel.py).
 
 * Waiting: libgomp's default makes idle OpenMP workers spin (GOMP_SPINCOUNT=300000) between
   regions, and OpenBLAS's pthreads workers spin-yield after each call. On this 2-core machine a
