@@ -94,7 +94,7 @@ def show_config(file: IO[str] | None = None) -> dict[str, Any]:
         "python": sys.version.split()[0],
         "numpy": np.__version__,
         "openmp": _config.openmp_enabled(),
-        "default_n_threads": _threads.resolve_n_threads(None),
+        "default_n_threads": _threads.effective_n_threads(None),
         "blas": blas.get("internal_api"),
         "blas_backend": blas.get("backend"),
         "blas_version": blas.get("version"),

@@ -28,7 +28,7 @@ import numpy as np
 from fastnn import functional as F
 from fastnn._kernels import dense as _dense_kernels
 from fastnn._kernels import dropout as _dropout_kernels
-from fastnn._threads import resolve_n_threads
+from fastnn._threads import check_n_threads, resolve_n_threads
 from fastnn._validation import check_float_array
 from fastnn.functional.activations import ACTIVATION_TABLE, ACTIVATIONS, activation_info
 from fastnn.parameter import Parameter
@@ -113,7 +113,7 @@ def _check_dtype(dtype) -> np.dtype:
 
 def _check_n_threads(n_threads):
     if n_threads is not None:
-        resolve_n_threads(n_threads)  # raises TypeError/ValueError with a clear message
+        check_n_threads(n_threads)  # raises TypeError/ValueError with a clear message
     return n_threads
 
 

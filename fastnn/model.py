@@ -11,13 +11,16 @@ sums the gradients where the graph forks (the chain rule's sum over paths).
 """
 from __future__ import annotations
 
+import os
 import threading
+import weakref
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, cast
 
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike
 
+from fastnn._threads import check_not_fitting
 from fastnn._validation import check_float_array
 from fastnn.layers import (
     Dense,
@@ -42,6 +45,22 @@ if TYPE_CHECKING:
 __all__ = ["Parallel", "Residual", "Sequential"]
 
 _PREDICT_BATCH = 1024
+
+
+# Networks holding a predict lock. In a forked child only the forking thread exists, so a lock
+# held by another thread (a predict, or a fit, which holds it throughout) would never be released
+# there: the child drops them all (recreated lazily; a call of the forking thread still releases
+# the object it took).
+_LOCKED: "weakref.WeakValueDictionary[int, Sequential]" = weakref.WeakValueDictionary()
+
+
+def _drop_locks_in_child():
+    for model in list(_LOCKED.values()):
+        model.__dict__.pop("_predict_lock_", None)
+    _LOCKED.clear()
+
+
+os.register_at_fork(after_in_child=_drop_locks_in_child)
 
 
 def _infer_dtype(modules, dtype):
@@ -288,6 +307,7 @@ class Sequential(_Container):
         A memmap, a Dask array or a batch source (:mod:`fastnn.streaming`) is read chunk by
         chunk (see also :mod:`fastnn.dask` for a lazy Dask result).
         """
+        check_not_fitting(self, "predict")  # not while another thread trains this network
         if not isinstance(X, np.ndarray) or isinstance(X, np.memmap):
             from fastnn import streaming
             if streaming.is_stream(X):
@@ -335,10 +355,12 @@ class Sequential(_Container):
         and predict switches them to evaluation mode and back, so two threads predicting at
         once got each other's rows and could leave the network in evaluation mode. Threads
         that need to predict in parallel should each use their own ``model.copy()``. (``fit``
-        takes no lock: do not train a network while another thread predicts with it.)"""
+        and ``predict`` from different threads: a RuntimeError, fastnn/_threads.py; ``fit``
+        holds this lock while it runs.)"""
         lock = self.__dict__.get("_predict_lock_")
         if lock is None:  # created lazily, left out of pickles and copies (Module.__getstate__)
             lock = self.__dict__.setdefault("_predict_lock_", threading.RLock())
+            _LOCKED[id(self)] = self
         return lock
 
     def predict_proba(self, X: ArrayLike, batch_size: int | None = None,

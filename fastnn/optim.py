@@ -45,7 +45,7 @@ import numbers
 import numpy as np
 
 from fastnn._kernels.optim import UpdatePlan
-from fastnn._threads import resolve_n_threads
+from fastnn._threads import check_n_threads, resolve_n_threads
 from fastnn.parameter import Parameter
 
 __all__ = ["Optimizer", "SGD", "Adagrad", "RMSprop", "Adam"]
@@ -142,7 +142,7 @@ class Optimizer:
         self.defaults = dict(defaults)
         self.n_threads = n_threads
         if n_threads is not None:
-            resolve_n_threads(n_threads)  # validate early
+            check_n_threads(n_threads)  # validate early
         self.param_groups: list[dict] = []
         self._group_states: list[_GroupState] = []
         if isinstance(params, (Parameter, np.ndarray)):

@@ -23,6 +23,7 @@ import time
 import numpy as np
 
 from fastnn import streaming
+from fastnn._threads import check_not_fitting, exclusive_use
 from fastnn._validation import check_float_array
 from fastnn.data import BatchIterator, check_random_state, train_test_split
 
@@ -337,6 +338,7 @@ class _Running:
 # --------------------------------------------------------------------------------------------
 
 def _predict_raw(model, X, batch_size):
+    check_not_fitting(model, "predict")
     if hasattr(model, "predict"):
         return model.predict(X, batch_size=batch_size)
     # a bare Module: evaluation mode, batched forward, restore the mode
@@ -553,6 +555,7 @@ def _stream(model, X, y, loss_fn, *, batch_size, shuffle, rng, steps_per_epoch=N
         check_y=lambda yb, n: _prepare_y(yb, loss_fn.task, dtype, n, n_out))
 
 
+@exclusive_use("fit")  # one fit per network at a time, no predict from other threads
 def fit(model, X, y=None, loss=None, optimizer=None, epochs: int = 10, batch_size: int = 32,
         shuffle: bool = True, validation_data=None, validation_split: float = 0.0,
         callbacks=None, verbose=1, seed=None, lr=None,
@@ -656,6 +659,12 @@ def fit(model, X, y=None, loss=None, optimizer=None, epochs: int = 10, batch_siz
     if loss is None:
         loss = getattr(model, "loss", None) or "cross_entropy"
     loss_fn = get_loss(loss)
+    # the network's n_threads ("threads for every kernel call") also holds for the loss and the
+    # optimizer that fit makes from a name
+    nt = getattr(model, "n_threads", None)
+    made = {} if nt is None else {"n_threads": nt}
+    if made and loss_fn is not loss:
+        loss_fn.n_threads = nt
     dtype = _model_dtype(model)
     n_out = _n_outputs(model)
     rng = check_random_state(seed)
@@ -716,11 +725,12 @@ def fit(model, X, y=None, loss=None, optimizer=None, epochs: int = 10, batch_siz
             if lr is not None:
                 opt.lr = float(lr)
         else:
-            opt = make_optimizer("adam", params, lr=lr)
+            opt = make_optimizer("adam", params, lr=lr, **made)
     else:
         if not isinstance(optimizer, str):
             _check_optimizer_params(optimizer, params)  # before make_optimizer sets its lr
-        opt = make_optimizer(optimizer, params, lr=lr)
+        opt = make_optimizer(optimizer, params, lr=lr,
+                             **(made if isinstance(optimizer, str) else {}))
     model.loss = loss_fn
     model.optimizer = opt
 

@@ -24,3 +24,12 @@ cdef int blas_set_num_threads(int n) noexcept nogil
 
 cdef int blas_get_num_threads() noexcept nogil
     # Current thread count of that BLAS, or -1 when unknown.
+
+cdef void blas_request(int cap) noexcept nogil
+    # Add a request that BLAS use at most cap threads: the count in force is the smallest active
+    # request, never above the count found when the first active request began, which comes
+    # back when the last one ends (blas_release), in whatever order they end. No-op without
+    # thread control.
+
+cdef void blas_release(int cap) noexcept nogil
+    # End one request made with blas_request(cap).

@@ -110,9 +110,133 @@ cdef int blas_get_num_threads() noexcept nogil:
     return _get_threads()
 
 
+# --- the BLAS thread count as a shared resource -------------------------------------------------
+# Several requests may limit the (process-wide) BLAS thread count at once: dense kernels running
+# in several Python threads (each caps BLAS at its n_threads around its products) and
+# fastnn.parallel.limit_threads blocks. The count in force is derived from the active requests:
+# the smallest requested cap, never above the count found when the first request began (the
+# user's setting, "base"); when the last request ends, base is restored, whatever the order in
+# which requests ended. A tiny spinlock guards the bookkeeping: it is held for a get/set call
+# only, never while waiting for anything else (the GIL included), so a fork handler can take it.
+cdef extern from *:
+    """
+    #if defined(_MSC_VER)
+    #include <windows.h>
+    static volatile long fastnn_req_lock_v = 0;
+    static void fastnn_req_lock(void) { while (InterlockedExchange(&fastnn_req_lock_v, 1)) Sleep(0); }
+    static void fastnn_req_unlock(void) { InterlockedExchange(&fastnn_req_lock_v, 0); }
+    #else
+    #include <sched.h>
+    static volatile int fastnn_req_lock_v = 0;
+    static void fastnn_req_lock(void) {
+        while (__sync_lock_test_and_set(&fastnn_req_lock_v, 1)) sched_yield();
+    }
+    static void fastnn_req_unlock(void) { __sync_lock_release(&fastnn_req_lock_v); }
+    #endif
+    """
+    void fastnn_req_lock() noexcept nogil
+    void fastnn_req_unlock() noexcept nogil
+
+cdef enum:
+    MAX_CAP = 1024                   # caps are clamped to this (fastnn._threads clamps lower)
+cdef int _req_depth = 0              # active requests, all threads
+cdef int _req_base = -1              # the count before the first of them (-1: no control)
+cdef int _req_count[MAX_CAP + 1]     # active requests per cap
+
+
+cdef inline int _clamp_cap(int cap) noexcept nogil:
+    return 1 if cap < 1 else (MAX_CAP if cap > MAX_CAP else cap)
+
+
+cdef int _req_target() noexcept nogil:
+    # The count the active requests allow (lock held, _req_base > 0).
+    cdef int c
+    if _req_depth == 0:
+        return _req_base
+    for c in range(1, min(_req_base, MAX_CAP) + 1):
+        if _req_count[c]:
+            return c
+    return _req_base
+
+
+cdef inline void _req_apply() noexcept nogil:
+    cdef int target
+    if _req_base > 0:
+        target = _req_target()
+        if _get_threads() != target:
+            _set_threads(target)
+
+
+cdef void blas_request(int cap) noexcept nogil:
+    global _req_depth, _req_base
+    fastnn_req_lock()
+    if _req_depth == 0:
+        _req_base = blas_get_num_threads()
+    _req_depth += 1
+    _req_count[_clamp_cap(cap)] += 1
+    _req_apply()
+    fastnn_req_unlock()
+
+
+cdef void blas_release(int cap) noexcept nogil:
+    global _req_depth
+    fastnn_req_lock()
+    if _req_depth > 0 and _req_count[_clamp_cap(cap)] > 0:
+        _req_depth -= 1
+        _req_count[_clamp_cap(cap)] -= 1
+        _req_apply()
+    fastnn_req_unlock()
+
+
+def request(int cap):
+    """Add a request that the BLAS behind fastnn use at most ``cap`` threads (see above)."""
+    with nogil:
+        blas_request(cap)
+
+
+def release(int cap):
+    """End one request made with ``request(cap)``."""
+    with nogil:
+        blas_release(cap)
+
+
+def requests():
+    """(active requests, base count): the registry's state, for tests."""
+    return _req_depth, _req_base
+
+
+def _fork_prepare():
+    """Before fork: hold the lock, so that the child never inherits it half-way."""
+    with nogil:
+        fastnn_req_lock()
+
+
+def _fork_parent():
+    fastnn_req_unlock()
+
+
+def _fork_child(caps):
+    """In the child of a fork: only the forking thread survives, so only its requests (``caps``,
+    from fastnn.parallel) stay active; the others' ended with their threads."""
+    global _req_depth
+    cdef int c
+    cdef bint active = _req_depth > 0
+    for c in range(MAX_CAP + 1):
+        _req_count[c] = 0
+    _req_depth = 0
+    for c in caps:
+        _req_count[_clamp_cap(c)] += 1
+        _req_depth += 1
+    if active:  # else the count is the user's, whatever it became since the last request
+        _req_apply()
+    fastnn_req_unlock()
+
+
 def _install_thread_control(size_t set_fn, size_t get_fn):
     """Install the BLAS thread-control function pointers (addresses from ctypes); 0 clears."""
     global _set_threads, _get_threads
+    if _req_depth:
+        raise RuntimeError("cannot change the BLAS while a thread limit is in force")
     if set_fn == 0 or get_fn == 0:
         _set_threads = NULL
         _get_threads = NULL

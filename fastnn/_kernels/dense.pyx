@@ -9,7 +9,9 @@
 #   * large work (>= SPLIT_MAX_WORK): one BLAS call with BLAS's own threads (capped at n_threads),
 #     then the epilogue, parallel only above EPILOGUE_PAR_MIN elements.
 # The BLAS thread count is always capped at n_threads (n_threads == 1 pins BLAS to 1 thread: the
-# call is exactly serial) and restored afterwards. Without BLAS thread control the mid path is
+# call is exactly serial) through _blas's request registry (blas_request/blas_release): with
+# concurrent calls the smallest cap is in force, and the count from before the first comes
+# back when the last ends. Without BLAS thread control the mid path is
 # never taken. Inputs are C-contiguous; W is (in_features, out_features) so forward is one
 # row-major GEMM. Column sums (db) accumulate in double, each column owned by one thread, so
 # every result is identical for any n_threads.
@@ -23,7 +25,7 @@ cimport numpy as cnp
 
 from fastnn._kernels cimport _arrays as A
 
-from fastnn._kernels._blas cimport gemm, gemv, blas_set_num_threads, blas_get_num_threads
+from fastnn._kernels._blas cimport gemm, gemv, blas_get_num_threads, blas_request, blas_release
 from fastnn._kernels._activations cimport act_row, act_row_keep_z, act_grad_row, ACT_IDENTITY
 cnp.import_array()
 
@@ -103,60 +105,6 @@ cdef inline int _choose_path(double work, int n_threads) noexcept nogil:
     return 1
 
 
-cdef extern from *:
-    """
-    /* A tiny lock around the BLAS thread-count bookkeeping: two Python threads may run dense
-       kernels at once (fastnn.parallel), and an unguarded save/set/restore pair could leave
-       BLAS pinned to 1 thread for good. */
-    #if defined(_MSC_VER)
-    #include <windows.h>
-    static volatile long fastnn_pin_lock_v = 0;
-    static void fastnn_pin_lock(void) { while (InterlockedExchange(&fastnn_pin_lock_v, 1)) Sleep(0); }
-    static void fastnn_pin_unlock(void) { InterlockedExchange(&fastnn_pin_lock_v, 0); }
-    #else
-    #include <sched.h>
-    static volatile int fastnn_pin_lock_v = 0;
-    static void fastnn_pin_lock(void) {
-        while (__sync_lock_test_and_set(&fastnn_pin_lock_v, 1)) sched_yield();
-    }
-    static void fastnn_pin_unlock(void) { __sync_lock_release(&fastnn_pin_lock_v); }
-    #endif
-    """
-    void fastnn_pin_lock() noexcept nogil
-    void fastnn_pin_unlock() noexcept nogil
-
-
-cdef int _pin_depth = 0      # dense calls now inside a capped region (all Python threads)
-cdef int _pin_saved = -1     # the BLAS thread count before the outermost one
-
-
-cdef void _blas_enter(int cap) noexcept nogil:
-    """Cap the BLAS thread count at cap until the matching _blas_exit.
-
-    The count seen when the first of possibly concurrent regions began is restored when the
-    last one ends; in between, the latest cap is in force (results never depend on it).
-    """
-    global _pin_depth, _pin_saved
-    cdef int current
-    fastnn_pin_lock()
-    current = blas_get_num_threads()
-    if _pin_depth == 0:
-        _pin_saved = current
-    _pin_depth += 1
-    if current > 0 and _pin_saved > 0 and current != min(cap, _pin_saved):
-        blas_set_num_threads(min(cap, _pin_saved))
-    fastnn_pin_unlock()
-
-
-cdef void _blas_exit() noexcept nogil:
-    global _pin_depth
-    fastnn_pin_lock()
-    _pin_depth -= 1
-    if _pin_depth == 0 and _pin_saved > 0 and blas_get_num_threads() != _pin_saved:
-        blas_set_num_threads(_pin_saved)
-    fastnn_pin_unlock()
-
-
 cdef void _forward_block(const floating *X, const floating *W, const floating *b, floating *Y,
                          floating *Z, int code, Py_ssize_t n_in, Py_ssize_t n_out,
                          Py_ssize_t i0, Py_ssize_t i1, Py_ssize_t j0, Py_ssize_t j1) noexcept nogil:
@@ -233,7 +181,7 @@ cdef void _forward(const floating *Xp, const floating *Wp, const floating *bp, f
     _last_path = path
     if path == 1:
         nb = n_threads
-        _blas_enter(1)
+        blas_request(1)
         for t in prange(nb, schedule='static', num_threads=nb):
             if by_rows:
                 _forward_block(Xp, Wp, bp, Yp, Zp, code, n_in, n_out,
@@ -241,12 +189,12 @@ cdef void _forward(const floating *Xp, const floating *Wp, const floating *bp, f
             else:
                 _forward_block(Xp, Wp, bp, Yp, Zp, code, n_in, n_out,
                                0, n, _split(n_out, nb, t, 16), _split(n_out, nb, t + 1, 16))
-        _blas_exit()
+        blas_release(1)
         return
-    _blas_enter(n_threads if path == 2 else 1)
+    blas_request(n_threads if path == 2 else 1)
     _forward_block(Xp, Wp, <const floating *> NULL, Yp if Zp == NULL else Zp, <floating *> NULL,
                    ACT_IDENTITY, n_in, n_out, 0, n, 0, n_out)
-    _blas_exit()
+    blas_release(n_threads if path == 2 else 1)
     _epilogue_rows(Yp, Zp, bp, code, n, n_out, n_threads if path == 2 else 1)
 
 
@@ -392,7 +340,7 @@ cdef void _backward(const floating *Xp, const floating *Wp, const floating *Yp,
     _last_path = path
     if path == 1:
         nb = n_threads
-        _blas_enter(1)
+        blas_request(1)
         # Region 1: each thread owns a block of output columns (or of weight rows):
         # its part of dZ and db, then its block of dW while dZ's block is in cache.
         if dw_by_cols:
@@ -415,7 +363,7 @@ cdef void _backward(const floating *Xp, const floating *Wp, const floating *Yp,
                 else:
                     _grad_x_block(dZ, Wp, dXp, n_in, n_out, 0, n,
                                   _split(n_in, nb, t, 16), _split(n_in, nb, t + 1, 16))
-        _blas_exit()
+        blas_release(1)
         return
 
     if path == 2 and n * n_out >= EPILOGUE_PAR_MIN and n_out >= 16 * n_threads:
@@ -425,11 +373,11 @@ cdef void _backward(const floating *Xp, const floating *Wp, const floating *Yp,
                           _split(n_out, nb, t, 16), _split(n_out, nb, t + 1, 16))
     else:
         _grad_z_block(Yp, Gp, dZ, accp, dbp, accumulate, code, n, n_out, 0, n_out)
-    _blas_enter(n_threads if path == 2 else 1)
+    blas_request(n_threads if path == 2 else 1)
     _grad_w_block(Xp, dZ, dWp, accumulate, n, n_in, n_out, 0, n_in, 0, n_out)
     if need_grad_X:
         _grad_x_block(dZ, Wp, dXp, n_in, n_out, 0, n, 0, n_in)
-    _blas_exit()
+    blas_release(n_threads if path == 2 else 1)
 
 
 def dense_backward(const floating[:, ::1] X, const floating[:, ::1] W,
