@@ -440,7 +440,8 @@ class _BaseMLP(BaseEstimator):
             dtype = np.dtype(self.dtype)
         else:  # float32 and float64 inputs keep their dtype, others become float64
             dtype = [np.float64, np.float32]
-        return _validate_data(self, X, reset=reset, dtype=dtype, order="C")
+        return _densify(_validate_data(self, X, reset=reset, dtype=dtype, order="C",
+                                       accept_sparse=["csr", "csc"]))
 
     def _net_dtype(self):
         return self.coefs_[0].dtype
@@ -580,16 +581,15 @@ class _BaseMLP(BaseEstimator):
 
     # --- training -----------------------------------------------------------------------------
     def _fit(self, X, y, sample_weight=None, incremental=False, validation_data=None,
-             callbacks=None, classes=None):
+             callbacks=None):
         settings = self._check_params()
         first_pass = not hasattr(self, "coefs_") or (not self.warm_start and not incremental)
-        X, Y = self._validate_input(X, y, incremental, reset=first_pass, classes=classes)
+        X, Y = self._validate_input(X, y, incremental, reset=first_pass)
         if sample_weight is not None:
             sample_weight = _check_sample_weight(sample_weight, X)
         if Y.ndim == 1:
             Y = Y.reshape((-1, 1))
         X, Y, sample_weight = self._drop_unusable(X, Y, sample_weight)
-        Y = np.ascontiguousarray(Y, dtype=X.dtype)
         n_outputs = Y.shape[1]
         hidden = list(_hidden_sizes(self.hidden_layer_sizes))
         layer_units = [X.shape[1]] + hidden + [n_outputs]
@@ -621,6 +621,7 @@ class _BaseMLP(BaseEstimator):
         net.train()
         dense = [m for m in net.modules() if isinstance(m, Dense)]
         flat = FlatParameters([m.weight.data for m in dense] + [m.bias.data for m in dense])
+        Y = np.ascontiguousarray(Y, dtype=X.dtype)
         fun = flat.objective(lambda: self._loss_grad(net, X, Y, sample_weight))
         res = scipy.optimize.minimize(fun, flat.pack(), method="L-BFGS-B", jac=True,
                                       options={"maxfun": self.max_fun,
@@ -637,6 +638,17 @@ class _BaseMLP(BaseEstimator):
             warnings.warn(msg, ConvergenceWarning, stacklevel=3)
         self.loss_ = float(res.fun)
         flat.unpack(res.x)
+
+    def _loss_grad_lbfgs(self, packed_coef_inter, X, y, sample_weight, *buffers):
+        """scikit-learn's private L-BFGS objective (its signature; ``buffers`` unused):
+        writes the flat vector into the weights, returns (loss, flat gradient)."""
+        net = self._network()
+        dense = [m for m in net.modules() if isinstance(m, Dense)]
+        flat = FlatParameters([m.weight.data for m in dense] + [m.bias.data for m in dense])
+        X = np.ascontiguousarray(X, dtype=self._net_dtype())
+        Y = np.ascontiguousarray(np.reshape(y, (X.shape[0], -1)), dtype=X.dtype)
+        return flat.objective(lambda: self._loss_grad(net, X, Y, sample_weight))(
+            packed_coef_inter)
 
     def _make_solver(self, net, settings):
         solver = settings["solver"]
@@ -688,7 +700,7 @@ class _BaseMLP(BaseEstimator):
             X_train, Y_train = X, Y
             X_val = y_val = None
         X_train = np.ascontiguousarray(X_train)
-        Y_train = np.ascontiguousarray(Y_train)
+        Y_train = np.ascontiguousarray(Y_train, dtype=X_train.dtype)
         n_samples = X_train.shape[0]
         sample_idx = np.arange(n_samples, dtype=int)
         if self.batch_size == "auto":
@@ -828,7 +840,7 @@ class _BaseMLP(BaseEstimator):
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.input_tags.allow_nan = False
+        tags.input_tags.sparse = True  # accepted, converted to dense
         return tags
 
     def _check_solver(self):
@@ -1024,7 +1036,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             ("softmax" if proba != "sklearn" else "sklearn")
         return train, loss, proba
 
-    def _validate_input(self, X, y, incremental, reset, classes=None):
+    def _validate_input(self, X, y, incremental, reset):
         if y is None:
             raise ValueError(f"{type(self).__name__} requires y to be passed, but the target "
                              f"y is None")
@@ -1033,21 +1045,12 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         if not reset:
             dtype = self._net_dtype()
         X, y = _validate_data(self, X, y, multi_output=True, dtype=dtype, order="C",
-                              reset=reset)
+                              reset=reset, accept_sparse=["csr", "csc"])
+        X = _densify(X)
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
         if not hasattr(self, "classes_") or (not self.warm_start and not incremental):
-            self._label_binarizer = LabelBinarizer()
-            self._label_binarizer.fit(y if classes is None or
-                                      type_of_target(y).startswith("multilabel") else classes)
-            self.classes_ = self._label_binarizer.classes_
-            if self.classes_.shape[0] < 2:
-                raise ValueError(f"{type(self).__name__} needs samples of at least 2 classes, "
-                                 f"but the data contains only one class: "
-                                 f"{self.classes_[0]!r}")
-            multilabel = self._label_binarizer.y_type_.startswith("multilabel")
-            self._train_output, self._loss, self._proba_map = self._resolve_output(multilabel)
-            self.__dict__.pop("coefs_", None) if reset else None
+            self._start_labels(y)
         else:
             labels = unique_labels(y)
             if self.warm_start and not incremental:
@@ -1062,15 +1065,24 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         Y = self._label_binarizer.transform(y).astype(bool)
         return X, self._encode_columns(Y)
 
+    def _start_labels(self, y):
+        """Fit the label binarizer on y (or on partial_fit's classes); sets ``classes_``."""
+        self._label_binarizer = LabelBinarizer()
+        self._label_binarizer.fit(y)
+        self.classes_ = self._label_binarizer.classes_
+        multilabel = self._label_binarizer.y_type_.startswith("multilabel")
+        self._train_output, self._loss, self._proba_map = self._resolve_output(multilabel)
+
     def _multilabel(self):
         return self._label_binarizer.y_type_.startswith("multilabel")
 
     def _encode_columns(self, Y):
-        if self._train_output != "sklearn" and Y.shape[1] == 1:  # binary: one column a class
-            Y = np.hstack([~Y, Y])
-        Y = Y.astype(np.float64)
+        """The training targets from the binarized labels (bool, as scikit-learn's; float
+        for the sparsemax loss's label distributions)."""
+        if self._train_output != "sklearn" and Y.shape[1] == 1:  # one column per class
+            Y = np.hstack([~Y, Y]) if self.classes_.shape[0] == 2 else np.ones_like(Y)
         if self._loss == "sparsemax" and self._multilabel():
-            Y /= np.maximum(Y.sum(axis=1, keepdims=True), 1.0)
+            Y = Y / np.maximum(Y.sum(axis=1, keepdims=True), 1.0)
         return Y
 
     def _drop_unusable(self, X, Y, sample_weight):
@@ -1140,12 +1152,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         ``classes`` (every label any call may see) is required on the first call."""
         from sklearn.utils.multiclass import _check_partial_fit_first_call
 
-        first = _check_partial_fit_first_call(self, classes)
-        if first:
-            for name in ("classes_", "coefs_", "_optimizer"):
-                self.__dict__.pop(name, None)
-        return self._fit(X, y, sample_weight, incremental=True,
-                         classes=classes if first else None)
+        if _check_partial_fit_first_call(self, classes):
+            self._start_labels(y if type_of_target(y).startswith("multilabel") else classes)
+        return self._fit(X, y, sample_weight, incremental=True)
 
     def predict_proba(self, X):
         """Class probabilities (n_samples, n_classes) in the network's dtype (float32 stays
@@ -1221,7 +1230,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         tags.target_tags.multi_output = True
         return tags
 
-    def _validate_input(self, X, y, incremental, reset, classes=None):
+    def _validate_input(self, X, y, incremental, reset):
         if y is None:
             raise ValueError(f"{type(self).__name__} requires y to be passed, but the target "
                              f"y is None")
@@ -1229,7 +1238,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         if not reset:
             dtype = self._net_dtype()
         X, y = _validate_data(self, X, y, multi_output=True, y_numeric=True, dtype=dtype,
-                              order="C", reset=reset)
+                              order="C", reset=reset, accept_sparse=["csr", "csc"])
+        X = _densify(X)
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
         if not reset and y.reshape(y.shape[0], -1).shape[1] != self.n_outputs_:
@@ -1276,3 +1286,13 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 # --------------------------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------------------------
+
+
+def _densify(X):
+    """A dense C-contiguous copy of a scipy.sparse matrix (fastnn's kernels are dense); other
+    arrays unchanged."""
+    import scipy.sparse
+
+    if scipy.sparse.issparse(X):
+        return np.ascontiguousarray(X.toarray())
+    return X
