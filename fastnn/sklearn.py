@@ -484,12 +484,6 @@ class _BaseMLP(BaseEstimator):
         net.n_threads = self.n_threads
         return net
 
-    def __getstate__(self):
-        state = super().__getstate__()
-        state.pop("_net", None)       # rebuilt from coefs_ on first use: no scratch buffers
-        state.pop("_net_shapes", None)
-        return state
-
     def _init_coef(self, fan_in, fan_out, dtype, activation):
         # Glorot et al. as scikit-learn draws it (same random_state, same weights)
         factor = 2.0 if activation == "logistic" else 6.0
@@ -808,7 +802,11 @@ class _BaseMLP(BaseEstimator):
         if y_val.shape[0] != X_val.shape[0]:
             raise ValueError(f"validation_data: X_val has {X_val.shape[0]} samples but y_val "
                              f"has {y_val.shape[0]}")
+        self._check_val_targets(y_val)
         return X_val, y_val
+
+    def _check_val_targets(self, y_val):
+        pass
 
     def _score(self, X, y, sample_weight=None):
         y_pred = self._predict_array(X)
@@ -1073,6 +1071,13 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         multilabel = self._label_binarizer.y_type_.startswith("multilabel")
         self._train_output, self._loss, self._proba_map = self._resolve_output(multilabel)
 
+    def _check_val_targets(self, y_val):
+        if not self._multilabel():
+            unseen = np.setdiff1d(unique_labels(y_val), self.classes_)
+            if len(unseen):
+                raise ValueError(f"validation_data: y_val has labels not seen in training: "
+                                 f"{unseen} (classes_={self.classes_})")
+
     def _multilabel(self):
         return self._label_binarizer.y_type_.startswith("multilabel")
 
@@ -1246,6 +1251,14 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
             raise ValueError(f"y has {y.reshape(y.shape[0], -1).shape[1]} targets, the model "
                              f"was fitted on {self.n_outputs_}")
         return X, y
+
+    def _check_params(self):
+        if not isinstance(self.loss, str) and (isinstance(self.loss, (numbers.Integral, tuple,
+                                                                      list))):
+            raise ValueError(f"MLPRegressor's first parameter is `loss` (as in scikit-learn), "
+                             f"got loss={self.loss!r}: pass the layer sizes by keyword, "
+                             f"hidden_layer_sizes={self.loss!r}")
+        return super()._check_params()
 
     def _output_activation(self):
         return "exp" if self.loss == "poisson" else "identity"
