@@ -334,7 +334,7 @@ class _BaseMLP(BaseEstimator):
         "decay": [Interval(Real, 0, None, closed="left")],
         "optimizer_params": [dict, None],
         "dtype": "no_validation",
-        "n_threads": [Interval(Integral, 1, None, closed="left"), None],
+        "n_threads": "no_validation",  # checked in _check_params
         # deprecated names of scikit-learn's parameters
         "optimizer": [StrOptions({"adam", "sgd", "adagrad", "rmsprop", "lbfgs"}), None],
         "lr": [Interval(Real, 0, None, closed="neither"), None],
@@ -400,6 +400,10 @@ class _BaseMLP(BaseEstimator):
             _activation(a)
         for p in _per_layer(self.dropout, n_hidden, "dropout"):
             _dropout(p)
+        nt = self.n_threads
+        if nt is not None and (isinstance(nt, bool) or not isinstance(nt, numbers.Integral)
+                               or nt <= 0):
+            raise ValueError(f"n_threads must be None or a positive int, got {nt!r}")
         if self.dtype is not None:
             try:
                 dt = np.dtype(self.dtype)
