@@ -342,6 +342,16 @@ class _BaseMLP(BaseEstimator):
         "betas": [tuple, list, None],
     }
 
+    try:  # the installed scikit-learn's own constraint objects: the same messages
+        from sklearn.neural_network._multilayer_perceptron import (
+            BaseMultilayerPerceptron as _SkBase)
+        for _name, _constraint in _SkBase._parameter_constraints.items():
+            _extra = [c for c in _parameter_constraints.get(_name, []) if isinstance(c, Hidden)]
+            _parameter_constraints[_name] = list(_constraint) + _extra
+        del _SkBase, _name, _constraint, _extra
+    except (ImportError, AttributeError):  # pragma: no cover - fastnn's copy above
+        pass
+
     def __init__(self, hidden_layer_sizes, activation, *, solver, alpha, batch_size,
                  learning_rate, learning_rate_init, power_t, max_iter, shuffle, random_state,
                  tol, verbose, warm_start, momentum, nesterovs_momentum, early_stopping,
