@@ -287,6 +287,17 @@ def _data_loss(name, Y, P, z, sample_weight, n_threads=None):
     return -np.average(xlogy(Y, P), weights=sw, axis=0).sum()
 
 
+class _CallbackTrainer:
+    """What a :class:`fastnn.callbacks.Callback` sees as ``self.trainer`` during an estimator's
+    fit: the network (``model``) and ``stop_training``; there is no fastnn optimizer (the
+    solvers are scikit-learn's), so callbacks that change the learning rate do not apply."""
+
+    def __init__(self, model):
+        self.model = model
+        self.optimizer = None
+        self.stop_training = False
+
+
 # --------------------------------------------------------------------------------------------
 # The shared estimator
 # --------------------------------------------------------------------------------------------
@@ -720,7 +731,10 @@ class _BaseMLP(BaseEstimator):
             batch_size = int(np.clip(self.batch_size, 1, n_samples))
         params = self.coefs_ + self.intercepts_
         callbacks = list(callbacks or [])
+        trainer = _CallbackTrainer(net)
         for cb in callbacks:
+            if hasattr(cb, "set_trainer"):
+                cb.set_trainer(trainer)
             cb.on_train_begin({})
         try:
             self.n_iter_ = 0
@@ -759,6 +773,8 @@ class _BaseMLP(BaseEstimator):
                     logs["val_score"] = self.validation_scores_[-1]
                 for cb in callbacks:
                     cb.on_epoch_end(self.n_iter_ - 1, logs)
+                if trainer.stop_training:
+                    break
                 if self._no_improvement_count > self.n_iter_no_change:
                     if early_stopping:
                         msg = ("Validation score did not improve more than tol=%f for %d "
@@ -1028,6 +1044,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         tags.classifier_tags.multi_label = True
         return tags
 
+    def _more_tags(self):  # scikit-learn < 1.6
+        return {"multilabel": True}
+
     # --- targets ------------------------------------------------------------------------------
     def _resolve_output(self, multilabel):
         """(training output, loss name, predict_proba map)."""
@@ -1160,7 +1179,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         ``sample_weight`` (n_samples,) weights each sample's loss (scikit-learn's weighted
         mean). fastnn extras: ``validation_data=(X_val, y_val)`` is scored after every epoch
         (``validation_scores_``), monitored for stopping and the best epoch's weights kept;
-        ``callbacks``: :class:`fastnn.callbacks.Callback` objects whose epoch hooks run.
+        ``callbacks``: :class:`fastnn.callbacks.Callback` objects whose epoch hooks run
+        (logs ``loss`` and ``val_score``; ``self.trainer.model`` is the network and setting
+        ``self.trainer.stop_training`` stops; learning-rate callbacks do not apply).
         """
         return self._fit(X, y, sample_weight, incremental=False,
                          validation_data=validation_data, callbacks=callbacks)
@@ -1248,6 +1269,9 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         tags = super().__sklearn_tags__()
         tags.target_tags.multi_output = True
         return tags
+
+    def _more_tags(self):  # scikit-learn < 1.6
+        return {"multioutput": True}
 
     def _validate_input(self, X, y, incremental, reset):
         if y is None:

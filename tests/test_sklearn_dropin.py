@@ -10,7 +10,7 @@ import warnings
 import numpy as np
 import pytest
 
-sklearn = pytest.importorskip("sklearn")
+sklearn = pytest.importorskip("sklearn", minversion="1.7")  # sample_weight, loss="poisson"
 
 from sklearn.datasets import make_multilabel_classification  # noqa: E402
 from sklearn.exceptions import ConvergenceWarning  # noqa: E402
@@ -315,3 +315,26 @@ def test_alpha_on_digits_agrees_with_sklearn():
     assert acc[1] > 0.9
     assert abs(acc[0] - acc[1]) <= 0.01, acc     # same weights to rounding: same accuracy
     assert acc[2] < 0.5, acc
+
+
+def test_callbacks_see_the_network_and_can_stop(digits):
+    from fastnn.callbacks import Callback
+
+    class StopAfterTwo(Callback):
+        def __init__(self):
+            super().__init__()
+            self.logs = []
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.logs.append(dict(logs))
+            assert self.trainer.model is est.model_
+            if epoch == 1:
+                self.trainer.stop_training = True
+
+    X, y = digits
+    cb = StopAfterTwo()
+    est = MLPClassifier((8,), max_iter=50, random_state=0)
+    est.fit(X, y, validation_data=(X[:50], y[:50]), callbacks=[cb])
+    assert est.n_iter_ == 2 and len(cb.logs) == 2
+    assert cb.logs[-1]["loss"] == est.loss_curve_[-1]
+    assert cb.logs[-1]["val_score"] == est.validation_scores_[-1]

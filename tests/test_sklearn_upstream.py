@@ -14,6 +14,9 @@ import pytest
 sklearn = pytest.importorskip("sklearn")
 import sklearn.neural_network  # noqa: E402
 
+# about 90 s: the quick suite (-m "not slow") leaves it to CI
+pytestmark = pytest.mark.slow
+
 _PATH = os.path.join(os.path.dirname(sklearn.neural_network.__file__), "tests", "test_mlp.py")
 _IMPORT = "from sklearn.neural_network import MLPClassifier, MLPRegressor"
 
