@@ -152,7 +152,25 @@ def build_mlp(n_features, n_outputs, hidden_layer_sizes=(100,), activation="relu
 # scikit-learn's stochastic solvers (the update rules of sklearn.neural_network)
 # --------------------------------------------------------------------------------------------
 
-class _SGD:
+class _Solver:
+    """scikit-learn's optimizer interface: ``update_params`` after each batch,
+    ``iteration_ends`` after each epoch, ``trigger_stopping`` when training stalls (stop)."""
+
+    learning_rate: float
+
+    def update_params(self, params, grads):
+        raise NotImplementedError
+
+    def iteration_ends(self, time_step):
+        pass
+
+    def trigger_stopping(self, msg, verbose):
+        if verbose:
+            print(msg + " Stopping.")
+        return True
+
+
+class _SGD(_Solver):
     """scikit-learn's SGD: ``v = momentum * v - lr * g``; ``w += v`` (Nesterov:
     ``w += momentum * v - lr * g``), with the 'constant', 'invscaling' and 'adaptive' schedules."""
 
@@ -194,7 +212,7 @@ class _SGD:
         return False
 
 
-class _Adam:
+class _Adam(_Solver):
     """scikit-learn's Adam: ``w -= lr * sqrt(1 - beta_2^t) / (1 - beta_1^t) * m / (sqrt(v) +
     epsilon)`` (Kingma & Ba, 2014, section 2's efficient form)."""
 
@@ -218,16 +236,8 @@ class _Adam:
             v += (1 - b2) * (g * g)
             p -= self.learning_rate * m / (np.sqrt(v) + self.epsilon)
 
-    def iteration_ends(self, time_step):
-        pass
 
-    def trigger_stopping(self, msg, verbose):
-        if verbose:
-            print(msg + " Stopping.")
-        return True
-
-
-class _FastnnOptimizer(_Adam):
+class _FastnnOptimizer(_Solver):
     """fastnn's Adagrad / RMSprop (:mod:`fastnn.optim`) behind the solver interface; the
     gradients arrive in the parameters' ``grad`` buffers."""
 
@@ -302,6 +312,22 @@ class _CallbackTrainer:
 # The shared estimator
 # --------------------------------------------------------------------------------------------
 
+def _with_sklearns_constraints(constraints: dict) -> dict:
+    """``constraints`` with scikit-learn's entries replaced by the installed scikit-learn's own
+    constraint objects (the same messages, including the order of the options), fastnn's
+    ``Hidden`` extensions kept."""
+    try:
+        from sklearn.neural_network._multilayer_perceptron import BaseMultilayerPerceptron
+        theirs = BaseMultilayerPerceptron._parameter_constraints
+    except (ImportError, AttributeError):  # pragma: no cover - a private name moved
+        return constraints
+    merged = dict(constraints)
+    for name, constraint in theirs.items():
+        hidden = [c for c in constraints.get(name, []) if isinstance(c, Hidden)]
+        merged[name] = list(constraint) + hidden
+    return merged
+
+
 _DEPRECATED = {"optimizer": "solver", "lr": "learning_rate_init",
                "nesterov": "nesterovs_momentum", "betas": "beta_1 and beta_2"}
 
@@ -353,15 +379,7 @@ class _BaseMLP(BaseEstimator):
         "betas": [tuple, list, None],
     }
 
-    try:  # the installed scikit-learn's own constraint objects: the same messages
-        from sklearn.neural_network._multilayer_perceptron import (
-            BaseMultilayerPerceptron as _SkBase)
-        for _name, _constraint in _SkBase._parameter_constraints.items():
-            _extra = [c for c in _parameter_constraints.get(_name, []) if isinstance(c, Hidden)]
-            _parameter_constraints[_name] = list(_constraint) + _extra
-        del _SkBase, _name, _constraint, _extra
-    except (ImportError, AttributeError):  # pragma: no cover - fastnn's copy above
-        pass
+    _parameter_constraints = _with_sklearns_constraints(_parameter_constraints)
 
     def __init__(self, hidden_layer_sizes, activation, *, solver, alpha, batch_size,
                  learning_rate, learning_rate_init, power_t, max_iter, shuffle, random_state,
@@ -458,13 +476,17 @@ class _BaseMLP(BaseEstimator):
         return s
 
     # --- data ---------------------------------------------------------------------------------
-    def _validate_X(self, X, reset):
+    def _input_dtype(self, reset):
+        """The dtype X is converted to: the network's once fitted, else ``dtype``, else
+        float32 and float64 inputs keep theirs and others become float64 (scikit-learn's)."""
         if not reset:
-            dtype = self._net_dtype()
-        elif self.dtype is not None:
-            dtype = np.dtype(self.dtype)
-        else:  # float32 and float64 inputs keep their dtype, others become float64
-            dtype = [np.float64, np.float32]
+            return self._net_dtype()
+        if self.dtype is not None:
+            return np.dtype(self.dtype)
+        return [np.float64, np.float32]
+
+    def _validate_X(self, X, reset):
+        dtype = self._input_dtype(reset)
         return _densify(_validate_data(self, X, reset=reset, dtype=dtype, order="C",
                                        accept_sparse=["csr", "csc"]))
 
@@ -1071,12 +1093,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         if y is None:
             raise ValueError(f"{type(self).__name__} requires y to be passed, but the target "
                              f"y is None")
-        dtype = (np.float64, np.float32) if self.dtype is None or not reset else \
-            np.dtype(self.dtype)
-        if not reset:
-            dtype = self._net_dtype()
-        X, y = _validate_data(self, X, y, multi_output=True, dtype=dtype, order="C",
-                              reset=reset, accept_sparse=["csr", "csc"])
+        X, y = _validate_data(self, X, y, multi_output=True, dtype=self._input_dtype(reset),
+                              order="C", reset=reset, accept_sparse=["csr", "csc"])
         X = _densify(X)
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
@@ -1277,10 +1295,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         if y is None:
             raise ValueError(f"{type(self).__name__} requires y to be passed, but the target "
                              f"y is None")
-        dtype = (np.float64, np.float32) if self.dtype is None else np.dtype(self.dtype)
-        if not reset:
-            dtype = self._net_dtype()
-        X, y = _validate_data(self, X, y, multi_output=True, y_numeric=True, dtype=dtype,
+        X, y = _validate_data(self, X, y, multi_output=True, y_numeric=True,
+                              dtype=self._input_dtype(reset),
                               order="C", reset=reset, accept_sparse=["csr", "csc"])
         X = _densify(X)
         if y.ndim == 2 and y.shape[1] == 1:

@@ -89,7 +89,8 @@ def _quiet():
 
 def test_pipeline_grid_random_search_cross_val(iris):
     X, y = iris
-    pipe = make_pipeline(StandardScaler(), MLPClassifier((16,), max_iter=40, learning_rate_init=0.02,
+    pipe = make_pipeline(StandardScaler(), MLPClassifier((16,), max_iter=40,
+                                                         learning_rate_init=0.02,
                                                          random_state=0))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
@@ -101,7 +102,7 @@ def test_pipeline_grid_random_search_cross_val(iris):
         assert len(gs.cv_results_["params"]) == 4
         assert gs.best_score_ > 0.85
         assert gs.score(X, y) > 0.85
-        rs = RandomizedSearchCV(pipe, {"mlpclassifier__lr": [0.003, 0.01, 0.03],
+        rs = RandomizedSearchCV(pipe, {"mlpclassifier__learning_rate_init": [0.003, 0.01, 0.03],
                                        "mlpclassifier__hidden_layer_sizes": [(8,), (16, 8)]},
                                 n_iter=3, cv=3, random_state=0)
         rs.fit(X, y)
@@ -112,11 +113,13 @@ def test_pipeline_grid_random_search_cross_val(iris):
 def test_regressor_in_pipeline_and_search():
     X, y = make_regression(120, 4, noise=1.0, random_state=0)
     y = (y - y.mean()) / y.std()
-    pipe = make_pipeline(StandardScaler(), MLPRegressor(hidden_layer_sizes=(16,), max_iter=60, learning_rate_init=0.02,
+    pipe = make_pipeline(StandardScaler(), MLPRegressor(hidden_layer_sizes=(16,), max_iter=60,
+                                                        learning_rate_init=0.02,
                                                         random_state=0))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        gs = GridSearchCV(pipe, {"mlpregressor__solver": ["adam", "rmsprop", "lbfgs"]}, cv=2).fit(X, y)
+        gs = GridSearchCV(pipe, {"mlpregressor__solver": ["adam", "rmsprop", "lbfgs"]},
+                          cv=2).fit(X, y)
     assert gs.best_score_ > 0.8
 
 
@@ -144,7 +147,8 @@ def test_binary_has_two_probability_columns(iris_scaled):
     X, y = iris_scaled
     keep = y < 2
     with _quiet():
-        clf = MLPClassifier((8,), max_iter=20, learning_rate_init=0.02, random_state=0).fit(X[keep], y[keep])
+        clf = MLPClassifier((8,), max_iter=20, learning_rate_init=0.02, random_state=0).fit(
+            X[keep], y[keep])
     p = clf.predict_proba(X[keep])
     assert p.shape == (int(keep.sum()), 2)
     np.testing.assert_allclose(p.sum(axis=1), 1.0)
@@ -376,7 +380,8 @@ def test_regressor_validation_scores_are_r2():
     X, y = make_regression(200, 5, noise=5.0, random_state=1)
     y = (y - y.mean()) / y.std()
     with _quiet():
-        reg = MLPRegressor(hidden_layer_sizes=(32,), max_iter=30, learning_rate_init=0.01, random_state=0).fit(
+        reg = MLPRegressor(hidden_layer_sizes=(32,), max_iter=30, learning_rate_init=0.01,
+                           random_state=0).fit(
             X[:150], y[:150], validation_data=(X[150:], y[150:]))
     assert reg.validation_scores_[-1] == pytest.approx(reg.score(X[150:], y[150:]), rel=1e-6)
     assert reg.score(X, y) > 0.9
@@ -497,7 +502,8 @@ def test_regressor_targets_shapes():
     X, y = make_regression(80, 3, n_targets=2, noise=0.1, random_state=0)
     y = y / y.std(axis=0)
     with _quiet():
-        multi = MLPRegressor(hidden_layer_sizes=(16,), max_iter=100, learning_rate_init=0.02, random_state=0).fit(X, y)
+        multi = MLPRegressor(hidden_layer_sizes=(16,), max_iter=100, learning_rate_init=0.02,
+                             random_state=0).fit(X, y)
         col = MLPRegressor(hidden_layer_sizes=(16,), max_iter=5, random_state=0).fit(X, y[:, :1])
         flat = MLPRegressor(hidden_layer_sizes=(16,), max_iter=5, random_state=0).fit(X, y[:, 0])
     assert multi.predict(X).shape == (80, 2) and multi.n_outputs_ == 2

@@ -8,16 +8,14 @@ is reported) with the reason; README.md lists them.
 """
 import os
 
-import numpy as np
 import pytest
 
-sklearn = pytest.importorskip("sklearn")
-import sklearn.neural_network  # noqa: E402
+neural_network = pytest.importorskip("sklearn.neural_network")
 
 # about 90 s: the quick suite (-m "not slow") leaves it to CI
 pytestmark = pytest.mark.slow
 
-_PATH = os.path.join(os.path.dirname(sklearn.neural_network.__file__), "tests", "test_mlp.py")
+_PATH = os.path.join(os.path.dirname(neural_network.__file__), "tests", "test_mlp.py")
 _IMPORT = "from sklearn.neural_network import MLPClassifier, MLPRegressor"
 
 if not os.path.exists(_PATH):  # pragma: no cover - a scikit-learn installed without its tests
