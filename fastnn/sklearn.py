@@ -507,7 +507,8 @@ class _BaseMLP(BaseEstimator):
         """The cached network, rebuilt or rebound when ``coefs_``/``intercepts_`` changed."""
         net = self.__dict__.get("_net")
         coefs, inters = self.coefs_, self.intercepts_
-        shapes = [c.shape for c in coefs]
+        # the architecture: rebuilt when the shapes or a set_params of the layers changed it
+        shapes = ([c.shape for c in coefs], repr(self.activation), repr(self.dropout))
         if net is None or self.__dict__.get("_net_shapes") != shapes:
             n_hidden = len(coefs) - 1
             sizes = tuple(int(c.shape[1]) for c in coefs[:-1])

@@ -338,3 +338,15 @@ def test_callbacks_see_the_network_and_can_stop(digits):
     assert est.n_iter_ == 2 and len(cb.logs) == 2
     assert cb.logs[-1]["loss"] == est.loss_curve_[-1]
     assert cb.logs[-1]["val_score"] == est.validation_scores_[-1]
+
+
+def test_warm_start_after_set_params_uses_the_new_activation(digits):
+    X, y = digits
+    kw = dict(hidden_layer_sizes=(6,), max_iter=3, warm_start=True, random_state=0)
+    a, b = _fit_both(MLPClassifier, SkClassifier, X, y, **kw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for est in (a, b):
+            est.set_params(activation="tanh").fit(X, y)
+    assert [m.activation for m in a.model_ if hasattr(m, "activation")][0] == "tanh"
+    _assert_same_fit(a, b)
