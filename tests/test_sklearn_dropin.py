@@ -350,3 +350,28 @@ def test_warm_start_after_set_params_uses_the_new_activation(digits):
             est.set_params(activation="tanh").fit(X, y)
     assert [m.activation for m in a.model_ if hasattr(m, "activation")][0] == "tanh"
     _assert_same_fit(a, b)
+
+
+@pytest.mark.parametrize("extra", [dict(output="sparsemax"), dict(l2=0.3), dict(l1=0.05),
+                                   dict(output="softmax", l2=0.1)])
+def test_extras_gradient_against_finite_differences(digits, extra):
+    """fastnn's additions to the objective (sparsemax loss, l1, l2) in float64: the gradient
+    the solvers use against central differences of the loss, with sample weights."""
+    X, y = digits
+    X, y = X[:40], y[:40] % 3
+    solver = "sgd" if "l1" in extra else "lbfgs"
+    est = MLPClassifier((5,), activation="tanh", solver=solver, max_iter=1, alpha=0.2,
+                        random_state=0, **extra)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est.fit(X, y)
+    Y = est._encode_columns(est._label_binarizer.transform(y).astype(bool))
+    sw = np.random.default_rng(2).uniform(0.5, 2.0, len(X))
+    theta = np.concatenate([w.ravel() for w in est.coefs_ + est.intercepts_])
+    theta += np.random.default_rng(3).normal(0, 0.2, theta.shape)
+    f = lambda t: est._loss_grad_lbfgs(t, X, Y, sw)
+    loss, grad = f(theta)
+    eps = 1e-6
+    numeric = np.array([(f(theta + eps * e)[0] - f(theta - eps * e)[0]) / (2 * eps)
+                        for e in np.eye(theta.size)])
+    np.testing.assert_allclose(grad, numeric, rtol=1e-5, atol=1e-7)
