@@ -2,6 +2,7 @@
 they add over scikit-learn's MLP (dropout, per-layer activations, sparsemax, multi-label, L1,
 optimizers, validation data, dtype, threads)."""
 import contextlib
+import re
 import json
 import pickle
 import subprocess
@@ -28,23 +29,31 @@ from fastnn.layers import Dense, Dropout
 from fastnn.sklearn import MLPClassifier, MLPRegressor
 
 # Small networks and few epochs keep the ~110 checks per estimator at a few seconds.
-FAST = {"hidden_layer_sizes": (16,), "max_iter": 30, "lr": 0.02, "batch_size": 32, "n_iter_no_change": 5}
+FAST = {"hidden_layer_sizes": (16,), "max_iter": 30, "learning_rate_init": 0.02,
+        "batch_size": 32, "n_iter_no_change": 5}
 CHECKED = [
     MLPClassifier(**FAST),
     # the additions over scikit-learn's MLP go through the same checks
     MLPClassifier((16, 8), activation=["relu", "tanh"], dropout=[0.1, 0.0], output="sparsemax",
-                  optimizer="sgd", momentum=0.9, nesterov=True, lr=0.05, l1=1e-4, l2=1e-4,
-                  max_iter=30, batch_size=32, n_iter_no_change=5, n_threads=1),
+                  solver="sgd", momentum=0.9, nesterovs_momentum=True, learning_rate_init=0.05,
+                  l1=1e-4, l2=1e-4, max_iter=30, batch_size=32, n_iter_no_change=5,
+                  n_threads=1),
+    MLPClassifier(solver="lbfgs", hidden_layer_sizes=(8,), max_iter=50),
     MLPRegressor(**FAST),
 ]
 
 
 def _expected_failed_checks(estimator):
-    if isinstance(estimator, MLPClassifier):
+    if isinstance(estimator, MLPClassifier) and estimator.output == "sparsemax":
+        dropout = ("dropout draws other masks when samples are repeated or removed, so "
+                   "weighting a sample is not the same as repeating it (scikit-learn's own "
+                   "MLP runs this check with solver='lbfgs' only)")
         return {"check_classifiers_multilabel_output_format_predict_proba":
                 "multi-label probabilities are a sparsemax: exactly 0 outside the predicted "
                 "label set (and 1 for a single label), while the check requires 0 < p < 1 "
-                "strictly"}
+                "strictly",
+                "check_sample_weight_equivalence_on_dense_data": dropout,
+                "check_sample_weight_equivalence_on_sparse_data": dropout}
     return {}
 
 
@@ -80,7 +89,8 @@ def _quiet():
 
 def test_pipeline_grid_random_search_cross_val(iris):
     X, y = iris
-    pipe = make_pipeline(StandardScaler(), MLPClassifier((16,), max_iter=40, lr=0.02,
+    pipe = make_pipeline(StandardScaler(), MLPClassifier((16,), max_iter=40,
+                                                         learning_rate_init=0.02,
                                                          random_state=0))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
@@ -92,7 +102,7 @@ def test_pipeline_grid_random_search_cross_val(iris):
         assert len(gs.cv_results_["params"]) == 4
         assert gs.best_score_ > 0.85
         assert gs.score(X, y) > 0.85
-        rs = RandomizedSearchCV(pipe, {"mlpclassifier__lr": [0.003, 0.01, 0.03],
+        rs = RandomizedSearchCV(pipe, {"mlpclassifier__learning_rate_init": [0.003, 0.01, 0.03],
                                        "mlpclassifier__hidden_layer_sizes": [(8,), (16, 8)]},
                                 n_iter=3, cv=3, random_state=0)
         rs.fit(X, y)
@@ -103,11 +113,13 @@ def test_pipeline_grid_random_search_cross_val(iris):
 def test_regressor_in_pipeline_and_search():
     X, y = make_regression(120, 4, noise=1.0, random_state=0)
     y = (y - y.mean()) / y.std()
-    pipe = make_pipeline(StandardScaler(), MLPRegressor((16,), max_iter=60, lr=0.02,
+    pipe = make_pipeline(StandardScaler(), MLPRegressor(hidden_layer_sizes=(16,), max_iter=60,
+                                                        learning_rate_init=0.02,
                                                         random_state=0))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        gs = GridSearchCV(pipe, {"mlpregressor__optimizer": ["adam", "rmsprop"]}, cv=2).fit(X, y)
+        gs = GridSearchCV(pipe, {"mlpregressor__solver": ["adam", "rmsprop", "lbfgs"]},
+                          cv=2).fit(X, y)
     assert gs.best_score_ > 0.8
 
 
@@ -121,13 +133,13 @@ def test_arbitrary_labels(iris_scaled, labels):
     X, y = iris_scaled
     yl = labels[y]
     with _quiet():
-        clf = MLPClassifier((16,), max_iter=50, lr=0.02, random_state=0).fit(X, yl)
+        clf = MLPClassifier((16,), max_iter=50, learning_rate_init=0.02, random_state=0).fit(X, yl)
     np.testing.assert_array_equal(clf.classes_, np.sort(labels))
     pred = clf.predict(X)
     assert pred.dtype == yl.dtype and set(pred) <= set(labels)
     assert clf.score(X, yl) > 0.9
     unknown = np.array([99 if labels.dtype.kind == "i" else "unknown"], dtype=yl.dtype)
-    with pytest.raises(ValueError, match="not seen"):
+    with pytest.raises(ValueError, match="`y` has classes not in `self.classes_`"):
         clf.partial_fit(X[:5], np.concatenate([yl[:4], unknown]))
 
 
@@ -135,25 +147,32 @@ def test_binary_has_two_probability_columns(iris_scaled):
     X, y = iris_scaled
     keep = y < 2
     with _quiet():
-        clf = MLPClassifier((8,), max_iter=20, lr=0.02, random_state=0).fit(X[keep], y[keep])
+        clf = MLPClassifier((8,), max_iter=20, learning_rate_init=0.02, random_state=0).fit(
+            X[keep], y[keep])
     p = clf.predict_proba(X[keep])
     assert p.shape == (int(keep.sum()), 2)
     np.testing.assert_allclose(p.sum(axis=1), 1.0)
+    # as scikit-learn: one logistic output unit; output="softmax" gives one unit per class
+    assert clf.out_activation_ == "logistic" and clf.coefs_[-1].shape == (8, 1)
+    with _quiet():
+        soft = MLPClassifier((8,), max_iter=20, output="softmax", random_state=0).fit(
+            X[keep], y[keep])
+    assert soft.out_activation_ == "softmax" and soft.coefs_[-1].shape == (8, 2)
+    assert soft.predict_proba(X[keep]).shape == (int(keep.sum()), 2)
 
 
 def test_softmax_vs_sparsemax_output(iris_scaled):
     X, y = iris_scaled
     with _quiet():
-        soft = MLPClassifier((16,), max_iter=60, lr=0.02, random_state=0).fit(X, y)
-        sparse = MLPClassifier((16,), max_iter=60, lr=0.02, random_state=0,
+        soft = MLPClassifier((16,), max_iter=60, learning_rate_init=0.02, random_state=0).fit(X, y)
+        sparse = MLPClassifier((16,), max_iter=60, learning_rate_init=0.02, random_state=0,
                                output="sparsemax").fit(X, y)
     ps, pp = soft.predict_proba(X), sparse.predict_proba(X)
     assert ps.dtype == pp.dtype == np.float64
     assert (ps > 0).all()
+    assert sparse.out_activation_ == "sparsemax" and soft.out_activation_ == "softmax"
     assert (pp == 0).mean() > 0.3          # sparse: many exact zeros
     np.testing.assert_allclose(pp.sum(axis=1), 1.0, atol=1e-12)
-    assert sparse.model_.loss.name == "sparsemax"
-    assert soft.model_.loss.name == "cross_entropy"
     np.testing.assert_array_equal(sparse.predict(X), np.argmax(pp, axis=1))
     assert sparse.score(X, y) > 0.9
     # predict_proba is the output map of the network's logits
@@ -163,7 +182,7 @@ def test_softmax_vs_sparsemax_output(iris_scaled):
     with _quiet():
         mixed = MLPClassifier((8,), max_iter=5, loss="cross_entropy", output="sparsemax",
                               random_state=0).fit(X, y)
-    assert mixed.model_.loss.name == "cross_entropy" and (mixed.predict_proba(X) == 0).any()
+    assert mixed.out_activation_ == "softmax" and (mixed.predict_proba(X) == 0).any()
     with _quiet():
         via_loss = MLPClassifier((8,), max_iter=5, loss="sparsemax", random_state=0).fit(X, y)
     assert (via_loss.predict_proba(X) == 0).any()
@@ -176,7 +195,8 @@ def test_multilabel_sparsemax_support():
     empty = ~Y.any(axis=1)
     assert empty.any()   # rows without labels are skipped, not an error
     with _quiet():
-        clf = MLPClassifier((32,), max_iter=80, lr=0.01, random_state=0).fit(X, Y)
+        clf = MLPClassifier((32,), max_iter=80, learning_rate_init=0.01, output="sparsemax",
+                            random_state=0).fit(X, Y)
     np.testing.assert_array_equal(clf.classes_, np.arange(5))
     P = clf.predict(X)
     proba = clf.predict_proba(X)
@@ -184,7 +204,7 @@ def test_multilabel_sparsemax_support():
     np.testing.assert_array_equal(P, (proba > 0).astype(Y.dtype))   # the sparsemax support
     assert P.any(axis=1).all()                                        # never empty
     np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-12)
-    assert clf.model_.loss.multilabel
+    assert clf.out_activation_ == "sparsemax"
     labelled = ~empty
     hamming = np.mean(P[labelled] != Y[labelled])
     majority = np.mean((Y[labelled].mean(axis=0) > 0.5)[None] != Y[labelled])   # 0.44
@@ -192,12 +212,19 @@ def test_multilabel_sparsemax_support():
     assert (P.sum(axis=1) < 5).mean() > 0.5     # label sets, not "everything"
     # lists of lists work too, and give the same model
     with _quiet():
-        clf2 = MLPClassifier((32,), max_iter=80, lr=0.01, random_state=0).fit(X, Y.tolist())
+        clf2 = MLPClassifier((32,), max_iter=80, learning_rate_init=0.01, output="sparsemax",
+                             random_state=0).fit(X, Y.tolist())
     np.testing.assert_array_equal(clf2.predict(X), P)
     with pytest.raises(ValueError, match="sparsemax"):
         MLPClassifier(output="softmax", max_iter=2).fit(X, Y)
-    with pytest.raises(ValueError, match="sparsemax"):
-        MLPClassifier(loss="cross_entropy", max_iter=2).fit(X, Y)
+    with pytest.raises(ValueError, match="sparsemax output"):
+        MLPClassifier(loss="sparsemax", output="softmax", max_iter=2).fit(X, Y)
+    # the default is scikit-learn's: logistic outputs, labels where p > 0.5
+    with _quiet():
+        logistic = MLPClassifier((32,), max_iter=80, random_state=0).fit(X, Y)
+    assert logistic.out_activation_ == "logistic"
+    np.testing.assert_array_equal(logistic.predict(X),
+                                  (logistic.predict_proba(X) > 0.5).astype(int))
 
 
 # --------------------------------------------------------------------------------------------
@@ -228,55 +255,92 @@ def test_per_layer_activations_and_dropout(iris_scaled):
     assert len(linear.coefs_) == 1
 
 
-@pytest.mark.parametrize("name, cls, extra", [
-    ("sgd", optim.SGD, {"momentum": 0.9, "nesterov": True, "decay": 1e-4}),
-    ("adagrad", optim.Adagrad, {"decay": 1e-4}),
-    ("rmsprop", optim.RMSprop, {"optimizer_params": {"momentum": 0.5, "alpha": 0.9}}),
-    ("adam", optim.Adam, {"betas": (0.8, 0.99)}),
+@pytest.mark.parametrize("solver, extra", [
+    ("sgd", {"momentum": 0.9, "nesterovs_momentum": True, "learning_rate": "invscaling",
+             "power_t": 0.1}),
+    ("adagrad", {"decay": 1e-4}),
+    ("rmsprop", {"optimizer_params": {"momentum": 0.5, "alpha": 0.9}}),
+    ("adam", {"beta_1": 0.8, "beta_2": 0.99}),
+    ("lbfgs", {}),
 ])
-def test_optimizers(iris_scaled, name, cls, extra):
+def test_solvers(iris_scaled, solver, extra):
     X, y = iris_scaled
     with _quiet():
-        clf = MLPClassifier((16,), optimizer=name, lr=0.02, l1=1e-5, l2=1e-4, max_iter=60,
-                            random_state=0, **extra).fit(X, y)
-    opt = clf.model_.optimizer
-    assert type(opt) is cls
-    g = opt.param_groups[0]
-    assert g["lr"] == 0.02 and g["weight_decay"] == 1e-4 and g["l1"] == 1e-5
-    if name == "sgd":
-        assert g["momentum"] == 0.9 and g["nesterov"] and g["decay"] == 1e-4
-    if name == "rmsprop":
-        assert g["momentum"] == 0.5 and g["alpha"] == 0.9
-    if name == "adam":
-        assert tuple(g["betas"]) == (0.8, 0.99)
+        clf = MLPClassifier((16,), solver=solver, learning_rate_init=0.02, l2=1e-4,
+                            max_iter=60, batch_size=16, random_state=0, **extra).fit(X, y)
+    if solver in ("adagrad", "rmsprop"):   # fastnn's optimizers behind the solver
+        g = clf._optimizer.opt.param_groups[0]
+        assert g["lr"] == 0.02 and g["weight_decay"] == 0.0   # l2 enters the gradient
+        assert type(clf._optimizer.opt) is (optim.Adagrad if solver == "adagrad"
+                                            else optim.RMSprop)
+        if solver == "rmsprop":
+            assert g["momentum"] == 0.5 and g["alpha"] == 0.9
+        else:
+            assert g["decay"] == 1e-4
     assert clf.score(X, y) > 0.85
+    assert hasattr(clf, "partial_fit") == (solver != "lbfgs")
 
 
-def test_l1_proximal_sparsifies_weights(iris_scaled):
+def test_deprecated_names_warn_and_apply(iris_scaled):
+    X, y = iris_scaled
+    new = MLPClassifier((8,), solver="sgd", learning_rate_init=0.05, nesterovs_momentum=False,
+                        max_iter=5, random_state=0)
+    old = MLPClassifier((8,), optimizer="sgd", lr=0.05, nesterov=False, max_iter=5,
+                        random_state=0)
+    with _quiet():
+        new.fit(X, y)
+        with pytest.warns(FutureWarning, match="`lr` is deprecated.*learning_rate_init"):
+            old.fit(X, y)
+    np.testing.assert_array_equal(old.coefs_[0], new.coefs_[0])
+    with _quiet(), pytest.warns(FutureWarning, match="betas"):
+        b = MLPClassifier((8,), betas=(0.5, 0.9), max_iter=3, random_state=0).fit(X, y)
+    assert (b._optimizer.beta_1, b._optimizer.beta_2) == (0.5, 0.9)
+    with pytest.raises(ValueError, match="hidden_layer_sizes=\\(8,\\)"):
+        MLPRegressor((8,)).fit(X, X[:, 0])   # scikit-learn's MLPRegressor takes loss first
+
+
+def test_l1_sparsifies_weights(iris_scaled):
     X, y = iris_scaled
     with _quiet():
-        plain = MLPClassifier((32,), optimizer="sgd", lr=0.05, max_iter=40,
+        plain = MLPClassifier((32,), solver="adagrad", learning_rate_init=0.05, max_iter=40,
                               random_state=0).fit(X, y)
-        sparse = MLPClassifier((32,), optimizer="sgd", lr=0.05, max_iter=40, l1=0.05,
-                               batch_size=16, optimizer_params={"l1_proximal": True},
+        sparse = MLPClassifier((32,), solver="adagrad", learning_rate_init=0.05, max_iter=40,
+                               batch_size=16, optimizer_params={"l1": 0.01,
+                                                                "l1_proximal": True},
                                random_state=0).fit(X, y)
     zeros = lambda est: np.mean(np.concatenate([w.ravel() for w in est.coefs_]) == 0)
     assert zeros(plain) == 0.0 and zeros(sparse) > 0.5
     assert sparse.score(X, y) > 0.9
+    # l1 (any solver but lbfgs) shrinks the weights
+    with _quiet():
+        shrunk = MLPClassifier((32,), solver="sgd", learning_rate_init=0.05, max_iter=40,
+                               l1=0.01, random_state=0).fit(X, y)
+        base = MLPClassifier((32,), solver="sgd", learning_rate_init=0.05, max_iter=40,
+                             random_state=0).fit(X, y)
+    assert np.abs(shrunk.coefs_[0]).sum() < 0.8 * np.abs(base.coefs_[0]).sum()
+    with pytest.raises(ValueError, match="l1"):
+        MLPClassifier(solver="lbfgs", l1=0.1).fit(X, y)
 
 
 def test_invalid_parameters_raise_at_fit_not_init(iris_scaled):
     X, y = iris_scaled
-    for kw in [{"optimizer": "lbfgs"}, {"activation": "swish"}, {"lr": -1.0},
-               {"batch_size": 0}, {"max_iter": 0}, {"dtype": "float16"}, {"n_threads": 0},
-               {"output": "sigmoid"}, {"loss": "hinge"}, {"hidden_layer_sizes": (0,)},
-               {"validation_fraction": 1.5}, {"l1": -1.0}]:
+    for kw in [{"solver": "newton"}, {"activation": "swish"}, {"lr": -1.0},
+               {"learning_rate_init": 0.0}, {"batch_size": 0}, {"max_iter": 0},
+               {"dtype": "float16"}, {"n_threads": 0}, {"output": "sigmoid"},
+               {"loss": "hinge"}, {"hidden_layer_sizes": (0,)}, {"validation_fraction": 1.5},
+               {"l1": -1.0}, {"alpha": -1.0}, {"momentum": 1.5}, {"beta_1": 1.0},
+               {"learning_rate": "optimal"}, {"optimizer_params": {"eps": 1e-6}}]:
         est = MLPClassifier(**kw)               # no validation in __init__
         assert est.get_params()[next(iter(kw))] == next(iter(kw.values()))
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError), warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
             est.fit(X, y)
-    with pytest.raises(ValueError, match="2 classes"):
-        MLPClassifier().fit(X, np.zeros(len(X)))
+    # scikit-learn's messages
+    with pytest.raises(ValueError, match=re.escape(
+            "The 'solver' parameter of MLPClassifier must be a str among")):
+        MLPClassifier(solver="newton").fit(X, y)
+    with pytest.raises(ValueError, match=re.escape("hidden_layer_sizes must be > 0, got [0]")):
+        MLPClassifier(hidden_layer_sizes=(0,)).fit(X, y)
 
 
 # --------------------------------------------------------------------------------------------
@@ -289,17 +353,15 @@ def test_validation_data_and_curves(iris_scaled):
     idx = rng.permutation(len(X))
     tr, va = idx[:100], idx[100:]
     with _quiet():
-        clf = MLPClassifier((16,), max_iter=25, lr=0.02, random_state=0).fit(
-            X[tr], y[tr], validation_data=(X[va], y[va]))
-    assert clf.n_iter_ == 25 == len(clf.loss_curve_) == len(clf.validation_scores_) \
-        == len(clf.validation_loss_curve_)
-    # the last validation score is the estimator's score on the validation data
-    assert clf.validation_scores_[-1] == pytest.approx(clf.score(X[va], y[va]))
+        clf = MLPClassifier((16,), max_iter=25, learning_rate_init=0.02, n_iter_no_change=100,
+                            random_state=0).fit(X[tr], y[tr], validation_data=(X[va], y[va]))
+    assert clf.n_iter_ == 25 == len(clf.loss_curve_) == len(clf.validation_scores_)
+    # the best epoch's weights are kept: the score on the validation data is the best score
     assert clf.best_validation_score_ == max(clf.validation_scores_)
+    assert clf.score(X[va], y[va]) == pytest.approx(clf.best_validation_score_)
     assert clf.loss_curve_[-1] < clf.loss_curve_[0]
-    assert clf.best_loss_ == min(clf.loss_curve_)
     assert clf.t_ == 25 * 100
-    # string labels in the validation data are encoded like the training labels
+    # string labels in the validation data are compared with the training labels
     names = np.array(["a", "b", "c"])
     with _quiet():
         clf = MLPClassifier((8,), max_iter=5, random_state=0).fit(
@@ -311,33 +373,35 @@ def test_validation_data_and_curves(iris_scaled):
     # without validation data there is no validation curve
     with _quiet():
         clf = MLPClassifier((8,), max_iter=3, random_state=0).fit(X, y)
-    assert clf.validation_scores_ is None
+    assert clf.validation_scores_ is None and clf.best_loss_ == min(clf.loss_curve_)
 
 
 def test_regressor_validation_scores_are_r2():
     X, y = make_regression(200, 5, noise=5.0, random_state=1)
     y = (y - y.mean()) / y.std()
     with _quiet():
-        reg = MLPRegressor((32,), max_iter=30, lr=0.01, random_state=0).fit(
+        reg = MLPRegressor(hidden_layer_sizes=(32,), max_iter=30, learning_rate_init=0.01,
+                           random_state=0).fit(
             X[:150], y[:150], validation_data=(X[150:], y[150:]))
     assert reg.validation_scores_[-1] == pytest.approx(reg.score(X[150:], y[150:]), rel=1e-6)
     assert reg.score(X, y) > 0.9
 
 
-def test_early_stopping_restores_best_and_convergence_warning(iris_scaled):
+def test_early_stopping_on_score_and_convergence_warning(iris_scaled):
     X, y = iris_scaled
-    clf = MLPClassifier((32,), lr=0.05, max_iter=300, early_stopping=True,
+    clf = MLPClassifier((32,), learning_rate_init=0.05, max_iter=300, early_stopping=True,
                         validation_fraction=0.2, n_iter_no_change=5, tol=0.0, random_state=0)
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)
         clf.fit(X, y)
-    assert clf.n_iter_ < 300
-    assert len(clf.validation_loss_curve_) == clf.n_iter_
-    best = int(np.argmin(clf.validation_loss_curve_))
-    assert best < clf.n_iter_ - 1
-    assert any("restored" in msg for _, msg in clf.history_.events)
+    assert clf.n_iter_ < 300 and clf.best_loss_ is None
+    assert len(clf.validation_scores_) == clf.n_iter_
+    # stopped n_iter_no_change + 1 epochs after the best validation accuracy
+    best = int(np.argmax(clf.validation_scores_))
+    assert clf.best_validation_score_ == clf.validation_scores_[best]
+    assert clf.n_iter_ - 1 - best >= clf.n_iter_no_change
     # reaching max_iter before converging warns, as scikit-learn does
-    with pytest.warns(ConvergenceWarning, match="max_iter=3"):
+    with pytest.warns(ConvergenceWarning, match=re.escape("Maximum iterations (3) reached")):
         MLPClassifier((8,), max_iter=3, random_state=0).fit(X, y)
 
 
@@ -354,11 +418,14 @@ def test_dtype(iris_scaled):
         assert MLPClassifier((4,), max_iter=2).fit((X * 10).astype(int), y).model_.dtype \
             == np.float64
         clf = MLPClassifier((4,), max_iter=2, dtype="float32").fit(X, y)
-        reg = MLPRegressor((4,), max_iter=2, dtype=np.float32).fit(X, X[:, 0])
+        reg = MLPRegressor(hidden_layer_sizes=(4,), max_iter=2, dtype=np.float32).fit(
+            X, X[:, 0])
     assert clf.model_.dtype == np.float32 and reg.model_.dtype == np.float32
-    assert all(w.dtype == np.float32 for w in clf.coefs_)
-    assert clf.predict_proba(X).dtype == np.float64      # any input dtype is accepted
-    assert reg.predict(X).dtype == np.float64
+    assert all(w.dtype == np.float32 for w in clf.coefs_ + clf.intercepts_)
+    # any input dtype is accepted; the outputs are in the network's dtype (as scikit-learn)
+    assert clf.predict_proba(X).dtype == np.float32
+    assert clf.predict_proba(X.astype(np.float32)).dtype == np.float32
+    assert reg.predict(X).dtype == np.float32
 
 
 def test_random_state(iris_scaled):
@@ -376,34 +443,37 @@ def test_random_state(iris_scaled):
 
 def test_partial_fit_and_warm_start(iris_scaled):
     X, y = iris_scaled
-    clf = MLPClassifier((16,), lr=0.02, random_state=0)
+    clf = MLPClassifier((16,), learning_rate_init=0.02, random_state=0)
     with pytest.raises(ValueError, match="classes"):
         clf.partial_fit(X, y)
     losses = []
     for _ in range(15):
         clf.partial_fit(X, y, classes=[0, 1, 2])
         losses.append(clf.loss_curve_[-1])
-    assert clf.n_iter_ == 15 and len(clf.loss_curve_) == 15
+    # scikit-learn's counters: n_iter_ is the last call's epochs, t_ all samples seen
+    assert clf.n_iter_ == 1 and len(clf.loss_curve_) == 15 and clf.t_ == 15 * 150
     assert losses[-1] < losses[0]
     # only a subset of the classes in one call is fine
     clf.partial_fit(X[y == 0], y[y == 0])
-    assert clf.n_iter_ == 16
+    assert len(clf.loss_curve_) == 16
     with pytest.raises(ValueError, match="features"):
         clf.partial_fit(X[:, :3], y)
-    # warm_start continues (keeping the optimizer state); without it fit starts over
+    # warm_start continues from the weights; without it fit starts over
     with _quiet():
         ws = MLPClassifier((16,), max_iter=4, warm_start=True, random_state=0).fit(X, y)
-        opt = ws.model_.optimizer
+        w = ws.coefs_[0].copy()
         ws.fit(X, y)
-        assert ws.n_iter_ == 8 and ws.model_.optimizer is opt and len(ws.loss_curve_) == 8
+        assert ws.n_iter_ == 4 and len(ws.loss_curve_) == 8 and ws.t_ == 8 * 150
         cold = MLPClassifier((16,), max_iter=4, random_state=0).fit(X, y)
+        np.testing.assert_array_equal(cold.coefs_[0], w)
         cold.fit(X, y)
-    assert cold.n_iter_ == 4
+    np.testing.assert_array_equal(cold.coefs_[0], w)
+    assert len(cold.loss_curve_) == 4
     # regressor partial_fit
-    reg = MLPRegressor((8,), random_state=0)
+    reg = MLPRegressor(hidden_layer_sizes=(8,), random_state=0)
     for _ in range(3):
         reg.partial_fit(X, X[:, 0])
-    assert reg.n_iter_ == 3 and reg.predict(X).shape == (150,)
+    assert len(reg.loss_curve_) == 3 and reg.predict(X).shape == (150,)
 
 
 def test_pickle_continues_identically(iris_scaled):
@@ -432,12 +502,13 @@ def test_regressor_targets_shapes():
     X, y = make_regression(80, 3, n_targets=2, noise=0.1, random_state=0)
     y = y / y.std(axis=0)
     with _quiet():
-        multi = MLPRegressor((16,), max_iter=100, lr=0.02, random_state=0).fit(X, y)
-        col = MLPRegressor((16,), max_iter=5, random_state=0).fit(X, y[:, :1])
-        flat = MLPRegressor((16,), max_iter=5, random_state=0).fit(X, y[:, 0])
+        multi = MLPRegressor(hidden_layer_sizes=(16,), max_iter=100, learning_rate_init=0.02,
+                             random_state=0).fit(X, y)
+        col = MLPRegressor(hidden_layer_sizes=(16,), max_iter=5, random_state=0).fit(X, y[:, :1])
+        flat = MLPRegressor(hidden_layer_sizes=(16,), max_iter=5, random_state=0).fit(X, y[:, 0])
     assert multi.predict(X).shape == (80, 2) and multi.n_outputs_ == 2
     assert multi.score(X, y) > 0.9
-    assert col.predict(X).shape == (80, 1)
+    assert col.predict(X).shape == (80,)     # scikit-learn's: one target gives 1-D
     assert flat.predict(X).shape == (80,)
 
 
@@ -456,7 +527,7 @@ def test_n_threads_limits_openmp_and_blas_during_fit(iris_scaled):
         clf = MLPClassifier((8,), max_iter=2, n_threads=1, random_state=0).fit(
             X, y, callbacks=[rec])
     assert [(s["openmp"], s["blas"]) for s in rec.seen] == [(1, 1), (1, 1)]
-    assert clf.model_.n_threads == 1 and clf.model_.optimizer.n_threads == 1
+    assert clf.model_.n_threads == 1
     # the limit is lifted afterwards
     after = fastnn.parallel.thread_info()
     assert after["openmp"] == fastnn._threads.resolve_n_threads(None)
