@@ -324,7 +324,7 @@ def test_l1_sparsifies_weights(iris_scaled):
 
 def test_invalid_parameters_raise_at_fit_not_init(iris_scaled):
     X, y = iris_scaled
-    for kw in [{"solver": "newton"}, {"activation": "swish"}, {"lr": -1.0},
+    for kw in [{"solver": "newton"}, {"activation": "mish"}, {"lr": -1.0},
                {"learning_rate_init": 0.0}, {"batch_size": 0}, {"max_iter": 0},
                {"dtype": "float16"}, {"n_threads": 0}, {"output": "sigmoid"},
                {"loss": "hinge"}, {"hidden_layer_sizes": (0,)}, {"validation_fraction": 1.5},

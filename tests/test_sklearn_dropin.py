@@ -70,7 +70,7 @@ def test_every_parameter_with_the_same_default(fn_cls, sk_cls):
     assert list(ours)[:len(theirs)] == list(theirs)
 
 
-BAD = [("hidden_layer_sizes", "a"), ("activation", "swish"), ("solver", "newton"),
+BAD = [("hidden_layer_sizes", "a"), ("activation", "mish"), ("solver", "newton"),
        ("alpha", -1.0), ("batch_size", 0), ("learning_rate", "optimal"),
        ("learning_rate_init", 0.0), ("power_t", -1.0), ("max_iter", 0), ("shuffle", "yes"),
        ("random_state", "x"), ("tol", -1.0), ("verbose", "loud"), ("warm_start", 1.5),
