@@ -33,7 +33,7 @@ import numpy as np
 from fastnn._validation import check_float_array
 from fastnn.layers import Module, Node, _check_dtype, _no_forward, module_from_config
 from fastnn.losses import Loss, get_loss
-from fastnn.model import _check_unique, _Container, _infer_dtype
+from fastnn.model import _check_unique, _Container, _infer_dtype, _prefixed_shapes
 
 __all__ = ["Add", "Concatenate", "Input", "Merge", "Model", "Multiply"]
 
@@ -61,6 +61,10 @@ class Merge(Module):
 
     def merged_features(self, widths: list[int]) -> int:
         raise NotImplementedError
+
+    @classmethod
+    def _parameter_shapes(cls, kwargs):
+        return {}
 
     def _check_xs(self, xs):
         if not isinstance(xs, (list, tuple)) or len(xs) < self.n_min:
@@ -521,22 +525,35 @@ class Model(_Container):
                 "single_input": self._single_in, "single_output": self._single_out}
 
     @classmethod
+    def _parameter_shapes(cls, kwargs):
+        layers = kwargs.get("layers")
+        return _prefixed_shapes(enumerate(layers) if isinstance(layers, list) else None)
+
+    @classmethod
     def _build(cls, kwargs, dtype):
         try:
             layers = [module_from_config(c, dtype) for c in kwargs["layers"]]
             nodes: list[Node] = []
             for spec in kwargs["nodes"]:
+                if not all(type(j) is int and 0 <= j < len(nodes) for j in spec["parents"]):
+                    raise ValueError(f"node parents {spec['parents']!r} must index earlier "
+                                     f"nodes")
                 parents = [nodes[j] for j in spec["parents"]]   # parents come first
                 if spec["layer"] is None:
                     if parents:
                         raise ValueError("an Input node has no parents")
                     nodes.append(Input(spec["features"], spec["name"]))
                 else:
+                    if type(spec["layer"]) is not int or not 0 <= spec["layer"] < len(layers):
+                        raise ValueError(f"node layer {spec['layer']!r} is not a layer index")
                     layer = layers[spec["layer"]]
                     node = layer(parents if isinstance(layer, Merge) else parents[0])
                     if node.features != spec["features"]:
                         raise ValueError(f"node width {node.features} != {spec['features']}")
                     nodes.append(node)
+            for key in ("inputs", "outputs"):
+                if not all(type(j) is int and 0 <= j < len(nodes) for j in kwargs[key]):
+                    raise ValueError(f"{key} must index nodes")
             ins = [nodes[j] for j in kwargs["inputs"]]
             outs = [nodes[j] for j in kwargs["outputs"]]
         except (KeyError, IndexError, TypeError) as exc:

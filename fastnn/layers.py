@@ -802,6 +802,17 @@ class Maxout(Module):
     def _build(cls, kwargs, dtype):
         return Dense._build.__func__(cls, kwargs, dtype)
 
+    @classmethod
+    def _parameter_shapes(cls, kwargs):
+        n_in, n_out, k = (kwargs.get("in_features"), kwargs.get("out_features"),
+                          kwargs.get("pieces", 2))
+        if not all(type(n) is int and n > 0 for n in (n_in, n_out, k)):
+            return None  # the constructor says what is wrong
+        shapes = {"linear.weight": (n_in, n_out * k)}
+        if kwargs.get("bias", True):
+            shapes["linear.bias"] = (n_out * k,)
+        return shapes
+
     def extra_repr(self):
         s = f"{self.in_features}, {self.out_features}, pieces={self.pieces}"
         if self.linear.bias is None:

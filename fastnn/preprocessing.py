@@ -53,6 +53,10 @@ class Normalization(Module):
 
     _forward_cache = ("_ran",)
 
+    @classmethod
+    def _parameter_shapes(cls, kwargs):
+        return {}   # mean and variance are state buffers, checked against the file when loaded
+
     def __init__(self, n_features=None, *, mean=None, variance=None, epsilon: float = 1e-7):
         super().__init__()
         self._ran = False

@@ -199,3 +199,48 @@ def test_shared_layer_uses_do_not_overwrite_each_other():
     # dL/dW = xa^T 1 + xb^T 1: both uses add into the one gradient
     np.testing.assert_allclose(shared.weight.grad, (xa + xb).T @ np.ones((3, 3)))
     np.testing.assert_allclose(shared.bias.grad, np.full(3, 6.0))
+
+
+def _edit_description(src, dst, edit):
+    """Copy a model file with its JSON description edited (arrays untouched)."""
+    import io
+    import json
+    import zipfile
+    with zipfile.ZipFile(src) as z:
+        members = [(i.filename, z.read(i)) for i in z.infolist()]
+    out = []
+    for name, data in members:
+        if name == "__fastnn__.npy":
+            meta = json.loads(np.load(io.BytesIO(data)).tobytes())
+            edit(meta)
+            buf = io.BytesIO()
+            np.lib.format.write_array(buf, np.frombuffer(json.dumps(meta).encode(), np.uint8))
+            data = buf.getvalue()
+        out.append((name, data))
+    with zipfile.ZipFile(dst, "w") as z:
+        for name, data in out:
+            z.writestr(name, data)
+
+
+@pytest.mark.parametrize("edit,match", [
+    # a maxout layer declared 2*10^7 units wide: refused from the description, not allocated
+    (lambda m: m["architecture"]["layers"][0].__setitem__("out_features", 2 * 10 ** 7),
+     "the architecture needs"),
+    (lambda m: m["architecture"]["nodes"][2].__setitem__("parents", [-1]), "earlier nodes"),
+    (lambda m: m["architecture"]["nodes"][2].__setitem__("layer", 99), "layer index"),
+    (lambda m: m["architecture"].__setitem__("outputs", [1000]), "index nodes"),
+    (lambda m: m["architecture"]["nodes"][1].__setitem__("features", 5), "width"),
+])
+def test_hostile_graph_descriptions_are_model_file_errors(tmp_path, edit, match):
+    import tracemalloc
+    x = Input(4)
+    model = Model(x, Dense(6, 2, seed=1)(fastnn.Maxout(4, 6, pieces=3, seed=0)(x)))
+    fastnn.save(model, tmp_path / "ok.npz")
+    _edit_description(tmp_path / "ok.npz", tmp_path / "bad.npz", edit)
+    tracemalloc.start()
+    try:
+        with pytest.raises(fastnn.ModelFileError, match=match):
+            fastnn.load(tmp_path / "bad.npz")
+        assert tracemalloc.get_traced_memory()[1] < 20 * 2 ** 20
+    finally:
+        tracemalloc.stop()
