@@ -39,3 +39,23 @@ def test_cli_maxout_builds_maxout_layers():
     model = build_mlp(3, [4, 5], 2, maxout=3, dtype="float64")
     assert [type(m).__name__ for m in model] == ["Maxout", "Maxout", "Dense"]
     assert model[0].pieces == 3 and model[1].out_features == 5
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_estimators_accept_every_name(name):
+    import warnings
+
+    from fastnn import MLPClassifier
+    X = np.random.default_rng(0).standard_normal((20, 3))
+    y = np.arange(20) % 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")            # ConvergenceWarning after 2 iterations
+        clf = MLPClassifier(hidden_layer_sizes=(4,), activation=name, max_iter=2,
+                            random_state=0).fit(X, y)
+    assert clf.predict(X).shape == (20,)
+
+
+def test_the_estimators_refuse_names_outside_the_table():
+    from fastnn import MLPClassifier
+    with pytest.raises(ValueError, match="activation"):
+        MLPClassifier(activation="mish").fit(np.zeros((4, 2)), [0, 1, 0, 1])
