@@ -544,6 +544,20 @@ def _load_training_data(args):
     return info
 
 
+def _check_metadata_fits(metadata) -> None:
+    """The notes --save records (feature names, class labels) must fit in a model file's
+    description; checked before training, so no work is lost to a refused save."""
+    import json
+
+    from fastnn import io
+    room = io._JSON_BYTES[0] // 2   # the other half: architecture, names, checksums
+    size = len(json.dumps(metadata).encode("utf-8"))
+    if size > room:
+        raise UsageError(f"--save: the data's column names and class labels take {size} bytes; "
+                         f"a model file records at most {room} (shorten or drop the names, "
+                         f"e.g. save the data as .npy)")
+
+
 # --- train -------------------------------------------------------------------------------------
 
 def _train(args) -> int:
@@ -593,6 +607,8 @@ def _train(args) -> int:
 
     t_start = time.perf_counter()
     d = _load_training_data(args)
+    if args.save:
+        _check_metadata_fits(d["metadata"])
     X_train, y_train, X_val, y_val = d["X_train"], d["y_train"], d["X_val"], d["y_val"]
     X_test, y_test = d["X_test"], d["y_test"]
     regression = d["task"] == "regression"

@@ -30,10 +30,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from fastnn._threads import check_not_fitting, exclusive_use
 from fastnn._validation import check_float_array
 from fastnn.layers import Module, Node, _check_dtype, _no_forward, module_from_config
 from fastnn.losses import Loss, get_loss
-from fastnn.model import _check_unique, _Container, _infer_dtype, _prefixed_shapes
+from fastnn.model import Sequential, _check_unique, _Container, _infer_dtype, _prefixed_shapes
 
 __all__ = ["Add", "Concatenate", "Input", "Merge", "Model", "Multiply"]
 
@@ -246,7 +247,17 @@ class Model(_Container):
         self._dtype = _infer_dtype(layers, dtype)
         self._set_dtype(self._dtype)
         # the module each node runs: the layer itself at its first use, a parameter-sharing
-        # copy at every further use
+        # copy at every further use (layers with state besides their parameters - dropout
+        # counters, normalization statistics - cannot be shared: the copies would not follow)
+        uses: dict[int, int] = {}
+        for node in self._order:
+            if node.layer is not None:
+                uses[id(node.layer)] = uses.get(id(node.layer), 0) + 1
+        for m in layers:
+            if uses[id(m)] > 1 and next(iter(m.named_buffers()), None) is not None:
+                raise ValueError(f"{m!r} is used at {uses[id(m)]} nodes but holds state besides "
+                                 f"its parameters (dropout counters, normalization statistics); "
+                                 f"give each use its own instance")
         self._runners, used = [], set()
         self._clones = []
         for node in self._order:
@@ -421,6 +432,9 @@ class Model(_Container):
         return grads[0] if self._single_in else grads
 
     # --- the model interface -------------------------------------------------------------------
+    _predict_lock = Sequential._predict_lock   # one predict at a time; fit holds it
+
+    @exclusive_use("fit")   # one fit per network at a time, no predict from other threads
     def fit(self, X, y, loss=None, loss_weights=None, optimizer=None, epochs: int = 10,
             batch_size: int = 32, shuffle: bool = True, validation_data=None,
             validation_split: float = 0.0, callbacks=None, verbose=1, seed=None, lr=None,
@@ -465,27 +479,32 @@ class Model(_Container):
     def predict(self, X, batch_size: int | None = None):
         """The outputs for ``X`` in evaluation mode, in batches: new arrays (a list of one per
         output; a single array for a one-output model)."""
+        check_not_fitting(self, "predict")   # not while another thread trains this network
         xs = self._input_list(X)
         bs = 1024 if batch_size is None else int(batch_size)
         if bs <= 0:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         n = xs[0].shape[0]
-        modes = [m.training for m in self.modules()]
-        self.eval()
-        try:
-            outs = [np.empty((n, w), dtype=self._dtype) for w in self.output_widths]
-            for s in range(0, n, bs):
-                z = self.forward([x[s:s + bs] for x in xs])
-                for o, zi in zip(outs, [z] if self._single_out else z):
-                    o[s:s + zi.shape[0]] = zi
-        finally:
-            for m, mode in zip(self.modules(), modes):
-                m.training = mode
+        with self._predict_lock():
+            modes = [m.training for m in self.modules()]
+            self.eval()
+            try:
+                outs = [np.empty((n, w), dtype=self._dtype) for w in self.output_widths]
+                for s in range(0, n, bs):
+                    z = self.forward([x[s:s + bs] for x in xs])
+                    for o, zi in zip(outs, [z] if self._single_out else z):
+                        o[s:s + zi.shape[0]] = zi
+            finally:
+                for m, mode in zip(self.modules(), modes):
+                    m.training = mode
         return outs[0] if self._single_out else outs
 
     def _packed_loss(self, loss, loss_weights) -> _PackedLoss:
         if isinstance(loss, _PackedLoss):
             return loss
+        prev = getattr(self, "loss", None)
+        if loss is None and loss_weights is None and isinstance(prev, _PackedLoss):
+            return prev                     # continued training: the losses of the last fit
         if loss is None:
             raise ValueError("pass loss= (one per output, or one for all)")
         losses = list(loss) if isinstance(loss, (list, tuple)) else [loss] * len(self._outputs)
@@ -547,6 +566,9 @@ class Model(_Container):
                     if type(spec["layer"]) is not int or not 0 <= spec["layer"] < len(layers):
                         raise ValueError(f"node layer {spec['layer']!r} is not a layer index")
                     layer = layers[spec["layer"]]
+                    if not isinstance(layer, Merge) and len(parents) != 1:
+                        raise ValueError(f"a {type(layer).__name__} node has one parent, got "
+                                         f"{len(parents)}")
                     node = layer(parents if isinstance(layer, Merge) else parents[0])
                     if node.features != spec["features"]:
                         raise ValueError(f"node width {node.features} != {spec['features']}")

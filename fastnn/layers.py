@@ -660,10 +660,17 @@ class Dense(Module):
         return True
 
     def _saved_z(self):
+        """The pre-activation for the backward of GELU/SiLU: kept by a training-mode forward,
+        recomputed from the cached input after an evaluation-mode one (the weights have not
+        changed in between)."""
         if self._z is None and ACTIVATION_TABLE[self.activation].needs_z:
-            raise RuntimeError(f"the backward of a {self.activation!r} layer needs the "
-                               f"pre-activation, kept by forward in training mode only: call "
-                               f"model.train() before the forward pass")
+            if self._x is None:
+                raise _no_forward(self)
+            z = self._buffer("z", self._y.shape, self._y.dtype)
+            F.dense_forward(self._x, self.weight.data,
+                            None if self.bias is None else self.bias.data,
+                            activation="identity", out=z, n_threads=self._n_threads)
+            self._z = z
         return self._z
 
     def _kink_state(self):
@@ -764,7 +771,9 @@ class Maxout(Module):
 
     def forward(self, x):
         z = self.linear.forward(x)
-        y = self._buffer("y", (z.shape[0], self.out_features), z.dtype)
+        # fed its own last output, it must not write over it (the linear units keep it)
+        y = self._buffer("y", (z.shape[0], self.out_features), z.dtype,
+                         avoid=x if type(x) is np.ndarray else None)
         arg = self._buffer("arg", y.shape, np.int32)
         F.maxout(z, self.pieces, out=y, arg_out=arg, n_threads=self._n_threads)
         self._arg = arg

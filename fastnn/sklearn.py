@@ -56,6 +56,7 @@ except ImportError:  # pragma: no cover - older scikit-learn
     _CHECK_NAMES_ONLY = {"cast_to_ndarray": False}
 
 from fastnn._flat import FlatParameters
+from fastnn._threads import check_not_fitting, exclusive_use
 from fastnn.functional.activations import ACTIVATIONS, ALIASES, activation_info
 from fastnn.layers import Dense, Dropout
 from fastnn.model import Sequential
@@ -623,6 +624,7 @@ class _BaseMLP(BaseEstimator):
         return float(loss), coef_grads + intercept_grads
 
     # --- training -----------------------------------------------------------------------------
+    @exclusive_use("fit")   # one fit per estimator at a time, no predict from other threads
     def _fit(self, X, y, sample_weight=None, incremental=False, validation_data=None,
              callbacks=None):
         settings = self._check_params()
@@ -877,7 +879,9 @@ class _BaseMLP(BaseEstimator):
     def _forward(self, X):
         """The network's output for X (validated here: an array batch by batch)."""
         check_is_fitted(self)
+        check_not_fitting(self, "predict")   # not while another thread fits this estimator
         net = self._network()
+        check_not_fitting(net, "predict")    # nor its network
         if not (isinstance(X, np.ndarray) and X.ndim == 2 and X.dtype.kind in "fiub"
                 and X.shape[0] > 0 and X.shape[1] > 0):
             X = self._validate_X(X, reset=False)

@@ -668,8 +668,10 @@ def fit(model, X, y=None, loss=None, optimizer=None, epochs: int = 10, batch_siz
     dtype = _model_dtype(model)
     n_out = _n_outputs(model)
     rng = check_random_state(seed)
-    stream = _stream(model, X, y, loss_fn, batch_size=int(batch_size), shuffle=shuffle,
-                     rng=rng, steps_per_epoch=steps_per_epoch)
+    # a memmap with validation_split is split like an in-memory array (as before streaming)
+    stream = None if validation_split and isinstance(X, np.memmap) else _stream(
+        model, X, y, loss_fn, batch_size=int(batch_size), shuffle=shuffle, rng=rng,
+        steps_per_epoch=steps_per_epoch)
     if stream is not None:
         stream.check_epochs(epochs)
         if validation_split and validation_data is None:
@@ -778,6 +780,8 @@ def fit(model, X, y=None, loss=None, optimizer=None, epochs: int = 10, batch_siz
                        desc=f"epoch {e + 1}/{start_epoch + epochs}", file=sys.stderr,
                        mininterval=0.2, **_bar_width())
             last_post = t0
+        b = -1                 # the last batch reached (a stream may end early)
+        loss_value = math.nan
         for b, (xb, yb) in enumerate(batches):
             m = xb.shape[0]
             model.zero_grad()
@@ -824,7 +828,7 @@ def fit(model, X, y=None, loss=None, optimizer=None, epochs: int = 10, batch_siz
             if bar is not None:
                 bar.close()
             msg = (f"parameter {bad!r} holds NaN or inf after the updates of epoch {e + 1} "
-                   f"(found after batch {n_batches} of {n_batches}; every batch's loss was "
+                   f"(found after batch {b + 1} of {n_batches}; every batch's loss was "
                    f"finite, the last {loss_value:.4g}; learning rate {float(opt.lr):.3g}): "
                    f"training diverged")
             if good is None:
@@ -832,7 +836,7 @@ def fit(model, X, y=None, loss=None, optimizer=None, epochs: int = 10, batch_siz
                     msg + ". The parameters are left as they are; lower the learning rate, "
                     "standardize the inputs (fastnn.data.Standardizer), or pass "
                     "on_divergence='restore' to fit to roll back")
-            return _restore_after_divergence(trainer, callbacks, good, msg, e, n_batches - 1)
+            return _restore_after_divergence(trainer, callbacks, good, msg, e, max(b, 0))
         logs = {"loss": run.loss}
         name, val = run.metric()
         if name:
@@ -865,7 +869,7 @@ def fit(model, X, y=None, loss=None, optimizer=None, epochs: int = 10, batch_siz
             msg = (f"the data ran out after {run.n} samples of epoch {e + 1} (a one-shot "
                    f"generator with steps_per_epoch={steps_per_epoch}); training stopped")
             trainer.log_event(e, msg)
-            warnings.warn(msg, RuntimeWarning, stacklevel=2)
+            warnings.warn(msg, RuntimeWarning, stacklevel=3)   # fit's caller (fit is wrapped)
         if trainer.stop_training:
             history.stopped_epoch = e
             break
@@ -881,8 +885,8 @@ def partial_fit(model, X, y=None, loss=None, optimizer=None, batch_size: int = 3
     """One pass over (X, y), continuing the previous calls: the model keeps its loss and its
     optimizer with its state (moments, momentum, step count) from call to call.
 
-    This is ``fit(..., epochs=1)`` (the scikit-learn estimators' ``partial_fit`` goes through
-    the same call). X may be any input ``fit`` accepts, e.g. one chunk of a larger dataset.
+    This is ``fit(..., epochs=1)``. X may be any input ``fit`` accepts, e.g. one chunk of a
+    larger dataset.
     ``optimizer`` sets the optimizer on the first call; on later calls it may only name the
     optimizer already in use (or be that instance). ``seed`` orders this call's batches: pass
     one ``np.random.Generator`` to every call for a reproducible sequence.
@@ -917,7 +921,7 @@ def _restore_after_divergence(trainer, callbacks, good, msg, epoch, batch):
     history.diverged = (epoch, batch)
     history.stopped_epoch = epoch
     trainer.log_event(epoch, msg)
-    warnings.warn(msg, RuntimeWarning, stacklevel=3)
+    warnings.warn(msg, RuntimeWarning, stacklevel=4)   # fit's caller (fit is wrapped)
     for cb in callbacks:
         cb.on_train_end({})
     return history

@@ -4,7 +4,7 @@ for ever). fastnn runs such a child serially. Every case runs in its own Python 
 watchdog: a hang kills the child and fails the test instead of hanging the suite.
 
 The matrix (parent threads x child call x start method) is in RELIABILITY.md, "Processes and
-threads (round 2)".
+threads".
 """
 import os
 import signal
