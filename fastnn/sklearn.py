@@ -899,9 +899,16 @@ class _BaseMLP(BaseEstimator):
         with limit_threads(self.n_threads):
             return net._predict_batches(X, None, convert)
 
-    def _output(self, X):
+    def _logits(self, X, validated):
+        """The network's output: X validated already (inside fit), or checked here."""
+        if validated:
+            with limit_threads(self.n_threads):
+                return self._network().predict(X)
+        return self._forward(X)
+
+    def _output(self, X, validated=True):
         """``out_activation_`` of the network's output for X, in the network's dtype."""
-        z = self._forward(X)
+        z = self._logits(X, validated)
         return _out_activation(self.out_activation_, z, self.n_threads).astype(
             z.dtype, copy=False)
 
@@ -1198,15 +1205,15 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             Y = Y.ravel()
         return self._label_binarizer.inverse_transform(Y)
 
-    def _proba(self, X):
-        z = self._forward(X)
+    def _proba(self, X, validated=True):
+        z = self._logits(X, validated)
         out = self.out_activation_
         if self._proba_map in ("softmax", "sparsemax") and self._proba_map != out:
             out = self._proba_map
         return _out_activation(out, z, self.n_threads).astype(z.dtype, copy=False)
 
-    def _predict_array(self, X):
-        return self._decode(self._proba(X))
+    def _predict_array(self, X, validated=True):
+        return self._decode(self._proba(X, validated))
 
     # --- public API ---------------------------------------------------------------------------
     def fit(self, X, y, sample_weight=None, *, validation_data=None, callbacks=None):
@@ -1237,7 +1244,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         """Class probabilities (n_samples, n_classes) in the network's dtype (float32 stays
         float32): softmax, logistic (two columns for binary targets) or sparsemax (exact
         zeros) of the network's output."""
-        P = self._proba(X)
+        P = self._proba(X, validated=False)
         if P.shape[1] == 1:
             p = P.ravel()
             return np.vstack([1 - p, p]).T
@@ -1246,7 +1253,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     def predict(self, X):
         """Labels (n_samples,); for multi-label targets the indicator matrix (n_samples,
         n_classes)."""
-        return self._predict_array(X)
+        return self._predict_array(X, validated=False)
 
     def predict_log_proba(self, X):
         """Logarithm of ``predict_proba`` (-inf where sparsemax gives 0)."""
@@ -1339,8 +1346,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     def _decode(self, Y):
         return Y.ravel() if Y.shape[1] == 1 else Y
 
-    def _predict_array(self, X):
-        return self._decode(self._output(X))
+    def _predict_array(self, X, validated=True):
+        return self._decode(self._output(X, validated))
 
     def fit(self, X, y, sample_weight=None, *, validation_data=None, callbacks=None):
         """Fit the network to X (n_samples, n_features) and y (n_samples,) or (n_samples,
@@ -1357,7 +1364,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     def predict(self, X):
         """Predictions (n_samples,) - or (n_samples, n_targets) for several targets - in the
         network's dtype."""
-        return self._predict_array(X)
+        return self._predict_array(X, validated=False)
 
 
 # --------------------------------------------------------------------------------------------
