@@ -310,18 +310,25 @@ def test_training_step_and_save_roundtrip(name, dtype, tmp_path):
     np.testing.assert_array_equal(pickle.loads(pickle.dumps(model)).predict(X), model.predict(X))
 
 
-def test_eval_mode_keeps_no_preactivation_and_backward_says_why():
-    layer = Dense(3, 4, activation="gelu", dtype=np.float64)
-    x = np.ones((2, 3))
+def test_eval_mode_keeps_no_preactivation_and_backward_recomputes_it():
+    layer = Dense(3, 4, activation="gelu", seed=0, dtype=np.float64)
+    x = np.random.default_rng(3).standard_normal((2, 3))
+    g = np.random.default_rng(4).standard_normal((2, 4))
     layer.eval()
     layer.forward(x)
-    assert layer._z is None
-    with pytest.raises(RuntimeError, match="train"):
-        layer.backward(np.ones((2, 4)))
+    assert layer._z is None                       # nothing kept for inference
+    layer.zero_grad()
+    gx_eval = layer.backward(g).copy()
+    w_eval = layer.weight.grad.copy()
     layer.train()
     layer.forward(x)
     assert layer._z is not None and layer._z.shape == (2, 4)
-    layer.backward(np.ones((2, 4)))
+    layer.zero_grad()
+    np.testing.assert_array_equal(layer.backward(g), gx_eval)
+    np.testing.assert_array_equal(layer.weight.grad, w_eval)
+    fresh = Dense(3, 4, activation="gelu", dtype=np.float64)
+    with pytest.raises(RuntimeError, match="before forward"):
+        fresh.backward(g)
     relu = Dense(3, 4, activation="relu")
     relu.forward(x.astype(np.float32))
     assert relu._z is None          # kept only for the activations that need it

@@ -17,6 +17,11 @@ import pytest
 
 import fastnn._threads as T
 
+# Children start where the fastnn under test lives (its parent directory): ``python -c`` puts
+# the working directory first on sys.path, and from the repository root it would import the
+# uninstalled source tree (no compiled kernels) instead of the installed package.
+_PKG_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(T.__file__)))
+
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 
 # Inputs above every parallel threshold, so that 2 threads really open an OpenMP team.
@@ -106,7 +111,7 @@ def run_script(body, timeout=240, env=None):
     full_env = dict(os.environ, **(env or {}))
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, env=full_env,
-                            start_new_session=True)
+                            start_new_session=True, cwd=_PKG_PARENT)
     try:
         out, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:

@@ -56,9 +56,13 @@ CHILD = textwrap.dedent("""
 
 
 def _run(kind, path):
+    import fastnn
     env = dict(os.environ, OMP_NUM_THREADS="2")
+    # started where the fastnn under test lives: from the repository root ``python -c`` would
+    # import the uninstalled source tree
     out = subprocess.run([sys.executable, "-c", CHILD, kind, str(path), str(N_ROWS)],
-                         capture_output=True, text=True, timeout=900, env=env)
+                         capture_output=True, text=True, timeout=900, env=env,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(fastnn.__file__))))
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
     print(result)

@@ -73,7 +73,8 @@ print("ok")
 
 def _predict_under_limit(n_rows, entry, headroom):
     proc = subprocess.run([sys.executable, "-c", _CHILD, str(n_rows), entry, str(headroom)],
-                          capture_output=True, text=True, env=_child_env(), timeout=600)
+                          capture_output=True, text=True, env=_child_env(), timeout=600,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(fastnn.__file__))))
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
 
 

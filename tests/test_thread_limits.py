@@ -19,6 +19,11 @@ from fastnn import functional as F  # noqa: E402
 from fastnn._kernels import _blas  # noqa: E402
 from fastnn.parallel import _BLAS_REQUESTS, limit_threads, thread_info  # noqa: E402
 
+# Children start where the fastnn under test lives (its parent directory): ``python -c`` puts
+# the working directory first on sys.path, and from the repository root it would import the
+# uninstalled source tree (no compiled kernels) instead of the installed package.
+_PKG_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(T.__file__)))
+
 
 def blas_counts():
     """{file: threads} of every BLAS loaded, read through threadpoolctl (not through fastnn)."""
@@ -249,7 +254,7 @@ print("OK", np.array_equal(out, ref), flush=True)
 def test_n_threads_1024_under_an_address_space_limit():
     def run(*args):
         p = subprocess.run([sys.executable, "-c", RLIMIT_SCRIPT, *args], capture_output=True,
-                           text=True, timeout=120)
+                           text=True, timeout=120, cwd=_PKG_PARENT)
         return p.returncode, p.stdout + p.stderr
 
     rc, out = run()
