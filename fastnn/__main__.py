@@ -28,10 +28,10 @@ import time
 import warnings
 
 from fastnn.functional.activations import ACTIVATIONS, ALIASES
+from fastnn.optim import OPTIMIZERS
 
 __all__ = ["main", "build_parser", "build_mlp"]
 
-_OPTIMIZERS = ("adam", "sgd", "rmsprop", "adagrad")
 
 
 class UsageError(Exception):
@@ -177,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--dtype", choices=("float32", "float64"), default="float32",
                        help="float type of the weights and the computation")
     opt = t.add_argument_group("optimization")
-    opt.add_argument("--optimizer", choices=_OPTIMIZERS, default="adam",
+    opt.add_argument("--optimizer", choices=tuple(OPTIMIZERS), default="adam",
                      help="the update rule")
     opt.add_argument("--lr", type=_positive_float, default=None,
                      help="learning rate (default: 1e-3 for adam, 0.1 for sgd, 1e-2 otherwise)")

@@ -1020,8 +1020,8 @@ class Sparsemax(Module):
 
     def __init__(self, method="auto"):
         super().__init__()
-        if method not in ("auto", "sort", "select"):
-            raise ValueError(f"method must be 'auto', 'sort' or 'select', got {method!r}")
+        if method not in F.SPARSEMAX_METHODS:
+            raise ValueError(f"method must be one of {F.SPARSEMAX_METHODS}, got {method!r}")
         self.method = method
         self._p = None
 

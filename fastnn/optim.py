@@ -48,7 +48,7 @@ from fastnn._kernels.optim import UpdatePlan
 from fastnn._threads import check_n_threads, resolve_n_threads
 from fastnn.parameter import Parameter
 
-__all__ = ["Optimizer", "SGD", "Adagrad", "RMSprop", "Adam"]
+__all__ = ["Optimizer", "SGD", "Adagrad", "RMSprop", "Adam", "OPTIMIZERS"]
 
 
 def _check_float(value, what: str, *, low=0.0, high=None, low_open=False, high_open=True):
@@ -687,3 +687,9 @@ class Adam(Optimizer):
         k = t + 1
         plan.adam(self._effective_lr(group, t), beta1, beta2, group["eps"],
                   1.0 - beta1 ** k, 1.0 - beta2 ** k, wd, l1, l1p, n_threads)
+
+
+#: The optimizers by name: the one vocabulary ``fit(optimizer="...")``, the command line and
+#: the search helpers read.
+OPTIMIZERS: dict[str, type[Optimizer]] = {"sgd": SGD, "adam": Adam, "adagrad": Adagrad,
+                                          "rmsprop": RMSprop}

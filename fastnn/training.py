@@ -26,12 +26,13 @@ from fastnn import streaming
 from fastnn._threads import check_not_fitting, exclusive_use
 from fastnn._validation import check_float_array
 from fastnn.data import BatchIterator, check_random_state, train_test_split
+from fastnn.optim import OPTIMIZERS
 
 __all__ = ["fit", "partial_fit", "evaluate", "predict", "predict_classes", "History", "Trainer",
            "make_optimizer", "r2_score"]
 
 _EVAL_BATCH = 1024
-_OPTIMIZERS = {"sgd": "SGD", "adam": "Adam", "adagrad": "Adagrad", "rmsprop": "RMSprop"}
+_OPTIMIZERS = {name: cls.__name__ for name, cls in OPTIMIZERS.items()}
 
 
 # --------------------------------------------------------------------------------------------
@@ -163,17 +164,16 @@ def _mode(monitor: str, mode: str = "auto") -> str:
 # --------------------------------------------------------------------------------------------
 
 def make_optimizer(optimizer, params, lr=None, **kwargs):
-    """An optimizer from a name ("sgd", "adam", "adagrad", "rmsprop") or an Optimizer instance."""
-    from fastnn import optim
-
+    """An optimizer from a name of :data:`fastnn.optim.OPTIMIZERS` ("sgd", "adam", "adagrad",
+    "rmsprop") or an Optimizer instance."""
     if isinstance(optimizer, str):
-        cls_name = _OPTIMIZERS.get(optimizer.lower())
-        if cls_name is None:
+        cls = OPTIMIZERS.get(optimizer.lower())
+        if cls is None:
             raise ValueError(f"unknown optimizer {optimizer!r}; expected one of "
-                             f"{', '.join(_OPTIMIZERS)} or an optim.Optimizer")
+                             f"{', '.join(OPTIMIZERS)} or an optim.Optimizer")
         if lr is not None:
             kwargs["lr"] = float(lr)
-        return getattr(optim, cls_name)(params, **kwargs)
+        return cls(params, **kwargs)
     if kwargs:
         raise ValueError(f"optimizer options {sorted(kwargs)} need an optimizer name, not an "
                          f"instance")

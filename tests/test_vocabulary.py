@@ -59,3 +59,39 @@ def test_the_estimators_refuse_names_outside_the_table():
     from fastnn import MLPClassifier
     with pytest.raises(ValueError, match="activation"):
         MLPClassifier(activation="mish").fit(np.zeros((4, 2)), [0, 1, 0, 1])
+
+
+def _cli_option(option):
+    parser = build_parser()
+    train = next(a for a in parser._subparsers._group_actions[0].choices.values()
+                 if any(option in act.option_strings for act in a._actions))
+    return next(a for a in train._actions if option in a.option_strings)
+
+
+def test_optimizers_one_table():
+    from fastnn.optim import OPTIMIZERS, Optimizer
+    from fastnn.training import make_optimizer
+    assert set(_cli_option("--optimizer").choices) == set(OPTIMIZERS)
+    p = fastnn.Dense(2, 2).parameters()
+    for name, cls in OPTIMIZERS.items():
+        assert issubclass(cls, Optimizer)
+        assert type(make_optimizer(name, p)) is cls
+        assert type(make_optimizer(name.upper(), p)) is cls
+    with pytest.raises(ValueError, match="unknown optimizer"):
+        make_optimizer("lion", p)
+
+
+def test_sparsemax_methods_one_table():
+    from fastnn.functional import SPARSEMAX_METHODS
+    from fastnn.layers import Sparsemax
+    from fastnn.losses import SparsemaxLoss
+    z = np.array([[0.3, 1.2, -0.5]])
+    for method in SPARSEMAX_METHODS:
+        p = Sparsemax(method).forward(z)
+        np.testing.assert_allclose(p, fastnn.functional.sparsemax(z, method=method))
+        SparsemaxLoss(method=method)
+    for bad in ("bisect", "", None):
+        with pytest.raises(ValueError, match="method must be one of"):
+            Sparsemax(bad)
+        with pytest.raises(ValueError, match="method must be one of"):
+            SparsemaxLoss(method=bad)
