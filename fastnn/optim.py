@@ -689,7 +689,7 @@ class Adam(Optimizer):
                   1.0 - beta1 ** k, 1.0 - beta2 ** k, wd, l1, l1p, n_threads)
 
 
-#: The optimizers by name: the one vocabulary ``fit(optimizer="...")``, the command line and
-#: the search helpers read.
+#: The optimizers by name, the one vocabulary that ``fit(optimizer="...")``, the command line
+#: and the search helpers read.
 OPTIMIZERS: dict[str, type[Optimizer]] = {"sgd": SGD, "adam": Adam, "adagrad": Adagrad,
                                           "rmsprop": RMSprop}
