@@ -78,6 +78,18 @@ class Merge(Module):
                              f"dtype, got shapes {[x.shape for x in xs]}")
         return xs
 
+    def backward(self, grad_output, need_input_grad=True, inplace=False):
+        if not self._ran:
+            raise _no_forward(self)
+        if not need_input_grad:
+            return None
+        return self._input_grads(grad_output)
+
+    def _grad_buffer(self, i, shape, dtype):
+        """A work array for input ``i``'s gradient (one per input: the model may overwrite
+        each independently)."""
+        return self._buffer(f"g{i}", shape, dtype)
+
 
 class Concatenate(Merge):
     """``[x_1, ..., x_k]`` side by side along the features."""
@@ -94,62 +106,25 @@ class Concatenate(Merge):
         y = self._buffer("y", (xs[0].shape[0], sum(self._widths)), xs[0].dtype)
         return np.concatenate(xs, axis=1, out=y)
 
-    def backward(self, grad_output, need_input_grad=True, inplace=False):
-        if not self._ran:
-            raise _no_forward(self)
-        if not need_input_grad:
-            return None
+    def _input_grads(self, g):
         out, start = [], 0
         for i, w in enumerate(self._widths):
-            gi = self._buffer(f"g{i}", (grad_output.shape[0], w), grad_output.dtype)
-            np.copyto(gi, grad_output[:, start:start + w])
+            gi = self._grad_buffer(i, (g.shape[0], w), g.dtype)
+            np.copyto(gi, g[:, start:start + w])
             out.append(gi)
             start += w
         return out
 
 
-class Add(Merge):
-    """``x_1 + ... + x_k`` (equal widths)."""
-
-    _forward_cache = ("_ran", "_k")
-
-    def merged_features(self, widths):
-        if len(set(widths)) > 1:
-            raise ValueError(f"Add needs inputs of equal width, got {widths}")
-        return widths[0]
-
-    def forward(self, xs):
-        xs = self._check_xs(xs)
-        self.merged_features([x.shape[1] for x in xs])
-        self._k = len(xs)
-        self._ran = True
-        y = self._buffer("y", xs[0].shape, xs[0].dtype)
-        np.add(xs[0], xs[1], out=y)
-        for x in xs[2:]:
-            y += x
-        return y
-
-    def backward(self, grad_output, need_input_grad=True, inplace=False):
-        if not self._ran:
-            raise _no_forward(self)
-        if not need_input_grad:
-            return None
-        out = []
-        for i in range(self._k):
-            gi = self._buffer(f"g{i}", grad_output.shape, grad_output.dtype)
-            np.copyto(gi, grad_output)
-            out.append(gi)
-        return out
-
-
-class Multiply(Merge):
-    """``x_1 * ... * x_k`` elementwise (equal widths); gradient of x_i: g times the others."""
+class _Elementwise(Merge):
+    """Inputs of one width combined elementwise by the ufunc ``_op``."""
 
     _forward_cache = ("_ran", "_xs")
+    _op: np.ufunc
 
     def merged_features(self, widths):
         if len(set(widths)) > 1:
-            raise ValueError(f"Multiply needs inputs of equal width, got {widths}")
+            raise ValueError(f"{type(self).__name__} needs inputs of equal width, got {widths}")
         return widths[0]
 
     def forward(self, xs):
@@ -158,20 +133,36 @@ class Multiply(Merge):
         self._xs = xs
         self._ran = True
         y = self._buffer("y", xs[0].shape, xs[0].dtype)
-        np.multiply(xs[0], xs[1], out=y)
+        self._op(xs[0], xs[1], out=y)
         for x in xs[2:]:
-            y *= x
+            self._op(y, x, out=y)
         return y
 
-    def backward(self, grad_output, need_input_grad=True, inplace=False):
-        if not self._ran:
-            raise _no_forward(self)
-        if not need_input_grad:
-            return None
+
+class Add(_Elementwise):
+    """``x_1 + ... + x_k`` (equal widths)."""
+
+    _op = np.add
+
+    def _input_grads(self, g):
         out = []
         for i in range(len(self._xs)):
-            gi = self._buffer(f"g{i}", grad_output.shape, grad_output.dtype)
-            np.copyto(gi, grad_output)
+            gi = self._grad_buffer(i, g.shape, g.dtype)
+            np.copyto(gi, g)
+            out.append(gi)
+        return out
+
+
+class Multiply(_Elementwise):
+    """``x_1 * ... * x_k`` elementwise (equal widths); gradient of x_i: g times the others."""
+
+    _op = np.multiply
+
+    def _input_grads(self, g):
+        out = []
+        for i in range(len(self._xs)):
+            gi = self._grad_buffer(i, g.shape, g.dtype)
+            np.copyto(gi, g)
             for j, x in enumerate(self._xs):
                 if j != i:
                     gi *= x
