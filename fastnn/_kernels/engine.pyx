@@ -1,0 +1,1029 @@
+# Design: the training engine. A chain of Dense layers (each with its fused activation and
+# any elementwise modules after it: Activation, Dropout), a loss on the last output and an
+# optimizer are compiled into a Plan of C structs; one run() call executes many training steps
+# inside ONE OpenMP region: batch gather, forward (single-threaded GEMM per column block, fused
+# bias + activation epilogue), loss and its gradient, backward, optimizer update, running loss
+# and metric.
+#
+# Work split. The output columns of every layer are cut into blocks of BLOCK columns (a fixed
+# number, never a function of the thread count). The weights, gradients and optimizer states of
+# block p are one contiguous, 64-byte-aligned panel (in_features x width), so a thread's
+# memory-bound passes never share cache lines or pages with another thread's. Thread t owns the
+# contiguous block range [nb t / T, nb (t + 1) / T) of every layer and computes everything of
+# its blocks: the forward GEMM and epilogue, the backward of the elementwise modules and of the
+# activation, dW and db, the optimizer update, and the input-gradient columns of the layer below
+# that match its blocks there (so the activation derivative below needs no extra barrier).
+# Reductions have a fixed order: the input gradient of a block sums the products of the blocks
+# above in block order (GEMM with beta = 1), bias gradients sum rows in row order (double),
+# loss and metric sum rows in row order. Every result is therefore computed by the same calls
+# on the same addresses whatever the thread count: the weights after any number of steps are
+# bitwise equal for 1, 2, 3, ... threads and for a build without OpenMP.
+#
+# A step (L layers, last layer of one block; 4 barriers for L = 3):
+#   forward layer 0 | ... | forward layer L-1, loss rows, backward of its block | check:
+#   every thread sums the step's row losses and stops before any update when the sum is not
+#   finite | input gradient of layer L-2 + its backward | update layer L-1 + ... | update 0.
+# A last layer of several blocks adds a barrier before and after its row-split loss. The weights
+# of layer l are updated after the barrier that ends the input-gradient pass reading them.
+# The next batch is gathered (rows split between threads, double buffered) after the check.
+#
+# Barriers are a sense-reversing spin barrier on C atomics (independent of GOMP_SPINCOUNT),
+# spinning with `pause` for a bounded time and then yielding the CPU. Each thread adds its
+# waiting time to its own counter; thread 0 watches the counters over windows of steps and,
+# when the threads spent at least FALLBACK_THRESHOLD of their time waiting (another process is
+# holding a core: a spinning team then waits for a descheduled member), the run continues on
+# thread 0 alone. The work split does not change, so neither do the results.
+# BLAS is held to one thread for the region (blas_request(1)): each GEMM is one block's.
+from cython cimport floating
+from cython.parallel cimport parallel
+from libc.stdint cimport int64_t, uint64_t, uint32_t
+from libc.string cimport memcpy
+from libc.math cimport log, log1p, pow, sqrt, fabs, isfinite
+from cpython.mem cimport PyMem_Malloc, PyMem_Free
+cimport numpy as cnp
+
+import numpy as np
+
+from fastnn._kernels._blas cimport gemm, blas_request, blas_release
+from fastnn._kernels._activations cimport (act_row, act_row_keep_z, act_grad_row,
+                                           ACT_IDENTITY)
+from fastnn._kernels._openmp cimport omp_get_thread_num, omp_get_num_threads
+from fastnn._kernels.softmax cimport softmax_row, fnn_exp_d
+from fastnn._kernels.optim cimport _sgd_chunk, _adagrad_chunk, _rmsprop_chunk, _adam_chunk
+
+cnp.import_array()
+
+cdef extern from *:
+    """
+    #include <stdint.h>
+    #include <time.h>
+    #if defined(__GNUC__) && !defined(_WIN32)
+    #include <sched.h>
+    #define FNN_SPIN_BARRIER 1
+    #else
+    #define FNN_SPIN_BARRIER 0
+    #endif
+    #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+    #define FNN_PAUSE() __builtin_ia32_pause()
+    #elif defined(__GNUC__) && defined(__aarch64__)
+    #define FNN_PAUSE() __asm__ __volatile__("yield")
+    #else
+    #define FNN_PAUSE() ((void)0)
+    #endif
+    #if defined(_OPENMP)
+    #include <omp.h>
+    #endif
+
+    static inline int64_t fnn_now_ns(void) {
+    #if FNN_SPIN_BARRIER
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (int64_t) ts.tv_sec * 1000000000LL + (int64_t) ts.tv_nsec;
+    #elif defined(_OPENMP)
+        return (int64_t) (omp_get_wtime() * 1e9);
+    #else
+        struct timespec ts;
+        timespec_get(&ts, TIME_UTC);
+        return (int64_t) ts.tv_sec * 1000000000LL + (int64_t) ts.tv_nsec;
+    #endif
+    }
+
+    /* Counters written by one thread and read by thread 0 while the team runs. */
+    static inline void fnn_store_i64(int64_t *p, int64_t v) {
+    #if FNN_SPIN_BARRIER
+        __atomic_store_n(p, v, __ATOMIC_RELAXED);
+    #else
+        *(volatile int64_t *) p = v;
+    #endif
+    }
+    static inline int64_t fnn_load_i64(const int64_t *p) {
+    #if FNN_SPIN_BARRIER
+        return __atomic_load_n(p, __ATOMIC_RELAXED);
+    #else
+        return *(volatile const int64_t *) p;
+    #endif
+    }
+
+    /* Sense-reversing barrier for n threads: the last to arrive resets the count and flips
+       the sense; the others spin on the sense (pause) for at most spin_ns, then yield the CPU
+       between checks. The acquire/release pairs order every write made before the barrier
+       before every read made after it. Compilers without GCC atomics use an OpenMP barrier. */
+    typedef struct { int count; int sense; char pad[56]; } fnn_barrier_t;
+
+    static inline void fnn_barrier_wait(fnn_barrier_t *b, int *local_sense, int n,
+                                        int64_t spin_ns, int64_t *wait_slot) {
+        if (n <= 1) return;
+        int64_t t0 = fnn_now_ns();
+    #if FNN_SPIN_BARRIER
+        int s = !*local_sense;
+        *local_sense = s;
+        if (__atomic_add_fetch(&b->count, 1, __ATOMIC_ACQ_REL) == n) {
+            __atomic_store_n(&b->count, 0, __ATOMIC_RELAXED);
+            __atomic_store_n(&b->sense, s, __ATOMIC_RELEASE);
+        } else {
+            unsigned spins = 0;
+            int yielding = 0;
+            while (__atomic_load_n(&b->sense, __ATOMIC_ACQUIRE) != s) {
+                if (yielding) { sched_yield(); continue; }
+                FNN_PAUSE();
+                if ((++spins & 63u) == 0 && fnn_now_ns() - t0 > spin_ns) yielding = 1;
+            }
+        }
+    #else
+        (void) b; (void) local_sense; (void) spin_ns;
+        #pragma omp barrier
+    #endif
+        fnn_store_i64(wait_slot, fnn_load_i64(wait_slot) + (fnn_now_ns() - t0));
+    }
+
+    /* The dropout mask of fastnn/_kernels/dropout.pyx, element by element: the t-th training
+       forward of a Dropout module with base seed `seed` keeps flat element i of its (rows x
+       features) input iff word(i) >= threshold, word(i) the high (even i) or low (odd i) half
+       of mix64(key + (i / 2) * GAMMA), key = mix64(call_seed ^ SALT), call_seed =
+       splitmix64(splitmix64(seed) ^ t) >> 1. Must stay equal to that file's rule (tests compare
+       the masks with the module's). */
+    #define FNN_GAMMA 0x9E3779B97F4A7C15ULL
+    #define FNN_SALT 0x5DEECE66DA3B1F27ULL
+    static inline uint64_t fnn_eng_mix64(uint64_t z) {
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+        return z ^ (z >> 31);
+    }
+    static inline uint64_t fnn_dropout_key(uint64_t seed, uint64_t t) {
+        uint64_t cs = fnn_eng_mix64((fnn_eng_mix64(seed + FNN_GAMMA) ^ t) + FNN_GAMMA) >> 1;
+        return fnn_eng_mix64(cs ^ FNN_SALT);
+    }
+    static inline uint32_t fnn_dropout_word(uint64_t key, uint64_t i) {
+        uint64_t h = fnn_eng_mix64(key + (i >> 1) * FNN_GAMMA);
+        return (i & 1) ? (uint32_t) h : (uint32_t) (h >> 32);
+    }
+    """
+    ctypedef struct fnn_barrier_t:
+        int count
+        int sense
+    int64_t fnn_now_ns() noexcept nogil
+    void fnn_store_i64(int64_t *p, int64_t v) noexcept nogil
+    int64_t fnn_load_i64(const int64_t *p) noexcept nogil
+    void fnn_barrier_wait(fnn_barrier_t *b, int *local_sense, int n, int64_t spin_ns,
+                          int64_t *wait_slot) noexcept nogil
+    uint64_t fnn_dropout_key(uint64_t seed, uint64_t t) noexcept nogil
+    uint32_t fnn_dropout_word(uint64_t key, uint64_t i) noexcept nogil
+
+
+cdef enum:
+    POST_ACT = 1
+    POST_DROPOUT = 2
+    LOSS_CE = 0
+    LOSS_SQUARED = 1
+    LOSS_BCE = 2
+    OPT_FROZEN = 0
+    OPT_SGD = 1
+    OPT_ADAGRAD = 2
+    OPT_RMSPROP = 3
+    OPT_ADAM = 4
+    MAX_THREADS_STATS = 1024
+    SLOT = 8                 # int64 per thread counter: one cache line each
+
+LOSS_KINDS = {"cross_entropy": LOSS_CE, "squared": LOSS_SQUARED, "binary_cross_entropy": LOSS_BCE}
+OPT_KINDS = {"frozen": OPT_FROZEN, "sgd": OPT_SGD, "adagrad": OPT_ADAGRAD,
+             "rmsprop": OPT_RMSPROP, "adam": OPT_ADAM}
+
+# Columns per block (a multiple of 16, so block edges fall on 64-byte boundaries of every
+# row). 128 float32 columns of a 784-input layer are a 392 KiB panel, which fits one core's L2.
+BLOCK = 128
+
+# Fallback: thread 0 compares the team's barrier waits with its wall time over windows of at
+# least FALLBACK_MIN_STEPS steps and FALLBACK_WINDOW_S seconds; a wait fraction of at least
+# FALLBACK_THRESHOLD finishes the run on one thread (a negative threshold never falls back).
+# On a quiet 2-core machine the waits of a 784-256-256-10 step were 2-6% of it (probe); with
+# another busy process the spinning team fell below its own 1-thread speed.
+cdef double FALLBACK_THRESHOLD = 0.35
+cdef double FALLBACK_WINDOW_S = 0.01
+cdef Py_ssize_t FALLBACK_MIN_STEPS = 4
+# How long a waiting thread spins before it yields its CPU between checks.
+cdef int64_t SPIN_NS = 50000
+
+
+def _set_fallback(threshold=None, window_s=None, min_steps=None):
+    """Testing and tuning hook: set the fallback rule; returns the previous (threshold,
+    window_s, min_steps)."""
+    global FALLBACK_THRESHOLD, FALLBACK_WINDOW_S, FALLBACK_MIN_STEPS
+    old = (FALLBACK_THRESHOLD, FALLBACK_WINDOW_S, FALLBACK_MIN_STEPS)
+    if threshold is not None:
+        FALLBACK_THRESHOLD = threshold
+    if window_s is not None:
+        FALLBACK_WINDOW_S = window_s
+    if min_steps is not None:
+        FALLBACK_MIN_STEPS = max(1, min_steps)
+    return old
+
+
+cdef struct OptSpec:
+    int kind
+    double lr, decay, momentum, eps, alpha, beta1, beta2, wd, l1, l1p
+    bint nesterov
+    int64_t t0              # the group's step count when the run starts
+
+
+cdef struct PostOp:
+    int kind                # POST_ACT or POST_DROPOUT
+    int code                # activation code
+    bint from_input         # the derivative is taken from the op's input (GELU, SiLU)
+    double scale            # dropout: kept units are multiplied by it
+    uint32_t threshold      # dropout: keep iff word >= threshold
+    uint64_t seed           # dropout: base seed
+    uint64_t calls0         # dropout: training forwards done before the run
+    char *out               # output (rows x ld)
+
+
+cdef struct LayerC:
+    Py_ssize_t n_in, n_out, ld, nb
+    int code
+    bint keep_z, has_bias
+    char *Z                 # GEMM output, then pre-activation (keep_z) or dense output
+    char *Y                 # dense output (Z unless keep_z)
+    char *H                 # the layer's output (Y or the last post op's)
+    char *G                 # dL/dH, turned into dL/dZ in place by the backward
+    char *W
+    char *dW
+    char *Ws1
+    char *Ws2
+    char *b
+    char *db
+    char *bs1
+    char *bs2
+    double *acc             # column sums of the bias gradient
+    OptSpec ow, ob
+    int n_post
+    PostOp *post
+
+
+cdef struct Plan:
+    int n_layers
+    LayerC *layers
+    Py_ssize_t block, n_in, ld_in, n_classes
+    int loss
+    char *Xb[2]             # gathered batches (rows x ld_in)
+    char *Tb[2]             # gathered float targets (rows x n_classes)
+    Py_ssize_t *Lb[2]       # gathered labels
+    double *row_loss
+    double *row_hit
+
+
+cdef struct RunState:
+    const char *X
+    const char *targets
+    const Py_ssize_t *labels
+    const Py_ssize_t *order
+    Py_ssize_t start, n_order, bs, n_steps
+    int64_t deadline_ns     # 0: none
+    # results
+    Py_ssize_t steps_done, nonfinite_step, fallback_step
+    double loss_sum, hit_sum
+    double *s1
+    double *s2
+    double *sse
+    # shared flags: written by thread 0 before the check barrier, read after it
+    int flag_last, flag_fallback
+    # fallback statistics (thread 0)
+    int64_t win_t0, win_wait0, t_start
+    Py_ssize_t win_steps
+    double threshold, window_s
+    Py_ssize_t min_steps
+    int64_t spin_ns
+    int n_threads
+    fnn_barrier_t bar
+    int64_t *waits          # SLOT int64 per thread
+
+
+cdef inline Py_ssize_t _lo(Py_ssize_t n, int T, int t) noexcept nogil:
+    return n * t // T
+
+
+cdef inline Py_ssize_t _rows(RunState *R, Py_ssize_t s) noexcept nogil:
+    cdef Py_ssize_t a = R.start + s * R.bs
+    return min(R.bs, R.n_order - a)
+
+
+cdef inline void _barrier(RunState *R, int *sense, int T, int tid) noexcept nogil:
+    fnn_barrier_wait(&R.bar, sense, T, R.spin_ns, &R.waits[tid * SLOT])
+
+
+# ------------------------------------------------------------------------------------ gather ---
+
+cdef void _gather(Plan *P, RunState *R, Py_ssize_t s, int tid, int T,
+                  floating dummy) noexcept nogil:
+    """Rows [m t / T, m (t + 1) / T) of batch s into the batch buffer s % 2."""
+    cdef Py_ssize_t m = _rows(R, s), base = R.start + s * R.bs, i, k
+    cdef Py_ssize_t r0 = _lo(m, T, tid), r1 = _lo(m, T, tid + 1), C = P.n_classes
+    cdef floating *xb = <floating *> P.Xb[s & 1]
+    cdef const floating *X = <const floating *> R.X
+    cdef floating *tb = <floating *> P.Tb[s & 1]
+    cdef const floating *tg = <const floating *> R.targets
+    cdef Py_ssize_t *lb = P.Lb[s & 1]
+    for i in range(r0, r1):
+        k = R.order[base + i]
+        memcpy(xb + i * P.ld_in, X + k * P.n_in, P.n_in * sizeof(floating))
+        if P.loss == LOSS_CE:
+            lb[i] = R.labels[k]
+        else:
+            memcpy(tb + i * C, tg + k * C, C * sizeof(floating))
+
+
+# ----------------------------------------------------------------------------------- forward ---
+
+cdef void _forward_block(Plan *P, LayerC *L, const floating *X, Py_ssize_t ldx, Py_ssize_t m,
+                         Py_ssize_t p, Py_ssize_t s) noexcept nogil:
+    """Columns of block p of layer L for the m rows of input X (row stride ldx): the GEMM, the
+    bias + activation epilogue and the elementwise modules after the layer."""
+    cdef Py_ssize_t c0 = p * P.block, w = min(P.block, L.n_out - c0), ld = L.ld, i, j, idx
+    cdef floating *Z = <floating *> L.Z + c0
+    cdef floating *Y = <floating *> L.Y + c0
+    cdef const floating *b = (<floating *> L.b + c0) if L.has_bias else NULL
+    cdef const floating *src
+    cdef floating *out
+    cdef floating scale, zero = 0
+    cdef PostOp *op
+    cdef uint64_t key
+    cdef int k
+    gemm(False, False, <int> m, <int> w, <int> L.n_in, <floating> 1, X, <int> ldx,
+         <floating *> L.W + L.n_in * c0, <int> w, <floating> 0, Z, <int> ld)
+    for i in range(m):
+        if L.keep_z:
+            act_row_keep_z(L.code, Y + i * ld, Z + i * ld, b, w)
+        elif L.code != ACT_IDENTITY or b != NULL:
+            act_row(L.code, Z + i * ld, Z + i * ld, b, w)
+    src = Y
+    for k in range(L.n_post):
+        op = &L.post[k]
+        out = <floating *> op.out + c0
+        if op.kind == POST_ACT:
+            for i in range(m):
+                act_row(op.code, out + i * ld, src + i * ld, <const floating *> NULL, w)
+        else:
+            key = fnn_dropout_key(op.seed, op.calls0 + <uint64_t> s)
+            scale = <floating> op.scale
+            for i in range(m):
+                idx = i * L.n_out + c0
+                for j in range(w):
+                    out[i * ld + j] = src[i * ld + j] * (
+                        scale if fnn_dropout_word(key, <uint64_t> (idx + j)) >= op.threshold
+                        else zero)
+        src = out
+
+
+# -------------------------------------------------------------------------------------- loss ---
+
+cdef void _loss_rows(Plan *P, RunState *R, Py_ssize_t s, Py_ssize_t m, Py_ssize_t r0,
+                     Py_ssize_t r1, floating dummy) noexcept nogil:
+    """Loss of rows [r0, r1) of the step's m rows (row_loss, row_hit) and the gradient of the
+    batch-mean loss with respect to the last layer's output (into its G)."""
+    cdef LayerC *L = &P.layers[P.n_layers - 1]
+    cdef Py_ssize_t C = P.n_classes, ld = L.ld, i, j, y, best
+    cdef double scale = 1.0 / m, mx, lse, acc, d, zd, yd, e
+    cdef const floating *z
+    cdef floating *g
+    cdef const floating *t
+    for i in range(r0, r1):
+        z = <const floating *> L.H + i * ld
+        g = <floating *> L.G + i * ld
+        if P.loss == LOSS_CE:
+            y = P.Lb[s & 1][i]
+            lse = log(softmax_row(z, g, C, False, scale, &mx))
+            g[y] = <floating> (g[y] - scale)
+            P.row_loss[i] = lse - (<double> z[y] - mx)
+            best = 0
+            for j in range(1, C):
+                if z[j] > z[best]:
+                    best = j
+            P.row_hit[i] = 1.0 if best == y else 0.0
+        elif P.loss == LOSS_SQUARED:
+            t = <const floating *> P.Tb[s & 1] + i * C
+            acc = 0.0
+            for j in range(C):
+                d = <double> z[j] - <double> t[j]
+                acc += d * d
+                g[j] = <floating> (scale * d)
+            P.row_loss[i] = 0.5 * acc
+            P.row_hit[i] = 0.0
+        else:
+            t = <const floating *> P.Tb[s & 1] + i
+            zd = z[0]
+            yd = t[0]
+            e = fnn_exp_d(-fabs(zd))
+            # sigmoid(z) - y without cancellation
+            d = ((1.0 - yd) - e / (1.0 + e)) if zd >= 0 else (e / (1.0 + e) - yd)
+            g[0] = <floating> (scale * d)
+            P.row_loss[i] = (zd if zd > 0 else 0.0) - yd * zd + log1p(e)
+            P.row_hit[i] = 1.0 if (zd > 0) == (yd > 0.5) else 0.0
+
+
+# ---------------------------------------------------------------------------------- backward ---
+
+cdef void _backward_block(Plan *P, LayerC *L, const floating *X, Py_ssize_t ldx, Py_ssize_t m,
+                          Py_ssize_t p, Py_ssize_t s) noexcept nogil:
+    """Block p of layer L, given dL/dH in its G columns: back through the elementwise modules
+    and the activation (G becomes dL/dZ in place), then dW (panel p) = X^T dZ and db."""
+    cdef Py_ssize_t c0 = p * P.block, w = min(P.block, L.n_out - c0), ld = L.ld, i, j, idx
+    cdef floating *G = <floating *> L.G + c0
+    cdef const floating *src
+    cdef floating scale, zero = 0
+    cdef PostOp *op
+    cdef uint64_t key
+    cdef int k
+    cdef double *acc
+    cdef floating *db
+    for k in range(L.n_post - 1, -1, -1):
+        op = &L.post[k]
+        if op.kind == POST_ACT:
+            if op.from_input:
+                src = (<const floating *> L.Y if k == 0 else
+                       <const floating *> L.post[k - 1].out) + c0
+            else:
+                src = <const floating *> op.out + c0
+            for i in range(m):
+                act_grad_row(op.code, G + i * ld, src + i * ld, G + i * ld, w)
+        else:
+            key = fnn_dropout_key(op.seed, op.calls0 + <uint64_t> s)
+            scale = <floating> op.scale
+            for i in range(m):
+                idx = i * L.n_out + c0
+                for j in range(w):
+                    G[i * ld + j] = G[i * ld + j] * (
+                        scale if fnn_dropout_word(key, <uint64_t> (idx + j)) >= op.threshold
+                        else zero)
+    if L.code != ACT_IDENTITY:
+        src = <const floating *> (L.Z if L.keep_z else L.Y) + c0
+        for i in range(m):
+            act_grad_row(L.code, G + i * ld, src + i * ld, G + i * ld, w)
+    gemm(True, False, <int> L.n_in, <int> w, <int> m, <floating> 1, X, <int> ldx, G, <int> ld,
+         <floating> 0, <floating *> L.dW + L.n_in * c0, <int> w)
+    if L.has_bias:
+        acc = L.acc + c0
+        db = <floating *> L.db + c0
+        for j in range(w):
+            acc[j] = 0
+        for i in range(m):
+            for j in range(w):
+                acc[j] += G[i * ld + j]
+        for j in range(w):
+            db[j] = <floating> acc[j]
+
+
+cdef void _input_grad_block(Plan *P, LayerC *L, LayerC *Lq, Py_ssize_t m, Py_ssize_t q,
+                            floating dummy) noexcept nogil:
+    """Columns of block q of dL/dH of the layer Lq below L: sum over L's blocks p, in block
+    order, of dZ[:, block p] W[rows of block q, block p]^T."""
+    cdef Py_ssize_t j0 = q * P.block, wj = min(P.block, Lq.n_out - j0), p, c0, w
+    cdef floating *Gq = <floating *> Lq.G + j0
+    for p in range(L.nb):
+        c0 = p * P.block
+        w = min(P.block, L.n_out - c0)
+        gemm(False, True, <int> m, <int> wj, <int> w, <floating> 1,
+             <const floating *> L.G + c0, <int> L.ld,
+             <const floating *> L.W + L.n_in * c0 + j0 * w, <int> w,
+             <floating> (0 if p == 0 else 1), Gq, <int> Lq.ld)
+
+
+# ---------------------------------------------------------------------------------- optimizer ---
+
+cdef void _update(OptSpec *o, floating *w, const floating *g, floating *s1, floating *s2,
+                  Py_ssize_t n, Py_ssize_t s) noexcept nogil:
+    """One optimizer step on n elements, as fastnn.optim's step number t0 + s of the group."""
+    cdef int64_t t = o.t0 + s
+    cdef double lr, bc1, bc2
+    if o.kind == OPT_FROZEN or n == 0:
+        return
+    lr = o.lr / (1.0 + o.decay * t) if o.decay != 0 else o.lr
+    if o.kind == OPT_SGD:
+        _sgd_chunk(w, g, s1 if o.momentum != 0 else NULL, n, <floating> lr,
+                   <floating> o.momentum, o.nesterov, <floating> o.wd, <floating> o.l1,
+                   <floating> o.l1p)
+    elif o.kind == OPT_ADAGRAD:
+        _adagrad_chunk(w, g, s1, n, <floating> lr, <floating> o.eps, <floating> o.wd,
+                       <floating> o.l1, <floating> o.l1p)
+    elif o.kind == OPT_RMSPROP:
+        _rmsprop_chunk(w, g, s1, s2 if o.momentum != 0 else NULL, n, <floating> lr,
+                       <floating> o.alpha, <floating> (1.0 - o.alpha), <floating> o.eps,
+                       <floating> o.momentum, <floating> o.wd, <floating> o.l1,
+                       <floating> o.l1p)
+    else:
+        bc1 = 1.0 - pow(o.beta1, <double> (t + 1))
+        bc2 = 1.0 - pow(o.beta2, <double> (t + 1))
+        _adam_chunk(w, g, s1, s2, n, <floating> (lr / bc1), <floating> lr, <floating> o.beta1,
+                    <floating> o.beta2, <floating> (1.0 - o.beta1), <floating> (1.0 - o.beta2),
+                    <floating> (1.0 / sqrt(bc2)), <floating> o.eps, <floating> o.wd,
+                    <floating> o.l1, <floating> o.l1p)
+
+
+cdef void _update_block(Plan *P, LayerC *L, Py_ssize_t p, Py_ssize_t s,
+                        floating dummy) noexcept nogil:
+    cdef Py_ssize_t c0 = p * P.block, w = min(P.block, L.n_out - c0), off = L.n_in * c0
+    _update(&L.ow, <floating *> L.W + off, <const floating *> L.dW + off,
+            (<floating *> L.Ws1 + off) if L.Ws1 != NULL else NULL,
+            (<floating *> L.Ws2 + off) if L.Ws2 != NULL else NULL, L.n_in * w, s)
+    if L.has_bias:
+        _update(&L.ob, <floating *> L.b + c0, <const floating *> L.db + c0,
+                (<floating *> L.bs1 + c0) if L.bs1 != NULL else NULL,
+                (<floating *> L.bs2 + c0) if L.bs2 != NULL else NULL, w, s)
+
+
+# ------------------------------------------------------------------------------------ the run ---
+
+cdef void _decide(RunState *R, Py_ssize_t s, int T) noexcept nogil:
+    """Thread 0, before the check barrier of step s: is s the run's last step, and should the
+    run continue on one thread after it?"""
+    cdef int64_t now = fnn_now_ns(), total = 0, span
+    cdef int t
+    cdef bint last = s + 1 >= R.n_steps or (R.deadline_ns != 0 and now >= R.deadline_ns)
+    cdef bint fall = False
+    if T > 1 and R.threshold >= 0:
+        R.win_steps += 1
+        span = now - R.win_t0
+        if R.win_steps >= R.min_steps and span >= <int64_t> (R.window_s * 1e9):
+            for t in range(T):
+                total += fnn_load_i64(&R.waits[t * SLOT])
+            fall = (total - R.win_wait0) >= R.threshold * T * <double> span
+            R.win_t0 = now
+            R.win_wait0 = total
+            R.win_steps = 0
+    R.flag_last = last
+    R.flag_fallback = fall and not last
+
+
+cdef void _thread(Plan *P, RunState *R, int tid, int T, floating dummy) noexcept nogil:
+    """Every step of the run, as thread tid of a team of T."""
+    cdef int sense = 0, nL = P.n_layers
+    cdef LayerC *top = &P.layers[nL - 1]
+    cdef LayerC *L
+    cdef Py_ssize_t s = 0, m, p, q, l, i, j, C = P.n_classes
+    cdef const floating *xin
+    cdef Py_ssize_t ldx
+    cdef double step_loss, step_hit, f, yv, dd
+    cdef bint last, fall
+    cdef const floating *H
+    cdef const floating *tg
+    _gather(P, R, 0, tid, T, dummy)
+    _barrier(R, &sense, T, tid)
+    while True:
+        m = _rows(R, s)
+        # forward
+        for l in range(nL):
+            L = &P.layers[l]
+            if l == 0:
+                xin = <const floating *> P.Xb[s & 1]
+                ldx = P.ld_in
+            else:
+                xin = <const floating *> P.layers[l - 1].H
+                ldx = P.layers[l - 1].ld
+            for p in range(_lo(L.nb, T, tid), _lo(L.nb, T, tid + 1)):
+                _forward_block(P, L, xin, ldx, m, p, s)
+            if l < nL - 1:
+                _barrier(R, &sense, T, tid)
+        # loss, and the backward of the last layer's blocks
+        if nL == 1:
+            xin = <const floating *> P.Xb[s & 1]
+            ldx = P.ld_in
+        else:
+            xin = <const floating *> P.layers[nL - 2].H
+            ldx = P.layers[nL - 2].ld
+        if top.nb == 1:
+            if _lo(1, T, tid) < _lo(1, T, tid + 1):
+                _loss_rows(P, R, s, m, 0, m, dummy)
+                _backward_block(P, top, xin, ldx, m, 0, s)
+        else:
+            _barrier(R, &sense, T, tid)
+            _loss_rows(P, R, s, m, _lo(m, T, tid), _lo(m, T, tid + 1), dummy)
+            _barrier(R, &sense, T, tid)
+            for p in range(_lo(top.nb, T, tid), _lo(top.nb, T, tid + 1)):
+                _backward_block(P, top, xin, ldx, m, p, s)
+        if tid == 0:
+            _decide(R, s, T)
+        _barrier(R, &sense, T, tid)
+        # check: no update when the step's loss is not finite (every thread decides alike)
+        step_loss = 0.0
+        for i in range(m):
+            step_loss += P.row_loss[i]
+        if not isfinite(step_loss):
+            if tid == 0:
+                R.nonfinite_step = s
+            break
+        last = R.flag_last
+        fall = R.flag_fallback
+        if tid == 0:
+            R.loss_sum += step_loss
+            step_hit = 0.0
+            for i in range(m):
+                step_hit += P.row_hit[i]
+            R.hit_sum += step_hit
+            if P.loss == LOSS_SQUARED:
+                H = <const floating *> top.H
+                tg = <const floating *> P.Tb[s & 1]
+                for i in range(m):
+                    for j in range(C):
+                        f = H[i * top.ld + j]
+                        yv = tg[i * C + j]
+                        dd = f - yv
+                        R.s1[j] += yv
+                        R.s2[j] += yv * yv
+                        R.sse[j] += dd * dd
+        if not last:
+            _gather(P, R, s + 1, tid, T, dummy)
+        # backward through the layers below, then the updates of the layer above
+        for l in range(nL - 1, 0, -1):
+            L = &P.layers[l - 1]
+            if l == 1:
+                xin = <const floating *> P.Xb[s & 1]
+                ldx = P.ld_in
+            else:
+                xin = <const floating *> P.layers[l - 2].H
+                ldx = P.layers[l - 2].ld
+            for q in range(_lo(L.nb, T, tid), _lo(L.nb, T, tid + 1)):
+                _input_grad_block(P, &P.layers[l], L, m, q, dummy)
+                _backward_block(P, L, xin, ldx, m, q, s)
+            _barrier(R, &sense, T, tid)
+            for p in range(_lo(P.layers[l].nb, T, tid), _lo(P.layers[l].nb, T, tid + 1)):
+                _update_block(P, &P.layers[l], p, s, dummy)
+        L = &P.layers[0]
+        for p in range(_lo(L.nb, T, tid), _lo(L.nb, T, tid + 1)):
+            _update_block(P, L, p, s, dummy)
+        if nL == 1:
+            _barrier(R, &sense, T, tid)
+        s += 1
+        if tid == 0:
+            R.steps_done = s
+        if last:
+            break
+        if fall:
+            # every update of the team is done after this barrier; thread 0 goes on alone
+            _barrier(R, &sense, T, tid)
+            if tid != 0:
+                break
+            T = 1
+            R.fallback_step = s
+
+
+# ------------------------------------------------------------------------------- Python class ---
+
+cdef Py_ssize_t _addr(a):
+    return <Py_ssize_t> a.__array_interface__["data"][0]
+
+
+def _aligned(Py_ssize_t n, dtype):
+    """A 1-D array of n elements whose data starts on a 64-byte boundary."""
+    dtype = np.dtype(dtype)
+    cdef Py_ssize_t item = dtype.itemsize
+    buf = np.zeros(n + 64 // item + 1, dtype=dtype)
+    cdef Py_ssize_t off = ((64 - _addr(buf) % 64) % 64) // item
+    return buf[off:off + n]
+
+
+cdef class Core:
+    """The compiled plan of one chain and its buffers (see the module notes).
+
+    Parameters
+    ----------
+    layers : list of dict
+        Per Dense layer: ``n_in``, ``n_out``, ``code`` (activation code), ``keep_z``,
+        ``has_bias``, ``n_state_w``/``n_state_b`` (optimizer state arrays, 0-2) and ``post``: a
+        list of ``("act", code, from_input)`` or ``("dropout", p_scale, threshold, seed)``.
+    loss : str
+        "cross_entropy" (integer labels), "squared" or "binary_cross_entropy".
+    dtype : float32 or float64
+    block : int
+        Columns per block, a positive multiple of 16.
+    """
+    cdef Plan P
+    cdef object _keep          # the arrays the plan points to
+    cdef object _rows_keep
+    cdef readonly Py_ssize_t rows
+    cdef readonly object dtype
+    cdef readonly Py_ssize_t block
+    cdef readonly int n_layers
+    cdef list _specs
+
+    def __cinit__(self):
+        self.P.layers = NULL
+        self.P.n_layers = 0
+
+    def __init__(self, list layers, str loss, dtype, Py_ssize_t block=BLOCK):
+        cdef Py_ssize_t l, k, item, n_post
+        cdef LayerC *L
+        if block <= 0 or block % 16:
+            raise ValueError(f"block must be a positive multiple of 16, got {block}")
+        if not layers:
+            raise ValueError("a plan needs at least one layer")
+        if loss not in LOSS_KINDS:
+            raise ValueError(f"unknown loss {loss!r}")
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in (np.float32, np.float64):
+            raise TypeError(f"dtype must be float32 or float64, got {self.dtype}")
+        item = self.dtype.itemsize
+        self.block = block
+        self._specs = [dict(d) for d in layers]
+        for l in range(1, len(layers)):
+            if layers[l]["n_in"] != layers[l - 1]["n_out"]:
+                raise ValueError(f"layer {l} takes {layers[l]['n_in']} inputs, layer {l - 1} "
+                                 f"gives {layers[l - 1]['n_out']}")
+        self.P.layers = <LayerC *> PyMem_Malloc(len(layers) * sizeof(LayerC))
+        if self.P.layers == NULL:
+            raise MemoryError()
+        self.n_layers = len(layers)
+        self.P.n_layers = self.n_layers
+        self.P.block = block
+        self.P.loss = LOSS_KINDS[loss]
+        self.P.n_in = layers[0]["n_in"]
+        self.P.ld_in = self._ld(self.P.n_in)
+        self.P.n_classes = layers[len(layers) - 1]["n_out"]
+        if self.P.loss == LOSS_BCE and self.P.n_classes != 1:
+            raise ValueError("binary cross-entropy needs one output")
+        keep = []
+        posts = []
+        for l, d in enumerate(layers):
+            L = &self.P.layers[l]
+            L.n_in = d["n_in"]
+            L.n_out = d["n_out"]
+            L.ld = self._ld(L.n_out)
+            L.nb = (L.n_out + block - 1) // block
+            L.code = d["code"]
+            L.keep_z = d["keep_z"]
+            L.has_bias = d["has_bias"]
+            arrs = {}
+            for name, size in (("W", L.n_in * L.n_out), ("dW", L.n_in * L.n_out),
+                               ("b", L.n_out), ("db", L.n_out)):
+                arrs[name] = _aligned(size, self.dtype)
+            for i in range(d.get("n_state_w", 0)):
+                arrs["Ws%d" % (i + 1)] = _aligned(L.n_in * L.n_out, self.dtype)
+            for i in range(d.get("n_state_b", 0)):
+                arrs["bs%d" % (i + 1)] = _aligned(L.n_out, self.dtype)
+            arrs["acc"] = _aligned(L.n_out, np.float64)
+            L.W = <char *> _addr(arrs["W"])
+            L.dW = <char *> _addr(arrs["dW"])
+            L.b = <char *> _addr(arrs["b"])
+            L.db = <char *> _addr(arrs["db"])
+            L.Ws1 = <char *> _addr(arrs["Ws1"]) if "Ws1" in arrs else NULL
+            L.Ws2 = <char *> _addr(arrs["Ws2"]) if "Ws2" in arrs else NULL
+            L.bs1 = <char *> _addr(arrs["bs1"]) if "bs1" in arrs else NULL
+            L.bs2 = <char *> _addr(arrs["bs2"]) if "bs2" in arrs else NULL
+            L.acc = <double *> _addr(arrs["acc"])
+            L.ow.kind = OPT_FROZEN
+            L.ob.kind = OPT_FROZEN
+            n_post = len(d.get("post", ()))
+            L.n_post = n_post
+            L.post = NULL
+            if n_post:
+                buf = np.zeros(n_post * sizeof(PostOp), dtype=np.uint8)
+                posts.append(buf)
+                L.post = <PostOp *> _addr(buf)
+                for k, op in enumerate(d["post"]):
+                    if op[0] == "act":
+                        L.post[k].kind = POST_ACT
+                        L.post[k].code = op[1]
+                        L.post[k].from_input = op[2]
+                    elif op[0] == "dropout":
+                        L.post[k].kind = POST_DROPOUT
+                        L.post[k].scale = op[1]
+                        L.post[k].threshold = op[2]
+                        L.post[k].seed = op[3]
+                        L.post[k].calls0 = 0
+                    else:
+                        raise ValueError(f"unknown elementwise op {op[0]!r}")
+                    L.post[k].out = NULL
+            keep.append(arrs)
+        self._keep = (keep, posts)
+        self.rows = 0
+        self._rows_keep = None
+
+    def __dealloc__(self):
+        if self.P.layers != NULL:
+            PyMem_Free(self.P.layers)
+            self.P.layers = NULL
+
+    cdef Py_ssize_t _ld(self, Py_ssize_t n):
+        cdef Py_ssize_t per = 64 // self.dtype.itemsize
+        return (n + per - 1) // per * per
+
+    def reserve(self, Py_ssize_t rows):
+        """Allocate the activation buffers for batches of up to ``rows`` rows."""
+        cdef Py_ssize_t l, k
+        cdef LayerC *L
+        if rows <= self.rows:
+            return
+        keep = []
+        for k in range(2):
+            a = _aligned(rows * self.P.ld_in, self.dtype)
+            keep.append(a)
+            self.P.Xb[k] = <char *> _addr(a)
+            a = _aligned(rows * self.P.n_classes, self.dtype)
+            keep.append(a)
+            self.P.Tb[k] = <char *> _addr(a)
+            a = _aligned(rows, np.intp)
+            keep.append(a)
+            self.P.Lb[k] = <Py_ssize_t *> _addr(a)
+        a = _aligned(rows, np.float64)
+        keep.append(a)
+        self.P.row_loss = <double *> _addr(a)
+        a = _aligned(rows, np.float64)
+        keep.append(a)
+        self.P.row_hit = <double *> _addr(a)
+        for l in range(self.n_layers):
+            L = &self.P.layers[l]
+            size = rows * L.ld
+            a = _aligned(size, self.dtype)
+            keep.append(a)
+            L.Z = <char *> _addr(a)
+            if L.keep_z:
+                a = _aligned(size, self.dtype)
+                keep.append(a)
+                L.Y = <char *> _addr(a)
+            else:
+                L.Y = L.Z
+            L.H = L.Y
+            for k in range(L.n_post):
+                a = _aligned(size, self.dtype)
+                keep.append(a)
+                L.post[k].out = <char *> _addr(a)
+                L.H = L.post[k].out
+            a = _aligned(size, self.dtype)
+            keep.append(a)
+            L.G = <char *> _addr(a)
+        self._rows_keep = keep
+        self.rows = rows
+
+    def _panels(self, int l, str name):
+        """The panel array ``name`` (W, dW, b, db, Ws1, Ws2, bs1, bs2) of layer l (tests)."""
+        return self._keep[0][l][name]
+
+    def load(self, int l, W, b, Wstates, bstates):
+        """Copy layer l's weight (n_in, n_out), bias and optimizer state arrays (lists of 0-2
+        arrays shaped like the weight / the bias) into the panels."""
+        cdef LayerC *L = &self.P.layers[l]
+        arrs = self._keep[0][l]
+        B = self.block
+        n_in, n_out = L.n_in, L.n_out
+        for src, name in [(W, "W")] + [(a, "Ws%d" % (i + 1)) for i, a in enumerate(Wstates)]:
+            dst = arrs[name]
+            src = src.reshape(n_in, n_out)
+            for p in range(L.nb):
+                c0 = p * B
+                w = min(B, n_out - c0)
+                dst[n_in * c0:n_in * (c0 + w)].reshape(n_in, w)[...] = src[:, c0:c0 + w]
+        if L.has_bias:
+            arrs["b"][...] = b
+            for i, a in enumerate(bstates):
+                arrs["bs%d" % (i + 1)][...] = a
+
+    def store(self, int l, W, b, Wstates, bstates, Wgrad, bgrad):
+        """The inverse of load, plus the last step's gradients (None: not written)."""
+        cdef LayerC *L = &self.P.layers[l]
+        arrs = self._keep[0][l]
+        B = self.block
+        n_in, n_out = L.n_in, L.n_out
+        pairs = [(W, "W")] + [(a, "Ws%d" % (i + 1)) for i, a in enumerate(Wstates)]
+        if Wgrad is not None:
+            pairs.append((Wgrad, "dW"))
+        for dst, name in pairs:
+            src = arrs[name]
+            dst = dst.reshape(n_in, n_out)
+            for p in range(L.nb):
+                c0 = p * B
+                w = min(B, n_out - c0)
+                dst[:, c0:c0 + w] = src[n_in * c0:n_in * (c0 + w)].reshape(n_in, w)
+        if L.has_bias:
+            b[...] = arrs["b"]
+            for i, a in enumerate(bstates):
+                a[...] = arrs["bs%d" % (i + 1)]
+            if bgrad is not None:
+                bgrad[...] = arrs["db"]
+
+    def set_optimizer(self, int l, bint bias, str kind, double lr, double decay,
+                      double momentum, bint nesterov, double eps, double alpha, double beta1,
+                      double beta2, double wd, double l1, double l1p, long long t0):
+        """The update rule of layer l's weight (bias=False) or bias, as fastnn.optim applies
+        it at the group's step t0 + s (penalties already 0 for unregularized parameters)."""
+        cdef OptSpec *o = &self.P.layers[l].ob if bias else &self.P.layers[l].ow
+        o.kind = OPT_KINDS[kind]
+        o.lr = lr
+        o.decay = decay
+        o.momentum = momentum
+        o.nesterov = nesterov
+        o.eps = eps
+        o.alpha = alpha
+        o.beta1 = beta1
+        o.beta2 = beta2
+        o.wd = wd
+        o.l1 = l1
+        o.l1p = l1p
+        o.t0 = t0
+
+    def set_dropout_calls(self, int l, int k, unsigned long long calls):
+        """The training forwards the Dropout module (post op k of layer l) has done."""
+        self.P.layers[l].post[k].calls0 = calls
+
+    def run(self, X, y, order, Py_ssize_t start, Py_ssize_t batch_size, Py_ssize_t max_steps,
+            double time_budget_s, int n_threads):
+        """Train: steps over the rows order[start:], batch_size rows a step, at most max_steps
+        steps, stopping after the step that passes time_budget_s seconds (<= 0: no limit).
+
+        X: (N, n_in) C-contiguous, the plan's dtype. y: intp labels (N,) for cross-entropy, a
+        C-contiguous (N, n_out) array of the plan's dtype otherwise. order: intp (K,) row
+        indices into X. Returns a dict: steps, loss_sum, hit_sum, nonfinite_step (-1: none),
+        fallback_step (-1: none), s1/s2/sse (squared loss: per-output sums of y, y^2 and of
+        the squared errors, float64) and wait_s (total barrier wait of the team).
+        """
+        cdef RunState R
+        cdef Py_ssize_t n_avail, i
+        cdef int T = max(1, n_threads), tid = 0, nt = 1
+        cdef bint is_double = self.dtype == np.float64
+        cdef float fdummy = 0
+        cdef double ddummy = 0
+        cdef Plan *P = &self.P
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        if X.dtype != self.dtype or X.ndim != 2 or X.shape[1] != self.P.n_in \
+                or not X.flags.c_contiguous:
+            raise ValueError(f"X must be a C-contiguous (n, {self.P.n_in}) {self.dtype} array")
+        order = np.ascontiguousarray(order, dtype=np.intp)
+        n = X.shape[0]
+        if order.ndim != 1 or (order.size and (order.min() < 0 or order.max() >= n)):
+            raise ValueError(f"order must be a 1-D array of row indices in [0, {n})")
+        if self.P.loss == LOSS_CE:
+            if y.dtype != np.intp or y.shape != (n,) or not y.flags.c_contiguous:
+                raise ValueError(f"y must be a C-contiguous intp array of shape ({n},)")
+            if n and (y.min() < 0 or y.max() >= self.P.n_classes):
+                raise ValueError(f"labels must be in [0, {self.P.n_classes})")
+            R.labels = <const Py_ssize_t *> _addr(y)
+            R.targets = NULL
+        else:
+            if y.dtype != self.dtype or y.size != n * self.P.n_classes \
+                    or not y.flags.c_contiguous:
+                raise ValueError(f"y must be a C-contiguous {self.dtype} array of "
+                                 f"{n} x {self.P.n_classes} targets")
+            R.targets = <const char *> _addr(y)
+            R.labels = NULL
+        sums = np.zeros((3, self.P.n_classes), dtype=np.float64)
+        out = {"steps": 0, "loss_sum": 0.0, "hit_sum": 0.0, "nonfinite_step": -1,
+               "fallback_step": -1, "s1": sums[0], "s2": sums[1], "sse": sums[2],
+               "wait_s": 0.0}
+        n_order = order.shape[0]
+        start = max(start, 0)
+        n_avail = 0 if start >= n_order else (n_order - start + batch_size - 1) // batch_size
+        if max_steps >= 0:
+            n_avail = min(n_avail, max_steps)
+        if n_avail <= 0:
+            return out
+        self.reserve(min(batch_size, n_order - start))
+        waits = np.zeros(max(T, 1) * SLOT, dtype=np.int64)
+        R.X = <const char *> _addr(X)
+        R.order = <const Py_ssize_t *> _addr(order)
+        R.start = start
+        R.n_order = n_order
+        R.bs = batch_size   # _rows clips the last batch
+        R.n_steps = n_avail
+        R.steps_done = 0
+        R.nonfinite_step = -1
+        R.fallback_step = -1
+        R.loss_sum = 0.0
+        R.hit_sum = 0.0
+        R.s1 = <double *> _addr(sums[0])
+        R.s2 = <double *> _addr(sums[1])
+        R.sse = <double *> _addr(sums[2])
+        R.flag_last = 0
+        R.flag_fallback = 0
+        R.win_steps = 0
+        R.win_wait0 = 0
+        R.threshold = FALLBACK_THRESHOLD
+        R.window_s = FALLBACK_WINDOW_S
+        R.min_steps = FALLBACK_MIN_STEPS
+        R.spin_ns = SPIN_NS
+        R.bar.count = 0
+        R.bar.sense = 0
+        R.waits = <int64_t *> _addr(waits)
+        R.t_start = fnn_now_ns()
+        R.win_t0 = R.t_start
+        R.deadline_ns = R.t_start + <int64_t> (time_budget_s * 1e9) if time_budget_s > 0 else 0
+        R.n_threads = T
+        with nogil:
+            blas_request(1)
+            if T == 1:
+                if is_double:
+                    _thread(P, &R, 0, 1, ddummy)
+                else:
+                    _thread(P, &R, 0, 1, fdummy)
+            else:
+                with parallel(num_threads=T):
+                    tid = omp_get_thread_num()
+                    nt = omp_get_num_threads()
+                    if is_double:
+                        _thread(P, &R, tid, nt, ddummy)
+                    else:
+                        _thread(P, &R, tid, nt, fdummy)
+            blas_release(1)
+        out["steps"] = R.steps_done
+        out["loss_sum"] = R.loss_sum
+        out["hit_sum"] = R.hit_sum
+        out["nonfinite_step"] = R.nonfinite_step
+        out["fallback_step"] = R.fallback_step
+        out["wait_s"] = float(waits.sum()) * 1e-9
+        out["elapsed_s"] = (fnn_now_ns() - R.t_start) * 1e-9
+        return out

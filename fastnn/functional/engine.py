@@ -1,0 +1,343 @@
+"""The training engine: many training steps of a covered network in one compiled call.
+
+A network is a description; the engine executes it. :func:`compile_training` turns a chain of
+fastnn modules, a loss and an optimizer into a plan (fastnn/_kernels/engine.pyx) whose
+:meth:`TrainingEngine.run` trains for many steps inside one OpenMP region: the same updates as
+``model.forward`` / ``loss.loss_and_grad`` / ``model.backward`` / ``optimizer.step`` per batch,
+to rounding, and bitwise the same weights for any thread count.
+
+Covered: :class:`~fastnn.model.Sequential` chains (nested ones are flattened) of
+:class:`~fastnn.layers.Dense` layers with any activation of the activation table, each followed
+by any number of :class:`~fastnn.layers.Activation` modules (and its named subclasses) and
+:class:`~fastnn.layers.Dropout` modules (training mode); the losses ``cross_entropy`` with
+integer labels, ``squared`` and ``binary_cross_entropy``; every optimizer of
+:mod:`fastnn.optim` (SGD with momentum or Nesterov, Adagrad, RMSprop, Adam) with ``decay``,
+``weight_decay``, ``l1`` and ``l1_proximal``, any parameter groups, and parameters left out of
+the optimizer (frozen). :func:`why_not` names what is not covered; ``fit`` then keeps its
+per-module loop.
+
+The parameters live in the engine's blocked panels while it runs; ``run`` loads them (weights,
+optimizer state, step count, Dropout call counters) from the modules and the optimizer at entry
+and writes them back before it returns, so Python always sees up-to-date modules.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from fastnn._kernels import engine as _k
+from fastnn._threads import resolve_n_threads
+from fastnn.functional.activations import ACTIVATION_TABLE
+
+__all__ = ["compile_training", "why_not", "TrainingEngine", "RunResult"]
+
+_CODES = {a.name: a.code for a in ACTIVATION_TABLE.values()}
+
+#: After a run fell back to one thread (another process holds a core), the next runs of the
+#: same engine use one thread for this many seconds before the team is tried again.
+RETRY_AFTER_S = 2.0
+
+
+@dataclass
+class RunResult:
+    """What one :meth:`TrainingEngine.run` call did.
+
+    steps, samples : training steps and samples done (updates applied).
+    loss_sum : sum of the per-sample losses of those steps (float64).
+    metric_sum : correct predictions (classification, binary) or the sum of squared errors
+        (squared loss) over those samples.
+    nonfinite_step : index (within this call) of a step whose loss was not finite, -1 if none;
+        that step's update was not applied.
+    fell_back : the run finished on one thread (barrier waits showed contention).
+    sums : squared loss only: per-output float64 sums of y, y^2 and squared errors
+        (rows ``s1``, ``s2``, ``sse``), for R^2.
+    n_threads : threads the run started with.
+    wait_fraction : share of the team's time spent waiting at barriers.
+    """
+
+    steps: int
+    samples: int
+    loss_sum: float
+    metric_sum: float
+    nonfinite_step: int = -1
+    fell_back: bool = False
+    sums: np.ndarray | None = field(default=None, repr=False)
+    n_threads: int = 1
+    wait_fraction: float = 0.0
+
+
+def _flatten(model):
+    """The chain's modules in order (nested Sequentials flattened), or a reason string."""
+    from fastnn.model import Sequential
+
+    if type(model) is not Sequential:
+        return f"the network is a {type(model).__name__}, not a Sequential chain"
+    out = []
+    for m in model._layers:
+        if type(m) is Sequential:
+            sub = _flatten(m)
+            if isinstance(sub, str):
+                return sub
+            out.extend(sub)
+        else:
+            out.append(m)
+    return out
+
+
+def _chain(model):
+    """(layers, modules) of a covered chain: per Dense layer a spec dict for the engine and the
+    modules behind it; or a reason string."""
+    from fastnn import layers as fl
+
+    mods = _flatten(model)
+    if isinstance(mods, str):
+        return mods
+    act_types = {fl.Activation, fl.Identity, fl.Sigmoid, fl.Tanh, fl.ReLU, fl.Step, fl.Sign,
+                 fl.LeakyReLU, fl.ELU, fl.Softplus, fl.GELU, fl.SiLU}
+    specs, owners = [], []
+    for m in mods:
+        t = type(m)
+        if t is fl.Dense:
+            if m.activation not in _CODES:
+                return f"activation {m.activation!r} is not in the activation table"
+            specs.append({"n_in": m.in_features, "n_out": m.out_features,
+                          "code": _CODES[m.activation],
+                          "keep_z": bool(ACTIVATION_TABLE[m.activation].needs_z),
+                          "has_bias": m.bias is not None, "post": []})
+            owners.append({"dense": m, "post": []})
+            continue
+        if t in act_types:
+            if m.name == "identity":
+                continue
+            op = ("act", _CODES[m.name], bool(ACTIVATION_TABLE[m.name].needs_z))
+        elif t is fl.Dropout:
+            if m.p == 0.0:
+                continue   # the module is then the identity and draws no mask
+            scale = 1.0 / (1.0 - m.p) if m.mode == "inverted" else 1.0
+            op = ("dropout", scale, int(_dropout_threshold(m.p)),
+                  int(m.seed) & 0xFFFFFFFFFFFFFFFF)
+        else:
+            return f"the layer {t.__name__} is not covered by the training engine"
+        if not specs:
+            return f"a {t.__name__} module before the first Dense layer"
+        specs[-1]["post"].append(op)
+        owners[-1]["post"].append(m)
+    if not specs:
+        return "the network has no Dense layer"
+    return specs, owners
+
+
+def _dropout_threshold(p):
+    from fastnn._kernels import dropout as _dk
+    return _dk.keep_threshold(p)
+
+
+_LOSSES = None
+
+
+def _loss_kind(loss_fn):
+    from fastnn import losses as L
+
+    kinds = {L.CrossEntropyLoss: "cross_entropy", L.SquaredLoss: "squared",
+             L.BinaryCrossEntropyLoss: "binary_cross_entropy"}
+    return kinds.get(type(loss_fn))
+
+
+def _opt_kind(optimizer):
+    from fastnn import optim as O
+
+    kinds = {O.SGD: "sgd", O.Adagrad: "adagrad", O.RMSprop: "rmsprop", O.Adam: "adam"}
+    return kinds.get(type(optimizer))
+
+
+def why_not(model, loss_fn, optimizer, y=None) -> str | None:
+    """None when the engine covers (model, loss_fn, optimizer) - and the targets ``y``, when
+    given - else the reason it does not, as a sentence fragment."""
+    chain = _chain(model)
+    if isinstance(chain, str):
+        return chain
+    specs, owners = chain
+    kind = _loss_kind(loss_fn)
+    if kind is None:
+        return f"the loss {type(loss_fn).__name__} is not covered by the training engine"
+    n_out = specs[-1]["n_out"]
+    if kind == "binary_cross_entropy" and n_out != 1:
+        return "binary cross-entropy needs a network with one output"
+    if y is not None:
+        y = np.asarray(y)
+        if kind == "cross_entropy" and (y.ndim != 1 or y.dtype.kind not in "iu"):
+            return "cross-entropy targets other than integer labels (probability rows)"
+    if _opt_kind(optimizer) is None:
+        return f"the optimizer {type(optimizer).__name__} is not covered by the training engine"
+    params = model.parameters()
+    dtypes = {p.data.dtype for p in params}
+    if len(dtypes) != 1 or dtypes.pop() not in (np.float32, np.float64):
+        return "the parameters are not all of one float dtype"
+    own = {id(p) for p in params}
+    for g in optimizer.param_groups:
+        for p in g["params"]:
+            if id(p) not in own:
+                return "the optimizer holds parameters that are not the network's"
+    for o in owners:
+        d = o["dense"]
+        for p in (d.weight, d.bias):
+            if p is not None and not (isinstance(p.data, np.ndarray) and p.data.flags.c_contiguous
+                                      and p.data.flags.writeable):
+                return "a Dense parameter is not a writeable C-contiguous array"
+    return None
+
+
+class TrainingEngine:
+    """A compiled training plan of one network, loss and optimizer (see the module notes).
+
+    Build it with :func:`compile_training`. The plan keeps references to the modules and the
+    optimizer; hyperparameters (``lr`` set by a schedule, ...) are read again at every run.
+    """
+
+    def __init__(self, model, loss_fn, optimizer, specs, owners, n_threads=None, block=None):
+        self.model = model
+        self.loss_fn = loss_fn
+        self.optimizer = optimizer
+        self.loss_kind = _loss_kind(loss_fn)
+        self.opt_kind = _opt_kind(optimizer)
+        self.n_threads = n_threads
+        self.dtype = np.dtype(model.parameters()[0].data.dtype)
+        self._owners = owners
+        self._retry_at = 0.0
+        n_state = {"sgd": None, "adagrad": 1, "rmsprop": None, "adam": 2}[self.opt_kind]
+        self._params = []   # per layer: (weight, bias)
+        for s, o in zip(specs, owners):
+            d = o["dense"]
+            self._params.append((d.weight, d.bias))
+            # the most state arrays the optimizer can hold (momentum may be set later)
+            k = 2 if n_state is None else n_state
+            s["n_state_w"] = k
+            s["n_state_b"] = k
+        self.specs = specs
+        self.n_outputs = specs[-1]["n_out"]
+        self._core = _k.Core(specs, self.loss_kind, self.dtype,
+                             _k.BLOCK if block is None else int(block))
+
+    # --- optimizer state ------------------------------------------------------------------
+    def _where(self):
+        """{id(param): (group, group state, state names, offset, size)} for the optimizer's
+        parameters, preparing (laying out) a group's state as its first step would."""
+        opt = self.optimizer
+        out = {}
+        for group, gs in zip(opt.param_groups, opt._group_states):
+            if (gs.plan is None or not gs.plan.matches(group["params"])
+                    or gs.names != opt._state_names(group)):
+                opt._prepare(group, gs)
+            for i, p in enumerate(gs.params):
+                out[id(p)] = (group, gs, gs.names, gs.offsets[i], p.data.size)
+        return out
+
+    def _rule(self, p, where, bias):
+        """The arguments of Core.set_optimizer for parameter p."""
+        opt = self.optimizer
+        if p is None or id(p) not in where:
+            return ("frozen", 0.0, 0.0, 0.0, False, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0), ()
+        group, gs, names, off, size = where[id(p)]
+        wd, l1, l1p = opt._penalties(group)
+        if not p.regularize:
+            wd = l1 = l1p = 0.0
+        k = self.opt_kind
+        momentum = float(group.get("momentum", 0.0))
+        nesterov = bool(group.get("nesterov", False))
+        eps = float(group.get("eps", 0.0))
+        alpha = float(group.get("alpha", 0.0))
+        b1, b2 = group.get("betas", (0.0, 0.0))
+        states = tuple(gs.buffers[n][off:off + size] for n in names)
+        return ((k, group["lr"], group["decay"], momentum, nesterov, eps, alpha, float(b1),
+                 float(b2), wd, l1, l1p, int(gs.step)), states)
+
+    def _load(self):
+        where = self._where()
+        core = self._core
+        saved = []
+        for l, (w, b) in enumerate(self._params):
+            rw, sw = self._rule(w, where, False)
+            rb, sb = self._rule(b, where, True)
+            core.set_optimizer(l, False, *rw)
+            core.set_optimizer(l, True, *rb)
+            core.load(l, w.data, None if b is None else b.data, sw, sb)
+            saved.append((sw, sb))
+            for k, m in enumerate(self._owners[l]["post"]):
+                if hasattr(m, "_calls"):
+                    core.set_dropout_calls(l, k, m._calls)
+        return where, saved
+
+    def _store(self, where, saved, steps, extra_calls):
+        core = self._core
+        for l, (w, b) in enumerate(self._params):
+            sw, sb = saved[l]
+            wg = w._grad if steps else None
+            bg = None if b is None or not steps else b._grad
+            core.store(l, w.data, None if b is None else b.data, sw, sb, wg, bg)
+            if steps:
+                w._grad_written()
+                if b is not None:
+                    b._grad_written()
+            for m in self._owners[l]["post"]:
+                if hasattr(m, "_calls"):
+                    m._calls += steps + extra_calls
+        if steps:
+            for gs in {id(v[1]): v[1] for v in where.values()}.values():
+                gs.step += steps
+
+    # --- training -------------------------------------------------------------------------
+    def run(self, X, y, order, start=0, batch_size=32, max_steps=None, time_budget_s=None):
+        """Train on the batches ``order[start:start + batch_size]``, ``order[start +
+        batch_size:...]``, ... (the last one may be short) for at most ``max_steps`` steps,
+        stopping after the step that exceeds ``time_budget_s`` seconds. X (n, in_features) of
+        the network's dtype, C-contiguous; y intp labels (n,) for cross-entropy, else (n,
+        outputs) or (n,) targets of that dtype. Returns a :class:`RunResult`.
+        """
+        X = np.ascontiguousarray(X, dtype=self.dtype)
+        if self.loss_kind == "cross_entropy":
+            y = np.ascontiguousarray(y, dtype=np.intp)
+        else:
+            y = np.ascontiguousarray(y, dtype=self.dtype)
+        nt = resolve_n_threads(self.n_threads)
+        if nt > 1 and time.monotonic() < self._retry_at:
+            nt = 1
+        where, saved = self._load()
+        res = None
+        try:
+            res = self._core.run(X, y, np.asarray(order), int(start), int(batch_size),
+                                 -1 if max_steps is None else int(max_steps),
+                                 0.0 if time_budget_s is None else float(time_budget_s), nt)
+        finally:
+            steps = 0 if res is None else res["steps"]
+            extra = 1 if res is not None and res["nonfinite_step"] >= 0 else 0
+            self._store(where, saved, steps, extra)
+        fell_back = res["fallback_step"] >= 0
+        if fell_back:
+            self._retry_at = time.monotonic() + RETRY_AFTER_S
+        n_order = len(order)
+        samples = max(0, min(res["steps"] * int(batch_size), n_order - int(start)))
+        if self.loss_kind == "squared":
+            sums = np.stack([res["s1"], res["s2"], res["sse"]])
+            metric = float(res["sse"].sum())
+        else:
+            sums = None
+            metric = res["hit_sum"]
+        elapsed = res.get("elapsed_s", 0.0)
+        wait = res["wait_s"] / (nt * elapsed) if elapsed > 0 and nt > 1 else 0.0
+        return RunResult(steps=res["steps"], samples=samples, loss_sum=res["loss_sum"],
+                         metric_sum=metric, nonfinite_step=res["nonfinite_step"],
+                         fell_back=fell_back, sums=sums, n_threads=nt, wait_fraction=wait)
+
+
+def compile_training(model, loss_fn, optimizer, n_threads=None, *, y=None,
+                     block=None) -> TrainingEngine | None:
+    """A :class:`TrainingEngine` for (model, loss_fn, optimizer), or None when the engine does
+    not cover them (:func:`why_not` says why). ``n_threads``: None follows
+    ``omp_get_max_threads()`` at each run; ``block``: columns per block (a multiple of 16;
+    tests use small blocks to cut small layers into several)."""
+    if why_not(model, loss_fn, optimizer, y) is not None:
+        return None
+    specs, owners = _chain(model)
+    return TrainingEngine(model, loss_fn, optimizer, specs, owners, n_threads, block)
