@@ -206,6 +206,7 @@ class TrainingEngine:
         self.dtype = np.dtype(model.parameters()[0].data.dtype)
         self._owners = owners
         self._retry_at = 0.0
+        self._exact_threads = False
         n_state = {"sgd": None, "adagrad": 1, "rmsprop": None, "adam": 2}[self.opt_kind]
         self._params = []   # per layer: (weight, bias)
         for s, o in zip(specs, owners):
@@ -301,6 +302,8 @@ class TrainingEngine:
         else:
             y = np.ascontiguousarray(y, dtype=self.dtype)
         nt = resolve_n_threads(self.n_threads)
+        if self._exact_threads and nt > 1:
+            nt = int(self.n_threads)   # tests: more threads than CPUs
         if nt > 1 and time.monotonic() < self._retry_at:
             nt = 1
         where, saved = self._load()

@@ -1,0 +1,442 @@
+"""The training engine (fastnn/_kernels/engine.pyx, fastnn.functional.engine).
+
+* against an independent float64 NumPy implementation of the same steps (same batches);
+* against fastnn's own module path (model.forward / loss / model.backward / optimizer.step)
+  for every activation, Dropout, every loss and optimizer with its options;
+* bitwise equal weights for 1-4 threads, with blocks that do not divide the widths;
+* edge cases: batches of one row, a short last batch, one output, empty ranges, non-finite
+  losses, chunked runs, the fallback to one thread.
+"""
+import numpy as np
+import pytest
+
+from fastnn import losses, optim
+from fastnn._kernels import engine as _k
+from fastnn.functional.engine import compile_training, why_not
+from fastnn.layers import Activation, Dense, Dropout, Maxout
+from fastnn.model import Sequential
+
+DTYPES = [np.float32, np.float64]
+TOL = {np.float32: 2e-4, np.float64: 1e-10}
+
+
+@pytest.fixture
+def no_fallback():
+    old = _k._set_fallback(threshold=-1.0)
+    yield
+    _k._set_fallback(*old)
+
+
+def net(widths, acts, dtype, seed=0, bias=True):
+    layers = [Dense(widths[i], widths[i + 1], acts[i], seed=seed + i, dtype=dtype, bias=bias,
+                    bias_init=0.05) for i in range(len(widths) - 1)]
+    return Sequential(*layers, dtype=dtype)
+
+
+def data(n, d, c, dtype, seed=0, kind="labels"):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, d)).astype(dtype)
+    if kind == "labels":
+        y = rng.integers(0, c, n)
+    elif kind == "binary":
+        y = rng.integers(0, 2, n).astype(dtype)
+    else:
+        y = rng.standard_normal((n, c)).astype(dtype)
+    return X, y, rng.permutation(n)
+
+
+def module_steps(model, opt, loss, X, y, order, bs, n_steps, start=0):
+    """The reference: fastnn's per-module training step over the same batches."""
+    for s in range(n_steps):
+        idx = order[start + s * bs:start + (s + 1) * bs]
+        if len(idx) == 0:
+            break
+        xb = np.ascontiguousarray(X[idx])
+        model.zero_grad()
+        z = model.forward(xb)
+        _, g = loss.loss_and_grad(z, y[idx], grad_out=np.empty_like(z))
+        model.backward(g, need_input_grad=False, inplace=True)
+        opt.step()
+
+
+def rel(a, b):
+    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-30))
+
+
+def assert_close(m_eng, m_ref, tol):
+    for (name, p), q in zip(m_eng.named_parameters(), m_ref.parameters()):
+        assert rel(p.data, q.data) <= tol, (name, rel(p.data, q.data))
+
+
+# --------------------------------------------------------------------- NumPy reference ---
+
+def _act(name, z):
+    if name == "relu":
+        return np.maximum(z, 0)
+    if name == "tanh":
+        return np.tanh(z)
+    if name == "sigmoid":
+        return 1 / (1 + np.exp(-z))
+    return z
+
+
+def _dact(name, y):
+    if name == "relu":
+        return (y > 0).astype(y.dtype)
+    if name == "tanh":
+        return 1 - y * y
+    if name == "sigmoid":
+        return y * (1 - y)
+    return np.ones_like(y)
+
+
+def numpy_reference(Ws, bs, acts, X, y, order, batch, n_steps, opt, lr, **kw):
+    """Independent float64 implementation: softmax cross-entropy, Adam or SGD (momentum)."""
+    Ws = [w.astype(np.float64) for w in Ws]
+    bs = [b.astype(np.float64) for b in bs]
+    m1 = [np.zeros_like(w) for w in Ws + bs]
+    m2 = [np.zeros_like(w) for w in Ws + bs]
+    for s in range(n_steps):
+        idx = order[s * batch:(s + 1) * batch]
+        h = [X[idx].astype(np.float64)]
+        for W, b, a in zip(Ws, bs, acts):
+            h.append(_act(a, h[-1] @ W + b))
+        z = h[-1]
+        p = np.exp(z - z.max(axis=1, keepdims=True))
+        p /= p.sum(axis=1, keepdims=True)
+        g = p.copy()
+        g[np.arange(len(idx)), y[idx]] -= 1
+        g /= len(idx)
+        grads_W, grads_b = [None] * len(Ws), [None] * len(Ws)
+        for li in range(len(Ws) - 1, -1, -1):
+            g = g * _dact(acts[li], h[li + 1])
+            grads_W[li] = h[li].T @ g
+            grads_b[li] = g.sum(axis=0)
+            g = g @ Ws[li].T
+        params, grads = Ws + bs, grads_W + grads_b
+        for i, (w, gr) in enumerate(zip(params, grads)):
+            if opt == "adam":
+                b1, b2, eps = 0.9, 0.999, 1e-8
+                m1[i] = b1 * m1[i] + (1 - b1) * gr
+                m2[i] = b2 * m2[i] + (1 - b2) * gr * gr
+                t = s + 1
+                w -= lr / (1 - b1 ** t) * m1[i] / (np.sqrt(m2[i]) / np.sqrt(1 - b2 ** t) + eps)
+            else:
+                mu = kw.get("momentum", 0.0)
+                m1[i] = mu * m1[i] + gr
+                w -= lr * (m1[i] if mu else gr)
+    return Ws, bs
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("opt_name", ["adam", "sgd"])
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_against_numpy_float64(dtype, opt_name, n_threads):
+    acts = ["relu", "tanh", "sigmoid", None]
+    model = net([20, 70, 33, 17, 10], acts, dtype)
+    X, y, order = data(150, 20, 10, dtype)
+    Ws = [m.weight.data.copy() for m in model]
+    bs = [m.bias.data.copy() for m in model]
+    if opt_name == "adam":
+        opt = optim.Adam(model.parameters(), lr=1e-2)
+    else:
+        opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    eng = compile_training(model, losses.CrossEntropyLoss(), opt, n_threads, block=16)
+    res = eng.run(X, y, order, 0, 32, 6)   # 4 full batches, a short one (22 rows), then none
+    assert res.steps == 5 and res.samples == 150 and res.nonfinite_step == -1
+    ref_W, ref_b = numpy_reference(Ws, bs, [a or "identity" for a in acts], X, y, order, 32, 5,
+                                   opt_name, opt.lr, momentum=0.9)
+    tol = 1e-4 if dtype == np.float32 else 1e-11
+    for m, W, b in zip(model, ref_W, ref_b):
+        assert rel(m.weight.data, W) <= tol
+        assert rel(m.bias.data, b) <= tol
+    assert opt._group_states[0].step == 5
+
+
+# ------------------------------------------------------------------ thread invariance ---
+
+def _train(widths, acts, dtype, n_threads, steps, batch, block=None, opt="adam"):
+    model = net(widths, acts, dtype, seed=3)
+    X, y, order = data(steps * batch, widths[0], widths[-1], dtype, seed=1)
+    o = optim.Adam(model.parameters(), lr=1e-3) if opt == "adam" else optim.SGD(
+        model.parameters(), lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-3)
+    eng = compile_training(model, losses.CrossEntropyLoss(), o, n_threads, block=block)
+    eng._exact_threads = True   # 3 and 4 threads on a machine with fewer cores too
+    res = eng.run(X, y, order, 0, batch, steps)
+    assert res.steps == steps
+    return [p.data.copy() for p in model.parameters()], res
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_bitwise_equal_for_1_to_4_threads_small(dtype, no_fallback):
+    ref, _ = _train([20, 70, 33, 10], ["relu", "tanh", None], dtype, 1, 50, 16, block=16)
+    for nt in (2, 3, 4):
+        got, res = _train([20, 70, 33, 10], ["relu", "tanh", None], dtype, nt, 50, 16,
+                          block=16)
+        assert res.n_threads == nt and not res.fell_back
+        for a, b in zip(got, ref):
+            assert np.array_equal(a, b), nt
+
+
+def test_bitwise_equal_for_1_to_4_threads_mnist_shape(no_fallback):
+    ref, _ = _train([784, 256, 256, 10], ["relu", "relu", None], np.float32, 1, 50, 32)
+    for nt in (2, 3, 4):
+        got, res = _train([784, 256, 256, 10], ["relu", "relu", None], np.float32, nt, 50,
+                          32)
+        assert not res.fell_back
+        for a, b in zip(got, ref):
+            assert np.array_equal(a, b), nt
+
+
+def test_bitwise_equal_multi_block_output_and_sgd(no_fallback):
+    # a last layer of several blocks takes the row-split loss path
+    args = ([30, 50, 40], ["gelu", None], np.float64)
+    ref, _ = _train(*args, 1, 20, 8, block=16, opt="sgd")
+    for nt in (2, 3):
+        got, _ = _train(*args, nt, 20, 8, block=16, opt="sgd")
+        for a, b in zip(got, ref):
+            assert np.array_equal(a, b)
+
+
+def test_forced_fallback_is_bitwise_the_same():
+    ref, _ = _train([20, 70, 33, 10], ["relu", "tanh", None], np.float32, 1, 40, 16, block=16)
+    old = _k._set_fallback(threshold=0.0, window_s=0.0, min_steps=3)
+    try:
+        got, res = _train([20, 70, 33, 10], ["relu", "tanh", None], np.float32, 2, 40, 16,
+                          block=16)
+    finally:
+        _k._set_fallback(*old)
+    assert res.fell_back and res.steps == 40
+    for a, b in zip(got, ref):
+        assert np.array_equal(a, b)
+
+
+def test_chunked_runs_equal_one_run(no_fallback):
+    X, y, order = data(200, 20, 10, np.float32)
+    out = []
+    for chunks in ([7], [2, 1, 4]):
+        model = net([20, 40, 10], ["relu", None], np.float32)
+        opt = optim.Adam(model.parameters(), lr=1e-2)
+        eng = compile_training(model, losses.CrossEntropyLoss(), opt, 2, block=16)
+        start = 0
+        for c in chunks:
+            r = eng.run(X, y, order, start, 30, c)
+            start += r.samples
+        assert start == 200 and opt._group_states[0].step == 7
+        out.append([p.data.copy() for p in model.parameters()])
+    for a, b in zip(*out):
+        assert np.array_equal(a, b)
+
+
+# ------------------------------------------------------------------------- module path ---
+
+ALL_ACTS = ["identity", "sigmoid", "tanh", "relu", "step", "sign", "leaky_relu", "elu",
+            "softplus", "gelu", "gelu_tanh", "silu"]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("act", ALL_ACTS)
+def test_every_activation_against_module_path(dtype, act):
+    X, y, order = data(90, 12, 5, dtype)
+    models = [net([12, 37, 21, 5], [act, act, None], dtype) for _ in range(2)]
+    opts = [optim.Adam(m.parameters(), lr=1e-2) for m in models]
+    module_steps(models[0], opts[0], losses.CrossEntropyLoss(), X, y, order, 16, 4)
+    eng = compile_training(models[1], losses.CrossEntropyLoss(), opts[1], 2, block=16)
+    assert eng.run(X, y, order, 0, 16, 4).steps == 4
+    assert_close(models[1], models[0], TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_activation_and_dropout_modules_against_module_path(dtype):
+    X, y, order = data(100, 12, 4, dtype)
+    models = []
+    for _ in range(2):
+        models.append(Sequential(
+            Dense(12, 40, "relu", seed=1, dtype=dtype), Dropout(0.3, seed=5),
+            Dense(40, 24, seed=2, dtype=dtype), Activation("silu"), Activation("tanh"),
+            Dropout(0.2, mode="standard", seed=9), Activation("identity"), Dropout(0.0),
+            Dense(24, 4, seed=3, dtype=dtype), dtype=dtype))
+    opts = [optim.RMSprop(m.parameters(), lr=1e-2, momentum=0.5) for m in models]
+    module_steps(models[0], opts[0], losses.CrossEntropyLoss(), X, y, order, 20, 5)
+    eng = compile_training(models[1], losses.CrossEntropyLoss(), opts[1], 2, block=16)
+    assert eng.run(X, y, order, 0, 20, 5).steps == 5
+    assert_close(models[1], models[0], TOL[dtype])
+    assert models[1][1]._calls == models[0][1]._calls == 5
+
+
+OPTIMIZERS = [
+    (optim.SGD, dict(lr=0.05)),
+    (optim.SGD, dict(lr=0.05, momentum=0.9, decay=0.1, weight_decay=1e-2)),
+    (optim.SGD, dict(lr=0.05, momentum=0.9, nesterov=True, l1=1e-3)),
+    (optim.SGD, dict(lr=0.05, l1=1e-2, l1_proximal=True)),
+    (optim.Adagrad, dict(lr=0.05, initial_accumulator_value=0.1, weight_decay=1e-3)),
+    (optim.Adagrad, dict(lr=0.05, l1=1e-2, l1_proximal=True, decay=0.5)),
+    (optim.RMSprop, dict(lr=1e-2)),
+    (optim.RMSprop, dict(lr=1e-2, momentum=0.9, l1=1e-3, weight_decay=1e-3)),
+    (optim.Adam, dict(lr=1e-2, decay=0.2, weight_decay=1e-2)),
+    (optim.Adam, dict(lr=1e-2, l1=1e-2, l1_proximal=True, betas=(0.8, 0.99))),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("cls,kw", OPTIMIZERS)
+def test_every_optimizer_against_module_path(dtype, cls, kw):
+    X, y, order = data(80, 10, 3, dtype)
+    models = [net([10, 33, 3], ["tanh", None], dtype) for _ in range(2)]
+    opts = [cls(m.parameters(), **kw) for m in models]
+    module_steps(models[0], opts[0], losses.CrossEntropyLoss(), X, y, order, 16, 5)
+    eng = compile_training(models[1], losses.CrossEntropyLoss(), opts[1], 2, block=16)
+    assert eng.run(X, y, order, 0, 16, 5).steps == 5
+    assert_close(models[1], models[0], TOL[dtype])
+    for a, b in zip(opts[1].state_dict()["state"].values(),
+                    opts[0].state_dict()["state"].values()):
+        assert a["step"] == b["step"] == 5
+        for k in a:
+            if k != "step":
+                assert rel(a[k], b[k]) <= max(TOL[dtype], 1e-30) * 10
+
+
+def test_param_groups_and_frozen_parameters():
+    X, y, order = data(64, 10, 3, np.float64)
+    models = [net([10, 20, 3], ["relu", None], np.float64) for _ in range(2)]
+    opts = [optim.Adam([{"params": [m[0].weight, m[0].bias], "lr": 1e-2},
+                        {"params": [m[1].weight], "lr": 1e-3, "weight_decay": 0.1}])
+            for m in models]   # m[1].bias is frozen
+    frozen = models[1][1].bias.data.copy()
+    module_steps(models[0], opts[0], losses.CrossEntropyLoss(), X, y, order, 16, 4)
+    eng = compile_training(models[1], losses.CrossEntropyLoss(), opts[1], 2, block=16)
+    assert eng.run(X, y, order, 0, 16, 4).steps == 4
+    assert_close(models[1], models[0], 1e-10)
+    assert np.array_equal(models[1][1].bias.data, frozen)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_squared_loss_against_module_path(dtype):
+    X, y, order = data(70, 8, 3, dtype, kind="regression")
+    models = [net([8, 19, 3], ["elu", None], dtype) for _ in range(2)]
+    opts = [optim.SGD(m.parameters(), lr=0.02, momentum=0.5) for m in models]
+    module_steps(models[0], opts[0], losses.SquaredLoss(), X, y, order, 16, 5)
+    eng = compile_training(models[1], losses.SquaredLoss(), opts[1], 2, block=16)
+    res = eng.run(X, y, order, 0, 16, 5)
+    assert res.steps == 5 and res.sums.shape == (3, 3)
+    assert_close(models[1], models[0], TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_binary_cross_entropy_one_output_against_module_path(dtype):
+    X, y, order = data(50, 6, 1, dtype, kind="binary")
+    models = [net([6, 18, 1], ["softplus", None], dtype) for _ in range(2)]
+    opts = [optim.Adam(m.parameters(), lr=1e-2) for m in models]
+    module_steps(models[0], opts[0], losses.BinaryCrossEntropyLoss(), X, y, order, 16, 4)
+    eng = compile_training(models[1], losses.BinaryCrossEntropyLoss(), opts[1], 2, block=16)
+    res = eng.run(X, y, order, 0, 16, 4)
+    assert res.steps == 4 and 0 <= res.metric_sum <= 50
+    assert_close(models[1], models[0], TOL[dtype])
+
+
+def test_loss_and_metric_sums_match_the_module_loss():
+    X, y, order = data(40, 10, 4, np.float64)
+    model = net([10, 4], [None], np.float64)
+    z = model.forward(X[order])
+    want_loss = losses.CrossEntropyLoss().per_sample(z, y[order]).sum()
+    want_hits = np.count_nonzero(z.argmax(axis=1) == y[order])
+    opt = optim.SGD(model.parameters(), lr=0.0)
+    res = compile_training(model, losses.CrossEntropyLoss(), opt, 1).run(X, y, order, 0, 40, 1)
+    assert res.loss_sum == pytest.approx(want_loss, rel=1e-12)
+    assert res.metric_sum == want_hits
+
+
+# ----------------------------------------------------------------------------- edge cases ---
+
+def test_batch_of_one_row_and_short_last_batch():
+    X, y, order = data(5, 9, 3, np.float64)
+    models = [net([9, 20, 3], ["relu", None], np.float64) for _ in range(2)]
+    opts = [optim.Adam(m.parameters(), lr=1e-2) for m in models]
+    module_steps(models[0], opts[0], losses.CrossEntropyLoss(), X, y, order, 1, 5)
+    eng = compile_training(models[1], losses.CrossEntropyLoss(), opts[1], 2, block=16)
+    assert eng.run(X, y, order, 0, 1, None).steps == 5
+    assert_close(models[1], models[0], 1e-12)
+    # batch larger than the data: one short batch
+    r = eng.run(X, y, order, 0, 64, None)
+    assert (r.steps, r.samples) == (1, 5)
+
+
+def test_empty_range_changes_nothing():
+    X, y, order = data(20, 9, 3, np.float32)
+    model = net([9, 20, 3], ["relu", None], np.float32)
+    before = [p.data.copy() for p in model.parameters()]
+    opt = optim.Adam(model.parameters())
+    eng = compile_training(model, losses.CrossEntropyLoss(), opt, 2)
+    for start, steps in ((20, None), (25, None), (0, 0)):
+        r = eng.run(X, y, order, start, 8, steps)
+        assert (r.steps, r.samples, r.loss_sum) == (0, 0, 0.0)
+    assert all(np.array_equal(a, p.data) for a, p in zip(before, model.parameters()))
+    assert opt._group_states[0].step == 0
+
+
+def test_nonfinite_loss_stops_before_the_update():
+    X, y, order = data(64, 9, 3, np.float32)
+    X[order[40]] = np.nan      # in the third batch of 16
+    model = net([9, 20, 3], ["relu", None], np.float32)
+    opt = optim.SGD(model.parameters(), lr=0.1)
+    eng = compile_training(model, losses.CrossEntropyLoss(), opt, 2)
+    r = eng.run(X, y, order, 0, 16, None)
+    assert r.nonfinite_step == 2 and r.steps == 2
+    assert opt._group_states[0].step == 2
+    assert all(np.isfinite(p.data).all() for p in model.parameters())
+
+
+def test_time_budget_stops_early():
+    X, y, order = data(4000, 50, 3, np.float32)
+    model = net([50, 64, 3], ["relu", None], np.float32)
+    eng = compile_training(model, losses.CrossEntropyLoss(), optim.Adam(model.parameters()), 1)
+    r = eng.run(X, y, order, 0, 1, None, time_budget_s=1e-9)
+    assert r.steps == 1
+
+
+def test_bad_arguments_raise():
+    X, y, order = data(20, 9, 3, np.float32)
+    model = net([9, 20, 3], ["relu", None], np.float32)
+    eng = compile_training(model, losses.CrossEntropyLoss(), optim.Adam(model.parameters()), 1)
+    with pytest.raises(ValueError, match="order"):
+        eng.run(X, y, np.array([0, 25]), 0, 4)
+    with pytest.raises(ValueError, match="labels"):
+        eng.run(X, np.full(20, 7), order, 0, 4)
+    with pytest.raises(ValueError, match="batch_size"):
+        eng.run(X, y, order, 0, 0)
+    with pytest.raises(ValueError):
+        _k.Core([{"n_in": 3, "n_out": 2, "code": 0, "keep_z": False, "has_bias": True}],
+                "squared", np.float32, block=20)
+
+
+def test_why_not_names_what_is_not_covered():
+    m = net([4, 6, 2], ["relu", None], np.float32)
+    adam = optim.Adam(m.parameters())
+    assert why_not(m, losses.CrossEntropyLoss(), adam) is None
+    assert "Maxout" in why_not(Sequential(Maxout(4, 3), Dense(3, 2)), losses.CrossEntropyLoss(),
+                               adam)
+    assert "SparsemaxLoss" in why_not(m, losses.SparsemaxLoss(), adam)
+    assert "one output" in why_not(m, losses.BinaryCrossEntropyLoss(), adam)
+    assert "before the first Dense" in why_not(Sequential(Dropout(0.5), Dense(4, 2)),
+                                               losses.CrossEntropyLoss(), adam)
+    assert "probability" in why_not(m, losses.CrossEntropyLoss(), adam,
+                                    y=np.eye(2, dtype=np.float32)[[0, 1]])
+
+    class MyAdam(optim.Adam):
+        pass
+    assert "MyAdam" in why_not(m, losses.CrossEntropyLoss(), MyAdam(m.parameters()))
+    assert compile_training(m, losses.SparsemaxLoss(), adam) is None
+
+
+def test_dropout_mask_matches_the_module():
+    # the engine's mask rule equals dropout.pyx's: one step through an identity-like chain
+    X, y, order = data(16, 8, 8, np.float64, kind="regression")
+    for mode in ("inverted", "standard"):
+        m = Sequential(Dense(8, 40, seed=1, dtype=np.float64), Dropout(0.5, mode=mode, seed=4),
+                       Dense(40, 8, seed=2, dtype=np.float64), dtype=np.float64)
+        ref = m.copy()
+        eng = compile_training(m, losses.SquaredLoss(), optim.SGD(m.parameters(), lr=0.1), 1)
+        eng.run(X, y, order, 0, 16, 1)
+        module_steps(ref, optim.SGD(ref.parameters(), lr=0.1), losses.SquaredLoss(), X, y,
+                     order, 16, 1)
+        assert_close(m, ref, 1e-12)
