@@ -23,9 +23,13 @@ import time
 import numpy as np
 
 from fastnn import streaming
-from fastnn._threads import check_not_fitting, exclusive_use
+from fastnn._evaluation import RunningMetrics, model_dtype, n_outputs, predict_raw
+from fastnn._threads import exclusive_use
 from fastnn._validation import check_float_array
+from fastnn.callbacks import Callback
 from fastnn.data import BatchIterator, check_random_state, train_test_split
+from fastnn.history import History
+from fastnn.losses import get_loss
 from fastnn.optim import OPTIMIZERS
 
 __all__ = ["fit", "partial_fit", "evaluate", "predict", "predict_classes", "History", "Trainer",
@@ -33,130 +37,6 @@ __all__ = ["fit", "partial_fit", "evaluate", "predict", "predict_classes", "Hist
 
 _EVAL_BATCH = 1024
 _OPTIMIZERS = {name: cls.__name__ for name, cls in OPTIMIZERS.items()}
-
-
-# --------------------------------------------------------------------------------------------
-# History
-# --------------------------------------------------------------------------------------------
-
-class History:
-    """What happened during ``fit``, epoch by epoch.
-
-    Attributes
-    ----------
-    history : dict of str -> list of float
-        One list per quantity, one entry per epoch: ``loss`` and the training metric
-        (``accuracy`` or ``r2``; running averages over the epoch's batches, in training mode),
-        ``val_loss``/``val_accuracy``/``val_r2`` (evaluation mode, end of epoch) when there is
-        validation data, ``lr`` (the learning rate used during the epoch), ``time`` (seconds)
-        and ``samples_per_s``.
-    epoch : list of int
-        Epoch indices (0-based, counting from the model's first fit).
-    events : list of (epoch, str)
-        What callbacks did: learning-rate changes, rollbacks, early stopping, checkpoints.
-    stopped_epoch : int or None
-        The epoch after which a callback stopped training.
-    restored_epoch : int or None
-        The epoch whose weights :class:`~fastnn.callbacks.EarlyStopping` restored at the end
-        (``restore_best_weights=True``), marked by :meth:`plot`.
-    """
-
-    def __init__(self):
-        self.history: dict[str, list] = {}
-        self.epoch: list[int] = []
-        self.events: list[tuple[int, str]] = []
-        self.stopped_epoch = None
-        self.restored_epoch = None
-        self.params: dict = {}
-
-    def append(self, epoch: int, logs: dict) -> None:
-        n = len(self.epoch)
-        for k, v in logs.items():
-            if k not in self.history:
-                self.history[k] = [float("nan")] * n
-            self.history[k].append(float(v))
-        for k, lst in self.history.items():
-            if len(lst) < n + 1:
-                lst.append(float("nan"))
-        self.epoch.append(epoch)
-
-    def __getitem__(self, key):
-        return self.history[key]
-
-    def __contains__(self, key):
-        return key in self.history
-
-    def __len__(self):
-        return len(self.epoch)
-
-    def best_epoch(self, monitor: str = "val_loss", mode: str = "auto") -> int:
-        """The epoch with the best value of ``monitor``."""
-        values = np.asarray(self.history[monitor], dtype=np.float64)
-        if _mode(monitor, mode) == "min":
-            return self.epoch[int(np.nanargmin(values))]
-        return self.epoch[int(np.nanargmax(values))]
-
-    def plot(self, path=None, *, metrics=None, title=None):
-        """Learning curves (loss; accuracy or R^2) for training and validation.
-
-        The x axis counts epochs from 1 (integer ticks); dotted lines mark the callbacks' events
-        and, when EarlyStopping restored the best weights, a dashed line and a star mark the
-        restored epoch. Saves a PNG when ``path`` is given; returns the matplotlib Figure. Needs
-        matplotlib (``pip install "fastnn[plot]"``).
-        """
-        try:
-            import matplotlib
-            if path is not None:
-                matplotlib.use("Agg", force=False)
-            import matplotlib.pyplot as plt
-            from matplotlib.ticker import MaxNLocator
-        except ImportError:
-            raise ImportError("plotting needs matplotlib: pip install matplotlib "
-                              "(or pip install \"fastnn[plot]\")") from None
-        if metrics is None:
-            metrics = ["loss"] + [m for m in ("accuracy", "r2") if m in self.history]
-        fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.6),
-                                 squeeze=False)
-        epochs = [e + 1 for e in self.epoch]
-        restored = getattr(self, "restored_epoch", None)   # absent from older pickles
-        for ax, m in zip(axes[0], metrics):
-            if m in self.history:
-                ax.plot(epochs, self.history[m], "o-", ms=3, label=f"training {m}")
-            if "val_" + m in self.history:
-                ax.plot(epochs, self.history["val_" + m], "s-", ms=3, label=f"validation {m}")
-            for e, _ in self.events:
-                ax.axvline(e + 1, color="gray", lw=0.6, ls=":")
-            if restored is not None and restored in self.epoch:
-                i = self.epoch.index(restored)
-                key = "val_" + m if "val_" + m in self.history else m
-                ax.axvline(restored + 1, color="tab:green", lw=1, ls="--")
-                if key in self.history:
-                    ax.plot([restored + 1], [self.history[key][i]], "*", ms=12,
-                            color="tab:green", label=f"restored best (epoch {restored + 1})")
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-            ax.set_xlabel("epoch")
-            ax.set_ylabel(m)
-            ax.grid(alpha=0.3)
-            ax.legend()
-        if title:
-            fig.suptitle(title)
-        fig.tight_layout()
-        if path is not None:
-            fig.savefig(path, dpi=110)
-        return fig
-
-    def __repr__(self):
-        last = {k: round(v[-1], 4) for k, v in self.history.items() if v}
-        return f"History({len(self.epoch)} epochs, last={last})"
-
-
-def _mode(monitor: str, mode: str = "auto") -> str:
-    if mode in ("min", "max"):
-        return mode
-    if mode != "auto":
-        raise ValueError(f"mode must be 'auto', 'min' or 'max', got {mode!r}")
-    name = monitor.lower()
-    return "max" if ("acc" in name or "r2" in name) else "min"
 
 
 # --------------------------------------------------------------------------------------------
@@ -225,14 +105,6 @@ def _nonfinite_parameter(model, optimizer):
     return None
 
 
-def _model_dtype(model):
-    dt = getattr(model, "dtype", None)
-    if dt is None:
-        ps = model.parameters()
-        dt = ps[0].data.dtype if ps else np.float32
-    return np.dtype(dt)
-
-
 def _prepare_y(y, task, dtype, n, n_classes=None):
     if isinstance(y, np.ndarray):
         a = y
@@ -258,13 +130,6 @@ def _prepare_y(y, task, dtype, n, n_classes=None):
                              "y", dtype=dtype, finite=True)
 
 
-def _n_outputs(model):
-    try:
-        return model.output_features(model.input_features())
-    except Exception:
-        return None
-
-
 # --------------------------------------------------------------------------------------------
 # Metrics
 # --------------------------------------------------------------------------------------------
@@ -284,76 +149,9 @@ def r2_score(y_true, y_pred) -> float:
     return float(r2.mean())
 
 
-class _Running:
-    """Running loss and metric over an epoch's batches (sample-weighted)."""
-
-    def __init__(self, task, n_outputs):
-        self.task = task
-        self.n = 0
-        self.loss_sum = 0.0
-        self.correct = 0
-        self.has_metric = task in ("classification", "binary", "regression")
-        if task == "regression":
-            k = n_outputs or 1
-            self.s1 = np.zeros(k)
-            self.s2 = np.zeros(k)
-            self.sse = np.zeros(k)
-
-    def update(self, loss, z, yb, m):
-        self.n += m
-        self.loss_sum += loss * m
-        t = self.task
-        if t == "classification":
-            pred = z.argmax(axis=1)
-            truth = yb if yb.ndim == 1 else yb.argmax(axis=1)
-            self.correct += int(np.count_nonzero(pred == truth))
-        elif t == "binary":
-            self.correct += int(np.count_nonzero((z.reshape(m, -1)[:, 0] > 0)
-                                                 == (yb.reshape(m, -1)[:, 0] > 0.5)))
-        elif t == "regression":
-            y2 = yb.reshape(m, -1).astype(np.float64)
-            d = z.reshape(m, -1) - y2
-            self.s1 += y2.sum(axis=0)
-            self.s2 += np.einsum("ij,ij->j", y2, y2)
-            self.sse += np.einsum("ij,ij->j", d, d)
-
-    @property
-    def loss(self):
-        return self.loss_sum / max(self.n, 1)
-
-    def metric(self):
-        if self.task in ("classification", "binary"):
-            return "accuracy", self.correct / max(self.n, 1)
-        if self.task == "regression":
-            ss_tot = self.s2 - self.s1 ** 2 / max(self.n, 1)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                r2 = np.where(ss_tot > 0, 1.0 - self.sse / np.where(ss_tot > 0, ss_tot, 1.0),
-                              0.0)
-            return "r2", float(r2.mean())
-        return None, None
-
-
 # --------------------------------------------------------------------------------------------
 # Evaluation and prediction
 # --------------------------------------------------------------------------------------------
-
-def _predict_raw(model, X, batch_size):
-    check_not_fitting(model, "predict")
-    if hasattr(model, "predict"):
-        return model.predict(X, batch_size=batch_size)
-    # a bare Module: evaluation mode, batched forward, restore the mode
-    modes = [m.training for m in model.modules()]
-    model.eval()
-    try:
-        outs = []
-        for start in range(0, X.shape[0], batch_size):
-            xb = np.ascontiguousarray(X[start:start + batch_size])
-            outs.append(np.array(model.forward(xb), copy=True))
-        return np.concatenate(outs) if outs else np.empty((0, 0), dtype=X.dtype)
-    finally:
-        for m, mode in zip(model.modules(), modes):
-            m.training = mode
-
 
 def predict(model, X, batch_size: int = _EVAL_BATCH) -> np.ndarray:
     """The network's raw output (logits for classifiers) in evaluation mode, in batches.
@@ -362,14 +160,12 @@ def predict(model, X, batch_size: int = _EVAL_BATCH) -> np.ndarray:
     chunk by chunk; the output is one NumPy array."""
     if streaming.is_stream(X):
         return streaming.predict_stream(model, X, batch_size)
-    X = check_float_array(X, "X", ndim=2, dtype=_model_dtype(model), contiguous=False)
-    return _predict_raw(model, X, batch_size)
+    X = check_float_array(X, "X", ndim=2, dtype=model_dtype(model), contiguous=False)
+    return predict_raw(model, X, batch_size)
 
 
 def predict_classes(model, X, batch_size: int = _EVAL_BATCH, loss=None) -> np.ndarray:
     """Predicted class labels: argmax of the output (``z > 0`` for a binary loss)."""
-    from fastnn.losses import get_loss
-
     loss = get_loss(loss if loss is not None else (getattr(model, "loss", None)
                                                    or "cross_entropy"))
     z = predict(model, X, batch_size)
@@ -393,19 +189,17 @@ def evaluate(model, X, y=None, loss=None, batch_size: int = _EVAL_BATCH) -> dict
     dict with ``loss`` and ``accuracy`` (classification, binary) or ``r2`` (regression), plus
     ``n_samples``.
     """
-    from fastnn.losses import get_loss
-
     loss = get_loss(loss if loss is not None else (getattr(model, "loss", None)
                                                    or "cross_entropy"))
-    dtype = _model_dtype(model)
+    dtype = model_dtype(model)
     stream = _stream(model, X, y, loss, batch_size=batch_size, shuffle=False, rng=None)
     if stream is not None:
         return streaming.evaluate_stream(model, stream, loss)
     if y is None:
         raise ValueError("y is required when X is an array")
     X = check_float_array(X, "X", ndim=2, dtype=dtype, contiguous=False)  # converted by batch
-    y = _prepare_y(y, loss.task, dtype, X.shape[0], _n_outputs(model))
-    z = _predict_raw(model, X, batch_size)
+    y = _prepare_y(y, loss.task, dtype, X.shape[0], n_outputs(model))
+    z = predict_raw(model, X, batch_size)
     return _metrics_from_output(loss, z, y)
 
 
@@ -546,8 +340,8 @@ def _fmt_logs(logs) -> list:
 def _stream(model, X, y, loss_fn, *, batch_size, shuffle, rng, steps_per_epoch=None,
             name="X"):
     """A :class:`fastnn.streaming.Stream` of checked batches, or None for in-memory arrays."""
-    dtype = _model_dtype(model)
-    n_out = _n_outputs(model)
+    dtype = model_dtype(model)
+    n_out = n_outputs(model)
     in_features = model.input_features() if hasattr(model, "input_features") else None
     return streaming.make_stream(
         X, y, dtype=dtype, batch_size=batch_size, shuffle=shuffle, rng=rng,
@@ -560,7 +354,7 @@ def fit(model, X, y=None, loss=None, optimizer=None, epochs: int = 10, batch_siz
         shuffle: bool = True, validation_data=None, validation_split: float = 0.0,
         callbacks=None, verbose=1, seed=None, lr=None,
         on_divergence: str = "raise", steps_per_epoch: int | None = None) -> History:
-    """Train ``model`` on (X, y) with mini-batches; returns a :class:`History`.
+    """Train ``model`` on (X, y) with mini-batches; returns a :class:`~fastnn.history.History`.
 
     Parameters
     ----------
@@ -640,8 +434,6 @@ def fit(model, X, y=None, loss=None, optimizer=None, epochs: int = 10, batch_siz
         When ``optimizer`` is an Optimizer that holds parameters which are not the model's, or
         none of the model's (a subset is allowed: the others stay frozen).
     """
-    from fastnn.losses import get_loss
-
     if isinstance(epochs, bool) or not isinstance(epochs, numbers.Integral) or epochs < 0:
         raise ValueError(f"Invalid epochs: {epochs!r} (expected an int >= 0)")
     if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) \
@@ -665,8 +457,8 @@ def fit(model, X, y=None, loss=None, optimizer=None, epochs: int = 10, batch_siz
     made = {} if nt is None else {"n_threads": nt}
     if made and loss_fn is not loss:
         loss_fn.n_threads = nt
-    dtype = _model_dtype(model)
-    n_out = _n_outputs(model)
+    dtype = model_dtype(model)
+    n_out = n_outputs(model)
     rng = check_random_state(seed)
     # a memmap with validation_split is split like an in-memory array (as before streaming)
     stream = None if validation_split and isinstance(X, np.memmap) else _stream(
@@ -770,7 +562,7 @@ def fit(model, X, y=None, loss=None, optimizer=None, epochs: int = 10, batch_siz
         for cb in callbacks:
             cb.on_epoch_begin(e, {})
         model.train()
-        run = _Running(loss_fn.task, n_out)
+        run = RunningMetrics(loss_fn.task, n_out)
         epoch_lr = float(opt.lr)
         t0 = time.perf_counter()
         bar = None
@@ -845,7 +637,7 @@ def fit(model, X, y=None, loss=None, optimizer=None, epochs: int = 10, batch_siz
             if val_stream is not None:
                 vm = streaming.evaluate_stream(model, val_stream, loss_fn)
             else:
-                zv = _predict_raw(model, X_val, _EVAL_BATCH)
+                zv = predict_raw(model, X_val, _EVAL_BATCH)
                 vm = _metrics_from_output(loss_fn, zv, y_val)
             logs["val_loss"] = vm["loss"]
             for k in ("accuracy", "r2"):
@@ -928,8 +720,6 @@ def _restore_after_divergence(trainer, callbacks, good, msg, epoch, batch):
 
 
 def _overrides(cb, name) -> bool:
-    from fastnn.callbacks import Callback
-
     meth = getattr(cb, name, None)
     if meth is None:
         return False
