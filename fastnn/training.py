@@ -13,12 +13,16 @@ with the optimizer's state (Adam's moments, momentum buffers) intact.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import numbers
 import os
 import sys
 import textwrap
 import time
+import warnings
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -434,6 +438,83 @@ def fit(model, X, y=None, loss=None, optimizer=None, epochs: int = 10, batch_siz
         When ``optimizer`` is an Optimizer that holds parameters which are not the model's, or
         none of the model's (a subset is allowed: the others stay frozen).
     """
+    state = _prepare_fit(model, X, y, loss, optimizer, epochs, batch_size, shuffle,
+                         validation_data, validation_split, callbacks, verbose, seed, lr,
+                         on_divergence, steps_per_epoch)
+    trainer, callbacks, opt = state.trainer, state.callbacks, state.optimizer
+    for cb in callbacks:
+        cb.on_train_begin({})
+    for e in range(state.start_epoch, state.start_epoch + state.epochs):
+        trainer.epoch = e
+        good = None  # on_divergence="restore": (epoch, model state, optimizer state)
+        if state.on_divergence == "restore":
+            good = (e, model.state_dict(), copy.deepcopy(opt.state_dict()))
+        for cb in callbacks:
+            cb.on_epoch_begin(e, {})
+        model.train()
+        epoch_lr = float(opt.lr)
+        t0 = time.perf_counter()
+        bar = _epoch_bar(state, e) if state.show_bar else None
+        result = state.run_epoch(state, e, bar)
+        elapsed = time.perf_counter() - t0
+        diverged = _divergence(state, e, result)
+        if diverged is not None:
+            if bar is not None:
+                bar.close()
+            msg, advice, batch = diverged
+            if good is None:
+                raise FloatingPointError(msg + advice)
+            return _restore_after_divergence(trainer, callbacks, good, msg, e, batch)
+        if _log_epoch(state, e, result, epoch_lr, elapsed, bar):
+            break
+    for cb in callbacks:
+        cb.on_train_end({})
+    return state.history
+
+
+# --- fit, stage 1: check the arguments, the data and the optimizer -----------------------------
+
+@dataclasses.dataclass(eq=False)
+class _FitState:
+    """What the stages of one ``fit`` call share (built once by :func:`_prepare_fit`).
+
+    ``batches`` yields (X_batch, y_batch) pairs, one pass per epoch (the Stream ``stream``, or
+    a BatchIterator over the in-memory arrays); ``n_batches`` is its length ("?" for a stream
+    of unknown length). Validation is ``val_stream`` or the arrays ``X_val``/``y_val`` (or
+    neither). ``run_epoch`` is the epoch runner chosen by :func:`_epoch_runner`.
+    """
+
+    model: Any
+    optimizer: Any
+    loss_fn: Any
+    n_outputs: int | None
+    history: History
+    trainer: Trainer
+    callbacks: list
+    batch_callbacks: list          # those that override on_batch_end
+    verbose: int
+    show_bar: bool
+    epochs: int                    # epochs of this call, from start_epoch
+    start_epoch: int
+    n_train: int
+    batches: Any
+    n_batches: Any
+    stream: Any
+    steps_per_epoch: int | None
+    val_stream: Any
+    X_val: Any
+    y_val: Any
+    on_divergence: str
+    run_epoch: Callable | None = None
+    grad_buffers: dict = dataclasses.field(default_factory=dict)   # loss gradients, by shape
+
+
+def _prepare_fit(model, X, y, loss, optimizer, epochs, batch_size, shuffle, validation_data,
+                 validation_split, callbacks, verbose, seed, lr, on_divergence,
+                 steps_per_epoch) -> _FitState:
+    """Check fit's arguments and data, resolve the loss and the optimizer (kept on the model),
+    and set up the history, the trainer seen by the callbacks and the batch source. Raises
+    before anything changes when an argument is wrong."""
     if isinstance(epochs, bool) or not isinstance(epochs, numbers.Integral) or epochs < 0:
         raise ValueError(f"Invalid epochs: {epochs!r} (expected an int >= 0)")
     if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) \
@@ -549,126 +630,172 @@ def fit(model, X, y=None, loss=None, optimizer=None, epochs: int = 10, batch_siz
         batches = BatchIterator(X, y, batch_size=int(batch_size), shuffle=shuffle, seed=rng)
         n_batches = len(batches)
     history.diverged = None
-    good = None  # on_divergence="restore": (epoch, model state, optimizer state) at an epoch end
+    state = _FitState(
+        model=model, optimizer=opt, loss_fn=loss_fn, n_outputs=n_out, history=history,
+        trainer=trainer, callbacks=callbacks, batch_callbacks=batch_cbs, verbose=verbose,
+        show_bar=show_bar, epochs=epochs, start_epoch=start_epoch, n_train=n_train,
+        batches=batches, n_batches=n_batches, stream=stream, steps_per_epoch=steps_per_epoch,
+        val_stream=val_stream, X_val=X_val, y_val=y_val, on_divergence=on_divergence)
+    state.run_epoch = _epoch_runner(state)
+    return state
+
+
+def _epoch_runner(state):
+    """The function that runs the epochs of this fit: ``run_epoch(state, epoch, bar)`` ->
+    :class:`_EpochResult`. Every network runs on the module loop,
+    :func:`_run_epoch_modules`; this is the one place where another runner would be chosen."""
+    return _run_epoch_modules
+
+
+# --- fit, stage 2: run one epoch --------------------------------------------------------------
+
+class _EpochResult:
+    """What an epoch runner reports.
+
+    ``running``: the epoch's running loss and metric (:class:`RunningMetrics`, over the
+    batches whose update was applied); ``last_batch``: the index of the last batch reached
+    (-1 when the source yielded none); ``last_loss``: that batch's loss;
+    ``nonfinite_loss``: True when ``last_loss`` is NaN or infinite - the epoch stopped at that
+    batch, before its update.
+    """
+
+    __slots__ = ("running", "last_batch", "last_loss", "nonfinite_loss")
+
+    def __init__(self, running, last_batch, last_loss, nonfinite_loss):
+        self.running = running
+        self.last_batch = last_batch
+        self.last_loss = last_loss
+        self.nonfinite_loss = nonfinite_loss
+
+
+def _run_epoch_modules(state, epoch, bar) -> _EpochResult:
+    """One epoch of mini-batch SGD on the network's modules: per batch, forward, the loss and
+    its gradient, backward, the optimizer's step and the ``on_batch_end`` callbacks. The loss
+    of each batch is checked before its update; a NaN or infinite loss ends the epoch there.
+    ``bar``: the epoch's progress bar or None."""
+    model, opt, loss_fn = state.model, state.optimizer, state.loss_fn
+    batch_cbs = state.batch_callbacks
     is_module = hasattr(model, "_layers") or hasattr(model, "_modules")
-    grad_bufs: dict = {}
+    grad_bufs = state.grad_buffers   # reused from batch to batch and epoch to epoch
+    run = RunningMetrics(loss_fn.task, state.n_outputs)
+    last_post = time.perf_counter()
+    b = -1                 # the last batch reached (a stream may end early)
+    loss_value = math.nan
+    for b, (xb, yb) in enumerate(state.batches):
+        m = xb.shape[0]
+        model.zero_grad()
+        z = model.forward(xb)
+        gbuf = grad_bufs.get(z.shape)
+        if gbuf is None:
+            gbuf = grad_bufs[z.shape] = np.empty(z.shape, dtype=z.dtype)
+        loss_value, g = loss_fn.loss_and_grad(z, yb, grad_out=gbuf)
+        if not math.isfinite(loss_value):
+            return _EpochResult(run, b, loss_value, True)
+        run.update(loss_value, z, yb, m)
+        if is_module:
+            model.backward(g, need_input_grad=False, inplace=True)
+        else:
+            model.backward(g)
+        opt.step()
+        if batch_cbs:
+            for cb in batch_cbs:
+                cb.on_batch_end(b, {"loss": loss_value, "size": m})
+        if bar is not None:
+            bar.update(m)
+            now = time.perf_counter()
+            if now - last_post > 0.25:
+                _bar_postfix(bar, run)
+                last_post = now
+    return _EpochResult(run, b, loss_value, False)
 
-    for cb in callbacks:
-        cb.on_train_begin({})
-    for e in range(start_epoch, start_epoch + epochs):
-        trainer.epoch = e
-        if on_divergence == "restore":
-            good = (e, model.state_dict(), copy.deepcopy(opt.state_dict()))
-        for cb in callbacks:
-            cb.on_epoch_begin(e, {})
-        model.train()
-        run = RunningMetrics(loss_fn.task, n_out)
-        epoch_lr = float(opt.lr)
-        t0 = time.perf_counter()
-        bar = None
-        if show_bar:
-            from tqdm.auto import tqdm
-            bar = tqdm(total=n_train, unit=" samples", leave=False,
-                       desc=f"epoch {e + 1}/{start_epoch + epochs}", file=sys.stderr,
-                       mininterval=0.2, **_bar_width())
-            last_post = t0
-        b = -1                 # the last batch reached (a stream may end early)
-        loss_value = math.nan
-        for b, (xb, yb) in enumerate(batches):
-            m = xb.shape[0]
-            model.zero_grad()
-            z = model.forward(xb)
-            gbuf = grad_bufs.get(z.shape)
-            if gbuf is None:
-                gbuf = grad_bufs[z.shape] = np.empty(z.shape, dtype=z.dtype)
-            loss_value, g = loss_fn.loss_and_grad(z, yb, grad_out=gbuf)
-            if not math.isfinite(loss_value):
-                if bar is not None:
-                    bar.close()
-                msg = (f"the training loss is {loss_value} at epoch {e + 1}, batch {b + 1} "
-                       f"of {n_batches} (learning rate {float(opt.lr):.3g}): training "
-                       f"diverged")
-                if good is None:
-                    raise FloatingPointError(
-                        msg + ". Lower the learning rate, standardize the inputs "
-                        "(fastnn.data.Standardizer), or check the targets")
-                return _restore_after_divergence(trainer, callbacks, good, msg, e, b)
-            run.update(loss_value, z, yb, m)
-            if is_module:
-                model.backward(g, need_input_grad=False, inplace=True)
-            else:
-                model.backward(g)
-            opt.step()
-            if batch_cbs:
-                for cb in batch_cbs:
-                    cb.on_batch_end(b, {"loss": loss_value, "size": m})
-            if bar is not None:
-                bar.update(m)
-                now = time.perf_counter()
-                if now - last_post > 0.25:
-                    name, val = run.metric()
-                    post = {"loss": f"{run.loss:.4f}"}
-                    if name:
-                        post[name[:3]] = f"{val:.4f}"
-                    bar.set_postfix(post, refresh=False)
-                    last_post = now
-        elapsed = time.perf_counter() - t0
-        # The loss is checked before each update, so the last update of an epoch (and of fit)
-        # was never checked: check the parameters the optimizer updates once per epoch.
-        bad = _nonfinite_parameter(model, opt)
-        if bad is not None:
-            if bar is not None:
-                bar.close()
-            msg = (f"parameter {bad!r} holds NaN or inf after the updates of epoch {e + 1} "
-                   f"(found after batch {b + 1} of {n_batches}; every batch's loss was "
-                   f"finite, the last {loss_value:.4g}; learning rate {float(opt.lr):.3g}): "
-                   f"training diverged")
-            if good is None:
-                raise FloatingPointError(
-                    msg + ". The parameters are left as they are; lower the learning rate, "
-                    "standardize the inputs (fastnn.data.Standardizer), or pass "
-                    "on_divergence='restore' to fit to roll back")
-            return _restore_after_divergence(trainer, callbacks, good, msg, e, max(b, 0))
-        logs = {"loss": run.loss}
-        name, val = run.metric()
-        if name:
-            logs[name] = val
-        if X_val is not None or val_stream is not None:
-            if val_stream is not None:
-                vm = streaming.evaluate_stream(model, val_stream, loss_fn)
-            else:
-                zv = predict_raw(model, X_val, _EVAL_BATCH)
-                vm = _metrics_from_output(loss_fn, zv, y_val)
-            logs["val_loss"] = vm["loss"]
-            for k in ("accuracy", "r2"):
-                if k in vm:
-                    logs["val_" + k] = vm[k]
-        logs["lr"] = epoch_lr
-        logs["time"] = elapsed
-        logs["samples_per_s"] = run.n / elapsed if elapsed > 0 else float("inf")
-        history.append(e, logs)
-        model.epochs_trained_ = e + 1
-        if bar is not None:  # the live bar gives way to the epoch's line
-            bar.close()
-        if verbose:
-            _write_line(_wrap([f"epoch {e + 1}/{start_epoch + epochs}", *_fmt_logs(logs)],
-                              _line_width(sys.stderr)))
-        for cb in callbacks:
-            cb.on_epoch_end(e, dict(logs))
-        if stream is not None and stream.exhausted and not trainer.stop_training:
-            trainer.stop_training = True
-            import warnings
-            msg = (f"the data ran out after {run.n} samples of epoch {e + 1} (a one-shot "
-                   f"generator with steps_per_epoch={steps_per_epoch}); training stopped")
-            trainer.log_event(e, msg)
-            warnings.warn(msg, RuntimeWarning, stacklevel=3)   # fit's caller (fit is wrapped)
-        if trainer.stop_training:
-            history.stopped_epoch = e
-            break
-    for cb in callbacks:
-        cb.on_train_end({})
-    return history
 
+def _epoch_bar(state, epoch):
+    """The live progress bar of one epoch (verbose=1 on a terminal or in a notebook)."""
+    from tqdm.auto import tqdm   # loaded when a bar is shown (tqdm.auto may load IPython)
+
+    return tqdm(total=state.n_train, unit=" samples", leave=False,
+                desc=f"epoch {epoch + 1}/{state.start_epoch + state.epochs}", file=sys.stderr,
+                mininterval=0.2, **_bar_width())
+
+
+def _bar_postfix(bar, running) -> None:
+    """Show the running loss and metric on the bar (drawn at its next refresh)."""
+    name, val = running.metric()
+    post = {"loss": f"{running.loss:.4f}"}
+    if name:
+        post[name[:3]] = f"{val:.4f}"
+    bar.set_postfix(post, refresh=False)
+
+
+def _divergence(state, epoch, result):
+    """None when the epoch trained normally, else (message, advice, batch): a NaN or infinite
+    loss (checked before each update), or a parameter holding NaN or inf after the epoch's
+    updates (the loss is checked before each update, so the last update of an epoch, and of
+    fit, is checked here, once per epoch)."""
+    opt, b = state.optimizer, result.last_batch
+    if result.nonfinite_loss:
+        msg = (f"the training loss is {result.last_loss} at epoch {epoch + 1}, batch {b + 1} "
+               f"of {state.n_batches} (learning rate {float(opt.lr):.3g}): training "
+               f"diverged")
+        return (msg, ". Lower the learning rate, standardize the inputs "
+                "(fastnn.data.Standardizer), or check the targets", b)
+    bad = _nonfinite_parameter(state.model, opt)
+    if bad is None:
+        return None
+    msg = (f"parameter {bad!r} holds NaN or inf after the updates of epoch {epoch + 1} "
+           f"(found after batch {b + 1} of {state.n_batches}; every batch's loss was "
+           f"finite, the last {result.last_loss:.4g}; learning rate {float(opt.lr):.3g}): "
+           f"training diverged")
+    return (msg, ". The parameters are left as they are; lower the learning rate, "
+            "standardize the inputs (fastnn.data.Standardizer), or pass "
+            "on_divergence='restore' to fit to roll back", max(b, 0))
+
+
+# --- fit, stage 3: log the epoch --------------------------------------------------------------
+
+def _log_epoch(state, epoch, result, epoch_lr, elapsed, bar) -> bool:
+    """The end of a trained epoch: its logs (training loss and metric, validation, learning
+    rate, time, samples/s) into the history, the verbose line, the callbacks' ``on_epoch_end``.
+    Returns True when training stops here (a callback asked, or a one-shot source ran dry)."""
+    model, history, trainer = state.model, state.history, state.trainer
+    run = result.running
+    logs = {"loss": run.loss}
+    name, val = run.metric()
+    if name:
+        logs[name] = val
+    if state.X_val is not None or state.val_stream is not None:
+        if state.val_stream is not None:
+            vm = streaming.evaluate_stream(model, state.val_stream, state.loss_fn)
+        else:
+            zv = predict_raw(model, state.X_val, _EVAL_BATCH)
+            vm = _metrics_from_output(state.loss_fn, zv, state.y_val)
+        logs["val_loss"] = vm["loss"]
+        for k in ("accuracy", "r2"):
+            if k in vm:
+                logs["val_" + k] = vm[k]
+    logs["lr"] = epoch_lr
+    logs["time"] = elapsed
+    logs["samples_per_s"] = run.n / elapsed if elapsed > 0 else float("inf")
+    history.append(epoch, logs)
+    model.epochs_trained_ = epoch + 1
+    if bar is not None:  # the live bar gives way to the epoch's line
+        bar.close()
+    if state.verbose:
+        _write_line(_wrap([f"epoch {epoch + 1}/{state.start_epoch + state.epochs}",
+                           *_fmt_logs(logs)], _line_width(sys.stderr)))
+    for cb in state.callbacks:
+        cb.on_epoch_end(epoch, dict(logs))
+    stream = state.stream
+    if stream is not None and stream.exhausted and not trainer.stop_training:
+        trainer.stop_training = True
+        msg = (f"the data ran out after {run.n} samples of epoch {epoch + 1} (a one-shot "
+               f"generator with steps_per_epoch={state.steps_per_epoch}); training stopped")
+        trainer.log_event(epoch, msg)
+        warnings.warn(msg, RuntimeWarning, stacklevel=4)   # fit's caller (fit is wrapped)
+    if trainer.stop_training:
+        history.stopped_epoch = epoch
+        return True
+    return False
 
 def partial_fit(model, X, y=None, loss=None, optimizer=None, batch_size: int = 32,
                 shuffle: bool = True, validation_data=None, callbacks=None, verbose: int = 0,
@@ -701,8 +828,6 @@ def partial_fit(model, X, y=None, loss=None, optimizer=None, batch_size: int = 3
 
 def _restore_after_divergence(trainer, callbacks, good, msg, epoch, batch):
     """on_divergence="restore": back to the last good epoch end, warn, stop."""
-    import warnings
-
     good_epoch, model_state, opt_state = good
     trainer.model.load_state_dict(model_state)
     trainer.optimizer.load_state_dict(opt_state)
