@@ -514,7 +514,60 @@ def _prepare_fit(model, X, y, loss, optimizer, epochs, batch_size, shuffle, vali
                  steps_per_epoch) -> _FitState:
     """Check fit's arguments and data, resolve the loss and the optimizer (kept on the model),
     and set up the history, the trainer seen by the callbacks and the batch source. Raises
-    before anything changes when an argument is wrong."""
+    before the model changes when an argument is wrong."""
+    verbose = _check_fit_arguments(epochs, batch_size, verbose, on_divergence)
+    if loss is None:
+        loss = getattr(model, "loss", None) or "cross_entropy"
+    loss_fn = get_loss(loss)
+    # the network's n_threads ("threads for every kernel call") also holds for the loss and the
+    # optimizer that fit makes from a name
+    nt = getattr(model, "n_threads", None)
+    made = {} if nt is None else {"n_threads": nt}
+    if made and loss_fn is not loss:
+        loss_fn.n_threads = nt
+    n_out = n_outputs(model)
+    rng = check_random_state(seed)
+    stream, X, y, val_stream, X_val, y_val = _fit_data(
+        model, X, y, loss_fn, n_out, epochs, batch_size, shuffle, validation_data,
+        validation_split, steps_per_epoch, rng)
+    n_train = stream.n_samples if stream is not None else int(X.shape[0])
+    opt = _fit_optimizer(model, optimizer, lr, made)
+    model.loss = loss_fn
+    model.optimizer = opt
+
+    history = History()
+    history.params = {"epochs": epochs, "batch_size": int(batch_size),
+                      "n_samples": n_train,
+                      "n_val_samples": (val_stream.n_samples if val_stream is not None else
+                                        0 if X_val is None else int(X_val.shape[0]))}
+    trainer = Trainer(model, opt, loss_fn, history, verbose)
+    callbacks = list(callbacks or [])
+    for cb in callbacks:
+        if hasattr(cb, "set_trainer"):
+            cb.set_trainer(trainer)
+    batch_cbs = [cb for cb in callbacks if _overrides(cb, "on_batch_end")]
+
+    show_bar = _progress_mode(verbose) == "bar"
+    start_epoch = int(getattr(model, "epochs_trained_", 0) or 0)
+    if stream is not None:
+        batches = stream
+        n_batches = stream.n_batches if stream.n_batches is not None else "?"
+    else:
+        batches = BatchIterator(X, y, batch_size=int(batch_size), shuffle=shuffle, seed=rng)
+        n_batches = len(batches)
+    history.diverged = None
+    state = _FitState(
+        model=model, optimizer=opt, loss_fn=loss_fn, n_outputs=n_out, history=history,
+        trainer=trainer, callbacks=callbacks, batch_callbacks=batch_cbs, verbose=verbose,
+        show_bar=show_bar, epochs=epochs, start_epoch=start_epoch, n_train=n_train,
+        batches=batches, n_batches=n_batches, stream=stream, steps_per_epoch=steps_per_epoch,
+        val_stream=val_stream, X_val=X_val, y_val=y_val, on_divergence=on_divergence)
+    state.run_epoch = _epoch_runner(state)
+    return state
+
+
+def _check_fit_arguments(epochs, batch_size, verbose, on_divergence) -> int:
+    """Check fit's scalar arguments; returns ``verbose`` as 0, 1 or 2."""
     if isinstance(epochs, bool) or not isinstance(epochs, numbers.Integral) or epochs < 0:
         raise ValueError(f"Invalid epochs: {epochs!r} (expected an int >= 0)")
     if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) \
@@ -527,20 +580,14 @@ def _prepare_fit(model, X, y, loss, optimizer, epochs, batch_size, shuffle, vali
     verbose = int(verbose)
     if on_divergence not in ("raise", "restore"):
         raise ValueError(f"on_divergence must be 'raise' or 'restore', got {on_divergence!r}")
+    return verbose
 
-    # --- loss, data ---------------------------------------------------------------------------
-    if loss is None:
-        loss = getattr(model, "loss", None) or "cross_entropy"
-    loss_fn = get_loss(loss)
-    # the network's n_threads ("threads for every kernel call") also holds for the loss and the
-    # optimizer that fit makes from a name
-    nt = getattr(model, "n_threads", None)
-    made = {} if nt is None else {"n_threads": nt}
-    if made and loss_fn is not loss:
-        loss_fn.n_threads = nt
+
+def _fit_data(model, X, y, loss_fn, n_out, epochs, batch_size, shuffle, validation_data,
+              validation_split, steps_per_epoch, rng):
+    """fit's training and validation data, checked: (stream, X, y, val_stream, X_val, y_val),
+    a Stream or checked arrays for each (None where absent)."""
     dtype = model_dtype(model)
-    n_out = n_outputs(model)
-    rng = check_random_state(seed)
     # a memmap with validation_split is split like an in-memory array (as before streaming)
     stream = None if validation_split and isinstance(X, np.memmap) else _stream(
         model, X, y, loss_fn, batch_size=int(batch_size), shuffle=shuffle, rng=rng,
@@ -587,9 +634,12 @@ def _prepare_fit(model, X, y, loss, optimizer, epochs, batch_size, shuffle, vali
         X_val = y_val = None
     if stream is None and X.shape[0] == 0:
         raise ValueError("no training samples")
-    n_train = stream.n_samples if stream is not None else int(X.shape[0])
+    return stream, X, y, val_stream, X_val, y_val
 
-    # --- optimizer ----------------------------------------------------------------------------
+
+def _fit_optimizer(model, optimizer, lr, made):
+    """The optimizer fit uses: the given one (a name, or an Optimizer over the model's
+    parameters), else the model's previous one when it still fits the model, else Adam."""
     params = model.parameters()
     prev = getattr(model, "optimizer", None)
     if optimizer is None:
@@ -606,38 +656,7 @@ def _prepare_fit(model, X, y, loss, optimizer, epochs, batch_size, shuffle, vali
             _check_optimizer_params(optimizer, params)  # before make_optimizer sets its lr
         opt = make_optimizer(optimizer, params, lr=lr,
                              **(made if isinstance(optimizer, str) else {}))
-    model.loss = loss_fn
-    model.optimizer = opt
-
-    history = History()
-    history.params = {"epochs": epochs, "batch_size": int(batch_size),
-                      "n_samples": n_train,
-                      "n_val_samples": (val_stream.n_samples if val_stream is not None else
-                                        0 if X_val is None else int(X_val.shape[0]))}
-    trainer = Trainer(model, opt, loss_fn, history, verbose)
-    callbacks = list(callbacks or [])
-    for cb in callbacks:
-        if hasattr(cb, "set_trainer"):
-            cb.set_trainer(trainer)
-    batch_cbs = [cb for cb in callbacks if _overrides(cb, "on_batch_end")]
-
-    show_bar = _progress_mode(verbose) == "bar"
-    start_epoch = int(getattr(model, "epochs_trained_", 0) or 0)
-    if stream is not None:
-        batches = stream
-        n_batches = stream.n_batches if stream.n_batches is not None else "?"
-    else:
-        batches = BatchIterator(X, y, batch_size=int(batch_size), shuffle=shuffle, seed=rng)
-        n_batches = len(batches)
-    history.diverged = None
-    state = _FitState(
-        model=model, optimizer=opt, loss_fn=loss_fn, n_outputs=n_out, history=history,
-        trainer=trainer, callbacks=callbacks, batch_callbacks=batch_cbs, verbose=verbose,
-        show_bar=show_bar, epochs=epochs, start_epoch=start_epoch, n_train=n_train,
-        batches=batches, n_batches=n_batches, stream=stream, steps_per_epoch=steps_per_epoch,
-        val_stream=val_stream, X_val=X_val, y_val=y_val, on_divergence=on_divergence)
-    state.run_epoch = _epoch_runner(state)
-    return state
+    return opt
 
 
 def _epoch_runner(state):
