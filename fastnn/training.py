@@ -36,7 +36,8 @@ from fastnn.history import History
 from fastnn.losses import get_loss
 from fastnn.optim import OPTIMIZERS
 
-__all__ = ["fit", "partial_fit", "evaluate", "predict", "predict_classes", "History", "Trainer",
+# History is documented in fastnn.history; fastnn.training.History stays importable
+__all__ = ["fit", "partial_fit", "evaluate", "predict", "predict_classes", "Trainer",
            "make_optimizer", "r2_score"]
 
 _EVAL_BATCH = 1024
