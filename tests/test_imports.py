@@ -210,3 +210,22 @@ def test_every_deferred_import_exists():
     stale = sorted(set(DEFERRED) - present)
     assert not stale, f"DEFERRED lists imports that are no longer in a function: {stale}"
     assert all(reason.strip() for reason in DEFERRED.values())
+
+
+def test_history_lives_in_fastnn_history():
+    import pickle
+
+    from fastnn import history, training
+
+    assert fastnn.History is history.History is training.History
+    assert history.History.__module__ == "fastnn.history"
+    h = history.History()
+    h.append(0, {"loss": 1.5, "val_accuracy": 0.5})
+    # a History pickled before the move names fastnn.training.History and still loads
+    old = pickle.dumps(h, protocol=0).replace(b"fastnn.history", b"fastnn.training")
+    assert b"fastnn.training" in old
+    back = pickle.loads(old)
+    assert type(back) is history.History and back.history == h.history and back.epoch == [0]
+    assert history.monitor_mode("val_accuracy") == "max"
+    assert history.monitor_mode("val_r2") == "max" and history.monitor_mode("loss") == "min"
+    assert history.monitor_mode("loss", "max") == "max"
