@@ -17,7 +17,8 @@ import copy
 import math
 import os
 
-from fastnn.training import _mode
+from fastnn import io
+from fastnn.history import monitor_mode
 
 __all__ = ["Callback", "EarlyStopping", "HalveLROnIncrease", "ReduceLROnPlateau",
            "ModelCheckpoint", "LambdaCallback"]
@@ -64,7 +65,7 @@ class _Monitor:
 
     def __init__(self, monitor, mode, min_delta):
         self.monitor = monitor
-        self.mode = _mode(monitor, mode)
+        self.mode = monitor_mode(monitor, mode)
         if min_delta < 0:
             raise ValueError(f"min_delta must be >= 0, got {min_delta}")
         self.min_delta = float(min_delta)
@@ -334,7 +335,6 @@ class ModelCheckpoint(Callback, _Monitor):
         path = self.filepath.format(epoch=epoch + 1, **logs)
         directory = os.path.dirname(os.path.abspath(path))
         os.makedirs(directory, exist_ok=True)
-        from fastnn import io
         io.save(self.model, path, optimizer=self.optimizer if self.save_optimizer else None)
         self.saved.append(path)
         self._event(epoch, f"saved {path}")

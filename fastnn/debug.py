@@ -14,7 +14,9 @@ import math
 
 import numpy as np
 
+from fastnn import training
 from fastnn.data import check_random_state
+from fastnn.losses import get_loss
 
 __all__ = ["check_overfit", "OverfitReport", "saturation_at_init"]
 
@@ -153,9 +155,6 @@ def check_overfit(model, X, y, *, n: int = 50, loss="cross_entropy", optimizer="
     the learning rate); a loss that does not move (check the gradients with
     :func:`fastnn.gradcheck`, or raise the learning rate); slow progress (train longer).
     """
-    from fastnn import training
-    from fastnn.losses import get_loss
-
     if callable(model) and not hasattr(model, "forward"):
         net = model()
     else:

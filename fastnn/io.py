@@ -40,6 +40,9 @@ import zlib
 
 import numpy as np
 
+from fastnn import losses, optim
+from fastnn.layers import config_parameter_shapes, module_from_config, skip_initialization
+
 try:
     import fcntl
 except ImportError:  # pragma: no cover - not POSIX: temporaries are not locked nor cleaned
@@ -595,9 +598,9 @@ class _Archive:
                                  f"{_few(set(checksums) - members)}")
         expected = ({f"param:{n}" for n in meta["parameters"]}
                     | {f"buffer:{n}" for n in meta["buffers"]})
-        optim = {k for k in checksums if re.fullmatch(r"optim:(0|[1-9][0-9]{0,5})", k)}
+        optim_keys = {k for k in checksums if re.fullmatch(r"optim:(0|[1-9][0-9]{0,5})", k)}
         if meta["optimizer"] is not None:
-            expected |= optim
+            expected |= optim_keys
         if set(checksums) != expected:
             raise ModelFileError(f"{path}: entries do not match the architecture: unexpected "
                                  f"{_few(set(checksums) - expected)}, missing "
@@ -686,8 +689,6 @@ def load(path, *, with_optimizer: bool = True):
         (checksum mismatch), limits exceeded, unknown format version or layer type, names,
         shapes or dtypes that do not match the architecture.
     """
-    from fastnn.layers import config_parameter_shapes, module_from_config, skip_initialization
-
     path = os.fspath(path)
     with _Archive(path) as archive:
         meta = archive.description()
@@ -733,7 +734,6 @@ def load(path, *, with_optimizer: bool = True):
     loss = meta["loss"]
     if hasattr(model, "loss"):
         if isinstance(loss, dict):
-            from fastnn import losses
             cls = getattr(losses, loss["class"], None)
             loss = cls() if isinstance(cls, type) and issubclass(cls, losses.Loss) else None
         model.loss = loss
@@ -743,11 +743,8 @@ def load(path, *, with_optimizer: bool = True):
 
 
 def _rebuild_optimizer(path, model, opt_meta, data):
-    from fastnn import optim
-    from fastnn.optim import Optimizer
-
     cls = getattr(optim, opt_meta["class"], None)
-    if not (isinstance(cls, type) and issubclass(cls, Optimizer)):
+    if not (isinstance(cls, type) and issubclass(cls, optim.Optimizer)):
         raise ModelFileError(f"{path}: unknown optimizer class {opt_meta['class'][:100]!r}")
     params = model.parameters()
     groups = opt_meta["groups"]

@@ -261,7 +261,7 @@ class Sequential(_Container):
             steps_per_epoch: int | None = None) -> History:
         """Train the network; the arguments are those of :func:`fastnn.training.fit`.
 
-        Returns a :class:`~fastnn.training.History`. The loss and optimizer are kept
+        Returns a :class:`~fastnn.history.History`. The loss and optimizer are kept
         (``self.loss``, ``self.optimizer``), so calling ``fit`` again continues training.
         """
         from fastnn import training

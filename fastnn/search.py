@@ -28,6 +28,10 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from fastnn import training
+from fastnn.data import check_random_state
+from fastnn.parallel import limit_threads, threads_per_worker
+
 __all__ = ["grid_search", "random_search", "ParameterGrid", "sample_parameters", "SearchResult"]
 
 #: trial parameters with these names go to ``fit``; every other name goes to ``build_fn``
@@ -98,8 +102,6 @@ def sample_parameters(param_distributions, n_iter: int, seed=None) -> list:
     """
     if not isinstance(param_distributions, Mapping):
         raise TypeError("param_distributions must be a dict")
-    from fastnn.data import check_random_state
-
     rng = check_random_state(seed)
     return [{k: _sample_one(v, rng) for k, v in param_distributions.items()}
             for _ in range(int(n_iter))]
@@ -218,9 +220,6 @@ def _score_of(scoring, model, X_val, y_val, metrics):
 
 def _run_trial(build_fn, params, X_train, y_train, X_val, y_val, fit_params, scoring, seed,
                n_threads, keep_model, error_score):
-    from fastnn import training
-    from fastnn.parallel import limit_threads
-
     t0 = time.perf_counter()
     with limit_threads(n_threads):
         try:
@@ -258,8 +257,6 @@ def _threads_per_trial(n_jobs_effective: int, n_threads) -> int:
                 or n_threads <= 0:
             raise ValueError(f"n_threads must be None or a positive int, got {n_threads!r}")
         return int(n_threads)
-    from fastnn.parallel import threads_per_worker
-
     return threads_per_worker(max(1, n_jobs_effective))
 
 

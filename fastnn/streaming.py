@@ -40,6 +40,8 @@ from typing import Any
 
 import numpy as np
 
+from fastnn._evaluation import RunningMetrics, model_dtype, n_outputs, predict_raw
+
 __all__ = ["CHUNK_BYTES", "is_stream", "make_stream", "Stream"]
 
 _END = object()
@@ -506,11 +508,9 @@ def _is_keras_sequence(X) -> bool:
 def evaluate_stream(model, stream: Stream, loss) -> dict:
     """``fastnn.training.evaluate``'s dict (loss, accuracy or r2, n_samples), accumulated
     batch by batch in evaluation mode."""
-    from fastnn.training import _n_outputs, _predict_raw, _Running
-
-    run = _Running(loss.task, _n_outputs(model))
+    run = RunningMetrics(loss.task, n_outputs(model))
     for xb, yb in stream:
-        z = _predict_raw(model, xb, max(1, xb.shape[0]))
+        z = predict_raw(model, xb, max(1, xb.shape[0]))
         run.update(float(loss.loss(z, yb)), z, yb, xb.shape[0])
     out = {"loss": run.loss, "n_samples": int(run.n)}
     name, value = run.metric()
@@ -521,13 +521,11 @@ def evaluate_stream(model, stream: Stream, loss) -> dict:
 
 def predict_stream(model, X, batch_size: int) -> np.ndarray:
     """The network's output for streamed X (pairs' targets are ignored), one NumPy array."""
-    from fastnn.training import _model_dtype, _predict_raw
-
     n_features = model.input_features() if hasattr(model, "input_features") else None
-    stream = make_stream(X, None, dtype=_model_dtype(model), check_y=None,
+    stream = make_stream(X, None, dtype=model_dtype(model), check_y=None,
                          batch_size=batch_size, shuffle=False, n_features=n_features,
                          needs_y=False)
-    outs = [_predict_raw(model, xb, batch_size) for xb in stream.batches()]
+    outs = [predict_raw(model, xb, batch_size) for xb in stream.batches()]
     if not outs:
         raise ValueError("X yielded no batches")
     return _cat(outs)

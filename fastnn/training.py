@@ -13,150 +13,35 @@ with the optimizer's state (Adam's moments, momentum buffers) intact.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import numbers
 import os
 import sys
 import textwrap
 import time
+import warnings
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
 from fastnn import streaming
-from fastnn._threads import check_not_fitting, exclusive_use
+from fastnn._evaluation import RunningMetrics, model_dtype, n_outputs, predict_raw
+from fastnn._threads import exclusive_use
 from fastnn._validation import check_float_array
+from fastnn.callbacks import Callback
 from fastnn.data import BatchIterator, check_random_state, train_test_split
+from fastnn.history import History
+from fastnn.losses import get_loss
 from fastnn.optim import OPTIMIZERS
 
-__all__ = ["fit", "partial_fit", "evaluate", "predict", "predict_classes", "History", "Trainer",
+# History is documented in fastnn.history; fastnn.training.History stays importable
+__all__ = ["fit", "partial_fit", "evaluate", "predict", "predict_classes", "Trainer",
            "make_optimizer", "r2_score"]
 
 _EVAL_BATCH = 1024
 _OPTIMIZERS = {name: cls.__name__ for name, cls in OPTIMIZERS.items()}
-
-
-# --------------------------------------------------------------------------------------------
-# History
-# --------------------------------------------------------------------------------------------
-
-class History:
-    """What happened during ``fit``, epoch by epoch.
-
-    Attributes
-    ----------
-    history : dict of str -> list of float
-        One list per quantity, one entry per epoch: ``loss`` and the training metric
-        (``accuracy`` or ``r2``; running averages over the epoch's batches, in training mode),
-        ``val_loss``/``val_accuracy``/``val_r2`` (evaluation mode, end of epoch) when there is
-        validation data, ``lr`` (the learning rate used during the epoch), ``time`` (seconds)
-        and ``samples_per_s``.
-    epoch : list of int
-        Epoch indices (0-based, counting from the model's first fit).
-    events : list of (epoch, str)
-        What callbacks did: learning-rate changes, rollbacks, early stopping, checkpoints.
-    stopped_epoch : int or None
-        The epoch after which a callback stopped training.
-    restored_epoch : int or None
-        The epoch whose weights :class:`~fastnn.callbacks.EarlyStopping` restored at the end
-        (``restore_best_weights=True``), marked by :meth:`plot`.
-    """
-
-    def __init__(self):
-        self.history: dict[str, list] = {}
-        self.epoch: list[int] = []
-        self.events: list[tuple[int, str]] = []
-        self.stopped_epoch = None
-        self.restored_epoch = None
-        self.params: dict = {}
-
-    def append(self, epoch: int, logs: dict) -> None:
-        n = len(self.epoch)
-        for k, v in logs.items():
-            if k not in self.history:
-                self.history[k] = [float("nan")] * n
-            self.history[k].append(float(v))
-        for k, lst in self.history.items():
-            if len(lst) < n + 1:
-                lst.append(float("nan"))
-        self.epoch.append(epoch)
-
-    def __getitem__(self, key):
-        return self.history[key]
-
-    def __contains__(self, key):
-        return key in self.history
-
-    def __len__(self):
-        return len(self.epoch)
-
-    def best_epoch(self, monitor: str = "val_loss", mode: str = "auto") -> int:
-        """The epoch with the best value of ``monitor``."""
-        values = np.asarray(self.history[monitor], dtype=np.float64)
-        if _mode(monitor, mode) == "min":
-            return self.epoch[int(np.nanargmin(values))]
-        return self.epoch[int(np.nanargmax(values))]
-
-    def plot(self, path=None, *, metrics=None, title=None):
-        """Learning curves (loss; accuracy or R^2) for training and validation.
-
-        The x axis counts epochs from 1 (integer ticks); dotted lines mark the callbacks' events
-        and, when EarlyStopping restored the best weights, a dashed line and a star mark the
-        restored epoch. Saves a PNG when ``path`` is given; returns the matplotlib Figure. Needs
-        matplotlib (``pip install "fastnn[plot]"``).
-        """
-        try:
-            import matplotlib
-            if path is not None:
-                matplotlib.use("Agg", force=False)
-            import matplotlib.pyplot as plt
-            from matplotlib.ticker import MaxNLocator
-        except ImportError:
-            raise ImportError("plotting needs matplotlib: pip install matplotlib "
-                              "(or pip install \"fastnn[plot]\")") from None
-        if metrics is None:
-            metrics = ["loss"] + [m for m in ("accuracy", "r2") if m in self.history]
-        fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.6),
-                                 squeeze=False)
-        epochs = [e + 1 for e in self.epoch]
-        restored = getattr(self, "restored_epoch", None)   # absent from older pickles
-        for ax, m in zip(axes[0], metrics):
-            if m in self.history:
-                ax.plot(epochs, self.history[m], "o-", ms=3, label=f"training {m}")
-            if "val_" + m in self.history:
-                ax.plot(epochs, self.history["val_" + m], "s-", ms=3, label=f"validation {m}")
-            for e, _ in self.events:
-                ax.axvline(e + 1, color="gray", lw=0.6, ls=":")
-            if restored is not None and restored in self.epoch:
-                i = self.epoch.index(restored)
-                key = "val_" + m if "val_" + m in self.history else m
-                ax.axvline(restored + 1, color="tab:green", lw=1, ls="--")
-                if key in self.history:
-                    ax.plot([restored + 1], [self.history[key][i]], "*", ms=12,
-                            color="tab:green", label=f"restored best (epoch {restored + 1})")
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-            ax.set_xlabel("epoch")
-            ax.set_ylabel(m)
-            ax.grid(alpha=0.3)
-            ax.legend()
-        if title:
-            fig.suptitle(title)
-        fig.tight_layout()
-        if path is not None:
-            fig.savefig(path, dpi=110)
-        return fig
-
-    def __repr__(self):
-        last = {k: round(v[-1], 4) for k, v in self.history.items() if v}
-        return f"History({len(self.epoch)} epochs, last={last})"
-
-
-def _mode(monitor: str, mode: str = "auto") -> str:
-    if mode in ("min", "max"):
-        return mode
-    if mode != "auto":
-        raise ValueError(f"mode must be 'auto', 'min' or 'max', got {mode!r}")
-    name = monitor.lower()
-    return "max" if ("acc" in name or "r2" in name) else "min"
 
 
 # --------------------------------------------------------------------------------------------
@@ -225,14 +110,6 @@ def _nonfinite_parameter(model, optimizer):
     return None
 
 
-def _model_dtype(model):
-    dt = getattr(model, "dtype", None)
-    if dt is None:
-        ps = model.parameters()
-        dt = ps[0].data.dtype if ps else np.float32
-    return np.dtype(dt)
-
-
 def _prepare_y(y, task, dtype, n, n_classes=None):
     if isinstance(y, np.ndarray):
         a = y
@@ -258,13 +135,6 @@ def _prepare_y(y, task, dtype, n, n_classes=None):
                              "y", dtype=dtype, finite=True)
 
 
-def _n_outputs(model):
-    try:
-        return model.output_features(model.input_features())
-    except Exception:
-        return None
-
-
 # --------------------------------------------------------------------------------------------
 # Metrics
 # --------------------------------------------------------------------------------------------
@@ -284,76 +154,9 @@ def r2_score(y_true, y_pred) -> float:
     return float(r2.mean())
 
 
-class _Running:
-    """Running loss and metric over an epoch's batches (sample-weighted)."""
-
-    def __init__(self, task, n_outputs):
-        self.task = task
-        self.n = 0
-        self.loss_sum = 0.0
-        self.correct = 0
-        self.has_metric = task in ("classification", "binary", "regression")
-        if task == "regression":
-            k = n_outputs or 1
-            self.s1 = np.zeros(k)
-            self.s2 = np.zeros(k)
-            self.sse = np.zeros(k)
-
-    def update(self, loss, z, yb, m):
-        self.n += m
-        self.loss_sum += loss * m
-        t = self.task
-        if t == "classification":
-            pred = z.argmax(axis=1)
-            truth = yb if yb.ndim == 1 else yb.argmax(axis=1)
-            self.correct += int(np.count_nonzero(pred == truth))
-        elif t == "binary":
-            self.correct += int(np.count_nonzero((z.reshape(m, -1)[:, 0] > 0)
-                                                 == (yb.reshape(m, -1)[:, 0] > 0.5)))
-        elif t == "regression":
-            y2 = yb.reshape(m, -1).astype(np.float64)
-            d = z.reshape(m, -1) - y2
-            self.s1 += y2.sum(axis=0)
-            self.s2 += np.einsum("ij,ij->j", y2, y2)
-            self.sse += np.einsum("ij,ij->j", d, d)
-
-    @property
-    def loss(self):
-        return self.loss_sum / max(self.n, 1)
-
-    def metric(self):
-        if self.task in ("classification", "binary"):
-            return "accuracy", self.correct / max(self.n, 1)
-        if self.task == "regression":
-            ss_tot = self.s2 - self.s1 ** 2 / max(self.n, 1)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                r2 = np.where(ss_tot > 0, 1.0 - self.sse / np.where(ss_tot > 0, ss_tot, 1.0),
-                              0.0)
-            return "r2", float(r2.mean())
-        return None, None
-
-
 # --------------------------------------------------------------------------------------------
 # Evaluation and prediction
 # --------------------------------------------------------------------------------------------
-
-def _predict_raw(model, X, batch_size):
-    check_not_fitting(model, "predict")
-    if hasattr(model, "predict"):
-        return model.predict(X, batch_size=batch_size)
-    # a bare Module: evaluation mode, batched forward, restore the mode
-    modes = [m.training for m in model.modules()]
-    model.eval()
-    try:
-        outs = []
-        for start in range(0, X.shape[0], batch_size):
-            xb = np.ascontiguousarray(X[start:start + batch_size])
-            outs.append(np.array(model.forward(xb), copy=True))
-        return np.concatenate(outs) if outs else np.empty((0, 0), dtype=X.dtype)
-    finally:
-        for m, mode in zip(model.modules(), modes):
-            m.training = mode
-
 
 def predict(model, X, batch_size: int = _EVAL_BATCH) -> np.ndarray:
     """The network's raw output (logits for classifiers) in evaluation mode, in batches.
@@ -362,14 +165,12 @@ def predict(model, X, batch_size: int = _EVAL_BATCH) -> np.ndarray:
     chunk by chunk; the output is one NumPy array."""
     if streaming.is_stream(X):
         return streaming.predict_stream(model, X, batch_size)
-    X = check_float_array(X, "X", ndim=2, dtype=_model_dtype(model), contiguous=False)
-    return _predict_raw(model, X, batch_size)
+    X = check_float_array(X, "X", ndim=2, dtype=model_dtype(model), contiguous=False)
+    return predict_raw(model, X, batch_size)
 
 
 def predict_classes(model, X, batch_size: int = _EVAL_BATCH, loss=None) -> np.ndarray:
     """Predicted class labels: argmax of the output (``z > 0`` for a binary loss)."""
-    from fastnn.losses import get_loss
-
     loss = get_loss(loss if loss is not None else (getattr(model, "loss", None)
                                                    or "cross_entropy"))
     z = predict(model, X, batch_size)
@@ -393,19 +194,17 @@ def evaluate(model, X, y=None, loss=None, batch_size: int = _EVAL_BATCH) -> dict
     dict with ``loss`` and ``accuracy`` (classification, binary) or ``r2`` (regression), plus
     ``n_samples``.
     """
-    from fastnn.losses import get_loss
-
     loss = get_loss(loss if loss is not None else (getattr(model, "loss", None)
                                                    or "cross_entropy"))
-    dtype = _model_dtype(model)
+    dtype = model_dtype(model)
     stream = _stream(model, X, y, loss, batch_size=batch_size, shuffle=False, rng=None)
     if stream is not None:
         return streaming.evaluate_stream(model, stream, loss)
     if y is None:
         raise ValueError("y is required when X is an array")
     X = check_float_array(X, "X", ndim=2, dtype=dtype, contiguous=False)  # converted by batch
-    y = _prepare_y(y, loss.task, dtype, X.shape[0], _n_outputs(model))
-    z = _predict_raw(model, X, batch_size)
+    y = _prepare_y(y, loss.task, dtype, X.shape[0], n_outputs(model))
+    z = predict_raw(model, X, batch_size)
     return _metrics_from_output(loss, z, y)
 
 
@@ -546,8 +345,8 @@ def _fmt_logs(logs) -> list:
 def _stream(model, X, y, loss_fn, *, batch_size, shuffle, rng, steps_per_epoch=None,
             name="X"):
     """A :class:`fastnn.streaming.Stream` of checked batches, or None for in-memory arrays."""
-    dtype = _model_dtype(model)
-    n_out = _n_outputs(model)
+    dtype = model_dtype(model)
+    n_out = n_outputs(model)
     in_features = model.input_features() if hasattr(model, "input_features") else None
     return streaming.make_stream(
         X, y, dtype=dtype, batch_size=batch_size, shuffle=shuffle, rng=rng,
@@ -560,7 +359,7 @@ def fit(model, X, y=None, loss=None, optimizer=None, epochs: int = 10, batch_siz
         shuffle: bool = True, validation_data=None, validation_split: float = 0.0,
         callbacks=None, verbose=1, seed=None, lr=None,
         on_divergence: str = "raise", steps_per_epoch: int | None = None) -> History:
-    """Train ``model`` on (X, y) with mini-batches; returns a :class:`History`.
+    """Train ``model`` on (X, y) with mini-batches; returns a :class:`~fastnn.history.History`.
 
     Parameters
     ----------
@@ -640,8 +439,136 @@ def fit(model, X, y=None, loss=None, optimizer=None, epochs: int = 10, batch_siz
         When ``optimizer`` is an Optimizer that holds parameters which are not the model's, or
         none of the model's (a subset is allowed: the others stay frozen).
     """
-    from fastnn.losses import get_loss
+    state = _prepare_fit(model, X, y, loss, optimizer, epochs, batch_size, shuffle,
+                         validation_data, validation_split, callbacks, verbose, seed, lr,
+                         on_divergence, steps_per_epoch)
+    trainer, callbacks, opt = state.trainer, state.callbacks, state.optimizer
+    for cb in callbacks:
+        cb.on_train_begin({})
+    for e in range(state.start_epoch, state.start_epoch + state.epochs):
+        trainer.epoch = e
+        good = None  # on_divergence="restore": (epoch, model state, optimizer state)
+        if state.on_divergence == "restore":
+            good = (e, model.state_dict(), copy.deepcopy(opt.state_dict()))
+        for cb in callbacks:
+            cb.on_epoch_begin(e, {})
+        model.train()
+        epoch_lr = float(opt.lr)
+        t0 = time.perf_counter()
+        bar = _epoch_bar(state, e) if state.show_bar else None
+        result = state.run_epoch(state, e, bar)
+        elapsed = time.perf_counter() - t0
+        diverged = _divergence(state, e, result)
+        if diverged is not None:
+            if bar is not None:
+                bar.close()
+            msg, advice, batch = diverged
+            if good is None:
+                raise FloatingPointError(msg + advice)
+            return _restore_after_divergence(trainer, callbacks, good, msg, e, batch)
+        if _log_epoch(state, e, result, epoch_lr, elapsed, bar):
+            break
+    for cb in callbacks:
+        cb.on_train_end({})
+    return state.history
 
+
+# --- fit, stage 1: check the arguments, the data and the optimizer -----------------------------
+
+@dataclasses.dataclass(eq=False)
+class _FitState:
+    """What the stages of one ``fit`` call share (built once by :func:`_prepare_fit`).
+
+    ``batches`` yields (X_batch, y_batch) pairs, one pass per epoch (the Stream ``stream``, or
+    a BatchIterator over the in-memory arrays); ``n_batches`` is its length ("?" for a stream
+    of unknown length). Validation is ``val_stream`` or the arrays ``X_val``/``y_val`` (or
+    neither). ``run_epoch`` is the epoch runner chosen by :func:`_epoch_runner`.
+    """
+
+    model: Any
+    optimizer: Any
+    loss_fn: Any
+    n_outputs: int | None
+    history: History
+    trainer: Trainer
+    callbacks: list
+    batch_callbacks: list          # those that override on_batch_end
+    verbose: int
+    show_bar: bool
+    epochs: int                    # epochs of this call, from start_epoch
+    start_epoch: int
+    n_train: int
+    batches: Any
+    n_batches: Any
+    stream: Any
+    steps_per_epoch: int | None
+    val_stream: Any
+    X_val: Any
+    y_val: Any
+    on_divergence: str
+    run_epoch: Callable | None = None
+    grad_buffers: dict = dataclasses.field(default_factory=dict)   # loss gradients, by shape
+
+
+def _prepare_fit(model, X, y, loss, optimizer, epochs, batch_size, shuffle, validation_data,
+                 validation_split, callbacks, verbose, seed, lr, on_divergence,
+                 steps_per_epoch) -> _FitState:
+    """Check fit's arguments and data, resolve the loss and the optimizer (kept on the model),
+    and set up the history, the trainer seen by the callbacks and the batch source. Raises
+    before the model changes when an argument is wrong."""
+    verbose = _check_fit_arguments(epochs, batch_size, verbose, on_divergence)
+    if loss is None:
+        loss = getattr(model, "loss", None) or "cross_entropy"
+    loss_fn = get_loss(loss)
+    # the network's n_threads ("threads for every kernel call") also holds for the loss and the
+    # optimizer that fit makes from a name
+    nt = getattr(model, "n_threads", None)
+    made = {} if nt is None else {"n_threads": nt}
+    if made and loss_fn is not loss:
+        loss_fn.n_threads = nt
+    n_out = n_outputs(model)
+    rng = check_random_state(seed)
+    stream, X, y, val_stream, X_val, y_val = _fit_data(
+        model, X, y, loss_fn, n_out, epochs, batch_size, shuffle, validation_data,
+        validation_split, steps_per_epoch, rng)
+    n_train = stream.n_samples if stream is not None else int(X.shape[0])
+    opt = _fit_optimizer(model, optimizer, lr, made)
+    model.loss = loss_fn
+    model.optimizer = opt
+
+    history = History()
+    history.params = {"epochs": epochs, "batch_size": int(batch_size),
+                      "n_samples": n_train,
+                      "n_val_samples": (val_stream.n_samples if val_stream is not None else
+                                        0 if X_val is None else int(X_val.shape[0]))}
+    trainer = Trainer(model, opt, loss_fn, history, verbose)
+    callbacks = list(callbacks or [])
+    for cb in callbacks:
+        if hasattr(cb, "set_trainer"):
+            cb.set_trainer(trainer)
+    batch_cbs = [cb for cb in callbacks if _overrides(cb, "on_batch_end")]
+
+    show_bar = _progress_mode(verbose) == "bar"
+    start_epoch = int(getattr(model, "epochs_trained_", 0) or 0)
+    if stream is not None:
+        batches = stream
+        n_batches = stream.n_batches if stream.n_batches is not None else "?"
+    else:
+        batches = BatchIterator(X, y, batch_size=int(batch_size), shuffle=shuffle, seed=rng)
+        n_batches = len(batches)
+    history.diverged = None
+    state = _FitState(
+        model=model, optimizer=opt, loss_fn=loss_fn, n_outputs=n_out, history=history,
+        trainer=trainer, callbacks=callbacks, batch_callbacks=batch_cbs, verbose=verbose,
+        show_bar=show_bar, epochs=epochs, start_epoch=start_epoch, n_train=n_train,
+        batches=batches, n_batches=n_batches, stream=stream, steps_per_epoch=steps_per_epoch,
+        val_stream=val_stream, X_val=X_val, y_val=y_val, on_divergence=on_divergence)
+    state.run_epoch = _epoch_runner(state)
+    return state
+
+
+def _check_fit_arguments(epochs, batch_size, verbose, on_divergence) -> int:
+    """Check fit's scalar arguments; returns ``verbose`` as 0, 1 or 2."""
     if isinstance(epochs, bool) or not isinstance(epochs, numbers.Integral) or epochs < 0:
         raise ValueError(f"Invalid epochs: {epochs!r} (expected an int >= 0)")
     if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) \
@@ -654,20 +581,14 @@ def fit(model, X, y=None, loss=None, optimizer=None, epochs: int = 10, batch_siz
     verbose = int(verbose)
     if on_divergence not in ("raise", "restore"):
         raise ValueError(f"on_divergence must be 'raise' or 'restore', got {on_divergence!r}")
+    return verbose
 
-    # --- loss, data ---------------------------------------------------------------------------
-    if loss is None:
-        loss = getattr(model, "loss", None) or "cross_entropy"
-    loss_fn = get_loss(loss)
-    # the network's n_threads ("threads for every kernel call") also holds for the loss and the
-    # optimizer that fit makes from a name
-    nt = getattr(model, "n_threads", None)
-    made = {} if nt is None else {"n_threads": nt}
-    if made and loss_fn is not loss:
-        loss_fn.n_threads = nt
-    dtype = _model_dtype(model)
-    n_out = _n_outputs(model)
-    rng = check_random_state(seed)
+
+def _fit_data(model, X, y, loss_fn, n_out, epochs, batch_size, shuffle, validation_data,
+              validation_split, steps_per_epoch, rng):
+    """fit's training and validation data, checked: (stream, X, y, val_stream, X_val, y_val),
+    a Stream or checked arrays for each (None where absent)."""
+    dtype = model_dtype(model)
     # a memmap with validation_split is split like an in-memory array (as before streaming)
     stream = None if validation_split and isinstance(X, np.memmap) else _stream(
         model, X, y, loss_fn, batch_size=int(batch_size), shuffle=shuffle, rng=rng,
@@ -714,9 +635,12 @@ def fit(model, X, y=None, loss=None, optimizer=None, epochs: int = 10, batch_siz
         X_val = y_val = None
     if stream is None and X.shape[0] == 0:
         raise ValueError("no training samples")
-    n_train = stream.n_samples if stream is not None else int(X.shape[0])
+    return stream, X, y, val_stream, X_val, y_val
 
-    # --- optimizer ----------------------------------------------------------------------------
+
+def _fit_optimizer(model, optimizer, lr, made):
+    """The optimizer fit uses: the given one (a name, or an Optimizer over the model's
+    parameters), else the model's previous one when it still fits the model, else Adam."""
     params = model.parameters()
     prev = getattr(model, "optimizer", None)
     if optimizer is None:
@@ -733,150 +657,165 @@ def fit(model, X, y=None, loss=None, optimizer=None, epochs: int = 10, batch_siz
             _check_optimizer_params(optimizer, params)  # before make_optimizer sets its lr
         opt = make_optimizer(optimizer, params, lr=lr,
                              **(made if isinstance(optimizer, str) else {}))
-    model.loss = loss_fn
-    model.optimizer = opt
+    return opt
 
-    history = History()
-    history.params = {"epochs": epochs, "batch_size": int(batch_size),
-                      "n_samples": n_train,
-                      "n_val_samples": (val_stream.n_samples if val_stream is not None else
-                                        0 if X_val is None else int(X_val.shape[0]))}
-    trainer = Trainer(model, opt, loss_fn, history, verbose)
-    callbacks = list(callbacks or [])
-    for cb in callbacks:
-        if hasattr(cb, "set_trainer"):
-            cb.set_trainer(trainer)
-    batch_cbs = [cb for cb in callbacks if _overrides(cb, "on_batch_end")]
 
-    show_bar = _progress_mode(verbose) == "bar"
-    start_epoch = int(getattr(model, "epochs_trained_", 0) or 0)
-    if stream is not None:
-        batches = stream
-        n_batches = stream.n_batches if stream.n_batches is not None else "?"
-    else:
-        batches = BatchIterator(X, y, batch_size=int(batch_size), shuffle=shuffle, seed=rng)
-        n_batches = len(batches)
-    history.diverged = None
-    good = None  # on_divergence="restore": (epoch, model state, optimizer state) at an epoch end
+def _epoch_runner(state):
+    """The function that runs the epochs of this fit: ``run_epoch(state, epoch, bar)`` ->
+    :class:`_EpochResult`. Every network runs on the module loop,
+    :func:`_run_epoch_modules`; this is the one place where another runner would be chosen."""
+    return _run_epoch_modules
+
+
+# --- fit, stage 2: run one epoch --------------------------------------------------------------
+
+class _EpochResult:
+    """What an epoch runner reports.
+
+    ``running``: the epoch's running loss and metric (:class:`RunningMetrics`, over the
+    batches whose update was applied); ``last_batch``: the index of the last batch reached
+    (-1 when the source yielded none); ``last_loss``: that batch's loss;
+    ``nonfinite_loss``: True when ``last_loss`` is NaN or infinite - the epoch stopped at that
+    batch, before its update.
+    """
+
+    __slots__ = ("running", "last_batch", "last_loss", "nonfinite_loss")
+
+    def __init__(self, running, last_batch, last_loss, nonfinite_loss):
+        self.running = running
+        self.last_batch = last_batch
+        self.last_loss = last_loss
+        self.nonfinite_loss = nonfinite_loss
+
+
+def _run_epoch_modules(state, epoch, bar) -> _EpochResult:
+    """One epoch of mini-batch SGD on the network's modules: per batch, forward, the loss and
+    its gradient, backward, the optimizer's step and the ``on_batch_end`` callbacks. The loss
+    of each batch is checked before its update; a NaN or infinite loss ends the epoch there.
+    ``bar``: the epoch's progress bar or None."""
+    model, opt, loss_fn = state.model, state.optimizer, state.loss_fn
+    batch_cbs = state.batch_callbacks
     is_module = hasattr(model, "_layers") or hasattr(model, "_modules")
-    grad_bufs: dict = {}
+    grad_bufs = state.grad_buffers   # reused from batch to batch and epoch to epoch
+    run = RunningMetrics(loss_fn.task, state.n_outputs)
+    last_post = time.perf_counter()
+    b = -1                 # the last batch reached (a stream may end early)
+    loss_value = math.nan
+    for b, (xb, yb) in enumerate(state.batches):
+        m = xb.shape[0]
+        model.zero_grad()
+        z = model.forward(xb)
+        gbuf = grad_bufs.get(z.shape)
+        if gbuf is None:
+            gbuf = grad_bufs[z.shape] = np.empty(z.shape, dtype=z.dtype)
+        loss_value, g = loss_fn.loss_and_grad(z, yb, grad_out=gbuf)
+        if not math.isfinite(loss_value):
+            return _EpochResult(run, b, loss_value, True)
+        run.update(loss_value, z, yb, m)
+        if is_module:
+            model.backward(g, need_input_grad=False, inplace=True)
+        else:
+            model.backward(g)
+        opt.step()
+        if batch_cbs:
+            for cb in batch_cbs:
+                cb.on_batch_end(b, {"loss": loss_value, "size": m})
+        if bar is not None:
+            bar.update(m)
+            now = time.perf_counter()
+            if now - last_post > 0.25:
+                _bar_postfix(bar, run)
+                last_post = now
+    return _EpochResult(run, b, loss_value, False)
 
-    for cb in callbacks:
-        cb.on_train_begin({})
-    for e in range(start_epoch, start_epoch + epochs):
-        trainer.epoch = e
-        if on_divergence == "restore":
-            good = (e, model.state_dict(), copy.deepcopy(opt.state_dict()))
-        for cb in callbacks:
-            cb.on_epoch_begin(e, {})
-        model.train()
-        run = _Running(loss_fn.task, n_out)
-        epoch_lr = float(opt.lr)
-        t0 = time.perf_counter()
-        bar = None
-        if show_bar:
-            from tqdm.auto import tqdm
-            bar = tqdm(total=n_train, unit=" samples", leave=False,
-                       desc=f"epoch {e + 1}/{start_epoch + epochs}", file=sys.stderr,
-                       mininterval=0.2, **_bar_width())
-            last_post = t0
-        b = -1                 # the last batch reached (a stream may end early)
-        loss_value = math.nan
-        for b, (xb, yb) in enumerate(batches):
-            m = xb.shape[0]
-            model.zero_grad()
-            z = model.forward(xb)
-            gbuf = grad_bufs.get(z.shape)
-            if gbuf is None:
-                gbuf = grad_bufs[z.shape] = np.empty(z.shape, dtype=z.dtype)
-            loss_value, g = loss_fn.loss_and_grad(z, yb, grad_out=gbuf)
-            if not math.isfinite(loss_value):
-                if bar is not None:
-                    bar.close()
-                msg = (f"the training loss is {loss_value} at epoch {e + 1}, batch {b + 1} "
-                       f"of {n_batches} (learning rate {float(opt.lr):.3g}): training "
-                       f"diverged")
-                if good is None:
-                    raise FloatingPointError(
-                        msg + ". Lower the learning rate, standardize the inputs "
-                        "(fastnn.data.Standardizer), or check the targets")
-                return _restore_after_divergence(trainer, callbacks, good, msg, e, b)
-            run.update(loss_value, z, yb, m)
-            if is_module:
-                model.backward(g, need_input_grad=False, inplace=True)
-            else:
-                model.backward(g)
-            opt.step()
-            if batch_cbs:
-                for cb in batch_cbs:
-                    cb.on_batch_end(b, {"loss": loss_value, "size": m})
-            if bar is not None:
-                bar.update(m)
-                now = time.perf_counter()
-                if now - last_post > 0.25:
-                    name, val = run.metric()
-                    post = {"loss": f"{run.loss:.4f}"}
-                    if name:
-                        post[name[:3]] = f"{val:.4f}"
-                    bar.set_postfix(post, refresh=False)
-                    last_post = now
-        elapsed = time.perf_counter() - t0
-        # The loss is checked before each update, so the last update of an epoch (and of fit)
-        # was never checked: check the parameters the optimizer updates once per epoch.
-        bad = _nonfinite_parameter(model, opt)
-        if bad is not None:
-            if bar is not None:
-                bar.close()
-            msg = (f"parameter {bad!r} holds NaN or inf after the updates of epoch {e + 1} "
-                   f"(found after batch {b + 1} of {n_batches}; every batch's loss was "
-                   f"finite, the last {loss_value:.4g}; learning rate {float(opt.lr):.3g}): "
-                   f"training diverged")
-            if good is None:
-                raise FloatingPointError(
-                    msg + ". The parameters are left as they are; lower the learning rate, "
-                    "standardize the inputs (fastnn.data.Standardizer), or pass "
-                    "on_divergence='restore' to fit to roll back")
-            return _restore_after_divergence(trainer, callbacks, good, msg, e, max(b, 0))
-        logs = {"loss": run.loss}
-        name, val = run.metric()
-        if name:
-            logs[name] = val
-        if X_val is not None or val_stream is not None:
-            if val_stream is not None:
-                vm = streaming.evaluate_stream(model, val_stream, loss_fn)
-            else:
-                zv = _predict_raw(model, X_val, _EVAL_BATCH)
-                vm = _metrics_from_output(loss_fn, zv, y_val)
-            logs["val_loss"] = vm["loss"]
-            for k in ("accuracy", "r2"):
-                if k in vm:
-                    logs["val_" + k] = vm[k]
-        logs["lr"] = epoch_lr
-        logs["time"] = elapsed
-        logs["samples_per_s"] = run.n / elapsed if elapsed > 0 else float("inf")
-        history.append(e, logs)
-        model.epochs_trained_ = e + 1
-        if bar is not None:  # the live bar gives way to the epoch's line
-            bar.close()
-        if verbose:
-            _write_line(_wrap([f"epoch {e + 1}/{start_epoch + epochs}", *_fmt_logs(logs)],
-                              _line_width(sys.stderr)))
-        for cb in callbacks:
-            cb.on_epoch_end(e, dict(logs))
-        if stream is not None and stream.exhausted and not trainer.stop_training:
-            trainer.stop_training = True
-            import warnings
-            msg = (f"the data ran out after {run.n} samples of epoch {e + 1} (a one-shot "
-                   f"generator with steps_per_epoch={steps_per_epoch}); training stopped")
-            trainer.log_event(e, msg)
-            warnings.warn(msg, RuntimeWarning, stacklevel=3)   # fit's caller (fit is wrapped)
-        if trainer.stop_training:
-            history.stopped_epoch = e
-            break
-    for cb in callbacks:
-        cb.on_train_end({})
-    return history
 
+def _epoch_bar(state, epoch):
+    """The live progress bar of one epoch (verbose=1 on a terminal or in a notebook)."""
+    from tqdm.auto import tqdm   # loaded when a bar is shown (tqdm.auto may load IPython)
+
+    return tqdm(total=state.n_train, unit=" samples", leave=False,
+                desc=f"epoch {epoch + 1}/{state.start_epoch + state.epochs}", file=sys.stderr,
+                mininterval=0.2, **_bar_width())
+
+
+def _bar_postfix(bar, running) -> None:
+    """Show the running loss and metric on the bar (drawn at its next refresh)."""
+    name, val = running.metric()
+    post = {"loss": f"{running.loss:.4f}"}
+    if name:
+        post[name[:3]] = f"{val:.4f}"
+    bar.set_postfix(post, refresh=False)
+
+
+def _divergence(state, epoch, result):
+    """None when the epoch trained normally, else (message, advice, batch): a NaN or infinite
+    loss (checked before each update), or a parameter holding NaN or inf after the epoch's
+    updates (the loss is checked before each update, so the last update of an epoch, and of
+    fit, is checked here, once per epoch)."""
+    opt, b = state.optimizer, result.last_batch
+    if result.nonfinite_loss:
+        msg = (f"the training loss is {result.last_loss} at epoch {epoch + 1}, batch {b + 1} "
+               f"of {state.n_batches} (learning rate {float(opt.lr):.3g}): training "
+               f"diverged")
+        return (msg, ". Lower the learning rate, standardize the inputs "
+                "(fastnn.data.Standardizer), or check the targets", b)
+    bad = _nonfinite_parameter(state.model, opt)
+    if bad is None:
+        return None
+    msg = (f"parameter {bad!r} holds NaN or inf after the updates of epoch {epoch + 1} "
+           f"(found after batch {b + 1} of {state.n_batches}; every batch's loss was "
+           f"finite, the last {result.last_loss:.4g}; learning rate {float(opt.lr):.3g}): "
+           f"training diverged")
+    return (msg, ". The parameters are left as they are; lower the learning rate, "
+            "standardize the inputs (fastnn.data.Standardizer), or pass "
+            "on_divergence='restore' to fit to roll back", max(b, 0))
+
+
+# --- fit, stage 3: log the epoch --------------------------------------------------------------
+
+def _log_epoch(state, epoch, result, epoch_lr, elapsed, bar) -> bool:
+    """The end of a trained epoch: its logs (training loss and metric, validation, learning
+    rate, time, samples/s) into the history, the verbose line, the callbacks' ``on_epoch_end``.
+    Returns True when training stops here (a callback asked, or a one-shot source ran dry)."""
+    model, history, trainer = state.model, state.history, state.trainer
+    run = result.running
+    logs = {"loss": run.loss}
+    name, val = run.metric()
+    if name:
+        logs[name] = val
+    if state.X_val is not None or state.val_stream is not None:
+        if state.val_stream is not None:
+            vm = streaming.evaluate_stream(model, state.val_stream, state.loss_fn)
+        else:
+            zv = predict_raw(model, state.X_val, _EVAL_BATCH)
+            vm = _metrics_from_output(state.loss_fn, zv, state.y_val)
+        logs["val_loss"] = vm["loss"]
+        for k in ("accuracy", "r2"):
+            if k in vm:
+                logs["val_" + k] = vm[k]
+    logs["lr"] = epoch_lr
+    logs["time"] = elapsed
+    logs["samples_per_s"] = run.n / elapsed if elapsed > 0 else float("inf")
+    history.append(epoch, logs)
+    model.epochs_trained_ = epoch + 1
+    if bar is not None:  # the live bar gives way to the epoch's line
+        bar.close()
+    if state.verbose:
+        _write_line(_wrap([f"epoch {epoch + 1}/{state.start_epoch + state.epochs}",
+                           *_fmt_logs(logs)], _line_width(sys.stderr)))
+    for cb in state.callbacks:
+        cb.on_epoch_end(epoch, dict(logs))
+    stream = state.stream
+    if stream is not None and stream.exhausted and not trainer.stop_training:
+        trainer.stop_training = True
+        msg = (f"the data ran out after {run.n} samples of epoch {epoch + 1} (a one-shot "
+               f"generator with steps_per_epoch={state.steps_per_epoch}); training stopped")
+        trainer.log_event(epoch, msg)
+        warnings.warn(msg, RuntimeWarning, stacklevel=4)   # fit's caller (fit is wrapped)
+    if trainer.stop_training:
+        history.stopped_epoch = epoch
+        return True
+    return False
 
 def partial_fit(model, X, y=None, loss=None, optimizer=None, batch_size: int = 32,
                 shuffle: bool = True, validation_data=None, callbacks=None, verbose: int = 0,
@@ -909,8 +848,6 @@ def partial_fit(model, X, y=None, loss=None, optimizer=None, batch_size: int = 3
 
 def _restore_after_divergence(trainer, callbacks, good, msg, epoch, batch):
     """on_divergence="restore": back to the last good epoch end, warn, stop."""
-    import warnings
-
     good_epoch, model_state, opt_state = good
     trainer.model.load_state_dict(model_state)
     trainer.optimizer.load_state_dict(opt_state)
@@ -928,8 +865,6 @@ def _restore_after_divergence(trainer, callbacks, good, msg, epoch, batch):
 
 
 def _overrides(cb, name) -> bool:
-    from fastnn.callbacks import Callback
-
     meth = getattr(cb, name, None)
     if meth is None:
         return False

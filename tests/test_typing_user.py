@@ -50,7 +50,7 @@ def test_mypy_passes_a_correct_user_script(mypy_cache):
     assert notes.splitlines()[0].endswith('-> fastnn.sklearn.MLPClassifier"'), notes
     fit_sig = notes.splitlines()[1]
     assert "batch_size: int =" in fit_sig and "**" not in fit_sig, fit_sig
-    assert fit_sig.endswith("-> fastnn.training.History\""), fit_sig
+    assert fit_sig.endswith("-> fastnn.history.History\""), fit_sig
 
 
 def test_mypy_reports_both_typos(mypy_cache):
