@@ -258,7 +258,7 @@ class Sequential(_Container):
             validation_split: float = 0.0, callbacks: Sequence[Callback] | None = None,
             verbose: int | str = 1, seed: int | np.random.Generator | None = None,
             lr: float | None = None, on_divergence: str = "raise",
-            steps_per_epoch: int | None = None) -> History:
+            steps_per_epoch: int | None = None, engine: str | bool = "auto") -> History:
         """Train the network; the arguments are those of :func:`fastnn.training.fit`.
 
         Returns a :class:`~fastnn.history.History`. The loss and optimizer are kept
@@ -269,7 +269,8 @@ class Sequential(_Container):
                             batch_size=batch_size, shuffle=shuffle,
                             validation_data=validation_data, validation_split=validation_split,
                             callbacks=callbacks, verbose=verbose, seed=seed, lr=lr,
-                            on_divergence=on_divergence, steps_per_epoch=steps_per_epoch)
+                            on_divergence=on_divergence, steps_per_epoch=steps_per_epoch,
+                            engine=engine)
 
     def partial_fit(self, X, y=None, *, loss=None, optimizer=None, batch_size: int = 32,
                     shuffle: bool = True, validation_data=None, callbacks=None,

@@ -32,6 +32,7 @@ from fastnn._threads import exclusive_use
 from fastnn._validation import check_float_array
 from fastnn.callbacks import Callback
 from fastnn.data import BatchIterator, check_random_state, train_test_split
+from fastnn.functional import engine as _engine
 from fastnn.history import History
 from fastnn.losses import get_loss
 from fastnn.optim import OPTIMIZERS
@@ -358,7 +359,8 @@ def _stream(model, X, y, loss_fn, *, batch_size, shuffle, rng, steps_per_epoch=N
 def fit(model, X, y=None, loss=None, optimizer=None, epochs: int = 10, batch_size: int = 32,
         shuffle: bool = True, validation_data=None, validation_split: float = 0.0,
         callbacks=None, verbose=1, seed=None, lr=None,
-        on_divergence: str = "raise", steps_per_epoch: int | None = None) -> History:
+        on_divergence: str = "raise", steps_per_epoch: int | None = None,
+        engine="auto") -> History:
     """Train ``model`` on (X, y) with mini-batches; returns a :class:`~fastnn.history.History`.
 
     Parameters
@@ -423,6 +425,13 @@ def fit(model, X, y=None, loss=None, optimizer=None, epochs: int = 10, batch_siz
         Batches per epoch (streamed data only): an epoch ends after this many batches or when
         the source ends. A one-shot generator is then drawn from across epochs; training stops
         (with a RuntimeWarning) when it runs dry.
+    engine : {"auto", True, False}
+        How the epochs run. "auto": on the compiled training engine
+        (:mod:`fastnn.functional.engine`: many steps per call in one parallel region, the
+        same updates to rounding, the same weights for any thread count) when it covers the
+        network, the loss, the optimizer and in-memory data, else on the per-module loop.
+        True: the engine, or a ValueError saying what it does not cover. False: the
+        per-module loop. ``history.params["engine"]`` records which ran.
 
     Returns
     -------
@@ -441,7 +450,7 @@ def fit(model, X, y=None, loss=None, optimizer=None, epochs: int = 10, batch_siz
     """
     state = _prepare_fit(model, X, y, loss, optimizer, epochs, batch_size, shuffle,
                          validation_data, validation_split, callbacks, verbose, seed, lr,
-                         on_divergence, steps_per_epoch)
+                         on_divergence, steps_per_epoch, engine)
     trainer, callbacks, opt = state.trainer, state.callbacks, state.optimizer
     for cb in callbacks:
         cb.on_train_begin({})
@@ -507,16 +516,20 @@ class _FitState:
     y_val: Any
     on_divergence: str
     run_epoch: Callable | None = None
+    engine: Any = None             # the TrainingEngine that runs the epochs, or None
+    engine_data: tuple = ()        # (X, y) as the engine reads them
     grad_buffers: dict = dataclasses.field(default_factory=dict)   # loss gradients, by shape
 
 
 def _prepare_fit(model, X, y, loss, optimizer, epochs, batch_size, shuffle, validation_data,
                  validation_split, callbacks, verbose, seed, lr, on_divergence,
-                 steps_per_epoch) -> _FitState:
+                 steps_per_epoch, engine="auto") -> _FitState:
     """Check fit's arguments and data, resolve the loss and the optimizer (kept on the model),
     and set up the history, the trainer seen by the callbacks and the batch source. Raises
     before the model changes when an argument is wrong."""
     verbose = _check_fit_arguments(epochs, batch_size, verbose, on_divergence)
+    if not (engine is True or engine is False or engine == "auto"):
+        raise ValueError(f"engine must be 'auto', True or False, got {engine!r}")
     if loss is None:
         loss = getattr(model, "loss", None) or "cross_entropy"
     loss_fn = get_loss(loss)
@@ -533,6 +546,16 @@ def _prepare_fit(model, X, y, loss, optimizer, epochs, batch_size, shuffle, vali
         validation_split, steps_per_epoch, rng)
     n_train = stream.n_samples if stream is not None else int(X.shape[0])
     opt = _fit_optimizer(model, optimizer, lr, made)
+    eng = None
+    if engine is not False:
+        reason = ("the data is streamed" if stream is not None
+                  else _engine.why_not(model, loss_fn, opt, y))
+        if reason is None:
+            eng = _engine.compile_training(model, loss_fn, opt, getattr(model, "n_threads",
+                                                                        None), y=y)
+        elif engine is True:
+            raise ValueError(f"engine=True, but the training engine does not cover this fit: "
+                             f"{reason}")
     model.loss = loss_fn
     model.optimizer = opt
 
@@ -540,7 +563,8 @@ def _prepare_fit(model, X, y, loss, optimizer, epochs, batch_size, shuffle, vali
     history.params = {"epochs": epochs, "batch_size": int(batch_size),
                       "n_samples": n_train,
                       "n_val_samples": (val_stream.n_samples if val_stream is not None else
-                                        0 if X_val is None else int(X_val.shape[0]))}
+                                        0 if X_val is None else int(X_val.shape[0])),
+                      "engine": eng is not None}
     trainer = Trainer(model, opt, loss_fn, history, verbose)
     callbacks = list(callbacks or [])
     for cb in callbacks:
@@ -562,7 +586,8 @@ def _prepare_fit(model, X, y, loss, optimizer, epochs, batch_size, shuffle, vali
         trainer=trainer, callbacks=callbacks, batch_callbacks=batch_cbs, verbose=verbose,
         show_bar=show_bar, epochs=epochs, start_epoch=start_epoch, n_train=n_train,
         batches=batches, n_batches=n_batches, stream=stream, steps_per_epoch=steps_per_epoch,
-        val_stream=val_stream, X_val=X_val, y_val=y_val, on_divergence=on_divergence)
+        val_stream=val_stream, X_val=X_val, y_val=y_val, on_divergence=on_divergence,
+        engine=eng, engine_data=() if eng is None else (X, y))
     state.run_epoch = _epoch_runner(state)
     return state
 
@@ -662,9 +687,9 @@ def _fit_optimizer(model, optimizer, lr, made):
 
 def _epoch_runner(state):
     """The function that runs the epochs of this fit: ``run_epoch(state, epoch, bar)`` ->
-    :class:`_EpochResult`. Every network runs on the module loop,
-    :func:`_run_epoch_modules`; this is the one place where another runner would be chosen."""
-    return _run_epoch_modules
+    :class:`_EpochResult`: the training engine (:func:`_run_epoch_engine`) when fit chose
+    it, else the module loop (:func:`_run_epoch_modules`)."""
+    return _run_epoch_modules if state.engine is None else _run_epoch_engine
 
 
 # --- fit, stage 2: run one epoch --------------------------------------------------------------
@@ -726,6 +751,57 @@ def _run_epoch_modules(state, epoch, bar) -> _EpochResult:
             if now - last_post > 0.25:
                 _bar_postfix(bar, run)
                 last_post = now
+    return _EpochResult(run, b, loss_value, False)
+
+
+#: Seconds of training per engine call: Python regains control this often (progress bar,
+#: KeyboardInterrupt) at the cost of two copies of the parameters per call.
+_ENGINE_CHUNK_S = 0.15
+
+
+def _run_epoch_engine(state, epoch, bar) -> _EpochResult:
+    """One epoch on the compiled training engine: the batches of :class:`BatchIterator`'s
+    order (the same permutation drawn from the same generator), run in calls of about
+    ``_ENGINE_CHUNK_S`` seconds, or of one step each when callbacks take ``on_batch_end``. A
+    NaN or infinite loss ends the epoch at that batch, before its update, as the module loop
+    does."""
+    eng, batches = state.engine, state.batches
+    X, y = state.engine_data
+    n, bs = batches.n_samples, batches.batch_size
+    order = batches.rng.permutation(n) if batches.shuffle else np.arange(n)
+    run = RunningMetrics(state.loss_fn.task, state.n_outputs)
+    batch_cbs = state.batch_callbacks
+    last_post = time.perf_counter()
+    start, b, loss_value = 0, -1, math.nan
+    while start < n:
+        if batch_cbs:
+            res = eng.run(X, y, order, start, bs, max_steps=1)
+        else:
+            res = eng.run(X, y, order, start, bs, time_budget_s=_ENGINE_CHUNK_S)
+        run.n += res.samples
+        run.loss_sum += res.loss_sum
+        if res.sums is not None:
+            run.s1 += res.sums[0]
+            run.s2 += res.sums[1]
+            run.sse += res.sums[2]
+        else:
+            run.correct += int(res.metric_sum)
+        start += res.samples
+        b += res.steps
+        loss_value = res.last_loss
+        if res.nonfinite_step >= 0:
+            return _EpochResult(run, b + 1, loss_value, True)
+        if batch_cbs and res.steps:
+            for cb in batch_cbs:
+                cb.on_batch_end(b, {"loss": loss_value, "size": res.samples})
+        if bar is not None:
+            bar.update(res.samples)
+            now = time.perf_counter()
+            if now - last_post > 0.25:
+                _bar_postfix(bar, run)
+                last_post = now
+        if res.steps == 0:   # cannot happen with start < n; never loop for ever
+            break
     return _EpochResult(run, b, loss_value, False)
 
 

@@ -441,3 +441,125 @@ def test_dropout_mask_matches_the_module():
         module_steps(ref, optim.SGD(ref.parameters(), lr=0.1), losses.SquaredLoss(), X, y,
                      order, 16, 1)
         assert_close(m, ref, 1e-12)
+
+
+# ------------------------------------------------------------------------------------- fit ---
+
+def _fit_pair(dtype, loss="cross_entropy", optimizer="adam", epochs=3, **kw):
+    rng = np.random.default_rng(7)
+    X = rng.standard_normal((150, 12)).astype(dtype)
+    if loss == "cross_entropy":
+        y, out = rng.integers(0, 4, 150), 4
+    elif loss == "binary_cross_entropy":
+        y, out = rng.integers(0, 2, 150), 1
+    else:
+        y, out = rng.standard_normal((150, 2)).astype(dtype), 2
+    runs = []
+    for engine in (True, False):
+        m = Sequential(Dense(12, 40, "relu", seed=1, dtype=dtype), Dropout(0.1, seed=3),
+                       Dense(40, 19, "tanh", seed=2, dtype=dtype),
+                       Dense(19, out, seed=4, dtype=dtype), dtype=dtype)
+        h = m.fit(X, y, loss=loss, optimizer=optimizer, epochs=epochs, batch_size=16,
+                  verbose=0, seed=5, engine=engine, validation_data=(X[:30], y[:30]), **kw)
+        runs.append((m, h))
+    return runs
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("loss", ["cross_entropy", "squared", "binary_cross_entropy"])
+def test_fit_with_and_without_engine(dtype, loss):
+    (m1, h1), (m2, h2) = _fit_pair(dtype, loss)
+    assert h1.params["engine"] is True and h2.params["engine"] is False
+    assert set(h1.history) == set(h2.history)
+    assert {k: v for k, v in h1.params.items() if k != "engine"} == \
+        {k: v for k, v in h2.params.items() if k != "engine"}
+    tol = 1e-5 if dtype == np.float32 else 1e-10
+    assert_close(m1, m2, tol)
+    for k in h1.history:
+        if k not in ("time", "samples_per_s"):
+            np.testing.assert_allclose(h1[k], h2[k], rtol=tol * 10, atol=tol)
+    assert m1.optimizer.state_dict()["state"][0]["step"] == 30
+    assert m1[1]._calls == m2[1]._calls == 30
+    # and a second fit continues alike
+    X = np.random.default_rng(1).standard_normal((40, 12)).astype(dtype)
+    y = np.arange(40) % (4 if loss == "cross_entropy" else 2)
+    if loss == "squared":
+        y = np.ones((40, 2), dtype)
+    for m, e in ((m1, True), (m2, False)):
+        m.fit(X, y, epochs=1, batch_size=16, verbose=0, seed=1, engine=e)
+    assert_close(m1, m2, tol * 10)
+
+
+@pytest.mark.parametrize("opt", ["sgd", "rmsprop", "adagrad"])
+def test_fit_optimizers_by_name(opt):
+    (m1, h1), (m2, h2) = _fit_pair(np.float64, optimizer=opt, epochs=2)
+    assert h1.params["engine"]
+    assert_close(m1, m2, 1e-10)
+
+
+def test_fit_batch_callbacks_get_one_call_per_step():
+    from fastnn.callbacks import LambdaCallback
+
+    calls = {True: [], False: []}
+    for engine in (True, False):
+        cb = LambdaCallback(on_batch_end=lambda b, logs, e=engine: calls[e].append(
+            (b, logs["size"], logs["loss"])))
+        _fit_pair_single(engine, [cb])
+    assert [c[:2] for c in calls[True]] == [c[:2] for c in calls[False]]
+    assert len(calls[True]) == 2 * 10 and calls[True][9][:2] == (9, 6)
+    np.testing.assert_allclose([c[2] for c in calls[True]], [c[2] for c in calls[False]],
+                               rtol=1e-5)
+
+
+def _fit_pair_single(engine, callbacks):
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((150, 6)).astype(np.float32)
+    y = rng.integers(0, 3, 150)
+    m = net([6, 20, 3], ["relu", None], np.float32)
+    h = m.fit(X, y, epochs=2, batch_size=16, verbose=0, seed=0, engine=engine,
+              callbacks=callbacks)
+    assert h.params["engine"] is engine
+    return m
+
+
+def test_fit_engine_choice():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((30, 5)).astype(np.float32)
+    y = rng.integers(0, 2, 30)
+    m = Sequential(Maxout(5, 4), Dense(4, 2))
+    assert m.fit(X, y, epochs=1, verbose=0).params["engine"] is False
+    with pytest.raises(ValueError, match="engine=True.*Maxout"):
+        m.fit(X, y, epochs=1, verbose=0, engine=True)
+    with pytest.raises(ValueError, match="engine must be"):
+        m.fit(X, y, epochs=1, verbose=0, engine="yes")
+    m = net([5, 8, 2], ["relu", None], np.float32)
+    q = np.eye(2, dtype=np.float32)[y]   # probability targets: the module loop
+    assert m.fit(X, q, epochs=1, verbose=0).params["engine"] is False
+    assert m.fit(X, y, epochs=1, verbose=0).params["engine"] is True
+
+
+@pytest.mark.parametrize("mode", ["raise", "restore"])
+def test_fit_divergence_on_the_engine_matches_the_module_loop(mode):
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((64, 4)) * 100
+    y = rng.standard_normal((64, 1)) * 1e4
+    out = {}
+    for engine in (True, False):
+        m = Sequential(Dense(4, 16, activation="relu", seed=0, dtype=np.float64),
+                       Dense(16, 1, seed=1, dtype=np.float64), dtype=np.float64)
+        kw = dict(loss="squared", optimizer="sgd", lr=1e3, epochs=50, batch_size=16,
+                  verbose=0, seed=0, engine=engine, on_divergence=mode)
+        if mode == "raise":
+            with pytest.raises(FloatingPointError) as err:
+                m.fit(X, y, **kw)
+            out[engine] = str(err.value)
+        else:
+            with pytest.warns(RuntimeWarning, match="restored"):
+                h = m.fit(X, y, **kw)
+            out[engine] = (h.diverged, len(h), [p.data.copy() for p in m.parameters()])
+    if mode == "raise":
+        assert out[True] == out[False] and "diverged" in out[True]
+    else:
+        assert out[True][:2] == out[False][:2]
+        for a, b in zip(out[True][2], out[False][2]):
+            np.testing.assert_allclose(a, b, rtol=1e-10)

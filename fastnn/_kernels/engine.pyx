@@ -280,6 +280,7 @@ cdef struct RunState:
     # results
     Py_ssize_t steps_done, nonfinite_step, fallback_step
     double loss_sum, hit_sum
+    double last_loss        # mean loss of the last step done, or of the non-finite step
     double *s1
     double *s2
     double *sse
@@ -607,11 +608,13 @@ cdef void _thread(Plan *P, RunState *R, int tid, int T, floating dummy) noexcept
         if not isfinite(step_loss):
             if tid == 0:
                 R.nonfinite_step = s
+                R.last_loss = step_loss / m
             break
         last = R.flag_last
         fall = R.flag_fallback
         if tid == 0:
             R.loss_sum += step_loss
+            R.last_loss = step_loss / m
             step_hit = 0.0
             for i in range(m):
                 step_hit += P.row_hit[i]
@@ -927,7 +930,8 @@ cdef class Core:
 
         X: (N, n_in) C-contiguous, the plan's dtype. y: intp labels (N,) for cross-entropy, a
         C-contiguous (N, n_out) array of the plan's dtype otherwise. order: intp (K,) row
-        indices into X. Returns a dict: steps, loss_sum, hit_sum, nonfinite_step (-1: none),
+        indices into X. Returns a dict: steps, loss_sum, hit_sum, last_loss (the mean loss of
+        the last step run, the non-finite one included), nonfinite_step (-1: none),
         fallback_step (-1: none), s1/s2/sse (squared loss: per-output sums of y, y^2 and of
         the squared errors, float64) and wait_s (total barrier wait of the team).
         """
@@ -962,7 +966,8 @@ cdef class Core:
             R.targets = <const char *> _addr(y)
             R.labels = NULL
         sums = np.zeros((3, self.P.n_classes), dtype=np.float64)
-        out = {"steps": 0, "loss_sum": 0.0, "hit_sum": 0.0, "nonfinite_step": -1,
+        out = {"steps": 0, "loss_sum": 0.0, "hit_sum": 0.0, "last_loss": float("nan"),
+               "nonfinite_step": -1,
                "fallback_step": -1, "s1": sums[0], "s2": sums[1], "sse": sums[2],
                "wait_s": 0.0}
         n_order = order.shape[0]
@@ -984,6 +989,7 @@ cdef class Core:
         R.nonfinite_step = -1
         R.fallback_step = -1
         R.loss_sum = 0.0
+        R.last_loss = float("nan")
         R.hit_sum = 0.0
         R.s1 = <double *> _addr(sums[0])
         R.s2 = <double *> _addr(sums[1])
@@ -1022,6 +1028,7 @@ cdef class Core:
         out["steps"] = R.steps_done
         out["loss_sum"] = R.loss_sum
         out["hit_sum"] = R.hit_sum
+        out["last_loss"] = R.last_loss
         out["nonfinite_step"] = R.nonfinite_step
         out["fallback_step"] = R.fallback_step
         out["wait_s"] = float(waits.sum()) * 1e-9

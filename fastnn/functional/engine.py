@@ -27,9 +27,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from fastnn import layers as fl
+from fastnn import losses as _losses
+from fastnn import optim as _optim
+from fastnn._kernels import dropout as _dk
 from fastnn._kernels import engine as _k
 from fastnn._threads import resolve_n_threads
 from fastnn.functional.activations import ACTIVATION_TABLE
+from fastnn.model import Sequential
 
 __all__ = ["compile_training", "why_not", "TrainingEngine", "RunResult"]
 
@@ -50,6 +55,7 @@ class RunResult:
         (squared loss) over those samples.
     nonfinite_step : index (within this call) of a step whose loss was not finite, -1 if none;
         that step's update was not applied.
+    last_loss : the mean loss of the last step run (the non-finite one when there is one).
     fell_back : the run finished on one thread (barrier waits showed contention).
     sums : squared loss only: per-output float64 sums of y, y^2 and squared errors
         (rows ``s1``, ``s2``, ``sse``), for R^2.
@@ -62,6 +68,7 @@ class RunResult:
     loss_sum: float
     metric_sum: float
     nonfinite_step: int = -1
+    last_loss: float = float("nan")
     fell_back: bool = False
     sums: np.ndarray | None = field(default=None, repr=False)
     n_threads: int = 1
@@ -70,8 +77,6 @@ class RunResult:
 
 def _flatten(model):
     """The chain's modules in order (nested Sequentials flattened), or a reason string."""
-    from fastnn.model import Sequential
-
     if type(model) is not Sequential:
         return f"the network is a {type(model).__name__}, not a Sequential chain"
     out = []
@@ -89,8 +94,6 @@ def _flatten(model):
 def _chain(model):
     """(layers, modules) of a covered chain: per Dense layer a spec dict for the engine and the
     modules behind it; or a reason string."""
-    from fastnn import layers as fl
-
     mods = _flatten(model)
     if isinstance(mods, str):
         return mods
@@ -130,26 +133,21 @@ def _chain(model):
 
 
 def _dropout_threshold(p):
-    from fastnn._kernels import dropout as _dk
     return _dk.keep_threshold(p)
 
 
-_LOSSES = None
+_LOSS_KINDS = {_losses.CrossEntropyLoss: "cross_entropy", _losses.SquaredLoss: "squared",
+               _losses.BinaryCrossEntropyLoss: "binary_cross_entropy"}
+_OPT_KINDS = {_optim.SGD: "sgd", _optim.Adagrad: "adagrad", _optim.RMSprop: "rmsprop",
+              _optim.Adam: "adam"}
 
 
 def _loss_kind(loss_fn):
-    from fastnn import losses as L
-
-    kinds = {L.CrossEntropyLoss: "cross_entropy", L.SquaredLoss: "squared",
-             L.BinaryCrossEntropyLoss: "binary_cross_entropy"}
-    return kinds.get(type(loss_fn))
+    return _LOSS_KINDS.get(type(loss_fn))
 
 
 def _opt_kind(optimizer):
-    from fastnn import optim as O
-
-    kinds = {O.SGD: "sgd", O.Adagrad: "adagrad", O.RMSprop: "rmsprop", O.Adam: "adam"}
-    return kinds.get(type(optimizer))
+    return _OPT_KINDS.get(type(optimizer))
 
 
 def why_not(model, loss_fn, optimizer, y=None) -> str | None:
@@ -331,6 +329,7 @@ class TrainingEngine:
         wait = res["wait_s"] / (nt * elapsed) if elapsed > 0 and nt > 1 else 0.0
         return RunResult(steps=res["steps"], samples=samples, loss_sum=res["loss_sum"],
                          metric_sum=metric, nonfinite_step=res["nonfinite_step"],
+                         last_loss=res["last_loss"],
                          fell_back=fell_back, sums=sums, n_threads=nt, wait_fraction=wait)
 
 
