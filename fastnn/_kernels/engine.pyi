@@ -1,0 +1,33 @@
+# Stub for the compiled fastnn._kernels.engine (the training engine: many steps in one region).
+from typing import Any
+
+import numpy as np
+
+LOSS_KINDS: dict[str, int]
+OPT_KINDS: dict[str, int]
+BLOCK: int
+
+def _set_fallback(threshold: float | None = None, window_s: float | None = None,
+                  min_steps: int | None = None) -> tuple[float, float, int]: ...
+def _aligned(n: int, dtype: Any) -> np.ndarray: ...
+
+class Core:
+    rows: int
+    dtype: np.dtype
+    block: int
+    n_layers: int
+    def __init__(self, layers: list[dict[str, Any]], loss: str, dtype: Any,
+                 block: int = ...) -> None: ...
+    def reserve(self, rows: int) -> None: ...
+    def _panels(self, l: int, name: str) -> np.ndarray: ...
+    def load(self, l: int, W: np.ndarray, b: np.ndarray | None, Wstates: Any,
+             bstates: Any) -> None: ...
+    def store(self, l: int, W: np.ndarray, b: np.ndarray | None, Wstates: Any, bstates: Any,
+              Wgrad: np.ndarray | None, bgrad: np.ndarray | None) -> None: ...
+    def set_optimizer(self, l: int, bias: bool, kind: str, lr: float, decay: float,
+                      momentum: float, nesterov: bool, eps: float, alpha: float, beta1: float,
+                      beta2: float, wd: float, l1: float, l1p: float, t0: int) -> None: ...
+    def set_dropout_calls(self, l: int, k: int, calls: int) -> None: ...
+    def run(self, X: np.ndarray, y: np.ndarray, order: np.ndarray, start: int,
+            batch_size: int, max_steps: int, time_budget_s: float,
+            n_threads: int) -> dict[str, Any]: ...
