@@ -302,6 +302,8 @@ class TrainingEngine:
         nt = resolve_n_threads(self.n_threads)
         if self._exact_threads and nt > 1:
             nt = int(self.n_threads)   # tests: more threads than CPUs
+        elif nt > 1 and not _k.blas_thread_control():
+            nt = 1   # the BLAS threads each product itself (see blas_thread_control)
         if nt > 1 and time.monotonic() < self._retry_at:
             nt = 1
         where, saved = self._load()
