@@ -216,6 +216,8 @@ class TrainingEngine:
             s["n_state_b"] = k
         self.specs = specs
         self.n_outputs = specs[-1]["n_out"]
+        blk = _k.BLOCK if block is None else int(block)
+        self._max_blocks = max(-(-s["n_out"] // blk) for s in specs)
         self._core = _k.Core(specs, self.loss_kind, self.dtype,
                              _k.BLOCK if block is None else int(block))
 
@@ -270,6 +272,8 @@ class TrainingEngine:
 
     def _store(self, where, saved, steps, extra_calls):
         core = self._core
+        if steps == 0 and extra_calls == 0:
+            return   # nothing changed
         for l, (w, b) in enumerate(self._params):
             sw, sb = saved[l]
             wg = w._grad if steps else None
@@ -304,6 +308,9 @@ class TrainingEngine:
             nt = int(self.n_threads)   # tests: more threads than CPUs
         elif nt > 1 and not _k.blas_thread_control():
             nt = 1   # the BLAS threads each product itself (see blas_thread_control)
+        else:
+            # a thread beyond the widest layer's block count would own no block anywhere
+            nt = min(nt, self._max_blocks)
         if nt > 1 and time.monotonic() < self._retry_at:
             nt = 1
         where, saved = self._load()
