@@ -19,13 +19,17 @@
 # on the same addresses whatever the thread count: the weights after any number of steps are
 # bitwise equal for 1, 2, 3, ... threads and for a build without OpenMP.
 #
-# A step (L layers, last layer of one block; 4 barriers for L = 3):
-#   forward layer 0 | ... | forward layer L-1, loss rows, backward of its block | check:
-#   every thread sums the step's row losses and stops before any update when the sum is not
-#   finite | input gradient of layer L-2 + its backward | update layer L-1 + ... | update 0.
+# A step (L >= 2 layers, last layer of one block: L + 1 barriers, 4 for L = 3):
+#   forward layer 0 | [update layer 1 of the previous step, gather the next batch] forward
+#   layer 1 | ... | forward layer L-1, loss rows, backward of its block | check: every thread
+#   sums the step's row losses and stops before any update when the sum is not finite | input
+#   gradient of layer L-2 + its backward | update layer L-1 + ... | input gradient of layer 0 +
+#   its backward, update layer 0.
 # A last layer of several blocks adds a barrier before and after its row-split loss. The weights
-# of layer l are updated after the barrier that ends the input-gradient pass reading them.
-# The next batch is gathered (rows split between threads, double buffered) after the check.
+# of layer l are updated after the barrier that ends the input-gradient pass reading them: for
+# layer 1 that is the first barrier of the next step (or an extra one after the run's last
+# step). The next batch is gathered (rows split between threads, double buffered) after the
+# first barrier, when no thread reads the buffer any more.
 #
 # Barriers are a sense-reversing spin barrier on C atomics (independent of GOMP_SPINCOUNT),
 # spinning with `pause` for a bounded time and then yielding the CPU. Each thread adds its
@@ -559,8 +563,20 @@ cdef void _decide(RunState *R, Py_ssize_t s, int T) noexcept nogil:
     R.flag_fallback = fall and not last
 
 
+cdef inline void _update_own(Plan *P, LayerC *L, Py_ssize_t s, int tid, int T,
+                             floating dummy) noexcept nogil:
+    cdef Py_ssize_t p
+    for p in range(_lo(L.nb, T, tid), _lo(L.nb, T, tid + 1)):
+        _update_block(P, L, p, s, dummy)
+
+
 cdef void _thread(Plan *P, RunState *R, int tid, int T, floating dummy) noexcept nogil:
-    """Every step of the run, as thread tid of a team of T."""
+    """Every step of the run, as thread tid of a team of T.
+
+    With two layers or more, the update of layer 1 waits for the first barrier of the next
+    step (every thread has then finished reading its weights for the input gradient of layer
+    0) instead of a barrier of its own, and the next batch is gathered after that barrier.
+    The last step of a run, and a step before the fallback, update at once after a barrier."""
     cdef int sense = 0, nL = P.n_layers
     cdef LayerC *top = &P.layers[nL - 1]
     cdef LayerC *L
@@ -568,7 +584,7 @@ cdef void _thread(Plan *P, RunState *R, int tid, int T, floating dummy) noexcept
     cdef const floating *xin
     cdef Py_ssize_t ldx
     cdef double step_loss, step_hit, f, yv, dd
-    cdef bint last, fall
+    cdef bint last = False, fall = False, pending = False
     cdef const floating *H
     cdef const floating *tg
     _gather(P, R, 0, tid, T, dummy)
@@ -588,6 +604,12 @@ cdef void _thread(Plan *P, RunState *R, int tid, int T, floating dummy) noexcept
                 _forward_block(P, L, xin, ldx, m, p, s)
             if l < nL - 1:
                 _barrier(R, &sense, T, tid)
+            if l == 0 and nL >= 2:
+                if pending:
+                    _update_own(P, &P.layers[1], s - 1, tid, T, dummy)
+                    pending = False
+                if s + 1 < R.n_steps:
+                    _gather(P, R, s + 1, tid, T, dummy)
         # loss, and the backward of the last layer's blocks
         if nL == 1:
             xin = <const floating *> P.Xb[s & 1]
@@ -637,7 +659,7 @@ cdef void _thread(Plan *P, RunState *R, int tid, int T, floating dummy) noexcept
                         R.s1[j] += yv
                         R.s2[j] += yv * yv
                         R.sse[j] += dd * dd
-        if not last:
+        if nL == 1 and not last:
             _gather(P, R, s + 1, tid, T, dummy)
         # backward through the layers below, then the updates of the layer above
         for l in range(nL - 1, 0, -1):
@@ -651,12 +673,12 @@ cdef void _thread(Plan *P, RunState *R, int tid, int T, floating dummy) noexcept
             for q in range(_lo(L.nb, T, tid), _lo(L.nb, T, tid + 1)):
                 _input_grad_block(P, &P.layers[l], L, m, q, dummy)
                 _backward_block(P, L, xin, ldx, m, q, s)
-            _barrier(R, &sense, T, tid)
-            for p in range(_lo(P.layers[l].nb, T, tid), _lo(P.layers[l].nb, T, tid + 1)):
-                _update_block(P, &P.layers[l], p, s, dummy)
-        L = &P.layers[0]
-        for p in range(_lo(L.nb, T, tid), _lo(L.nb, T, tid + 1)):
-            _update_block(P, L, p, s, dummy)
+            if l > 1 or last or fall:
+                _barrier(R, &sense, T, tid)
+                _update_own(P, &P.layers[l], s, tid, T, dummy)
+            else:
+                pending = True
+        _update_own(P, &P.layers[0], s, tid, T, dummy)
         if nL == 1:
             _barrier(R, &sense, T, tid)
         s += 1
