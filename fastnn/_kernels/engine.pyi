@@ -1,5 +1,5 @@
 # Stub for the compiled fastnn._kernels.engine (the training engine: many steps in one region).
-from typing import Any
+from typing import Any, final
 
 import numpy as np
 
@@ -12,11 +12,16 @@ def _set_fallback(threshold: float | None = None, window_s: float | None = None,
                   min_steps: int | None = None) -> tuple[float, float, int]: ...
 def _aligned(n: int, dtype: Any) -> np.ndarray: ...
 
+@final
 class Core:
-    rows: int
-    dtype: np.dtype
-    block: int
-    n_layers: int
+    @property
+    def rows(self) -> int: ...
+    @property
+    def dtype(self) -> np.dtype: ...
+    @property
+    def block(self) -> int: ...
+    @property
+    def n_layers(self) -> int: ...
     def __init__(self, layers: list[dict[str, Any]], loss: str, dtype: Any,
                  block: int = ...) -> None: ...
     def reserve(self, rows: int) -> None: ...

@@ -38,6 +38,7 @@
 # holding a core: a spinning team then waits for a descheduled member), the run continues on
 # thread 0 alone. The work split does not change, so neither do the results.
 # BLAS is held to one thread for the region (blas_request(1)): each GEMM is one block's.
+cimport cython
 from cython cimport floating
 from cython.parallel cimport parallel
 from libc.stdint cimport int64_t, uint64_t, uint32_t
@@ -710,6 +711,7 @@ def _aligned(Py_ssize_t n, dtype):
     return buf[off:off + n]
 
 
+@cython.final
 cdef class Core:
     """The compiled plan of one chain and its buffers (see the module notes).
 
