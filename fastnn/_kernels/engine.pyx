@@ -146,7 +146,7 @@ cdef extern from *:
        features) input iff word(i) >= threshold, word(i) the high (even i) or low (odd i) half
        of mix64(key + (i / 2) * GAMMA), key = mix64(call_seed ^ SALT), call_seed =
        splitmix64(splitmix64(seed) ^ t) >> 1. Must stay equal to that file's rule (tests compare
-       the masks with the module's). */
+       the masks with the module's). The forward keeps the mask for the backward. */
     #define FNN_GAMMA 0x9E3779B97F4A7C15ULL
     #define FNN_SALT 0x5DEECE66DA3B1F27ULL
     static inline uint64_t fnn_eng_mix64(uint64_t z) {
@@ -158,9 +158,26 @@ cdef extern from *:
         uint64_t cs = fnn_eng_mix64((fnn_eng_mix64(seed + FNN_GAMMA) ^ t) + FNN_GAMMA) >> 1;
         return fnn_eng_mix64(cs ^ FNN_SALT);
     }
-    static inline uint32_t fnn_dropout_word(uint64_t key, uint64_t i) {
-        uint64_t h = fnn_eng_mix64(key + (i >> 1) * FNN_GAMMA);
-        return (i & 1) ? (uint32_t) h : (uint32_t) (h >> 32);
+    /* mask[j] = keep(e0 + j) for j < w: one hash per pair of flat indices. */
+    static inline void fnn_dropout_mask(uint64_t key, uint64_t e0, Py_ssize_t w,
+                                        uint32_t threshold, unsigned char *mask) {
+        Py_ssize_t j = 0;
+        uint64_t h;
+        if (w <= 0) return;
+        if (e0 & 1) {
+            h = fnn_eng_mix64(key + (e0 >> 1) * FNN_GAMMA);
+            mask[0] = (uint32_t) h >= threshold;
+            j = 1;
+        }
+        for (; j + 1 < w; j += 2) {
+            h = fnn_eng_mix64(key + ((e0 + (uint64_t) j) >> 1) * FNN_GAMMA);
+            mask[j] = (uint32_t) (h >> 32) >= threshold;
+            mask[j + 1] = (uint32_t) h >= threshold;
+        }
+        if (j < w) {
+            h = fnn_eng_mix64(key + ((e0 + (uint64_t) j) >> 1) * FNN_GAMMA);
+            mask[j] = (uint32_t) (h >> 32) >= threshold;
+        }
     }
     """
     ctypedef struct fnn_barrier_t:
@@ -172,7 +189,8 @@ cdef extern from *:
     void fnn_barrier_wait(fnn_barrier_t *b, int *local_sense, int n, int64_t spin_ns,
                           int64_t *wait_slot) noexcept nogil
     uint64_t fnn_dropout_key(uint64_t seed, uint64_t t) noexcept nogil
-    uint32_t fnn_dropout_word(uint64_t key, uint64_t i) noexcept nogil
+    void fnn_dropout_mask(uint64_t key, uint64_t e0, Py_ssize_t w, uint32_t threshold,
+                          unsigned char *mask) noexcept nogil
 
 
 cdef enum:
@@ -246,6 +264,7 @@ cdef struct PostOp:
     uint64_t seed           # dropout: base seed
     uint64_t calls0         # dropout: training forwards done before the run
     char *out               # output (rows x ld)
+    unsigned char *mask     # dropout: the step's keep mask (rows x ld), for the backward
 
 
 cdef struct LayerC:
@@ -349,7 +368,7 @@ cdef void _forward_block(Plan *P, LayerC *L, const floating *X, Py_ssize_t ldx, 
                          Py_ssize_t p, Py_ssize_t s) noexcept nogil:
     """Columns of block p of layer L for the m rows of input X (row stride ldx): the GEMM, the
     bias + activation epilogue and the elementwise modules after the layer."""
-    cdef Py_ssize_t c0 = p * P.block, w = min(P.block, L.n_out - c0), ld = L.ld, i, j, idx
+    cdef Py_ssize_t c0 = p * P.block, w = min(P.block, L.n_out - c0), ld = L.ld, i, j
     cdef floating *Z = <floating *> L.Z + c0
     cdef floating *Y = <floating *> L.Y + c0
     cdef const floating *b = (<floating *> L.b + c0) if L.has_bias else NULL
@@ -358,6 +377,7 @@ cdef void _forward_block(Plan *P, LayerC *L, const floating *X, Py_ssize_t ldx, 
     cdef floating scale, zero = 0
     cdef PostOp *op
     cdef uint64_t key
+    cdef unsigned char *mask
     cdef int k
     gemm(False, False, <int> m, <int> w, <int> L.n_in, <floating> 1, X, <int> ldx,
          <floating *> L.W + L.n_in * c0, <int> w, <floating> 0, Z, <int> ld)
@@ -377,11 +397,10 @@ cdef void _forward_block(Plan *P, LayerC *L, const floating *X, Py_ssize_t ldx, 
             key = fnn_dropout_key(op.seed, op.calls0 + <uint64_t> s)
             scale = <floating> op.scale
             for i in range(m):
-                idx = i * L.n_out + c0
+                mask = op.mask + i * ld + c0
+                fnn_dropout_mask(key, <uint64_t> (i * L.n_out + c0), w, op.threshold, mask)
                 for j in range(w):
-                    out[i * ld + j] = src[i * ld + j] * (
-                        scale if fnn_dropout_word(key, <uint64_t> (idx + j)) >= op.threshold
-                        else zero)
+                    out[i * ld + j] = src[i * ld + j] * (scale if mask[j] else zero)
         src = out
 
 
@@ -437,12 +456,12 @@ cdef void _backward_block(Plan *P, LayerC *L, const floating *X, Py_ssize_t ldx,
                           Py_ssize_t p, Py_ssize_t s) noexcept nogil:
     """Block p of layer L, given dL/dH in its G columns: back through the elementwise modules
     and the activation (G becomes dL/dZ in place), then dW (panel p) = X^T dZ and db."""
-    cdef Py_ssize_t c0 = p * P.block, w = min(P.block, L.n_out - c0), ld = L.ld, i, j, idx
+    cdef Py_ssize_t c0 = p * P.block, w = min(P.block, L.n_out - c0), ld = L.ld, i, j
     cdef floating *G = <floating *> L.G + c0
     cdef const floating *src
     cdef floating scale, zero = 0
     cdef PostOp *op
-    cdef uint64_t key
+    cdef unsigned char *mask
     cdef int k
     cdef double *acc
     cdef floating *db
@@ -457,14 +476,11 @@ cdef void _backward_block(Plan *P, LayerC *L, const floating *X, Py_ssize_t ldx,
             for i in range(m):
                 act_grad_row(op.code, G + i * ld, src + i * ld, G + i * ld, w)
         else:
-            key = fnn_dropout_key(op.seed, op.calls0 + <uint64_t> s)
             scale = <floating> op.scale
             for i in range(m):
-                idx = i * L.n_out + c0
+                mask = op.mask + i * ld + c0
                 for j in range(w):
-                    G[i * ld + j] = G[i * ld + j] * (
-                        scale if fnn_dropout_word(key, <uint64_t> (idx + j)) >= op.threshold
-                        else zero)
+                    G[i * ld + j] = G[i * ld + j] * (scale if mask[j] else zero)
     if L.code != ACT_IDENTITY:
         src = <const floating *> (L.Z if L.keep_z else L.Y) + c0
         for i in range(m):
@@ -823,6 +839,7 @@ cdef class Core:
                     else:
                         raise ValueError(f"unknown elementwise op {op[0]!r}")
                     L.post[k].out = NULL
+                    L.post[k].mask = NULL
             keep.append(arrs)
         self._keep = (keep, posts)
         self.rows = 0
@@ -878,6 +895,11 @@ cdef class Core:
                 keep.append(a)
                 L.post[k].out = <char *> _addr(a)
                 L.H = L.post[k].out
+                L.post[k].mask = NULL
+                if L.post[k].kind == POST_DROPOUT:
+                    a = _aligned(rows * L.ld, np.uint8)
+                    keep.append(a)
+                    L.post[k].mask = <unsigned char *> _addr(a)
             a = _aligned(size, self.dtype)
             keep.append(a)
             L.G = <char *> _addr(a)
