@@ -429,9 +429,10 @@ def fit(model, X, y=None, loss=None, optimizer=None, epochs: int = 10, batch_siz
         How the epochs run. "auto": on the compiled training engine
         (:mod:`fastnn.functional.engine`: many steps per call in one parallel region, the
         same updates to rounding, the same weights for any thread count) when it covers the
-        network, the loss, the optimizer and in-memory data, else on the per-module loop.
-        True: the engine, or a ValueError saying what it does not cover. False: the
-        per-module loop. ``history.params["engine"]`` records which ran.
+        network, the loss, the optimizer and in-memory data and no callback takes
+        ``on_batch_end``, else on the per-module loop. True: the engine (one step per call
+        when a callback takes ``on_batch_end``), or a ValueError saying what it does not
+        cover. False: the per-module loop. ``history.params["engine"]`` records which ran.
 
     Returns
     -------
@@ -547,7 +548,11 @@ def _prepare_fit(model, X, y, loss, optimizer, epochs, batch_size, shuffle, vali
     n_train = stream.n_samples if stream is not None else int(X.shape[0])
     opt = _fit_optimizer(model, optimizer, lr, made)
     eng = None
-    if engine is not False:
+    callbacks = list(callbacks or [])
+    batch_cbs = [cb for cb in callbacks if _overrides(cb, "on_batch_end")]
+    # With on_batch_end callbacks Python runs after every step, and an engine call per step
+    # would copy the parameters in and out each time: "auto" keeps the module loop then.
+    if engine is True or (engine == "auto" and not batch_cbs):
         reason = ("the data is streamed" if stream is not None
                   else _engine.why_not(model, loss_fn, opt, y))
         if reason is None:
@@ -566,11 +571,9 @@ def _prepare_fit(model, X, y, loss, optimizer, epochs, batch_size, shuffle, vali
                                         0 if X_val is None else int(X_val.shape[0])),
                       "engine": eng is not None}
     trainer = Trainer(model, opt, loss_fn, history, verbose)
-    callbacks = list(callbacks or [])
     for cb in callbacks:
         if hasattr(cb, "set_trainer"):
             cb.set_trainer(trainer)
-    batch_cbs = [cb for cb in callbacks if _overrides(cb, "on_batch_end")]
 
     show_bar = _progress_mode(verbose) == "bar"
     start_epoch = int(getattr(model, "epochs_trained_", 0) or 0)

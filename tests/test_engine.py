@@ -515,6 +515,17 @@ def test_fit_batch_callbacks_get_one_call_per_step():
                                rtol=1e-5)
 
 
+def test_fit_auto_keeps_the_module_loop_for_batch_callbacks():
+    from fastnn.callbacks import LambdaCallback
+
+    cb = LambdaCallback(on_batch_end=lambda b, logs: None)
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((40, 6)).astype(np.float32)
+    m = net([6, 8, 3], ["relu", None], np.float32)
+    assert m.fit(X, rng.integers(0, 3, 40), epochs=1, verbose=0,
+                 callbacks=[cb]).params["engine"] is False
+
+
 def _fit_pair_single(engine, callbacks):
     rng = np.random.default_rng(0)
     X = rng.standard_normal((150, 6)).astype(np.float32)
