@@ -6,7 +6,9 @@ Each cell is one fit epoch over N samples in
 a fresh process-local model, after a warm-up fit; rounds interleave the configurations so
 that a change of machine load hits all of them; the table shows medians of samples/s.
 
-    python benchmarks/bench_engine.py [--samples 20000] [--rounds 3]
+    python benchmarks/bench_engine.py [--samples 20000] [--rounds 3] [--mnist DIR]
+
+--mnist DIR trains on the first --samples images of MNIST's training set instead.
 """
 import argparse
 import os
@@ -57,8 +59,14 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--samples", type=int, default=20000)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--mnist", default=None)
     args = ap.parse_args()
-    X, y = data(args.samples)
+    if args.mnist:
+        from fastnn import datasets
+        X, y, _, _ = datasets.load_mnist(datasets.find_mnist_dir(args.mnist))
+        X, y = np.ascontiguousarray(X[:args.samples]), y[:args.samples]
+    else:
+        X, y = data(args.samples)
     cells = [(b, t, e) for b in (16, 128) for t in (1, 2) for e in (True, False)]
     res = {c: [] for c in cells}
     load = [os.getloadavg()[0]]
