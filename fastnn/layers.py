@@ -26,8 +26,6 @@ import numbers
 import numpy as np
 
 from fastnn import functional as F
-from fastnn._kernels import dense as _dense_kernels
-from fastnn._kernels import dropout as _dropout_kernels
 from fastnn._threads import check_n_threads, resolve_n_threads
 from fastnn._validation import check_float_array
 from fastnn.functional.activations import ACTIVATION_TABLE, ACTIVATIONS, activation_info
@@ -78,10 +76,9 @@ def skip_initialization():
 
 _REGISTRY: dict[str, type] = {}
 
-# Dense calls its kernels' module entries (forward_layer/backward_layer: arrays checked in C; a
-# whole forward_layer call on a 1x4 -> 4 layer takes 0.5 us, the memoryview entry 2.2 us) and
-# falls back to the functional wrappers, whose validation costs ~7 us per call (most of a batch-1
-# layer or of a small network's step), only for inputs they reject.
+# Dense calls fastnn.functional's layer entries (forward_into/backward_into) with the kernel code
+# of its activation: they let the kernel check the arrays in C and validate in Python only the
+# inputs it declines.
 _ACT_CODES = {a.name: a.code for a in ACTIVATION_TABLE.values()}
 _IDENTITY_CODE = _ACT_CODES["identity"]
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -605,13 +602,8 @@ class Dense(Module):
         z = None
         if self.training and ACTIVATION_TABLE[self.activation].needs_z:
             z = self._buffer("z", y.shape, y.dtype)
-        # The kernel's module entry checks the arrays in C and runs when they are already what
-        # it needs (the network's own buffers, or an input the container validated); anything
-        # else goes through the validating functional path, which converts or raises.
-        if not _dense_kernels.forward_layer(x, W, b, y, _ACT_CODES[self.activation],
-                                            resolve_n_threads(self._n_threads), z):
-            F.dense_forward(x, W, b, activation=self.activation, out=y,
-                            n_threads=self._n_threads, z_out=z)
+        F.forward_into(x, W, b, y, _ACT_CODES[self.activation],
+                       resolve_n_threads(self._n_threads), z)
         self._x, self._y, self._z = x, y, z
         return y
 
@@ -622,20 +614,12 @@ class Dense(Module):
         gx = None
         if need_input_grad:
             gx = self._buffer("gx", x.shape, x.dtype)   # the kernels refuse an overlap
-        if self._fast_backward(x, grad_output, gx, inplace):
-            return gx
-        F.dense_backward(x, self.weight.data, self._y, grad_output, activation=self.activation,
-                         Z=self._saved_z(), grad_W_out=self.weight.grad,
-                         grad_b_out=None if self.bias is None else self.bias.grad,
-                         grad_X_out=gx, need_grad_X=need_input_grad, accumulate=True,
-                         overwrite_grad_Y=inplace, need_grad_b=self.bias is not None,
-                         n_threads=self._n_threads)
+        self._backward_into(x, grad_output, gx, inplace)
         return gx
 
-    def _fast_backward(self, x, g, gx, inplace) -> bool:
-        """The backward kernel's module entry (arrays checked in C); False, with nothing
-        computed, leaves it to the validating path. Gradients marked zero by zero_grad are
-        overwritten rather than added to."""
+    def _backward_into(self, x, g, gx, inplace) -> None:
+        """The backward through fastnn.functional's layer entry. Gradients marked zero by
+        zero_grad are overwritten rather than added to."""
         w, b = self.weight, self.bias
         code = _ACT_CODES[self.activation]
         # The kernel takes the derivative from y, or from z for the activations that need it.
@@ -651,13 +635,11 @@ class Dense(Module):
             if acc_b != accumulate:   # one of the two marked zero: apply the mark, add to both
                 Wg, bg, accumulate = w.grad, b.grad, True
             acc = self._buffer("acc", (self.out_features,), np.float64)
-        if not _dense_kernels.backward_layer(x, w.data, y, g, dz, gx, Wg, bg, acc, code,
-                                             accumulate, resolve_n_threads(self._n_threads)):
-            return False
+        F.backward_into(x, w.data, y, g, dz, gx, Wg, bg, acc, code, accumulate,
+                        resolve_n_threads(self._n_threads))
         w._grad_written()
         if b is not None:
             b._grad_written()
-        return True
 
     def _saved_z(self):
         """The pre-activation for the backward of GELU/SiLU: kept by a training-mode forward,
@@ -1054,9 +1036,6 @@ class Sparsemax(Module):
         return "" if self.method == "auto" else f"method={self.method!r}"
 
 
-_MASK64 = (1 << 64) - 1
-
-
 class Dropout(Module):
     """Dropout (Srivastava et al., 2014): each unit is zeroed with probability ``p`` in training.
 
@@ -1095,8 +1074,7 @@ class Dropout(Module):
         self._active = None      # whether the last forward applied a mask; None: no forward yet
 
     def _seed_for(self, t: int) -> int:
-        # splitmix64(splitmix64(seed) ^ t) >> 1, in the kernel (the seed taken mod 2^64)
-        return _dropout_kernels.call_seed(self.seed & _MASK64, t)
+        return F.call_seed(self.seed, t)
 
     def forward(self, x):
         x = _as_input(x)
@@ -1105,21 +1083,12 @@ class Dropout(Module):
             if self.mode == "inverted" or self.p == 0.0:
                 return x
             y = self._buffer("y", x.shape, x.dtype, avoid=x)
-            return np.multiply(x, 1.0 - self.p, out=y)
+            return np.multiply(x, F.dropout_scale(self.p, self.mode, False), out=y)
         self._call_seed = self._seed_for(self._calls)
         self._calls += 1
         y = self._buffer("y", x.shape, x.dtype, avoid=x)
-        if self._fast_apply(x, y):
-            return y
-        return F.dropout(x, self.p, self._call_seed, mode=self.mode, training=True, out=y,
-                         n_threads=self._n_threads)
-
-    def _fast_apply(self, x, out) -> bool:
-        """The training mask applied by the kernel's module entry (arrays checked in C); False,
-        with nothing computed, leaves it to F.dropout, which converts or raises."""
-        return _dropout_kernels.dropout_layer(x, out, self._call_seed, self.p,
-                                              self.mode == "inverted",
-                                              resolve_n_threads(self._n_threads))
+        return F.dropout_into(x, y, self.p, self._call_seed, self.mode,
+                              resolve_n_threads(self._n_threads))
 
     def backward(self, grad_output, need_input_grad=True, inplace=False):
         if self._active is None:
@@ -1131,13 +1100,12 @@ class Dropout(Module):
                 return grad_output
             out = grad_output if inplace else self._buffer("gx", grad_output.shape,
                                                            grad_output.dtype, avoid=grad_output)
-            return np.multiply(grad_output, 1.0 - self.p, out=out)
+            return np.multiply(grad_output, F.dropout_scale(self.p, self.mode, False), out=out)
         out = grad_output if inplace else self._buffer("gx", grad_output.shape,
                                                        grad_output.dtype, avoid=grad_output)
-        if self._fast_apply(grad_output, out):
-            return out
-        return F.dropout_backward(grad_output, self.p, self._call_seed, mode=self.mode, out=out,
-                                  n_threads=self._n_threads)
+        # dropout is its own gradient: the forward's mask and scale
+        return F.dropout_into(grad_output, out, self.p, self._call_seed, self.mode,
+                              resolve_n_threads(self._n_threads))
 
     def _state_buffers(self):
         return {"calls": np.array(self._calls, dtype=np.int64)}

@@ -17,7 +17,6 @@ import threading
 
 import numpy as np
 
-from fastnn._kernels import losses as _kernels_losses
 from fastnn._threads import resolve_n_threads
 from fastnn.functional import losses as _fl
 from fastnn.functional import output as _fo
@@ -113,14 +112,11 @@ class CrossEntropyLoss(Loss):
         return _fo.softmax(z, axis=-1, n_threads=self.n_threads)
 
     def loss_and_grad(self, z, y, grad_out=None):
-        # The kernel's module entry checks the arrays and the label range in C (a training
-        # step's case: C-contiguous logits, intp labels, a gradient buffer); anything else
-        # takes the validating path, which converts or raises.
-        if grad_out is not None and type(z) is np.ndarray and z.ndim == 2 and z.shape[0]:
-            rows = self._rows(z)
-            if _kernels_losses.cross_entropy_labels_layer(z, y, rows, grad_out,
-                                                          resolve_n_threads(self.n_threads)):
-                return float(rows.sum() / z.shape[0]), grad_out
+        # A training step's case (a gradient buffer given): the entry that checks the arrays
+        # and the label range in C, falling back to the validating path.
+        if grad_out is not None:
+            return _fl.cross_entropy_into(z, y, self._rows(z), grad_out,
+                                          resolve_n_threads(self.n_threads)), grad_out
         return super().loss_and_grad(z, y, grad_out)
 
 
