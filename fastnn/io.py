@@ -686,7 +686,8 @@ def load(path, *, with_optimizer: bool = True):
         (checksum mismatch), limits exceeded, unknown format version or layer type, names,
         shapes or dtypes that do not match the architecture.
     """
-    from fastnn.layers import config_parameter_shapes, module_from_config, skip_initialization
+    from fastnn.layers import skip_initialization
+    from fastnn.module import config_parameter_shapes, module_from_config
 
     path = os.fspath(path)
     with _Archive(path) as archive:
