@@ -10,10 +10,13 @@ sparsemax), so a network ends in a linear layer and the loss fuses the map with 
                                          nothing is allocated (a per-sample loss buffer is kept)
     output(z) -> predictions
     task: "regression", "classification", "binary" or "multilabel"
+
+Names: :data:`LOSS_TABLE` (name -> class, task, aliases), read by :func:`get_loss`.
 """
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -27,7 +30,7 @@ from fastnn.functional.activations import sigmoid as _sigmoid
 _MAX_KEPT_ROWS = 1 << 16
 
 __all__ = ["Loss", "SquaredLoss", "CrossEntropyLoss", "BinaryCrossEntropyLoss", "SparsemaxLoss",
-           "get_loss", "LOSSES"]
+           "LossInfo", "LOSS_TABLE", "LOSS_ALIASES", "LOSSES", "get_loss", "loss_info"]
 
 
 class Loss:
@@ -166,26 +169,62 @@ class SparsemaxLoss(Loss):
                 else "SparsemaxLoss()")
 
 
-LOSSES = {
-    "squared": SquaredLoss, "mse": SquaredLoss,
-    "cross_entropy": CrossEntropyLoss, "nll": CrossEntropyLoss,
-    "binary_cross_entropy": BinaryCrossEntropyLoss,
-    "sparsemax": SparsemaxLoss,
-}
+@dataclass(frozen=True)
+class LossInfo:
+    """One row of the loss table."""
+
+    name: str
+    #: the Loss class, built as ``cls(**options)``
+    cls: type
+    #: what the loss is for: "regression", "classification", "binary" or "multilabel"
+    task: str
+    #: other accepted spellings
+    aliases: tuple = ()
+    #: constructor keywords of the row
+    options: dict = field(default_factory=dict)
+
+    def make(self, **kwargs) -> Loss:
+        """A new instance of the row's loss (``kwargs``: e.g. ``n_threads``)."""
+        return self.cls(**self.options, **kwargs)
+
+
+#: Every loss fastnn knows by name: the one vocabulary that :func:`get_loss`, ``fit``, the
+#: estimators and the command line read.
+LOSS_TABLE: dict[str, LossInfo] = {r.name: r for r in (
+    LossInfo("squared", SquaredLoss, "regression", ("mse", "squared_error")),
+    LossInfo("cross_entropy", CrossEntropyLoss, "classification", ("nll", "log_loss")),
+    LossInfo("binary_cross_entropy", BinaryCrossEntropyLoss, "binary"),
+    LossInfo("sparsemax", SparsemaxLoss, "classification"),
+    LossInfo("sparsemax_multilabel", SparsemaxLoss, "multilabel",
+             options={"multilabel": True}),
+)}
+#: alias -> canonical name (Keras's "mse", PyTorch's "nll", scikit-learn's "squared_error" and
+#: "log_loss").
+LOSS_ALIASES: dict[str, str] = {a: r.name for r in LOSS_TABLE.values() for a in r.aliases}
+#: name or alias -> Loss class, for the rows built without options.
+LOSSES: dict[str, type] = {n: r.cls for r in LOSS_TABLE.values() if not r.options
+                           for n in (r.name, *r.aliases)}
+
+
+def loss_info(name: str) -> LossInfo:
+    """The table row of a loss name or alias (case-insensitive); ValueError for unknown
+    names."""
+    if isinstance(name, str):
+        key = name.lower()
+        row = LOSS_TABLE.get(LOSS_ALIASES.get(key, key))
+        if row is not None:
+            return row
+    raise ValueError(f"Unknown loss {name!r}; expected one of {', '.join(LOSS_TABLE)} "
+                     f"(aliases: {', '.join(f'{a!r} for {c!r}' for a, c in LOSS_ALIASES.items())})"
+                     f" or a loss object")
 
 
 def get_loss(loss) -> Loss:
-    """A loss instance from a name ("squared"/"mse", "cross_entropy"/"nll",
-    "binary_cross_entropy", "sparsemax", "sparsemax_multilabel") or an object with
-    ``loss_and_grad`` and ``output`` (returned as is)."""
+    """A loss instance from a name or alias of :data:`LOSS_TABLE` ("squared", "cross_entropy",
+    "binary_cross_entropy", "sparsemax", "sparsemax_multilabel"; "mse", "nll", ...), a Loss
+    class, or an object with ``loss_and_grad`` and ``output`` (returned as is)."""
     if isinstance(loss, str):
-        key = loss.lower()
-        if key == "sparsemax_multilabel":
-            return SparsemaxLoss(multilabel=True)
-        if key not in LOSSES:
-            raise ValueError(f"Unknown loss {loss!r}; expected one of "
-                             f"{sorted(LOSSES) + ['sparsemax_multilabel']} or a loss object")
-        return LOSSES[key]()
+        return loss_info(loss).make()
     if isinstance(loss, type) and issubclass(loss, Loss):
         return loss()
     if hasattr(loss, "loss_and_grad") and hasattr(loss, "output"):
