@@ -4,7 +4,9 @@
 
 Each measurement runs in its own process (``PYTHONPATH=PATH``), alternating A, B, A, B, ...,
 so a change of machine load hits both sides. A process times ``--blocks`` blocks of steps on
-one thread (float32, batch 16) and reports the median per-step time of each network:
+one thread (float32, batch 16) and reports the median per-step time of each network, wall
+clock and CPU time (``cpu``: the process's CPU time, which on a loaded machine excludes the
+time spent waiting for a core):
 
 * small: 20-64-64-10 tanh, inverted dropout 0.5, cross-entropy, SGD with Nesterov momentum
   (the step where Python overhead dominates);
@@ -65,14 +67,17 @@ with threadpool_limits(limits=1, user_api="blas"):
             step()
             k += 1
         iters = max(1, int(0.05 / ((time.perf_counter() - t0) / k)))
-        times = []
+        times, cpu = [], []
         for _ in range(blocks):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             for _ in range(iters):
                 step()
             times.append((time.perf_counter() - t0) / iters)
+            cpu.append((time.process_time() - c0) / iters)
         times.sort()
+        cpu.sort()
         out[name] = times[len(times) // 2]
+        out[name + " cpu"] = cpu[len(cpu) // 2]
 print(json.dumps(out))
 """
 
@@ -98,7 +103,7 @@ def main(argv=None):
             runs[side].append(_run(getattr(args, side), args.blocks))
     print("| step | A (us) | B (us) | B / A (medians) |")
     print("|---|---:|---:|---:|")
-    for name in ("small", "mnist"):
+    for name in ("small", "small cpu", "mnist", "mnist cpu"):
         a = [r[name] * 1e6 for r in runs["a"]]
         b = [r[name] * 1e6 for r in runs["b"]]
         ratio = statistics.median(b) / statistics.median(a)

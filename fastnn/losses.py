@@ -176,7 +176,7 @@ class LossInfo:
     name: str
     #: the Loss class, built as ``cls(**options)``
     cls: type
-    #: what the loss is for: "regression", "classification", "binary" or "multilabel"
+    #: the task the loss is for ("regression", "classification", "binary" or "multilabel")
     task: str
     #: other accepted spellings
     aliases: tuple = ()
@@ -188,7 +188,7 @@ class LossInfo:
         return self.cls(**self.options, **kwargs)
 
 
-#: Every loss fastnn knows by name: the one vocabulary that :func:`get_loss`, ``fit``, the
+#: Every loss fastnn knows by name, the one vocabulary that :func:`get_loss`, ``fit``, the
 #: estimators and the command line read.
 LOSS_TABLE: dict[str, LossInfo] = {r.name: r for r in (
     LossInfo("squared", SquaredLoss, "regression", ("mse", "squared_error")),

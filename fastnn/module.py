@@ -4,7 +4,7 @@
 A module's ``forward`` (fprop) computes its output from its input and caches what its
 ``backward`` (bprop) needs; ``backward`` takes the gradient of the loss with respect to the
 output, returns the gradient with respect to the input, and *adds* the gradients of the module's
-parameters into their ``.grad`` buffers. Work arrays come from :meth:`Module._buffer` (one
+parameters into their ``.grad`` buffers. Work arrays come from ``Module._buffer`` (one
 array per tag, reused by every call; see :mod:`fastnn.layers`).
 
 Protocol hooks a layer may implement besides ``forward``/``backward``:

@@ -4,8 +4,9 @@ Every function validates its inputs once (shape, dtype, contiguity; messages giv
 and the actual value), allocates its outputs unless ``out=`` is given, and calls a compiled
 kernel. float32 and float64 are both supported; the output dtype is the input dtype.
 
-The ``*_into`` entries (:func:`forward_into`, :func:`backward_into`, :func:`dropout_into`,
-:func:`cross_entropy_into`) are the layers' and losses' route to the kernels: they take resolved
+The ``*_into`` entries (:func:`~fastnn.functional.dense.forward_into`,
+:func:`~fastnn.functional.dense.backward_into`, :func:`~fastnn.functional.dropout.dropout_into`,
+:func:`~fastnn.functional.losses.cross_entropy_into`) are the layers' and losses' route to the kernels: they take resolved
 activation codes and thread counts and caller-owned outputs, let the kernel check the arrays in
 C, and fall back to the validating functions when it declines.
 """
