@@ -4,9 +4,10 @@
 
 Each measurement runs in its own process (``PYTHONPATH=PATH``), alternating A, B, A, B, ...,
 so a change of machine load hits both sides. A process times ``--blocks`` blocks of steps on
-one thread (float32, batch 16) and reports the median per-step time of each network, wall
-clock and CPU time (``cpu``: the process's CPU time, which on a loaded machine excludes the
-time spent waiting for a core):
+one thread (float32, batch 16) and reports the median and the best per-step time of each
+network, wall clock and CPU time (``cpu``: the process's CPU time, which on a loaded machine
+excludes the time spent waiting for a core); the table gives the median of the medians and the
+best of the bests over the processes of each side:
 
 * small: 20-64-64-10 tanh, inverted dropout 0.5, cross-entropy, SGD with Nesterov momentum
   (the step where Python overhead dominates);
@@ -74,10 +75,9 @@ with threadpool_limits(limits=1, user_api="blas"):
                 step()
             times.append((time.perf_counter() - t0) / iters)
             cpu.append((time.process_time() - c0) / iters)
-        times.sort()
-        cpu.sort()
-        out[name] = times[len(times) // 2]
-        out[name + " cpu"] = cpu[len(cpu) // 2]
+        for clock, values in (("wall", times), ("cpu", cpu)):
+            values.sort()
+            out[f"{name} {clock}"] = [values[len(values) // 2], values[0]]
 print(json.dumps(out))
 """
 
@@ -101,14 +101,19 @@ def main(argv=None):
     for _ in range(args.rounds):
         for side in ("a", "b"):
             runs[side].append(_run(getattr(args, side), args.blocks))
-    print("| step | A (us) | B (us) | B / A (medians) |")
-    print("|---|---:|---:|---:|")
-    for name in ("small", "small cpu", "mnist", "mnist cpu"):
-        a = [r[name] * 1e6 for r in runs["a"]]
-        b = [r[name] * 1e6 for r in runs["b"]]
-        ratio = statistics.median(b) / statistics.median(a)
-        print(f"| {name} | {' / '.join(f'{v:.1f}' for v in a)} | "
-              f"{' / '.join(f'{v:.1f}' for v in b)} | {ratio:.3f} |")
+    print("| step | clock | A median (us) | B median (us) | B / A | A best (us) | B best (us) "
+          "| B / A best |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    for key in runs["a"][0]:
+        # per process: the median and the best of its blocks; over processes: the median of
+        # the medians and the best of the bests
+        a_med = statistics.median(r[key][0] for r in runs["a"]) * 1e6
+        b_med = statistics.median(r[key][0] for r in runs["b"]) * 1e6
+        a_min = min(r[key][1] for r in runs["a"]) * 1e6
+        b_min = min(r[key][1] for r in runs["b"]) * 1e6
+        name, clock = key.split()
+        print(f"| {name} | {clock} | {a_med:.1f} | {b_med:.1f} | {b_med / a_med:.3f} | "
+              f"{a_min:.1f} | {b_min:.1f} | {b_min / a_min:.3f} |")
     print(f"load average after: {os.getloadavg()}")
 
 

@@ -22,11 +22,13 @@ from fastnn._validation import (
     check_out,
     check_same_dtype,
 )
-from fastnn.functional.activations import activation_by_code, activation_code, activation_info
+from fastnn.functional.activations import (
+    ACTIVATION_TABLE, activation_by_code, activation_code, activation_info)
 
 __all__ = ["backward_into", "dense_backward", "dense_forward", "forward_into"]
 
 _IDENTITY = activation_code("identity")
+_CODES = {a.code: a for a in ACTIVATION_TABLE.values()}
 
 
 def _check_X_W(X, W, b):
@@ -237,6 +239,8 @@ def forward_into(X, W, b, Y_out, act: int, n_threads: int, Z=None) -> np.ndarray
     -------
     Y_out
     """
+    if act not in _CODES:  # the kernel entry checks the arrays, not the code
+        activation_by_code(act)
     if not _k.forward_layer(X, W, b, Y_out, act, n_threads, Z):
         _forward_checked(X, W, b, act, Y_out, n_threads, Z)
     return Y_out
@@ -271,9 +275,9 @@ def backward_into(X, W, Y, G, dZ, gX, Wg, bg, acc, act: int, accumulate: bool,
     n_threads : int
         Resolved thread count.
     """
+    info = _CODES.get(act) or activation_by_code(act)   # the kernel does not check the code
     if _k.backward_layer(X, W, Y, G, dZ, gX, Wg, bg, acc, act, accumulate, n_threads):
         return
-    info = activation_by_code(act)
     overwrite = (dZ is None and act != _IDENTITY and type(G) is np.ndarray
                  and G.flags.c_contiguous and G.flags.writeable and G.dtype == W.dtype)
     _backward_checked(X, W, None if info.needs_z else Y, G, info, Wg, bg, gX, gX is not None,
