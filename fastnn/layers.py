@@ -24,6 +24,8 @@ from fastnn import functional as F
 from fastnn._threads import resolve_n_threads
 from fastnn._validation import check_float_dtype
 from fastnn.functional.activations import ACTIVATION_TABLE, ACTIVATIONS, activation_info
+from fastnn.functional.dense import backward_into as _backward_into
+from fastnn.functional.dense import forward_into as _forward_into
 from fastnn.module import Module, Node, as_input, call_with_config, no_forward_error
 from fastnn.parameter import Parameter
 
@@ -73,8 +75,7 @@ def skip_initialization():
 # Dense calls fastnn.functional's layer entries (forward_into/backward_into) with the kernel code
 # of its activation: they let the kernel check the arrays in C and validate in Python only the
 # inputs it declines.
-_ACT_CODES = {a.name: a.code for a in ACTIVATION_TABLE.values()}
-_IDENTITY_CODE = _ACT_CODES["identity"]
+_IDENTITY_CODE = ACTIVATION_TABLE["identity"].code
 
 
 def _canonical_activation(name) -> str:
@@ -171,18 +172,19 @@ class Dense(Module):
             self.bias.data.fill(self.bias_init)
 
     def forward(self, x):
-        x = as_input(x)
+        if type(x) is not np.ndarray:
+            x = as_input(x)
         W = self.weight.data
         # avoid=x: a layer fed its own last output gets a fresh array (a GEMM cannot write over
         # its input)
         y = self._buffer("y", (x.shape[0], self.out_features), W.dtype, avoid=x)
         b = None if self.bias is None else self.bias.data
+        act = ACTIVATION_TABLE[self.activation]
         # The pre-activation, for the backward of GELU/SiLU, only when training.
         z = None
-        if self.training and ACTIVATION_TABLE[self.activation].needs_z:
+        if act.needs_z and self.training:
             z = self._buffer("z", y.shape, y.dtype)
-        F.forward_into(x, W, b, y, _ACT_CODES[self.activation],
-                       resolve_n_threads(self._n_threads), z)
+        _forward_into(x, W, b, y, act.code, resolve_n_threads(self._n_threads), z)
         self._x, self._y, self._z = x, y, z
         return y
 
@@ -200,9 +202,10 @@ class Dense(Module):
         """The backward through fastnn.functional's layer entry. Gradients marked zero by
         zero_grad are overwritten rather than added to."""
         w, b = self.weight, self.bias
-        code = _ACT_CODES[self.activation]
+        act = ACTIVATION_TABLE[self.activation]
+        code = act.code
         # The kernel takes the derivative from y, or from z for the activations that need it.
-        y = self._saved_z() if ACTIVATION_TABLE[self.activation].needs_z else self._y
+        y = self._saved_z() if act.needs_z else self._y
         dz = None  # dZ over g: the kernel reads it from g for the identity
         if code != _IDENTITY_CODE and not (inplace and g is not y and g.base is not y
                                            and g.flags.writeable):
@@ -214,8 +217,8 @@ class Dense(Module):
             if acc_b != accumulate:   # one of the two marked zero: apply the mark, add to both
                 Wg, bg, accumulate = w.grad, b.grad, True
             acc = self._buffer("acc", (self.out_features,), np.float64)
-        F.backward_into(x, w.data, y, g, dz, gx, Wg, bg, acc, code, accumulate,
-                        resolve_n_threads(self._n_threads))
+        _backward_into(x, w.data, y, g, dz, gx, Wg, bg, acc, code, accumulate,
+                       resolve_n_threads(self._n_threads))
         w._grad_written()
         if b is not None:
             b._grad_written()
