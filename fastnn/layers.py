@@ -21,6 +21,7 @@ import numbers
 import numpy as np
 
 from fastnn import functional as F
+from fastnn import init as initializers
 from fastnn._threads import resolve_n_threads
 from fastnn._validation import check_float_dtype
 from fastnn.functional.activations import ACTIVATION_TABLE, ACTIVATIONS, activation_info
@@ -148,8 +149,6 @@ class Dense(Module):
 
     def reset_parameters(self, seed=None) -> None:
         """(Re)initialize the weight with ``init`` and the bias with ``bias_init``."""
-        from fastnn import init as initializers
-
         seed = self.seed if seed is None else seed
         init = self.init
         if init is None:
@@ -274,7 +273,6 @@ class Dense(Module):
         kwargs = dict(kwargs)
         init = kwargs.get("init")
         if init is not None:
-            from fastnn import init as initializers
             if not hasattr(initializers, init):
                 kwargs["init"] = None  # a custom callable: the saved weights replace it anyway
         return call_with_config(cls, kwargs, dtype=dtype)

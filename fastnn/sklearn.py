@@ -58,9 +58,11 @@ except ImportError:  # pragma: no cover - older scikit-learn
 from fastnn._flat import FlatParameters
 from fastnn._threads import check_not_fitting, exclusive_use
 from fastnn._validation import check_n_threads
+from fastnn import optim
+from fastnn.functional import softmax, sparsemax
 from fastnn.functional.activations import ACTIVATIONS, ALIASES, activation_info
 from fastnn.layers import Dense, Dropout, Maxout
-from fastnn.losses import LOSS_ALIASES, LOSS_TABLE, loss_info
+from fastnn.losses import LOSS_ALIASES, LOSS_TABLE, SparsemaxLoss, loss_info
 from fastnn.model import Sequential
 from fastnn.parallel import limit_threads
 
@@ -278,8 +280,6 @@ class _FastnnOptimizer(_Solver):
     gradients arrive in the parameters' ``grad`` buffers."""
 
     def __init__(self, name, parameters, learning_rate_init, decay, options, n_threads):
-        from fastnn import optim
-
         cls = optim.Adagrad if name == "adagrad" else optim.RMSprop
         self.learning_rate_init = self.learning_rate = float(learning_rate_init)
         self.opt = cls(parameters, lr=float(learning_rate_init), decay=float(decay),
@@ -302,8 +302,6 @@ def _out_activation(name, z, n_threads=None):
     if name == "logistic":
         from scipy.special import expit
         return expit(z)
-    from fastnn.functional import softmax, sparsemax
-
     if name == "softmax":
         return softmax(np.ascontiguousarray(z), n_threads=n_threads)
     return sparsemax(np.ascontiguousarray(z), n_threads=n_threads)
@@ -318,8 +316,6 @@ def _data_loss(name, Y, P, z, sample_weight, n_threads=None):
     if name == "poisson":
         return np.average(xlogy(Y, Y / P) - Y + P, weights=sw, axis=0).sum()
     if name == "sparsemax":
-        from fastnn.losses import SparsemaxLoss
-
         per_sample = SparsemaxLoss(multilabel=True, n_threads=n_threads).per_sample(
             np.ascontiguousarray(z, dtype=np.float64), np.ascontiguousarray(Y, np.float64))
         return np.average(per_sample, weights=sw)
