@@ -22,13 +22,12 @@ from fastnn._validation import (
     check_out,
     check_same_dtype,
 )
-from fastnn.functional.activations import (
-    ACTIVATION_TABLE, activation_by_code, activation_code, activation_info)
+from fastnn.functional.activations import _BY_CODE as _CODES
+from fastnn.functional.activations import activation_by_code, activation_code, activation_info
 
 __all__ = ["backward_into", "dense_backward", "dense_forward", "forward_into"]
 
 _IDENTITY = activation_code("identity")
-_CODES = {a.code: a for a in ACTIVATION_TABLE.values()}
 
 
 def _check_X_W(X, W, b):
