@@ -28,11 +28,15 @@ import time
 import warnings
 
 from fastnn.functional.activations import ACTIVATIONS, ALIASES
+from fastnn.losses import LOSS_ALIASES, LOSS_TABLE, loss_info
 from fastnn.optim import OPTIMIZERS
 
 __all__ = ["main", "build_parser", "build_mlp"]
 
-
+# --loss: the classification losses of the loss table (a regression always takes "squared")
+_CLASSIFICATION_LOSSES = tuple(n for n, r in LOSS_TABLE.items() if r.task == "classification")
+_LOSS_CHOICES = ("auto", *_CLASSIFICATION_LOSSES,
+                 *(a for a, n in LOSS_ALIASES.items() if n in _CLASSIFICATION_LOSSES))
 
 class UsageError(Exception):
     """A problem with the command line or its files: one line on stderr, exit status 2."""
@@ -168,10 +172,10 @@ def build_parser() -> argparse.ArgumentParser:
                             "(replaces --activation)")
     model.add_argument("--output", choices=("softmax", "sparsemax"), default="softmax",
                        help="output map of a classifier")
-    model.add_argument("--loss", choices=("auto", "cross_entropy", "sparsemax"),
-                       default="auto",
-                       help="auto: cross_entropy for softmax, sparsemax loss for sparsemax "
-                            "(regression always uses the squared loss)")
+    model.add_argument("--loss", choices=_LOSS_CHOICES, default="auto", metavar="NAME",
+                       help=f"loss of a classifier: {', '.join(_CLASSIFICATION_LOSSES)} "
+                            f"(auto: cross_entropy for softmax, sparsemax for sparsemax; "
+                            f"regression always uses the squared loss)")
     model.add_argument("--dropout", type=_fraction, default=0.0,
                        help="dropout probability after each hidden layer")
     model.add_argument("--dtype", choices=("float32", "float64"), default="float32",
@@ -576,7 +580,7 @@ def _train(args) -> int:
     if args.val_size is None:
         needs_val = args.early_stopping is not None or args.halve_lr
         args.val_size = 1.0 / 12.0 if mnist else (0.1 if needs_val else 0.0)
-    loss = args.loss if args.loss != "auto" else (
+    loss = loss_info(args.loss).name if args.loss != "auto" else (
         "cross_entropy" if args.output == "softmax" else "sparsemax")
     if (args.output, loss) == ("sparsemax", "cross_entropy"):
         raise UsageError("--output sparsemax goes with the sparsemax loss (cross-entropy needs "

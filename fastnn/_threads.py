@@ -87,20 +87,17 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import numbers
 import os
 import threading
 
 from fastnn._kernels import _blas, _config
+from fastnn._validation import MAX_THREADS, check_n_threads
 
 __all__ = ["resolve_n_threads", "effective_n_threads", "check_n_threads", "blas_info", "use_blas",
            "exclusive_use", "check_not_fitting"]
 
 _BLAS_INFO: dict | None = None
 _OPENMP = _config.openmp_enabled()
-#: The largest n_threads accepted. An absurd count is an error, not an attempt: libgomp asked
-#: for a team of 100,000 threads (above RLIMIT_NPROC) crashed the process with a segfault.
-MAX_THREADS = max(1024, 4 * (os.cpu_count() or 1))
 
 
 def _cpus() -> int:
@@ -118,19 +115,6 @@ _SERIAL = not _OPENMP
 #: True once a kernel was handed 2+ threads in this process (or in an ancestor before its fork):
 #: libgomp may then hold a team of workers that a forked child would not have.
 _TEAM_USED = os.environ.get("FASTNN_FORK_SERIAL", "") not in ("", "0")
-
-
-def check_n_threads(n_threads) -> None:
-    """Raise TypeError/ValueError unless ``n_threads`` is None or an int in [1, MAX_THREADS]."""
-    if n_threads is None or (type(n_threads) is int and 0 < n_threads <= MAX_THREADS):
-        return
-    if isinstance(n_threads, bool) or not isinstance(n_threads, numbers.Integral):
-        raise TypeError(f"n_threads must be None or a positive int, got {n_threads!r}")
-    if n_threads <= 0:
-        raise ValueError(f"n_threads must be None or a positive int, got {n_threads}")
-    if n_threads > MAX_THREADS:
-        raise ValueError(f"n_threads={n_threads} is more than fastnn allows ({MAX_THREADS}, "
-                         f"fastnn._threads.MAX_THREADS); this machine has {os.cpu_count()} CPUs")
 
 
 def effective_n_threads(n_threads: int | None) -> int:

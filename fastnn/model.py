@@ -22,19 +22,12 @@ from numpy.typing import ArrayLike, DTypeLike
 
 from fastnn._threads import check_not_fitting
 from fastnn._validation import check_float_array
-from fastnn.layers import (
-    Dense,
-    Dropout,
-    Module,
-    Softmax,
-    Sparsemax,
-    _as_input,
-    _check_dtype,
-    _check_n_threads,
-    _no_forward,
-    config_parameter_shapes,
-    module_from_config,
-)
+from fastnn._validation import check_float_dtype as _check_dtype
+from fastnn._validation import check_n_threads as _check_n_threads
+from fastnn.layers import Dense, Dropout, Softmax, Sparsemax
+from fastnn.module import Module, config_parameter_shapes, module_from_config
+from fastnn.module import as_input as _as_input
+from fastnn.module import no_forward_error as _no_forward
 
 if TYPE_CHECKING:
     from fastnn.callbacks import Callback

@@ -35,6 +35,7 @@ __all__ = [
     "ActivationInfo",
     "activation",
     "activation_backward",
+    "activation_by_code",
     "activation_code",
     "activation_info",
     "elu",
@@ -106,6 +107,17 @@ def activation_info(name) -> ActivationInfo:
             return info
     raise ValueError(f"Unknown activation {name!r}; expected one of {', '.join(ACTIVATIONS)} "
                      f"(aliases: {', '.join(f'{a!r} for {c!r}' for a, c in ALIASES.items())})")
+
+
+_BY_CODE: dict[int, ActivationInfo] = {a.code: a for a in ACTIVATION_TABLE.values()}
+
+
+def activation_by_code(code: int) -> ActivationInfo:
+    """The table row of a kernel code; ValueError for unknown codes."""
+    info = _BY_CODE.get(code)
+    if info is None:
+        raise ValueError(f"unknown activation code {code!r}")
+    return info
 
 
 def activation_code(name) -> int:
