@@ -73,12 +73,19 @@ def run_fastnn(data, weights, seed, target, max_epochs):
         sd[f"{i}.weight"], sd[f"{i}.bias"] = W, b
     model.load_state_dict(sd)
     rng = np.random.default_rng(seed)  # fit draws one permutation per epoch from it
-    return _loop(lambda: model.fit(Xtr, ytr, loss="cross_entropy",
-                                   optimizer="adam" if model.optimizer is None else None,
-                                   lr=LR if model.optimizer is None else None, epochs=1,
-                                   batch_size=BATCH, verbose=0, seed=rng),
-                 lambda: accuracy(model.predict(Xte), yte), target, max_epochs,
-                 limits=lambda: threadpool_limits(limits=N_THREADS))
+    path = {}
+
+    def epoch():
+        h = model.fit(Xtr, ytr, loss="cross_entropy",
+                      optimizer="adam" if model.optimizer is None else None,
+                      lr=LR if model.optimizer is None else None, epochs=1,
+                      batch_size=BATCH, verbose=0, seed=rng)
+        path["engine"] = (getattr(h, "params", None) or {}).get("engine")
+
+    out = _loop(epoch, lambda: accuracy(model.predict(Xte), yte), target, max_epochs,
+                limits=lambda: threadpool_limits(limits=N_THREADS))
+    out["engine"] = path.get("engine")   # fit's record of its path (None: no record)
+    return out
 
 
 # --------------------------------------------------------------------------------------------
