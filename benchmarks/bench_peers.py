@@ -962,15 +962,15 @@ def report(res, cfg, pl, facts):
                     f" | {_fx(_ratio(c['fastnn fit'].median(), c['numpy'].median()))}"
                     f" | {_fx(_ratio(c['fastnn fit'].median(), c['sklearn'].median()))}"
                     f" | {_engine_text(c['fastnn fit'])} |")
-            for b, goal in ((128, 2.0), (16, 3.0)):
-                if (b, nt_t) in tr:
-                    c = tr[(b, nt_t)]["cells"]
-                    near = _ratio(c["fastnn fit"].near_median(pl),
-                                  c["torch Adam(fused)"].near_median(pl))
-                    target(f"training 784-256-256-10 Adam, batch {b}, {nt_t} threads, "
-                           "fastnn fit / torch Adam(fused)",
-                           _ratio(c["fastnn fit"].median(), c["torch Adam(fused)"].median()),
-                           goal, note=f"near-state runs only: {_fx(near)}")
+        for b, goal in ((128, 2.0), (16, 3.0)):
+            if (b, nt_t) in tr:
+                c = tr[(b, nt_t)]["cells"]
+                tc = c.get("torch Adam(fused)", Cell())
+                near = _ratio(c["fastnn fit"].near_median(pl), tc.near_median(pl))
+                target(f"training 784-256-256-10 Adam, batch {b}, {nt_t} threads, "
+                       "fastnn fit / torch Adam(fused)",
+                       _ratio(c["fastnn fit"].median(), tc.median()),
+                       goal, note=f"near-state runs only: {_fx(near)}")
         ths = sorted({nt for _, nt in tr})
         if len(ths) > 2 or max(ths) > 2:
             add("\n### Thread scaling (samples/s, speed-up over 1 thread)\n")
@@ -1056,6 +1056,9 @@ def report(res, cfg, pl, facts):
             targets.append((f"time to {cfg['tta_target']:.0%}: epochs equal within noise "
                             "(medians differ by at most 1)", f"{d:g} epoch(s) apart", "<= 1",
                             d <= 1, ""))
+        else:
+            target(f"time to {cfg['tta_target']:.0%}: torch Adam(fused) time / fastnn time",
+                   float("nan"), 1.5, note="PyTorch not run")
     if "bitwise" in res:
         bw = res["bitwise"]
         digests = {k: v["digest"] for k, v in bw.items() if not k.startswith("_")}
@@ -1102,15 +1105,15 @@ def report(res, cfg, pl, facts):
         if "entmax" in facts_extra.get("torch", {}):
             add(f"\n'torch entmax sparsemax' is {facts_extra['torch']['entmax']}.")
         nt_o = _target_nt(sorted({nt for _, nt in out}))
-        if "torch softmax" in names:
-            for c in CLASSES:
-                cl = out[(c, nt_o)]["cells"]
-                target(f"softmax, C = {c:g}, {nt_o} threads: torch.softmax time / fastnn's",
-                       _ratio(cl["torch softmax"].median(), cl["fastnn softmax"].median()), 1.0)
-            cl = out[(1000, nt_o)]["cells"]
-            target(f"sparsemax, C = 1000, {nt_o} threads: entmax time / fastnn's",
-                   _ratio(cl["torch entmax sparsemax"].median(),
-                          cl["fastnn sparsemax"].median()), 30.0)
+        for c in CLASSES:
+            cl = out[(c, nt_o)]["cells"]
+            target(f"softmax, C = {c:g}, {nt_o} threads: torch.softmax time / fastnn's",
+                   _ratio(cl.get("torch softmax", Cell()).median(),
+                          cl["fastnn softmax"].median()), 1.0)
+        cl = out[(1000, nt_o)]["cells"]
+        target(f"sparsemax, C = 1000, {nt_o} threads: entmax time / fastnn's",
+               _ratio(cl.get("torch entmax sparsemax", Cell()).median(),
+                      cl["fastnn sparsemax"].median()), 30.0)
     add("\n### Targets (issue #12; ratios within this run, medians)\n")
     add("| target | measured | goal | result | note |")
     add("|---|---:|---:|:---:|---|")
@@ -1227,13 +1230,18 @@ def main(argv=None):
         facts = machine_lines(workers, families, pl, cfg)
         print("\n".join(facts), flush=True)
         cfg["engine_kw"] = bool(facts_extra.get("fastnn", {}).get("fit engine keyword"))
+        spent = {}
         for part in PARTS:
             if part in parts:
+                t_part = time.time()
                 res[part] = globals()[f"bench_{part}"](workers, pl, cfg)
+                spent[part] = time.time() - t_part
     finally:
         workers.close()
     text = report(res, cfg, pl, facts)
-    text += f"\n\n(total {time.time() - t0:.0f} s; load average at end {load_avg()})\n"
+    text += (f"\n\n(total {time.time() - t0:.0f} s: "
+             + ", ".join(f"{k} {v:.0f} s" for k, v in spent.items())
+             + f"; load average at end {load_avg()})\n")
     print("\n" + text)
     if args.out:
         with open(args.out, "w") as fh:
