@@ -38,8 +38,8 @@ Run::
         python benchmarks/bench_peers.py [--out results.md] [--quick] [--threads 1,2] \\
         [--only train,small,contention,tta,bitwise,infer,output] [--mnist DIR]
 
-``--quick`` is a smoke run (small passes, 2 rounds, one short time-to-accuracy seed): minutes
-become seconds and the numbers mean little. ``benchmarks/bench_peers_pytest.py`` runs the same
+``--quick`` is a smoke run (2 threads unless ``--threads`` says otherwise, small passes, 2
+rounds, one short time-to-accuracy seed): minutes become seconds and the numbers mean little. ``benchmarks/bench_peers_pytest.py`` runs the same
 timed pieces under pytest-benchmark.
 """
 from __future__ import annotations
@@ -1051,7 +1051,8 @@ def report(res, cfg, pl, facts):
                 f"{_fx(_ratio(mt, mf))} | | | | |")
             target(f"time to {cfg['tta_target']:.0%}, median over {len(tt)} seed(s): torch "
                    "Adam(fused) time / fastnn time", _ratio(mt, mf), 1.5,
-                   note=f"median epochs fastnn {np.median(ef):g}, torch {np.median(et):g}")
+                   note=f"median epochs fastnn {np.median(ef):g}, torch {np.median(et):g}; "
+                   f"fastnn fit engine={tt[0]['fastnn'].get('engine')}")
             d = abs(float(np.median(ef)) - float(np.median(et)))
             targets.append((f"time to {cfg['tta_target']:.0%}: epochs equal within noise "
                             "(medians differ by at most 1)", f"{d:g} epoch(s) apart", "<= 1",
@@ -1172,7 +1173,7 @@ def config(args):
     q = args.quick
     return {
         "quick": q,
-        "threads": tuple(int(t) for t in args.threads.split(",")),
+        "threads": tuple(int(t) for t in (args.threads or ("2" if q else "1,2")).split(",")),
         "rounds": args.rounds or (2 if q else 5),
         "min_time": 0.03 if q else 0.3,
         "mnist": os.path.abspath(args.mnist) if args.mnist else None,
@@ -1192,7 +1193,8 @@ def main(argv=None):
     ap.add_argument("--mnist", default=None, help="MNIST directory (IDX files, .gz or not; "
                     "default: $FASTNN_MNIST_DIR or ../shared/data/mnist)")
     ap.add_argument("--only", default=",".join(PARTS), help="comma-separated parts")
-    ap.add_argument("--threads", default="1,2", help="thread counts, e.g. 1,2,4,8,16")
+    ap.add_argument("--threads", default=None,
+                    help="thread counts, e.g. 1,2,4,8,16 (default 1,2; with --quick 2)")
     ap.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 5)")
     ap.add_argument("--train-samples", type=int, default=None,
                     help="samples per timed training pass (default 60000: one MNIST epoch)")
@@ -1201,7 +1203,8 @@ def main(argv=None):
     ap.add_argument("--max-epochs", type=int, default=15)
     ap.add_argument("--out", default=None, help="write the markdown report to this file")
     ap.add_argument("--quick", action="store_true",
-                    help="a smoke run of every part (under 2 minutes; numbers mean little)")
+                    help="a smoke run of every part at 2 threads (under 2 minutes; numbers mean "
+                    "little)")
     ap.add_argument("--no-torch", action="store_true")
     ap.add_argument("--no-probe", action="store_true", help="skip the placement probe")
     ap.add_argument("--in-process", action="store_true",
