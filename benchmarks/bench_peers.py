@@ -31,11 +31,13 @@ NumPy/scikit-learn BLAS through threadpoolctl, ``torch.set_num_threads``):
 Every library runs in its own worker process; implementations are timed in interleaved rounds
 (one run of each, repeated ``--rounds`` times) and medians are kept, so a change of load hits
 all of them alike. Before and after every run the parent probes the vCPU placement
-(``placement.py``: a cache-line round trip between two CPUs, in ns) and each table reports it.
-Run::
+(``placement.py``: a cache-line round trip between two CPUs, in ns) and measures the other
+processes' CPU use during the run (/proc/stat minus the worker's own CPU time); each table
+reports both. Run::
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE PYTHONPATH=.:/path/to/torch \\
         python benchmarks/bench_peers.py [--out results.md] [--quick] [--threads 1,2] \\
+        [--wait-quiet S] \\
         [--only train,small,contention,tta,bitwise,infer,output] [--mnist DIR]
 
 ``--quick`` is a smoke run (2 threads unless ``--threads`` says otherwise, small passes, 2
@@ -557,6 +559,14 @@ def _weights_digest(model):
 
 def handle(msg, state):
     """One request: build (once) and time a spec, run a time-to-accuracy runner, report."""
+    cpu0 = time.process_time()
+    r = _handle(msg, state)
+    if isinstance(r, dict) and "seconds" in r:
+        r["cpu_s"] = time.process_time() - cpu0   # this process's CPU, all its threads
+    return r
+
+
+def _handle(msg, state):
     cmd = msg["cmd"]
     if cmd == "info":
         return library_info(msg["family"])
@@ -660,11 +670,16 @@ class Workers:
         self.procs, self.state = {}, {}
         self.last = None
 
-    def ask(self, impl, msg):
+    def prepare(self, impl):
+        """Sleep the cooldown when the next request goes to another library than the last."""
         fam = family(impl)
         if self.last is not None and self.last != fam:
             time.sleep(self.cooldown)
         self.last = fam
+
+    def ask(self, impl, msg):
+        fam = family(impl)
+        self.prepare(impl)
         if not self.isolate:
             return handle(msg, self.state)
         p = self.procs.get(fam)
@@ -722,16 +737,48 @@ class Placement:
         return self.pl is not None and ns is not None and self.pl.state(ns) != "near"
 
 
+def cpu_counters():
+    """(busy, steal) CPU seconds of the whole machine since boot from /proc/stat, or None."""
+    try:
+        with open("/proc/stat") as fh:
+            f = [int(x) for x in fh.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    tick = os.sysconf("SC_CLK_TCK")
+    user, nice, system, _idle, _iowait, irq, softirq = f[:7]
+    steal = f[7] if len(f) > 7 else 0
+    return (user + nice + system + irq + softirq) / tick, steal / tick
+
+
+def wait_quiet(max_wait, threshold=0.1, window=0.25):
+    """Wait (at most max_wait s) until the machine's busy CPU stays below ``threshold`` cores
+    for two consecutive windows; returns the seconds waited."""
+    t0 = time.perf_counter()
+    quiet = 0
+    while max_wait > 0 and time.perf_counter() - t0 < max_wait:
+        a = cpu_counters()
+        if a is None:
+            break
+        time.sleep(window)
+        b = cpu_counters()
+        quiet = quiet + 1 if (b[0] - a[0]) / window < threshold else 0
+        if quiet >= 2:
+            break
+    return time.perf_counter() - t0
+
+
 class Cell:
     """The runs of one implementation in one table cell: values with the placement probes
     taken just before and just after each run."""
 
     def __init__(self):
-        self.values, self.pp, self.info = [], [], {}
+        self.values, self.pp, self.info, self.others = [], [], {}, []
 
-    def add(self, value, before, after, info=None):
+    def add(self, value, before, after, info=None, others=None):
         self.values.append(value)
         self.pp.append((before, after))
+        if others is not None:
+            self.others.append(others)
         if info:
             self.info = info
 
@@ -766,20 +813,40 @@ def pp_text(cells, placement):
     return txt + f"; far {far}/{len(pps)}" + (f", held {held}" if held else "")
 
 
+QUIET = {"max_wait": 0.0, "waited": 0.0}   # --wait-quiet
+
+
 def measure(workers, placement, specs, rounds=5, min_time=0.3, cmd="round", n_calls=1000,
             value=None):
     """Interleaved rounds over {name: spec}; returns {name: Cell}. ``value(seconds, samples)``
-    maps a reply to the recorded number (default samples/s)."""
+    maps a reply to the recorded number (default samples/s). Each run also records the other
+    processes' CPU use during it (cores: the machine's busy CPU time from /proc/stat minus the
+    worker's and this process's own, over the request's wall time)."""
     value = value or (lambda t, s: s / t)
     cells = {name: Cell() for name in specs}
     for _ in range(rounds):
         for name, spec in specs.items():
+            workers.prepare(spec["impl"])
+            QUIET["waited"] += wait_quiet(QUIET["max_wait"])
             before = placement.probe()
+            c0, w0, p0 = cpu_counters(), time.perf_counter(), time.process_time()
             r = workers.ask(spec["impl"], {"cmd": cmd, "spec": spec, "min_time": min_time,
                                            "n_calls": n_calls})
+            c1, w1, p1 = cpu_counters(), time.perf_counter(), time.process_time()
             after = placement.probe()
-            cells[name].add(value(r["seconds"], r["samples"]), before, after, r.get("info"))
+            others = None
+            if c0 is not None and c1 is not None and "cpu_s" in r:
+                busy = c1[0] - c0[0] - r["cpu_s"] - (p1 - p0)
+                others = max(0.0, busy) / max(w1 - w0, 1e-9)
+            cells[name].add(value(r["seconds"], r["samples"]), before, after, r.get("info"),
+                            others)
     return cells
+
+
+def others_text(cells):
+    """Other processes' CPU during the runs of some cells: median (max) cores."""
+    o = [x for c in cells for x in c.others]
+    return f"{np.median(o):.2f} ({max(o):.2f})" if o else "n/a"
 
 
 def _impls(all_impls, have_torch, have_engine=True):
@@ -934,14 +1001,16 @@ def report(res, cfg, pl, facts):
     def cell_table(title, rows, names, fmt, key_cols):
         add(f"\n### {title}\n")
         add("| " + " | ".join(key_cols) + " | " + " | ".join(names)
-            + " | placement ns: median (min-max); far runs | load |")
-        add("|" + "---:|" * len(key_cols) + "---:|" * len(names) + "---|---|")
+            + " | placement ns: median (min-max); far runs | other processes, cores: "
+            "median (max) | load |")
+        add("|" + "---:|" * len(key_cols) + "---:|" * len(names) + "---|---|---|")
         for keys, r in rows:
             cells = r["cells"]
             pp = pp_text(list(cells.values()), pl)
             add("| " + " | ".join(str(k) for k in keys) + " | "
                 + " | ".join(fmt.format(cells[n].median()) if n in cells else "-"
-                             for n in names) + f" | {pp} | {r['load']} |")
+                             for n in names)
+                + f" | {pp} | {others_text(cells.values())} | {r['load']} |")
 
     nt_t = None
     if "train" in res:
@@ -1007,13 +1076,14 @@ def report(res, cfg, pl, facts):
         ct = res["contention"]
         add("\n### Under contention (samples/s; one other process busy-loops)\n")
         add("| batch | fastnn fit 2 threads | fastnn fit 1 thread | 2t / 1t | placement ns "
-            "(2t; 1t) | fit path (2t) | load |")
-        add("|---:|---:|---:|---:|---|---|---|")
+            "(2t; 1t) | other processes, cores: median (max) | fit path (2t) | load |")
+        add("|---:|---:|---:|---:|---|---|---|---|")
         for b, r in sorted(ct.items()):
             c2, c1 = r["cells"]["fastnn fit 2t"], r["cells"]["fastnn fit 1t"]
             q = _ratio(c2.median(), c1.median())
             add(f"| {b} | {c2.median():,.0f} | {c1.median():,.0f} | {_fx(q)} | "
-                f"{c2.pp_text(pl)}; {c1.pp_text(pl)} | {_engine_text(c2)} | {r['load']} |")
+                f"{c2.pp_text(pl)}; {c1.pp_text(pl)} | {others_text([c2, c1])} | "
+                f"{_engine_text(c2)} | {r['load']} |")
             target(f"contention, batch {b}: fastnn fit 2 threads / 1 thread", q, 0.9)
     if "tta" in res:
         tt = res["tta"]
@@ -1079,15 +1149,18 @@ def report(res, cfg, pl, facts):
         inf = res["infer"]
         names = list(next(iter(inf.values()))["latency"])
         add("\n### Inference (784-256-256-10 relu, float32)\n")
-        add("| threads | metric | " + " | ".join(names) + " | placement ns: median (min-max); far runs | load |")
-        add("|---:|---|" + "---:|" * len(names) + "---|---|")
+        add("| threads | metric | " + " | ".join(names) + " | placement ns: median (min-max); "
+            "far runs | other processes, cores | load |")
+        add("|---:|---|" + "---:|" * len(names) + "---|---|---|")
         for nt, r in sorted(inf.items()):
             add(f"| {nt} | batch-1 latency (us, median of single calls) | "
                 + " | ".join(f"{r['latency'][k].median():.1f}" for k in names)
-                + f" | {pp_text(list(r['latency'].values()), pl)} | {r['load']} |")
+                + f" | {pp_text(list(r['latency'].values()), pl)} | "
+                f"{others_text(r['latency'].values())} | {r['load']} |")
             add(f"| {nt} | batch-1024 (samples/s) | "
                 + " | ".join(f"{r['throughput'][k].median():,.0f}" for k in names)
-                + f" | {pp_text(list(r['throughput'].values()), pl)} | |")
+                + f" | {pp_text(list(r['throughput'].values()), pl)} | "
+                f"{others_text(r['throughput'].values())} | |")
         nt_i = _target_nt(sorted(inf))
         r = inf[nt_i]
         for k in ("fastnn predict", "fastnn forward"):
@@ -1207,6 +1280,9 @@ def main(argv=None):
                     "little)")
     ap.add_argument("--no-torch", action="store_true")
     ap.add_argument("--no-probe", action="store_true", help="skip the placement probe")
+    ap.add_argument("--wait-quiet", type=float, default=0.0, metavar="S",
+                    help="before each run wait up to S seconds for the machine to be quiet "
+                    "(below 0.1 busy cores for 0.5 s)")
     ap.add_argument("--in-process", action="store_true",
                     help="time every library in this process (default: one worker process per "
                     "library)")
@@ -1221,6 +1297,7 @@ def main(argv=None):
     if bad:
         ap.error(f"unknown part(s) {sorted(bad)}; choose from {','.join(PARTS)}")
     cfg = config(args)
+    QUIET["max_wait"] = args.wait_quiet
     cfg["torch"] = torch_available() and not args.no_torch
     if {"train", "contention", "tta", "bitwise", "infer"} & set(parts):
         load_mnist(cfg["mnist"])   # fail early with a clear message when MNIST is missing
@@ -1244,6 +1321,7 @@ def main(argv=None):
     text = report(res, cfg, pl, facts)
     text += (f"\n\n(total {time.time() - t0:.0f} s: "
              + ", ".join(f"{k} {v:.0f} s" for k, v in spent.items())
+             + (f"; {QUIET['waited']:.0f} s waiting for quiet" if QUIET["max_wait"] else "")
              + f"; load average at end {load_avg()})\n")
     print("\n" + text)
     if args.out:
