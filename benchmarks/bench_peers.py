@@ -41,8 +41,8 @@ reports both. Run::
         [--only train,small,contention,tta,bitwise,infer,output] [--mnist DIR]
 
 ``--quick`` is a smoke run (2 threads unless ``--threads`` says otherwise, small passes, 2
-rounds, one short time-to-accuracy seed): minutes become seconds and the numbers mean little. ``benchmarks/bench_peers_pytest.py`` runs the same
-timed pieces under pytest-benchmark.
+rounds, one short time-to-accuracy seed): minutes become seconds and the numbers mean little.
+``benchmarks/bench_peers_pytest.py`` runs the same timed pieces under pytest-benchmark.
 """
 from __future__ import annotations
 
@@ -1026,11 +1026,12 @@ def report(res, cfg, pl, facts):
             add("|---:|---:|---:|---:|---:|---:|---|")
             for (b, nt), r in sorted(tr.items()):
                 c = r["cells"]
-                add(f"| {b} | {nt} | {_fx(_ratio(c['fastnn fit'].median(), c['torch Adam(fused)'].median()))}"
-                    f" | {_fx(_ratio(c['fastnn fit'].near_median(pl), c['torch Adam(fused)'].near_median(pl)))}"
-                    f" | {_fx(_ratio(c['fastnn fit'].median(), c['numpy'].median()))}"
-                    f" | {_fx(_ratio(c['fastnn fit'].median(), c['sklearn'].median()))}"
-                    f" | {_engine_text(c['fastnn fit'])} |")
+                f, t = c["fastnn fit"], c["torch Adam(fused)"]
+                add(f"| {b} | {nt} | {_fx(_ratio(f.median(), t.median()))}"
+                    f" | {_fx(_ratio(f.near_median(pl), t.near_median(pl)))}"
+                    f" | {_fx(_ratio(f.median(), c['numpy'].median()))}"
+                    f" | {_fx(_ratio(f.median(), c['sklearn'].median()))}"
+                    f" | {_engine_text(f)} |")
         for b, goal in ((128, 2.0), (16, 3.0)):
             if (b, nt_t) in tr:
                 c = tr[(b, nt_t)]["cells"]

@@ -5,8 +5,8 @@ the two cannot drift apart; here all libraries share one process (the script kee
 process per library, which matters for 2-thread numbers). PyTorch groups only when it is
 importable.
 
-    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python -m pytest benchmarks/bench_peers_pytest.py \\
-        --benchmark-only
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE \\
+        python -m pytest benchmarks/bench_peers_pytest.py --benchmark-only
 
 MNIST is read from ``$FASTNN_MNIST_DIR`` or shared/data/mnist; the MNIST groups are skipped
 when it is absent. The time to accuracy, the contention run, the bitwise check and the
