@@ -836,7 +836,8 @@ def measure(workers, placement, specs, rounds=5, min_time=0.3, cmd="round", n_ca
             after = placement.probe()
             others = None
             if c0 is not None and c1 is not None and "cpu_s" in r:
-                busy = c1[0] - c0[0] - r["cpu_s"] - (p1 - p0)
+                own = (p1 - p0) if workers.isolate else 0.0   # in-process: cpu_s has it
+                busy = c1[0] - c0[0] - r["cpu_s"] - own
                 others = max(0.0, busy) / max(w1 - w0, 1e-9)
             cells[name].add(value(r["seconds"], r["samples"]), before, after, r.get("info"),
                             others)
@@ -1220,7 +1221,8 @@ def machine_lines(workers, families, pl, cfg):
              f"{platform.system()} {platform.release()}; Python {platform.python_version()}",
              f"- load average at start: {load_avg()}",
              f"- {pl.line}",
-             f"- timing: one worker process per library, {cfg['rounds']} interleaved rounds, "
+             f"- timing: {'one worker process per library' if workers.isolate else 'one process'}"
+             f", {cfg['rounds']} interleaved rounds, "
              f"medians{'; QUICK smoke run: numbers mean little' if cfg['quick'] else ''}"]
     for fam in families:
         try:
