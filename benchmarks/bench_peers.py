@@ -872,6 +872,7 @@ def bench_train(workers, pl, cfg):
             cells = measure(workers, pl, specs, cfg["rounds"])
             out[(batch, nt)] = {"cells": cells, "load": load_avg()}
             _say(f"train batch {batch}, {nt} thread(s), samples/s", cells)
+            print(f"    fastnn fit path: {_engine_text(cells['fastnn fit'])}", flush=True)
     return out
 
 
