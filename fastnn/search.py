@@ -370,6 +370,11 @@ def random_search(build_fn, param_distributions, X_train, y_train, X_val, y_val,
     ``scipy.stats.loguniform(1e-4, 1e-1)`` for a learning rate), a callable ``f(rng)``, or a
     constant. ``seed`` fixes both the sampled configurations and the trials' seeds. The other
     parameters are those of :func:`grid_search`.
+
+    References
+    ----------
+    Bergstra, J. and Bengio, Y. (2012). Random search for hyper-parameter optimization. JMLR 13,
+    281-305.
     """
     configs = sample_parameters(param_distributions, n_iter, seed)
     return _search(build_fn, configs, list(param_distributions), X_train, y_train, X_val, y_val,
