@@ -122,6 +122,11 @@ def gradcheck(model, X, y, loss, *, eps: float = 1e-6, tol: float = 1e-5, floor:
     Returns
     -------
     GradcheckResult
+
+    References
+    ----------
+    Rumelhart, D. E., Hinton, G. E. and Williams, R. J. (1986). Learning representations by
+    back-propagating errors. Nature 323, 533-536.
     """
     eps = float(eps)
     if not eps > 0:

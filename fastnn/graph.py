@@ -30,6 +30,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from fastnn import training
 from fastnn._threads import check_not_fitting, exclusive_use
 from fastnn._validation import check_float_array, check_float_dtype
 from fastnn.losses import Loss, get_loss
@@ -434,7 +435,6 @@ class Model(_Container):
         one loss per output (``loss``: a name or loss object, or a list of them), summed with
         ``loss_weights`` (default 1 each). The other arguments are those of
         :func:`fastnn.training.fit`; returns its History (the summed loss, no metric)."""
-        from fastnn import training
         packed_loss = self._packed_loss(loss, loss_weights)
         Xp = self._pack_x(X)
         yp = packed_loss.pack_y(y, Xp.shape[0])

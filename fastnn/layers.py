@@ -305,6 +305,11 @@ class Maxout(Module):
     linear : Dense (in_features, out_features * pieces)
         The linear units; its parameters are ``linear.weight`` and ``linear.bias``, units of one
         group adjacent (columns ``j k`` to ``j k + k - 1`` feed output ``j``).
+
+    References
+    ----------
+    Goodfellow, I. J., Warde-Farley, D., Mirza, M., Courville, A. and Bengio, Y. (2013). Maxout
+    networks. ICML, PMLR 28(3), 1319-1327.
     """
 
     _forward_cache = ("_arg",)
@@ -469,14 +474,26 @@ class Tanh(Activation):
 
 
 class ReLU(Activation):
-    """``y = max(0, x)`` (Glorot et al., 2011)."""
+    """``y = max(0, x)`` (Glorot et al., 2011).
+
+    References
+    ----------
+    Glorot, X., Bordes, A. and Bengio, Y. (2011). Deep sparse rectifier neural networks.
+    AISTATS, PMLR 15, 315-323.
+    """
 
     def __init__(self):
         super().__init__("relu")
 
 
 class Step(Activation):
-    """McCulloch-Pitts threshold unit: ``y = 1 if x >= 0 else 0`` (derivative 0)."""
+    """McCulloch-Pitts threshold unit: ``y = 1 if x >= 0 else 0`` (derivative 0).
+
+    References
+    ----------
+    McCulloch, W. S. and Pitts, W. (1943). A logical calculus of the ideas immanent in nervous
+    activity. Bulletin of Mathematical Biophysics 5, 115-133.
+    """
 
     def __init__(self):
         super().__init__("step")
@@ -490,14 +507,27 @@ class Sign(Activation):
 
 
 class LeakyReLU(Activation):
-    """``y = x if x > 0 else 0.01 x`` (Maas et al., 2013; torch's default slope)."""
+    """``y = x if x > 0 else 0.01 x`` (Maas et al., 2013; torch's default slope).
+
+    References
+    ----------
+    Maas, A. L., Hannun, A. Y. and Ng, A. Y. (2013). Rectifier nonlinearities improve neural
+    network acoustic models. ICML Workshop on Deep Learning for Audio, Speech and Language
+    Processing.
+    """
 
     def __init__(self):
         super().__init__("leaky_relu")
 
 
 class ELU(Activation):
-    """``y = x if x > 0 else exp(x) - 1`` (Clevert et al., 2016; alpha = 1)."""
+    """``y = x if x > 0 else exp(x) - 1`` (Clevert et al., 2016; alpha = 1).
+
+    References
+    ----------
+    Clevert, D.-A., Unterthiner, T. and Hochreiter, S. (2016). Fast and accurate deep network
+    learning by exponential linear units (ELUs). ICLR. arXiv:1511.07289.
+    """
 
     def __init__(self):
         super().__init__("elu")
@@ -512,7 +542,12 @@ class Softplus(Activation):
 
 class GELU(Activation):
     """``y = x Phi(x)`` (Hendrycks & Gimpel, 2016); ``approximate="tanh"`` uses
-    ``0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))``, as torch.nn.GELU."""
+    ``0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))``, as torch.nn.GELU.
+
+    References
+    ----------
+    Hendrycks, D. and Gimpel, K. (2016). Gaussian error linear units (GELUs). arXiv:1606.08415.
+    """
 
     def __init__(self, approximate: str = "none"):
         if approximate not in ("none", "tanh"):
@@ -528,7 +563,16 @@ class GELU(Activation):
 
 
 class SiLU(Activation):
-    """``y = x sigmoid(x)`` (Elfwing et al., 2018; "swish")."""
+    """``y = x sigmoid(x)`` (Elfwing et al., 2018; "swish").
+
+    References
+    ----------
+    Elfwing, S., Uchibe, E. and Doya, K. (2018). Sigmoid-weighted linear units for neural
+    network function approximation in reinforcement learning. Neural Networks 107, 3-11.
+
+    Ramachandran, P., Zoph, B. and Le, Q. V. (2017). Searching for activation functions.
+    arXiv:1710.05941.
+    """
 
     def __init__(self):
         super().__init__("silu")
@@ -576,6 +620,11 @@ class Sparsemax(Module):
     ----------
     method : {"auto", "sort", "select"}
         Threshold algorithm (see :func:`fastnn.functional.sparsemax`).
+
+    References
+    ----------
+    Martins, A. F. T. and Astudillo, R. F. (2016). From softmax to sparsemax: a sparse model of
+    attention and multi-label classification. ICML, PMLR 48, 1614-1623.
     """
 
     _forward_cache = ("_p",)
@@ -633,6 +682,11 @@ class Dropout(Module):
         None draws a base seed from the operating system once, at construction.
 
     The call counter is part of ``state_dict`` (so saving and loading continues the same masks).
+
+    References
+    ----------
+    Srivastava, N., Hinton, G., Krizhevsky, A., Sutskever, I. and Salakhutdinov, R. (2014).
+    Dropout: a simple way to prevent neural networks from overfitting. JMLR 15, 1929-1958.
     """
 
     def __init__(self, p: float = 0.5, mode: str = "inverted", seed=None):

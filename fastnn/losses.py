@@ -145,6 +145,11 @@ class SparsemaxLoss(Loss):
         or non-negative weights, each row normalized to a distribution q.
     method : {"auto", "sort", "select"}
         Sparsemax algorithm used by ``output``.
+
+    References
+    ----------
+    Martins, A. F. T. and Astudillo, R. F. (2016). From softmax to sparsemax: a sparse model of
+    attention and multi-label classification. ICML, PMLR 48, 1614-1623.
     """
 
     name = "sparsemax"

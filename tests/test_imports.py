@@ -31,18 +31,8 @@ DEFERRED = {
     ("fastnn.model", "fastnn.training"): "pending",
     ("fastnn.model", "fastnn.streaming"): "pending",
     ("fastnn.model", "fastnn.losses"): "pending",
-    ("fastnn.graph", "fastnn.training"): "pending",
     ("fastnn.parallel", "fastnn._threads"): "pending",
     ("fastnn.parallel", "fastnn._kernels._blas"): "pending",
-    ("fastnn.__main__", "fastnn"): "pending",
-    ("fastnn.__main__", "fastnn.callbacks"): "pending",
-    ("fastnn.__main__", "fastnn.data"): "pending",
-    ("fastnn.__main__", "fastnn.datasets"): "pending",
-    ("fastnn.__main__", "fastnn.io"): "pending",
-    ("fastnn.__main__", "fastnn.layers"): "pending",
-    ("fastnn.__main__", "fastnn.model"): "pending",
-    ("fastnn.__main__", "fastnn.preprocessing"): "pending",
-    ("fastnn.__main__", "fastnn.training"): "pending",
 }
 
 

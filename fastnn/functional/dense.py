@@ -138,6 +138,11 @@ def dense_backward(X, W, Y, grad_Y, activation="identity", *, grad_W_out=None, g
     Returns
     -------
     (grad_X or None, grad_W, grad_b or None)
+
+    References
+    ----------
+    Rumelhart, D. E., Hinton, G. E. and Williams, R. J. (1986). Learning representations by
+    back-propagating errors. Nature 323, 533-536.
     """
     return _backward_checked(X, W, Y, grad_Y, activation_info(activation), grad_W_out,
                              grad_b_out, grad_X_out, need_grad_X, accumulate, overwrite_grad_Y,

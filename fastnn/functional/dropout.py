@@ -12,6 +12,11 @@ Modes
 ``"standard"``: training ``Y = X * mask``, evaluation ``Y = X * (1 - p)``.
 
 Dropped elements are multiplied by 0, so a NaN input stays NaN (as NumPy's ``X * mask``).
+
+References
+----------
+Srivastava, N., Hinton, G., Krizhevsky, A., Sutskever, I. and Salakhutdinov, R. (2014). Dropout: a
+simple way to prevent neural networks from overfitting. JMLR 15, 1929-1958.
 """
 from __future__ import annotations
 

@@ -156,6 +156,11 @@ def sparsemax_loss(z, y, reduction="mean", return_grad=False, grad_out=None, n_t
     A row of y without a positive entry is an error.
 
     z : ndarray (n, C) of float32/float64. See the module docstring for the common keywords.
+
+    References
+    ----------
+    Martins, A. F. T. and Astudillo, R. F. (2016). From softmax to sparsemax: a sparse model of
+    attention and multi-label classification. ICML, PMLR 48, 1614-1623.
     """
     z = _logits(z)
     n, c = z.shape
