@@ -9,9 +9,11 @@ from typing import IO, TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-from fastnn import _threads
-from fastnn._kernels import _config
+# fastnn.functional first: its modules import fastnn._threads, which reads the kernels' state
+# through fastnn.functional.runtime (importing _threads first would enter that circle backwards).
 from fastnn import functional
+from fastnn import _threads
+from fastnn.functional import runtime as _runtime
 
 __all__ = ["__version__", "show_config", "functional"]
 
@@ -93,7 +95,7 @@ def show_config(file: IO[str] | None = None) -> dict[str, Any]:
         "fastnn": __version__,
         "python": sys.version.split()[0],
         "numpy": np.__version__,
-        "openmp": _config.openmp_enabled(),
+        "openmp": _runtime.openmp_enabled(),
         "default_n_threads": _threads.effective_n_threads(None),
         "blas": blas.get("internal_api"),
         "blas_backend": blas.get("backend"),

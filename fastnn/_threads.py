@@ -85,19 +85,24 @@ at call time); ``n_threads=1`` is exactly sequential; 0 or a negative count is a
 """
 from __future__ import annotations
 
-import ctypes
 import functools
 import numbers
 import os
 import threading
 
-from fastnn._kernels import _blas, _config
+# The kernels' state through fastnn.functional's runtime module (it imports only fastnn._kernels,
+# so this import works while fastnn.functional, which imports this module, is being imported).
+from fastnn.functional import runtime as _runtime
+
+#: The BLAS behind fastnn's matrix products (fastnn/_kernels/_blas_loader.py).
+use_blas = _runtime.use_blas
+blas_info = _runtime.blas_info
 
 __all__ = ["resolve_n_threads", "effective_n_threads", "check_n_threads", "blas_info", "use_blas",
            "exclusive_use", "check_not_fitting"]
 
-_BLAS_INFO: dict | None = None
-_OPENMP = _config.openmp_enabled()
+_OPENMP = _runtime.openmp_enabled()
+_omp_max_threads = _runtime.omp_max_threads
 #: The largest n_threads accepted. An absurd count is an error, not an attempt: libgomp asked
 #: for a team of 100,000 threads (above RLIMIT_NPROC) crashed the process with a segfault.
 MAX_THREADS = max(1024, 4 * (os.cpu_count() or 1))
@@ -144,7 +149,7 @@ def effective_n_threads(n_threads: int | None) -> int:
         and in a forked child of a process that used OpenMP teams (see the module notes).
     """
     if n_threads is None:
-        n = _config.omp_max_threads()
+        n = _omp_max_threads()
     elif type(n_threads) is int and 0 < n_threads <= MAX_THREADS:  # fast path: every kernel call
         n = n_threads
     else:
@@ -181,151 +186,6 @@ def _after_fork_in_child():
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-def _find_scipy_blas():
-    """Locate the BLAS that scipy.linalg.cython_blas uses, through threadpoolctl."""
-    import scipy.linalg.cython_blas  # noqa: F401  (make sure scipy's BLAS is loaded)
-    from threadpoolctl import ThreadpoolController
-
-    import os
-
-    import scipy
-
-    controllers = [c for c in ThreadpoolController().lib_controllers if c.user_api == "blas"]
-    # scipy wheels vendor their OpenBLAS in site-packages/scipy.libs; numpy's lives in numpy.libs
-    # (its file name also says "scipy_openblas", so match the folder, not the name).
-    scipy_libs = os.path.normcase(os.path.dirname(os.path.dirname(scipy.__file__)))
-    for c in controllers:
-        path = os.path.normcase(c.filepath or "")
-        if (os.sep + "scipy.libs" + os.sep in path or os.sep + ".dylibs" + os.sep in path
-                and os.sep + "scipy" + os.sep in path) and path.startswith(scipy_libs):
-            return c
-    non_numpy = [c for c in controllers if "numpy" not in os.path.normcase(c.filepath or "")]
-    if len(non_numpy) == 1:
-        return non_numpy[0]
-    # A scipy built against a system BLAS: only safe to pick when it is the only BLAS loaded.
-    return controllers[0] if len(controllers) == 1 else None
-
-
-def _find_numpy_blas():
-    """Locate NumPy's bundled OpenBLAS (ILP64, numpy.libs or numpy/.dylibs), if any."""
-    import numpy
-    from threadpoolctl import ThreadpoolController
-
-    root = os.path.normcase(os.path.dirname(os.path.dirname(numpy.__file__)))
-    for c in ThreadpoolController().lib_controllers:
-        path = os.path.normcase(c.filepath or "")
-        if (c.user_api == "blas" and c.internal_api == "openblas" and path.startswith(root)
-                and (os.sep + "numpy.libs" + os.sep in path
-                     or os.sep + "numpy" + os.sep + ".dylibs" + os.sep in path)):
-            return c
-    return None
-
-
-def _address(lib, *names):
-    """Address of the first exported symbol among ``names`` (0 if none)."""
-    for name in names:
-        try:
-            return ctypes.cast(getattr(lib, name), ctypes.c_void_p).value or 0
-        except AttributeError:
-            continue
-    return 0
-
-
-def _openblas_thread_fns(c):
-    """(set, get) addresses of an OpenBLAS's thread control, whatever its symbol prefix/suffix."""
-    lib = c.dynlib
-    for prefix in ("scipy_", ""):
-        for suffix in ("", "64_", "_64"):
-            s = _address(lib, f"{prefix}openblas_set_num_threads{suffix}")
-            g = _address(lib, f"{prefix}openblas_get_num_threads{suffix}")
-            if s and g:
-                return s, g
-    return 0, 0
-
-
-def _install_cblas64(c) -> bool:
-    """Route fastnn's products to NumPy's ILP64 OpenBLAS ``c``; False if its symbols are absent."""
-    lib = c.dynlib
-    fns = [_address(lib, f"scipy_cblas_{f}64_", f"cblas_{f}64_", f"cblas_{f}_64")
-           for f in ("sgemm", "dgemm", "sgemv", "dgemv")]
-    setter, getter = _openblas_thread_fns(c)
-    if not all(fns) or not (setter and getter):
-        return False
-    _blas._install_cblas64(*fns)
-    _blas._install_thread_control(setter, getter)
-    return True
-
-
-def use_blas(name: str = "auto") -> dict:
-    """Choose the BLAS behind fastnn's matrix products; returns :func:`blas_info`.
-
-    Parameters
-    ----------
-    name : {"auto", "numpy", "scipy"}
-        "numpy": NumPy's bundled OpenBLAS through its ILP64 CBLAS (faster small-batch products in
-        current wheels; unavailable where NumPy links another BLAS, e.g. Accelerate on macOS).
-        "scipy": ``scipy.linalg.cython_blas``, always available. "auto" (the default, or the
-        FASTNN_BLAS environment variable at import): "numpy" when available, else "scipy".
-        Not thread-safe: call it before using fastnn from several threads.
-    """
-    global _BLAS_INFO
-    if name not in ("auto", "numpy", "scipy"):
-        raise ValueError(f"Invalid BLAS choice: {name!r} (expected 'auto', 'numpy' or 'scipy')")
-    info = {"blas": None, "internal_api": None, "filepath": None, "num_threads": None,
-            "thread_control": False, "backend": "scipy.linalg.cython_blas"}
-    _blas._install_cblas64(0, 0, 0, 0)
-    _blas._install_thread_control(0, 0)
-    c = None
-    if name in ("auto", "numpy"):
-        try:
-            c = _find_numpy_blas()
-        except Exception:  # threadpoolctl missing or broken
-            c = None
-        if c is not None and not _install_cblas64(c):
-            c = None
-        if c is None and name == "numpy":
-            raise RuntimeError("NumPy's bundled OpenBLAS (ILP64 CBLAS) was not found; "
-                               "use fastnn._threads.use_blas('scipy')")
-        if c is not None:
-            info["backend"] = "numpy-openblas64 (cblas)"
-            info["thread_control"] = True
-    if c is None:
-        try:
-            c = _find_scipy_blas()
-        except Exception:
-            c = None
-        if c is not None and c.internal_api == "openblas":
-            setter, getter = _openblas_thread_fns(c)
-            if setter and getter:
-                _blas._install_thread_control(setter, getter)
-                info["thread_control"] = True
-    if c is not None:
-        info.update(blas=c.internal_api, internal_api=c.internal_api, filepath=c.filepath,
-                    num_threads=c.num_threads, version=getattr(c, "version", None),
-                    architecture=getattr(c, "architecture", None),
-                    threading_layer=getattr(c, "threading_layer", None))
-    _BLAS_INFO = info
-    return dict(info)
-
-
-def blas_info() -> dict:
-    """Facts about the BLAS behind fastnn's matrix products (library, file, threads)."""
-    if _BLAS_INFO is None:
-        use_blas(os.environ.get("FASTNN_BLAS", "auto") or "auto")
-    info = dict(_BLAS_INFO)
-    try:
-        from threadpoolctl import threadpool_info
-        for entry in threadpool_info():
-            if entry.get("filepath") == info.get("filepath"):
-                info["num_threads"] = entry.get("num_threads")
-    except Exception:
-        pass
-    return info
-
-
-use_blas(os.environ.get("FASTNN_BLAS", "auto") or "auto")
 
 
 # --- one network, several Python threads -------------------------------------------------------
