@@ -10,6 +10,7 @@ from fastnn._kernels._activations cimport (
     act_row, act_grad_row, act_needs_z, ACT_IDENTITY, ACT_SIGMOID, ACT_TANH, ACT_RELU,
     ACT_STEP, ACT_SIGN, ACT_LEAKY_RELU, ACT_ELU, ACT_SOFTPLUS, ACT_GELU, ACT_GELU_TANH,
     ACT_SILU)
+from fastnn._kernels._config import check_threshold
 
 #: Kernel code of each activation (canonical names; aliases live in fastnn.functional).
 CODES = {"identity": ACT_IDENTITY, "sigmoid": ACT_SIGMOID, "tanh": ACT_TANH,
@@ -32,15 +33,24 @@ cdef Py_ssize_t PAR_MIN_CHEAP = 262144
 cdef Py_ssize_t PAR_MIN_TRANSCENDENTAL = 32768
 
 
-def set_parallel_thresholds(Py_ssize_t cheap=-1, Py_ssize_t transcendental=-1):
-    """Override the parallel thresholds (tests force the parallel path); returns the old ones."""
+def parallel_thresholds():
+    """This module's parallel thresholds (elements): ``cheap_min_elements`` (identity, relu,
+    step, sign, leaky relu, and every derivative read from the output) and
+    ``transcendental_min_elements`` (the others)."""
+    return {"cheap_min_elements": PAR_MIN_CHEAP,
+            "transcendental_min_elements": PAR_MIN_TRANSCENDENTAL}
+
+
+def set_parallel_threshold(name, value):
+    """Set parallel threshold ``name`` (see parallel_thresholds); returns the previous value."""
     global PAR_MIN_CHEAP, PAR_MIN_TRANSCENDENTAL
-    old = (PAR_MIN_CHEAP, PAR_MIN_TRANSCENDENTAL)
-    if cheap >= 0:
-        PAR_MIN_CHEAP = cheap
-    if transcendental >= 0:
-        PAR_MIN_TRANSCENDENTAL = transcendental
-    return old
+    current = parallel_thresholds()
+    value = check_threshold("activations", current, name, value)
+    if name == "cheap_min_elements":
+        PAR_MIN_CHEAP = value
+    else:
+        PAR_MIN_TRANSCENDENTAL = value
+    return current[name]
 
 
 cdef inline int _n_blocks(int code, Py_ssize_t n, int n_threads) noexcept nogil:

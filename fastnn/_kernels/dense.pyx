@@ -27,6 +27,8 @@ from fastnn._kernels cimport _arrays as A
 
 from fastnn._kernels._blas cimport gemm, gemv, blas_get_num_threads, blas_request, blas_release
 from fastnn._kernels._activations cimport act_row, act_row_keep_z, act_grad_row, ACT_IDENTITY
+from fastnn._kernels._config import check_threshold
+
 cnp.import_array()
 
 # Work thresholds, in multiply-adds (batch * in_features * out_features; backward counts both
@@ -67,17 +69,26 @@ def set_gemv_max_rows(Py_ssize_t rows):
     return old
 
 
-def set_thresholds(split_min_work=None, split_max_work=None, epilogue_par_min=None):
-    """Override the path thresholds (tests force each path); returns the previous values."""
+def parallel_thresholds():
+    """This module's parallel thresholds: ``split_min_work`` and ``split_max_work``
+    (multiply-adds; the split path runs in between), ``epilogue_min_elements`` (the large
+    path's epilogue runs in a prange from there)."""
+    return {"split_min_work": SPLIT_MIN_WORK, "split_max_work": SPLIT_MAX_WORK,
+            "epilogue_min_elements": EPILOGUE_PAR_MIN}
+
+
+def set_parallel_threshold(name, value):
+    """Set parallel threshold ``name`` (see parallel_thresholds); returns the previous value."""
     global SPLIT_MIN_WORK, SPLIT_MAX_WORK, EPILOGUE_PAR_MIN
-    old = (SPLIT_MIN_WORK, SPLIT_MAX_WORK, EPILOGUE_PAR_MIN)
-    if split_min_work is not None:
-        SPLIT_MIN_WORK = split_min_work
-    if split_max_work is not None:
-        SPLIT_MAX_WORK = split_max_work
-    if epilogue_par_min is not None:
-        EPILOGUE_PAR_MIN = epilogue_par_min
-    return old
+    current = parallel_thresholds()
+    value = check_threshold("dense", current, name, value, name == "epilogue_min_elements")
+    if name == "split_min_work":
+        SPLIT_MIN_WORK = value
+    elif name == "split_max_work":
+        SPLIT_MAX_WORK = value
+    else:
+        EPILOGUE_PAR_MIN = value
+    return current[name]
 
 
 # Which path the last call took (0 serial/small, 1 split, 2 large): for tests only.

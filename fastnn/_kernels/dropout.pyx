@@ -14,6 +14,7 @@ from libc.stdint cimport uint64_t, uint32_t, uint8_t
 cimport numpy as cnp
 
 from fastnn._kernels cimport _arrays as A
+from fastnn._kernels._config import check_threshold
 
 cnp.import_array()
 
@@ -37,13 +38,17 @@ cdef uint64_t SALT = 0x5DEECE66DA3B1F27ULL
 cdef Py_ssize_t PAR_MIN = 32768
 
 
-def set_parallel_threshold(Py_ssize_t n=-1):
-    """Override the parallel threshold (tests force the parallel path); returns the old one."""
+def parallel_thresholds():
+    """This module's parallel threshold: ``min_elements``."""
+    return {"min_elements": PAR_MIN}
+
+
+def set_parallel_threshold(name, value):
+    """Set parallel threshold ``name`` (see parallel_thresholds); returns the previous value."""
     global PAR_MIN
-    old = PAR_MIN
-    if n >= 0:
-        PAR_MIN = n
-    return old
+    current = parallel_thresholds()
+    PAR_MIN = check_threshold("dropout", current, name, value)
+    return current[name]
 
 
 def key_from_seed(uint64_t seed):

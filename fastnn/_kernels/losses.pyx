@@ -21,6 +21,7 @@ from fastnn._kernels cimport _arrays as A
 
 from fastnn._kernels.softmax cimport softmax_row, fnn_exp_d
 from fastnn._kernels.sparsemax cimport sparsemax_tau, SPARSEMAX_AUTO
+from fastnn._kernels._config import check_threshold
 
 cnp.import_array()
 
@@ -30,12 +31,17 @@ PARALLEL_MIN_ELEMENTS = 262144
 cdef Py_ssize_t _PAR_MIN = PARALLEL_MIN_ELEMENTS
 
 
-def _set_parallel_min_elements(Py_ssize_t n):
-    """Change the serial/parallel threshold (tuning and tests); returns the previous value."""
+def parallel_thresholds():
+    """This module's parallel threshold: ``min_elements`` (rows x columns)."""
+    return {"min_elements": _PAR_MIN}
+
+
+def set_parallel_threshold(name, value):
+    """Set parallel threshold ``name`` (see parallel_thresholds); returns the previous value."""
     global _PAR_MIN
-    old = _PAR_MIN
-    _PAR_MIN = n
-    return old
+    current = parallel_thresholds()
+    _PAR_MIN = check_threshold("losses", current, name, value)
+    return current[name]
 
 
 # ---------------------------------------------------------------- cross-entropy (softmax) ---

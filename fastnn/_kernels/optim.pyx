@@ -25,6 +25,7 @@ from libc.stdint cimport uint32_t, uint64_t
 from cython cimport floating
 
 import numpy as np
+from fastnn._kernels._config import check_threshold
 
 cdef extern from *:
     """
@@ -96,16 +97,17 @@ cdef enum:
 cdef Py_ssize_t PARALLEL_MIN_WORK = 600000
 
 
-def _set_parallel_min_work(Py_ssize_t n):
-    """Testing hook: set the serial/parallel threshold (work units), return the previous one."""
+def parallel_thresholds():
+    """This module's parallel threshold: ``min_work`` (elements x the kernel's cost)."""
+    return {"min_work": PARALLEL_MIN_WORK}
+
+
+def set_parallel_threshold(name, value):
+    """Set parallel threshold ``name`` (see parallel_thresholds); returns the previous value."""
     global PARALLEL_MIN_WORK
-    old = PARALLEL_MIN_WORK
-    PARALLEL_MIN_WORK = n
-    return old
-
-
-def _get_parallel_min_work():
-    return PARALLEL_MIN_WORK
+    current = parallel_thresholds()
+    PARALLEL_MIN_WORK = check_threshold("optim", current, name, value)
+    return current[name]
 
 
 cdef inline floating _abs(floating x) noexcept nogil:

@@ -23,12 +23,13 @@ decides the summation order).
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 
 from fastnn._kernels import _blas, _blas_loader, _config
 
 __all__ = ["openmp_enabled", "omp_max_threads", "use_blas", "blas_info", "parallel_thresholds",
-           "set_parallel_threshold", "THRESHOLD_KERNELS"]
+           "set_parallel_threshold", "override_thresholds", "THRESHOLD_KERNELS"]
 
 # --- the build -----------------------------------------------------------------------------
 #: True when the kernels were compiled with OpenMP.
@@ -89,3 +90,23 @@ def set_parallel_threshold(kernel: str, name: str, value):
     if module is None:
         raise ValueError(f"fastnn._kernels.{kernel} has no parallel thresholds")
     return module.set_parallel_threshold(name, value)
+
+
+@contextlib.contextmanager
+def override_thresholds(kernel: str, **values):
+    """Set thresholds of kernel module ``kernel`` for a block (``name=value`` each, see
+    :func:`parallel_thresholds`); the previous values come back on exit, exceptions included.
+    Process-wide, like the thresholds themselves: for tests and measurements, not for code that
+    runs next to other threads.
+
+    >>> with override_thresholds("dropout", min_elements=0):   # doctest: +SKIP
+    ...     F.dropout(x, 0.5, n_threads=2)                       # the parallel loop
+    """
+    old = {}
+    try:
+        for name, value in values.items():
+            old[name] = set_parallel_threshold(kernel, name, value)
+        yield
+    finally:
+        for name, value in old.items():
+            set_parallel_threshold(kernel, name, value)
