@@ -23,12 +23,15 @@ def needs_z(int code):
     """True when the derivative of activation ``code`` is computed from the pre-activation."""
     return act_needs_z(code)
 
-# Smallest number of elements worth an OpenMP team, by cost class. The dev machine (2 cores,
-# shared, load average ~6 while measured) never gave a quiet window, so the thresholds come from
-# a cost model over what could be measured: waking the (passive) team costs ~15-20 us here (a
-# forced 2-thread call on 1k-64k elements took that much longer than the serial one), and two
-# threads pay when the serial time exceeds about twice that, ~40 us. Serial float32 times:
-# relu ~0.18 ns/element (48 us at 2^18), sigmoid/tanh ~1.1 ns/element (76 us at 2^16).
+# Smallest number of elements worth an OpenMP team, by cost class. Rule: two threads pay once
+# the serial loop takes about twice a wake-up of the team; each threshold is the smallest size
+# from which benchmarks/bench_parallel_thresholds.py measures the 2-thread loop faster (numbers:
+# benchmarks/README.md, "Parallel thresholds"). Cheap passes (a compare or a multiply) need 8x
+# the elements of transcendental ones.
+# Serial and parallel loops are written twice on purpose: prange(..., use_threads_if=False) still
+# opens a one-thread OpenMP region, a fixed cost per call that small calls (the usual case in
+# training) would pay (benchmarks/omp_region_cost.c; numbers in benchmarks/README.md, "Parallel
+# thresholds").
 cdef Py_ssize_t PAR_MIN_CHEAP = 262144
 cdef Py_ssize_t PAR_MIN_TRANSCENDENTAL = 32768
 

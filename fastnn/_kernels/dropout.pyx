@@ -32,9 +32,13 @@ cdef extern from *:
 cdef uint64_t GAMMA = 0x9E3779B97F4A7C15ULL
 cdef uint64_t SALT = 0x5DEECE66DA3B1F27ULL
 
-# Elements per call below which the pass runs serially. Cost model (the shared 2-core machine
-# was never quiet): the hash pass costs ~1.3 ns/element serially (84 us at 2^16 float32), a
-# passive team wake-up ~15-20 us; two threads pay above ~40 us of serial work.
+# Elements per call below which the pass runs serially: the rule and benchmark of activations.pyx
+# (benchmarks/bench_parallel_thresholds.py); the hash pass costs about as much per element as a
+# transcendental activation, and shares its threshold.
+# Serial and parallel loops are written twice on purpose: prange(..., use_threads_if=False) still
+# opens a one-thread OpenMP region, a fixed cost per call that small calls (the usual case in
+# training) would pay (benchmarks/omp_region_cost.c; numbers in benchmarks/README.md, "Parallel
+# thresholds").
 cdef Py_ssize_t PAR_MIN = 32768
 
 

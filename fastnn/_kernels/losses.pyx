@@ -25,8 +25,13 @@ from fastnn._kernels._config import check_threshold
 
 cnp.import_array()
 
-# Below this many elements (n_rows * n_cols) the rows run on the calling thread: the same as
-# softmax.pyx/sparsemax.pyx, whose row routines these rows run (see the measurement there).
+# Below this many elements (n_rows * n_cols) the rows run on the calling thread: the threshold of
+# softmax.pyx/sparsemax.pyx, whose row routines these rows run (benchmarks/
+# bench_parallel_thresholds.py, "cross_entropy").
+# Serial and parallel loops are written twice on purpose: prange(..., use_threads_if=False) still
+# opens a one-thread OpenMP region, a fixed cost per call that small calls (the usual case in
+# training) would pay (benchmarks/omp_region_cost.c; numbers in benchmarks/README.md, "Parallel
+# thresholds").
 PARALLEL_MIN_ELEMENTS = 262144
 cdef Py_ssize_t _PAR_MIN = PARALLEL_MIN_ELEMENTS
 
