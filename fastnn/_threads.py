@@ -1,37 +1,36 @@
 """The thread model of fastnn: who owns the cores, and how ``n_threads`` is resolved.
 
 One runtime owns the cores at any moment; OpenMP workers and BLAS workers are never left to
-fight over them (on a 2-core machine a spinning OpenMP team next to a multi-threaded OpenBLAS
-made a dense layer 20-300x slower than NumPy):
+fight over them (a spinning OpenMP team next to a multi-threaded BLAS on the same cores runs
+far slower than either alone):
 
 * Elementwise and row-wise kernels (activations, dropout, softmax, sparsemax, losses, optimizer
-  updates) run OpenMP ``prange`` loops, and only above a measured work size; below it they run
-  serially, because waking a team costs more than the work and one slow thread stalls the region.
+  updates) run OpenMP ``prange`` loops, and only above a measured work size, their parallel
+  threshold (``fastnn.functional.runtime.parallel_thresholds()``); below it they run serially,
+  because waking a team costs more than the work and one slow thread stalls the region.
 * Matrix products go to BLAS (NumPy's bundled OpenBLAS through its CBLAS when present, else
-  scipy.linalg.cython_blas: see fastnn/_kernels/_blas.pyx and ``use_blas``); fastnn/_kernels/dense.pyx picks one
-  of three paths by the work ``batch * in * out`` (thresholds SPLIT_MIN_WORK / SPLIT_MAX_WORK
-  there, chosen by measurement as its comment says):
+  scipy.linalg.cython_blas: fastnn/_kernels/_blas.pyx, found by fastnn/_kernels/_blas_loader.py,
+  chosen with ``use_blas``); fastnn/_kernels/dense.pyx picks one of three paths by the work
+  ``batch * in * out`` (its thresholds ``split_min_work`` / ``split_max_work``, set by the rule
+  its comment states):
 
-  - small work (below 1e7 multiply-adds), or ``n_threads == 1``: one BLAS call pinned to 1
+  - small work (below ``split_min_work``), or ``n_threads == 1``: one BLAS call pinned to 1
     thread, from the calling thread, then a serial epilogue (bias + activation): the whole call
     is serial;
-  - mid-size work, a path off by default: the output is split into one block per OpenMP thread (rows or columns,
-    whichever dimension is longer; column blocks on 16-float boundaries); BLAS is pinned to 1
-    thread for the region with ``blas_set_num_threads`` (the previous count is restored after
-    it) and each thread runs a single-threaded GEMM on its block, then the fused epilogue while
-    the block is still in its cache. When fastnn cannot control the BLAS thread count
-    (``blas_set_num_threads`` returns -1) this path is never taken;
+  - mid-size work, a path off by default (both thresholds are equal): the output is split into
+    one block per OpenMP thread (rows or columns, whichever dimension is longer; column blocks
+    on 16-float boundaries); BLAS is pinned to 1 thread for the region and each thread runs a
+    single-threaded GEMM on its block, then the fused epilogue while the block is still in its
+    cache. When fastnn cannot control the BLAS thread count this path is never taken;
   - large work: one BLAS call with BLAS's own threads (BLAS owns the cores), then the epilogue,
-    in a ``prange`` only above EPILOGUE_PAR_MIN elements.
+    in a ``prange`` only above ``epilogue_min_elements``.
 
-  On a quiet machine one BLAS call with OpenBLAS's own threads beats the split (2 cores,
-  784-256-256-10 training at batch 128: 55-61k samples/s against 38k), so from 1e7
-  multiply-adds BLAS owns the cores. The split path is for machines where other processes
+  On a quiet machine one BLAS call with BLAS's own threads beats the split, so from
+  ``split_min_work`` BLAS owns the cores. The split path is for machines where other processes
   compete for the cores: there OpenBLAS's own threads (pthreads build, workers that spin-yield
-  after each call) collapsed (median 80-100 ms for a 16x784x256 product whose minimum is
-  0.3 ms, NumPy alike), while the passive OpenMP split kept its median within 2x of its
-  minimum; ``fastnn._kernels.dense.set_thresholds(split_min_work=2e6, split_max_work=4e9)``
-  turns it on.
+  after each call) collapsed while the OpenMP split kept its median near its minimum;
+  ``runtime.set_parallel_threshold("dense", "split_min_work", 2e6)`` and
+  ``("dense", "split_max_work", 4e9)`` turn it on (benchmarks/README.md, "Parallel thresholds").
 
 * ``n_threads`` bounds every thread fastnn uses, BLAS included: around a BLAS call the BLAS
   thread count is capped at ``n_threads`` (and restored), so ``n_threads=1`` pins BLAS to one
@@ -42,20 +41,15 @@ made a dense layer 20-300x slower than NumPy):
   (fastnn/_kernels/_blas.pyx): the smallest is in force, and the count from before the first
   comes back when the last ends, in any order (fastnn/parallel.py).
 
-* Waiting: libgomp's default makes idle OpenMP workers spin (GOMP_SPINCOUNT=300000) between
-  regions, and OpenBLAS's pthreads workers spin-yield after each call. On this 2-core machine a
-  spinning worker steals the core that the other thread (or another process) needs: a 2-thread
-  relu on 1e6 floats went from 0.2 ms to 13-21 ms median with two other busy processes, and
-  0.23 ms with ``OMP_WAIT_POLICY=passive`` or ``GOMP_SPINCOUNT=0`` under the same load. So
-  fastnn/_kernels/__init__.py sets ``GOMP_SPINCOUNT=0`` and ``KMP_BLOCKTIME=0`` before the
-  OpenMP runtime loads, unless the user set OMP_WAIT_POLICY, GOMP_SPINCOUNT or KMP_BLOCKTIME
-  (or FASTNN_OMP_SPIN=1). The price is a wake-up of the sleeping worker per parallel region:
-  microseconds on bare metal, but 100-300 us on the 2-vCPU KVM build machine, where an idle
-  vCPU halts (a split 1x784x256 layer: 120 us against 15 us serial); the parallel thresholds
-  keep regions that short serial. A bounded spin (GOMP_SPINCOUNT 3,000-20,000) kept the worker
-  awake within a training step but did not make 784-256-256-10 steps faster there
-  (benchmarks/README.md, Peers). If another library loaded the same libgomp first, its settings
-  stay in force.
+* Waiting: how idle OpenMP workers wait between regions is a setting of the OpenMP runtime,
+  shared by every library of the process that uses it (PyTorch included), and fastnn leaves it
+  to the user: importing fastnn sets no environment variable and changes no runtime setting.
+  libgomp's default lets an idle worker spin a while before it sleeps; a spinning worker steals
+  the core another thread or process needs on a shared machine, a sleeping one costs a wake-up
+  per region. The parallel thresholds keep short regions serial under either policy; on a
+  machine shared with other busy processes, set ``OMP_WAIT_POLICY=passive`` (or
+  ``GOMP_SPINCOUNT=0``) before starting Python. The measured effect on training, both ways, is
+  in benchmarks/README.md, "Parallel thresholds".
 
 ``n_threads=None`` means "what OMP_NUM_THREADS / threadpoolctl allow now" (``omp_get_max_threads``
 at call time); ``n_threads=1`` is exactly sequential; 0 or a negative count is an error.
