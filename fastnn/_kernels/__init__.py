@@ -5,9 +5,10 @@ Conventions (every kernel file follows them):
 - kernels never allocate Python objects and never validate: fastnn.functional does that, once;
 - float32 and float64 through ``cython.floating``; reductions accumulate in ``double``;
 - ``n_threads`` is already resolved (>= 1) by the caller; ``n_threads == 1`` is exactly serial;
-- a kernel with an OpenMP path runs it only above its parallel threshold: each such module has
-  ``set_parallel_threshold(name, value) -> old`` and ``parallel_thresholds() -> dict``
-  (fastnn.functional.runtime gathers them).
+- a kernel with an OpenMP path runs it only above its parallel threshold, read and set with the
+  module's ``parallel_thresholds() -> dict`` and ``set_parallel_threshold(name, value) -> old``
+  (fastnn.functional.runtime gathers them; softmax, sparsemax and maxout still have their own
+  setters).
 
 Importing the kernels changes nothing outside fastnn: no environment variable, no setting of
 the OpenMP runtime or of a BLAS (how OpenMP workers wait is the user's choice:

@@ -11,9 +11,9 @@
 #
 # Subnormal flush: state values with |s| < FLT_MIN (float32) or DBL_MIN (float64) are stored as
 # exact zeros. Moments of rarely active inputs otherwise decay (x0.9 per step for Adam's first
-# moment) into subnormals, which x86 CPUs process far more slowly than normal numbers (3.9% of
-# subnormal Adam state halved NumPy's and PyTorch's step throughput). The flush is a compare-and-
-# select in the vectorized loop; the process's floating-point mode
+# moment) into subnormals, which x86 CPUs process far more slowly than normal numbers (numbers:
+# benchmarks/README.md, "Parallel thresholds"). The flush is a compare-and-select in the
+# vectorized loop; the process's floating-point mode
 # (MXCSR FTZ/DAZ) is never touched. Effect on the update: a flushed first moment changes a step by
 # less than lr * FLT_MIN / eps (~1e-33 for Adam's defaults), below the rounding of any weight
 # larger than 1e-26.

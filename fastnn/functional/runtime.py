@@ -16,8 +16,9 @@ numbers are in benchmarks/README.md, "Parallel thresholds"). One convention for 
 0
 >>> _ = runtime.set_parallel_threshold("dropout", "min_elements", old)
 
-Each kernel module also has ``set_parallel_threshold(name, value) -> old`` and
-``parallel_thresholds() -> dict`` itself. Thresholds only choose between the serial and the
+The kernel modules listed here have ``set_parallel_threshold(name, value) -> old`` and
+``parallel_thresholds() -> dict`` themselves (softmax, sparsemax and maxout, which still have
+their own setters, are left out of the table until they do). Thresholds only choose between the serial and the
 parallel loop; results are the same either way (bitwise, except dense products, where BLAS
 decides the summation order).
 """
