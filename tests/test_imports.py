@@ -32,7 +32,6 @@ DEFERRED = {
     ("fastnn.model", "fastnn.streaming"): "pending",
     ("fastnn.model", "fastnn.losses"): "pending",
     ("fastnn.parallel", "fastnn._threads"): "pending",
-    ("fastnn.parallel", "fastnn._kernels._blas"): "pending",
 }
 
 

@@ -3,9 +3,9 @@
 The weight is stored as ``(in_features, out_features)`` in C order (PyTorch stores
 ``(out, in)``), so the forward pass is one row-major GEMM; the activation and the bias are fused
 into the GEMM epilogue, and the activation derivative into the backward pass. Threading follows
-fastnn's thread model (see ``fastnn._threads``): small products run serially, mid-size ones are
-split into one block per OpenMP thread (BLAS pinned to one thread), large ones use BLAS's own
-threads. ``n_threads`` bounds every thread fastnn uses, BLAS included; results do not depend on
+fastnn's thread model (see ``fastnn._threads``): small products run serially, large ones use
+BLAS's own threads; splitting mid-size ones into one block per OpenMP thread (BLAS pinned to one
+thread) is off by default (``fastnn.functional.runtime``, dense thresholds). ``n_threads`` bounds every thread fastnn uses, BLAS included; results do not depend on
 it beyond GEMM rounding (the bias gradient is bitwise identical for any ``n_threads``).
 
 NaN and infinity are not rejected: they propagate as in NumPy.
