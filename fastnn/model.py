@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING, cast
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike
 
-from fastnn._threads import check_not_fitting
+from fastnn._threads import check_not_fitting, resolve_n_threads
 from fastnn._validation import check_float_array
+from fastnn.functional import inference as _inference
 from fastnn.layers import (
     Dense,
     Dropout,
@@ -220,7 +221,15 @@ class Sequential(_Container):
 
     def forward(self, X: ArrayLike) -> np.ndarray:
         """Run the layers on a batch ``X`` of shape (n_samples, n_features); returns the output
-        of the last layer (a buffer owned by the network, see the class notes)."""
+        of the last layer (a buffer owned by the network, see the class notes).
+
+        In evaluation mode a network of covered layers (:mod:`fastnn.functional.inference`)
+        runs in one compiled call; the modules keep what their backward reads either way."""
+        if not self.training:
+            with self._predict_lock():
+                z = _inference.eval_forward(self, X, resolve_n_threads(self._n_threads))
+            if z is not None:
+                return z
         X = self._check_input(X)
         for m in self._layers:
             X = m.forward(X)
@@ -326,6 +335,17 @@ class Sequential(_Container):
                 or batch_size <= 0:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         with self._predict_lock():
+            plan = _inference.plan_for(self)
+            if plan is not None:  # one compiled call per batch, straight into the output
+                n_threads = resolve_n_threads(self._n_threads)
+                out = np.empty((X.shape[0], plan.n_out), dtype=self._dtype)
+                n = X.shape[0]
+                for start in range(0, n, batch_size):
+                    z = convert(X[start:start + batch_size] if n > batch_size else X)
+                    if not plan.run(z, out[start:start + batch_size], n_threads):
+                        break   # an array the kernel does not take: the layers do it all
+                else:
+                    return out
             modules = list(self.modules())
             modes = [m.training for m in modules]
             for m in modules:
