@@ -399,3 +399,18 @@ def test_plan_rejects_bad_steps():
     out = np.empty((2, 4), np.float32)
     assert plan.run(X, out, 1)
     np.testing.assert_array_equal(out, 0)
+
+
+def test_forward_replaced_on_an_instance_is_honoured():
+    model = mlp("relu", np.float32)
+    X = data(8, 13, np.float32)
+    ref = model.predict(X)
+    first = model[0]
+    original = first.forward
+    first.forward = lambda x: original(x) * 0          # after the plan was built
+    assert "replaced" in I.why_not(model)
+    np.testing.assert_array_equal(model.predict(X), layer_path(model, X))
+    assert not np.array_equal(model.predict(X), ref)
+    del first.forward
+    assert I.why_not(model) is None
+    np.testing.assert_array_equal(model.predict(X), ref)

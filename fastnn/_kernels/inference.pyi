@@ -2,6 +2,7 @@
 from typing import Any, Sequence
 
 KINDS: dict[str, int]
+ABSENT: object
 
 def tile_size(n: int) -> int: ...
 def set_parallel_min_work(work: float) -> float: ...

@@ -206,7 +206,9 @@ cdef class InferencePlan:
 
     ``steps``: tuples ``(kind, code, n_in, n_out, pieces, scale, W, b)`` (see KINDS; W and b
     C-contiguous arrays of the plan's dtype, or None). ``checks``: ``(obj, attribute, value)``
-    triples that must all still hold (``getattr(obj, attribute) is value``) for the plan to
+    triples that must all still hold (``getattr(obj, attribute) is value``; value ABSENT:
+    ``attribute`` not in ``obj.__dict__``; attribute None: the list ``obj`` holds the items
+    of the tuple ``value``) for the plan to
     describe its network; ``modules``: the modules whose ``training`` flag must be False for an
     evaluation-mode forward.
     """
@@ -306,6 +308,9 @@ cdef class InferencePlan:
         for c in self._checks:
             if c[1] is None:       # a list whose items must be the given objects
                 if not _same_items(c[0], c[2]):
+                    return False
+            elif c[2] is ABSENT:   # an attribute the object must not set for itself
+                if c[1] in c[0].__dict__:
                     return False
             elif getattr(c[0], c[1]) is not c[2]:
                 return False
@@ -438,6 +443,11 @@ cdef class InferencePlan:
                 _run(self.steps, self.n_steps, keep, <const double *> Xp, <double *> op, n,
                      nt, self.scratch, self.thread_bytes, self.buf_elems, self.lin_elems,
                      self.arg_elems)
+
+
+#: the value of a check ``(obj, name, ABSENT)``: ``obj`` has no attribute ``name`` of its own
+#: (a module whose ``forward`` was replaced on the instance is not the compiled one).
+ABSENT = object()
 
 
 cdef bint _same_items(list items, tuple expected):

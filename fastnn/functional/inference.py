@@ -31,6 +31,9 @@ from fastnn.functional.activations import ACTIVATION_TABLE
 __all__ = ["compile_inference", "eval_forward", "plan_for", "why_not"]
 
 _KEY = "_inference_plan_"   # where a network keeps its plan (left out of pickles)
+# Reasons that depend on the classes of the layers only (the same layer objects give the same
+# answer): a network not covered for one of them is not examined again.
+_STABLE = ("layers are not covered", "is not a Sequential", "the input width is unknown")
 
 
 class _State:
@@ -50,6 +53,8 @@ class _State:
     def valid(self):
         if self.plan is not None:
             return self.plan.valid()
+        if not self.reason.endswith(_STABLE):   # it may change with an attribute: ask again
+            return False
         lst = self.layers
         return len(lst) == len(self.items) and all(a is b for a, b in zip(lst, self.items))
 
@@ -86,6 +91,10 @@ def _compile(model):
     for m in layers:
         cls = type(m)
         modules.append(m)
+        for mod in m.modules():
+            if "forward" in mod.__dict__:
+                return None, None, None, f"{cls.__name__}'s forward is replaced on the instance"
+            checks.append((mod, "forward", _k.ABSENT))
         if cls is Dense:
             W, b, why = _param_steps(m, m, checks)
             if why:
