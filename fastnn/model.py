@@ -317,6 +317,10 @@ class Sequential(_Container):
         chunk (see also :mod:`fastnn.dask` for a lazy Dask result).
         """
         check_not_fitting(self, "predict")  # not while another thread trains this network
+        if type(X) is np.ndarray and batch_size is None:  # a covered network: one call
+            out = _inference.predict_array(self, X, _PREDICT_BATCH)
+            if out is not None:
+                return out
         if not isinstance(X, np.ndarray) or isinstance(X, np.memmap):
             from fastnn import streaming
             if streaming.is_stream(X):

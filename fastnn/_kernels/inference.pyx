@@ -23,6 +23,8 @@ from cython.parallel cimport parallel
 from libc.stdint cimport int32_t
 from libc.stdlib cimport calloc, free
 cimport numpy as cnp
+from cpython.object cimport PyObject, PyObject_GetAttr
+from cpython.dict cimport PyDict_GetItem
 
 from fastnn._kernels cimport _arrays as A
 from fastnn._kernels._openmp cimport omp_get_thread_num, omp_get_num_threads
@@ -55,6 +57,20 @@ cdef Py_ssize_t TILE_MAX = 256
 # Multiply-adds of a call below which it stays on the calling thread (waking a second thread
 # costs tens of microseconds here): about 50 us of single-core GEMM.
 cdef double PAR_MIN_WORK = 2.5e6
+
+# Checks of a plan's validity (InferencePlan.valid): getattr(obj, name) is value; name not in
+# the dict obj (an instance's __dict__); the list obj holds the items of the tuple value.
+cdef enum:
+    CHECK_IS = 0
+    CHECK_ABSENT = 1
+    CHECK_ITEMS = 2
+
+ctypedef struct Check:
+    int kind
+    PyObject *obj
+    PyObject *name
+    PyObject *value
+
 
 ctypedef struct Step:
     int kind
@@ -219,6 +235,8 @@ cdef class InferencePlan:
     cdef Py_ssize_t max_w, max_lin, max_arg, max_sparse
     cdef list _refs
     cdef tuple _checks
+    cdef Check *checks
+    cdef Py_ssize_t n_checks
     cdef tuple _modules
     cdef char *scratch
     cdef Py_ssize_t scratch_tile, scratch_threads, thread_bytes
@@ -227,6 +245,8 @@ cdef class InferencePlan:
     def __cinit__(self):
         self.steps = NULL
         self.scratch = NULL
+        self.checks = NULL
+        self.n_checks = 0
         self.n_steps = 0
 
     def __init__(self, steps, dtype, checks=(), modules=()):
@@ -240,7 +260,7 @@ cdef class InferencePlan:
         if not steps:
             raise ValueError("an inference plan needs at least one step")
         self._refs = []
-        self._checks = tuple(checks)
+        self._set_checks(checks)
         self._modules = tuple(modules)
         self.steps = <Step *> calloc(len(steps), sizeof(Step))
         if self.steps == NULL:
@@ -281,6 +301,32 @@ cdef class InferencePlan:
         self.n_in = self.steps[0].n_in
         self.n_out = self.steps[self.n_steps - 1].n_out
 
+    cdef _set_checks(self, checks):
+        cdef Py_ssize_t i
+        cdef Check *c
+        kept = []
+        for obj, name, value in checks:
+            if name is None:
+                if type(obj) is not list or type(value) is not tuple:
+                    raise TypeError("an items check takes a list and a tuple")
+                kept.append((obj, None, value))
+            elif value is ABSENT:
+                kept.append((obj.__dict__, str(name), None))
+            else:
+                kept.append((obj, str(name), value))
+        self._checks = tuple(kept)          # holds the references the C array points to
+        self.checks = <Check *> calloc(max(1, len(kept)), sizeof(Check))
+        if self.checks == NULL:
+            raise MemoryError()
+        for i, (obj, name, value) in enumerate(checks):
+            c = &self.checks[i]
+            c.obj = <PyObject *> kept[i][0]
+            c.name = <PyObject *> kept[i][1]
+            c.value = <PyObject *> kept[i][2]
+            c.kind = CHECK_ITEMS if name is None else (CHECK_ABSENT if value is ABSENT
+                                                       else CHECK_IS)
+        self.n_checks = len(kept)
+
     cdef _check_param(self, a, shape):
         if not (isinstance(a, cnp.ndarray) and a.dtype.num == self.typenum
                 and a.shape == shape and a.flags.c_contiguous and a.flags.aligned):
@@ -291,6 +337,7 @@ cdef class InferencePlan:
     def __dealloc__(self):
         if self.steps != NULL:
             free(self.steps)
+        free(self.checks)
         free(self.scratch)
 
     def __reduce__(self):
@@ -304,16 +351,21 @@ cdef class InferencePlan:
 
     def valid(self):
         """True while every check holds (the network is still the one compiled)."""
-        cdef tuple c
-        for c in self._checks:
-            if c[1] is None:       # a list whose items must be the given objects
-                if not _same_items(c[0], c[2]):
+        cdef Py_ssize_t i
+        cdef Check *c
+        cdef object v
+        for i in range(self.n_checks):
+            c = &self.checks[i]
+            if c.kind == CHECK_ITEMS:
+                if not _same_items(<list> c.obj, <tuple> c.value):
                     return False
-            elif c[2] is ABSENT:   # an attribute the object must not set for itself
-                if c[1] in c[0].__dict__:
+            elif c.kind == CHECK_ABSENT:
+                if PyDict_GetItem(<object> c.obj, <object> c.name) != NULL:
                     return False
-            elif getattr(c[0], c[1]) is not c[2]:
-                return False
+            else:
+                v = PyObject_GetAttr(<object> c.obj, <object> c.name)
+                if <PyObject *> v != c.value:
+                    return False
         return True
 
     def in_eval_mode(self):
@@ -374,6 +426,18 @@ cdef class InferencePlan:
             return False
         self._go(X, out, n, n_threads, False)
         return True
+
+    def predict(self, X, int n_threads):
+        """network(X) as a new array, or None (nothing computed) unless X (n, n_in) is an
+        aligned C-contiguous ndarray of the plan's dtype."""
+        cdef cnp.npy_intp dims[2]
+        if not A.c_array(X, self.typenum, 2, False) or A.dim(X, 1) != self.n_in:
+            return None
+        dims[0] = A.dim(X, 0)
+        dims[1] = self.n_out
+        out = cnp.PyArray_EMPTY(2, dims, self.typenum, 0)
+        self._go(X, out, dims[0], n_threads, False)
+        return out
 
     def run_keep(self, X, outputs, int n_threads):
         """Every step's output into its own arrays, for a backward: ``outputs`` holds per step

@@ -25,10 +25,11 @@ from __future__ import annotations
 import numpy as np
 
 from fastnn._kernels import inference as _k
+from fastnn._threads import resolve_n_threads
 from fastnn._kernels import sparsemax as _sparsemax
 from fastnn.functional.activations import ACTIVATION_TABLE
 
-__all__ = ["compile_inference", "eval_forward", "plan_for", "why_not"]
+__all__ = ["compile_inference", "eval_forward", "plan_for", "predict_array", "why_not"]
 
 _KEY = "_inference_plan_"   # where a network keeps its plan (left out of pickles)
 # Reasons that depend on the classes of the layers only (the same layer objects give the same
@@ -170,6 +171,21 @@ def plan_for(model) -> _k.InferencePlan | None:
     """The network's cached plan, rebuilt when it no longer describes the network; None when
     the network is not covered."""
     return _state(model).plan
+
+
+def predict_array(model, X, max_rows):
+    """``predict`` of a covered network on an ndarray X of at most ``max_rows`` rows in one
+    call, as a new array; None (nothing computed) when the network is not covered or X is not
+    already a C-contiguous array of the network's dtype and width (the caller's path then
+    converts it or raises)."""
+    state = model.__dict__.get(_KEY)
+    if state is None or not state.valid():
+        state = _state(model)
+    plan = state.plan
+    if plan is None or X.shape[0] > max_rows:
+        return None
+    with model._predict_lock():
+        return plan.predict(X, resolve_n_threads(model._n_threads))
 
 
 def eval_forward(model, X, n_threads):
