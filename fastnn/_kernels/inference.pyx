@@ -105,6 +105,16 @@ def tile_size(Py_ssize_t n):
     return tile_rows(n)
 
 
+def set_tile_limits(Py_ssize_t tile_min, Py_ssize_t tile_max):
+    """Override TILE_MIN and TILE_MAX (tuning, tests); returns the old pair."""
+    global TILE_MIN, TILE_MAX
+    if not 1 <= tile_min <= tile_max:
+        raise ValueError("need 1 <= tile_min <= tile_max")
+    old = (TILE_MIN, TILE_MAX)
+    TILE_MIN, TILE_MAX = tile_min, tile_max
+    return old
+
+
 def set_parallel_min_work(double work):
     """Override PAR_MIN_WORK (multiply-adds; tests force the parallel region); returns the old."""
     global PAR_MIN_WORK
