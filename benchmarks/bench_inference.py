@@ -86,9 +86,11 @@ def main(argv=None):
                 best = {k: [] for k in IMPLS}
                 for _ in range(rounds):          # interleaved: load drift hits every side
                     for k, fn in IMPLS.items():
-                        best[k].append(median_time(lambda: fn(model, params, X), budget))
+                        best[k].append(median_time(
+                            lambda fn=fn, model=model, params=params, X=X: fn(model, params, X),
+                            budget))
                 t = {k: float(np.median(v)) for k, v in best.items()}
-            load = " ".join("%.2f" % v for v in os.getloadavg()) if hasattr(
+            load = " ".join(f"{v:.2f}" for v in os.getloadavg()) if hasattr(
                 os, "getloadavg") else "?"
             print(f"{batch:>6}{nt:>4}{t['numpy'] * 1e6:>11.1f}{t['fastnn predict'] * 1e6:>12.1f}"
                   f"{t['fastnn forward'] * 1e6:>12.1f}"

@@ -2,6 +2,7 @@
 and the evaluation-mode forward of a covered Sequential against the layer-by-layer path and an
 independent NumPy reference; thread-count invariance; training mode untouched; the plan's
 cache and its invalidation; bad input."""
+import itertools
 import pickle
 
 import numpy as np
@@ -11,8 +12,18 @@ from fastnn import Sequential
 from fastnn._kernels import inference as _k
 from fastnn.functional import inference as I
 from fastnn.functional.activations import ACTIVATION_TABLE
-from fastnn.layers import (GELU, Activation, Dense, Dropout, Maxout, Module, ReLU, Softmax,
-                           Sparsemax, Tanh)
+from fastnn.layers import (
+    GELU,
+    Activation,
+    Dense,
+    Dropout,
+    Maxout,
+    Module,
+    ReLU,
+    Softmax,
+    Sparsemax,
+    Tanh,
+)
 from fastnn.model import Parallel, Residual
 
 DTYPES = [np.float32, np.float64]
@@ -21,7 +32,9 @@ SIZES = [0, 1, 2, 3, 31, 33, 100, 257, 1000]
 
 
 def tol(dtype):
-    return dict(rtol=2e-5, atol=2e-6) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-13)
+    if dtype == np.float32:
+        return {"rtol": 2e-5, "atol": 2e-6}
+    return {"rtol": 1e-12, "atol": 1e-13}
 
 
 def layer_path(model, X):
@@ -53,7 +66,7 @@ def numpy_act(name, z):
 
 
 def mlp(act, dtype, seed=0, sizes=(13, 40, 24, 7)):
-    layers = [Dense(a, b, act) for a, b in zip(sizes[:-2], sizes[1:-1])]
+    layers = [Dense(a, b, act) for a, b in itertools.pairwise(sizes[:-1])]
     layers.append(Dense(sizes[-2], sizes[-1]))
     return Sequential(*layers, dtype=dtype, seed=seed)
 
@@ -118,7 +131,8 @@ def test_predict_every_activation(act, dtype):
         h = h @ layer.weight.data.astype(np.float64) + layer.bias.data
         if i < len(model) - 1:
             h = numpy_act(act, h)
-    loose = dict(rtol=2e-3, atol=2e-4) if dtype == np.float32 else dict(rtol=1e-9, atol=1e-10)
+    loose = ({"rtol": 2e-3, "atol": 2e-4} if dtype == np.float32
+             else {"rtol": 1e-9, "atol": 1e-10})
     if act in ("step", "sign"):   # thresholds: rounding may flip a unit at 0; compare the sets
         return
     np.testing.assert_allclose(model.predict(X), h, **loose)

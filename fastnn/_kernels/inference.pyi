@@ -1,6 +1,8 @@
 # Stub for the compiled fastnn._kernels.inference (one-call inference of a compiled chain).
 from typing import Any, Sequence
 
+from typing_extensions import disjoint_base
+
 KINDS: dict[str, int]
 ABSENT: object
 
@@ -8,6 +10,7 @@ def tile_size(n: int) -> int: ...
 def set_tile_limits(tile_min: int, tile_max: int) -> tuple[int, int]: ...
 def set_parallel_min_work(work: float) -> float: ...
 
+@disjoint_base
 class InferencePlan:
     typenum: int
     n_in: int

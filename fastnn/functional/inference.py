@@ -25,8 +25,8 @@ from __future__ import annotations
 import numpy as np
 
 from fastnn._kernels import inference as _k
-from fastnn._threads import resolve_n_threads
 from fastnn._kernels import sparsemax as _sparsemax
+from fastnn._threads import resolve_n_threads
 from fastnn.functional.activations import ACTIVATION_TABLE
 
 __all__ = ["compile_inference", "eval_forward", "plan_for", "predict_array", "why_not"]
@@ -42,7 +42,7 @@ class _State:
     reason), and the per-layer output arrays of the evaluation-mode forward. Left out of
     pickles and copies (a copy builds its own)."""
 
-    __slots__ = ("plan", "reason", "layers", "items", "n", "outputs", "bases", "steps",
+    __slots__ = ("bases", "items", "layers", "n", "outputs", "plan", "reason", "steps",
                  "widths_")
 
     def __init__(self, plan, reason, layers):
@@ -79,7 +79,7 @@ def _param_steps(m, lin, checks):
 
 def _compile(model):
     """(steps, checks, modules, reason): the plan's description of ``model``."""
-    from fastnn.layers import (Activation, Dense, Dropout, Maxout, Softmax, Sparsemax)
+    from fastnn.layers import Activation, Dense, Dropout, Maxout, Softmax, Sparsemax
     from fastnn.model import Sequential
 
     if type(model) is not Sequential:
