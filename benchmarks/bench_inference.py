@@ -53,9 +53,17 @@ def fastnn_forward(model, X):
     return model.forward(X).argmax(1)
 
 
+def layers_forward(model, X):
+    """The layer-by-layer path (one kernel call per layer), for contrast."""
+    for m in model:
+        X = m.forward(X)
+    return X.argmax(1)
+
+
 IMPLS = {"numpy": lambda model, params, X: numpy_predict(params, X),
          "fastnn predict": lambda model, params, X: fastnn_predict(model, X),
          "fastnn forward": lambda model, params, X: fastnn_forward(model, X)}
+TABLE = dict(IMPLS, layers=lambda model, params, X: layers_forward(model, X))
 
 
 @pytest.mark.parametrize("batch", BATCHES)
@@ -76,16 +84,16 @@ def main(argv=None):
     rounds = int(argv[0]) if argv else 3
     print("\n".join(machine_facts()))
     print(f"{'batch':>6}{'thr':>4}{'numpy us':>11}{'predict us':>12}{'forward us':>12}"
-          f"{'np/predict':>12}{'np/forward':>12}   load")
+          f"{'layers us':>11}{'np/predict':>12}{'np/forward':>12}   load")
     for batch in BATCHES:
         model, params, X = make(batch)
         budget = 0.5 if batch == 1 else 1.0
         for nt in (1, 2):
             model.n_threads = nt
             with numpy_threads(nt):
-                best = {k: [] for k in IMPLS}
+                best = {k: [] for k in TABLE}
                 for _ in range(rounds):          # interleaved: load drift hits every side
-                    for k, fn in IMPLS.items():
+                    for k, fn in TABLE.items():
                         best[k].append(median_time(
                             lambda fn=fn, model=model, params=params, X=X: fn(model, params, X),
                             budget))
@@ -93,7 +101,7 @@ def main(argv=None):
             load = " ".join(f"{v:.2f}" for v in os.getloadavg()) if hasattr(
                 os, "getloadavg") else "?"
             print(f"{batch:>6}{nt:>4}{t['numpy'] * 1e6:>11.1f}{t['fastnn predict'] * 1e6:>12.1f}"
-                  f"{t['fastnn forward'] * 1e6:>12.1f}"
+                  f"{t['fastnn forward'] * 1e6:>12.1f}{t['layers'] * 1e6:>11.1f}"
                   f"{t['numpy'] / t['fastnn predict']:>11.2f}x"
                   f"{t['numpy'] / t['fastnn forward']:>11.2f}x   {load}", flush=True)
 
