@@ -428,3 +428,17 @@ def test_forward_replaced_on_an_instance_is_honoured():
     del first.forward
     assert I.why_not(model) is None
     np.testing.assert_array_equal(model.predict(X), ref)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_wide_layers_small_batches(dtype):
+    # 1 row: GEMV as the Dense kernel (bitwise); 2 rows into >= 64 outputs: one GEMM where the
+    # Dense kernel makes one GEMV per row (equal to rounding)
+    model = Sequential(Dense(100, 96, "relu"), Dense(96, 80, "tanh"), Dense(80, 3),
+                       dtype=dtype, seed=7)
+    for n in (1, 2, 3, 17):
+        X = data(n, 100, dtype, seed=n)
+        out = model.predict(X)
+        np.testing.assert_allclose(out, layer_path(model, X), **tol(dtype))
+        if n != 2:
+            np.testing.assert_array_equal(out, layer_path(model, X))

@@ -9,8 +9,8 @@
 #   * a tile is always computed the same way (the same BLAS calls on the same rows), so the
 #     output is bitwise the same for any thread count: threads only decide who runs which tiles
 #     (contiguous ranges of tiles per thread, inside ONE OpenMP parallel region);
-#   * BLAS is capped at 1 thread for the call (_blas request registry); a batch of 1 or 2 rows
-#     goes through GEMV, as the Dense kernel does (dense.pyx), else one GEMM per tile and layer,
+#   * BLAS is capped at 1 thread for the call (_blas request registry); a batch of 1 row goes
+#     through GEMV, as the Dense kernel does (dense.pyx), else one GEMM per tile and layer,
 #     followed by the fused bias + activation pass over the tile;
 #   * the work buffers belong to the plan, allocated (64-byte aligned) on the first call and
 #     grown when a larger tile or more threads need it, never per call.
@@ -57,6 +57,11 @@ cdef Py_ssize_t TILE_MAX = 256
 # Multiply-adds of a call below which it stays on the calling thread (waking a second thread
 # costs tens of microseconds here): about 50 us of single-core GEMM.
 cdef double PAR_MIN_WORK = 2.5e6
+# Tiles of up to this many rows go through GEMV, one call per row (1 row, or up to GEMV_ROWS
+# rows of at least 64 outputs); 0: always GEMM. A single row only: the whole 784-256-256-10
+# network at 2 rows took 21.5 us with one GEMM per layer against 33-74 us with two GEMVs (paired
+# runs, 1 thread, load 7); at 1 row GEMV won 19.0 against 20.1 us.
+cdef Py_ssize_t GEMV_ROWS = 1
 
 # Checks of a plan's validity (InferencePlan.valid): getattr(obj, name) is value; name not in
 # the dict obj (an instance's __dict__); the list obj holds the items of the tuple value.
@@ -115,6 +120,14 @@ def set_tile_limits(Py_ssize_t tile_min, Py_ssize_t tile_max):
     return old
 
 
+def set_gemv_rows(Py_ssize_t rows):
+    """Override GEMV_ROWS (tuning, tests); returns the old value."""
+    global GEMV_ROWS
+    old = GEMV_ROWS
+    GEMV_ROWS = max(0, rows)
+    return old
+
+
 def set_parallel_min_work(double work):
     """Override PAR_MIN_WORK (multiply-adds; tests force the parallel region); returns the old."""
     global PAR_MIN_WORK
@@ -125,13 +138,13 @@ def set_parallel_min_work(double work):
 
 cdef void _dense_rows(const Step *st, const floating *src, floating *dst, Py_ssize_t m,
                       Py_ssize_t n_cols) noexcept nogil:
-    """dst = act(src W + b) on m rows (the rule of dense.pyx's _forward_block: GEMV per row
-    for 1 row, or for 2 rows of at least 64 outputs; else one GEMM), n_cols outputs."""
+    """dst = act(src W + b) on m rows (GEMV per row up to GEMV_ROWS rows, else one GEMM),
+    n_cols outputs."""
     cdef Py_ssize_t i, n_in = st.n_in
     cdef const floating *W = <const floating *> st.W
     cdef const floating *b = <const floating *> st.b
     cdef int code = st.code if st.kind == K_DENSE else ACT_IDENTITY
-    if m == 1 or (m <= 2 and n_cols >= 64):
+    if m <= GEMV_ROWS and (m == 1 or n_cols >= 64):
         for i in range(m):
             gemv(True, <int> n_in, <int> n_cols, <floating> 1, W, <int> n_cols,
                  src + i * n_in, 1, <floating> 0, dst + i * n_cols, 1)
