@@ -194,8 +194,6 @@ def eval_forward(model, X, n_threads):
     the arrays its backward reads; None (nothing computed) when the network is not covered, a
     module is in training mode, or X is not already a C-contiguous array of the network's dtype
     and width (the layer-by-layer path then converts it or raises)."""
-    from fastnn.layers import Activation, Dropout, Maxout, Softmax, Sparsemax
-
     state = _state(model)
     plan = state.plan
     if plan is None or type(X) is not np.ndarray or X.ndim != 2 or not plan.in_eval_mode():
@@ -206,25 +204,30 @@ def eval_forward(model, X, n_threads):
     # Hand each module the arrays of its own forward (for a backward or a kink check).
     k = 0
     x = X
-    for m, makes in state.steps:
+    for m, makes, role in state.steps:
         y = outputs[k][0] if makes else x
-        cls = type(m)
-        if cls is Dropout:
+        if role == _DENSE:
+            m._x, m._y, m._z = x, y, None
+        elif role == _DROPOUT:
             m._active = False
-        elif isinstance(m, Activation):
+        elif role == _ACTIVATION:
             m._y = y
-            m._z = x if makes and ACTIVATION_TABLE[m.name].needs_z else None
-        elif cls is Maxout:
+            m._z = x if makes and m.name in _NEEDS_Z else None
+        elif role == _MAXOUT:
             lin = m.linear
             lin._x, lin._y, lin._z = x, outputs[k][1], None
             m._arg = outputs[k][2]
-        elif cls is Softmax or cls is Sparsemax:
-            m._p = y
         else:
-            m._x, m._y, m._z = x, y, None
+            m._p = y
         k += makes
         x = y
     return x
+
+
+# What eval_forward hands each module (its role), and the activations whose backward reads
+# the pre-activation.
+_DENSE, _DROPOUT, _ACTIVATION, _MAXOUT, _OUTPUT_MAP = range(5)
+_NEEDS_Z = frozenset(name for name, info in ACTIVATION_TABLE.items() if info.needs_z)
 
 
 def _outputs(model, state, n):
@@ -236,9 +239,13 @@ def _outputs(model, state, n):
     if state.steps is None:
         steps, widths = [], []
         width = model._in_features
+        from fastnn.layers import Activation, Dense, Dropout
         for m in model._layers:
             makes = _makes_output(m)
-            steps.append((m, makes))
+            role = (_DENSE if type(m) is Dense else _DROPOUT if type(m) is Dropout
+                    else _ACTIVATION if isinstance(m, Activation)
+                    else _MAXOUT if type(m) is Maxout else _OUTPUT_MAP)
+            steps.append((m, makes, role))
             width = m.output_features(width)
             if makes:
                 widths.append((width, m.linear.out_features if type(m) is Maxout else 0))
