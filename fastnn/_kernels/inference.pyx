@@ -8,7 +8,7 @@
 #     arrays the modules keep for a backward);
 #   * a tile is always computed the same way (the same BLAS calls on the same rows), so the
 #     output is bitwise the same for any thread count: threads only decide who runs which tiles
-#     (contiguous ranges of tiles per thread, inside ONE OpenMP parallel region);
+#     (handed out one at a time inside ONE OpenMP parallel region);
 #   * BLAS is capped at 1 thread for the call (_blas request registry); a batch of 1 row goes
 #     through GEMV, as the Dense kernel does (dense.pyx), else one GEMM per tile and layer,
 #     followed by the fused bias + activation pass over the tile;
@@ -19,7 +19,7 @@
 # maxout, softmax, sparsemax. Identity layers (Dropout "inverted" in evaluation, the identity
 # Activation) are dropped by the compiler.
 from cython cimport floating
-from cython.parallel cimport parallel
+from cython.parallel cimport parallel, prange
 from libc.stdint cimport int32_t
 from libc.stdlib cimport calloc, free
 cimport numpy as cnp
@@ -27,7 +27,7 @@ from cpython.object cimport PyObject, PyObject_GetAttr
 from cpython.dict cimport PyDict_GetItem
 
 from fastnn._kernels cimport _arrays as A
-from fastnn._kernels._openmp cimport omp_get_thread_num, omp_get_num_threads
+from fastnn._kernels._openmp cimport omp_get_thread_num
 from fastnn._kernels._blas cimport gemm, gemv, blas_request, blas_release
 from fastnn._kernels._activations cimport act_row, ACT_IDENTITY, N_ACTIVATIONS
 from fastnn._kernels._maxout cimport max_row
@@ -217,8 +217,8 @@ cdef void _run(const Step *steps, int n_steps, bint keep, const floating *X, flo
                Py_ssize_t buf_elems, Py_ssize_t lin_elems, Py_ssize_t arg_elems) noexcept nogil:
     cdef Py_ssize_t tile = tile_rows(n)
     cdef Py_ssize_t n_tiles = (n + tile - 1) // tile
-    cdef Py_ssize_t k = 0, k0 = 0, k1 = 0, r0 = 0
-    cdef int t = 0, team = 1
+    cdef Py_ssize_t k = 0, r0 = 0
+    cdef int t = 0
     if n == 0:
         return
     blas_request(1)
@@ -230,10 +230,9 @@ cdef void _run(const Step *steps, int n_steps, bint keep, const floating *X, flo
     else:
         with parallel(num_threads=nt):
             t = omp_get_thread_num()
-            team = omp_get_num_threads()
-            k0 = n_tiles * t // team
-            k1 = n_tiles * (t + 1) // team
-            for k in range(k0, k1):
+            # Tiles handed out one at a time: a thread slowed by another process (a shared
+            # machine) takes fewer, and each tile is computed the same whoever takes it.
+            for k in prange(n_tiles, schedule='dynamic', chunksize=1):
                 r0 = k * tile
                 _tile(steps, n_steps, keep, X, out, r0, min(tile, n - r0),
                       scratch + t * thread_bytes, buf_elems, lin_elems, arg_elems)
