@@ -442,3 +442,51 @@ def test_wide_layers_small_batches(dtype):
         np.testing.assert_allclose(out, layer_path(model, X), **tol(dtype))
         if n != 2:
             np.testing.assert_array_equal(out, layer_path(model, X))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_eval_forward_threads_bitwise(dtype, parallel_always):
+    model = Sequential(Dense(10, 40, "relu"), Maxout(40, 12, 2), Dropout(0.5, mode="standard"),
+                       Dense(12, 9), Sparsemax(), dtype=dtype, seed=8)
+    model.eval()
+    X = data(700, 10, dtype)
+    outs, args = [], []
+    for t in (1, 2, 3):
+        model.n_threads = t
+        outs.append(np.array(model.forward(X), copy=True))
+        args.append(model[1]._arg.copy())
+    for o, a in zip(outs[1:], args[1:]):
+        np.testing.assert_array_equal(o, outs[0])
+        np.testing.assert_array_equal(a, args[0])
+    np.testing.assert_allclose(outs[0], layer_path(model, X), **tol(dtype))
+
+
+def test_predict_from_many_threads():
+    import threading
+    model = mlp("tanh", np.float32)
+    X = data(300, 13, np.float32)
+    refs = [model.predict(X[: 100 + i]) for i in range(4)]
+    results, errors = [], []
+
+    def work(i):
+        try:
+            for _ in range(20):
+                results.append(np.array_equal(model.predict(X[: 100 + i]), refs[i]))
+        except Exception as e:  # noqa: BLE001 - reported by the main thread
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors and len(results) == 80 and all(results)
+
+
+def test_predict_returns_a_new_array():
+    model = mlp("relu", np.float32)
+    X = data(5, 13, np.float32)
+    a = model.predict(X)
+    b = model.predict(X)
+    assert a is not b and not np.shares_memory(a, b)
+    np.testing.assert_array_equal(a, b)
