@@ -397,6 +397,11 @@ class Sequential(_Container):
         or Sparsemax module already outputs probabilities and needs none.
         """
         loss = self.loss if loss is None else loss
+        if type(X) is np.ndarray and batch_size is None and loss is not None:
+            check_not_fitting(self, "predict")
+            p = _inference.predict_proba_array(self, X, loss, _PREDICT_BATCH)  # one call
+            if p is not None:
+                return p
         z = self.predict(X, batch_size=batch_size)
         if loss is None:
             if self._layers and isinstance(self._layers[-1], (Softmax, Sparsemax)):

@@ -490,3 +490,35 @@ def test_predict_returns_a_new_array():
     b = model.predict(X)
     assert a is not b and not np.shares_memory(a, b)
     np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_predict_proba_in_one_call(dtype):
+    from fastnn.losses import SparsemaxLoss, get_loss
+    model = mlp("relu", dtype)
+    calls = []
+    orig = I.predict_proba_array
+    I.predict_proba_array = lambda *a: calls.append(1) or orig(*a)
+    try:
+        for n in (0, 1, 5, 100, 1500):
+            X = data(n, 13, dtype, seed=n) * 4
+            z = model.predict(X)
+            for loss in ("cross_entropy", "binary_cross_entropy", "sparsemax",
+                         SparsemaxLoss(method="sort"), "squared"):
+                p = model.predict_proba(X, loss=loss)
+                np.testing.assert_array_equal(p, get_loss(loss).output(z))
+                assert p.dtype == dtype and p.shape == z.shape
+    finally:
+        I.predict_proba_array = orig
+    assert calls
+    with pytest.raises(ValueError, match="output map"):
+        model.predict_proba(data(3, 13, dtype))
+    with pytest.raises(ValueError):
+        model.predict_proba(data(3, 13, dtype), loss="nonsense")
+    with pytest.raises(TypeError, match="dtype"):
+        model.predict_proba(data(3, 13, np.float16), loss="cross_entropy")
+    soft = Sequential(Dense(13, 4), Softmax(), dtype=dtype, seed=0)
+    X = data(9, 13, dtype)
+    np.testing.assert_array_equal(soft.predict_proba(X), soft.predict(X))
+    np.testing.assert_array_equal(soft.predict_proba(X, loss="cross_entropy"),
+                                  get_loss("cross_entropy").output(soft.predict(X)))

@@ -30,7 +30,8 @@ from fastnn._kernels import sparsemax as _sparsemax
 from fastnn._threads import resolve_n_threads
 from fastnn.functional.activations import ACTIVATION_TABLE
 
-__all__ = ["compile_inference", "eval_forward", "plan_for", "predict_array", "why_not"]
+__all__ = ["compile_inference", "eval_forward", "plan_for", "predict_array", "predict_proba_array",
+           "why_not"]
 
 _KEY = "_inference_plan_"   # where a network keeps its plan (left out of pickles)
 # Reasons that depend on the classes of the layers only (the same layer objects give the same
@@ -43,11 +44,12 @@ class _State:
     reason), and the per-layer output arrays of the evaluation-mode forward. Left out of
     pickles and copies (a copy builds its own)."""
 
-    __slots__ = ("bases", "items", "layers", "n", "outputs", "plan", "reason", "steps",
-                 "widths_")
+    __slots__ = ("bases", "items", "layers", "n", "outputs", "plan", "proba", "reason", "spec",
+                 "steps", "widths_")
 
-    def __init__(self, plan, reason, layers):
-        self.plan, self.reason = plan, reason
+    def __init__(self, plan, reason, layers, spec=None):
+        self.plan, self.reason, self.spec = plan, reason, spec
+        self.proba = {}   # plans with an output map appended, by (kind, code)
         self.layers, self.items = layers, tuple(layers)
         self.n = -1
         self.outputs = self.bases = self.steps = self.widths_ = None
@@ -164,7 +166,8 @@ def _state(model) -> _State:
     if state is None or not state.valid():
         steps, checks, modules, why = _compile(model)
         plan = None if why else _k.InferencePlan(steps, model._dtype, checks, modules)
-        state = model.__dict__[_KEY] = _State(plan, why, model._layers)
+        state = model.__dict__[_KEY] = _State(plan, why, model._layers,
+                                              (steps, checks, modules))
     return state
 
 
@@ -185,6 +188,45 @@ def predict_array(model, X, max_rows):
     plan = state.plan
     if plan is None or X.shape[0] > max_rows:
         return None
+    with model._predict_lock():
+        return plan.predict(X, resolve_n_threads(model._n_threads))
+
+
+def predict_proba_array(model, X, loss, max_rows):
+    """``predict_proba`` of a covered network on an ndarray X of at most ``max_rows`` rows in
+    one call: the loss's output map (softmax, sigmoid, sparsemax) runs as one more step of the
+    plan, with the kernels ``loss.output`` calls. None (nothing computed) when that does not
+    apply (the caller's path then computes it, or raises as before)."""
+    from fastnn.losses import (
+        BinaryCrossEntropyLoss,
+        CrossEntropyLoss,
+        SparsemaxLoss,
+        get_loss,
+    )
+    try:
+        loss = get_loss(loss)
+    except (TypeError, ValueError):
+        return None
+    cls = type(loss)
+    if cls is CrossEntropyLoss:
+        key = (_k.KINDS["softmax"], 0)
+    elif cls is SparsemaxLoss:
+        key = (_k.KINDS["sparsemax"], _sparsemax.METHODS.get(loss.method, -1))
+    elif cls is BinaryCrossEntropyLoss:
+        key = (_k.KINDS["activation"], ACTIVATION_TABLE["sigmoid"].code)
+    else:
+        return None
+    state = model.__dict__.get(_KEY)
+    if state is None or not state.valid():
+        state = _state(model)
+    if state.plan is None or X.shape[0] > max_rows or key[1] < 0:
+        return None
+    plan = state.proba.get(key)
+    if plan is None:
+        steps, checks, modules = state.spec
+        width = state.plan.n_out
+        steps = [*steps, (key[0], key[1], width, width, 1, 1.0, None, None)]
+        plan = state.proba[key] = _k.InferencePlan(steps, model._dtype, checks, modules)
     with model._predict_lock():
         return plan.predict(X, resolve_n_threads(model._n_threads))
 
