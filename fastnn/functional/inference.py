@@ -1,6 +1,7 @@
 """One-call inference: a chain of layers compiled into a plan that one kernel call runs.
 
-A :class:`~fastnn.model.Sequential` whose layers are all covered runs ``predict`` and its
+A :class:`~fastnn.model.Sequential` whose layers are all covered runs ``predict``,
+``predict_proba`` (the loss's softmax, sigmoid or sparsemax as one more step) and its
 evaluation-mode ``forward`` through one compiled call (``fastnn/_kernels/inference.pyx``) that
 walks every layer without Python in between, instead of one kernel call per layer. Covered
 layers: :class:`~fastnn.layers.Dense` with any activation of the table,
