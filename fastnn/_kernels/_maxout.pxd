@@ -6,7 +6,7 @@ from libc.stdint cimport int32_t
 
 
 cdef inline void max_row(const floating *z, floating *y, int32_t *arg, Py_ssize_t m,
-                          Py_ssize_t k) noexcept nogil:
+                  Py_ssize_t k) noexcept nogil:
     cdef Py_ssize_t j, p
     cdef floating best, v
     cdef int32_t at
