@@ -1,45 +1,60 @@
-"""fastnn against its peers in one run: PyTorch (CPU, eager), scikit-learn, clean NumPy.
+"""fastnn against its peers, every training-engine target in one run (ratios within the run).
 
 One command measures, with the thread count fixed for every library (fastnn ``n_threads``,
 NumPy/scikit-learn BLAS through threadpoolctl, ``torch.set_num_threads``):
 
-* ``train``: training throughput (samples/s at steady state) of 784-256-256-10 relu, softmax
-  cross-entropy, Adam lr 1e-3, float32, on real MNIST batches, batch 16 and 128, 1 and 2
-  threads. Peers: PyTorch's eager loop with ``torch.optim.Adam()`` (its default, for-loop
-  implementation on CPU) and with ``Adam(fused=True)`` (the fair peer: one fused kernel, like
-  fastnn's), scikit-learn's ``MLPClassifier`` (``partial_fit`` on a fixed block of samples, one
-  epoch per call, ``shuffle=False``, ``alpha=0``: timed per call, so its per-call input
-  validation is included) and the clean NumPy MLP of ``bench_time_to_accuracy.py``;
-* ``small``: the lecture's Keras example, 20-64-64-10 tanh with dropout 0.5, batch 16, SGD
-  lr 0.1 with Nesterov momentum 0.9 (decay 1e-6), synthetic 20-feature data: the per-step
-  overhead of each library (scikit-learn has no dropout: its row is without it);
-* ``tta``: time to 98.0% MNIST test accuracy (784-256-256-10, Adam lr 1e-3, batch 128,
-  2 threads), through ``bench_time_to_accuracy.py``'s runners (same weights, same batches);
-* ``infer``: inference latency at batch 1 (median of single calls) and throughput at batch 1024;
-* ``output``: softmax and sparsemax cost per element (ns) for C = 10 ... 1e5, against NumPy's
-  softmax and an entmax-style sort-based sparsemax (``bench_output.numpy_sparsemax``; the
-  ``entmax`` package is not a dependency; with torch installed, entmax's own algorithm -
-  ``torch.sort`` + ``cumsum`` - is timed too);
-* ``gemm``: the machine's sgemm peak measured in the same run (NumPy's OpenBLAS, square
-  products, 1 and 2 threads) and the GFLOP/s fastnn's dense layers reach (forward alone, and
-  the whole training step's GEMM flops over its time).
+* ``train``: training throughput (samples/s over whole passes of ``--train-samples`` real MNIST
+  samples: shuffle, batch gather, forward, loss, backward, update) of 784-256-256-10 relu,
+  softmax cross-entropy, Adam lr 1e-3, float32, batch 16 and 128, at every ``--threads`` count.
+  fastnn is ``model.fit(epochs=1)`` (the training engine when it covers the network; the table
+  says which path ran, from ``history.params["engine"]``; with fit's ``engine`` keyword the
+  module loop is timed too, as "fastnn fit (modules)"); peers: PyTorch's eager loop with
+  ``Adam(fused=True)``, the clean NumPy MLP of ``bench_time_to_accuracy.py`` and scikit-learn's
+  ``MLPClassifier.partial_fit`` (``shuffle=False``, ``alpha=0``). With more than two thread
+  counts the report adds a thread-scaling table;
+* ``small``: 20-64-64-10 tanh, dropout 0.5 after each hidden layer, batch 16, SGD lr 0.1 with
+  Nesterov momentum 0.9 and decay 1e-6, synthetic 20-feature data (scikit-learn has no dropout:
+  its row is the same network without it);
+* ``contention``: fastnn ``fit`` at 2 threads and at 1 thread while another process busy-loops
+  (one Python ``while True`` process, started and stopped by this script);
+* ``tta``: time to 98.0% MNIST test accuracy (784-256-256-10, Adam lr 1e-3, batch 128, 2
+  threads) for ``--seeds`` seeds, fastnn against ``Adam(fused=True)`` from the same initial
+  weights and batch order (``bench_time_to_accuracy.py``'s runners);
+* ``bitwise``: the weights after one ``fit`` pass at batch 128 for 1, 2, 3 and 4 threads,
+  compared bit for bit;
+* ``infer``: batch-1 latency (median of single calls) and batch-1024 throughput, fastnn
+  ``predict``/``forward`` against NumPy and PyTorch;
+* ``output``: softmax and sparsemax per element at C = 1e3 and 1e4: fastnn against
+  ``torch.softmax``, entmax's ``sparsemax`` (the ``entmax`` package when importable, else its
+  algorithm - sort, cumsum, threshold - in PyTorch) and NumPy.
 
-Implementations are timed interleaved (a round of each, repeated), and the median over rounds is
-kept, so a change of machine load hits all of them alike. The load average is printed with every
-table. Run::
+Every library runs in its own worker process; implementations are timed in interleaved rounds
+(one run of each, repeated ``--rounds`` times) and medians are kept, so a change of load hits
+all of them alike. Before and after every run the parent probes the vCPU placement
+(``placement.py``: a cache-line round trip between two CPUs, in ns) and measures the other
+processes' CPU use during the run (/proc/stat minus the worker's own CPU time); each table
+reports both. Run::
 
-    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE PYTHONPATH=. python benchmarks/bench_peers.py \\
-        [--mnist DIR] [--only train,small,tta,infer,output,gemm] [--threads 1,2] [--quick]
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE PYTHONPATH=.:/path/to/torch \\
+        python benchmarks/bench_peers.py [--out results.md] [--quick] [--threads 1,2] \\
+        [--wait-quiet S] \\
+        [--only train,small,contention,tta,bitwise,infer,output] [--mnist DIR]
 
-``benchmarks/bench_peers_pytest.py`` runs the same pieces under pytest-benchmark.
+``--quick`` is a smoke run (2 threads unless ``--threads`` says otherwise, small passes, 2
+rounds, one short time-to-accuracy seed): minutes become seconds and the numbers mean little.
+``benchmarks/bench_peers_pytest.py`` runs the same timed pieces under pytest-benchmark.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import gzip
+import hashlib
+import inspect
 import json
 import math
 import os
+import platform
 import subprocess
 import sys
 import time
@@ -48,22 +63,20 @@ import warnings
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-# The environment before fastnn is imported: fastnn sets GOMP_SPINCOUNT=0 for its OpenMP runtime
-# at import (fastnn/_kernels/__init__.py), which must not reach torch's worker (torch's own
-# libgomp would then wake its threads passively too, slowing every torch region).
+# The environment before anything is imported: the workers start from it, so that no library's
+# import-time settings (fastnn's OpenMP defaults, for one) reach another library's process.
 _ORIGINAL_ENV = dict(os.environ)
 if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
-import bench_output as _bo
 import bench_time_to_accuracy as _tta
-from conftest import machine_facts
 
 SIZES = (784, 256, 256, 10)
 SMALL_SIZES = (20, 64, 64, 10)
 LR = 1e-3
 SMALL_LR, SMALL_MOMENTUM, SMALL_DECAY, SMALL_P = 0.1, 0.9, 1e-6, 0.5
-N_BATCHES = 64          # distinct batches cycled through by every training loop
+CLASSES = (1000, 10_000)
+TARGET_THREADS = 2          # the targets are stated at 2 threads
 
 
 def load_avg() -> str:
@@ -84,80 +97,53 @@ def fixed_threads(n):
     pool limited to n threads."""
     from threadpoolctl import threadpool_limits
     old = None
-    if torch_available():
-        import torch
-        old = torch.get_num_threads()
-        torch.set_num_threads(n)
+    if "torch" in sys.modules:
+        old = sys.modules["torch"].get_num_threads()
+        sys.modules["torch"].set_num_threads(n)
     try:
         with threadpool_limits(limits=n):
             yield
     finally:
         if old is not None:
-            import torch
-            torch.set_num_threads(old)
+            sys.modules["torch"].set_num_threads(old)
 
 
 # --------------------------------------------------------------------------------------------
-# Timing
-# --------------------------------------------------------------------------------------------
-
-def calibrate(fn, min_time):
-    """Calls of fn per round so that a round lasts about min_time (at least 1)."""
-    fn()
-    t0 = time.perf_counter()
-    k = 0
-    while True:
-        fn()
-        k += 1
-        dt = time.perf_counter() - t0
-        if dt > min_time / 4 or k >= 1000:
-            break
-    return max(1, int(round(min_time / (dt / k))))
-
-
-def interleaved(fns: dict, rounds=5, min_time=0.2, warmup=3, counts=None):
-    """Median seconds per call of each fn, timed in interleaved rounds of ~min_time.
-
-    ``counts`` (name -> calls per round) bypasses calibration for slow calls.
-    """
-    counts = dict(counts or {})
-    for name, fn in fns.items():
-        for _ in range(warmup):
-            fn()
-        if name not in counts:
-            counts[name] = calibrate(fn, min_time)
-    times = {name: [] for name in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            k = counts[name]
-            t0 = time.perf_counter()
-            for _ in range(k):
-                fn()
-            times[name].append((time.perf_counter() - t0) / k)
-    return {name: float(np.median(v)) for name, v in times.items()}
-
-
-# --------------------------------------------------------------------------------------------
-# Data
+# Data (read here with NumPy alone, so that no worker but fastnn's imports fastnn)
 # --------------------------------------------------------------------------------------------
 
 def default_mnist_dir():
-    return os.environ.get("FASTNN_MNIST_DIR",
-                          os.path.join(HERE, "..", "..", "shared", "data", "mnist"))
+    """$FASTNN_MNIST_DIR, else the first of shared/data/mnist two or three levels above this
+    folder that exists (a checkout beside, or a worktree below, the shared folder)."""
+    if os.environ.get("FASTNN_MNIST_DIR"):
+        return os.environ["FASTNN_MNIST_DIR"]
+    cands = [os.path.join(HERE, *[".."] * k, "shared", "data", "mnist") for k in (2, 3)]
+    return next((c for c in cands if os.path.isdir(c)), cands[0])
+
+
+def _idx(path):
+    for p in (path, path + ".gz"):
+        if os.path.exists(p):
+            opener = gzip.open if p.endswith(".gz") else open
+            with opener(p, "rb") as fh:
+                raw = fh.read()
+            ndim = raw[3]
+            shape = tuple(int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
+            return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(shape)
+    raise FileNotFoundError(f"MNIST file {path}[.gz] not found (pass --mnist DIR or set "
+                            "FASTNN_MNIST_DIR)")
 
 
 def load_mnist(path=None):
-    from fastnn import datasets
-    return datasets.load_mnist(path or default_mnist_dir())
-
-
-def mnist_batches(Xtr, ytr, batch, n_batches=N_BATCHES, seed=0):
-    """n_batches C-contiguous (X, y) batches of real MNIST rows (a seeded draw)."""
-    rng = np.random.default_rng(seed)
-    idx = rng.permutation(Xtr.shape[0])[:batch * n_batches]
-    return [(np.ascontiguousarray(Xtr[idx[i * batch:(i + 1) * batch]]),
-             np.ascontiguousarray(ytr[idx[i * batch:(i + 1) * batch]]))
-            for i in range(n_batches)]
+    """(X_train, y_train, X_test, y_test): float32 rows scaled to [0, 1], int64 labels."""
+    d = path or default_mnist_dir()
+    out = []
+    for kind in ("train", "t10k"):
+        X = _idx(os.path.join(d, f"{kind}-images-idx3-ubyte"))
+        y = _idx(os.path.join(d, f"{kind}-labels-idx1-ubyte"))
+        out += [np.ascontiguousarray(X.reshape(len(X), -1), dtype=np.float32) / np.float32(255),
+                y.astype(np.int64)]
+    return tuple(out)
 
 
 def small_data(n=4096, seed=0):
@@ -169,20 +155,18 @@ def small_data(n=4096, seed=0):
     return X, y.astype(np.int64)
 
 
-class _Cycle:
-    """Calls step(X, y) on the next batch of a fixed list, round robin."""
-
-    def __init__(self, step, batches):
-        self.step, self.batches, self.i = step, batches, 0
-
-    def __call__(self):
-        xb, yb = self.batches[self.i]
-        self.i = (self.i + 1) % len(self.batches)
-        return self.step(xb, yb)
+def small_weights(seed=0):
+    rng = np.random.default_rng(seed)
+    out = []
+    for fi, fo in zip(SMALL_SIZES[:-1], SMALL_SIZES[1:]):
+        lim = math.sqrt(6.0 / (fi + fo))
+        out.append((rng.uniform(-lim, lim, (fi, fo)).astype(np.float32),
+                    np.zeros(fo, np.float32)))
+    return out
 
 
 # --------------------------------------------------------------------------------------------
-# Training steps (784-256-256-10 relu, Adam)
+# One pass (epoch) over a block of samples, per library
 # --------------------------------------------------------------------------------------------
 
 def fastnn_mlp(weights, n_threads, sizes=SIZES, activation="relu", dropout=0.0, seed=0):
@@ -202,12 +186,18 @@ def fastnn_mlp(weights, n_threads, sizes=SIZES, activation="relu", dropout=0.0, 
     return model
 
 
-class FastnnTrain:
-    """fastnn's training step through its public module API (what ``fit`` runs per batch)."""
+def fit_supports_engine() -> bool:
+    from fastnn import Sequential
+    return "engine" in inspect.signature(Sequential.fit).parameters
 
-    def __init__(self, weights, n_threads, optimizer="adam", sizes=SIZES, activation="relu",
-                 dropout=0.0):
-        from fastnn import losses, optim
+
+class FastnnFit:
+    """fastnn's ``model.fit(epochs=1)`` over a block of samples per call (its own shuffling,
+    batch gathering and running metrics included). ``engine`` is passed to fit when not None."""
+
+    def __init__(self, weights, n_threads, X, y, batch, optimizer="adam", sizes=SIZES,
+                 activation="relu", dropout=0.0, engine=None, seed=0):
+        from fastnn import optim
         self.model = fastnn_mlp(weights, n_threads, sizes, activation, dropout)
         params = self.model.parameters()
         if optimizer == "adam":
@@ -215,45 +205,28 @@ class FastnnTrain:
         else:
             self.opt = optim.SGD(params, lr=SMALL_LR, momentum=SMALL_MOMENTUM, nesterov=True,
                                  decay=SMALL_DECAY, n_threads=n_threads)
-        self.loss = losses.CrossEntropyLoss(n_threads=n_threads)
-        self._g = {}
-
-    def __call__(self, xb, yb):
-        model = self.model
-        model.zero_grad()
-        z = model.forward(xb)
-        g = self._g.get(z.shape)
-        if g is None:
-            g = self._g[z.shape] = np.empty(z.shape, z.dtype)
-        value, _ = self.loss.loss_and_grad(z, yb, grad_out=g)
-        model.backward(g, need_input_grad=False, inplace=True)
-        self.opt.step()
-        return value
-
-
-class FastnnFit:
-    """fastnn's ``model.fit`` over a fixed block of samples, one epoch per call (shuffling,
-    batch gathering, running loss/accuracy included)."""
-
-    def __init__(self, weights, n_threads, X, y, batch):
-        self.model = fastnn_mlp(weights, n_threads)
         self.X, self.y, self.batch = X, y, batch
-        self.model.fit(X[:batch], y[:batch], loss="cross_entropy", optimizer="adam", lr=LR,
-                       epochs=1, batch_size=batch, verbose=0, seed=0)
+        self.kw = {} if engine is None else {"engine": engine}
+        self.rng = np.random.default_rng(seed)
+        self.history = None
 
     def __call__(self):
-        self.model.fit(self.X, self.y, epochs=1, batch_size=self.batch, verbose=0, seed=0)
+        self.history = self.model.fit(self.X, self.y, loss="cross_entropy", optimizer=self.opt,
+                                      epochs=1, batch_size=self.batch, verbose=0,
+                                      seed=self.rng, **self.kw)
+
+    def info(self):
+        """What fit recorded about its path (``engine`` and any other engine facts)."""
+        p = getattr(self.history, "params", None) or {}
+        return {k: v for k, v in p.items() if "engine" in k or "fell" in k or "fallback" in k}
 
 
-def numpy_train(weights):
-    return _tta.NumpyMLP(weights).step
+class TorchEpoch:
+    """The usual PyTorch eager loop over a block: a permutation per pass, ``X[idx]`` gather,
+    nn.Sequential, nn.CrossEntropyLoss, ``zero_grad(set_to_none=True)``, the optimizer."""
 
-
-class TorchTrain:
-    """The usual PyTorch eager loop: nn.Sequential, nn.CrossEntropyLoss, optimizer."""
-
-    def __init__(self, weights, fused=False, sizes=SIZES, activation="relu", dropout=0.0,
-                 optimizer="adam"):
+    def __init__(self, weights, X, y, batch, fused=False, sizes=SIZES, activation="relu",
+                 dropout=0.0, optimizer="adam", seed=0):
         import torch
         from torch import nn
         act = nn.ReLU if activation == "relu" else nn.Tanh
@@ -280,24 +253,34 @@ class TorchTrain:
             self.opt = torch.optim.SGD(self.model.parameters(), lr=SMALL_LR,
                                        momentum=SMALL_MOMENTUM, nesterov=True, **kw)
         self.loss_fn = nn.CrossEntropyLoss()
-        self._cache = {}
+        self.X, self.y = torch.from_numpy(X), torch.from_numpy(y)
+        self.batch = batch
+        self.rng = np.random.default_rng(seed)
 
-    def tensors(self, xb, yb):
+    def __call__(self):
         import torch
-        key = id(xb)
-        t = self._cache.get(key)
-        if t is None:
-            t = self._cache[key] = (torch.from_numpy(xb), torch.from_numpy(yb))
-        return t
+        perm = torch.from_numpy(self.rng.permutation(self.X.shape[0]))
+        model, opt, loss_fn, X, y = self.model, self.opt, self.loss_fn, self.X, self.y
+        for s in range(0, X.shape[0], self.batch):
+            idx = perm[s:s + self.batch]
+            loss = loss_fn(model(X[idx]), y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
 
-    def __call__(self, xb, yb):
-        x, y = self.tensors(xb, yb)
-        out = self.model(x)
-        loss = self.loss_fn(out, y)
-        self.opt.zero_grad()
-        loss.backward()
-        self.opt.step()
-        return loss
+
+class NumpyEpoch:
+    """A clean NumPy step (``step(X, y)``) over a block: a permutation per pass, ``X[idx]``."""
+
+    def __init__(self, step, X, y, batch, seed=0):
+        self.step, self.X, self.y, self.batch = step, X, y, batch
+        self.rng = np.random.default_rng(seed)
+
+    def __call__(self):
+        perm = self.rng.permutation(self.X.shape[0])
+        for s in range(0, self.X.shape[0], self.batch):
+            idx = perm[s:s + self.batch]
+            self.step(self.X[idx], self.y[idx])
 
 
 class SklearnTrain:
@@ -322,14 +305,6 @@ class SklearnTrain:
         self.clf.partial_fit(self.X, self.y)
 
 
-def _sklearn_block(batch):
-    return 32 * batch if batch >= 64 else 128 * batch
-
-
-# --------------------------------------------------------------------------------------------
-# Small network (the lecture's Keras MLP)
-# --------------------------------------------------------------------------------------------
-
 class NumpySmall:
     """20-64-64-10 tanh, inverted dropout, softmax cross-entropy, SGD with Nesterov momentum
     (PyTorch's formulation), clean NumPy, float32."""
@@ -353,8 +328,7 @@ class NumpySmall:
             z += self.b[i]
             if i < L - 1:
                 np.tanh(z, out=z)
-                mask = self.rng.random(z.shape, dtype=np.float32) < keep
-                mask = mask.astype(np.float32)
+                mask = (self.rng.random(z.shape, dtype=np.float32) < keep).astype(np.float32)
                 mask *= 1.0 / keep
                 masks.append((mask, z))
                 h = z * mask
@@ -384,52 +358,13 @@ class NumpySmall:
             p_ -= g_
 
 
-def small_weights(seed=0):
-    rng = np.random.default_rng(seed)
-    out = []
-    for fi, fo in zip(SMALL_SIZES[:-1], SMALL_SIZES[1:]):
-        lim = math.sqrt(6.0 / (fi + fo))
-        out.append((rng.uniform(-lim, lim, (fi, fo)).astype(np.float32),
-                    np.zeros(fo, np.float32)))
-    return out
-
-
-# --------------------------------------------------------------------------------------------
-# Time to accuracy
-# --------------------------------------------------------------------------------------------
-
-# --------------------------------------------------------------------------------------------
-# Inference
-# --------------------------------------------------------------------------------------------
-
-def _single_call_median(fns, n_calls=2000, rounds=5):
-    """Median over all single calls (interleaved in rounds) - a latency, not an average."""
-    samples = {k: [] for k in fns}
-    for fn in fns.values():
-        for _ in range(50):
-            fn()
-    per_round = max(1, n_calls // rounds)
-    pc = time.perf_counter
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            s = samples[name]
-            for _ in range(per_round):
-                t0 = pc()
-                fn()
-                s.append(pc() - t0)
-    return {k: float(np.median(v)) for k, v in samples.items()}
-
-
 # --------------------------------------------------------------------------------------------
 # Output maps
 # --------------------------------------------------------------------------------------------
 
-CLASSES = (10, 100, 1000, 10_000, 100_000)
-
-
 def torch_sparsemax_sort(z):
     """entmax's sparsemax algorithm (``entmax.sparsemax``: sort, cumulative sum, support size,
-    threshold) in PyTorch."""
+    threshold) in PyTorch, for when the ``entmax`` package is not installed."""
     import torch
     srt, _ = torch.sort(z, dim=-1, descending=True)
     cs = srt.cumsum(-1) - 1
@@ -440,32 +375,35 @@ def torch_sparsemax_sort(z):
     return torch.clamp(z - tau, min=0)
 
 
+def entmax_sparsemax():
+    """(function, description): the entmax package's sparsemax when importable, else its
+    algorithm re-implemented in PyTorch."""
+    try:
+        import entmax
+        ver = getattr(entmax, "__version__", "")
+        return (lambda z: entmax.sparsemax(z, dim=-1)), f"entmax {ver} package".replace("  ", " ")
+    except ImportError:
+        return torch_sparsemax_sort, "entmax's algorithm in PyTorch (package not installed)"
+
+
+def numpy_softmax(z):
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
 def _rows_for(c):
     return int(max(8, min(256, 2_560_000 // c)))
-
-
-# --------------------------------------------------------------------------------------------
-# GEMM efficiency
-# --------------------------------------------------------------------------------------------
-
-def step_gemm_flops(batch, sizes=SIZES):
-    """Floating-point operations of the GEMMs of one training step (forward, weight gradient,
-    input gradient of every layer but the first)."""
-    pairs = list(zip(sizes[:-1], sizes[1:]))
-    fwd = sum(2 * batch * a * b for a, b in pairs)
-    dx = sum(2 * batch * a * b for a, b in pairs[1:])
-    return 2 * fwd + dx
 
 
 # --------------------------------------------------------------------------------------------
 # What is timed: one spec (a JSON-able dict) -> a callable, built where it runs
 # --------------------------------------------------------------------------------------------
 
-TRAIN_IMPLS = ("fastnn", "fastnn fit()", "torch Adam", "torch Adam(fused)", "numpy", "sklearn")
-SMALL_IMPLS = ("fastnn", "torch SGD", "torch SGD(fused)", "numpy", "sklearn (no dropout)")
-INFER_IMPLS = ("fastnn forward", "fastnn predict", "numpy", "torch")
-OUTPUT_IMPLS = ("fastnn softmax", "numpy softmax", "torch softmax", "fastnn sparsemax",
-                "numpy sort sparsemax", "torch sort sparsemax")
+TRAIN_IMPLS = ("fastnn fit", "fastnn fit (modules)", "torch Adam(fused)", "numpy", "sklearn")
+SMALL_IMPLS = ("fastnn fit", "torch SGD", "torch SGD(fused)", "numpy", "sklearn (no dropout)")
+INFER_IMPLS = ("fastnn predict", "fastnn forward", "numpy", "torch")
+OUTPUT_IMPLS = ("fastnn softmax", "torch softmax", "numpy softmax", "fastnn sparsemax",
+                "torch entmax sparsemax")
 
 
 def build(spec, state):
@@ -476,52 +414,56 @@ def build(spec, state):
             state["mnist"] = load_mnist(spec.get("mnist"))
         data = state["mnist"]
     if part == "train":
-        batch = spec["batch"]
+        batch, n = spec["batch"], spec["samples"]
         weights = _tta.initial_weights(0)
-        if impl in ("fastnn fit()", "sklearn"):
-            n = _sklearn_block(batch)
-            Xb, yb = np.ascontiguousarray(data[0][:n]), data[1][:n]
-            fn = FastnnFit(weights, nt, Xb, yb, batch) if impl == "fastnn fit()" else \
-                SklearnTrain(Xb, yb, batch)
-            return fn, n, 1
-        bl = mnist_batches(data[0], data[1], batch)
-        step = {"fastnn": lambda: FastnnTrain(weights, nt),
-                "torch Adam": lambda: TorchTrain(weights),
-                "torch Adam(fused)": lambda: TorchTrain(weights, fused=True),
-                "numpy": lambda: numpy_train(weights)}[impl]()
-        return _Cycle(step, bl), batch, None
+        X, y = np.ascontiguousarray(data[0][:n]), np.ascontiguousarray(data[1][:n])
+        if impl.startswith("fastnn fit"):
+            fn = FastnnFit(weights, nt, X, y, batch,
+                           engine=False if impl == "fastnn fit (modules)" else None)
+        elif impl == "sklearn":
+            fn = SklearnTrain(X, y, batch)
+        elif impl.startswith("torch"):
+            fn = TorchEpoch(weights, X, y, batch, fused="fused" in impl)
+        else:
+            fn = NumpyEpoch(_tta.NumpyMLP(weights).step, X, y, batch)
+        return fn, n, 1
     if part == "small":
-        batch = 16
-        X, y = small_data()
+        batch, n = 16, spec["samples"]
+        X, y = small_data(n)
         weights = small_weights()
         if impl.startswith("sklearn"):
-            n = 64 * batch
-            return SklearnTrain(X[:n], y[:n], batch, sizes=SMALL_SIZES, activation="tanh",
+            return SklearnTrain(X, y, batch, sizes=SMALL_SIZES, activation="tanh",
                                 solver="sgd"), n, 1
-        bl = [(np.ascontiguousarray(X[i:i + batch]), y[i:i + batch])
-              for i in range(0, 64 * batch, batch)]
-        if impl == "fastnn":
-            step = FastnnTrain(weights, nt, optimizer="sgd", sizes=SMALL_SIZES,
-                               activation="tanh", dropout=SMALL_P)
+        if impl == "fastnn fit":
+            fn = FastnnFit(weights, nt, X, y, batch, optimizer="sgd", sizes=SMALL_SIZES,
+                           activation="tanh", dropout=SMALL_P)
         elif impl == "numpy":
-            step = NumpySmall(weights).step
+            fn = NumpyEpoch(NumpySmall(weights).step, X, y, batch)
         else:
-            step = TorchTrain(weights, fused="fused" in impl, sizes=SMALL_SIZES,
-                              activation="tanh", dropout=SMALL_P, optimizer="sgd")
-        return _Cycle(step, bl), batch, None
+            fn = TorchEpoch(weights, X, y, batch, fused="fused" in impl, sizes=SMALL_SIZES,
+                            activation="tanh", dropout=SMALL_P, optimizer="sgd")
+        return fn, n, 1
     if part == "infer":
         batch = spec["batch"]
         weights = _tta.initial_weights(0)
         x = np.ascontiguousarray(data[2][:batch])
         if impl.startswith("fastnn"):
             model = fastnn_mlp(weights, nt).eval()
-            fn = model.forward if impl == "fastnn forward" else model.predict
-            return (lambda: fn(x)), batch, None
+            f = model.forward if impl == "fastnn forward" else model.predict
+            return (lambda: f(x)), batch, None
         if impl == "numpy":
             net = _tta.NumpyMLP(weights)
             return (lambda: net.predict(x)), batch, None
         import torch
-        tm = TorchTrain(weights).model.eval()
+        from torch import nn
+        layers = []
+        for i, (W, b) in enumerate(weights):
+            lin = nn.Linear(*W.shape)
+            with torch.no_grad():
+                lin.weight.copy_(torch.from_numpy(np.ascontiguousarray(W.T)))
+                lin.bias.copy_(torch.from_numpy(b))
+            layers += [lin] + ([nn.ReLU()] if i < len(weights) - 1 else [])
+        tm = nn.Sequential(*layers).eval()
         xt = torch.from_numpy(x)
 
         def torch_infer():
@@ -535,32 +477,33 @@ def build(spec, state):
             import fastnn.functional as F
             f = F.softmax if impl == "fastnn softmax" else F.sparsemax
             return (lambda: f(z, n_threads=nt)), z.size, None
-        if impl.startswith("numpy"):
-            f = _bo.numpy_softmax if impl == "numpy softmax" else _bo.numpy_sparsemax
-            return (lambda: f(z)), z.size, None
+        if impl == "numpy softmax":
+            return (lambda: numpy_softmax(z)), z.size, None
         import torch
         zt = torch.from_numpy(z)
         if impl == "torch softmax":
             return (lambda: torch.softmax(zt, dim=-1)), z.size, None
-        return (lambda: torch_sparsemax_sort(zt)), z.size, None
-    if part == "gemm":
-        rng = np.random.default_rng(0)
-        if impl == "numpy sgemm":
-            n = spec["n"]
-            a, b = rng.random((n, n), dtype=np.float32), rng.random((n, n), dtype=np.float32)
-            o = np.empty((n, n), np.float32)
-            return (lambda: np.matmul(a, b, out=o)), 2 * n ** 3, None
-        batch = spec["batch"]
-        X = rng.random((batch, 784), dtype=np.float32)
-        W = (rng.standard_normal((784, 256)) * 0.05).astype(np.float32)
-        bias = np.zeros(256, np.float32)
-        Y = np.empty((batch, 256), np.float32)
-        if impl == "fastnn dense":
-            import fastnn.functional as F
-            return (lambda: F.dense_forward(X, W, bias, "relu", out=Y, n_threads=nt)), \
-                2 * batch * 784 * 256, None
-        return (lambda: np.matmul(X, W, out=Y)), 2 * batch * 784 * 256, None
+        f = entmax_sparsemax()[0]
+        return (lambda: f(zt)), z.size, None
     raise ValueError(f"unknown spec {spec!r}")
+
+
+# --------------------------------------------------------------------------------------------
+# Worker side
+# --------------------------------------------------------------------------------------------
+
+def calibrate(fn, min_time):
+    """Calls of fn per round so that a round lasts about min_time (at least 1)."""
+    fn()
+    t0 = time.perf_counter()
+    k = 0
+    while True:
+        fn()
+        k += 1
+        dt = time.perf_counter() - t0
+        if dt > min_time / 4 or k >= 1000:
+            break
+    return max(1, int(round(min_time / (dt / k))))
 
 
 def _set_threads(nt, state):
@@ -573,23 +516,86 @@ def _set_threads(nt, state):
     state["nt"] = nt
 
 
-def _torch_threads(nt):
-    if "torch" in sys.modules:
-        sys.modules["torch"].set_num_threads(nt)
+def library_info(family_name):
+    """Versions and thread pools (threadpoolctl) of this worker's library."""
+    out = {"library": family_name}
+    if family_name == "fastnn":
+        import fastnn
+        import fastnn._threads as th
+        out["version"] = getattr(fastnn, "__version__", "?")
+        bi = th.blas_info()
+        out["blas"] = (f"{bi.get('backend')} {bi.get('version')} kernel={bi.get('architecture')}"
+                       f" ({os.path.basename(bi.get('filepath') or '')})")
+        out["fit engine keyword"] = fit_supports_engine()
+        try:
+            from fastnn._kernels import _config
+            out["openmp"] = _config.openmp_enabled()
+        except ImportError:
+            pass
+    elif family_name == "torch":
+        import torch
+        out["version"] = torch.__version__
+        out["entmax"] = entmax_sparsemax()[1]
+        with contextlib.suppress(Exception):
+            out["cpu capability"] = torch.backends.cpu.get_cpu_capability()
+    elif family_name == "sklearn":
+        import sklearn
+        out["version"] = sklearn.__version__
+    else:
+        out["version"] = np.__version__
+    from threadpoolctl import threadpool_info
+    out["pools"] = [f"{e.get('internal_api')} {e.get('version') or ''} "
+                    f"kernel={e.get('architecture')} ({os.path.basename(e.get('filepath') or '')})"
+                    for e in threadpool_info()]
+    return out
+
+
+def _weights_digest(model):
+    h = hashlib.sha1()
+    for p in model.parameters():
+        h.update(np.ascontiguousarray(p.data).tobytes())
+    return h.hexdigest()[:16]
 
 
 def handle(msg, state):
-    """One request: build (once) and time a spec, or run a time-to-accuracy runner."""
+    """One request: build (once) and time a spec, run a time-to-accuracy runner, report."""
+    cpu0 = time.process_time()
+    r = _handle(msg, state)
+    if isinstance(r, dict) and "seconds" in r:
+        r["cpu_s"] = time.process_time() - cpu0   # this process's CPU, all its threads
+    return r
+
+
+def _handle(msg, state):
     cmd = msg["cmd"]
+    if cmd == "info":
+        return library_info(msg["family"])
     if cmd == "tta":
         _set_threads(_tta.N_THREADS, state)
-        data = state.get("mnist") or load_mnist(msg.get("mnist"))
-        state["mnist"] = data
-        name = msg["name"]
-        runner = {"fastnn": _tta.run_fastnn, "numpy": _tta.run_numpy,
-                  "torch Adam": _tta.run_torch,
-                  "torch Adam(fused)": lambda *a: _tta.run_torch(*a, fused=True)}[name]
-        return runner(data, _tta.initial_weights(0), 0, msg["target"], msg["max_epochs"])
+        if "mnist" not in state:
+            state["mnist"] = load_mnist(msg.get("mnist"))
+        data = state["mnist"]
+        if msg.get("n_train"):
+            n = msg["n_train"]
+            data = (data[0][:n], data[1][:n], data[2], data[3])
+        seed = msg["seed"]
+        runner = {"fastnn": _tta.run_fastnn,
+                  "torch Adam(fused)": lambda *a: _tta.run_torch(*a, fused=True)}[msg["name"]]
+        return runner(data, _tta.initial_weights(seed), seed, msg["target"], msg["max_epochs"])
+    if cmd == "bitwise":
+        if "mnist" not in state:
+            state["mnist"] = load_mnist(msg.get("mnist"))
+        n = msg["samples"]
+        X, y = np.ascontiguousarray(state["mnist"][0][:n]), state["mnist"][1][:n]
+        out = {}
+        for nt in msg["threads"]:
+            _set_threads(nt, state)
+            fit = FastnnFit(_tta.initial_weights(0), nt, X, y, 128)
+            t0 = time.perf_counter()
+            fit()
+            out[str(nt)] = {"digest": _weights_digest(fit.model), "info": fit.info(),
+                            "seconds": time.perf_counter() - t0}
+        return out
     spec = msg["spec"]
     _set_threads(spec["nt"], state)
     key = json.dumps(spec, sort_keys=True)
@@ -600,7 +606,8 @@ def handle(msg, state):
             fn, samples, fixed = build(spec, state)
             state["nt"] = None                 # libraries loaded by build get the limit too
             _set_threads(spec["nt"], state)
-            for _ in range(2):
+            fn()
+            if not fixed:
                 fn()
             calls = fixed or calibrate(fn, msg["min_time"])
             cache[key] = (fn, samples, calls)
@@ -616,7 +623,10 @@ def handle(msg, state):
         t0 = pc()
         for _ in range(calls):
             fn()
-        return {"seconds": (pc() - t0) / calls, "samples": samples}
+        r = {"seconds": (pc() - t0) / calls, "samples": samples}
+        if hasattr(fn, "info"):
+            r["info"] = fn.info()
+        return r
 
 
 def _worker_main():
@@ -633,9 +643,13 @@ def _worker_main():
             reply = {"ok": True, "result": handle(msg, state)}
         except Exception as exc:  # report to the parent, keep serving
             reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
-        proto.write(json.dumps(reply) + "\n")
+        proto.write(json.dumps(reply, default=str) + "\n")
         proto.flush()
 
+
+# --------------------------------------------------------------------------------------------
+# Parent side
+# --------------------------------------------------------------------------------------------
 
 def family(impl):
     """Which library an implementation belongs to (one worker process per library)."""
@@ -646,10 +660,9 @@ class Workers:
     """One process per library (fastnn, torch, numpy, sklearn), or everything in this process.
 
     Separate processes keep each library's thread pools (fastnn's OpenMP team, torch's OpenMP
-    and MKL threads, NumPy's OpenBLAS threads) from spinning while another library is timed: in
-    one process, interleaving made every 2-thread number 3-10x worse on this 2-core machine.
-    Between two requests the parent sleeps ``cooldown`` seconds so that spinning workers of the
-    last library park (OpenBLAS's spin for up to ~0.1 s).
+    and MKL threads, NumPy's OpenBLAS threads) from spinning while another library is timed.
+    Between two requests to different libraries the parent sleeps ``cooldown`` seconds so that
+    spinning workers of the last library park (OpenBLAS spins for up to ~0.1 s).
     """
 
     def __init__(self, isolate=True, cooldown=0.15):
@@ -657,25 +670,28 @@ class Workers:
         self.procs, self.state = {}, {}
         self.last = None
 
-    def ask(self, impl, msg):
+    def prepare(self, impl):
+        """Sleep the cooldown when the next request goes to another library than the last."""
         fam = family(impl)
         if self.last is not None and self.last != fam:
             time.sleep(self.cooldown)
         self.last = fam
+
+    def ask(self, impl, msg):
+        fam = family(impl)
+        self.prepare(impl)
         if not self.isolate:
             return handle(msg, self.state)
         p = self.procs.get(fam)
         if p is None:
             env = dict(_ORIGINAL_ENV)
-            if fam != "fastnn":
-                env["FASTNN_OMP_SPIN"] = "1"   # fastnn (imported for MNIST) leaves OpenMP alone
             env["PYTHONPATH"] = os.pathsep.join(
                 [os.path.dirname(HERE), HERE] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH")
                                                  else []))
             p = self.procs[fam] = subprocess.Popen(
                 [sys.executable, os.path.abspath(__file__), "--worker", fam],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE, text=True, env=env, cwd=os.path.dirname(HERE))
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
+                cwd=os.path.dirname(HERE))
         p.stdin.write(json.dumps(msg) + "\n")
         p.stdin.flush()
         line = p.stdout.readline()
@@ -697,279 +713,583 @@ class Workers:
         self.procs = {}
 
 
-def measure(workers, specs, rounds=5, min_time=0.3, cmd="round", n_calls=1000):
-    """Interleaved rounds over {name: spec}: median seconds per call and samples per call."""
-    times = {name: [] for name in specs}
-    samples = {}
+class Placement:
+    """The parent's vCPU placement probe (placement.py), or a no-op without a C compiler."""
+
+    def __init__(self, enabled=True):
+        self.pl = None
+        if enabled:
+            try:
+                import placement
+                if placement.why_unavailable() is None and placement.cpu_pair():
+                    self.pl = placement
+                self.line = placement.describe()
+            except Exception as exc:  # the probe is optional
+                self.line = f"placement probe: n/a ({exc})"
+        else:
+            self.line = "placement probe: off (--no-probe)"
+
+    def probe(self):
+        return self.pl.probe() if self.pl else None
+
+    def far(self, ns):
+        """True for a 'far' or 'held' reading."""
+        return self.pl is not None and ns is not None and self.pl.state(ns) != "near"
+
+
+def cpu_counters():
+    """(busy, steal) CPU seconds of the whole machine since boot from /proc/stat, or None."""
+    try:
+        with open("/proc/stat") as fh:
+            f = [int(x) for x in fh.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    tick = os.sysconf("SC_CLK_TCK")
+    user, nice, system, _idle, _iowait, irq, softirq = f[:7]
+    steal = f[7] if len(f) > 7 else 0
+    return (user + nice + system + irq + softirq) / tick, steal / tick
+
+
+def wait_quiet(max_wait, threshold=0.1, window=0.25):
+    """Wait (at most max_wait s) until the machine's busy CPU stays below ``threshold`` cores
+    for two consecutive windows; returns the seconds waited."""
+    t0 = time.perf_counter()
+    quiet = 0
+    while max_wait > 0 and time.perf_counter() - t0 < max_wait:
+        a = cpu_counters()
+        if a is None:
+            break
+        time.sleep(window)
+        b = cpu_counters()
+        quiet = quiet + 1 if (b[0] - a[0]) / window < threshold else 0
+        if quiet >= 2:
+            break
+    return time.perf_counter() - t0
+
+
+class Cell:
+    """The runs of one implementation in one table cell: values with the placement probes
+    taken just before and just after each run."""
+
+    def __init__(self):
+        self.values, self.pp, self.info, self.others = [], [], {}, []
+
+    def add(self, value, before, after, info=None, others=None):
+        self.values.append(value)
+        self.pp.append((before, after))
+        if others is not None:
+            self.others.append(others)
+        if info:
+            self.info = info
+
+    def median(self):
+        return float(np.median(self.values)) if self.values else float("nan")
+
+    def near_median(self, placement):
+        """Median over the runs whose probes both read 'near' (nan when none did)."""
+        v = [x for x, (a, b) in zip(self.values, self.pp)
+             if a is not None and b is not None and not placement.far(a)
+             and not placement.far(b)]
+        return float(np.median(v)) if v else float("nan")
+
+    def pp_text(self, placement):
+        return pp_text([self], placement)
+
+
+def pp_text(cells, placement):
+    """The placement probes of some cells' runs: median (min-max) ns of the readings and how
+    many runs had a far or held (no round trip within the budget) reading before or after."""
+    if placement.pl is None:
+        return "n/a"
+    pps = [pair for c in cells for pair in c.pp]
+    ns = [x for pair in pps for x in pair if x is not None]
+    fin = [x for x in ns if not math.isinf(x)]
+    if not ns:
+        return "n/a"
+    far = sum(1 for a, b in pps if placement.far(a) or placement.far(b))
+    held = sum(1 for a, b in pps if (a is not None and math.isinf(a))
+               or (b is not None and math.isinf(b)))
+    txt = (f"{np.median(fin):.0f} ({min(fin):.0f}-{max(fin):.0f})" if fin else "-")
+    return txt + f"; far {far}/{len(pps)}" + (f", held {held}" if held else "")
+
+
+QUIET = {"max_wait": 0.0, "waited": 0.0}   # --wait-quiet
+
+
+def measure(workers, placement, specs, rounds=5, min_time=0.3, cmd="round", n_calls=1000,
+            value=None):
+    """Interleaved rounds over {name: spec}; returns {name: Cell}. ``value(seconds, samples)``
+    maps a reply to the recorded number (default samples/s). Each run also records the other
+    processes' CPU use during it (cores: the machine's busy CPU time from /proc/stat minus the
+    worker's and this process's own, over the request's wall time)."""
+    value = value or (lambda t, s: s / t)
+    cells = {name: Cell() for name in specs}
     for _ in range(rounds):
         for name, spec in specs.items():
+            workers.prepare(spec["impl"])
+            QUIET["waited"] += wait_quiet(QUIET["max_wait"])
+            before = placement.probe()
+            c0, w0, p0 = cpu_counters(), time.perf_counter(), time.process_time()
             r = workers.ask(spec["impl"], {"cmd": cmd, "spec": spec, "min_time": min_time,
                                            "n_calls": n_calls})
-            times[name].append(r["seconds"])
-            samples[name] = r["samples"]
-    return {name: (float(np.median(v)), samples[name]) for name, v in times.items()}
+            c1, w1, p1 = cpu_counters(), time.perf_counter(), time.process_time()
+            after = placement.probe()
+            others = None
+            if c0 is not None and c1 is not None and "cpu_s" in r:
+                own = (p1 - p0) if workers.isolate else 0.0   # in-process: cpu_s has it
+                busy = c1[0] - c0[0] - r["cpu_s"] - own
+                others = max(0.0, busy) / max(w1 - w0, 1e-9)
+            cells[name].add(value(r["seconds"], r["samples"]), before, after, r.get("info"),
+                            others)
+    return cells
 
 
-def _impls(all_impls, have_torch):
-    return [i for i in all_impls if have_torch or family(i) != "torch"]
+def others_text(cells):
+    """Other processes' CPU during the runs of some cells: median (max) cores."""
+    o = [x for c in cells for x in c.others]
+    return f"{np.median(o):.2f} ({max(o):.2f})" if o else "n/a"
 
 
-def _line(what, r):
-    return f"  {what}: " + ", ".join(f"{k} {v:,.1f}" for k, v in r.items()
-                                     if not k.startswith("_")) + f"  (load {load_avg()})"
+def _impls(all_impls, have_torch, have_engine=True):
+    return [i for i in all_impls if (have_torch or family(i) != "torch")
+            and (have_engine or i != "fastnn fit (modules)")]
 
 
-def bench_train(workers, mnist=None, batches=(16, 128), threads=(1, 2), rounds=5, min_time=0.3,
-                have_torch=True):
-    """Samples/s: {(batch, threads): {impl: samples/s}}."""
-    results = {}
-    for batch in batches:
-        for nt in threads:
-            specs = {i: {"part": "train", "impl": i, "batch": batch, "nt": nt, "mnist": mnist}
-                     for i in _impls(TRAIN_IMPLS, have_torch)}
-            m = measure(workers, specs, rounds, min_time)
-            r = results[(batch, nt)] = {k: s / t for k, (t, s) in m.items()}
-            r["_load"] = load_avg()
-            print(_line(f"train batch {batch} threads {nt} (samples/s)", r), flush=True)
-    return results
+def _say(what, cells, unit="", fmt="{:,.0f}"):
+    print(f"  {what}: " + ", ".join(f"{k} {fmt.format(c.median())}{unit}"
+                                    for k, c in cells.items())
+          + f"  (load {load_avg()})", flush=True)
 
 
-def bench_small(workers, threads=(1, 2), rounds=5, min_time=0.2, have_torch=True):
-    results = {}
-    for nt in threads:
-        specs = {i: {"part": "small", "impl": i, "nt": nt}
-                 for i in _impls(SMALL_IMPLS, have_torch)}
-        m = measure(workers, specs, rounds, min_time)
-        r = results[nt] = {k: s / t for k, (t, s) in m.items()}
-        r["_load"] = load_avg()
-        print(_line(f"small threads {nt} (samples/s)", r), flush=True)
-    return results
-
-
-def bench_tta(workers, mnist=None, target=0.98, max_epochs=10, have_torch=True):
-    """Seconds to the target through bench_time_to_accuracy's runners (2 threads), each in
-    its library's worker process."""
+def bench_train(workers, pl, cfg):
+    """{(batch, threads): {"cells": {impl: Cell}, "load": str}} of samples/s."""
     out = {}
-    for name in ("fastnn", "torch Adam", "torch Adam(fused)", "numpy"):
-        if family(name) == "torch" and not have_torch:
-            continue
-        print(f"  time to accuracy, {name}:", flush=True)
-        out[name] = workers.ask(name, {"cmd": "tta", "name": name, "mnist": mnist,
-                                       "target": target, "max_epochs": max_epochs})
-    out["_load"] = load_avg()
+    for batch in (16, 128):
+        for nt in cfg["threads"]:
+            specs = {i: {"part": "train", "impl": i, "batch": batch, "nt": nt,
+                         "samples": cfg["train_samples"], "mnist": cfg["mnist"]}
+                     for i in _impls(TRAIN_IMPLS, cfg["torch"], cfg["engine_kw"])}
+            cells = measure(workers, pl, specs, cfg["rounds"])
+            out[(batch, nt)] = {"cells": cells, "load": load_avg()}
+            _say(f"train batch {batch}, {nt} thread(s), samples/s", cells)
+            print(f"    fastnn fit path: {_engine_text(cells['fastnn fit'])}", flush=True)
     return out
 
 
-def bench_infer(workers, mnist=None, threads=(1, 2), rounds=5, have_torch=True):
-    results = {}
-    for nt in threads:
-        impls = _impls(INFER_IMPLS, have_torch)
-        lat = measure(workers, {i: {"part": "infer", "impl": i, "batch": 1, "nt": nt,
-                                    "mnist": mnist} for i in impls},
-                      rounds, cmd="latency", n_calls=400)
-        thr = measure(workers, {i: {"part": "infer", "impl": i, "batch": 1024, "nt": nt,
-                                    "mnist": mnist} for i in impls}, rounds, 0.2)
-        results[nt] = {"latency_us": {k: t * 1e6 for k, (t, _) in lat.items()},
-                       "throughput": {k: s / t for k, (t, s) in thr.items()},
-                       "_load": load_avg()}
-        print(_line(f"infer threads {nt}, batch-1 latency (us)", results[nt]["latency_us"]))
-        print(_line(f"infer threads {nt}, batch-1024 (samples/s)", results[nt]["throughput"]),
-              flush=True)
-    return results
+def bench_small(workers, pl, cfg):
+    out = {}
+    for nt in cfg["threads"]:
+        specs = {i: {"part": "small", "impl": i, "nt": nt, "samples": cfg["small_samples"]}
+                 for i in _impls(SMALL_IMPLS, cfg["torch"])}
+        cells = measure(workers, pl, specs, cfg["rounds"])
+        out[nt] = {"cells": cells, "load": load_avg()}
+        _say(f"small network, {nt} thread(s), samples/s", cells)
+    return out
 
 
-def bench_output(workers, threads=(1, 2), classes=CLASSES, rounds=5, min_time=0.1,
-                 have_torch=True):
-    """ns per element: {(C, threads): {impl: ns}}."""
-    results = {}
-    for c in classes:
-        for nt in threads:
+def bench_contention(workers, pl, cfg):
+    """fastnn fit at 2 and 1 threads while one other process busy-loops."""
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"], env=_ORIGINAL_ENV)
+    out = {}
+    try:
+        time.sleep(0.5)
+        load0 = load_avg()
+        for batch in (16, 128):
+            specs = {f"fastnn fit {nt}t": {"part": "train", "impl": "fastnn fit", "batch": batch,
+                                           "nt": nt, "samples": cfg["train_samples"],
+                                           "mnist": cfg["mnist"]} for nt in (2, 1)}
+            cells = measure(workers, pl, specs, cfg["rounds"])
+            out[batch] = {"cells": cells, "load": f"{load0} -> {load_avg()}"}
+            _say(f"contention batch {batch}, samples/s", cells)
+    finally:
+        busy.kill()
+        busy.wait()
+    return out
+
+
+def bench_tta(workers, pl, cfg):
+    """Per seed: {name: result of bench_time_to_accuracy's runner, plus probes}."""
+    out = []
+    names = ["fastnn"] + (["torch Adam(fused)"] if cfg["torch"] else [])
+    for seed in range(cfg["seeds"]):
+        row = {}
+        for name in names:
+            print(f"  time to accuracy, seed {seed}, {name}:", flush=True)
+            before = pl.probe()
+            r = workers.ask(name, {"cmd": "tta", "name": name, "mnist": cfg["mnist"],
+                                   "seed": seed, "target": cfg["tta_target"],
+                                   "max_epochs": cfg["tta_max_epochs"],
+                                   "n_train": cfg["tta_train"]})
+            r["pp"] = (before, pl.probe())
+            row[name] = r
+        row["_load"] = load_avg()
+        out.append(row)
+    return out
+
+
+def bench_bitwise(workers, pl, cfg):
+    r = workers.ask("fastnn", {"cmd": "bitwise", "mnist": cfg["mnist"],
+                               "samples": cfg["bitwise_samples"], "threads": [1, 2, 3, 4]})
+    r["_load"] = load_avg()
+    print("  bitwise: " + ", ".join(f"{k} threads {v['digest']}" for k, v in r.items()
+                                    if not k.startswith("_")), flush=True)
+    return r
+
+
+def bench_infer(workers, pl, cfg):
+    out = {}
+    for nt in cfg["threads"]:
+        impls = _impls(INFER_IMPLS, cfg["torch"])
+        lat = measure(workers, pl, {i: {"part": "infer", "impl": i, "batch": 1, "nt": nt,
+                                        "mnist": cfg["mnist"]} for i in impls},
+                      cfg["rounds"], cmd="latency", n_calls=cfg["latency_calls"],
+                      value=lambda t, s: t * 1e6)
+        thr = measure(workers, pl, {i: {"part": "infer", "impl": i, "batch": 1024, "nt": nt,
+                                        "mnist": cfg["mnist"]} for i in impls},
+                      cfg["rounds"], cfg["min_time"])
+        out[nt] = {"latency": lat, "throughput": thr, "load": load_avg()}
+        _say(f"infer {nt} thread(s), batch-1 latency", lat, " us", "{:.1f}")
+        _say(f"infer {nt} thread(s), batch-1024 samples/s", thr)
+    return out
+
+
+def bench_output(workers, pl, cfg):
+    out = {}
+    for c in CLASSES:
+        for nt in cfg["threads"]:
             specs = {i: {"part": "output", "impl": i, "c": c, "nt": nt}
-                     for i in _impls(OUTPUT_IMPLS, have_torch)}
-            m = measure(workers, specs, rounds, min_time)
-            r = results[(c, nt)] = {k: t * 1e9 / s for k, (t, s) in m.items()}
-            r["_load"] = load_avg()
-            print(_line(f"output C={c} threads {nt} (ns/element)", r), flush=True)
-    return results
-
-
-def bench_gemm(workers, threads=(1, 2), rounds=5, train=None):
-    results = {}
-    for nt in threads:
-        peak = measure(workers, {n: {"part": "gemm", "impl": "numpy sgemm", "n": n, "nt": nt}
-                                 for n in (512, 1024, 2048)}, rounds, 0.2)
-        layer = {}
-        for batch in (16, 128, 1024):
-            m = measure(workers, {i: {"part": "gemm", "impl": i, "batch": batch, "nt": nt}
-                                  for i in ("fastnn dense", "numpy matmul")}, rounds, 0.1)
-            layer[batch] = {("fastnn" if k.startswith("fastnn") else "numpy"): s / t / 1e9
-                            for k, (t, s) in m.items()}
-        results[nt] = {"peak": {n: s / t / 1e9 for n, (t, s) in peak.items()}, "layer": layer,
-                       "_load": load_avg()}
-        if train:
-            results[nt]["step"] = {b: step_gemm_flops(b) * train[(b, nt)]["fastnn"] / b / 1e9
-                                   for b in (16, 128) if (b, nt) in train}
-        print(f"  gemm threads {nt}: sgemm peak GFLOP/s " + ", ".join(
-            f"{n}^3 {v:.1f}" for n, v in results[nt]["peak"].items())
-            + "; dense 784x256 relu forward GFLOP/s " + ", ".join(
-            f"b{b} fastnn {v['fastnn']:.1f} / numpy matmul {v['numpy']:.1f}"
-            for b, v in layer.items()) + f"  (load {load_avg()})", flush=True)
-    return results
+                     for i in _impls(OUTPUT_IMPLS, cfg["torch"])}
+            cells = measure(workers, pl, specs, cfg["rounds"], cfg["min_time"] / 3,
+                            value=lambda t, s: t * 1e9 / s)
+            out[(c, nt)] = {"cells": cells, "load": load_avg()}
+            _say(f"output C={c}, {nt} thread(s), ns/element", cells, "", "{:.2f}")
+    return out
 
 
 # --------------------------------------------------------------------------------------------
-# Report
+# Report (markdown)
 # --------------------------------------------------------------------------------------------
 
 def _ratio(a, b):
-    return a / b if a and b else float("nan")
+    return a / b if a and b and not (math.isnan(a) or math.isnan(b)) else float("nan")
 
 
-def report(res, threads):
-    lines = []
+def _fx(x):
+    return "n/a" if x is None or math.isnan(x) else f"{x:.2f}x"
+
+
+def _target_nt(res_threads):
+    return TARGET_THREADS if TARGET_THREADS in res_threads else max(res_threads)
+
+
+def _engine_text(cell):
+    info = cell.info or {}
+    if not info:
+        return "module loop (fit has no engine record)"
+    return ", ".join(f"{k}={v}" for k, v in info.items())
+
+
+def report(res, cfg, pl, facts):
+    lines = list(facts)
     add = lines.append
+    targets = []   # (what, measured text, goal text, ok or None, note)
+
+    def target(what, value, goal, higher=True, note="", text=None):
+        ok = None if value is None or math.isnan(value) else (
+            value >= goal if higher else value <= goal)
+        targets.append((what, text or _fx(value), ("<= " if not higher else ">= ") + f"{goal:g}x",
+                        ok, note))
+
+    def cell_table(title, rows, names, fmt, key_cols):
+        add(f"\n### {title}\n")
+        add("| " + " | ".join(key_cols) + " | " + " | ".join(names)
+            + " | placement ns: median (min-max); far runs | other processes, cores: "
+            "median (max) | load |")
+        add("|" + "---:|" * len(key_cols) + "---:|" * len(names) + "---|---|---|")
+        for keys, r in rows:
+            cells = r["cells"]
+            pp = pp_text(list(cells.values()), pl)
+            add("| " + " | ".join(str(k) for k in keys) + " | "
+                + " | ".join(fmt.format(cells[n].median()) if n in cells else "-"
+                             for n in names)
+                + f" | {pp} | {others_text(cells.values())} | {r['load']} |")
+
+    nt_t = None
     if "train" in res:
         tr = res["train"]
-        names = [k for k in next(iter(tr.values())) if not k.startswith("_")]
-        add("\n### Training throughput (samples/s, 784-256-256-10 relu, Adam, float32, MNIST)\n")
-        add("| batch | threads | " + " | ".join(names) + " | load |")
-        add("|---:|---:|" + "---:|" * len(names) + "---|")
-        for (b, nt), r in tr.items():
-            add(f"| {b} | {nt} | " + " | ".join(f"{r[k]:,.0f}" for k in names)
-                + f" | {r['_load']} |")
+        nt_t = _target_nt(sorted({nt for _, nt in tr}))
+        names = list(next(iter(tr.values()))["cells"])
+        cell_table("Training throughput (samples/s; 784-256-256-10 relu, Adam, float32, MNIST, "
+                   f"passes of {cfg['train_samples']:,} samples)", sorted(tr.items()), names,
+                   "{:,.0f}", ["batch", "threads"])
+        if "torch Adam(fused)" in names:
+            add("\n| batch | threads | fastnn fit / torch Adam(fused) | same, runs with both "
+                "probes near | fastnn fit / numpy | fastnn fit / sklearn | fastnn fit path |")
+            add("|---:|---:|---:|---:|---:|---:|---|")
+            for (b, nt), r in sorted(tr.items()):
+                c = r["cells"]
+                f, t = c["fastnn fit"], c["torch Adam(fused)"]
+                add(f"| {b} | {nt} | {_fx(_ratio(f.median(), t.median()))}"
+                    f" | {_fx(_ratio(f.near_median(pl), t.near_median(pl)))}"
+                    f" | {_fx(_ratio(f.median(), c['numpy'].median()))}"
+                    f" | {_fx(_ratio(f.median(), c['sklearn'].median()))}"
+                    f" | {_engine_text(f)} |")
+        for b, goal in ((128, 2.0), (16, 3.0)):
+            if (b, nt_t) in tr:
+                c = tr[(b, nt_t)]["cells"]
+                tc = c.get("torch Adam(fused)", Cell())
+                near = _ratio(c["fastnn fit"].near_median(pl), tc.near_median(pl))
+                target(f"training 784-256-256-10 Adam, batch {b}, {nt_t} threads, "
+                       "fastnn fit / torch Adam(fused)",
+                       _ratio(c["fastnn fit"].median(), tc.median()),
+                       goal, note=f"near-state runs only: {_fx(near)}")
+        ths = sorted({nt for _, nt in tr})
+        if len(ths) > 2 or max(ths) > 2:
+            add("\n### Thread scaling (samples/s, speed-up over 1 thread)\n")
+            add("| threads | " + " | ".join(f"b{b} {n}" for b in (16, 128)
+                                           for n in ("fastnn fit", "torch Adam(fused)")
+                                           if n in names) + " |")
+            add("|---:|" + "---:|" * sum(1 for b in (16, 128)
+                                         for n in ("fastnn fit", "torch Adam(fused)")
+                                         if n in names))
+            for nt in ths:
+                row = []
+                for b in (16, 128):
+                    for n in ("fastnn fit", "torch Adam(fused)"):
+                        if n not in names:
+                            continue
+                        v = tr[(b, nt)]["cells"][n].median()
+                        base = tr[(b, ths[0])]["cells"][n].median() if ths[0] == 1 else float("nan")
+                        row.append(f"{v:,.0f} ({_fx(_ratio(v, base))})")
+                add(f"| {nt} | " + " | ".join(row) + " |")
     if "small" in res:
         sm = res["small"]
-        names = [k for k in next(iter(sm.values())) if not k.startswith("_")]
-        add("\n### Small network (samples/s, 20-64-64-10 tanh, dropout 0.5, batch 16, SGD "
-            "Nesterov)\n")
-        add("| threads | " + " | ".join(names) + " | load |")
-        add("|---:|" + "---:|" * len(names) + "---|")
-        for nt, r in sm.items():
-            add(f"| {nt} | " + " | ".join(f"{r[k]:,.0f}" for k in names) + f" | {r['_load']} |")
+        names = list(next(iter(sm.values()))["cells"])
+        cell_table("Small network (samples/s; 20-64-64-10 tanh, dropout 0.5, batch 16, SGD "
+                   f"Nesterov, passes of {cfg['small_samples']:,} samples)",
+                   [((nt,), r) for nt, r in sorted(sm.items())], names, "{:,.0f}", ["threads"])
+        nt_s = _target_nt(sorted(sm))
+        c = sm[nt_s]["cells"]
+        torch_best = max((c[k].median() for k in ("torch SGD", "torch SGD(fused)") if k in c),
+                         default=float("nan"))
+        target(f"small network, {nt_s} threads, fastnn fit / PyTorch's faster SGD",
+               _ratio(c["fastnn fit"].median(), torch_best), 20.0,
+               note=f"fastnn fit path: {_engine_text(c['fastnn fit'])}")
+    if "contention" in res:
+        ct = res["contention"]
+        add("\n### Under contention (samples/s; one other process busy-loops)\n")
+        add("| batch | fastnn fit 2 threads | fastnn fit 1 thread | 2t / 1t | placement ns "
+            "(2t; 1t) | other processes, cores: median (max) | fit path (2t) | load |")
+        add("|---:|---:|---:|---:|---|---|---|---|")
+        for b, r in sorted(ct.items()):
+            c2, c1 = r["cells"]["fastnn fit 2t"], r["cells"]["fastnn fit 1t"]
+            q = _ratio(c2.median(), c1.median())
+            add(f"| {b} | {c2.median():,.0f} | {c1.median():,.0f} | {_fx(q)} | "
+                f"{c2.pp_text(pl)}; {c1.pp_text(pl)} | {others_text([c2, c1])} | "
+                f"{_engine_text(c2)} | {r['load']} |")
+            target(f"contention, batch {b}: fastnn fit 2 threads / 1 thread", q, 0.9)
     if "tta" in res:
         tt = res["tta"]
-        add("\n### Time to 98.0% MNIST test accuracy (Adam lr 1e-3, batch 128, 2 threads)\n")
-        add("| implementation | time to 98% | epochs | mean s/epoch | fastnn speed-up |")
-        add("|---|---:|---:|---:|---:|")
-        base = tt["fastnn"]["time_to_target"]
-        for name, r in tt.items():
-            if name.startswith("_"):
-                continue
-            ttt = r["time_to_target"]
-            add(f"| {name} | {'%.1f s' % ttt if ttt else 'not reached'} | {r['epochs']} | "
-                f"{np.mean(r['epoch_times']):.2f} | "
-                f"{'-' if name == 'fastnn' else '%.2fx' % _ratio(ttt, base)} |")
-        add(f"\nload average after: {tt['_load']}")
+        add(f"\n### Time to {cfg['tta_target']:.1%} MNIST test accuracy (784-256-256-10, Adam "
+            f"lr 1e-3, batch 128, 2 threads, same initial weights per seed"
+            + (f", first {cfg['tta_train']:,} training samples" if cfg["tta_train"] else "")
+            + ")\n")
+        add("| seed | fastnn s (epochs) | torch Adam(fused) s (epochs) | ratio | fastnn s/epoch | "
+            "torch s/epoch | placement ns (fastnn; torch) | load |")
+        add("|---:|---:|---:|---:|---:|---:|---|---|")
+
+        def fmt_t(r):
+            t = r["time_to_target"]
+            return ("not reached" if t is None else f"{t:.1f}") + f" ({r['epochs']})"
+
+        def pp(r):
+            return " / ".join("n/a" if v is None else f"{v:.0f}" for v in r["pp"]).replace(
+                "inf", "held")
+        tf, tt_, ef, et = [], [], [], []
+        for seed, row in enumerate(tt):
+            f = row["fastnn"]
+            tf.append(f["time_to_target"] or float("inf"))
+            ef.append(f["epochs"])
+            t = row.get("torch Adam(fused)")
+            if t:
+                tt_.append(t["time_to_target"] or float("inf"))
+                et.append(t["epochs"])
+            add(f"| {seed} | {fmt_t(f)} | {fmt_t(t) if t else '-'} | "
+                f"{_fx(_ratio(tt_[-1], tf[-1])) if t else '-'} | {np.mean(f['epoch_times']):.2f} | "
+                f"{np.mean(t['epoch_times']) if t else float('nan'):.2f} | "
+                f"{pp(f)}; {pp(t) if t else '-'} | {row['_load']} |")
+        if tt_:
+            mf, mt = float(np.median(tf)), float(np.median(tt_))
+            add(f"| median | {mf:.1f} ({np.median(ef):g}) | {mt:.1f} ({np.median(et):g}) | "
+                f"{_fx(_ratio(mt, mf))} | | | | |")
+            target(f"time to {cfg['tta_target']:.0%}, median over {len(tt)} seed(s): torch "
+                   "Adam(fused) time / fastnn time", _ratio(mt, mf), 1.5,
+                   note=f"median epochs fastnn {np.median(ef):g}, torch {np.median(et):g}; "
+                   f"fastnn fit engine={tt[0]['fastnn'].get('engine')}")
+            d = abs(float(np.median(ef)) - float(np.median(et)))
+            targets.append((f"time to {cfg['tta_target']:.0%}: epochs equal within noise "
+                            "(medians differ by at most 1)", f"{d:g} epoch(s) apart", "<= 1",
+                            d <= 1, ""))
+        else:
+            target(f"time to {cfg['tta_target']:.0%}: torch Adam(fused) time / fastnn time",
+                   float("nan"), 1.5, note="PyTorch not run")
+    if "bitwise" in res:
+        bw = res["bitwise"]
+        digests = {k: v["digest"] for k, v in bw.items() if not k.startswith("_")}
+        same = len(set(digests.values())) == 1
+        add(f"\n### Bitwise weights after one fit pass ({cfg['bitwise_samples']:,} samples, "
+            "batch 128)\n")
+        add("| threads | sha1 of the weights (16 hex) | seconds | fit path |")
+        add("|---:|---|---:|---|")
+        for k, v in bw.items():
+            if not k.startswith("_"):
+                add(f"| {k} | {v['digest']} | {v['seconds']:.2f} | "
+                    f"{', '.join(f'{a}={b}' for a, b in v['info'].items()) or 'module loop'} |")
+        targets.append(("bitwise the same weights for 1, 2, 3, 4 threads",
+                        "equal" if same else f"{len(set(digests.values()))} different",
+                        "equal", same, f"load {bw['_load']}"))
     if "infer" in res:
         inf = res["infer"]
-        names = list(next(iter(inf.values()))["latency_us"])
+        names = list(next(iter(inf.values()))["latency"])
         add("\n### Inference (784-256-256-10 relu, float32)\n")
-        add("| threads | metric | " + " | ".join(names) + " | load |")
-        add("|---:|---|" + "---:|" * len(names) + "---|")
-        for nt, r in inf.items():
-            add(f"| {nt} | batch-1 latency (us, median) | "
-                + " | ".join(f"{r['latency_us'][k]:.1f}" for k in names) + f" | {r['_load']} |")
-            add(f"| {nt} | batch-1024 throughput (samples/s) | "
-                + " | ".join(f"{r['throughput'][k]:,.0f}" for k in names) + " | |")
+        add("| threads | metric | " + " | ".join(names) + " | placement ns: median (min-max); "
+            "far runs | other processes, cores | load |")
+        add("|---:|---|" + "---:|" * len(names) + "---|---|---|")
+        for nt, r in sorted(inf.items()):
+            add(f"| {nt} | batch-1 latency (us, median of single calls) | "
+                + " | ".join(f"{r['latency'][k].median():.1f}" for k in names)
+                + f" | {pp_text(list(r['latency'].values()), pl)} | "
+                f"{others_text(r['latency'].values())} | {r['load']} |")
+            add(f"| {nt} | batch-1024 (samples/s) | "
+                + " | ".join(f"{r['throughput'][k].median():,.0f}" for k in names)
+                + f" | {pp_text(list(r['throughput'].values()), pl)} | "
+                f"{others_text(r['throughput'].values())} | |")
+        nt_i = _target_nt(sorted(inf))
+        r = inf[nt_i]
+        for k in ("fastnn predict", "fastnn forward"):
+            target(f"batch-1 latency, {k}, {nt_i} threads / NumPy's",
+                   _ratio(r["latency"][k].median(), r["latency"]["numpy"].median()), 0.5,
+                   higher=False)
+        target(f"batch-1024 inference, fastnn predict, {nt_i} threads / NumPy's (throughput)",
+               _ratio(r["throughput"]["fastnn predict"].median(),
+                      r["throughput"]["numpy"].median()), 1.5)
     if "output" in res:
         out = res["output"]
-        names = [k for k in next(iter(out.values())) if not k.startswith("_")]
-        add("\n### Output maps (ns per element, float32, rows x C with rows = "
-            "clip(2.56e6 / C, 8, 256))\n")
-        add("| C | threads | " + " | ".join(names) + " | sparsemax vs numpy sort | load |")
-        add("|---:|---:|" + "---:|" * len(names) + "---:|---|")
-        for (c, nt), r in out.items():
-            add(f"| {c:g} | {nt} | " + " | ".join(f"{r[k]:.2f}" for k in names)
-                + f" | {_ratio(r['numpy sort sparsemax'], r['fastnn sparsemax']):.1f}x"
-                + f" | {r['_load']} |")
-    if "gemm" in res:
-        g = res["gemm"]
-        add("\n### GEMM efficiency (GFLOP/s, float32)\n")
-        add("| threads | sgemm peak (NumPy OpenBLAS, best of 512/1024/2048) | "
-            "dense 784->256 relu fwd b16 / b128 / b1024 (fastnn) | NumPy matmul same | "
-            "training step GEMM flops / step time b16 / b128 | load |")
-        add("|---:|---:|---|---|---|---|")
-        for nt, r in g.items():
-            pk = max(r["peak"].values())
-            lay = r["layer"]
-            fl = " / ".join(f"{lay[b]['fastnn']:.1f} ({lay[b]['fastnn'] / pk:.0%})"
-                            for b in sorted(lay))
-            nl = " / ".join(f"{lay[b]['numpy']:.1f}" for b in sorted(lay))
-            st = " / ".join(f"{v:.1f} ({v / pk:.0%})" for v in r.get("step", {}).values()) or "-"
-            add(f"| {nt} | {pk:.1f} | {fl} | {nl} | {st} | {r['_load']} |")
-    add("\n### Targets (2 threads unless noted)\n")
-    add("| target | measured | met |")
-    add("|---|---:|:---:|")
-    nt = max(threads)
-
-    def row(what, value, goal, higher=True):
-        ok = value >= goal if higher else value <= goal
-        add(f"| {what} | {value:.2f}x | {'yes' if ok else 'NO'} |")
-    if "train" in res:
-        tr = res["train"]
-        for b, tp, ts in ((128, 1.5, 3.0), (16, 4.0, None)):
-            r = tr.get((b, nt))
-            if not r:
-                continue
-            if "torch Adam(fused)" in r:
-                row(f"training b{b} vs torch Adam(fused) >= {tp}x",
-                    _ratio(r["fastnn"], r["torch Adam(fused)"]), tp)
-                row(f"training b{b} vs torch Adam (default) >= {tp}x",
-                    _ratio(r["fastnn"], r["torch Adam"]), tp)
-            if ts:
-                row(f"training b{b} vs scikit-learn >= {ts}x", _ratio(r["fastnn"], r["sklearn"]),
-                    ts)
-    if "small" in res and nt in res["small"]:
-        r = res["small"][nt]
-        for k in ("torch SGD(fused)", "torch SGD"):
-            if k in r:
-                row(f"small network vs {k} >= 5x", _ratio(r["fastnn"], r[k]), 5.0)
-    if "tta" in res:
-        tt = res["tta"]
-        for k in ("torch Adam(fused)", "torch Adam"):
-            if k in tt and tt[k]["time_to_target"] and tt["fastnn"]["time_to_target"]:
-                row(f"time to 98% vs {k} >= 1.5x faster",
-                    _ratio(tt[k]["time_to_target"], tt["fastnn"]["time_to_target"]), 1.5)
-    if "infer" in res:
-        for t_, r in res["infer"].items():
-            lat = r["latency_us"]
-            for k in ("fastnn forward", "fastnn predict"):
-                add(f"| batch-1 latency, {k}, {t_} thread(s), at most 0.5 of NumPy's | "
-                    f"{lat[k] / lat['numpy']:.2f} | {'yes' if lat[k] <= 0.5 * lat['numpy'] else 'NO'} |")
-    if "output" in res:
-        worst = min(_ratio(r["numpy sort sparsemax"], r["fastnn sparsemax"])
-                    for (c, t_), r in res["output"].items() if c >= 1000)
-        row("sparsemax vs entmax-style sort (NumPy), C >= 1000, worst case >= 20x", worst, 20.0)
+        names = list(next(iter(out.values()))["cells"])
+        cell_table("Output maps (ns per element, float32, rows x C, rows = clip(2.56e6 / C, 8, "
+                   "256))", [((f"{c:g}", nt), r) for (c, nt), r in sorted(out.items())], names,
+                   "{:.2f}", ["C", "threads"])
+        if "entmax" in facts_extra.get("torch", {}):
+            add(f"\n'torch entmax sparsemax' is {facts_extra['torch']['entmax']}.")
+        nt_o = _target_nt(sorted({nt for _, nt in out}))
+        for c in CLASSES:
+            cl = out[(c, nt_o)]["cells"]
+            target(f"softmax, C = {c:g}, {nt_o} threads: torch.softmax time / fastnn's",
+                   _ratio(cl.get("torch softmax", Cell()).median(),
+                          cl["fastnn softmax"].median()), 1.0)
+        cl = out[(1000, nt_o)]["cells"]
+        target(f"sparsemax, C = 1000, {nt_o} threads: entmax time / fastnn's",
+               _ratio(cl.get("torch entmax sparsemax", Cell()).median(),
+                      cl["fastnn sparsemax"].median()), 30.0)
+    add("\n### Targets (issue #12; ratios within this run, medians)\n")
+    add("| target | measured | goal | result | note |")
+    add("|---|---:|---:|:---:|---|")
+    for what, meas, goal, ok, note in targets:
+        add(f"| {what} | {meas} | {goal} | {'n/a' if ok is None else ('PASS' if ok else 'MISS')}"
+            f" | {note} |")
     return "\n".join(lines)
 
 
-def header():
-    import fastnn._threads as th
-    lines = machine_facts()
-    info = th.blas_info()
-    lines.append(f"fastnn BLAS: {info.get('backend')} {info.get('version')} "
-                 f"kernel={info.get('architecture')} ({os.path.basename(info.get('filepath', ''))})")
-    if torch_available():
-        import torch
-        lines.append(f"torch {torch.__version__}")
-    import sklearn
-    lines.append(f"scikit-learn {sklearn.__version__}")
-    return "\n".join(lines)
+facts_extra: dict = {}
+
+
+def machine_lines(workers, families, pl, cfg):
+    """Markdown lines: machine, kernels per library (threadpoolctl), load, placement."""
+    model = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as fh:
+            model = next((ln.split(":", 1)[1].strip() for ln in fh
+                          if ln.startswith("model name")), model)
+    except OSError:
+        pass
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count()
+    lines = ["## fastnn peers benchmark", "",
+             f"- date: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}",
+             f"- machine: {model}; {os.cpu_count()} logical CPUs ({usable} usable); "
+             f"{platform.system()} {platform.release()}; Python {platform.python_version()}",
+             f"- load average at start: {load_avg()}",
+             f"- {pl.line}",
+             f"- timing: {'one worker process per library' if workers.isolate else 'one process'}"
+             f", {cfg['rounds']} interleaved rounds, "
+             f"medians{'; QUICK smoke run: numbers mean little' if cfg['quick'] else ''}"]
+    for fam in families:
+        try:
+            info = workers.ask(fam, {"cmd": "info", "family": fam})
+        except RuntimeError as exc:
+            lines.append(f"- {fam}: unavailable ({exc})")
+            continue
+        facts_extra[fam] = info
+        extra = "; ".join(f"{k} {v}" for k, v in info.items()
+                          if k not in ("library", "version", "pools"))
+        lines.append(f"- {fam} {info.get('version')}: " + (extra + "; " if extra else "")
+                     + "kernels: " + ("; ".join(info["pools"]) or "none loaded"))
+    for var in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OPENBLAS_NUM_THREADS",
+                "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "MKL_NUM_THREADS"):
+        if var in _ORIGINAL_ENV:
+            lines.append(f"- {var}={_ORIGINAL_ENV[var]}")
+    return lines
+
+
+PARTS = ("train", "small", "contention", "tta", "bitwise", "infer", "output")
+
+
+def config(args):
+    q = args.quick
+    return {
+        "quick": q,
+        "threads": tuple(int(t) for t in (args.threads or ("2" if q else "1,2")).split(",")),
+        "rounds": args.rounds or (2 if q else 5),
+        "min_time": 0.03 if q else 0.3,
+        "mnist": os.path.abspath(args.mnist) if args.mnist else None,
+        "train_samples": args.train_samples or (1024 if q else 60000),
+        "small_samples": 1024 if q else 32768,
+        "seeds": args.seeds or (1 if q else 5),
+        "tta_target": 0.80 if q else args.target,
+        "tta_max_epochs": 1 if q else args.max_epochs,
+        "tta_train": 2048 if q else None,
+        "bitwise_samples": 512 if q else 60000,
+        "latency_calls": 100 if q else 1000,
+    }
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--mnist", default=None, help="MNIST directory (default: $FASTNN_MNIST_DIR "
-                    "or ../shared/data/mnist)")
-    ap.add_argument("--only", default="train,small,tta,infer,output,gemm")
-    ap.add_argument("--threads", default="1,2")
-    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--mnist", default=None, help="MNIST directory (IDX files, .gz or not; "
+                    "default: $FASTNN_MNIST_DIR or ../shared/data/mnist)")
+    ap.add_argument("--only", default=",".join(PARTS), help="comma-separated parts")
+    ap.add_argument("--threads", default=None,
+                    help="thread counts, e.g. 1,2,4,8,16 (default 1,2; with --quick 2)")
+    ap.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 5)")
+    ap.add_argument("--train-samples", type=int, default=None,
+                    help="samples per timed training pass (default 60000: one MNIST epoch)")
+    ap.add_argument("--seeds", type=int, default=None, help="time-to-accuracy seeds (default 5)")
+    ap.add_argument("--target", type=float, default=0.98)
+    ap.add_argument("--max-epochs", type=int, default=15)
+    ap.add_argument("--out", default=None, help="write the markdown report to this file")
     ap.add_argument("--quick", action="store_true",
-                    help="few rounds, short rounds, no time-to-accuracy (a smoke run)")
+                    help="a smoke run of every part at 2 threads (under 2 minutes; numbers mean "
+                    "little)")
     ap.add_argument("--no-torch", action="store_true")
+    ap.add_argument("--no-probe", action="store_true", help="skip the placement probe")
+    ap.add_argument("--wait-quiet", type=float, default=0.0, metavar="S",
+                    help="before each run wait up to S seconds for the machine to be quiet "
+                    "(below 0.1 busy cores for 0.5 s)")
     ap.add_argument("--in-process", action="store_true",
                     help="time every library in this process (default: one worker process per "
-                    "library, see Workers)")
+                    "library)")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
@@ -977,43 +1297,41 @@ def main(argv=None):
             import torch  # noqa: F401  (torch's OpenMP runtime loads with its own defaults)
         return _worker_main()
     parts = [p.strip() for p in args.only.split(",") if p.strip()]
-    threads = tuple(int(t) for t in args.threads.split(","))
-    have_torch = torch_available() and not args.no_torch
-    rounds = 2 if args.quick else args.rounds
-    mt = 0.05 if args.quick else 0.3
-    mnist = os.path.abspath(args.mnist) if args.mnist else None
-    print(header(), flush=True)
-    print(f"timing: {'one process' if args.in_process else 'one worker process per library'}, "
-          f"{rounds} interleaved rounds of ~{mt:g} s, medians", flush=True)
-    if {"train", "tta", "infer"} & set(parts):
-        load_mnist(mnist)   # fail early with a clear message when MNIST is missing
-    workers = Workers(isolate=not args.in_process)
+    bad = set(parts) - set(PARTS)
+    if bad:
+        ap.error(f"unknown part(s) {sorted(bad)}; choose from {','.join(PARTS)}")
+    cfg = config(args)
+    QUIET["max_wait"] = args.wait_quiet
+    cfg["torch"] = torch_available() and not args.no_torch
+    if {"train", "contention", "tta", "bitwise", "infer"} & set(parts):
+        load_mnist(cfg["mnist"])   # fail early with a clear message when MNIST is missing
+    pl = Placement(enabled=not args.no_probe)
+    workers = Workers(isolate=not args.in_process, cooldown=0.05 if args.quick else 0.15)
+    families = ["fastnn", "numpy", "sklearn"] + (["torch"] if cfg["torch"] else [])
     res = {}
     t0 = time.time()
     try:
-        if "train" in parts:
-            res["train"] = bench_train(workers, mnist, threads=threads, rounds=rounds,
-                                       min_time=mt, have_torch=have_torch)
-        if "small" in parts:
-            res["small"] = bench_small(workers, threads=threads, rounds=rounds, min_time=mt,
-                                       have_torch=have_torch)
-        if "tta" in parts and not args.quick:
-            res["tta"] = bench_tta(workers, mnist, have_torch=have_torch)
-        if "infer" in parts:
-            res["infer"] = bench_infer(workers, mnist, threads=threads, rounds=rounds,
-                                       have_torch=have_torch)
-        if "output" in parts:
-            res["output"] = bench_output(workers, threads=threads, rounds=rounds,
-                                         min_time=mt / 3,
-                                         classes=CLASSES[:3] if args.quick else CLASSES,
-                                         have_torch=have_torch)
-        if "gemm" in parts:
-            res["gemm"] = bench_gemm(workers, threads=threads, rounds=rounds,
-                                     train=res.get("train"))
+        facts = machine_lines(workers, families, pl, cfg)
+        print("\n".join(facts), flush=True)
+        cfg["engine_kw"] = bool(facts_extra.get("fastnn", {}).get("fit engine keyword"))
+        spent = {}
+        for part in PARTS:
+            if part in parts:
+                t_part = time.time()
+                res[part] = globals()[f"bench_{part}"](workers, pl, cfg)
+                spent[part] = time.time() - t_part
     finally:
         workers.close()
-    print(f"\n(total {time.time() - t0:.0f} s; load average at end {load_avg()})")
-    print(report(res, threads))
+    text = report(res, cfg, pl, facts)
+    text += (f"\n\n(total {time.time() - t0:.0f} s: "
+             + ", ".join(f"{k} {v:.0f} s" for k, v in spent.items())
+             + (f"; {QUIET['waited']:.0f} s waiting for quiet" if QUIET["max_wait"] else "")
+             + f"; load average at end {load_avg()})\n")
+    print("\n" + text)
+    if args.out:
+        with open(args.out, "w") as fh:
+            fh.write(text)
+        print(f"written to {args.out}")
     return res
 
 

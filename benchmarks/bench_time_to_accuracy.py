@@ -21,9 +21,12 @@ seconds per epoch, and the load average before and after (the machine may be sha
 Run::
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_time_to_accuracy.py \
-        [--mnist DIR] [--target 0.98] [--max-epochs 10] [--only fastnn,numpy,numpy-1t,torch]
+        [--mnist DIR] [--target 0.98] [--max-epochs 10] \
+        [--only fastnn,numpy,numpy-1t,torch,torch-fused]
 
-(``PYTHONPATH=.`` in front when fastnn is built in place rather than installed.)
+(``PYTHONPATH=.`` in front when fastnn is built in place rather than installed.) The same
+runners, over several seeds and with the machine state beside them, are the ``tta`` part of
+``bench_peers.py``.
 """
 from __future__ import annotations
 
@@ -73,12 +76,19 @@ def run_fastnn(data, weights, seed, target, max_epochs):
         sd[f"{i}.weight"], sd[f"{i}.bias"] = W, b
     model.load_state_dict(sd)
     rng = np.random.default_rng(seed)  # fit draws one permutation per epoch from it
-    return _loop(lambda: model.fit(Xtr, ytr, loss="cross_entropy",
-                                   optimizer="adam" if model.optimizer is None else None,
-                                   lr=LR if model.optimizer is None else None, epochs=1,
-                                   batch_size=BATCH, verbose=0, seed=rng),
-                 lambda: accuracy(model.predict(Xte), yte), target, max_epochs,
-                 limits=lambda: threadpool_limits(limits=N_THREADS))
+    path = {}
+
+    def epoch():
+        h = model.fit(Xtr, ytr, loss="cross_entropy",
+                      optimizer="adam" if model.optimizer is None else None,
+                      lr=LR if model.optimizer is None else None, epochs=1,
+                      batch_size=BATCH, verbose=0, seed=rng)
+        path["engine"] = (getattr(h, "params", None) or {}).get("engine")
+
+    out = _loop(epoch, lambda: accuracy(model.predict(Xte), yte), target, max_epochs,
+                limits=lambda: threadpool_limits(limits=N_THREADS))
+    out["engine"] = path.get("engine")   # fit's record of its path (None: no record)
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -248,14 +258,15 @@ def _loop(run_epoch, evaluate, target, max_epochs, limits=None):
 
 def main(argv=None):
     here = os.path.dirname(os.path.abspath(__file__))
-    default_mnist = os.environ.get("FASTNN_MNIST_DIR",
-                                   os.path.join(here, "..", "..", "shared", "data", "mnist"))
+    cands = [os.path.join(here, *[".."] * k, "shared", "data", "mnist") for k in (2, 3)]
+    default_mnist = os.environ.get("FASTNN_MNIST_DIR") or next(
+        (c for c in cands if os.path.isdir(c)), cands[0])
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mnist", default=default_mnist)
     ap.add_argument("--target", type=float, default=0.98)
     ap.add_argument("--max-epochs", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--only", default="fastnn,numpy,numpy-1t,torch")
+    ap.add_argument("--only", default="fastnn,numpy,numpy-1t,torch,torch-fused")
     args = ap.parse_args(argv)
 
     from fastnn import datasets
@@ -263,12 +274,13 @@ def main(argv=None):
     data = datasets.load_mnist(args.mnist)
     weights = initial_weights(args.seed)
     runners = {"fastnn": run_fastnn, "numpy": run_numpy, "numpy-1t": run_numpy_1thread,
-               "torch": run_torch}
+               "torch": run_torch,
+               "torch-fused": lambda *a: run_torch(*a, fused=True)}
     wanted = [w.strip() for w in args.only.split(",") if w.strip()]
     results = {}
     load_before = os.getloadavg()
     for name in wanted:
-        if name == "torch":
+        if name.startswith("torch"):
             try:
                 import torch
             except ImportError:
@@ -285,10 +297,10 @@ def main(argv=None):
           f"batch {BATCH}, float32, {N_THREADS} threads")
     print(f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f} "
           f"({os.cpu_count()} CPUs); python {sys.version.split()[0]}, numpy {np.__version__}")
-    print(f"{'':8s} {'to target':>10s} {'epochs':>7s} {'s/epoch':>8s} {'final acc':>10s}")
+    print(f"{'':11s} {'to target':>10s} {'epochs':>7s} {'s/epoch':>8s} {'final acc':>10s}")
     for name, r in results.items():
         t = f"{r['time_to_target']:.2f}s" if r["time_to_target"] is not None else "not reached"
-        print(f"{name:8s} {t:>10s} {r['epochs']:7d} {np.mean(r['epoch_times']):8.2f} "
+        print(f"{name:11s} {t:>10s} {r['epochs']:7d} {np.mean(r['epoch_times']):8.2f} "
               f"{r['accuracies'][-1]:10.4f}")
     base = results.get("fastnn", {}).get("time_to_target")
     if base:

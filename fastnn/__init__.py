@@ -9,9 +9,8 @@ from typing import IO, TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-from fastnn import _threads
-from fastnn._kernels import _config
-from fastnn import functional
+from fastnn import _threads, functional
+from fastnn.functional import runtime as _runtime
 
 __all__ = ["__version__", "show_config", "functional"]
 
@@ -93,7 +92,7 @@ def show_config(file: IO[str] | None = None) -> dict[str, Any]:
         "fastnn": __version__,
         "python": sys.version.split()[0],
         "numpy": np.__version__,
-        "openmp": _config.openmp_enabled(),
+        "openmp": _runtime.openmp_enabled(),
         "default_n_threads": _threads.effective_n_threads(None),
         "blas": blas.get("internal_api"),
         "blas_backend": blas.get("backend"),

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import csv
+import json
 import math
 import os
 import re
@@ -27,12 +29,25 @@ import tempfile
 import time
 import warnings
 
+import numpy as np
+
+import fastnn
+from fastnn import __version__, datasets, io, training
+from fastnn import callbacks as cbs
+from fastnn.data import train_test_split
 from fastnn.functional.activations import ACTIVATIONS, ALIASES
+from fastnn.layers import Dense, Dropout, Maxout
+from fastnn.losses import LOSS_ALIASES, LOSS_TABLE, loss_info
+from fastnn.model import Sequential
 from fastnn.optim import OPTIMIZERS
+from fastnn.preprocessing import Normalization
 
 __all__ = ["main", "build_parser", "build_mlp"]
 
-
+# --loss: the classification losses of the loss table (a regression always takes "squared")
+_CLASSIFICATION_LOSSES = tuple(n for n, r in LOSS_TABLE.items() if r.task == "classification")
+_LOSS_CHOICES = ("auto", *_CLASSIFICATION_LOSSES,
+                 *(a for a, n in LOSS_ALIASES.items() if n in _CLASSIFICATION_LOSSES))
 
 class UsageError(Exception):
     """A problem with the command line or its files: one line on stderr, exit status 2."""
@@ -44,11 +59,6 @@ def build_mlp(n_features, hidden, n_outputs, *, activation="relu", dropout=0.0, 
     Dense(+activation)(+Dropout) per hidden size - or Maxout units of ``maxout`` pieces each
     when it is given - then a linear output layer producing logits (the output map - softmax or
     sparsemax - is the loss's)."""
-    import numpy as np
-
-    from fastnn.layers import Dense, Dropout, Maxout
-    from fastnn.model import Sequential
-
     rng = np.random.default_rng(seed)
     layers = [] if normalization is None else [normalization]
     width = n_features
@@ -111,8 +121,6 @@ _DATA_HELP = ("a .csv file with a header row and numeric columns, a .npy array "
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from fastnn import __version__
-
     parser = _Parser(
         prog="fastnn",
         description="fastnn: fast multi-layer perceptrons on the CPU.",
@@ -168,10 +176,10 @@ def build_parser() -> argparse.ArgumentParser:
                             "(replaces --activation)")
     model.add_argument("--output", choices=("softmax", "sparsemax"), default="softmax",
                        help="output map of a classifier")
-    model.add_argument("--loss", choices=("auto", "cross_entropy", "sparsemax"),
-                       default="auto",
-                       help="auto: cross_entropy for softmax, sparsemax loss for sparsemax "
-                            "(regression always uses the squared loss)")
+    model.add_argument("--loss", choices=_LOSS_CHOICES, default="auto", metavar="NAME",
+                       help=f"loss of a classifier: {', '.join(_CLASSIFICATION_LOSSES)} "
+                            f"(auto: cross_entropy for softmax, sparsemax for sparsemax; "
+                            f"regression always uses the squared loss)")
     model.add_argument("--dropout", type=_fraction, default=0.0,
                        help="dropout probability after each hidden layer")
     model.add_argument("--dtype", choices=("float32", "float64"), default="float32",
@@ -265,10 +273,6 @@ def _check_readable(path, what):
 
 def _read_csv(path, target=None, feature_names=None):
     """(X float64 (n, d), y str (n,) or None, feature names) from a CSV with a header row."""
-    import csv
-
-    import numpy as np
-
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
             header = next(csv.reader(f), None)
@@ -334,8 +338,6 @@ def _csv_error(path, header, exc) -> str:
 
 
 def _read_array(path, what):
-    import numpy as np
-
     _check_readable(path, what)
     try:
         a = np.load(path, allow_pickle=False)
@@ -349,8 +351,6 @@ def _read_array(path, what):
 
 def _read_data(path, *, target=None, labels=None, feature_names=None, need_y=False):
     """(X float64 (n, d), y (n,) or None, feature names or None) from a .csv, .npy or .npz."""
-    import numpy as np
-
     _check_readable(path, "data file")
     ext = os.path.splitext(path)[1].lower()
     if ext == ".csv":
@@ -406,8 +406,6 @@ def _read_data(path, *, target=None, labels=None, feature_names=None, need_y=Fal
 
 def _as_numbers(y):
     """y as float64, or None when it holds text."""
-    import numpy as np
-
     if y.dtype.kind in "iufb":
         return y.astype(np.float64)
     try:
@@ -418,8 +416,6 @@ def _as_numbers(y):
 
 def _encode_targets(y, task, where):
     """(task, y for training, classes, class kind) from raw targets."""
-    import numpy as np
-
     num = _as_numbers(y)
     if num is not None and not np.isfinite(num).all():
         raise UsageError(f"{where}: the targets hold NaN or infinite values")
@@ -444,8 +440,6 @@ def _encode_targets(y, task, where):
 
 def _class_index(y, classes, kind, where):
     """Map raw labels to the model's class indices (unknown labels are an error)."""
-    import numpy as np
-
     if kind == "int":
         num = _as_numbers(y)
         if num is None or not np.isfinite(num).all() or (num != np.round(num)).any():
@@ -466,8 +460,6 @@ def _class_index(y, classes, kind, where):
 # --- data sets the CLI knows -----------------------------------------------------------------
 
 def _split(X, y, test_size, seed, stratify):
-    from fastnn.data import train_test_split
-
     if stratify:
         try:
             return train_test_split(X, y, test_size=test_size, stratify=True, seed=seed)
@@ -479,8 +471,6 @@ def _split(X, y, test_size, seed, stratify):
 def _digits_split(dtype, test_size, seed):
     """The shipped digits, split as ``fastnn train`` splits them: X_train, X_test, y_train,
     y_test."""
-    from fastnn import datasets
-
     X, y = datasets.load_digits(dtype=dtype)
     return _split(X, y, test_size, seed, True)
 
@@ -488,10 +478,6 @@ def _digits_split(dtype, test_size, seed):
 def _load_training_data(args):
     """A dict: name, X/y train, val (or None), test, task, classes, kind, feature names,
     metadata to save."""
-    import numpy as np
-
-    from fastnn import datasets
-
     dtype = np.dtype(args.dtype)
     info = {"task": "classification", "feature_names": None}
     if args.mnist is not None:
@@ -547,9 +533,6 @@ def _load_training_data(args):
 def _check_metadata_fits(metadata) -> None:
     """The notes --save records (feature names, class labels) must fit in a model file's
     description; checked before training, so no work is lost to a refused save."""
-    import json
-
-    from fastnn import io
     room = io._JSON_BYTES[0] // 2   # the other half: architecture, names, checksums
     size = len(json.dumps(metadata).encode("utf-8"))
     if size > room:
@@ -561,10 +544,6 @@ def _check_metadata_fits(metadata) -> None:
 # --- train -------------------------------------------------------------------------------------
 
 def _train(args) -> int:
-    from fastnn import callbacks as cbs
-    from fastnn import training
-    from fastnn.preprocessing import Normalization
-
     # everything that can be wrong with the command line, before any data is read
     if args.mnist is None and args.download:
         raise UsageError("--download only applies with --mnist")
@@ -576,7 +555,7 @@ def _train(args) -> int:
     if args.val_size is None:
         needs_val = args.early_stopping is not None or args.halve_lr
         args.val_size = 1.0 / 12.0 if mnist else (0.1 if needs_val else 0.0)
-    loss = args.loss if args.loss != "auto" else (
+    loss = loss_info(args.loss).name if args.loss != "auto" else (
         "cross_entropy" if args.output == "softmax" else "sparsemax")
     if (args.output, loss) == ("sparsemax", "cross_entropy"):
         raise UsageError("--output sparsemax goes with the sparsemax loss (cross-entropy needs "
@@ -662,8 +641,6 @@ def _train(args) -> int:
     print(f"test {score}  (test loss {test_loss}; {len(history)} epochs in {fit_time:.1f}s, "
           f"total {time.perf_counter() - t_start:.1f}s)", file=out, flush=True)
     if args.save:
-        from fastnn import io
-
         io.save(model, args.save, optimizer=model.optimizer, metadata=d["metadata"])
         if not args.quiet:
             print(f"saved model to {args.save}", file=out)
@@ -677,8 +654,6 @@ def _train(args) -> int:
 def _score(model, X, y):
     """("accuracy: A" or "R^2: R", "L" the loss): the one formatting of a score, shared by
     train and evaluate."""
-    from fastnn import training
-
     result = training.evaluate(model, X, y)
     name, value = ("R^2", result["r2"]) if "r2" in result else ("accuracy", result["accuracy"])
     return f"{name}: {value:.4f}", f"{result['loss']:.4f}"
@@ -687,8 +662,6 @@ def _score(model, X, y):
 # --- predict and evaluate ----------------------------------------------------------------------
 
 def _load_model(path):
-    from fastnn import io
-
     _check_readable(path, "model file")
     try:
         return io.load(path, with_optimizer=False)
@@ -711,8 +684,6 @@ def _model_info(model):
 
 def _model_inputs(model, meta, args, need_y):
     """(X in the model's dtype, y or None, description) for predict/evaluate."""
-    import numpy as np
-
     if args.data is None:
         source = meta.get("data")
         if source == "digits":
@@ -720,7 +691,6 @@ def _model_inputs(model, meta, args, need_y):
             where = (f"the digits test split (seed {meta['seed']}, test size "
                      f"{meta['test_size']:g})")
         elif source == "mnist":
-            from fastnn import datasets
             try:
                 _, _, X, y = datasets.load_mnist(meta.get("path"), dtype=model.dtype)
             except (OSError, ValueError) as exc:
@@ -758,10 +728,6 @@ def _model_inputs(model, meta, args, need_y):
 
 
 def _predict(args) -> int:
-    import numpy as np
-
-    from fastnn import training
-
     if args.out:
         _check_writable(args.out, "--out")
     model = _load_model(args.model)
@@ -812,8 +778,6 @@ def main(argv=None) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         return 1
     if args.command == "info":
-        import fastnn
-
         fastnn.show_config()
         return 0
     parser.print_help()

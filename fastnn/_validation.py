@@ -2,10 +2,39 @@
 from __future__ import annotations
 
 import numbers
+import os
 
 import numpy as np
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+#: The largest ``n_threads`` accepted. An absurd count is an error, not an attempt: libgomp
+#: asked for a team of 100,000 threads (above RLIMIT_NPROC) crashed the process with a segfault.
+MAX_THREADS = max(1024, 4 * (os.cpu_count() or 1))
+
+
+def check_n_threads(n_threads, *, type_error=TypeError):
+    """``n_threads`` if it is None or an int in [1, MAX_THREADS]; else TypeError (not an int;
+    ``type_error`` for callers whose convention is ValueError, as scikit-learn's) or
+    ValueError (out of range)."""
+    if n_threads is None or (type(n_threads) is int and 0 < n_threads <= MAX_THREADS):
+        return n_threads
+    if isinstance(n_threads, bool) or not isinstance(n_threads, numbers.Integral):
+        raise type_error(f"n_threads must be None or a positive int, got {n_threads!r}")
+    if n_threads <= 0:
+        raise ValueError(f"n_threads must be None or a positive int, got {n_threads}")
+    if n_threads > MAX_THREADS:
+        raise ValueError(f"n_threads={n_threads} is more than fastnn allows ({MAX_THREADS}, "
+                         f"fastnn._threads.MAX_THREADS); this machine has {os.cpu_count()} CPUs")
+    return int(n_threads)
+
+
+def check_float_dtype(dtype) -> np.dtype:
+    """``dtype`` as a numpy dtype, float32 or float64; TypeError otherwise."""
+    dt = np.dtype(dtype)
+    if dt not in FLOAT_DTYPES:
+        raise TypeError(f"dtype must be float32 or float64, got {dt}")
+    return dt
 
 
 def check_float_array(a, name: str, *, ndim=None, dtype=None, allow_empty: bool = True,

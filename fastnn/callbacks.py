@@ -121,6 +121,11 @@ class EarlyStopping(Callback, _Monitor):
     Attributes
     ----------
     best, best_epoch, stopped_epoch, wait
+
+    References
+    ----------
+    Prechelt, L. (1998). Early stopping - but when? In Neural Networks: Tricks of the Trade,
+    LNCS 1524, 55-69. Springer.
     """
 
     def __init__(self, monitor="val_loss", patience=5, min_delta=0.0, mode="auto",

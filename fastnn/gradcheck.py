@@ -9,7 +9,8 @@ The model passed in is never modified.
 At a relu kink or where the sparsemax support changes, the function is not differentiable and
 the stencil measures a one-sided mixture, not the gradient. Such coordinates are detected (the
 relu sign pattern or the sparsemax support differs between θ + ε e_i and θ - ε e_i) and reported
-apart, in ``GradcheckResult.kinks``, instead of failing the check.
+apart, in ``GradcheckResult.kinks``, instead of failing the check. A layer takes part through
+its ``_kink_state()`` hook (see :mod:`fastnn.module`).
 """
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from fastnn.graph import Model, _Packed
+from fastnn.layers import Dropout
+from fastnn.losses import SparsemaxLoss, get_loss
 
 __all__ = ["GradcheckResult", "gradcheck"]
 
@@ -73,9 +76,7 @@ class GradcheckResult:
 
 def _loss_support_fn(loss_obj):
     """Kink detector for the loss itself: the sparsemax loss's support."""
-    from fastnn import losses
-    cls = getattr(losses, "SparsemaxLoss", None)
-    if cls is not None and isinstance(loss_obj, cls):
+    if isinstance(loss_obj, SparsemaxLoss):
         return lambda z: np.asarray(loss_obj.output(z)) > 0
     return None
 
@@ -121,10 +122,12 @@ def gradcheck(model, X, y, loss, *, eps: float = 1e-6, tol: float = 1e-5, floor:
     Returns
     -------
     GradcheckResult
-    """
-    from fastnn.layers import Dropout
-    from fastnn.losses import get_loss
 
+    References
+    ----------
+    Rumelhart, D. E., Hinton, G. E. and Williams, R. J. (1986). Learning representations by
+    back-propagating errors. Nature 323, 533-536.
+    """
     eps = float(eps)
     if not eps > 0:
         raise ValueError(f"eps must be > 0, got {eps}")

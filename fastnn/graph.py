@@ -30,11 +30,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from fastnn import training
 from fastnn._threads import check_not_fitting, exclusive_use
-from fastnn._validation import check_float_array
-from fastnn.layers import Module, Node, _check_dtype, _no_forward, module_from_config
+from fastnn._validation import check_float_array, check_float_dtype
 from fastnn.losses import Loss, get_loss
 from fastnn.model import Sequential, _check_unique, _Container, _infer_dtype, _prefixed_shapes
+from fastnn.module import Module, Node, module_from_config, no_forward_error
 
 __all__ = ["Add", "Concatenate", "Input", "Merge", "Model", "Multiply"]
 
@@ -80,7 +81,7 @@ class Merge(Module):
 
     def backward(self, grad_output, need_input_grad=True, inplace=False):
         if not self._ran:
-            raise _no_forward(self)
+            raise no_forward_error(self)
         if not need_input_grad:
             return None
         return self._input_grads(grad_output)
@@ -386,7 +387,7 @@ class Model(_Container):
 
     def backward(self, grad_output, need_input_grad=True, inplace=False):
         if not self._ran:
-            raise _no_forward(self)
+            raise no_forward_error(self)
         gs = [grad_output] if self._single_out else list(grad_output)
         if len(gs) != len(self._outputs):
             raise ValueError(f"backward takes one gradient per output ({len(self._outputs)}), "
@@ -434,7 +435,6 @@ class Model(_Container):
         one loss per output (``loss``: a name or loss object, or a list of them), summed with
         ``loss_weights`` (default 1 each). The other arguments are those of
         :func:`fastnn.training.fit`; returns its History (the summed loss, no metric)."""
-        from fastnn import training
         packed_loss = self._packed_loss(loss, loss_weights)
         Xp = self._pack_x(X)
         yp = packed_loss.pack_y(y, Xp.shape[0])
@@ -573,7 +573,7 @@ class Model(_Container):
             raise ValueError(f"invalid config for Model: {exc!r}") from None
         return cls(ins[0] if kwargs.get("single_input") and len(ins) == 1 else ins,
                    outs[0] if kwargs.get("single_output") and len(outs) == 1 else outs,
-                   dtype=_check_dtype(dtype))
+                   dtype=check_float_dtype(dtype))
 
     def extra_repr(self):
         return (f"inputs={self.input_names}, outputs={len(self._outputs)}, "

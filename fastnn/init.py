@@ -105,6 +105,11 @@ def glorot_uniform(shape, seed=None, dtype=np.float64, gain: float = 1.0) -> np.
     dtype : float32 or float64
     gain : float
         Scale for the activation (1 for tanh/sigmoid/identity).
+
+    References
+    ----------
+    Glorot, X. and Bengio, Y. (2010). Understanding the difficulty of training deep feedforward
+    neural networks. AISTATS, PMLR 9, 249-256.
     """
     fan_in, fan_out = calculate_fans(shape)
     t = gain * math.sqrt(6.0 / max(fan_in + fan_out, 1))
@@ -115,6 +120,11 @@ def glorot_normal(shape, seed=None, dtype=np.float64, gain: float = 1.0) -> np.n
     """Glorot/Xavier normal: ``W ~ N(0, std^2)``, ``std = gain * sqrt(2 / (fan_in + fan_out))``.
 
     Glorot and Bengio (2010); the same variance as :func:`glorot_uniform`.
+
+    References
+    ----------
+    Glorot, X. and Bengio, Y. (2010). Understanding the difficulty of training deep feedforward
+    neural networks. AISTATS, PMLR 9, 249-256.
     """
     fan_in, fan_out = calculate_fans(shape)
     std = gain * math.sqrt(2.0 / max(fan_in + fan_out, 1))
@@ -137,6 +147,11 @@ def he_uniform(shape, seed=None, dtype=np.float64, gain: float = math.sqrt(2.0),
     He, Zhang, Ren and Sun (2015), "Delving deep into rectifiers". Variance ``2 / fan_in``:
     a relu halves the second moment, the gain sqrt(2) restores it. The default for relu units.
     ``mode="fan_out"`` preserves the gradients' variance instead.
+
+    References
+    ----------
+    He, K., Zhang, X., Ren, S. and Sun, J. (2015). Delving deep into rectifiers: surpassing
+    human-level performance on ImageNet classification. ICCV, 1026-1034.
     """
     fan = _fan(shape, mode)
     t = gain * math.sqrt(3.0 / max(fan, 1))
@@ -148,6 +163,11 @@ def he_normal(shape, seed=None, dtype=np.float64, gain: float = math.sqrt(2.0),
     """He/Kaiming normal: ``W ~ N(0, std^2)``, ``std = gain / sqrt(fan)`` (= sqrt(2 / fan_in)).
 
     He, Zhang, Ren and Sun (2015).
+
+    References
+    ----------
+    He, K., Zhang, X., Ren, S. and Sun, J. (2015). Delving deep into rectifiers: surpassing
+    human-level performance on ImageNet classification. ICCV, 1026-1034.
     """
     fan = _fan(shape, mode)
     std = gain / math.sqrt(max(fan, 1))

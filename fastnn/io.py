@@ -41,7 +41,8 @@ import zlib
 import numpy as np
 
 from fastnn import losses, optim
-from fastnn.layers import config_parameter_shapes, module_from_config, skip_initialization
+from fastnn.layers import skip_initialization
+from fastnn.module import config_parameter_shapes, module_from_config
 
 try:
     import fcntl

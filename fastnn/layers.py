@@ -1,11 +1,9 @@
-"""Modules: the boxes of the lecture's computation graph, each with ``forward`` and ``backward``.
+"""Layers: the boxes of the lecture's computation graph, each with ``forward`` and ``backward``
+(the protocol, :class:`fastnn.module.Module`, is described in :mod:`fastnn.module`).
 
-A module's ``forward`` (fprop) computes its output from its input and caches what its
-``backward`` (bprop) needs; ``backward`` takes the gradient of the loss with respect to the
-output, returns the gradient with respect to the input, and *adds* the gradients of the module's
-parameters into their ``.grad`` buffers. The arithmetic is done by the compiled kernels of
-:mod:`fastnn.functional`; the modules are plain Python around them, one call per batch (never a
-Python loop over samples).
+The arithmetic is done by the compiled kernels behind :mod:`fastnn.functional`, the only route
+to them; the layers are plain Python around it, one call per batch (never a Python loop over
+samples).
 
 Buffers. Outputs and gradients are written into arrays owned by the module and reused by every
 call, so a steady-state training step allocates no arrays. One array per buffer, sized for the
@@ -18,19 +16,18 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import copy
-import itertools
-import math
 import numbers
 
 import numpy as np
 
 from fastnn import functional as F
-from fastnn._kernels import dense as _dense_kernels
-from fastnn._kernels import dropout as _dropout_kernels
-from fastnn._threads import check_n_threads, resolve_n_threads
-from fastnn._validation import check_float_array
+from fastnn import init as initializers
+from fastnn._threads import resolve_n_threads
+from fastnn._validation import check_float_dtype
 from fastnn.functional.activations import ACTIVATION_TABLE, ACTIVATIONS, activation_info
+from fastnn.functional.dense import backward_into as _backward_into
+from fastnn.functional.dense import forward_into as _forward_into
+from fastnn.module import Module, Node, as_input, call_with_config, no_forward_error
 from fastnn.parameter import Parameter
 
 __all__ = [
@@ -76,433 +73,14 @@ def skip_initialization():
     finally:
         _INITIALIZE.reset(token)
 
-_REGISTRY: dict[str, type] = {}
-
-# Dense calls its kernels' module entries (forward_layer/backward_layer: arrays checked in C; a
-# whole forward_layer call on a 1x4 -> 4 layer takes 0.5 us, the memoryview entry 2.2 us) and
-# falls back to the functional wrappers, whose validation costs ~7 us per call (most of a batch-1
-# layer or of a small network's step), only for inputs they reject.
-_ACT_CODES = {a.name: a.code for a in ACTIVATION_TABLE.values()}
-_IDENTITY_CODE = _ACT_CODES["identity"]
-_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-
-
-def _as_input(x) -> np.ndarray:
-    """A module's input as an ndarray: arrays pass as they are (the kernels check them);
-    anything else (a list, a scalar, an array-like) is converted, or rejected with a clear
-    error, by check_float_array."""
-    return x if type(x) is np.ndarray else check_float_array(x, "x")
-
-
-def _no_forward(module) -> RuntimeError:
-    """The error of a backward with no forward to backpropagate through."""
-    return RuntimeError(f"{module!r}: backward was called before forward; call forward on the "
-                        f"batch first (backward backpropagates through the last forward)")
+# Dense calls fastnn.functional's layer entries (forward_into/backward_into) with the kernel code
+# of its activation: they let the kernel check the arrays in C and validate in Python only the
+# inputs it declines.
+_IDENTITY_CODE = ACTIVATION_TABLE["identity"].code
 
 
 def _canonical_activation(name) -> str:
     return activation_info(name).name
-
-
-def _check_dtype(dtype) -> np.dtype:
-    dt = np.dtype(dtype)
-    if dt not in (np.float32, np.float64):
-        raise TypeError(f"dtype must be float32 or float64, got {dt}")
-    return dt
-
-
-def _check_n_threads(n_threads):
-    if n_threads is not None:
-        check_n_threads(n_threads)  # raises TypeError/ValueError with a clear message
-    return n_threads
-
-
-class Node:
-    """A symbolic tensor of a computation graph: a model input (``layer`` None) or the output
-    of ``layer`` applied to ``parents``. ``features`` is its width, checked when the node is
-    made (see :mod:`fastnn.graph`)."""
-
-    __slots__ = ("layer", "parents", "features", "name", "uid")
-    _count = itertools.count()
-
-    def __init__(self, layer, parents: tuple, features: int, name=None):
-        self.layer = layer
-        self.parents = tuple(parents)
-        self.features = int(features)
-        self.name = name
-        self.uid = next(Node._count)
-
-    @staticmethod
-    def apply(layer, x) -> Node:
-        """The node of ``layer(x)``: one parent, or a list for a merge layer."""
-        if isinstance(x, Node):
-            if getattr(layer, "n_min", None) is not None:
-                raise ValueError(f"{type(layer).__name__} takes a list of nodes")
-            width = layer.output_features(x.features)
-            if width is None:
-                raise ValueError(f"{layer!r} cannot tell its output width for "
-                                 f"{x.features} input features")
-            return Node(layer, (x,), width)
-        if getattr(layer, "n_min", None) is None:
-            raise ValueError(f"{type(layer).__name__} takes one node, got a list of {len(x)}")
-        if len(x) < layer.n_min:
-            raise ValueError(f"{type(layer).__name__} takes at least {layer.n_min} nodes")
-        return Node(layer, tuple(x), layer.merged_features([n.features for n in x]))
-
-    def __repr__(self):
-        what = "Input" if self.layer is None else type(self.layer).__name__
-        name = f" {self.name!r}" if self.name else ""
-        return f"<Node{name} {what}, {self.features} features>"
-
-
-class Module:
-    """Base class of every layer and network.
-
-    Subclasses implement ``forward(x)`` and ``backward(grad_output, need_input_grad=True,
-    inplace=False)``; list their parameters in ``_parameters`` and their sub-modules in
-    ``_modules`` (both ordered name -> object), and describe their constructor arguments in
-    ``get_config()`` so that :func:`fastnn.save` can rebuild them.
-
-    Attributes
-    ----------
-    training : bool
-        True in training mode (dropout active), False in evaluation mode.
-    n_threads : int or None
-        Threads for the kernels; None means ``omp_get_max_threads()`` at call time. Setting it on
-        a container sets it on every sub-module.
-    """
-
-    def __init__(self):
-        self.training = True
-        self._n_threads = None
-        self._parameters: dict[str, Parameter] = {}
-        self._modules: dict[str, Module] = {}
-        self._buffers: dict = {}
-
-    #: Attributes holding what ``forward`` caches for ``backward`` (its input, its output):
-    #: left out of pickles and copies, and released by ``predict`` (a subclass that caches
-    #: arrays in other attributes lists them here).
-    _forward_cache: tuple = ()
-
-    def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
-        _REGISTRY[cls.__name__] = cls
-
-    # --- the graph interface -------------------------------------------------------------------
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        """Compute the output for a batch ``x`` of shape (n_samples, in_features)."""
-        raise NotImplementedError
-
-    def backward(self, grad_output: np.ndarray, need_input_grad: bool = True,
-                 inplace: bool = False):
-        """Backpropagate ``grad_output`` (dL/d output) through the last ``forward``.
-
-        Adds the parameter gradients into their ``.grad`` buffers and returns dL/d input
-        (None when ``need_input_grad`` is False). ``inplace=True`` allows the module to overwrite
-        ``grad_output`` (a container passes it for gradients that nobody else reads).
-        A subclass reads ``p.grad`` afresh in each call (``p.grad += ...``): ``zero_grad`` is
-        deferred (see :class:`fastnn.parameter.Parameter`), so a gradient array kept from an
-        earlier call would hold stale values until ``grad`` is read.
-        """
-        raise NotImplementedError
-
-    def __call__(self, x):
-        """``forward(x)`` on arrays; on graph nodes (:func:`fastnn.Input` or the result of
-        calling a layer on nodes) a new node: the functional API of :mod:`fastnn.graph`."""
-        if isinstance(x, Node) or (isinstance(x, (list, tuple)) and x
-                                   and all(isinstance(n, Node) for n in x)):
-            return Node.apply(self, x)
-        return self.forward(x)
-
-    # --- parameters and modes --------------------------------------------------------------------
-    def named_parameters(self, prefix: str = ""):
-        """Yield (name, Parameter) pairs, depth first, names like ``"0.weight"``."""
-        for name, p in self._parameters.items():
-            yield prefix + name, p
-        for name, m in self._modules.items():
-            yield from m.named_parameters(prefix + name + ".")
-
-    def parameters(self) -> list:
-        """The trainable parameters, in a fixed order (the order optimizers and files use)."""
-        return [p for _, p in self.named_parameters()]
-
-    def modules(self):
-        """Yield this module and all its sub-modules, depth first."""
-        # one generator and an explicit stack (nested generators cost ~0.3 us per module, and
-        # zero_grad/predict walk the modules on every call)
-        stack = [self]
-        while stack:
-            m = stack.pop()
-            yield m
-            if m._modules:
-                stack.extend(reversed(m._modules.values()))
-
-    def named_buffers(self, prefix: str = ""):
-        """Yield (name, array) for non-trainable state saved with the weights (dropout counters)."""
-        for name, value in self._state_buffers().items():
-            yield prefix + name, value
-        for name, m in self._modules.items():
-            yield from m.named_buffers(prefix + name + ".")
-
-    def _state_buffers(self) -> dict:
-        return {}
-
-    def _load_state_buffer(self, name: str, value: np.ndarray) -> None:
-        raise KeyError(name)
-
-    def train(self, mode: bool = True):
-        """Set training mode (dropout active) on this module and its sub-modules; returns self."""
-        for m in self.modules():
-            m.training = bool(mode)
-        return self
-
-    def eval(self):
-        """Set evaluation mode (dropout off; deterministic); returns self."""
-        return self.train(False)
-
-    def zero_grad(self) -> None:
-        """Set every parameter gradient to zero (deferred: see ``Parameter.grad``)."""
-        # modules() rather than parameters(): no name strings built (a step's zero_grad is
-        # ~1 us per module instead of ~4 us per parameter, which a small network notices).
-        for m in self.modules():
-            for p in m._parameters.values():
-                p.zero_grad()
-
-    @property
-    def n_threads(self):
-        return self._n_threads
-
-    @n_threads.setter
-    def n_threads(self, value):
-        value = _check_n_threads(value)
-        for m in self.modules():
-            m._n_threads = value
-
-    @property
-    def dtype(self):
-        """The float dtype of the parameters (None for a module without parameters)."""
-        for p in self.parameters():
-            return p.data.dtype
-        return None
-
-    def _has_parameters(self) -> bool:
-        return bool(self._parameters) or any(m._has_parameters() for m in self._modules.values())
-
-    def n_parameters(self) -> int:
-        return int(sum(p.data.size for p in self.parameters()))
-
-    # --- shapes, config, copies ------------------------------------------------------------------
-    def output_features(self, in_features):
-        """Width of the output for an input of ``in_features`` columns (None: unknown);
-        raises ValueError when the module cannot take that width."""
-        return in_features
-
-    def input_features(self):
-        """Input width the module requires, or None when any width works."""
-        return
-
-    def get_config(self) -> dict:
-        """Constructor arguments as JSON-compatible values (``type`` names the class)."""
-        return {"type": type(self).__name__}
-
-    @classmethod
-    def from_config(cls, config: dict, dtype=np.float32) -> Module:
-        """Build a module (with fresh parameters of ``dtype``) from ``get_config()``'s dict."""
-        return module_from_config(config, dtype)
-
-    def _set_dtype(self, dtype) -> None:
-        """Re-type the parameters (construction time only: containers fix one dtype)."""
-        dtype = _check_dtype(dtype)
-        for p in self._parameters.values():
-            if p.data.dtype != dtype:
-                p.data = p.data.astype(dtype)
-                p.grad = np.zeros_like(p.data)
-        self._buffers.clear()
-        for m in self._modules.values():
-            m._set_dtype(dtype)
-
-    def astype(self, dtype) -> Module:
-        """An independent copy of this module (values, counters, modes, loss) with parameters of
-        ``dtype`` (float32 -> float64 is exact). A fitted model's optimizer is not copied."""
-        dtype = _check_dtype(dtype)
-        memo = {}
-        optimizer = getattr(self, "optimizer", None)
-        if optimizer is not None:
-            memo[id(optimizer)] = None
-        new = copy.deepcopy(self, memo)
-        new._set_dtype(dtype)
-        for m in new.modules():
-            m._buffers.clear()
-        return new
-
-    def copy(self) -> Module:
-        """An independent copy (same architecture, parameters, counters, dtype and mode)."""
-        return self.astype(self.dtype or np.float64)
-
-    @classmethod
-    def _build(cls, kwargs: dict, dtype) -> Module:
-        """Construct from config kwargs; modules with parameters create them with ``dtype``."""
-        module = _call_with_config(cls, kwargs)
-        module._set_dtype(dtype)
-        return module
-
-    @classmethod
-    def _parameter_shapes(cls, kwargs: dict):
-        """``name -> shape`` of the parameters ``_build(kwargs, ...)`` creates, from the config
-        alone (nothing allocated), or None when the class cannot tell. A module whose
-        parameters' sizes come from its config overrides it (see ``config_parameter_shapes``)."""
-        return None
-
-    # --- state -----------------------------------------------------------------------------------
-    def state_dict(self) -> dict:
-        """name -> copy of every parameter and state buffer (ordered like ``named_parameters``)."""
-        sd = {name: p.data.copy() for name, p in self.named_parameters()}
-        for name, value in self.named_buffers():
-            sd[name] = np.array(value, copy=True)
-        return sd
-
-    def load_state_dict(self, state_dict: dict, strict: bool = True) -> None:
-        """Copy values into the parameters (their dtype is kept; float32 <-> float64 is cast).
-
-        Raises KeyError naming missing or unexpected entries (``strict``) and ValueError on a
-        shape mismatch; nothing is modified when an error is raised.
-        """
-        params = dict(self.named_parameters())
-        buffers = dict(self.named_buffers())
-        expected = list(params) + list(buffers)
-        missing = [k for k in expected if k not in state_dict]
-        unexpected = [k for k in state_dict if k not in params and k not in buffers]
-        if strict and (missing or unexpected):
-            raise KeyError(f"state_dict does not match the model: missing {missing}, "
-                           f"unexpected {unexpected}")
-        for name, p in params.items():
-            if name not in state_dict:
-                continue
-            value = np.asarray(state_dict[name])
-            if value.shape != p.data.shape:
-                raise ValueError(f"shape mismatch for {name!r}: the model has {p.data.shape}, "
-                                 f"the state_dict has {value.shape}")
-            if value.dtype.kind != "f":
-                raise TypeError(f"{name!r} must hold floats, got dtype {value.dtype}")
-        for name, value in state_dict.items():
-            if name in params:
-                np.copyto(params[name].data, value, casting="same_kind")
-        by_prefix = {}
-        for m_name, m in self._named_modules():
-            by_prefix[m_name] = m
-        for name in buffers:
-            if name in state_dict:
-                mod_name, _, leaf = name.rpartition(".")
-                by_prefix[mod_name]._load_state_buffer(leaf, np.asarray(state_dict[name]))
-
-    def _named_modules(self, prefix: str = ""):
-        yield prefix.rstrip("."), self
-        for name, m in self._modules.items():
-            yield from m._named_modules(prefix + name + ".")
-
-    # --- buffers ---------------------------------------------------------------------------------
-    def __getstate__(self):
-        # Work buffers and the arrays cached for backward are scratch, rebuilt by the next call:
-        # a pickle (joblib and Dask move fitted models between processes) or a copy holds the
-        # weights, the configuration and the counters only, whatever was run before. A model
-        # loaded read-only (joblib.load(..., mmap_mode="r")) stays usable for prediction.
-        state = self.__dict__.copy()
-        state["_buffers"] = {}
-        for name in self._forward_cache:
-            if name in state:
-                state[name] = None
-        state.pop("_predict_lock_", None)  # a lock is per process (Sequential.predict)
-        return state
-
-    def _clear_forward_cache(self) -> None:
-        """Drop the arrays cached by the last forward (a backward needs a new forward)."""
-        for name in self._forward_cache:
-            setattr(self, name, None)
-
-    def _buffer(self, tag: str, shape: tuple, dtype, avoid=None) -> np.ndarray:
-        """A C-contiguous work array of ``shape`` and ``dtype`` for ``tag``: a view of the
-        leading elements of one array per tag, grown to the largest request (so the memory held
-        is the largest batch's, not the sum over the batch sizes served). The same view object
-        is returned while the shape repeats (a training step). ``avoid``: an input the caller
-        reads while writing the buffer; when it lies in the tag's array (a module fed its own
-        earlier output), a fresh array is returned instead."""
-        entry = self._buffers.get(tag)   # [shape, dtype, view, base]
-        if entry is not None and entry[0] == shape and entry[1] is dtype and (
-                avoid is None or avoid.base is not entry[3]):
-            return entry[2]
-        return self._grow_buffer(tag, shape, dtype, avoid)
-
-    def _grow_buffer(self, tag, shape, dtype, avoid) -> np.ndarray:
-        dt = np.dtype(dtype)
-        size = math.prod(shape)
-        entry = self._buffers.get(tag)
-        base = None if entry is None else entry[3]
-        if avoid is not None and base is not None and avoid.base is base:
-            return np.empty(shape, dtype=dt)
-        if base is None or base.dtype != dt or base.size < size:
-            entry = base = None   # let the old array go before allocating the larger one
-            self._buffers.pop(tag, None)
-            base = np.empty(size, dtype=dt)
-        view = base[:size].reshape(shape)
-        self._buffers[tag] = [tuple(shape), dtype, view, base]
-        return view
-
-    def _buffer_nbytes(self) -> int:
-        """Bytes held by this module's work buffers (not its sub-modules')."""
-        return sum(entry[3].nbytes for entry in self._buffers.values())
-
-    def _kink_state(self):
-        """After a forward: a bool array whose change between two nearby inputs signals a
-        non-differentiable point (relu pattern, sparsemax support), or None."""
-        return
-
-    # --- display ---------------------------------------------------------------------------------
-    def extra_repr(self) -> str:
-        return ""
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.extra_repr()})"
-
-
-def module_from_config(config: dict, dtype=np.float32) -> Module:
-    """Rebuild a module from its ``get_config()`` dict (unknown types are a clear error)."""
-    cls, kwargs = _config_class(config)
-    return cls._build(kwargs, _check_dtype(dtype))
-
-
-def config_parameter_shapes(config: dict):
-    """``name -> shape`` of every parameter ``module_from_config(config)`` would create
-    (names as in ``named_parameters``), computed without building anything; None when a class
-    in the config does not declare its shapes.
-
-    :func:`fastnn.load` compares it with the arrays a file stores before building the model,
-    so a description declaring huge layers is refused without allocating them. A class's
-    ``_parameter_shapes`` is trusted for the classes of its own module only: a subclass
-    defined elsewhere may add parameters (it is then built first and checked after).
-    """
-    cls, kwargs = _config_class(config)
-    owner = next(c for c in cls.__mro__ if "_parameter_shapes" in vars(c))
-    if owner.__module__ != cls.__module__:
-        return None
-    return cls._parameter_shapes(kwargs)
-
-
-def _config_class(config):
-    if not isinstance(config, dict) or "type" not in config:
-        raise ValueError(f"a module config must be a dict with a 'type' key, got {config!r}")
-    kind = config["type"]
-    cls = _REGISTRY.get(kind) if isinstance(kind, str) else None
-    if cls is None:
-        raise ValueError(f"unknown layer type {kind!r}; known types: {', '.join(sorted(_REGISTRY))}"
-                         " (a custom Module subclass must be imported before loading)")
-    return cls, {k: v for k, v in config.items() if k != "type"}
-
-
-def _call_with_config(cls, kwargs, **extra):
-    try:
-        return cls(**kwargs, **extra)
-    except TypeError as exc:
-        raise ValueError(f"invalid config for {cls.__name__}: {exc}") from None
 
 
 class Dense(Module):
@@ -556,7 +134,7 @@ class Dense(Module):
             raise TypeError(f"bias_init must be a float, got {bias_init!r}")
         self.bias_init = float(bias_init)
         self.seed = seed
-        dtype = _check_dtype(dtype)
+        dtype = check_float_dtype(dtype)
         self.weight = Parameter(np.empty((self.in_features, self.out_features), dtype=dtype),
                                 name="weight", regularize=True)
         self._parameters["weight"] = self.weight
@@ -571,8 +149,6 @@ class Dense(Module):
 
     def reset_parameters(self, seed=None) -> None:
         """(Re)initialize the weight with ``init`` and the bias with ``bias_init``."""
-        from fastnn import init as initializers
-
         seed = self.seed if seed is None else seed
         init = self.init
         if init is None:
@@ -595,51 +171,40 @@ class Dense(Module):
             self.bias.data.fill(self.bias_init)
 
     def forward(self, x):
-        x = _as_input(x)
+        if type(x) is not np.ndarray:
+            x = as_input(x)
         W = self.weight.data
         # avoid=x: a layer fed its own last output gets a fresh array (a GEMM cannot write over
         # its input)
         y = self._buffer("y", (x.shape[0], self.out_features), W.dtype, avoid=x)
         b = None if self.bias is None else self.bias.data
+        act = ACTIVATION_TABLE[self.activation]
         # The pre-activation, for the backward of GELU/SiLU, only when training.
         z = None
-        if self.training and ACTIVATION_TABLE[self.activation].needs_z:
+        if act.needs_z and self.training:
             z = self._buffer("z", y.shape, y.dtype)
-        # The kernel's module entry checks the arrays in C and runs when they are already what
-        # it needs (the network's own buffers, or an input the container validated); anything
-        # else goes through the validating functional path, which converts or raises.
-        if not _dense_kernels.forward_layer(x, W, b, y, _ACT_CODES[self.activation],
-                                            resolve_n_threads(self._n_threads), z):
-            F.dense_forward(x, W, b, activation=self.activation, out=y,
-                            n_threads=self._n_threads, z_out=z)
+        _forward_into(x, W, b, y, act.code, resolve_n_threads(self._n_threads), z)
         self._x, self._y, self._z = x, y, z
         return y
 
     def backward(self, grad_output, need_input_grad=True, inplace=False):
         x = self._x
         if x is None:
-            raise _no_forward(self)
+            raise no_forward_error(self)
         gx = None
         if need_input_grad:
             gx = self._buffer("gx", x.shape, x.dtype)   # the kernels refuse an overlap
-        if self._fast_backward(x, grad_output, gx, inplace):
-            return gx
-        F.dense_backward(x, self.weight.data, self._y, grad_output, activation=self.activation,
-                         Z=self._saved_z(), grad_W_out=self.weight.grad,
-                         grad_b_out=None if self.bias is None else self.bias.grad,
-                         grad_X_out=gx, need_grad_X=need_input_grad, accumulate=True,
-                         overwrite_grad_Y=inplace, need_grad_b=self.bias is not None,
-                         n_threads=self._n_threads)
+        self._backward_into(x, grad_output, gx, inplace)
         return gx
 
-    def _fast_backward(self, x, g, gx, inplace) -> bool:
-        """The backward kernel's module entry (arrays checked in C); False, with nothing
-        computed, leaves it to the validating path. Gradients marked zero by zero_grad are
-        overwritten rather than added to."""
+    def _backward_into(self, x, g, gx, inplace) -> None:
+        """The backward through fastnn.functional's layer entry. Gradients marked zero by
+        zero_grad are overwritten rather than added to."""
         w, b = self.weight, self.bias
-        code = _ACT_CODES[self.activation]
+        act = ACTIVATION_TABLE[self.activation]
+        code = act.code
         # The kernel takes the derivative from y, or from z for the activations that need it.
-        y = self._saved_z() if ACTIVATION_TABLE[self.activation].needs_z else self._y
+        y = self._saved_z() if act.needs_z else self._y
         dz = None  # dZ over g: the kernel reads it from g for the identity
         if code != _IDENTITY_CODE and not (inplace and g is not y and g.base is not y
                                            and g.flags.writeable):
@@ -651,13 +216,11 @@ class Dense(Module):
             if acc_b != accumulate:   # one of the two marked zero: apply the mark, add to both
                 Wg, bg, accumulate = w.grad, b.grad, True
             acc = self._buffer("acc", (self.out_features,), np.float64)
-        if not _dense_kernels.backward_layer(x, w.data, y, g, dz, gx, Wg, bg, acc, code,
-                                             accumulate, resolve_n_threads(self._n_threads)):
-            return False
+        _backward_into(x, w.data, y, g, dz, gx, Wg, bg, acc, code, accumulate,
+                       resolve_n_threads(self._n_threads))
         w._grad_written()
         if b is not None:
             b._grad_written()
-        return True
 
     def _saved_z(self):
         """The pre-activation for the backward of GELU/SiLU: kept by a training-mode forward,
@@ -665,7 +228,7 @@ class Dense(Module):
         changed in between)."""
         if self._z is None and ACTIVATION_TABLE[self.activation].needs_z:
             if self._x is None:
-                raise _no_forward(self)
+                raise no_forward_error(self)
             z = self._buffer("z", self._y.shape, self._y.dtype)
             F.dense_forward(self._x, self.weight.data,
                             None if self.bias is None else self.bias.data,
@@ -710,10 +273,9 @@ class Dense(Module):
         kwargs = dict(kwargs)
         init = kwargs.get("init")
         if init is not None:
-            from fastnn import init as initializers
             if not hasattr(initializers, init):
                 kwargs["init"] = None  # a custom callable: the saved weights replace it anyway
-        return _call_with_config(cls, kwargs, dtype=dtype)
+        return call_with_config(cls, kwargs, dtype=dtype)
 
     def extra_repr(self):
         s = f"{self.in_features}, {self.out_features}"
@@ -743,6 +305,11 @@ class Maxout(Module):
     linear : Dense (in_features, out_features * pieces)
         The linear units; its parameters are ``linear.weight`` and ``linear.bias``, units of one
         group adjacent (columns ``j k`` to ``j k + k - 1`` feed output ``j``).
+
+    References
+    ----------
+    Goodfellow, I. J., Warde-Farley, D., Mirza, M., Courville, A. and Bengio, Y. (2013). Maxout
+    networks. ICML, PMLR 28(3), 1319-1327.
     """
 
     _forward_cache = ("_arg",)
@@ -781,7 +348,7 @@ class Maxout(Module):
 
     def backward(self, grad_output, need_input_grad=True, inplace=False):
         if self._arg is None:
-            raise _no_forward(self)
+            raise no_forward_error(self)
         dz = self._buffer("dz", (grad_output.shape[0], self.linear.out_features),
                           grad_output.dtype)
         F.maxout_backward(grad_output, self._arg, self.pieces, out=dz,
@@ -846,7 +413,7 @@ class Activation(Module):
         self._y = self._z = None
 
     def forward(self, x):
-        x = _as_input(x)
+        x = as_input(x)
         if self.name == "identity":
             self._y = x
             return x
@@ -858,7 +425,7 @@ class Activation(Module):
 
     def backward(self, grad_output, need_input_grad=True, inplace=False):
         if self._y is None:
-            raise _no_forward(self)
+            raise no_forward_error(self)
         if not need_input_grad or self.name == "identity":
             return grad_output if need_input_grad else None
         out = grad_output if inplace else self._buffer("gx", grad_output.shape,
@@ -907,14 +474,26 @@ class Tanh(Activation):
 
 
 class ReLU(Activation):
-    """``y = max(0, x)`` (Glorot et al., 2011)."""
+    """``y = max(0, x)`` (Glorot et al., 2011).
+
+    References
+    ----------
+    Glorot, X., Bordes, A. and Bengio, Y. (2011). Deep sparse rectifier neural networks.
+    AISTATS, PMLR 15, 315-323.
+    """
 
     def __init__(self):
         super().__init__("relu")
 
 
 class Step(Activation):
-    """McCulloch-Pitts threshold unit: ``y = 1 if x >= 0 else 0`` (derivative 0)."""
+    """McCulloch-Pitts threshold unit: ``y = 1 if x >= 0 else 0`` (derivative 0).
+
+    References
+    ----------
+    McCulloch, W. S. and Pitts, W. (1943). A logical calculus of the ideas immanent in nervous
+    activity. Bulletin of Mathematical Biophysics 5, 115-133.
+    """
 
     def __init__(self):
         super().__init__("step")
@@ -928,14 +507,27 @@ class Sign(Activation):
 
 
 class LeakyReLU(Activation):
-    """``y = x if x > 0 else 0.01 x`` (Maas et al., 2013; torch's default slope)."""
+    """``y = x if x > 0 else 0.01 x`` (Maas et al., 2013; torch's default slope).
+
+    References
+    ----------
+    Maas, A. L., Hannun, A. Y. and Ng, A. Y. (2013). Rectifier nonlinearities improve neural
+    network acoustic models. ICML Workshop on Deep Learning for Audio, Speech and Language
+    Processing.
+    """
 
     def __init__(self):
         super().__init__("leaky_relu")
 
 
 class ELU(Activation):
-    """``y = x if x > 0 else exp(x) - 1`` (Clevert et al., 2016; alpha = 1)."""
+    """``y = x if x > 0 else exp(x) - 1`` (Clevert et al., 2016; alpha = 1).
+
+    References
+    ----------
+    Clevert, D.-A., Unterthiner, T. and Hochreiter, S. (2016). Fast and accurate deep network
+    learning by exponential linear units (ELUs). ICLR. arXiv:1511.07289.
+    """
 
     def __init__(self):
         super().__init__("elu")
@@ -950,7 +542,12 @@ class Softplus(Activation):
 
 class GELU(Activation):
     """``y = x Phi(x)`` (Hendrycks & Gimpel, 2016); ``approximate="tanh"`` uses
-    ``0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))``, as torch.nn.GELU."""
+    ``0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))``, as torch.nn.GELU.
+
+    References
+    ----------
+    Hendrycks, D. and Gimpel, K. (2016). Gaussian error linear units (GELUs). arXiv:1606.08415.
+    """
 
     def __init__(self, approximate: str = "none"):
         if approximate not in ("none", "tanh"):
@@ -966,7 +563,16 @@ class GELU(Activation):
 
 
 class SiLU(Activation):
-    """``y = x sigmoid(x)`` (Elfwing et al., 2018; "swish")."""
+    """``y = x sigmoid(x)`` (Elfwing et al., 2018; "swish").
+
+    References
+    ----------
+    Elfwing, S., Uchibe, E. and Doya, K. (2018). Sigmoid-weighted linear units for neural
+    network function approximation in reinforcement learning. Neural Networks 107, 3-11.
+
+    Ramachandran, P., Zoph, B. and Le, Q. V. (2017). Searching for activation functions.
+    arXiv:1710.05941.
+    """
 
     def __init__(self):
         super().__init__("silu")
@@ -987,7 +593,7 @@ class Softmax(Module):
         self._p = None
 
     def forward(self, x):
-        x = _as_input(x)
+        x = as_input(x)
         p = self._buffer("p", x.shape, x.dtype, avoid=x)
         F.softmax(x, out=p, n_threads=self._n_threads)
         self._p = p
@@ -995,7 +601,7 @@ class Softmax(Module):
 
     def backward(self, grad_output, need_input_grad=True, inplace=False):
         if self._p is None:
-            raise _no_forward(self)
+            raise no_forward_error(self)
         if not need_input_grad:
             return None
         out = self._buffer("gx", grad_output.shape, grad_output.dtype, avoid=grad_output)
@@ -1014,6 +620,11 @@ class Sparsemax(Module):
     ----------
     method : {"auto", "sort", "select"}
         Threshold algorithm (see :func:`fastnn.functional.sparsemax`).
+
+    References
+    ----------
+    Martins, A. F. T. and Astudillo, R. F. (2016). From softmax to sparsemax: a sparse model of
+    attention and multi-label classification. ICML, PMLR 48, 1614-1623.
     """
 
     _forward_cache = ("_p",)
@@ -1026,7 +637,7 @@ class Sparsemax(Module):
         self._p = None
 
     def forward(self, x):
-        x = _as_input(x)
+        x = as_input(x)
         p = self._buffer("p", x.shape, x.dtype, avoid=x)
         F.sparsemax(x, method=self.method, out=p, n_threads=self._n_threads)
         self._p = p
@@ -1034,7 +645,7 @@ class Sparsemax(Module):
 
     def backward(self, grad_output, need_input_grad=True, inplace=False):
         if self._p is None:
-            raise _no_forward(self)
+            raise no_forward_error(self)
         if not need_input_grad:
             return None
         out = self._buffer("gx", grad_output.shape, grad_output.dtype, avoid=grad_output)
@@ -1054,9 +665,6 @@ class Sparsemax(Module):
         return "" if self.method == "auto" else f"method={self.method!r}"
 
 
-_MASK64 = (1 << 64) - 1
-
-
 class Dropout(Module):
     """Dropout (Srivastava et al., 2014): each unit is zeroed with probability ``p`` in training.
 
@@ -1074,6 +682,11 @@ class Dropout(Module):
         None draws a base seed from the operating system once, at construction.
 
     The call counter is part of ``state_dict`` (so saving and loading continues the same masks).
+
+    References
+    ----------
+    Srivastava, N., Hinton, G., Krizhevsky, A., Sutskever, I. and Salakhutdinov, R. (2014).
+    Dropout: a simple way to prevent neural networks from overfitting. JMLR 15, 1929-1958.
     """
 
     def __init__(self, p: float = 0.5, mode: str = "inverted", seed=None):
@@ -1095,35 +708,25 @@ class Dropout(Module):
         self._active = None      # whether the last forward applied a mask; None: no forward yet
 
     def _seed_for(self, t: int) -> int:
-        # splitmix64(splitmix64(seed) ^ t) >> 1, in the kernel (the seed taken mod 2^64)
-        return _dropout_kernels.call_seed(self.seed & _MASK64, t)
+        return F.call_seed(self.seed, t)
 
     def forward(self, x):
-        x = _as_input(x)
+        x = as_input(x)
         self._active = self.training and self.p > 0.0
         if not self._active:
             if self.mode == "inverted" or self.p == 0.0:
                 return x
             y = self._buffer("y", x.shape, x.dtype, avoid=x)
-            return np.multiply(x, 1.0 - self.p, out=y)
+            return np.multiply(x, F.dropout_scale(self.p, self.mode, False), out=y)
         self._call_seed = self._seed_for(self._calls)
         self._calls += 1
         y = self._buffer("y", x.shape, x.dtype, avoid=x)
-        if self._fast_apply(x, y):
-            return y
-        return F.dropout(x, self.p, self._call_seed, mode=self.mode, training=True, out=y,
-                         n_threads=self._n_threads)
-
-    def _fast_apply(self, x, out) -> bool:
-        """The training mask applied by the kernel's module entry (arrays checked in C); False,
-        with nothing computed, leaves it to F.dropout, which converts or raises."""
-        return _dropout_kernels.dropout_layer(x, out, self._call_seed, self.p,
-                                              self.mode == "inverted",
-                                              resolve_n_threads(self._n_threads))
+        return F.dropout_into(x, y, self.p, self._call_seed, self.mode,
+                              resolve_n_threads(self._n_threads))
 
     def backward(self, grad_output, need_input_grad=True, inplace=False):
         if self._active is None:
-            raise _no_forward(self)
+            raise no_forward_error(self)
         if not need_input_grad:
             return None
         if not self._active:
@@ -1131,13 +734,12 @@ class Dropout(Module):
                 return grad_output
             out = grad_output if inplace else self._buffer("gx", grad_output.shape,
                                                            grad_output.dtype, avoid=grad_output)
-            return np.multiply(grad_output, 1.0 - self.p, out=out)
+            return np.multiply(grad_output, F.dropout_scale(self.p, self.mode, False), out=out)
         out = grad_output if inplace else self._buffer("gx", grad_output.shape,
                                                        grad_output.dtype, avoid=grad_output)
-        if self._fast_apply(grad_output, out):
-            return out
-        return F.dropout_backward(grad_output, self.p, self._call_seed, mode=self.mode, out=out,
-                                  n_threads=self._n_threads)
+        # dropout is its own gradient: the forward's mask and scale
+        return F.dropout_into(grad_output, out, self.p, self._call_seed, self.mode,
+                              resolve_n_threads(self._n_threads))
 
     def _state_buffers(self):
         return {"calls": np.array(self._calls, dtype=np.int64)}

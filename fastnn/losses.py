@@ -10,14 +10,16 @@ sparsemax), so a network ends in a linear layer and the loss fuses the map with 
                                          nothing is allocated (a per-sample loss buffer is kept)
     output(z) -> predictions
     task: "regression", "classification", "binary" or "multilabel"
+
+Names: :data:`LOSS_TABLE` (name -> class, task, aliases), read by :func:`get_loss`.
 """
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from fastnn._kernels import losses as _kernels_losses
 from fastnn._threads import resolve_n_threads
 from fastnn.functional import losses as _fl
 from fastnn.functional import output as _fo
@@ -28,7 +30,7 @@ from fastnn.functional.activations import sigmoid as _sigmoid
 _MAX_KEPT_ROWS = 1 << 16
 
 __all__ = ["Loss", "SquaredLoss", "CrossEntropyLoss", "BinaryCrossEntropyLoss", "SparsemaxLoss",
-           "get_loss", "LOSSES"]
+           "LossInfo", "LOSS_TABLE", "LOSS_ALIASES", "LOSSES", "get_loss", "loss_info"]
 
 
 class Loss:
@@ -113,14 +115,11 @@ class CrossEntropyLoss(Loss):
         return _fo.softmax(z, axis=-1, n_threads=self.n_threads)
 
     def loss_and_grad(self, z, y, grad_out=None):
-        # The kernel's module entry checks the arrays and the label range in C (a training
-        # step's case: C-contiguous logits, intp labels, a gradient buffer); anything else
-        # takes the validating path, which converts or raises.
-        if grad_out is not None and type(z) is np.ndarray and z.ndim == 2 and z.shape[0]:
-            rows = self._rows(z)
-            if _kernels_losses.cross_entropy_labels_layer(z, y, rows, grad_out,
-                                                          resolve_n_threads(self.n_threads)):
-                return float(rows.sum() / z.shape[0]), grad_out
+        # A training step's case (a gradient buffer given): the entry that checks the arrays
+        # and the label range in C, falling back to the validating path.
+        if grad_out is not None:
+            return _fl.cross_entropy_into(z, y, self._rows(z), grad_out,
+                                          resolve_n_threads(self.n_threads)), grad_out
         return super().loss_and_grad(z, y, grad_out)
 
 
@@ -146,6 +145,11 @@ class SparsemaxLoss(Loss):
         or non-negative weights, each row normalized to a distribution q.
     method : {"auto", "sort", "select"}
         Sparsemax algorithm used by ``output``.
+
+    References
+    ----------
+    Martins, A. F. T. and Astudillo, R. F. (2016). From softmax to sparsemax: a sparse model of
+    attention and multi-label classification. ICML, PMLR 48, 1614-1623.
     """
 
     name = "sparsemax"
@@ -170,26 +174,62 @@ class SparsemaxLoss(Loss):
                 else "SparsemaxLoss()")
 
 
-LOSSES = {
-    "squared": SquaredLoss, "mse": SquaredLoss,
-    "cross_entropy": CrossEntropyLoss, "nll": CrossEntropyLoss,
-    "binary_cross_entropy": BinaryCrossEntropyLoss,
-    "sparsemax": SparsemaxLoss,
-}
+@dataclass(frozen=True)
+class LossInfo:
+    """One row of the loss table."""
+
+    name: str
+    #: the Loss class, built as ``cls(**options)``
+    cls: type
+    #: the task the loss is for ("regression", "classification", "binary" or "multilabel")
+    task: str
+    #: other accepted spellings
+    aliases: tuple = ()
+    #: constructor keywords of the row
+    options: dict = field(default_factory=dict)
+
+    def make(self, **kwargs) -> Loss:
+        """A new instance of the row's loss (``kwargs``: e.g. ``n_threads``)."""
+        return self.cls(**self.options, **kwargs)
+
+
+#: Every loss fastnn knows by name, the one vocabulary that :func:`get_loss`, ``fit``, the
+#: estimators and the command line read.
+LOSS_TABLE: dict[str, LossInfo] = {r.name: r for r in (
+    LossInfo("squared", SquaredLoss, "regression", ("mse", "squared_error")),
+    LossInfo("cross_entropy", CrossEntropyLoss, "classification", ("nll", "log_loss")),
+    LossInfo("binary_cross_entropy", BinaryCrossEntropyLoss, "binary"),
+    LossInfo("sparsemax", SparsemaxLoss, "classification"),
+    LossInfo("sparsemax_multilabel", SparsemaxLoss, "multilabel",
+             options={"multilabel": True}),
+)}
+#: alias -> canonical name (Keras's "mse", PyTorch's "nll", scikit-learn's "squared_error" and
+#: "log_loss").
+LOSS_ALIASES: dict[str, str] = {a: r.name for r in LOSS_TABLE.values() for a in r.aliases}
+#: name or alias -> Loss class, for the rows built without options.
+LOSSES: dict[str, type] = {n: r.cls for r in LOSS_TABLE.values() if not r.options
+                           for n in (r.name, *r.aliases)}
+
+
+def loss_info(name: str) -> LossInfo:
+    """The table row of a loss name or alias (case-insensitive); ValueError for unknown
+    names."""
+    if isinstance(name, str):
+        key = name.lower()
+        row = LOSS_TABLE.get(LOSS_ALIASES.get(key, key))
+        if row is not None:
+            return row
+    raise ValueError(f"Unknown loss {name!r}; expected one of {', '.join(LOSS_TABLE)} "
+                     f"(aliases: {', '.join(f'{a!r} for {c!r}' for a, c in LOSS_ALIASES.items())})"
+                     f" or a loss object")
 
 
 def get_loss(loss) -> Loss:
-    """A loss instance from a name ("squared"/"mse", "cross_entropy"/"nll",
-    "binary_cross_entropy", "sparsemax", "sparsemax_multilabel") or an object with
-    ``loss_and_grad`` and ``output`` (returned as is)."""
+    """A loss instance from a name or alias of :data:`LOSS_TABLE` ("squared", "cross_entropy",
+    "binary_cross_entropy", "sparsemax", "sparsemax_multilabel"; "mse", "nll", ...), a Loss
+    class, or an object with ``loss_and_grad`` and ``output`` (returned as is)."""
     if isinstance(loss, str):
-        key = loss.lower()
-        if key == "sparsemax_multilabel":
-            return SparsemaxLoss(multilabel=True)
-        if key not in LOSSES:
-            raise ValueError(f"Unknown loss {loss!r}; expected one of "
-                             f"{sorted(LOSSES) + ['sparsemax_multilabel']} or a loss object")
-        return LOSSES[key]()
+        return loss_info(loss).make()
     if isinstance(loss, type) and issubclass(loss, Loss):
         return loss()
     if hasattr(loss, "loss_and_grad") and hasattr(loss, "output"):

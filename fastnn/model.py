@@ -20,21 +20,15 @@ from typing import TYPE_CHECKING, cast
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike
 
-from fastnn._threads import check_not_fitting
+from fastnn._threads import check_not_fitting, resolve_n_threads
 from fastnn._validation import check_float_array
-from fastnn.layers import (
-    Dense,
-    Dropout,
-    Module,
-    Softmax,
-    Sparsemax,
-    _as_input,
-    _check_dtype,
-    _check_n_threads,
-    _no_forward,
-    config_parameter_shapes,
-    module_from_config,
-)
+from fastnn._validation import check_float_dtype as _check_dtype
+from fastnn._validation import check_n_threads as _check_n_threads
+from fastnn.functional import inference as _inference
+from fastnn.layers import Dense, Dropout, Softmax, Sparsemax
+from fastnn.module import Module, config_parameter_shapes, module_from_config
+from fastnn.module import as_input as _as_input
+from fastnn.module import no_forward_error as _no_forward
 
 if TYPE_CHECKING:
     from fastnn.callbacks import Callback
@@ -163,6 +157,9 @@ class Sequential(_Container):
     array.
     """
 
+    #: a chain of its layers, run by one-call inference (fastnn.functional.inference)
+    _plain_chain = True
+
     def __init__(self, *modules: Module | Sequence[Module], dtype: DTypeLike | None = None,
                  n_threads: int | None = None, seed: int | None = None) -> None:
         super().__init__()
@@ -220,7 +217,15 @@ class Sequential(_Container):
 
     def forward(self, X: ArrayLike) -> np.ndarray:
         """Run the layers on a batch ``X`` of shape (n_samples, n_features); returns the output
-        of the last layer (a buffer owned by the network, see the class notes)."""
+        of the last layer (a buffer owned by the network, see the class notes).
+
+        In evaluation mode a network of covered layers (:mod:`fastnn.functional.inference`)
+        runs in one compiled call; the modules keep what their backward reads either way."""
+        if not self.training:
+            with self._predict_lock():
+                z = _inference.eval_forward(self, X, resolve_n_threads(self._n_threads))
+            if z is not None:
+                return z
         X = self._check_input(X)
         for m in self._layers:
             X = m.forward(X)
@@ -309,6 +314,10 @@ class Sequential(_Container):
         chunk (see also :mod:`fastnn.dask` for a lazy Dask result).
         """
         check_not_fitting(self, "predict")  # not while another thread trains this network
+        if type(X) is np.ndarray and batch_size is None:  # a covered network: one call
+            out = _inference.predict_array(self, X, _PREDICT_BATCH)
+            if out is not None:
+                return out
         if not isinstance(X, np.ndarray) or isinstance(X, np.memmap):
             from fastnn import streaming
             if streaming.is_stream(X):
@@ -327,6 +336,17 @@ class Sequential(_Container):
                 or batch_size <= 0:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         with self._predict_lock():
+            plan = _inference.plan_for(self)
+            if plan is not None:  # one compiled call per batch, straight into the output
+                n_threads = resolve_n_threads(self._n_threads)
+                out = np.empty((X.shape[0], plan.n_out), dtype=self._dtype)
+                n = X.shape[0]
+                for start in range(0, n, batch_size):
+                    z = convert(X[start:start + batch_size] if n > batch_size else X)
+                    if not plan.run(z, out[start:start + batch_size], n_threads):
+                        break   # an array the kernel does not take: the layers do it all
+                else:
+                    return out
             modules = list(self.modules())
             modes = [m.training for m in modules]
             for m in modules:
@@ -374,6 +394,11 @@ class Sequential(_Container):
         or Sparsemax module already outputs probabilities and needs none.
         """
         loss = self.loss if loss is None else loss
+        if type(X) is np.ndarray and batch_size is None and loss is not None:
+            check_not_fitting(self, "predict")
+            p = _inference.predict_proba_array(self, X, loss, _PREDICT_BATCH)  # one call
+            if p is not None:
+                return p
         z = self.predict(X, batch_size=batch_size)
         if loss is None:
             if self._layers and isinstance(self._layers[-1], (Softmax, Sparsemax)):

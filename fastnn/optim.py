@@ -519,6 +519,14 @@ class SGD(Optimizer):
         L1 coefficient for parameters with ``regularize``.
     l1_proximal : bool, default False
     n_threads : int or None
+
+    References
+    ----------
+    Nesterov, Y. (1983). A method for solving the convex programming problem with convergence
+    rate O(1/k^2). Soviet Mathematics Doklady 27, 372-376.
+
+    Sutskever, I., Martens, J., Dahl, G. and Hinton, G. (2013). On the importance of
+    initialization and momentum in deep learning. ICML, PMLR 28(3), 1139-1147.
     """
 
     def __init__(self, params, lr=0.01, momentum=0.0, nesterov=False, decay=0.0,
@@ -562,6 +570,11 @@ class Adagrad(Optimizer):
     ----------
     params, lr=0.01, eps=1e-10, initial_accumulator_value=0, decay=0, weight_decay=0, l1=0,
     l1_proximal=False, n_threads=None
+
+    References
+    ----------
+    Duchi, J., Hazan, E. and Singer, Y. (2011). Adaptive subgradient methods for online learning
+    and stochastic optimization. JMLR 12, 2121-2159.
     """
 
     def __init__(self, params, lr=0.01, eps=1e-10, initial_accumulator_value=0.0, decay=0.0,
@@ -607,6 +620,11 @@ class RMSprop(Optimizer):
     ----------
     params, lr=0.01, alpha=0.99, eps=1e-8, momentum=0, decay=0, weight_decay=0, l1=0,
     l1_proximal=False, n_threads=None
+
+    References
+    ----------
+    Tieleman, T. and Hinton, G. (2012). Lecture 6.5, rmsprop: divide the gradient by a running
+    average of its recent magnitude. Coursera, Neural Networks for Machine Learning.
     """
 
     def __init__(self, params, lr=0.01, alpha=0.99, eps=1e-8, momentum=0.0, decay=0.0,
@@ -636,7 +654,7 @@ class RMSprop(Optimizer):
 
 
 class Adam(Optimizer):
-    """Adam (Kingma and Ba, 2014): RMSprop's scaling with momentum, bias-corrected.
+    """Adam (Kingma and Ba, 2015): RMSprop's scaling with momentum, bias-corrected.
 
     At step ``t`` (1, 2, ...), with ``g`` as in :class:`SGD` (L2 added to the gradient, not
     AdamW's decoupled decay)::
@@ -652,6 +670,11 @@ class Adam(Optimizer):
     ----------
     params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, decay=0, weight_decay=0, l1=0,
     l1_proximal=False, n_threads=None
+
+    References
+    ----------
+    Kingma, D. P. and Ba, J. (2015). Adam: a method for stochastic optimization. ICLR.
+    arXiv:1412.6980.
     """
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, decay=0.0,

@@ -33,17 +33,19 @@ count in force is the smallest one requested, never above the count found when t
 began (the user's setting); when the last one ends, in whatever order they end (exceptions
 included), that original count comes back. The smallest wins because ``n_threads`` bounds every
 thread a call uses: a BLAS call from the thread that asked for 1 must not run on 2. fastnn's own
-BLAS is kept by the registry of fastnn/_kernels/_blas.pyx (shared with the kernels); every other
-BLAS of the process (scipy's OpenBLAS, an MKL...) by the same rule here, through threadpoolctl.
+BLAS is kept by the one registry of fastnn/_kernels/_blas.pyx (shared with the kernels, reached
+through fastnn.functional.runtime); every other BLAS of the process (scipy's OpenBLAS, an MKL...)
+follows the same rule here, through threadpoolctl.
 A forked child keeps only the requests of the thread that forked.
 """
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import numbers
 import os
 import threading
+
+from fastnn.functional import runtime as _runtime
 
 __all__ = ["available_cores", "limit_threads", "thread_info", "threads_per_worker"]
 
@@ -83,24 +85,24 @@ def threads_per_worker(n_workers=None, *, cores=None) -> int:
 
 
 class _BlasRequests:
-    """The BLAS limits requested by active :func:`limit_threads` blocks, per Python thread."""
+    """The other BLAS libraries' side of :func:`limit_threads` blocks. The requests themselves
+    (per thread, fork-aware) live in the one registry of fastnn/_kernels/_blas.pyx, reached
+    through fastnn.functional.runtime; here only the counts the other libraries had before the
+    first request, and a lock that keeps their changes in order."""
 
     def __init__(self):
         self.lock = threading.Lock()
-        self.by_thread: dict[int, list[int]] = {}
         self.base: dict[str, int] = {}   # other BLAS libraries: their count before the first
 
     def _others(self):
         # Every BLAS of the process but the one fastnn's registry keeps.
-        from fastnn import _threads
-
-        info = _threads.blas_info() if _threads._BLAS_INFO is None else _threads._BLAS_INFO
+        info = _runtime.blas_current()
         own = info.get("filepath") if info.get("thread_control") else None
         return [c for c in _controller("blas").lib_controllers if c.filepath != own]
 
     def _apply(self):
         # (lock held) the other libraries: the smallest active request, or their original count.
-        caps = [c for stack in self.by_thread.values() for c in stack]
+        caps = _runtime.blas_held()
         for lib in self._others():
             base = self.base.get(lib.filepath)
             if base is None:
@@ -109,82 +111,44 @@ class _BlasRequests:
                 base = self.base[lib.filepath] = lib.num_threads
             target = min([base] + caps)
             if lib.num_threads != target:
-                _set_blas_threads(lib, target)
+                _runtime.set_library_threads(lib, target)
         if not caps:
             self.base.clear()
 
     def enter(self, n):
-        from fastnn._kernels import _blas
-
         with self.lock:
-            self.by_thread.setdefault(threading.get_ident(), []).append(n)
-            _blas.request(n)
+            _runtime.blas_request(n)
             try:
                 self._apply()
             except BaseException:   # no request may outlive a failed entry
-                self._pop(n)
+                _runtime.blas_release(n)
                 raise
-
-    def _pop(self, n):
-        from fastnn._kernels import _blas
-
-        me = threading.get_ident()
-        stack = self.by_thread[me]
-        stack.pop()
-        if not stack:
-            del self.by_thread[me]
-        _blas.release(n)
 
     def exit(self, n):
         with self.lock:
-            self._pop(n)
+            _runtime.blas_release(n)
             self._apply()
 
     def active(self) -> int:
         """Active requests (all threads), for tests."""
-        return sum(len(s) for s in self.by_thread.values())
+        return len(_runtime.blas_held())
 
-    # fork: the child must not inherit a lock held by a thread that does not exist there, nor
-    # the requests of such threads (they would never end).
+    # fork: the child must not inherit a lock held by a thread that does not exist there. The
+    # registry keeps the forking thread's requests by itself (its fork hooks, registered when
+    # fastnn._kernels._blas was imported, run inside these).
     def _fork_prepare(self):
-        from fastnn._kernels import _blas
-
         self.lock.acquire()
-        _blas._fork_prepare()
 
     def _fork_parent(self):
-        from fastnn._kernels import _blas
-
-        _blas._fork_parent()
         self.lock.release()
 
     def _fork_child(self):
-        from fastnn._kernels import _blas
-
-        mine = self.by_thread.get(threading.get_ident(), [])
-        self.by_thread = {threading.get_ident(): mine} if mine else {}
-        _blas._fork_child(mine)
         self.lock = threading.Lock()
         if self.base:  # requests were active: re-derive the counts (else nothing to undo)
             try:
                 self._apply()
             except Exception:  # threadpoolctl failing in the child: leave the counts as they are
                 pass
-
-
-def _set_blas_threads(lib, n):
-    """Set a BLAS library's thread count from any thread. threadpoolctl ignores an OpenBLAS
-    change from a thread other than the first one that changed it while that thread lives (the
-    main thread, typically), which left a limit from a worker thread without effect; fastnn
-    calls OpenBLAS's own setter (its registry already serializes the changes)."""
-    if lib.internal_api == "openblas":
-        from fastnn import _threads
-
-        setter, _ = _threads._openblas_thread_fns(lib)
-        if setter:
-            ctypes.CFUNCTYPE(None, ctypes.c_int)(setter)(n)
-            return
-    lib.set_num_threads(n)
 
 
 _BLAS_REQUESTS = _BlasRequests()

@@ -13,7 +13,8 @@ import numpy as np
 
 from fastnn._validation import FLOAT_DTYPES, check_float_array
 from fastnn.data import Standardizer
-from fastnn.layers import Module, _no_forward
+from fastnn.module import Module
+from fastnn.module import no_forward_error as _no_forward
 
 __all__ = ["Normalization"]
 

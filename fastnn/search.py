@@ -22,13 +22,13 @@ from __future__ import annotations
 import inspect
 import itertools
 import math
-import numbers
 import time
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from fastnn import training
+from fastnn._validation import check_n_threads
 from fastnn.data import check_random_state
 from fastnn.parallel import limit_threads, threads_per_worker
 
@@ -252,10 +252,9 @@ def _run_trial(build_fn, params, X_train, y_train, X_val, y_val, fit_params, sco
 
 
 def _threads_per_trial(n_jobs_effective: int, n_threads) -> int:
+    # ValueError for every bad value, as the rest of the search's arguments
+    n_threads = check_n_threads(n_threads, type_error=ValueError)
     if n_threads is not None:
-        if isinstance(n_threads, bool) or not isinstance(n_threads, numbers.Integral) \
-                or n_threads <= 0:
-            raise ValueError(f"n_threads must be None or a positive int, got {n_threads!r}")
         return int(n_threads)
     return threads_per_worker(max(1, n_jobs_effective))
 
@@ -371,6 +370,11 @@ def random_search(build_fn, param_distributions, X_train, y_train, X_val, y_val,
     ``scipy.stats.loguniform(1e-4, 1e-1)`` for a learning rate), a callable ``f(rng)``, or a
     constant. ``seed`` fixes both the sampled configurations and the trials' seeds. The other
     parameters are those of :func:`grid_search`.
+
+    References
+    ----------
+    Bergstra, J. and Bengio, Y. (2012). Random search for hyper-parameter optimization. JMLR 13,
+    281-305.
     """
     configs = sample_parameters(param_distributions, n_iter, seed)
     return _search(build_fn, configs, list(param_distributions), X_train, y_train, X_val, y_val,

@@ -57,8 +57,12 @@ except ImportError:  # pragma: no cover - older scikit-learn
 
 from fastnn._flat import FlatParameters
 from fastnn._threads import check_not_fitting, exclusive_use
+from fastnn._validation import check_n_threads
+from fastnn import optim
+from fastnn.functional import softmax, sparsemax
 from fastnn.functional.activations import ACTIVATIONS, ALIASES, activation_info
-from fastnn.layers import Dense, Dropout
+from fastnn.layers import Dense, Dropout, Maxout
+from fastnn.losses import LOSS_ALIASES, LOSS_TABLE, SparsemaxLoss, loss_info
 from fastnn.model import Sequential
 from fastnn.parallel import limit_threads
 
@@ -67,6 +71,17 @@ __all__ = ["MLPClassifier", "MLPRegressor", "build_mlp"]
 _SKLEARN_ACTIVATIONS = {"identity", "logistic", "tanh", "relu"}
 _STOCHASTIC_SOLVERS = ("sgd", "adam", "adagrad", "rmsprop")
 _SEED_MAX = 2 ** 31 - 1
+
+
+def _table_losses(task) -> set:
+    """The names and aliases of the loss table's rows for ``task``: the ``loss`` values an
+    estimator accepts (the regressor adds scikit-learn's "poisson", which it computes itself)."""
+    names = {n for n, r in LOSS_TABLE.items() if r.task == task}
+    return names | {a for a, n in LOSS_ALIASES.items() if n in names}
+
+
+_CLASSIFIER_LOSSES = {"auto"} | _table_losses("classification")
+_REGRESSOR_LOSSES = {"poisson"} | _table_losses("regression")
 
 # --------------------------------------------------------------------------------------------
 # The network
@@ -100,10 +115,23 @@ def _per_layer(value, n_layers, name):
 
 def _activation(name):
     """The canonical name of an activation of fastnn's table (scikit-learn's 'logistic' is
-    an alias of 'sigmoid')."""
+    an alias of 'sigmoid'), or "maxout" (a layer of maxout units)."""
     if not isinstance(name, str):
         raise ValueError(f"activation must be a name or a list of names, got {name!r}")  # noqa: TRY004
+    if name.lower() == "maxout":
+        return "maxout"
     return activation_info(name).name
+
+
+def _check_pieces(k) -> int:
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
+        raise ValueError(f"maxout_pieces must be a positive int, got {k!r}")
+    return int(k)
+
+
+def _units(activations, sizes, pieces) -> list:
+    """Linear units of each hidden layer: its width, times ``pieces`` for maxout layers."""
+    return [h * pieces if a == "maxout" else h for a, h in zip(activations, sizes)]
 
 
 def _dropout(p):
@@ -113,7 +141,7 @@ def _dropout(p):
 
 
 def build_mlp(n_features, n_outputs, hidden_layer_sizes=(100,), activation="relu", dropout=0.0,
-              *, dtype=np.float32, seed=None, n_threads=None) -> Sequential:
+              *, dtype=np.float32, seed=None, n_threads=None, maxout_pieces=2) -> Sequential:
     """The network of the estimators: ``Dense -> [Dropout] -> ... -> Dense`` (linear output).
 
     Parameters
@@ -123,14 +151,18 @@ def build_mlp(n_features, n_outputs, hidden_layer_sizes=(100,), activation="relu
     hidden_layer_sizes : int or sequence of int
         Width of each hidden layer (``()``: no hidden layer, a linear model).
     activation : str or list of str
-        One activation for every hidden layer, or one per hidden layer: "relu", "tanh",
-        "sigmoid" ("logistic"), "identity" ("linear"), "step", "sign".
+        One activation for every hidden layer, or one per hidden layer: a name of
+        :data:`fastnn.functional.activations.ACTIVATION_TABLE` ("relu", "tanh", "sigmoid" or
+        "logistic", "identity", "gelu", ...), or "maxout": a :class:`fastnn.layers.Maxout`
+        layer, each unit the max of ``maxout_pieces`` linear units.
     dropout : float or list of float
         Drop probability after each hidden layer (0: no Dropout module).
     dtype : float32 or float64
     seed : int or None
         Seeds the weights of every layer and the dropout masks (None: fresh entropy).
     n_threads : int or None
+    maxout_pieces : int
+        Linear units per maxout unit (layers with activation "maxout").
 
     Usable as ``build_fn`` of :func:`fastnn.search.grid_search` through
     ``functools.partial(build_mlp, n_features, n_outputs)``.
@@ -138,11 +170,15 @@ def build_mlp(n_features, n_outputs, hidden_layer_sizes=(100,), activation="relu
     sizes = _hidden_sizes(hidden_layer_sizes)
     acts = [_activation(a) for a in _per_layer(activation, len(sizes), "activation")]
     drops = [_dropout(p) for p in _per_layer(dropout, len(sizes), "dropout")]
+    pieces = _check_pieces(maxout_pieces)
     seeds = np.random.SeedSequence(seed).generate_state(2 * len(sizes) + 1, np.uint32)
     layers = []
     width = int(n_features)
     for i, (h, a, p) in enumerate(zip(sizes, acts, drops)):
-        layers.append(Dense(width, h, a, seed=int(seeds[2 * i]), dtype=dtype))
+        if a == "maxout":
+            layers.append(Maxout(width, h, pieces=pieces, seed=int(seeds[2 * i]), dtype=dtype))
+        else:
+            layers.append(Dense(width, h, a, seed=int(seeds[2 * i]), dtype=dtype))
         if p > 0.0:
             layers.append(Dropout(p, seed=int(seeds[2 * i + 1])))
         width = h
@@ -244,8 +280,6 @@ class _FastnnOptimizer(_Solver):
     gradients arrive in the parameters' ``grad`` buffers."""
 
     def __init__(self, name, parameters, learning_rate_init, decay, options, n_threads):
-        from fastnn import optim
-
         cls = optim.Adagrad if name == "adagrad" else optim.RMSprop
         self.learning_rate_init = self.learning_rate = float(learning_rate_init)
         self.opt = cls(parameters, lr=float(learning_rate_init), decay=float(decay),
@@ -268,8 +302,6 @@ def _out_activation(name, z, n_threads=None):
     if name == "logistic":
         from scipy.special import expit
         return expit(z)
-    from fastnn.functional import softmax, sparsemax
-
     if name == "softmax":
         return softmax(np.ascontiguousarray(z), n_threads=n_threads)
     return sparsemax(np.ascontiguousarray(z), n_threads=n_threads)
@@ -284,8 +316,6 @@ def _data_loss(name, Y, P, z, sample_weight, n_threads=None):
     if name == "poisson":
         return np.average(xlogy(Y, Y / P) - Y + P, weights=sw, axis=0).sum()
     if name == "sparsemax":
-        from fastnn.losses import SparsemaxLoss
-
         per_sample = SparsemaxLoss(multilabel=True, n_threads=n_threads).per_sample(
             np.ascontiguousarray(z, dtype=np.float64), np.ascontiguousarray(Y, np.float64))
         return np.average(per_sample, weights=sw)
@@ -341,7 +371,7 @@ class _BaseMLP(BaseEstimator):
         # scikit-learn's constraints (same messages); Hidden(...) are fastnn's extensions
         "hidden_layer_sizes": ["array-like", Interval(Integral, 1, None, closed="left")],
         "activation": [StrOptions(_SKLEARN_ACTIVATIONS),
-                       Hidden(StrOptions(set(ACTIVATIONS) | set(ALIASES))),
+                       Hidden(StrOptions(set(ACTIVATIONS) | set(ALIASES) | {"maxout"})),
                        Hidden(list), Hidden(tuple)],
         "solver": [StrOptions({"lbfgs", "sgd", "adam"}),
                    Hidden(StrOptions({"adagrad", "rmsprop"}))],
@@ -368,6 +398,7 @@ class _BaseMLP(BaseEstimator):
         "max_fun": [Interval(Integral, 1, None, closed="left")],
         # fastnn's extras
         "dropout": [Interval(Real, 0, 1, closed="left"), list, tuple],
+        "maxout_pieces": [Interval(Integral, 1, None, closed="left")],
         "l1": [Interval(Real, 0, None, closed="left")],
         "l2": [Interval(Real, 0, None, closed="left")],
         "decay": [Interval(Real, 0, None, closed="left")],
@@ -388,7 +419,7 @@ class _BaseMLP(BaseEstimator):
                  tol, verbose, warm_start, momentum, nesterovs_momentum, early_stopping,
                  validation_fraction, beta_1, beta_2, epsilon, n_iter_no_change, max_fun,
                  dropout, l1, l2, decay, optimizer_params, dtype, n_threads, optimizer, lr,
-                 nesterov, betas):
+                 nesterov, betas, maxout_pieces):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -413,6 +444,7 @@ class _BaseMLP(BaseEstimator):
         self.n_iter_no_change = n_iter_no_change
         self.max_fun = max_fun
         self.dropout = dropout
+        self.maxout_pieces = maxout_pieces
         self.l1 = l1
         self.l2 = l2
         self.decay = decay
@@ -439,12 +471,10 @@ class _BaseMLP(BaseEstimator):
         n_hidden = len(sizes)
         for a in _per_layer(self.activation, n_hidden, "activation"):
             _activation(a)
+        _check_pieces(self.maxout_pieces)
         for p in _per_layer(self.dropout, n_hidden, "dropout"):
             _dropout(p)
-        nt = self.n_threads
-        if nt is not None and (isinstance(nt, bool) or not isinstance(nt, numbers.Integral)
-                               or nt <= 0):
-            raise ValueError(f"n_threads must be None or a positive int, got {nt!r}")
+        check_n_threads(self.n_threads, type_error=ValueError)
         if self.dtype is not None:
             try:
                 dt = np.dtype(self.dtype)
@@ -510,17 +540,18 @@ class _BaseMLP(BaseEstimator):
         net = self.__dict__.get("_net")
         coefs, inters = self.coefs_, self.intercepts_
         # the architecture: rebuilt when the shapes or a set_params of the layers changed it
-        shapes = ([c.shape for c in coefs], repr(self.activation), repr(self.dropout))
+        shapes = ([c.shape for c in coefs], repr(self.activation), repr(self.dropout),
+                  self.maxout_pieces)
         if net is None or self.__dict__.get("_net_shapes") != shapes:
             n_hidden = len(coefs) - 1
-            sizes = tuple(int(c.shape[1]) for c in coefs[:-1])
+            sizes = tuple(int(c.shape[0]) for c in coefs[1:])   # the widths the layers feed
             dtype = np.asarray(coefs[0]).dtype
             dtype = dtype if dtype in (np.float32, np.float64) else np.float64
             acts = self.activation if n_hidden else ()
             drops = self.dropout if n_hidden else 0.0
             net = build_mlp(coefs[0].shape[0], coefs[-1].shape[1], sizes, acts, drops,
                             dtype=dtype, seed=getattr(self, "_dropout_seed", 0),
-                            n_threads=self.n_threads)
+                            n_threads=self.n_threads, maxout_pieces=self.maxout_pieces)
             self._net, self._net_shapes = net, shapes
         dense = [m for m in net.modules() if isinstance(m, Dense)]
         dtype = dense[0].weight.data.dtype
@@ -533,6 +564,14 @@ class _BaseMLP(BaseEstimator):
                 inters[i] = m.bias.data = b
         net.n_threads = self.n_threads
         return net
+
+    def _coef_shapes(self, layer_units) -> list:
+        """(fan_in, fan_out) of each layer's weight: a maxout layer of h units has h * pieces
+        linear units."""
+        n_hidden = len(layer_units) - 2
+        acts = [_activation(a) for a in _per_layer(self.activation, n_hidden, "activation")]
+        outs = _units(acts, layer_units[1:-1], self.maxout_pieces) + [layer_units[-1]]
+        return list(zip(layer_units[:-1], outs))
 
     def _init_coef(self, fan_in, fan_out, dtype, activation):
         # Glorot et al. as scikit-learn draws it (same random_state, same weights)
@@ -553,11 +592,12 @@ class _BaseMLP(BaseEstimator):
         acts = _per_layer(self.activation, n_hidden, "activation") if n_hidden else []
         self.coefs_ = []
         self.intercepts_ = []
+        shapes = self._coef_shapes(layer_units)
         for i in range(self.n_layers_ - 1):
             act = self.activation if isinstance(self.activation, str) else \
                 (acts[min(i, n_hidden - 1)] if n_hidden else "relu")
             act = "logistic" if act == "sigmoid" else act
-            c, b = self._init_coef(layer_units[i], layer_units[i + 1], dtype, act)
+            c, b = self._init_coef(*shapes[i], dtype, act)
             self.coefs_.append(c)
             self.intercepts_.append(b)
         if any(p > 0 for p in _per_layer(self.dropout, n_hidden, "dropout")):
@@ -641,8 +681,7 @@ class _BaseMLP(BaseEstimator):
         self._random_state = check_random_state(self.random_state)
         if first_pass:
             self._initialize(Y, layer_units, X.dtype, settings["solver"])
-        elif [c.shape for c in self.coefs_] != [(a, b) for a, b in zip(layer_units[:-1],
-                                                                       layer_units[1:])]:
+        elif [c.shape for c in self.coefs_] != self._coef_shapes(layer_units):
             raise ValueError(f"the network has layers {[c.shape for c in self.coefs_]}, "
                              f"this call needs {layer_units} units (hidden_layer_sizes or "
                              f"the data's shape changed since the first fit)")
@@ -933,8 +972,11 @@ _PARAMS_DOC = """
     hidden_layer_sizes : array-like of int, default=(100,)
         Width of each hidden layer (an int: one hidden layer; ``()``: a linear model).
     activation : {"identity", "logistic", "tanh", "relu"} or list, default="relu"
-        Hidden-layer activation. fastnn extras: "sigmoid" (= "logistic"), "linear"
-        (= "identity"), "step", "sign", and a list with one name per hidden layer.
+        Hidden-layer activation. fastnn extras: every name of
+        :data:`fastnn.functional.activations.ACTIVATION_TABLE` and its aliases ("sigmoid",
+        "gelu", "silu", "elu", "leaky_relu", "softplus", "step", "sign", ...), "maxout"
+        (maxout units, Goodfellow et al. 2013: each hidden unit is the max of
+        ``maxout_pieces`` linear units), and a list with one name per hidden layer.
     solver : {"lbfgs", "sgd", "adam"}, default="adam"
         scikit-learn's solvers: L-BFGS (``scipy.optimize.minimize(method="L-BFGS-B")`` on the
         full-batch loss and gradient), SGD (momentum, Nesterov, schedules) and Adam. fastnn
@@ -983,6 +1025,10 @@ _PARAMS_DOC = """
         Maximum number of loss evaluations of L-BFGS.
     dropout : float or list of float, default=0.0
         fastnn extra: dropout probability after each hidden layer (inverted dropout).
+    maxout_pieces : int, default=2
+        fastnn extra: linear units per unit of the hidden layers with ``activation="maxout"``
+        (their ``coefs_`` then have ``width * maxout_pieces`` columns, the units of one group
+        adjacent).
     l1 : float, default=0.0
         fastnn extra: ``l1 * |W|`` added to the mean loss of every batch (gradient
         ``l1 * sign(W)``), whatever the batch size; not with solver="lbfgs".
@@ -1011,7 +1057,8 @@ _PARAMS_DOC = """
 _ATTRS_DOC = """
     coefs_, intercepts_ : list of ndarray
         Weights (n_fan_in, n_fan_out) and biases (n_fan_out,) of each layer, input first, in
-        the training dtype; they are the network's own arrays (``model_``).
+        the training dtype; they are the network's own arrays (``model_``). A maxout layer's
+        are those of its linear units (``n_fan_out = width * maxout_pieces``).
     loss_ : float
         The last training loss (penalties included).
     best_loss_ : float or None
@@ -1050,8 +1097,10 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     output : {{"auto", "softmax", "sparsemax"}}, default="auto"
         fastnn extra: the output map of ``predict_proba``; "auto" follows ``loss``
         (scikit-learn's logistic/softmax for the log-loss, sparsemax for the sparsemax loss).
-    loss : {{"auto", "log_loss", "cross_entropy", "sparsemax"}}, default="auto"
-        fastnn extra: the training loss; "auto" follows ``output``.
+    loss : {{{", ".join(repr(n) for n in sorted(_CLASSIFIER_LOSSES))}}}, default="auto"
+        fastnn extra: the training loss, a classification loss of
+        :data:`fastnn.losses.LOSS_TABLE` or an alias ("log_loss", scikit-learn's name, and
+        "nll" are cross-entropy); "auto" follows ``output``.
 
     Attributes
     ----------
@@ -1062,7 +1111,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     _parameter_constraints: dict = {
         **_BaseMLP._parameter_constraints,
         "output": [StrOptions({"auto", "softmax", "sparsemax"})],
-        "loss": [StrOptions({"auto", "log_loss", "cross_entropy", "sparsemax"})],
+        "loss": [StrOptions(_CLASSIFIER_LOSSES)],
     }
 
     def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam",
@@ -1073,7 +1122,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
                  dropout=0.0, output="auto", loss="auto", l1=0.0, l2=0.0, decay=0.0,
                  optimizer_params=None, dtype=None, n_threads=None, optimizer=None, lr=None,
-                 nesterov=None, betas=None):
+                 nesterov=None, betas=None, maxout_pieces=2):
         super().__init__(
             hidden_layer_sizes, activation, solver=solver, alpha=alpha, batch_size=batch_size,
             learning_rate=learning_rate, learning_rate_init=learning_rate_init,
@@ -1084,7 +1133,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun,
             dropout=dropout, l1=l1, l2=l2, decay=decay, optimizer_params=optimizer_params,
             dtype=dtype, n_threads=n_threads, optimizer=optimizer, lr=lr, nesterov=nesterov,
-            betas=betas)
+            betas=betas, maxout_pieces=maxout_pieces)
         self.output = output
         self.loss = loss
 
@@ -1100,6 +1149,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     def _resolve_output(self, multilabel):
         """(training output, loss name, predict_proba map)."""
         out, loss = self.output, self.loss
+        loss = loss if loss == "auto" else loss_info(loss).name
         loss = "log_loss" if loss == "cross_entropy" else loss
         if loss == "auto":
             loss = "sparsemax" if out == "sparsemax" else "log_loss"
@@ -1270,7 +1320,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     ----------
     loss : {{"squared_error", "poisson"}}, default="squared_error"
         Half squared error with an identity output, or half Poisson deviance with an ``exp``
-        output (``y >= 0``). As in scikit-learn it is the first positional parameter: pass
+        output (``y >= 0``). fastnn extra: the other names of the squared loss in
+        :data:`fastnn.losses.LOSS_TABLE` ("squared", "mse"). As in scikit-learn it is the first positional parameter: pass
         ``hidden_layer_sizes`` by keyword.{_PARAMS_DOC.split("----------", 1)[1]}
 
     Attributes
@@ -1279,7 +1330,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 
     _parameter_constraints: dict = {
         **_BaseMLP._parameter_constraints,
-        "loss": [StrOptions({"squared_error", "poisson"})],
+        "loss": [StrOptions({"squared_error", "poisson"}),
+                 Hidden(StrOptions(_REGRESSOR_LOSSES))],
     }
 
     def __init__(self, loss="squared_error", hidden_layer_sizes=(100,), activation="relu", *,
@@ -1289,7 +1341,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
                  dropout=0.0, l1=0.0, l2=0.0, decay=0.0, optimizer_params=None, dtype=None,
-                 n_threads=None, optimizer=None, lr=None, nesterov=None, betas=None):
+                 n_threads=None, optimizer=None, lr=None, nesterov=None, betas=None,
+                 maxout_pieces=2):
         super().__init__(
             hidden_layer_sizes, activation, solver=solver, alpha=alpha, batch_size=batch_size,
             learning_rate=learning_rate, learning_rate_init=learning_rate_init,
@@ -1300,7 +1353,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
             epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun,
             dropout=dropout, l1=l1, l2=l2, decay=decay, optimizer_params=optimizer_params,
             dtype=dtype, n_threads=n_threads, optimizer=optimizer, lr=lr, nesterov=nesterov,
-            betas=betas)
+            betas=betas, maxout_pieces=maxout_pieces)
         self.loss = loss
 
     def __sklearn_tags__(self):
@@ -1338,7 +1391,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         return "exp" if self.loss == "poisson" else "identity"
 
     def _loss_name(self):
-        return self.loss
+        return "poisson" if self.loss == "poisson" else "squared_error"
 
     def _score_function(self, y, y_pred, sample_weight=None):
         return r2_score(y, y_pred, sample_weight=sample_weight)

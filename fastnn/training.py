@@ -380,7 +380,8 @@ def fit(model, X, y=None, loss=None, optimizer=None, epochs: int = 10, batch_siz
         (n_samples, n_classes) target matrix), values (n_samples, n_outputs) for the squared
         loss, 0/1 for binary cross-entropy.
     loss : str or Loss, optional
-        "cross_entropy", "sparsemax", "binary_cross_entropy", "squared" or a Loss object.
+        A name of :data:`fastnn.losses.LOSS_TABLE` ("cross_entropy", "sparsemax",
+        "sparsemax_multilabel", "binary_cross_entropy", "squared", or an alias) or a Loss object.
         Default: the model's loss from a previous fit, else "cross_entropy".
     optimizer : str, Optimizer or None
         "adam", "sgd", "adagrad", "rmsprop" or an :mod:`fastnn.optim` optimizer over

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import fastnn.functional as F
-from fastnn._kernels import activations as _ka
+from fastnn.functional.runtime import override_thresholds
 
 ACTS = ["identity", "linear", "sigmoid", "tanh", "relu", "step", "sign"]
 SHAPES = [(1,), (1, 1), (1, 7), (7, 1), (13, 17), (3, 4, 5), (0,), (0, 3), (5000,)]
@@ -36,9 +36,9 @@ def ref_grad(y, g, name):
 def par(request):
     """Force the parallel path with zero thresholds, or keep the defaults."""
     if request.param == "parallel":
-        old = _ka.set_parallel_thresholds(0, 0)
-        yield request.param
-        _ka.set_parallel_thresholds(*old)
+        with override_thresholds("activations", cheap_min_elements=0,
+                                 transcendental_min_elements=0):
+            yield request.param
     else:
         yield request.param
 
@@ -102,13 +102,10 @@ def test_nan_propagates(dtype):
 
 def test_threads_identical(dtype, rng):
     z = rng.standard_normal(100003).astype(dtype)
-    old = _ka.set_parallel_thresholds(0, 0)
-    try:
+    with override_thresholds("activations", cheap_min_elements=0, transcendental_min_elements=0):
         for act in ACTS:
             np.testing.assert_array_equal(F.activation(z, act, n_threads=1),
                                           F.activation(z, act, n_threads=2))
-    finally:
-        _ka.set_parallel_thresholds(*old)
 
 
 def test_readonly_noncontiguous_and_out(dtype, n_threads, rng):

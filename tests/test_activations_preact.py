@@ -12,9 +12,10 @@ import fastnn
 import fastnn.functional as F
 from fastnn import Dense, Sequential, gradcheck, init
 from fastnn._kernels import activations as _ka
-from fastnn._kernels import dense as _kd
 from fastnn.functional.activations import ACTIVATION_TABLE, ALIASES, activation_info
+from fastnn.functional.runtime import override_thresholds
 
+DENSE_THRESHOLDS = ("split_min_work", "split_max_work", "epilogue_min_elements")
 NEW = ["leaky_relu", "elu", "softplus", "gelu", "gelu_tanh", "silu"]
 K = np.sqrt(2 / np.pi)
 
@@ -69,9 +70,9 @@ def grid(dtype):
 def par(request):
     """Force the parallel path with zero thresholds, or keep the defaults."""
     if request.param == "parallel":
-        old = _ka.set_parallel_thresholds(0, 0)
-        yield 2
-        _ka.set_parallel_thresholds(*old)
+        with override_thresholds("activations", cheap_min_elements=0,
+                                 transcendental_min_elements=0):
+            yield 2
     else:
         yield 1
 
@@ -209,14 +210,10 @@ def _xwb(n, n_in, n_out, dtype, seed=3):
 @pytest.fixture(params=["small", "split", "large"])
 def path(request):
     """Run the dense kernels on each of their three paths."""
-    if request.param == "small":
-        old = _kd.set_thresholds(1e300, 1e300, 1 << 40)
-    elif request.param == "split":
-        old = _kd.set_thresholds(0, 1e300, 0)
-    else:
-        old = _kd.set_thresholds(0, 0, 0)
-    yield request.param
-    _kd.set_thresholds(*old)
+    th = {"small": (1e300, 1e300, 1 << 40), "split": (0, 1e300, 0),
+          "large": (0, 0, 0)}[request.param]
+    with override_thresholds("dense", **dict(zip(DENSE_THRESHOLDS, th))):
+        yield request.param
 
 
 @pytest.mark.parametrize("name", NEW)

@@ -4,6 +4,9 @@ import pytest
 
 import fastnn.functional as F
 from fastnn._kernels import dense as _kd
+from fastnn.functional.runtime import override_thresholds
+
+DENSE_THRESHOLDS = ("split_min_work", "split_max_work", "epilogue_min_elements")
 
 
 def tol(dtype):
@@ -46,9 +49,8 @@ def path(request):
     """Force one path of the thread model with tiny thresholds (restored afterwards)."""
     th = {"small": (1e30, 1e30, 1 << 40), "split": (0.0, 1e30, 1 << 40),
           "large": (0.0, 0.0, 0)}[request.param]
-    old = _kd.set_thresholds(*th)
-    yield request.param
-    _kd.set_thresholds(*old)
+    with override_thresholds("dense", **dict(zip(DENSE_THRESHOLDS, th))):
+        yield request.param
 
 
 def make(rng, n, i, o, dtype):
@@ -84,24 +86,19 @@ def test_forward_no_bias_and_paths_taken(dtype, rng):
     X, W, _ = make(rng, 40, 21, 70, dtype)
     ref = X.astype(np.float64) @ W
     for th, name in [((1e30, 1e30, 1), "small"), ((0.0, 1e30, 1), "split"), ((0.0, 0.0, 0), "large")]:
-        old = _kd.set_thresholds(*th)
-        try:
+        with override_thresholds("dense", **dict(zip(DENSE_THRESHOLDS, th))):
             Y = F.dense_forward(X, W, None, "relu", n_threads=2)
             # without OpenMP, n_threads=2 resolves to 1: always the serial path
             assert _kd.last_path() == (name if _openmp_enabled() else "small")
-        finally:
-            _kd.set_thresholds(*old)
         np.testing.assert_allclose(Y, np.maximum(ref, 0), rtol=1e-5, atol=1e-5)
 
 
 def test_n_threads_1_is_serial_path(rng):
     X, W, b = make(rng, 40, 21, 70, np.float32)
-    old = _kd.set_thresholds(0.0, 1e30, 0)
-    try:
+    with override_thresholds("dense", split_min_work=0.0, split_max_work=1e30,
+                             epilogue_min_elements=0):
         F.dense_forward(X, W, b, n_threads=1)
         assert _kd.last_path() == "small"
-    finally:
-        _kd.set_thresholds(*old)
 
 
 def test_threads_agree(dtype, path, rng):
@@ -157,8 +154,7 @@ def test_backward_matches_numpy(shape, act, dtype, n_threads, path, rng):
 def test_backward_finite_differences(act, path_name, rng):
     th = {"small": (1e30, 1e30, 1 << 40), "split": (0.0, 1e30, 1 << 40),
           "large": (0.0, 0.0, 0)}[path_name]
-    old = _kd.set_thresholds(*th)
-    try:
+    with override_thresholds("dense", **dict(zip(DENSE_THRESHOLDS, th))):
         X, W, b = make(rng, 6, 5, 36, np.float64)
         if act == "relu":  # keep pre-activations away from the kink
             Z = X @ W + b
@@ -182,8 +178,6 @@ def test_backward_finite_differences(act, path_name, rng):
                 arr[idx] = orig
                 num[idx] = (fp - fm) / (2 * h)
             np.testing.assert_allclose(grad, num, rtol=1e-6, atol=1e-7)
-    finally:
-        _kd.set_thresholds(*old)
 
 
 def test_backward_options(dtype, n_threads, path, rng):
@@ -272,27 +266,26 @@ def test_validation_messages():
         F.dense_backward(X, W, Y, ro, "relu", overwrite_grad_Y=True)
 
 
-def test_openmp_wait_policy_default_is_passive():
+def test_import_leaves_the_environment_alone():
+    """Importing fastnn (and running a 2-thread kernel) changes no environment variable: how
+    OpenMP workers wait is the user's choice, shared with every other OpenMP user in the process."""
     import os
     import subprocess
     import sys
 
     import fastnn
-    code = ("import os\n"
-            "for v in ('OMP_WAIT_POLICY', 'GOMP_SPINCOUNT', 'KMP_BLOCKTIME', 'FASTNN_OMP_SPIN'):\n"
-            "    os.environ.pop(v, None)\n"
-            "import fastnn\n"
-            "print(os.environ.get('GOMP_SPINCOUNT'))\n")
+    code = ("import os, json\n"
+            "before = dict(os.environ)\n"
+            "import numpy as np, fastnn\n"
+            "fastnn.functional.relu(np.ones(1 << 20, np.float32), n_threads=2)\n"
+            "print(json.dumps(dict(os.environ) == before))\n")
     home = os.path.dirname(os.path.dirname(os.path.abspath(fastnn.__file__)))  # not the source tree
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=home)
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=home,
+                         env=env)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "0"
-    env_code = "import os, fastnn; print(os.environ.get('GOMP_SPINCOUNT'))"
-    env = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"}
-    env["OMP_WAIT_POLICY"] = "active"
-    out = subprocess.run([sys.executable, "-c", env_code], capture_output=True, text=True, env=env,
-                         cwd=home)
-    assert out.stdout.strip() == "None"   # the user's choice wins
+    assert out.stdout.strip() == "true"
 
 
 def test_blas_thread_count_restored_under_concurrency(rng):
@@ -307,7 +300,8 @@ def test_blas_thread_count_restored_under_concurrency(rng):
     X, W, b = make(rng, 40, 21, 70, np.float32)
     ref = F.dense_forward(X, W, b, "relu", n_threads=1)
     errors = []
-    old = _kd.set_thresholds(0.0, 1e30, 1 << 40)    # split path: pins BLAS to 1
+    split = override_thresholds("dense", split_min_work=0.0, split_max_work=1e30,
+                                epilogue_min_elements=1 << 40)    # split path: pins BLAS to 1
 
     def work(nt):
         try:
@@ -317,13 +311,11 @@ def test_blas_thread_count_restored_under_concurrency(rng):
         except Exception as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
-    try:
+    with split:
         threads = [threading.Thread(target=work, args=(nt,)) for nt in (1, 2, 2, 1)]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
-    finally:
-        _kd.set_thresholds(*old)
     assert not errors, errors[0]
     assert fastnn._threads.blas_info()["num_threads"] == before

@@ -1,4 +1,5 @@
-"""Dense's internal fast path (kernels called without the functional wrappers' validation).
+"""The layers' fast path: fastnn.functional's layer entries (forward_into, backward_into,
+dropout_into) call the kernels' C-checked module entries without the Python validation.
 
 The fast path must give bit-identical results to the validating path (fastnn.functional's
 dense_forward/dense_backward), be taken for the network's own C-contiguous buffers, and leave
@@ -7,11 +8,16 @@ gradient buffers) to the validating path, which converts or raises as before.
 """
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 import pytest
 
 import fastnn.functional as F
-import fastnn.layers as L
+
+# the modules (fastnn.functional's attributes of these names are the functions)
+FD = importlib.import_module("fastnn.functional.dense")
+FDrop = importlib.import_module("fastnn.functional.dropout")
 from fastnn import Dense, Sequential
 
 ACTS = ["identity", "relu", "tanh", "sigmoid"]
@@ -30,7 +36,7 @@ def _reference(layer, x, g):
 class _Counter:
     def __init__(self, monkeypatch):
         self.fwd = self.bwd = 0
-        real_f, real_b = F.dense_forward, F.dense_backward
+        real_f, real_b = FD._forward_checked, FD._backward_checked
 
         def f(*a, **k):
             self.fwd += 1
@@ -39,8 +45,9 @@ class _Counter:
         def b(*a, **k):
             self.bwd += 1
             return real_b(*a, **k)
-        monkeypatch.setattr(L.F, "dense_forward", f)
-        monkeypatch.setattr(L.F, "dense_backward", b)
+        # the validating paths the layer entries fall back to
+        monkeypatch.setattr(FD, "_forward_checked", f)
+        monkeypatch.setattr(FD, "_backward_checked", b)
 
 
 @pytest.mark.parametrize("bias", [True, False])
@@ -168,8 +175,8 @@ def test_sequential_training_step_uses_fast_path_and_matches(monkeypatch):
 
     def run(force_slow):
         if force_slow:
-            monkeypatch.setattr(L._dense_kernels, "forward_layer", lambda *a: False)
-            monkeypatch.setattr(L._dense_kernels, "backward_layer", lambda *a: False)
+            monkeypatch.setattr(FD._k, "forward_layer", lambda *a: False)
+            monkeypatch.setattr(FD._k, "backward_layer", lambda *a: False)
         model = Sequential(Dense(8, 16, "relu", seed=0), Dense(16, 16, "tanh", seed=1),
                            Dense(16, 3, seed=2), n_threads=1)
         opt = optim.Adam(model.parameters(), lr=1e-2)
@@ -207,8 +214,7 @@ def test_dropout_fast_path_matches_functional(monkeypatch, dtype, n_threads, mod
     y_ref = F.dropout(x, 0.3, seed, mode=mode, training=True, n_threads=1)
     gx_ref = F.dropout_backward(g, 0.3, seed, mode=mode, n_threads=1)
     calls = []
-    monkeypatch.setattr(L.F, "dropout", lambda *a, **k: calls.append(1))
-    monkeypatch.setattr(L.F, "dropout_backward", lambda *a, **k: calls.append(1))
+    monkeypatch.setattr(FDrop, "_dropout_map", lambda *a, **k: calls.append(1))
     y = layer.forward(x)
     np.testing.assert_array_equal(y, y_ref)
     g_in = g.copy()
@@ -275,12 +281,12 @@ def test_dropout_strided_input_takes_the_validating_path(monkeypatch):
     x = np.random.default_rng(6).standard_normal((8, 10)).astype(np.float32)
     layer = Dropout(0.5, seed=3)
     y_ref = F.dropout(np.ascontiguousarray(x[:, ::2]), 0.5, layer._seed_for(0))
-    real, calls = F.dropout, []
+    real, calls = FDrop._dropout_map, []
 
     def counting(*a, **k):
         calls.append(1)
         return real(*a, **k)
-    monkeypatch.setattr(L.F, "dropout", counting)
+    monkeypatch.setattr(FDrop, "_dropout_map", counting)
     np.testing.assert_array_equal(layer.forward(x[:, ::2]), y_ref)
     assert calls == [1]
 
@@ -289,7 +295,7 @@ def test_dropout_strided_input_takes_the_validating_path(monkeypatch):
 
 from fastnn._kernels import dense as K  # noqa: E402
 
-CODES = {a: L._ACT_CODES[a] for a in ACTS}
+CODES = {a: F.ACTIVATION_TABLE[a].code for a in ACTS}
 
 
 @pytest.mark.parametrize("shape", [(1, 1, 1), (1, 7, 5), (3, 7, 5), (17, 3, 1), (0, 4, 3)])

@@ -3,15 +3,14 @@ import numpy as np
 import pytest
 
 import fastnn.functional as F
-from fastnn._kernels import dropout as _kdrop
+from fastnn.functional.runtime import override_thresholds
 
 
 @pytest.fixture(params=["serial", "parallel"])
 def par(request):
     if request.param == "parallel":
-        old = _kdrop.set_parallel_threshold(0)
-        yield request.param
-        _kdrop.set_parallel_threshold(old)
+        with override_thresholds("dropout", min_elements=0):
+            yield request.param
     else:
         yield request.param
 
@@ -55,8 +54,7 @@ def test_forward_matches_mask(shape, mode, dtype, n_threads, par, rng):
 
 def test_same_seed_same_mask_threads_identical(dtype, rng):
     X = rng.standard_normal((301, 129)).astype(dtype)
-    old = _kdrop.set_parallel_threshold(0)
-    try:
+    with override_thresholds("dropout", min_elements=0):
         Y1 = F.dropout(X, 0.5, seed=3, n_threads=1)
         Y2 = F.dropout(X, 0.5, seed=3, n_threads=2)
         np.testing.assert_array_equal(Y1, Y2)
@@ -65,8 +63,6 @@ def test_same_seed_same_mask_threads_identical(dtype, rng):
                                       F.dropout_mask(X.shape, 0.5, 3, n_threads=2))
         Y3 = F.dropout(X, 0.5, seed=4)
         assert ((Y1 == 0) != (Y3 == 0)).mean() > 0.4
-    finally:
-        _kdrop.set_parallel_threshold(old)
 
 
 def test_eval_modes(dtype, rng):

@@ -524,7 +524,7 @@ def test_modules_without_declared_shapes_round_trip(tmp_path):
 
 
 def test_declared_shapes_match_built_modules():
-    from fastnn.layers import config_parameter_shapes
+    from fastnn.module import config_parameter_shapes
     model, _ = _model()
     nested = fastnn.Sequential(
         fastnn.Residual(fastnn.Sequential(fastnn.Dense(4, 4), fastnn.ReLU())),

@@ -5,11 +5,12 @@ import pickle
 import numpy as np
 import pytest
 
-from fastnn.layers import (_REGISTRY, Activation, Dense, Dropout, Identity, ReLU, Sigmoid, Sign,
+from fastnn.layers import (Activation, Dense, Dropout, Identity, ReLU, Sigmoid, Sign,
                            Softmax, Sparsemax, Step, Tanh)
 from fastnn.graph import Add, Concatenate, Input, Model, Multiply
 from fastnn.layers import ELU, GELU, LeakyReLU, Maxout, SiLU, Softplus
 from fastnn.model import Parallel, Residual, Sequential
+from fastnn.module import _REGISTRY
 from fastnn.preprocessing import Normalization
 
 MSG = r"backward was called before forward; call forward on the batch first"

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from fastnn._kernels import optim as _k
+from fastnn.functional.runtime import override_thresholds
 from fastnn.optim import SGD, Adagrad, Adam, Optimizer, RMSprop
 from fastnn.parameter import Parameter
 
@@ -107,9 +108,8 @@ def make_params(dtype, rng, shapes=SHAPES):
 @pytest.fixture
 def parallel_everywhere():
     """Make every group take the prange path when n_threads > 1."""
-    old = _k._set_parallel_min_work(1)
-    yield
-    _k._set_parallel_min_work(old)
+    with override_thresholds("optim", min_work=1):
+        yield
 
 
 @pytest.mark.parametrize("name,hp", CONFIGS, ids=IDS)
@@ -403,11 +403,10 @@ def test_one_and_two_threads_identical(name, hp, rng):
     shapes = [((300, 301), True), ((301,), False), ((8193,), True)]
     init = make_params(np.float64, rng, shapes)
     grads = [[rng.standard_normal(p.shape) for p in init] for _ in range(3)]
-    default = _k._get_parallel_min_work()
+    default = _k.parallel_thresholds()["min_work"]
 
     def run(dtype, n_threads, threshold):
-        old = _k._set_parallel_min_work(threshold)
-        try:
+        with override_thresholds("optim", min_work=threshold):
             ps = [Parameter(p.data.astype(dtype), regularize=p.regularize) for p in init]
             opt = CLASSES[name](ps, n_threads=n_threads, **hp)
             for gs in grads:
@@ -415,8 +414,6 @@ def test_one_and_two_threads_identical(name, hp, rng):
                     p.grad[...] = g
                 opt.step()
             return [p.data for p in ps]
-        finally:
-            _k._set_parallel_min_work(old)
 
     for dtype in (np.float32, np.float64):
         serial = run(dtype, 1, 1)

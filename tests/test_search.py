@@ -109,3 +109,28 @@ def test_scoring_loss_sorts_ascending_and_validation(data):
         search.grid_search(build, {"hidden": [4]}, *data, scoring="f1")
     assert search._threads_per_trial(2, None) >= 1
     assert search._threads_per_trial(1, 3) == 3
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2"])
+def test_bad_n_threads_is_a_value_error_before_any_trial(data, bad):
+    calls = []
+
+    def counting_build(**kw):
+        calls.append(kw)
+        return build(**kw)
+
+    with pytest.raises(ValueError, match="n_threads must be None or a positive int"):
+        search.grid_search(counting_build, {"hidden": [4]}, *data, fit_params=FIT,
+                           n_threads=bad)
+    assert calls == []
+
+
+def test_n_threads_is_checked_by_the_one_definition(data):
+    from fastnn._validation import MAX_THREADS, check_n_threads
+
+    assert search.check_n_threads is check_n_threads
+    with pytest.raises(ValueError, match="more than fastnn allows"):
+        search.grid_search(build, {"hidden": [4]}, *data, fit_params=FIT,
+                           n_threads=MAX_THREADS + 1)
+    threads = search._threads_per_trial(1, np.int64(2))
+    assert threads == 2 and type(threads) is int

@@ -20,7 +20,7 @@ import pytest
 from fastnn import Dense, Dropout, Sequential
 from fastnn import functional as F
 from fastnn import optim
-from fastnn._kernels import dense as dense_kernel
+from fastnn.functional.runtime import override_thresholds
 
 
 def _net(hidden=64, n_in=16, n_out=5, n_threads=None, dtype=np.float32):
@@ -164,12 +164,9 @@ def test_training_bitwise_for_1_and_2_threads_with_the_dense_kernel_serial():
     # mid-size products (128 x 256 x 256 = 8.4e6 multiply-adds) on the dense kernel's serial
     # path: everything else (activations, dropout, losses, optimizer) runs with 2 threads and
     # the result is still bitwise that of 1 thread - the parallel GEMM is the only difference.
-    old = dense_kernel.set_thresholds(split_min_work=1e300, split_max_work=1e301)
-    try:
+    with override_thresholds("dense", split_min_work=1e300, split_max_work=1e301):
         a = _train(1, 256, 128, n=1024)
         b = _train(2, 256, 128, n=1024)
-    finally:
-        dense_kernel.set_thresholds(*old)
     _assert_bitwise(a, b)
 
 
@@ -177,12 +174,10 @@ def test_training_bitwise_for_1_and_2_threads_with_the_dense_kernel_serial():
 def test_training_1_vs_2_threads_on_the_parallel_gemm_paths_agrees_to_rounding(thresholds):
     # the opt-in OpenMP split path, and OpenBLAS's own threads (the default from 1e7
     # multiply-adds), forced for these mid-size products
-    old = dense_kernel.set_thresholds(*thresholds)
-    try:
+    with override_thresholds("dense", split_min_work=thresholds[0],
+                             split_max_work=thresholds[1]):
         a_w, a_l = _train(1, 256, 128, n=1024)
         b_w, b_l = _train(2, 256, 128, n=1024)
-    finally:
-        dense_kernel.set_thresholds(*old)
     np.testing.assert_allclose(a_l, b_l, rtol=1e-5)
     # GEMM rounding differences, amplified by two epochs of training (seen: 2e-5 on one bias)
     for x, y in zip(a_w, b_w):

@@ -95,3 +95,154 @@ def test_sparsemax_methods_one_table():
             Sparsemax(bad)
         with pytest.raises(ValueError, match="method must be one of"):
             SparsemaxLoss(method=bad)
+
+
+# --- losses: fastnn.losses.LOSS_TABLE -----------------------------------------------------------
+
+def _loss_names(task=None):
+    from fastnn.losses import LOSS_ALIASES, LOSS_TABLE
+    names = {n for n, r in LOSS_TABLE.items() if task is None or r.task == task}
+    return names | {a for a, n in LOSS_ALIASES.items() if n in names}
+
+
+def test_get_loss_accepts_exactly_the_loss_table():
+    from fastnn.losses import LOSS_ALIASES, LOSS_TABLE, LOSSES, Loss, get_loss
+    for name in _loss_names():
+        row = LOSS_TABLE[LOSS_ALIASES.get(name, name)]
+        for spelling in (name, name.upper()):
+            obj = get_loss(spelling)
+            assert type(obj) is row.cls and isinstance(obj, Loss)
+            assert obj.task == row.task
+    # LOSSES (name -> class) is derived from the table's rows without options
+    assert set(LOSSES) == _loss_names() - {"sparsemax_multilabel"}
+    for bad in ("hinge", "l1", "", "cross-entropy"):
+        with pytest.raises(ValueError, match="Unknown loss"):
+            get_loss(bad)
+
+
+def test_cli_loss_choices_are_the_classification_rows():
+    assert set(_cli_option("--loss").choices) == {"auto"} | _loss_names("classification")
+
+
+def test_estimators_accept_exactly_their_rows_of_the_loss_table():
+    import warnings
+
+    from fastnn import MLPClassifier, MLPRegressor
+    X = np.random.default_rng(0).standard_normal((20, 3))
+    y = np.arange(20) % 3
+    accepted = {"auto"} | _loss_names("classification")
+    for name in accepted:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            clf = MLPClassifier((4,), loss=name, max_iter=2, random_state=0).fit(X, y)
+        assert clf.predict(X).shape == (20,)
+    for name in _loss_names() - accepted:
+        with pytest.raises(ValueError, match="loss"):
+            MLPClassifier((4,), loss=name, max_iter=2).fit(X, y)
+    accepted = {"poisson"} | _loss_names("regression")   # poisson: scikit-learn's own
+    for name in accepted:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            reg = MLPRegressor(loss=name, hidden_layer_sizes=(4,), max_iter=2,
+                               random_state=0).fit(X, np.abs(X[:, 0]))
+        assert reg.predict(X).shape == (20,)
+    for name in _loss_names() - accepted:
+        with pytest.raises(ValueError, match="loss"):
+            MLPRegressor(loss=name, hidden_layer_sizes=(4,), max_iter=2).fit(X, X[:, 0])
+
+
+def test_squared_aliases_train_the_same_regressor():
+    import warnings
+
+    from fastnn import MLPRegressor
+    X = np.random.default_rng(1).standard_normal((30, 3))
+    t = X @ [1.0, -2.0, 0.5]
+    fits = []
+    for name in ("squared_error", "squared", "mse"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fits.append(MLPRegressor(loss=name, hidden_layer_sizes=(5,), max_iter=5,
+                                     random_state=0).fit(X, t))
+    for other in fits[1:]:
+        np.testing.assert_array_equal(other.predict(X), fits[0].predict(X))
+
+
+# --- activations of the estimators: the table and "maxout" ---------------------------------------
+
+def test_the_estimators_accept_maxout():
+    import warnings
+
+    from fastnn import MLPClassifier
+    X = np.random.default_rng(0).standard_normal((20, 3))
+    y = np.arange(20) % 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        clf = MLPClassifier(hidden_layer_sizes=(4,), activation="maxout", maxout_pieces=3,
+                            max_iter=2, random_state=0).fit(X, y)
+    assert [c.shape for c in clf.coefs_] == [(3, 12), (4, 1)]
+    assert type(clf.model_[0]).__name__ == "Maxout"
+
+
+# --- one n_threads check, one dropout scale rule -------------------------------------------------
+
+@pytest.mark.parametrize("bad,error", [(0, ValueError), (-1, ValueError), (2.0, TypeError),
+                                       ("2", TypeError), (True, TypeError), (10 ** 9, ValueError)])
+def test_one_n_threads_check(bad, error):
+    from fastnn import _threads, _validation, optim
+    from fastnn.model import Sequential
+    assert _threads.check_n_threads is _validation.check_n_threads
+    with pytest.raises(error, match="n_threads"):
+        _validation.check_n_threads(bad)
+    with pytest.raises(error, match="n_threads"):
+        fastnn.Dense(2, 2).n_threads = bad
+    with pytest.raises(error, match="n_threads"):
+        Sequential(fastnn.Dense(2, 2), n_threads=bad)
+    with pytest.raises(error, match="n_threads"):
+        optim.SGD(fastnn.Dense(2, 2).parameters(), lr=0.1, n_threads=bad)
+    from fastnn import MLPClassifier
+    with pytest.raises(ValueError, match="n_threads"):   # scikit-learn's convention
+        MLPClassifier(n_threads=bad).fit(np.zeros((4, 2)), [0, 1, 0, 1])
+
+
+@pytest.mark.parametrize("mode", ["inverted", "standard"])
+def test_one_dropout_scale_rule(mode):
+    from fastnn.functional import dropout, dropout_mask, dropout_scale
+    p = 0.25
+    x = np.linspace(-1, 1, 24).reshape(4, 6)
+    layer = fastnn.Dropout(p, mode=mode, seed=3)
+    seed = layer._seed_for(0)
+    y = layer.forward(x).copy()
+    mask = dropout_mask(x.shape, p, seed)
+    np.testing.assert_array_equal(y, x * mask * dropout_scale(p, mode, True))
+    np.testing.assert_array_equal(dropout(x, p, seed, mode=mode), y)
+    layer.eval()
+    np.testing.assert_array_equal(layer.forward(x), x * dropout_scale(p, mode, False))
+    np.testing.assert_array_equal(dropout(x, p, seed, mode=mode, training=False),
+                                  x * dropout_scale(p, mode, False))
+    assert dropout_scale(p, mode, True) == (1 / (1 - p) if mode == "inverted" else 1.0)
+    assert dropout_scale(p, mode, False) == (1.0 if mode == "inverted" else 1 - p)
+
+
+# --- one route to the kernels --------------------------------------------------------------------
+
+def test_only_functional_and_the_optimizer_import_the_kernels():
+    """fastnn.functional is the Python route to fastnn._kernels; besides it, only the optimizer's
+    update plan and the thread model (_threads reads the kernels' runtime module: fastnn.functional
+    resolves its thread counts with _threads, so the route through it would be a circle)."""
+    import ast
+    import pathlib
+    root = pathlib.Path(fastnn.__file__).parent
+    allowed = {"optim.py", "_threads.py"}
+    offenders = []
+    for path in root.glob("*.py"):
+        if path.name in allowed:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            if any(n == "fastnn._kernels" or n.startswith("fastnn._kernels.") for n in names):
+                offenders.append(path.name)
+    assert not offenders, offenders

@@ -1,11 +1,16 @@
 # Design: the one BLAS wrapper module (see _blas.pxd). Two backends behind one gemm/gemv:
-# - NumPy's bundled OpenBLAS (ILP64 CBLAS, row-major native), when fastnn._threads finds it: NumPy
-#   wheels ship a newer OpenBLAS than SciPy's, and its small-batch sgemm packs the weight matrix far
-#   faster (16x784x256: ~0.10 ms against ~0.24 ms for SciPy's 0.3.30, single thread, same machine);
+# - NumPy's bundled OpenBLAS (ILP64 CBLAS, row-major native), when _blas_loader finds it: NumPy
+#   wheels may ship a newer OpenBLAS than SciPy's, whose small-batch sgemm packs the weight
+#   matrix faster (benchmarks/README.md, "Parallel thresholds");
 # - scipy.linalg.cython_blas (Fortran BLAS, operands swapped for row-major) otherwise, and always
 #   available as the fallback (FASTNN_BLAS=scipy forces it).
-# The function pointers and the chosen library's thread control are found once by fastnn._threads
-# (through threadpoolctl / ctypes) and installed here, so kernels call them without Python.
+# The function pointers and the chosen library's thread control are found once by
+# fastnn._kernels._blas_loader (through threadpoolctl / ctypes) and installed here, so kernels
+# call them without Python. The BLAS thread count is one process-wide resource with one registry,
+# below: every cap (the kernels' n_threads, fastnn.parallel.limit_threads) is a request there.
+import os
+import threading
+
 from libc.stdint cimport int64_t
 from cython cimport floating
 from scipy.linalg.cython_blas cimport sgemm, dgemm, sgemv, dgemv
@@ -188,20 +193,41 @@ cdef void blas_release(int cap) noexcept nogil:
     fastnn_req_unlock()
 
 
+# Python-level requests (fastnn.parallel.limit_threads blocks, through fastnn.functional.runtime)
+# are the same C requests, recorded per Python thread as well: a forked child keeps only those of
+# the thread that forked (the others ended with their threads), and fastnn.parallel reads them to
+# limit the other BLAS libraries of the process by the same rule.
+_held = {}   # threading.get_ident() -> caps of that thread's active requests, in order
+
+
 def request(int cap):
-    """Add a request that the BLAS behind fastnn use at most ``cap`` threads (see above)."""
+    """Add a request, owned by the calling Python thread, that the BLAS behind fastnn use at
+    most ``cap`` threads (see above). End it with :func:`release` from the same thread."""
+    _held.setdefault(threading.get_ident(), []).append(cap)
     with nogil:
         blas_request(cap)
 
 
 def release(int cap):
-    """End one request made with ``request(cap)``."""
+    """End the calling thread's latest request of ``cap``; without one, nothing changes."""
+    me = threading.get_ident()
+    stack = _held.get(me)
+    if not stack or cap not in stack:
+        return
+    del stack[len(stack) - 1 - stack[::-1].index(cap)]
+    if not stack:
+        del _held[me]
     with nogil:
         blas_release(cap)
 
 
+def held():
+    """The caps of every active Python-level request (all threads)."""
+    return [c for stack in list(_held.values()) for c in stack]
+
+
 def requests():
-    """(active requests, base count): the registry's state, for tests."""
+    """(active requests, base count): the registry's state, kernels' requests included."""
     return _req_depth, _req_base
 
 
@@ -215,21 +241,30 @@ def _fork_parent():
     fastnn_req_unlock()
 
 
-def _fork_child(caps):
-    """In the child of a fork: only the forking thread survives, so only its requests (``caps``,
-    from fastnn.parallel) stay active; the others' ended with their threads."""
-    global _req_depth
+def _fork_child():
+    """In the child of a fork: only the forking thread survives, so only its requests stay
+    active; the others' ended with their threads."""
+    global _req_depth, _held
     cdef int c
     cdef bint active = _req_depth > 0
+    me = threading.get_ident()
+    mine = _held.get(me, [])
+    _held = {me: mine} if mine else {}
     for c in range(MAX_CAP + 1):
         _req_count[c] = 0
     _req_depth = 0
-    for c in caps:
+    for c in mine:
         _req_count[_clamp_cap(c)] += 1
         _req_depth += 1
     if active:  # else the count is the user's, whatever it became since the last request
         _req_apply()
     fastnn_req_unlock()
+
+
+# Registered here, with the registry: fork hooks of modules imported later (fastnn.parallel)
+# run their "before" first and their "after" last, so their locks are taken around this one.
+os.register_at_fork(before=_fork_prepare, after_in_parent=_fork_parent,
+                    after_in_child=_fork_child)
 
 
 def _install_thread_control(size_t set_fn, size_t get_fn):

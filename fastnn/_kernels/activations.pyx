@@ -10,6 +10,7 @@ from fastnn._kernels._activations cimport (
     act_row, act_grad_row, act_needs_z, ACT_IDENTITY, ACT_SIGMOID, ACT_TANH, ACT_RELU,
     ACT_STEP, ACT_SIGN, ACT_LEAKY_RELU, ACT_ELU, ACT_SOFTPLUS, ACT_GELU, ACT_GELU_TANH,
     ACT_SILU)
+from fastnn._kernels._config import check_threshold
 
 #: Kernel code of each activation (canonical names; aliases live in fastnn.functional).
 CODES = {"identity": ACT_IDENTITY, "sigmoid": ACT_SIGMOID, "tanh": ACT_TANH,
@@ -22,25 +23,37 @@ def needs_z(int code):
     """True when the derivative of activation ``code`` is computed from the pre-activation."""
     return act_needs_z(code)
 
-# Smallest number of elements worth an OpenMP team, by cost class. The dev machine (2 cores,
-# shared, load average ~6 while measured) never gave a quiet window, so the thresholds come from
-# a cost model over what could be measured: waking the (passive) team costs ~15-20 us here (a
-# forced 2-thread call on 1k-64k elements took that much longer than the serial one), and two
-# threads pay when the serial time exceeds about twice that, ~40 us. Serial float32 times:
-# relu ~0.18 ns/element (48 us at 2^18), sigmoid/tanh ~1.1 ns/element (76 us at 2^16).
+# Smallest number of elements worth an OpenMP team, by cost class. Rule: two threads pay once
+# the serial loop takes about twice a wake-up of the team; each threshold is the smallest size
+# from which benchmarks/bench_parallel_thresholds.py measures the 2-thread loop faster (numbers:
+# benchmarks/README.md, "Parallel thresholds"). Cheap passes (a compare or a multiply) need 8x
+# the elements of transcendental ones.
+# Serial and parallel loops are written twice on purpose: prange(..., use_threads_if=False) still
+# opens a one-thread OpenMP region, a fixed cost per call that small calls (the usual case in
+# training) would pay (benchmarks/omp_region_cost.c; numbers in benchmarks/README.md, "Parallel
+# thresholds").
 cdef Py_ssize_t PAR_MIN_CHEAP = 262144
 cdef Py_ssize_t PAR_MIN_TRANSCENDENTAL = 32768
 
 
-def set_parallel_thresholds(Py_ssize_t cheap=-1, Py_ssize_t transcendental=-1):
-    """Override the parallel thresholds (tests force the parallel path); returns the old ones."""
+def parallel_thresholds():
+    """This module's parallel thresholds (elements): ``cheap_min_elements`` (identity, relu,
+    step, sign, leaky relu, and every derivative read from the output) and
+    ``transcendental_min_elements`` (the others)."""
+    return {"cheap_min_elements": PAR_MIN_CHEAP,
+            "transcendental_min_elements": PAR_MIN_TRANSCENDENTAL}
+
+
+def set_parallel_threshold(name, value):
+    """Set parallel threshold ``name`` (see parallel_thresholds); returns the previous value."""
     global PAR_MIN_CHEAP, PAR_MIN_TRANSCENDENTAL
-    old = (PAR_MIN_CHEAP, PAR_MIN_TRANSCENDENTAL)
-    if cheap >= 0:
-        PAR_MIN_CHEAP = cheap
-    if transcendental >= 0:
-        PAR_MIN_TRANSCENDENTAL = transcendental
-    return old
+    current = parallel_thresholds()
+    value = check_threshold("activations", current, name, value)
+    if name == "cheap_min_elements":
+        PAR_MIN_CHEAP = value
+    else:
+        PAR_MIN_TRANSCENDENTAL = value
+    return current[name]
 
 
 cdef inline int _n_blocks(int code, Py_ssize_t n, int n_threads) noexcept nogil:

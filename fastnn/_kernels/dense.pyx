@@ -27,35 +27,36 @@ from fastnn._kernels cimport _arrays as A
 
 from fastnn._kernels._blas cimport gemm, gemv, blas_get_num_threads, blas_request, blas_release
 from fastnn._kernels._activations cimport act_row, act_row_keep_z, act_grad_row, ACT_IDENTITY
+from fastnn._kernels._config import check_threshold
+
 cnp.import_array()
 
 # Work thresholds, in multiply-adds (batch * in_features * out_features; backward counts both
-# GEMMs). Defaults, from a quiet machine (2 cores, load < 1.5, OpenBLAS 0.3.31 Haswell kernels,
-# 784-256-256-10 relu + Adam training steps at 2 threads, interleaved A/B of the thresholds):
-#   * below SPLIT_MIN_WORK = 1e7 the call is serial (BLAS pinned to 1 thread): at batch 16 every
-#     product is below it and the step ran 23.2k samples/s against 10.6k with the split path
-#     and 18-19k with OpenBLAS's own threads for the 3.2e6 first layer;
-#   * from 1e7 on, one BLAS call with OpenBLAS's own 2 threads: at batch 128 (first layer 2.6e7)
-#     55-61k samples/s, against 37.7k with the split path and 42.8k serial.
+# GEMMs). Rule: each path is used where benchmarks/bench_train_step.py (784-256-256-10 relu + Adam
+# steps at 2 threads, the thresholds A/B interleaved) ran fastest on a quiet machine:
+#   * below SPLIT_MIN_WORK the call is serial (BLAS pinned to 1 thread): every product of a
+#     batch-16 step is below it;
+#   * from SPLIT_MIN_WORK on, one BLAS call with BLAS's own threads (batch 128's first layer).
 # The split path (SPLIT_MIN_WORK <= work < SPLIT_MAX_WORK) is therefore off by default: on a
-# quiet machine its blocks (one single-threaded GEMM per thread on half the output) reached only
-# 28-58% of the sgemm peak. It is kept for machines where other processes compete for the cores:
-# there OpenBLAS's spin-yielding workers collapsed (16x784x256: medians of 80-100 ms against a
-# 0.3 ms minimum, NumPy's alike, load average 4-7) while the split stayed within 2x of its
-# minimum. Turn it on with set_thresholds(split_min_work=2e6, split_max_work=4e9).
+# quiet machine its blocks (one single-threaded GEMM per thread on part of the output) ran
+# slower than either. It is kept for machines where other processes compete for the cores,
+# where BLAS's spin-yielding workers collapsed and the passive split did not. Turn it on with
+# set_parallel_threshold("split_min_work", 2e6) and ("split_max_work", 4e9). Numbers:
+# benchmarks/README.md, "Parallel thresholds".
 cdef double SPLIT_MIN_WORK = 1.0e7
 cdef double SPLIT_MAX_WORK = 1.0e7
 # Epilogue elements (batch * out_features) above which the large path's epilogue uses prange
-# (the relu break-even of activations.pyx; the epilogue is the same row loop).
+# (the relu threshold of activations.pyx; the epilogue is the same row loop). Its serial and
+# parallel loops, and those of the backward's dZ pass, are twins on purpose (see activations.pyx).
 cdef Py_ssize_t EPILOGUE_PAR_MIN = 262144
 
 
-# Up to this many rows (and at least 64 output columns) a product is one GEMV per row. With
-# NumPy's bundled OpenBLAS 0.3.31 (the default backend of _blas) sgemm is as fast as NumPy and
-# GEMV per row only wins at 2 rows (784->256, 1 thread: 2 rows 30 vs 59 us; 4 rows 53 vs 48 us;
-# 16 rows 196 vs 116 us). With scipy's OpenBLAS 0.3.30 (FASTNN_BLAS=scipy) sgemm with 2-16 rows
-# ran 2-3.5x slower than NumPy's (it packs the whole weight per call) and GEMV per row won up to
-# ~12 rows (4 rows 45 vs 150 us, 8 rows 98 vs 171 us): set_gemv_max_rows(8) suits that backend.
+# Up to this many rows (and at least 64 output columns) a product is one GEMV per row. Rule: the
+# largest row count at which GEMV per row beats one GEMM for a 784->256 layer on 1 thread
+# (dense_forward timed at 1-16 rows with set_gemv_max_rows(1) against set_gemv_max_rows(16)),
+# with the default backend of _blas (NumPy's OpenBLAS). A BLAS that
+# packs the whole weight per GEMM call (scipy's, FASTNN_BLAS=scipy) moves it up:
+# set_gemv_max_rows(8) suits that backend. Numbers: benchmarks/README.md, "Parallel thresholds".
 cdef Py_ssize_t GEMV_MAX_ROWS = 2
 
 
@@ -67,17 +68,26 @@ def set_gemv_max_rows(Py_ssize_t rows):
     return old
 
 
-def set_thresholds(split_min_work=None, split_max_work=None, epilogue_par_min=None):
-    """Override the path thresholds (tests force each path); returns the previous values."""
+def parallel_thresholds():
+    """This module's parallel thresholds: ``split_min_work`` and ``split_max_work``
+    (multiply-adds; the split path runs in between), ``epilogue_min_elements`` (the large
+    path's epilogue runs in a prange from there)."""
+    return {"split_min_work": SPLIT_MIN_WORK, "split_max_work": SPLIT_MAX_WORK,
+            "epilogue_min_elements": EPILOGUE_PAR_MIN}
+
+
+def set_parallel_threshold(name, value):
+    """Set parallel threshold ``name`` (see parallel_thresholds); returns the previous value."""
     global SPLIT_MIN_WORK, SPLIT_MAX_WORK, EPILOGUE_PAR_MIN
-    old = (SPLIT_MIN_WORK, SPLIT_MAX_WORK, EPILOGUE_PAR_MIN)
-    if split_min_work is not None:
-        SPLIT_MIN_WORK = split_min_work
-    if split_max_work is not None:
-        SPLIT_MAX_WORK = split_max_work
-    if epilogue_par_min is not None:
-        EPILOGUE_PAR_MIN = epilogue_par_min
-    return old
+    current = parallel_thresholds()
+    value = check_threshold("dense", current, name, value, name == "epilogue_min_elements")
+    if name == "split_min_work":
+        SPLIT_MIN_WORK = value
+    elif name == "split_max_work":
+        SPLIT_MAX_WORK = value
+    else:
+        EPILOGUE_PAR_MIN = value
+    return current[name]
 
 
 # Which path the last call took (0 serial/small, 1 split, 2 large): for tests only.

@@ -14,6 +14,7 @@ from libc.stdint cimport uint64_t, uint32_t, uint8_t
 cimport numpy as cnp
 
 from fastnn._kernels cimport _arrays as A
+from fastnn._kernels._config import check_threshold
 
 cnp.import_array()
 
@@ -31,19 +32,27 @@ cdef extern from *:
 cdef uint64_t GAMMA = 0x9E3779B97F4A7C15ULL
 cdef uint64_t SALT = 0x5DEECE66DA3B1F27ULL
 
-# Elements per call below which the pass runs serially. Cost model (the shared 2-core machine
-# was never quiet): the hash pass costs ~1.3 ns/element serially (84 us at 2^16 float32), a
-# passive team wake-up ~15-20 us; two threads pay above ~40 us of serial work.
+# Elements per call below which the pass runs serially: the rule and benchmark of activations.pyx
+# (benchmarks/bench_parallel_thresholds.py); the hash pass costs about as much per element as a
+# transcendental activation, and shares its threshold.
+# Serial and parallel loops are written twice on purpose: prange(..., use_threads_if=False) still
+# opens a one-thread OpenMP region, a fixed cost per call that small calls (the usual case in
+# training) would pay (benchmarks/omp_region_cost.c; numbers in benchmarks/README.md, "Parallel
+# thresholds").
 cdef Py_ssize_t PAR_MIN = 32768
 
 
-def set_parallel_threshold(Py_ssize_t n=-1):
-    """Override the parallel threshold (tests force the parallel path); returns the old one."""
+def parallel_thresholds():
+    """This module's parallel threshold: ``min_elements``."""
+    return {"min_elements": PAR_MIN}
+
+
+def set_parallel_threshold(name, value):
+    """Set parallel threshold ``name`` (see parallel_thresholds); returns the previous value."""
     global PAR_MIN
-    old = PAR_MIN
-    if n >= 0:
-        PAR_MIN = n
-    return old
+    current = parallel_thresholds()
+    PAR_MIN = check_threshold("dropout", current, name, value)
+    return current[name]
 
 
 def key_from_seed(uint64_t seed):

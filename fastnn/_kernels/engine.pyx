@@ -49,7 +49,7 @@ cimport numpy as cnp
 
 import numpy as np
 
-from fastnn._kernels._blas cimport gemm, blas_request, blas_release, blas_get_num_threads
+from fastnn._kernels._blas cimport gemm, blas_request, blas_release
 from fastnn._kernels._activations cimport (act_row, act_row_keep_z, act_grad_row,
                                            ACT_IDENTITY)
 from fastnn._kernels._openmp cimport omp_get_thread_num, omp_get_num_threads
@@ -225,13 +225,6 @@ cdef double FALLBACK_WINDOW_S = 0.01
 cdef Py_ssize_t FALLBACK_MIN_STEPS = 4
 # How long a waiting thread spins before it yields its CPU between checks.
 cdef int64_t SPIN_NS = 50000
-
-
-def blas_thread_control():
-    """True when fastnn controls the BLAS thread count (then each GEMM of a run is
-    single-threaded). Without it the BLAS may start its own threads for every product, and a
-    team of engine threads would oversubscribe the cores: the engine then runs on one thread."""
-    return blas_get_num_threads() >= 0
 
 
 def _set_fallback(threshold=None, window_s=None, min_steps=None):

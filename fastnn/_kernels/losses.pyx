@@ -21,21 +21,32 @@ from fastnn._kernels cimport _arrays as A
 
 from fastnn._kernels.softmax cimport softmax_row, fnn_exp_d
 from fastnn._kernels.sparsemax cimport sparsemax_tau, SPARSEMAX_AUTO
+from fastnn._kernels._config import check_threshold
 
 cnp.import_array()
 
-# Below this many elements (n_rows * n_cols) the rows run on the calling thread: the same as
-# softmax.pyx/sparsemax.pyx, whose row routines these rows run (see the measurement there).
+# Below this many elements (n_rows * n_cols) the rows run on the calling thread: the threshold of
+# softmax.pyx/sparsemax.pyx, whose row routines these rows run (benchmarks/
+# bench_parallel_thresholds.py, "cross_entropy").
+# Serial and parallel loops are written twice on purpose: prange(..., use_threads_if=False) still
+# opens a one-thread OpenMP region, a fixed cost per call that small calls (the usual case in
+# training) would pay (benchmarks/omp_region_cost.c; numbers in benchmarks/README.md, "Parallel
+# thresholds").
 PARALLEL_MIN_ELEMENTS = 262144
 cdef Py_ssize_t _PAR_MIN = PARALLEL_MIN_ELEMENTS
 
 
-def _set_parallel_min_elements(Py_ssize_t n):
-    """Change the serial/parallel threshold (tuning and tests); returns the previous value."""
+def parallel_thresholds():
+    """This module's parallel threshold: ``min_elements`` (rows x columns)."""
+    return {"min_elements": _PAR_MIN}
+
+
+def set_parallel_threshold(name, value):
+    """Set parallel threshold ``name`` (see parallel_thresholds); returns the previous value."""
     global _PAR_MIN
-    old = _PAR_MIN
-    _PAR_MIN = n
-    return old
+    current = parallel_thresholds()
+    _PAR_MIN = check_threshold("losses", current, name, value)
+    return current[name]
 
 
 # ---------------------------------------------------------------- cross-entropy (softmax) ---

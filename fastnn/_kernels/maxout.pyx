@@ -10,6 +10,7 @@ from cython.parallel cimport prange
 from libc.stdint cimport int32_t
 
 from fastnn._kernels._openmp cimport row_threads
+from fastnn._kernels._maxout cimport max_row as _max_row
 
 # Elements (rows * units) below which the loop stays on the calling thread: a pass as cheap
 # as relu's (see activations.pyx's PAR_MIN_CHEAP).
@@ -23,26 +24,6 @@ def set_parallel_threshold(Py_ssize_t n):
     old = _PAR_MIN
     _PAR_MIN = n
     return old
-
-
-cdef inline void _max_row(const floating *z, floating *y, int32_t *arg, Py_ssize_t m,
-                          Py_ssize_t k) noexcept nogil:
-    cdef Py_ssize_t j, p
-    cdef floating best, v
-    cdef int32_t at
-    for j in range(m):
-        best = z[j * k]
-        at = 0
-        if best == best:                   # a NaN first unit wins at once
-            for p in range(1, k):
-                v = z[j * k + p]
-                if v > best or v != v:
-                    best = v
-                    at = <int32_t> p
-                    if v != v:
-                        break
-        y[j] = best
-        arg[j] = at
 
 
 cdef inline void _route_row(const floating *g, const int32_t *arg, floating *dz, Py_ssize_t m,

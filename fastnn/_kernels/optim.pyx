@@ -11,9 +11,9 @@
 #
 # Subnormal flush: state values with |s| < FLT_MIN (float32) or DBL_MIN (float64) are stored as
 # exact zeros. Moments of rarely active inputs otherwise decay (x0.9 per step for Adam's first
-# moment) into subnormals, which x86 CPUs process far more slowly than normal numbers (3.9% of
-# subnormal Adam state halved NumPy's and PyTorch's step throughput). The flush is a compare-and-
-# select in the vectorized loop; the process's floating-point mode
+# moment) into subnormals, which x86 CPUs process far more slowly than normal numbers (numbers:
+# benchmarks/README.md, "Parallel thresholds"). The flush is a compare-and-select in the
+# vectorized loop; the process's floating-point mode
 # (MXCSR FTZ/DAZ) is never touched. Effect on the update: a flushed first moment changes a step by
 # less than lr * FLT_MIN / eps (~1e-33 for Adam's defaults), below the rounding of any weight
 # larger than 1e-26.
@@ -25,6 +25,7 @@ from libc.stdint cimport uint32_t, uint64_t
 from cython cimport floating
 
 import numpy as np
+from fastnn._kernels._config import check_threshold
 
 cdef extern from *:
     """
@@ -83,29 +84,27 @@ cdef enum:
 
 # A group runs serially unless n_elements * cost >= PARALLEL_MIN_WORK, where cost is the kernel's
 # relative work per element (SGD 1; float32 Adam 2, through its AVX2 clone; Adagrad, RMSprop and
-# float64 Adam 3: a sqrt and a division each in SSE2). Measured on the 2-core build machine (AMD
-# EPYC, float32, one parameter of n elements, min of 15x50 steps, ratio of 1-thread to 2-thread
-# time, load average ~2.2-2.9 from other builds):
-#   SGD-momentum      n=65k 0.55, 131k 0.67, 269k 0.61
-#   Adam (SSE2 loop)  n=65k 0.84, 131k 0.81, 269k 1.10
-#   Adam (AVX2 clone) n=65k 0.65, 131k 0.75, 269k 0.85
-# Waking a second thread on a busy 2-core machine costs ~15-20 us, so a whole 784-256-256-10
-# network (269k elements) stays serial; 600k work units = SGD from 600k elements, float32 Adam
-# from 300k, the others from 200k. Elementwise updates are exact, so serial and parallel runs
-# give identical bits whatever the threshold.
+# float64 Adam 3: a sqrt and a division each in SSE2). Rule: the smallest work from which the
+# 2-thread update is clearly faster than the serial one on a shared machine
+# (benchmarks/bench_parallel_thresholds.py "adam", benchmarks/bench_optim.py; numbers in
+# benchmarks/README.md, "Parallel thresholds"); a whole 784-256-256-10 network stays below it.
+# Elementwise updates are exact, so serial and parallel runs give identical bits whatever the
+# threshold. The serial and parallel chunk loops below are twins on purpose (see
+# benchmarks/omp_region_cost.c: a prange with use_threads_if=False still opens a region).
 cdef Py_ssize_t PARALLEL_MIN_WORK = 600000
 
 
-def _set_parallel_min_work(Py_ssize_t n):
-    """Testing hook: set the serial/parallel threshold (work units), return the previous one."""
+def parallel_thresholds():
+    """This module's parallel threshold: ``min_work`` (elements x the kernel's cost)."""
+    return {"min_work": PARALLEL_MIN_WORK}
+
+
+def set_parallel_threshold(name, value):
+    """Set parallel threshold ``name`` (see parallel_thresholds); returns the previous value."""
     global PARALLEL_MIN_WORK
-    old = PARALLEL_MIN_WORK
-    PARALLEL_MIN_WORK = n
-    return old
-
-
-def _get_parallel_min_work():
-    return PARALLEL_MIN_WORK
+    current = parallel_thresholds()
+    PARALLEL_MIN_WORK = check_threshold("optim", current, name, value)
+    return current[name]
 
 
 cdef inline floating _abs(floating x) noexcept nogil:

@@ -35,6 +35,7 @@ __all__ = [
     "ActivationInfo",
     "activation",
     "activation_backward",
+    "activation_by_code",
     "activation_code",
     "activation_info",
     "elu",
@@ -106,6 +107,17 @@ def activation_info(name) -> ActivationInfo:
             return info
     raise ValueError(f"Unknown activation {name!r}; expected one of {', '.join(ACTIVATIONS)} "
                      f"(aliases: {', '.join(f'{a!r} for {c!r}' for a, c in ALIASES.items())})")
+
+
+_BY_CODE: dict[int, ActivationInfo] = {a.code: a for a in ACTIVATION_TABLE.values()}
+
+
+def activation_by_code(code: int) -> ActivationInfo:
+    """The table row of a kernel code; ValueError for unknown codes."""
+    info = _BY_CODE.get(code)
+    if info is None:
+        raise ValueError(f"unknown activation code {code!r}")
+    return info
 
 
 def activation_code(name) -> int:
@@ -210,7 +222,13 @@ def relu(z, out=None, n_threads=None) -> np.ndarray:
 
 
 def step(z, out=None, n_threads=None) -> np.ndarray:
-    """McCulloch-Pitts threshold unit: 1 if z >= 0 else 0."""
+    """McCulloch-Pitts threshold unit: 1 if z >= 0 else 0.
+
+    References
+    ----------
+    McCulloch, W. S. and Pitts, W. (1943). A logical calculus of the ideas immanent in nervous
+    activity. Bulletin of Mathematical Biophysics 5, 115-133.
+    """
     return activation(z, "step", out=out, n_threads=n_threads)
 
 
@@ -220,12 +238,25 @@ def sign(z, out=None, n_threads=None) -> np.ndarray:
 
 
 def leaky_relu(z, out=None, n_threads=None) -> np.ndarray:
-    """``z if z > 0 else 0.01 z`` (Maas et al. 2013)."""
+    """``z if z > 0 else 0.01 z`` (Maas et al. 2013).
+
+    References
+    ----------
+    Maas, A. L., Hannun, A. Y. and Ng, A. Y. (2013). Rectifier nonlinearities improve neural
+    network acoustic models. ICML Workshop on Deep Learning for Audio, Speech and Language
+    Processing.
+    """
     return activation(z, "leaky_relu", out=out, n_threads=n_threads)
 
 
 def elu(z, out=None, n_threads=None) -> np.ndarray:
-    """``z if z > 0 else exp(z) - 1`` (Clevert et al. 2016, alpha = 1)."""
+    """``z if z > 0 else exp(z) - 1`` (Clevert et al. 2016, alpha = 1).
+
+    References
+    ----------
+    Clevert, D.-A., Unterthiner, T. and Hochreiter, S. (2016). Fast and accurate deep network
+    learning by exponential linear units (ELUs). ICLR. arXiv:1511.07289.
+    """
     return activation(z, "elu", out=out, n_threads=n_threads)
 
 
@@ -236,7 +267,12 @@ def softplus(z, out=None, n_threads=None) -> np.ndarray:
 
 def gelu(z, approximate="none", out=None, n_threads=None) -> np.ndarray:
     """``z Phi(z)`` (Hendrycks & Gimpel 2016); ``approximate="tanh"`` for
-    ``0.5 z (1 + tanh(sqrt(2/pi) (z + 0.044715 z^3)))``, as torch.nn.functional.gelu."""
+    ``0.5 z (1 + tanh(sqrt(2/pi) (z + 0.044715 z^3)))``, as torch.nn.functional.gelu.
+
+    References
+    ----------
+    Hendrycks, D. and Gimpel, K. (2016). Gaussian error linear units (GELUs). arXiv:1606.08415.
+    """
     if approximate not in ("none", "tanh"):
         raise ValueError(f"approximate must be 'none' or 'tanh', got {approximate!r}")
     name = "gelu" if approximate == "none" else "gelu_tanh"
@@ -244,5 +280,14 @@ def gelu(z, approximate="none", out=None, n_threads=None) -> np.ndarray:
 
 
 def silu(z, out=None, n_threads=None) -> np.ndarray:
-    """``z sigmoid(z)`` (Elfwing et al. 2018; "swish")."""
+    """``z sigmoid(z)`` (Elfwing et al. 2018; "swish").
+
+    References
+    ----------
+    Elfwing, S., Uchibe, E. and Doya, K. (2018). Sigmoid-weighted linear units for neural
+    network function approximation in reinforcement learning. Neural Networks 107, 3-11.
+
+    Ramachandran, P., Zoph, B. and Le, Q. V. (2017). Searching for activation functions.
+    arXiv:1710.05941.
+    """
     return activation(z, "silu", out=out, n_threads=n_threads)

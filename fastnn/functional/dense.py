@@ -3,9 +3,9 @@
 The weight is stored as ``(in_features, out_features)`` in C order (PyTorch stores
 ``(out, in)``), so the forward pass is one row-major GEMM; the activation and the bias are fused
 into the GEMM epilogue, and the activation derivative into the backward pass. Threading follows
-fastnn's thread model (see ``fastnn._threads``): small products run serially, mid-size ones are
-split into one block per OpenMP thread (BLAS pinned to one thread), large ones use BLAS's own
-threads. ``n_threads`` bounds every thread fastnn uses, BLAS included; results do not depend on
+fastnn's thread model (see ``fastnn._threads``): small products run serially, large ones use
+BLAS's own threads; splitting mid-size ones into one block per OpenMP thread (BLAS pinned to one
+thread) is off by default (``fastnn.functional.runtime``, dense thresholds). ``n_threads`` bounds every thread fastnn uses, BLAS included; results do not depend on
 it beyond GEMM rounding (the bias gradient is bitwise identical for any ``n_threads``).
 
 NaN and infinity are not rejected: they propagate as in NumPy.
@@ -22,9 +22,10 @@ from fastnn._validation import (
     check_out,
     check_same_dtype,
 )
-from fastnn.functional.activations import activation_code, activation_info
+from fastnn.functional.activations import _BY_CODE as _CODES
+from fastnn.functional.activations import activation_by_code, activation_code, activation_info
 
-__all__ = ["dense_backward", "dense_forward"]
+__all__ = ["backward_into", "dense_backward", "dense_forward", "forward_into"]
 
 _IDENTITY = activation_code("identity")
 
@@ -73,7 +74,11 @@ def dense_forward(X, W, b=None, activation="identity", out=None, n_threads=None,
     -------
     Y : ndarray (n_samples, out_features), same dtype as X
     """
-    code = activation_code(activation)
+    return _forward_checked(X, W, b, activation_code(activation), out, n_threads, z_out)
+
+
+def _forward_checked(X, W, b, code, out, n_threads, z_out):
+    """dense_forward with the activation given by its kernel code."""
     X, W, b = _check_X_W(X, W, b)
     nt = resolve_n_threads(n_threads)
     shape = (X.shape[0], W.shape[1])
@@ -133,8 +138,20 @@ def dense_backward(X, W, Y, grad_Y, activation="identity", *, grad_W_out=None, g
     Returns
     -------
     (grad_X or None, grad_W, grad_b or None)
+
+    References
+    ----------
+    Rumelhart, D. E., Hinton, G. E. and Williams, R. J. (1986). Learning representations by
+    back-propagating errors. Nature 323, 533-536.
     """
-    info = activation_info(activation)
+    return _backward_checked(X, W, Y, grad_Y, activation_info(activation), grad_W_out,
+                             grad_b_out, grad_X_out, need_grad_X, accumulate, overwrite_grad_Y,
+                             need_grad_b, n_threads, Z)
+
+
+def _backward_checked(X, W, Y, grad_Y, info, grad_W_out, grad_b_out, grad_X_out, need_grad_X,
+                      accumulate, overwrite_grad_Y, need_grad_b, n_threads, Z):
+    """dense_backward with the activation given by its table row."""
     code = info.code
     if info.needs_z:
         if Z is None:
@@ -197,3 +214,76 @@ def dense_backward(X, W, Y, grad_Y, activation="identity", *, grad_W_out=None, g
                       code, bool(need_grad_X), bool(need_grad_b), bool(accumulate), nt)
     return (grad_X_out if need_grad_X else None, grad_W_out,
             grad_b_out if need_grad_b else None)
+
+
+# --- the layers' entries ----------------------------------------------------------------------
+# Dense calls these on every batch with the activation's kernel code and a resolved thread
+# count. They try the kernel's module entry first (forward_layer/backward_layer: the arrays are
+# checked in C, a fraction of a microsecond, which matters for a batch-1 layer or a small
+# network's step; see "Single route to the kernels" in benchmarks/README.md) and fall back to
+# the validating path above, which converts what it can or raises a clear error.
+
+def forward_into(X, W, b, Y_out, act: int, n_threads: int, Z=None) -> np.ndarray:
+    """``Y_out = act(X W + b)`` for a layer (``Z``, when given, receives ``X W + b``).
+
+    Parameters
+    ----------
+    X : ndarray (n, in_features) or array-like
+    W : ndarray (in_features, out_features), float32 or float64
+    b : ndarray (out_features,) of W's dtype, or None
+    Y_out : ndarray (n, out_features), C-contiguous, W's dtype
+    act : int
+        Kernel code of the activation (``ACTIVATION_TABLE[name].code``).
+    n_threads : int
+        Resolved thread count (``fastnn._threads.resolve_n_threads``).
+    Z : ndarray (n, out_features), optional
+        Receives the pre-activation (activations with ``needs_z``).
+
+    Returns
+    -------
+    Y_out
+    """
+    if act not in _CODES:  # the kernel entry checks the arrays, not the code
+        activation_by_code(act)
+    if not _k.forward_layer(X, W, b, Y_out, act, n_threads, Z):
+        _forward_checked(X, W, b, act, Y_out, n_threads, Z)
+    return Y_out
+
+
+def backward_into(X, W, Y, G, dZ, gX, Wg, bg, acc, act: int, accumulate: bool,
+                  n_threads: int) -> None:
+    """The backward of ``Y = act(X W + b)`` for a layer, into the given arrays.
+
+    Parameters
+    ----------
+    X, W : the forward input and weight
+    Y : ndarray (n, out_features)
+        The forward output, or the pre-activation ``X W + b`` for the activations with
+        ``needs_z`` (their derivative is taken from it).
+    G : ndarray (n, out_features)
+        Gradient of the loss with respect to the output.
+    dZ : ndarray (n, out_features) or None
+        Scratch for ``G * act'``; None lets G be overwritten with it (ignored for the identity).
+    gX : ndarray (n, in_features) or None
+        Receives ``dZ W^T``; None skips it.
+    Wg : ndarray (in_features, out_features)
+        Receives (or, with ``accumulate``, is added) ``X^T dZ``.
+    bg : ndarray (out_features,) or None
+        Receives (or is added) the column sums of dZ; None for a layer without bias.
+    acc : float64 ndarray (out_features,)
+        Scratch for the bias sums (unused when ``bg`` is None).
+    act : int
+        Kernel code of the activation.
+    accumulate : bool
+        Add into Wg and bg instead of overwriting them.
+    n_threads : int
+        Resolved thread count.
+    """
+    info = _CODES.get(act) or activation_by_code(act)   # the kernel does not check the code
+    if _k.backward_layer(X, W, Y, G, dZ, gX, Wg, bg, acc, act, accumulate, n_threads):
+        return
+    overwrite = (dZ is None and act != _IDENTITY and type(G) is np.ndarray
+                 and G.flags.c_contiguous and G.flags.writeable and G.dtype == W.dtype)
+    _backward_checked(X, W, None if info.needs_z else Y, G, info, Wg, bg, gX, gX is not None,
+                      accumulate, overwrite, bg is not None, n_threads,
+                      Y if info.needs_z else None)

@@ -12,6 +12,11 @@ Modes
 ``"standard"``: training ``Y = X * mask``, evaluation ``Y = X * (1 - p)``.
 
 Dropped elements are multiplied by 0, so a NaN input stays NaN (as NumPy's ``X * mask``).
+
+References
+----------
+Srivastava, N., Hinton, G., Krizhevsky, A., Sutskever, I. and Salakhutdinov, R. (2014). Dropout: a
+simple way to prevent neural networks from overfitting. JMLR 15, 1929-1958.
 """
 from __future__ import annotations
 
@@ -23,7 +28,8 @@ from fastnn._kernels import dropout as _k
 from fastnn._threads import resolve_n_threads
 from fastnn._validation import check_float_array, check_out
 
-__all__ = ["dropout", "dropout_backward", "dropout_mask"]
+__all__ = ["call_seed", "dropout", "dropout_backward", "dropout_into", "dropout_mask",
+           "dropout_scale"]
 
 _MODES = ("inverted", "standard")
 
@@ -119,11 +125,35 @@ def _dropout_map(A, p, seed, mode, training, out, n_threads, name):
     p = _check_p(p)
     seed = _check_seed(seed)
     mode = _check_mode(mode)
+    return _apply(A, p, seed, dropout_scale(p, mode, training), training and p > 0, out,
+                  n_threads, name)
+
+
+def dropout_scale(p: float, mode: str, training: bool) -> float:
+    """The factor of the kept units: inverted mode 1/(1-p) while training and 1 at evaluation;
+    standard mode 1 while training and (1-p) at evaluation. (The kernel's module entry,
+    ``dropout_layer``, applies the same rule to its ``inverted`` flag.)"""
     if training:
-        scale = 1.0 / (1.0 - p) if mode == "inverted" else 1.0
-    else:
-        scale = 1.0 if mode == "inverted" else 1.0 - p
-    return _apply(A, p, seed, scale, training and p > 0, out, n_threads, name)
+        return 1.0 / (1.0 - p) if mode == "inverted" else 1.0
+    return 1.0 if mode == "inverted" else 1.0 - p
+
+
+def call_seed(seed: int, t: int) -> int:
+    """The mask seed of a Dropout module's t-th training forward from its base seed (taken
+    mod 2^64): ``splitmix64(splitmix64(seed) ^ t) >> 1``."""
+    return _k.call_seed(seed & 0xFFFFFFFFFFFFFFFF, t)
+
+
+def dropout_into(X, out, p: float, seed: int, mode: str, n_threads: int) -> np.ndarray:
+    """Training dropout for a layer: ``out = X * mask * dropout_scale(p, mode, True)``, the mask
+    of ``seed`` (its forward and its backward alike: the map is its own gradient).
+
+    Tries the kernel's module entry (arrays checked in C) and falls back to :func:`dropout`,
+    which converts or raises. ``n_threads`` is a resolved count; ``out`` may be ``X``.
+    """
+    if _k.dropout_layer(X, out, seed, p, mode == "inverted", n_threads):
+        return out
+    return _dropout_map(X, p, seed, mode, True, out, n_threads, "X")
 
 
 def dropout_mask(shape, p, seed, n_threads=None) -> np.ndarray:

@@ -30,6 +30,7 @@ import numpy as np
 from fastnn import layers as fl
 from fastnn import losses as _losses
 from fastnn import optim as _optim
+from fastnn._kernels import _blas
 from fastnn._kernels import dropout as _dk
 from fastnn._kernels import engine as _k
 from fastnn._threads import resolve_n_threads
@@ -306,8 +307,10 @@ class TrainingEngine:
         nt = resolve_n_threads(self.n_threads)
         if self._exact_threads and nt > 1:
             nt = int(self.n_threads)   # tests: more threads than CPUs
-        elif nt > 1 and not _k.blas_thread_control():
-            nt = 1   # the BLAS threads each product itself (see blas_thread_control)
+        elif nt > 1 and not _blas.has_thread_control():
+            # without control the BLAS may start its own threads for every product, and a
+            # team of engine threads would oversubscribe the cores
+            nt = 1
         else:
             # a thread beyond the widest layer's block count would own no block anywhere
             nt = min(nt, self._max_blocks)

@@ -29,8 +29,8 @@ from fastnn._kernels import losses as _losses
 from fastnn._threads import resolve_n_threads
 from fastnn._validation import check_float_array, check_labels, check_no_overlap, check_out
 
-__all__ = ["squared_loss", "cross_entropy", "binary_cross_entropy", "sparsemax_loss",
-           "REDUCTIONS"]
+__all__ = ["squared_loss", "cross_entropy", "cross_entropy_into", "binary_cross_entropy",
+           "sparsemax_loss", "REDUCTIONS"]
 
 REDUCTIONS = ("mean", "sum", "none")
 
@@ -126,6 +126,23 @@ def cross_entropy(z, y, reduction="mean", return_grad=False, grad_out=None, n_th
     return _finish(loss_rows, reduction, need_grad, grad_out)
 
 
+def cross_entropy_into(z, y, loss_out, grad_out, n_threads: int) -> float:
+    """Mean cross-entropy of logits ``z`` (n, C) against labels ``y`` (or a target matrix, as
+    :func:`cross_entropy` takes), its gradient written
+    into ``grad_out`` (z's shape and dtype) and the per-sample losses into ``loss_out``
+    (float64, (n,)); for a loss object on every batch.
+
+    Tries the kernel's module entry (C-contiguous logits, intp labels in range, checked in C)
+    and falls back to :func:`cross_entropy`, which converts or raises. ``n_threads`` is a
+    resolved count.
+    """
+    if (type(z) is np.ndarray and z.ndim == 2 and z.shape[0]
+            and _losses.cross_entropy_labels_layer(z, y, loss_out, grad_out, n_threads)):
+        return float(loss_out.sum() / z.shape[0])
+    return cross_entropy(z, y, return_grad=True, grad_out=grad_out, n_threads=n_threads,
+                         loss_out=loss_out)[0]
+
+
 def sparsemax_loss(z, y, reduction="mean", return_grad=False, grad_out=None, n_threads=None, *,
                    loss_out=None):
     """Sparsemax loss (Martins & Astudillo, 2016) from logits; gradient sparsemax(z) - q.
@@ -139,6 +156,11 @@ def sparsemax_loss(z, y, reduction="mean", return_grad=False, grad_out=None, n_t
     A row of y without a positive entry is an error.
 
     z : ndarray (n, C) of float32/float64. See the module docstring for the common keywords.
+
+    References
+    ----------
+    Martins, A. F. T. and Astudillo, R. F. (2016). From softmax to sparsemax: a sparse model of
+    attention and multi-label classification. ICML, PMLR 48, 1614-1623.
     """
     z = _logits(z)
     n, c = z.shape

@@ -3,6 +3,11 @@ lecture's "max-pooling over units"). ``y[i, j] = max_p z[i, j k + p]``, with the
 kept for the backward, which routes ``grad_y[i, j]`` to that unit alone.
 
 NaN wins the max (like NumPy); ties go to the first unit of the group (like ``np.argmax``).
+
+References
+----------
+Goodfellow, I. J., Warde-Farley, D., Mirza, M., Courville, A. and Bengio, Y. (2013). Maxout
+networks. ICML, PMLR 28(3), 1319-1327.
 """
 from __future__ import annotations
 

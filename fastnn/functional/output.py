@@ -188,6 +188,14 @@ def sparsemax(z, axis=-1, method="auto", out=None, n_threads=None):
     -------
     p : ndarray, same shape and dtype as ``z``: non-negative, sums to 1 along ``axis``, often
         with exact zeros. A row with NaN or +inf, or all -inf, is NaN (see the module doc).
+
+    References
+    ----------
+    Martins, A. F. T. and Astudillo, R. F. (2016). From softmax to sparsemax: a sparse model of
+    attention and multi-label classification. ICML, PMLR 48, 1614-1623.
+
+    Michelot, C. (1986). A finite algorithm for finding the projection of a point onto the
+    canonical simplex of R^n. Journal of Optimization Theory and Applications 50, 195-200.
     """
     code = _method_code(method)
     return _forward(z, axis, out, n_threads,

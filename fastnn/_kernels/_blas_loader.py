@@ -1,0 +1,181 @@
+"""Which BLAS fastnn's matrix products call, found at run time (fastnn/_kernels/_blas.pyx).
+
+The compiled wrapper calls whatever this module installs there: NumPy's bundled OpenBLAS through
+its ILP64 CBLAS when it is present (``use_blas("numpy")``), else the BLAS behind
+``scipy.linalg.cython_blas`` (``use_blas("scipy")``, always available), and in both cases that
+library's own thread-count functions (``openblas_set_num_threads``), so that the kernels cap the
+BLAS threads without a Python call. The libraries are located through threadpoolctl and their
+symbols read with ctypes, once at import (``FASTNN_BLAS`` chooses; "auto" by default) and again
+on each :func:`use_blas`. Nothing outside fastnn's own module state changes: no library's thread
+count, no environment variable.
+
+Private: fastnn's other modules reach it through fastnn._kernels._runtime.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+
+from fastnn._kernels import _blas
+
+_BLAS_INFO: dict | None = None
+
+
+def _find_scipy_blas():
+    """Locate the BLAS that scipy.linalg.cython_blas uses, through threadpoolctl."""
+    import scipy
+    import scipy.linalg.cython_blas  # noqa: F401  (make sure scipy's BLAS is loaded)
+    from threadpoolctl import ThreadpoolController
+
+    controllers = [c for c in ThreadpoolController().lib_controllers if c.user_api == "blas"]
+    # scipy wheels vendor their OpenBLAS in site-packages/scipy.libs; numpy's lives in numpy.libs
+    # (its file name also says "scipy_openblas", so match the folder, not the name).
+    scipy_libs = os.path.normcase(os.path.dirname(os.path.dirname(scipy.__file__)))
+    for c in controllers:
+        path = os.path.normcase(c.filepath or "")
+        if (os.sep + "scipy.libs" + os.sep in path or os.sep + ".dylibs" + os.sep in path
+                and os.sep + "scipy" + os.sep in path) and path.startswith(scipy_libs):
+            return c
+    non_numpy = [c for c in controllers if "numpy" not in os.path.normcase(c.filepath or "")]
+    if len(non_numpy) == 1:
+        return non_numpy[0]
+    # A scipy built against a system BLAS: only safe to pick when it is the only BLAS loaded.
+    return controllers[0] if len(controllers) == 1 else None
+
+
+def _find_numpy_blas():
+    """Locate NumPy's bundled OpenBLAS (ILP64, numpy.libs or numpy/.dylibs), if any."""
+    import numpy
+    from threadpoolctl import ThreadpoolController
+
+    root = os.path.normcase(os.path.dirname(os.path.dirname(numpy.__file__)))
+    for c in ThreadpoolController().lib_controllers:
+        path = os.path.normcase(c.filepath or "")
+        if (c.user_api == "blas" and c.internal_api == "openblas" and path.startswith(root)
+                and (os.sep + "numpy.libs" + os.sep in path
+                     or os.sep + "numpy" + os.sep + ".dylibs" + os.sep in path)):
+            return c
+    return None
+
+
+def _address(lib, *names):
+    """Address of the first exported symbol among ``names`` (0 if none)."""
+    for name in names:
+        try:
+            return ctypes.cast(getattr(lib, name), ctypes.c_void_p).value or 0
+        except AttributeError:
+            continue
+    return 0
+
+
+def openblas_thread_fns(c):
+    """(set, get) addresses of an OpenBLAS's thread control, whatever its symbol prefix/suffix."""
+    lib = c.dynlib
+    for prefix in ("scipy_", ""):
+        for suffix in ("", "64_", "_64"):
+            s = _address(lib, f"{prefix}openblas_set_num_threads{suffix}")
+            g = _address(lib, f"{prefix}openblas_get_num_threads{suffix}")
+            if s and g:
+                return s, g
+    return 0, 0
+
+
+def _install_cblas64(c) -> bool:
+    """Route fastnn's products to NumPy's ILP64 OpenBLAS ``c``; False if its symbols are absent."""
+    lib = c.dynlib
+    fns = [_address(lib, f"scipy_cblas_{f}64_", f"cblas_{f}64_", f"cblas_{f}_64")
+           for f in ("sgemm", "dgemm", "sgemv", "dgemv")]
+    setter, getter = openblas_thread_fns(c)
+    if not all(fns) or not (setter and getter):
+        return False
+    _blas._install_cblas64(*fns)
+    _blas._install_thread_control(setter, getter)
+    return True
+
+
+def use_blas(name: str = "auto") -> dict:
+    """Choose the BLAS behind fastnn's matrix products; returns :func:`blas_info`.
+
+    Parameters
+    ----------
+    name : {"auto", "numpy", "scipy"}
+        "numpy": NumPy's bundled OpenBLAS through its ILP64 CBLAS (faster small-batch products in
+        current wheels; unavailable where NumPy links another BLAS, e.g. Accelerate on macOS).
+        "scipy": ``scipy.linalg.cython_blas``, always available. "auto" (the default, or the
+        FASTNN_BLAS environment variable at import): "numpy" when available, else "scipy".
+        Not thread-safe: call it before using fastnn from several threads.
+    """
+    global _BLAS_INFO
+    if name not in ("auto", "numpy", "scipy"):
+        raise ValueError(f"Invalid BLAS choice: {name!r} (expected 'auto', 'numpy' or 'scipy')")
+    info = {"blas": None, "internal_api": None, "filepath": None, "num_threads": None,
+            "thread_control": False, "backend": "scipy.linalg.cython_blas"}
+    _blas._install_cblas64(0, 0, 0, 0)
+    _blas._install_thread_control(0, 0)
+    c = None
+    if name in ("auto", "numpy"):
+        try:
+            c = _find_numpy_blas()
+        except Exception:  # threadpoolctl missing or broken
+            c = None
+        if c is not None and not _install_cblas64(c):
+            c = None
+        if c is None and name == "numpy":
+            raise RuntimeError("NumPy's bundled OpenBLAS (ILP64 CBLAS) was not found; "
+                               "use fastnn._threads.use_blas('scipy')")
+        if c is not None:
+            info["backend"] = "numpy-openblas64 (cblas)"
+            info["thread_control"] = True
+    if c is None:
+        try:
+            c = _find_scipy_blas()
+        except Exception:
+            c = None
+        if c is not None and c.internal_api == "openblas":
+            setter, getter = openblas_thread_fns(c)
+            if setter and getter:
+                _blas._install_thread_control(setter, getter)
+                info["thread_control"] = True
+    if c is not None:
+        info.update(blas=c.internal_api, internal_api=c.internal_api, filepath=c.filepath,
+                    num_threads=c.num_threads, version=getattr(c, "version", None),
+                    architecture=getattr(c, "architecture", None),
+                    threading_layer=getattr(c, "threading_layer", None))
+    _BLAS_INFO = info
+    return dict(info)
+
+
+def blas_info() -> dict:
+    """Facts about the BLAS behind fastnn's matrix products (library, file, threads)."""
+    info = current()
+    try:
+        from threadpoolctl import threadpool_info
+        for entry in threadpool_info():
+            if entry.get("filepath") == info.get("filepath"):
+                info["num_threads"] = entry.get("num_threads")
+    except Exception:
+        pass
+    return info
+
+
+def set_library_threads(lib, n: int) -> None:
+    """Set the thread count of ``lib`` (a threadpoolctl library controller) from any thread.
+    threadpoolctl ignores an OpenBLAS change from a thread other than the first one that changed
+    it while that thread lives (the main thread, typically); OpenBLAS's own setter does not."""
+    if lib.internal_api == "openblas":
+        setter, _ = openblas_thread_fns(lib)
+        if setter:
+            ctypes.CFUNCTYPE(None, ctypes.c_int)(setter)(n)
+            return
+    lib.set_num_threads(n)
+
+
+def current() -> dict:
+    """The facts :func:`use_blas` recorded (no threadpoolctl call: the thread count is the one
+    found then)."""
+    if _BLAS_INFO is None:
+        use_blas(os.environ.get("FASTNN_BLAS", "auto") or "auto")
+    return dict(_BLAS_INFO)
+
+
+use_blas(os.environ.get("FASTNN_BLAS", "auto") or "auto")

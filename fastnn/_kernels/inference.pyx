@@ -1,0 +1,550 @@
+# Design: one-call inference of a chain of layers (fastnn/functional/inference.py compiles a
+# Sequential into a plan of C structs; this file runs it). One call walks every layer without
+# Python in between:
+#   * the rows are cut into tiles whose size depends on the batch size alone (tile_rows); each
+#     tile runs all layers before the next tile starts, its activations in two per-thread
+#     ping-pong buffers that stay in the core's cache; the last layer writes into the caller's
+#     output (predict) or every layer into its own array (the evaluation-mode forward, whose
+#     arrays the modules keep for a backward);
+#   * a tile is always computed the same way (the same BLAS calls on the same rows), so the
+#     output is bitwise the same for any thread count: threads only decide who runs which tiles
+#     (handed out one at a time inside ONE OpenMP parallel region);
+#   * BLAS is capped at 1 thread for the call (_blas request registry); a batch of 1 row goes
+#     through GEMV, as the Dense kernel does (dense.pyx), else one GEMM per tile and layer,
+#     followed by the fused bias + activation pass over the tile;
+#   * the work buffers belong to the plan, allocated (64-byte aligned) on the first call and
+#     grown when a larger tile or more threads need it, never per call.
+# Layers: dense (every activation of the table; no pre-activation kept: the evaluation-mode
+# backward recomputes it), elementwise activation, scaling (Dropout "standard" in evaluation),
+# maxout, softmax, sparsemax. Identity layers (Dropout "inverted" in evaluation, the identity
+# Activation) are dropped by the compiler.
+from cython cimport floating
+from cython.parallel cimport parallel, prange
+from libc.stdint cimport int32_t
+from libc.stdlib cimport calloc, free
+cimport numpy as cnp
+from cpython.object cimport PyObject, PyObject_GetAttr
+from cpython.dict cimport PyDict_GetItem
+
+from fastnn._kernels cimport _arrays as A
+from fastnn._kernels._openmp cimport omp_get_thread_num
+from fastnn._kernels._blas cimport gemm, gemv, blas_request, blas_release
+from fastnn._kernels._activations cimport act_row, ACT_IDENTITY, N_ACTIVATIONS
+from fastnn._kernels._maxout cimport max_row
+from fastnn._kernels.softmax cimport softmax_row
+from fastnn._kernels.sparsemax cimport sparsemax_row
+cnp.import_array()
+
+cdef extern from "stdlib.h" nogil:
+    int posix_memalign(void **memptr, size_t alignment, size_t size)
+
+# Layer kinds (the compiler in fastnn/functional/inference.py uses the same numbers: KINDS).
+cdef enum:
+    K_DENSE = 0
+    K_ACTIVATION = 1
+    K_SCALE = 2
+    K_MAXOUT = 3
+    K_SOFTMAX = 4
+    K_SPARSEMAX = 5
+
+KINDS = {"dense": K_DENSE, "activation": K_ACTIVATION, "scale": K_SCALE, "maxout": K_MAXOUT,
+         "softmax": K_SOFTMAX, "sparsemax": K_SPARSEMAX}
+
+# Tile rows: batches up to TILE_MIN rows are one tile; larger ones are cut into about 8 tiles
+# (multiples of 16 rows) of TILE_MIN to TILE_MAX rows. A function of the batch size only.
+cdef Py_ssize_t TILE_MIN = 32
+cdef Py_ssize_t TILE_MAX = 256
+# Multiply-adds of a call below which it stays on the calling thread (waking a second thread
+# costs tens of microseconds here): about 50 us of single-core GEMM.
+cdef double PAR_MIN_WORK = 2.5e6
+# Tiles of up to this many rows go through GEMV, one call per row (1 row, or up to GEMV_ROWS
+# rows of at least 64 outputs); 0: always GEMM. A single row only: the whole 784-256-256-10
+# network at 2 rows took 21.5 us with one GEMM per layer against 33-74 us with two GEMVs (paired
+# runs, 1 thread, load 7); at 1 row GEMV won 19.0 against 20.1 us.
+cdef Py_ssize_t GEMV_ROWS = 1
+
+# Checks of a plan's validity (InferencePlan.valid): getattr(obj, name) is value; name not in
+# the dict obj (an instance's __dict__); the list obj holds the items of the tuple value.
+cdef enum:
+    CHECK_IS = 0
+    CHECK_ABSENT = 1
+    CHECK_ITEMS = 2
+
+ctypedef struct Check:
+    int kind
+    PyObject *obj
+    PyObject *name
+    PyObject *value
+
+
+ctypedef struct Step:
+    int kind
+    int code              # activation code (dense, activation) or sparsemax method
+    Py_ssize_t n_in       # input width
+    Py_ssize_t n_out      # output width
+    Py_ssize_t n_lin      # maxout: width of the linear units (n_out * pieces)
+    Py_ssize_t pieces
+    double scale
+    const void *W         # dense/maxout weight (n_in, n_lin or n_out), C order
+    const void *b         # bias or NULL
+    void *keep_y          # keep mode: this step's output array (n, n_out)
+    void *keep_z          # keep mode, maxout: the linear units (n, n_lin)
+    int32_t *keep_arg     # keep mode, maxout: the winning unit (n, n_out)
+
+
+cdef inline Py_ssize_t _round_up(Py_ssize_t v, Py_ssize_t m) noexcept nogil:
+    return (v + m - 1) // m * m
+
+
+cdef Py_ssize_t tile_rows(Py_ssize_t n) noexcept nogil:
+    """Rows per tile for a batch of n rows (independent of the thread count)."""
+    cdef Py_ssize_t t
+    if n <= TILE_MIN:
+        return n if n > 0 else 1
+    t = _round_up((n + 7) // 8, 16)
+    return TILE_MIN if t < TILE_MIN else (TILE_MAX if t > TILE_MAX else t)
+
+
+def tile_size(Py_ssize_t n):
+    """Rows per tile for a batch of ``n`` rows (tests)."""
+    return tile_rows(n)
+
+
+def set_tile_limits(Py_ssize_t tile_min, Py_ssize_t tile_max):
+    """Override TILE_MIN and TILE_MAX (tuning, tests); returns the old pair."""
+    global TILE_MIN, TILE_MAX
+    if not 1 <= tile_min <= tile_max:
+        raise ValueError("need 1 <= tile_min <= tile_max")
+    old = (TILE_MIN, TILE_MAX)
+    TILE_MIN, TILE_MAX = tile_min, tile_max
+    return old
+
+
+def set_gemv_rows(Py_ssize_t rows):
+    """Override GEMV_ROWS (tuning, tests); returns the old value."""
+    global GEMV_ROWS
+    old = GEMV_ROWS
+    GEMV_ROWS = max(0, rows)
+    return old
+
+
+def set_parallel_min_work(double work):
+    """Override PAR_MIN_WORK (multiply-adds; tests force the parallel region); returns the old."""
+    global PAR_MIN_WORK
+    old = PAR_MIN_WORK
+    PAR_MIN_WORK = work
+    return old
+
+
+cdef void _dense_rows(const Step *st, const floating *src, floating *dst, Py_ssize_t m,
+                      Py_ssize_t n_cols) noexcept nogil:
+    """dst = act(src W + b) on m rows (GEMV per row up to GEMV_ROWS rows, else one GEMM),
+    n_cols outputs."""
+    cdef Py_ssize_t i, n_in = st.n_in
+    cdef const floating *W = <const floating *> st.W
+    cdef const floating *b = <const floating *> st.b
+    cdef int code = st.code if st.kind == K_DENSE else ACT_IDENTITY
+    if m <= GEMV_ROWS and (m == 1 or n_cols >= 64):
+        for i in range(m):
+            gemv(True, <int> n_in, <int> n_cols, <floating> 1, W, <int> n_cols,
+                 src + i * n_in, 1, <floating> 0, dst + i * n_cols, 1)
+    else:
+        gemm(False, False, <int> m, <int> n_cols, <int> n_in, <floating> 1, src, <int> n_in,
+             W, <int> n_cols, <floating> 0, dst, <int> n_cols)
+    if code != ACT_IDENTITY or b != NULL:
+        for i in range(m):
+            act_row(code, dst + i * n_cols, dst + i * n_cols, b, n_cols)
+
+
+cdef void _tile(const Step *steps, int n_steps, bint keep, const floating *X, floating *out,
+                Py_ssize_t r0, Py_ssize_t m, char *scratch, Py_ssize_t buf_elems,
+                Py_ssize_t lin_elems, Py_ssize_t arg_elems) noexcept nogil:
+    """Rows [r0, r0 + m) through every step. scratch: this thread's buffers (two ping-pong
+    buffers of buf_elems, the maxout linear units, the maxout winners, sparsemax doubles)."""
+    cdef floating *buf0 = <floating *> scratch
+    cdef floating *buf1 = buf0 + buf_elems
+    cdef floating *zbuf = buf1 + buf_elems
+    cdef int32_t *abuf = <int32_t *> (zbuf + lin_elems)
+    cdef double *dscr = <double *> (<char *> abuf + _round_up(arg_elems * sizeof(int32_t), 64))
+    cdef const floating *src = X + r0 * steps[0].n_in
+    cdef floating *dst
+    cdef floating *z
+    cdef int32_t *arg
+    cdef int s, src_buf = -1      # which ping-pong buffer holds src (-1: neither)
+    cdef Py_ssize_t i, w
+    cdef const Step *st
+    cdef bint elementwise
+    for s in range(n_steps):
+        st = &steps[s]
+        w = st.n_out
+        elementwise = st.kind == K_ACTIVATION or st.kind == K_SCALE
+        if keep:
+            dst = <floating *> st.keep_y + r0 * w
+        elif s == n_steps - 1:
+            dst = out + r0 * w
+        elif elementwise and src_buf >= 0:
+            dst = <floating *> src           # in place in the tile's buffer
+        elif src_buf == 0:
+            dst = buf1
+            src_buf = 1
+        else:
+            dst = buf0
+            src_buf = 0
+        if st.kind == K_DENSE:
+            _dense_rows(st, src, dst, m, w)
+        elif st.kind == K_MAXOUT:
+            z = (<floating *> st.keep_z + r0 * st.n_lin) if keep else zbuf
+            arg = (st.keep_arg + r0 * w) if keep else abuf
+            _dense_rows(st, src, z, m, st.n_lin)
+            for i in range(m):
+                max_row(z + i * st.n_lin, dst + i * w, arg + i * w, w, st.pieces)
+        elif st.kind == K_ACTIVATION:
+            act_row(st.code, dst, src, <const floating *> NULL, m * w)
+        elif st.kind == K_SCALE:
+            for i in range(m * w):
+                dst[i] = src[i] * <floating> st.scale
+        elif st.kind == K_SOFTMAX:
+            for i in range(m):
+                softmax_row(src + i * w, dst + i * w, w, False, 1.0, NULL)
+        else:
+            for i in range(m):
+                sparsemax_row(src + i * w, dst + i * w, w, st.code, dscr)
+        src = dst
+
+
+cdef void _run(const Step *steps, int n_steps, bint keep, const floating *X, floating *out,
+               Py_ssize_t n, int nt, char *scratch, Py_ssize_t thread_bytes,
+               Py_ssize_t buf_elems, Py_ssize_t lin_elems, Py_ssize_t arg_elems) noexcept nogil:
+    cdef Py_ssize_t tile = tile_rows(n)
+    cdef Py_ssize_t n_tiles = (n + tile - 1) // tile
+    cdef Py_ssize_t k = 0, r0 = 0
+    cdef int t = 0
+    if n == 0:
+        return
+    blas_request(1)
+    if nt <= 1:
+        for k in range(n_tiles):
+            r0 = k * tile
+            _tile(steps, n_steps, keep, X, out, r0, min(tile, n - r0), scratch, buf_elems,
+                  lin_elems, arg_elems)
+    else:
+        with parallel(num_threads=nt):
+            t = omp_get_thread_num()
+            # Tiles handed out one at a time: a thread slowed by another process (a shared
+            # machine) takes fewer, and each tile is computed the same whoever takes it.
+            for k in prange(n_tiles, schedule='dynamic', chunksize=1):
+                r0 = k * tile
+                _tile(steps, n_steps, keep, X, out, r0, min(tile, n - r0),
+                      scratch + t * thread_bytes, buf_elems, lin_elems, arg_elems)
+    blas_release(1)
+
+
+cdef class InferencePlan:
+    """A compiled chain of layers (built by fastnn.functional.inference.compile_inference).
+
+    ``steps``: tuples ``(kind, code, n_in, n_out, pieces, scale, W, b)`` (see KINDS; W and b
+    C-contiguous arrays of the plan's dtype, or None). ``checks``: ``(obj, attribute, value)``
+    triples that must all still hold (``getattr(obj, attribute) is value``; value ABSENT:
+    ``attribute`` not in ``obj.__dict__``; attribute None: the list ``obj`` holds the items
+    of the tuple ``value``) for the plan to
+    describe its network; ``modules``: the modules whose ``training`` flag must be False for an
+    evaluation-mode forward.
+    """
+    cdef Step *steps
+    cdef readonly int n_steps
+    cdef readonly int typenum
+    cdef readonly Py_ssize_t n_in, n_out
+    cdef Py_ssize_t max_w, max_lin, max_arg, max_sparse
+    cdef list _refs
+    cdef tuple _checks
+    cdef Check *checks
+    cdef Py_ssize_t n_checks
+    cdef tuple _modules
+    cdef char *scratch
+    cdef Py_ssize_t scratch_tile, scratch_threads, thread_bytes
+    cdef Py_ssize_t buf_elems, lin_elems, arg_elems
+
+    def __cinit__(self):
+        self.steps = NULL
+        self.scratch = NULL
+        self.checks = NULL
+        self.n_checks = 0
+        self.n_steps = 0
+
+    def __init__(self, steps, dtype, checks=(), modules=()):
+        cdef Py_ssize_t i
+        cdef Step *st
+        dt = cnp.dtype(dtype)
+        self.typenum = dt.num
+        if self.typenum != cnp.NPY_FLOAT32 and self.typenum != cnp.NPY_FLOAT64:
+            raise TypeError(f"an inference plan needs float32 or float64, got {dt}")
+        steps = list(steps)
+        if not steps:
+            raise ValueError("an inference plan needs at least one step")
+        self._refs = []
+        self._set_checks(checks)
+        self._modules = tuple(modules)
+        self.steps = <Step *> calloc(len(steps), sizeof(Step))
+        if self.steps == NULL:
+            raise MemoryError()
+        self.max_w = self.max_lin = self.max_arg = self.max_sparse = 0
+        for i, spec in enumerate(steps):
+            kind, code, n_in, n_out, pieces, scale, W, b = spec
+            st = &self.steps[i]
+            st.kind = kind
+            st.code = code
+            st.n_in = n_in
+            st.n_out = n_out
+            st.pieces = pieces
+            st.n_lin = n_out * pieces if kind == K_MAXOUT else n_out
+            st.scale = scale
+            if n_in <= 0 or n_out <= 0 or pieces <= 0 or not 0 <= kind <= K_SPARSEMAX:
+                raise ValueError(f"invalid step {spec!r}")
+            if i > 0 and n_in != self.steps[i - 1].n_out:
+                raise ValueError(f"step {i} reads {n_in} features, step {i - 1} gives "
+                                 f"{self.steps[i - 1].n_out}")
+            if kind in (K_DENSE, K_ACTIVATION) and not 0 <= code < N_ACTIVATIONS:
+                raise ValueError(f"invalid activation code {code}")
+            if kind in (K_ACTIVATION, K_SCALE) and n_in != n_out:
+                raise ValueError(f"an elementwise step keeps the width, got {spec!r}")
+            if kind in (K_DENSE, K_MAXOUT):
+                self._check_param(W, (n_in, st.n_lin))
+                st.W = A.data(W)
+                if b is not None:
+                    self._check_param(b, (st.n_lin,))
+                    st.b = A.data(b)
+            if kind == K_SPARSEMAX:
+                self.max_sparse = max(self.max_sparse, n_out)
+            if kind == K_MAXOUT:
+                self.max_lin = max(self.max_lin, st.n_lin)
+                self.max_arg = max(self.max_arg, n_out)
+            self.max_w = max(self.max_w, n_out)
+            self.n_steps = i + 1
+        self.n_in = self.steps[0].n_in
+        self.n_out = self.steps[self.n_steps - 1].n_out
+
+    cdef _set_checks(self, checks):
+        cdef Py_ssize_t i
+        cdef Check *c
+        kept = []
+        for obj, name, value in checks:
+            if name is None:
+                if type(obj) is not list or type(value) is not tuple:
+                    raise TypeError("an items check takes a list and a tuple")
+                kept.append((obj, None, value))
+            elif value is ABSENT:
+                kept.append((obj.__dict__, str(name), None))
+            else:
+                kept.append((obj, str(name), value))
+        self._checks = tuple(kept)          # holds the references the C array points to
+        self.checks = <Check *> calloc(max(1, len(kept)), sizeof(Check))
+        if self.checks == NULL:
+            raise MemoryError()
+        for i, (obj, name, value) in enumerate(checks):
+            c = &self.checks[i]
+            c.obj = <PyObject *> kept[i][0]
+            c.name = <PyObject *> kept[i][1]
+            c.value = <PyObject *> kept[i][2]
+            c.kind = CHECK_ITEMS if name is None else (CHECK_ABSENT if value is ABSENT
+                                                       else CHECK_IS)
+        self.n_checks = len(kept)
+
+    cdef _check_param(self, a, shape):
+        if not (isinstance(a, cnp.ndarray) and a.dtype.num == self.typenum
+                and a.shape == shape and a.flags.c_contiguous and a.flags.aligned):
+            raise ValueError(f"a parameter of an inference plan must be an aligned C-contiguous "
+                             f"array of shape {shape} and the plan's dtype")
+        self._refs.append(a)
+
+    def __dealloc__(self):
+        if self.steps != NULL:
+            free(self.steps)
+        free(self.checks)
+        free(self.scratch)
+
+    def __reduce__(self):
+        # A plan points into its network's arrays: a pickle or copy of the network rebuilds it.
+        return (_no_plan, ())
+
+    @property
+    def scratch_nbytes(self):
+        """Bytes of the work buffers held (all threads)."""
+        return self.thread_bytes * self.scratch_threads if self.scratch != NULL else 0
+
+    def valid(self):
+        """True while every check holds (the network is still the one compiled)."""
+        cdef Py_ssize_t i
+        cdef Check *c
+        cdef object v
+        for i in range(self.n_checks):
+            c = &self.checks[i]
+            if c.kind == CHECK_ITEMS:
+                if not _same_items(<list> c.obj, <tuple> c.value):
+                    return False
+            elif c.kind == CHECK_ABSENT:
+                if PyDict_GetItem(<object> c.obj, <object> c.name) != NULL:
+                    return False
+            else:
+                v = PyObject_GetAttr(<object> c.obj, <object> c.name)
+                if <PyObject *> v != c.value:
+                    return False
+        return True
+
+    def in_eval_mode(self):
+        """True when every module of the network is in evaluation mode."""
+        for m in self._modules:
+            if m.training is not False:
+                return False
+        return True
+
+    cdef int _scratch_for(self, Py_ssize_t tile, int nt) except -1:
+        cdef Py_ssize_t item = 4 if self.typenum == cnp.NPY_FLOAT32 else 8
+        cdef Py_ssize_t buf, lin, arg, per
+        cdef void *p = NULL
+        if self.scratch != NULL and tile <= self.scratch_tile and nt <= self.scratch_threads:
+            return 0
+        tile = max(tile, self.scratch_tile)
+        nt = max(nt, <int> self.scratch_threads)
+        buf = _round_up(tile * self.max_w * item, 64) // item
+        lin = _round_up(tile * self.max_lin * item, 64) // item
+        arg = tile * self.max_arg
+        per = (2 * buf + lin) * item + _round_up(arg * 4, 64) + _round_up(self.max_sparse * 8, 64)
+        per = _round_up(max(per, 64), 64)
+        if posix_memalign(&p, 64, per * nt) != 0:
+            raise MemoryError(f"cannot allocate {per * nt} bytes of inference buffers")
+        free(self.scratch)
+        self.scratch = <char *> p
+        self.scratch_tile = tile
+        self.scratch_threads = nt
+        self.thread_bytes = per
+        self.buf_elems, self.lin_elems, self.arg_elems = buf, lin, arg
+        return 0
+
+    cdef int _threads(self, Py_ssize_t n, int n_threads) noexcept:
+        cdef Py_ssize_t tile = tile_rows(n)
+        cdef Py_ssize_t n_tiles = (n + tile - 1) // tile
+        cdef double work = 0
+        cdef int i
+        for i in range(self.n_steps):
+            if self.steps[i].kind == K_DENSE or self.steps[i].kind == K_MAXOUT:
+                work += <double> self.steps[i].n_in * self.steps[i].n_lin
+            else:
+                work += <double> self.steps[i].n_out
+        if n_threads <= 1 or n_tiles < 2 or work * n < PAR_MIN_WORK:
+            return 1
+        return n_threads if n_threads < n_tiles else <int> n_tiles
+
+    def run(self, X, out, int n_threads):
+        """out = network(X) and True, when X (n, n_in) and out (n, n_out) are aligned
+        C-contiguous ndarrays of the plan's dtype, out writeable and apart from X; else False
+        and nothing is computed."""
+        cdef int t = self.typenum
+        cdef Py_ssize_t n
+        if not (A.c_array(X, t, 2, False) and A.c_array(out, t, 2, True)):
+            return False
+        n = A.dim(X, 0)
+        if A.dim(X, 1) != self.n_in or A.dim(out, 0) != n or A.dim(out, 1) != self.n_out \
+                or A.overlap(X, out):
+            return False
+        self._go(X, out, n, n_threads, False)
+        return True
+
+    def predict(self, X, int n_threads):
+        """network(X) as a new array, or None (nothing computed) unless X (n, n_in) is an
+        aligned C-contiguous ndarray of the plan's dtype."""
+        cdef cnp.npy_intp dims[2]
+        if not A.c_array(X, self.typenum, 2, False) or A.dim(X, 1) != self.n_in:
+            return None
+        dims[0] = A.dim(X, 0)
+        dims[1] = self.n_out
+        out = cnp.PyArray_EMPTY(2, dims, self.typenum, 0)
+        self._go(X, out, dims[0], n_threads, False)
+        return out
+
+    def run_keep(self, X, outputs, int n_threads):
+        """Every step's output into its own arrays, for a backward: ``outputs`` holds per step
+        ``(y, z, arg)`` (z and arg for maxout: the linear units and the winners, else None),
+        aligned C-contiguous, of n rows, apart from X and each other. True when done; False,
+        computing nothing, when an array does not qualify."""
+        cdef int t = self.typenum
+        cdef Py_ssize_t n, i, j
+        cdef Step *st
+        if not A.c_array(X, t, 2, False) or A.dim(X, 1) != self.n_in:
+            return False
+        n = A.dim(X, 0)
+        if len(outputs) != self.n_steps:
+            return False
+        arrays = []
+        for i in range(self.n_steps):
+            st = &self.steps[i]
+            y, z, arg = outputs[i]
+            if not (A.c_array(y, t, 2, True) and A.dim(y, 0) == n and A.dim(y, 1) == st.n_out):
+                return False
+            arrays.append(y)
+            if st.kind == K_MAXOUT:
+                if not (A.c_array(z, t, 2, True) and A.dim(z, 0) == n
+                        and A.dim(z, 1) == st.n_lin
+                        and A.c_array(arg, cnp.NPY_INT32, 2, True) and A.dim(arg, 0) == n
+                        and A.dim(arg, 1) == st.n_out):
+                    return False
+                arrays.append(z)
+                arrays.append(arg)
+        for i in range(len(arrays)):
+            if A.overlap(arrays[i], X):
+                return False
+            for j in range(i):
+                if A.overlap(arrays[i], arrays[j]):
+                    return False
+        for i in range(self.n_steps):
+            st = &self.steps[i]
+            y, z, arg = outputs[i]
+            st.keep_y = A.data(y)
+            if st.kind == K_MAXOUT:
+                st.keep_z = A.data(z)
+                st.keep_arg = <int32_t *> A.data(arg)
+        try:
+            self._go(X, None, n, n_threads, True)
+        finally:
+            for i in range(self.n_steps):
+                self.steps[i].keep_y = self.steps[i].keep_z = NULL
+                self.steps[i].keep_arg = NULL
+        return True
+
+    cdef _go(self, X, out, Py_ssize_t n, int n_threads, bint keep):
+        cdef int nt
+        cdef void *Xp
+        cdef void *op
+        if n == 0:
+            return
+        nt = self._threads(n, n_threads)
+        self._scratch_for(tile_rows(n), nt)
+        Xp = A.data(X)
+        op = NULL if out is None else A.data(out)
+        with nogil:
+            if self.typenum == cnp.NPY_FLOAT32:
+                _run(self.steps, self.n_steps, keep, <const float *> Xp, <float *> op, n, nt,
+                     self.scratch, self.thread_bytes, self.buf_elems, self.lin_elems,
+                     self.arg_elems)
+            else:
+                _run(self.steps, self.n_steps, keep, <const double *> Xp, <double *> op, n,
+                     nt, self.scratch, self.thread_bytes, self.buf_elems, self.lin_elems,
+                     self.arg_elems)
+
+
+#: the value of a check ``(obj, name, ABSENT)``: ``obj`` has no attribute ``name`` of its own
+#: (a module whose ``forward`` was replaced on the instance is not the compiled one).
+ABSENT = object()
+
+
+cdef bint _same_items(list items, tuple expected):
+    cdef Py_ssize_t i, k = len(expected)
+    if len(items) != k:
+        return False
+    for i in range(k):
+        if items[i] is not expected[i]:
+            return False
+    return True
+
+
+def _no_plan():
+    return None

@@ -1,0 +1,311 @@
+"""One-call inference: a chain of layers compiled into a plan that one kernel call runs.
+
+A :class:`~fastnn.model.Sequential` whose layers are all covered runs ``predict``,
+``predict_proba`` (the loss's softmax, sigmoid or sparsemax as one more step) and its
+evaluation-mode ``forward`` through one compiled call (``fastnn/_kernels/inference.pyx``) that
+walks every layer without Python in between, instead of one kernel call per layer. Covered
+layers: :class:`~fastnn.layers.Dense` with any activation of the table,
+:class:`~fastnn.layers.Activation` (and its named subclasses), :class:`~fastnn.layers.Dropout`
+(the identity, or the ``1 - p`` scaling of the "standard" mode, in evaluation),
+:class:`~fastnn.layers.Maxout`, :class:`~fastnn.layers.Softmax` and
+:class:`~fastnn.layers.Sparsemax`. Anything else (nested containers, user-written modules) keeps
+the layer-by-layer path, with the same results.
+
+The rows of a batch are cut into tiles whose size depends on the batch size only; every tile
+runs all layers (its activations stay in per-thread buffers owned by the plan), and threads
+take contiguous ranges of tiles inside one OpenMP region. The output is therefore bitwise the
+same for any thread count, and equal to the layer-by-layer path to rounding (bitwise for a
+batch of 1 row and, except 2-row batches into 64 or more outputs, for up to 32 rows: both paths
+make the same BLAS calls there).
+
+The plan is cached on the network and rebuilt when its layers, their parameter arrays (a dtype
+change replaces them), or the settings that shape the computation (activations, dropout rate
+and mode, maxout pieces, sparsemax method) change.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from fastnn._kernels import inference as _k
+from fastnn._kernels import sparsemax as _sparsemax
+from fastnn._threads import resolve_n_threads
+from fastnn.functional.activations import ACTIVATION_TABLE
+# The plan describes fastnn's own layer and loss classes (this module is not imported by
+# fastnn.functional's package, so reading them closes no circle).
+from fastnn.layers import Activation, Dense, Dropout, Maxout, Softmax, Sparsemax
+from fastnn.losses import BinaryCrossEntropyLoss, CrossEntropyLoss, SparsemaxLoss, get_loss
+
+__all__ = ["compile_inference", "eval_forward", "plan_for", "predict_array", "predict_proba_array",
+           "why_not"]
+
+_KEY = "_inference_plan_"   # where a network keeps its plan (left out of pickles)
+# Reasons that depend on the classes of the layers only (the same layer objects give the same
+# answer): a network not covered for one of them is not examined again.
+_STABLE = ("layers are not covered", "is not a Sequential", "the input width is unknown")
+
+
+class _State:
+    """What a network keeps for one-call inference: its plan (None when not covered, with the
+    reason), and the per-layer output arrays of the evaluation-mode forward. Left out of
+    pickles and copies (a copy builds its own)."""
+
+    __slots__ = ("bases", "items", "layers", "n", "outputs", "plan", "proba", "reason", "spec",
+                 "steps", "widths_")
+
+    def __init__(self, plan, reason, layers, spec=None):
+        self.plan, self.reason, self.spec = plan, reason, spec
+        self.proba = {}   # plans with an output map appended, by (kind, code)
+        self.layers, self.items = layers, tuple(layers)
+        self.n = -1
+        self.outputs = self.bases = self.steps = self.widths_ = None
+
+    def valid(self):
+        if self.plan is not None:
+            return self.plan.valid()
+        if not self.reason.endswith(_STABLE):   # it may change with an attribute: ask again
+            return False
+        lst = self.layers
+        return len(lst) == len(self.items) and all(a is b for a, b in zip(lst, self.items))
+
+    def __reduce__(self):
+        return (_k._no_plan, ())
+
+
+def _param_steps(m, lin, checks):
+    """The weight/bias arrays of a Dense-like module ``lin`` (checks appended), or a reason."""
+    w = lin.weight
+    checks += [(lin, "weight", w), (w, "data", w.data), (lin, "bias", lin.bias)]
+    b = None
+    if lin.bias is not None:
+        checks.append((lin.bias, "data", lin.bias.data))
+        b = lin.bias.data
+    for a in (w.data,) if b is None else (w.data, b):
+        if type(a) is not np.ndarray or not (a.flags.c_contiguous and a.flags.aligned):
+            return None, None, f"{type(m).__name__}'s parameters are not plain C-contiguous arrays"
+    return w.data, b, None
+
+
+def _compile(model):
+    """(steps, checks, modules, reason): the plan's description of ``model``."""
+    # a plain chain says so in its own class body (Sequential; not its subclasses, which may
+    # change forward); reading the flag keeps this module from importing fastnn.model
+    if not type(model).__dict__.get("_plain_chain", False):
+        return None, None, None, f"{type(model).__name__} is not a Sequential"
+    layers = model._layers
+    steps, modules = [], []
+    checks = [(layers, None, tuple(layers))]
+    kinds = _k.KINDS
+    width = model._in_features
+    for m in layers:
+        cls = type(m)
+        modules.append(m)
+        for mod in m.modules():
+            if "forward" in mod.__dict__:
+                return None, None, None, f"{cls.__name__}'s forward is replaced on the instance"
+            checks.append((mod, "forward", _k.ABSENT))
+        if cls is Dense:
+            W, b, why = _param_steps(m, m, checks)
+            if why:
+                return None, None, None, why
+            checks.append((m, "activation", m.activation))
+            steps.append((kinds["dense"], ACTIVATION_TABLE[m.activation].code, m.in_features,
+                          m.out_features, 1, 1.0, W, b))
+        elif cls is Maxout:
+            lin = m.linear
+            W, b, why = _param_steps(m, lin, checks)
+            if why:
+                return None, None, None, why
+            if lin.activation != "identity":
+                return None, None, None, "a Maxout with an activated linear part"
+            checks += [(m, "linear", lin), (m, "pieces", m.pieces),
+                       (lin, "activation", lin.activation)]
+            modules.append(lin)
+            steps.append((kinds["maxout"], 0, m.in_features, m.out_features, m.pieces, 1.0,
+                          W, b))
+        elif isinstance(m, Activation) and cls.forward is Activation.forward:
+            checks.append((m, "name", m.name))
+            if m.name != "identity":
+                if width is None:
+                    return None, None, None, "the input width is unknown"
+                steps.append((kinds["activation"], ACTIVATION_TABLE[m.name].code, width, width,
+                              1, 1.0, None, None))
+        elif cls is Dropout:
+            checks += [(m, "p", m.p), (m, "mode", m.mode)]
+            if m.mode != "inverted" and m.p != 0.0:
+                if width is None:
+                    return None, None, None, "the input width is unknown"
+                steps.append((kinds["scale"], 0, width, width, 1, 1.0 - m.p, None, None))
+        elif cls is Softmax or cls is Sparsemax:
+            if width is None:
+                return None, None, None, "the input width is unknown"
+            code = 0
+            if cls is Sparsemax:
+                checks.append((m, "method", m.method))
+                code = _sparsemax.METHODS[m.method]
+            steps.append((kinds["softmax" if cls is Softmax else "sparsemax"], code, width,
+                          width, 1, 1.0, None, None))
+        else:
+            return None, None, None, f"{cls.__name__} layers are not covered"
+        width = m.output_features(width)
+    if not steps:
+        return None, None, None, "no layer computes anything"
+    return steps, checks, modules, None
+
+
+def why_not(model) -> str | None:
+    """Why ``model`` cannot run through one-call inference, or None when it can."""
+    return _state(model).reason
+
+
+def compile_inference(model) -> _k.InferencePlan | None:
+    """A new plan for ``model`` (a Sequential), or None when a layer is not covered."""
+    steps, checks, modules, why = _compile(model)
+    if why is not None:
+        return None
+    return _k.InferencePlan(steps, model._dtype, checks, modules)
+
+
+def _state(model) -> _State:
+    state = model.__dict__.get(_KEY)
+    if state is None or not state.valid():
+        steps, checks, modules, why = _compile(model)
+        plan = None if why else _k.InferencePlan(steps, model._dtype, checks, modules)
+        state = model.__dict__[_KEY] = _State(plan, why, model._layers,
+                                              (steps, checks, modules))
+    return state
+
+
+def plan_for(model) -> _k.InferencePlan | None:
+    """The network's cached plan, rebuilt when it no longer describes the network; None when
+    the network is not covered."""
+    return _state(model).plan
+
+
+def predict_array(model, X, max_rows):
+    """``predict`` of a covered network on an ndarray X of at most ``max_rows`` rows in one
+    call, as a new array; None (nothing computed) when the network is not covered or X is not
+    already a C-contiguous array of the network's dtype and width (the caller's path then
+    converts it or raises)."""
+    state = model.__dict__.get(_KEY)
+    if state is None or not state.valid():
+        state = _state(model)
+    plan = state.plan
+    if plan is None or X.shape[0] > max_rows:
+        return None
+    with model._predict_lock():
+        return plan.predict(X, resolve_n_threads(model._n_threads))
+
+
+def predict_proba_array(model, X, loss, max_rows):
+    """``predict_proba`` of a covered network on an ndarray X of at most ``max_rows`` rows in
+    one call: the loss's output map (softmax, sigmoid, sparsemax) runs as one more step of the
+    plan, with the kernels ``loss.output`` calls. None (nothing computed) when that does not
+    apply (the caller's path then computes it, or raises as before)."""
+    try:
+        loss = get_loss(loss)
+    except (TypeError, ValueError):
+        return None
+    cls = type(loss)
+    if cls is CrossEntropyLoss:
+        key = (_k.KINDS["softmax"], 0)
+    elif cls is SparsemaxLoss:
+        key = (_k.KINDS["sparsemax"], _sparsemax.METHODS.get(loss.method, -1))
+    elif cls is BinaryCrossEntropyLoss:
+        key = (_k.KINDS["activation"], ACTIVATION_TABLE["sigmoid"].code)
+    else:
+        return None
+    state = model.__dict__.get(_KEY)
+    if state is None or not state.valid():
+        state = _state(model)
+    if state.plan is None or X.shape[0] > max_rows or key[1] < 0:
+        return None
+    plan = state.proba.get(key)
+    if plan is None:
+        steps, checks, modules = state.spec
+        width = state.plan.n_out
+        steps = [*steps, (key[0], key[1], width, width, 1, 1.0, None, None)]
+        plan = state.proba[key] = _k.InferencePlan(steps, model._dtype, checks, modules)
+    with model._predict_lock():
+        return plan.predict(X, resolve_n_threads(model._n_threads))
+
+
+def eval_forward(model, X, n_threads):
+    """The evaluation-mode forward of a covered network in one call, keeping in every module
+    the arrays its backward reads; None (nothing computed) when the network is not covered, a
+    module is in training mode, or X is not already a C-contiguous array of the network's dtype
+    and width (the layer-by-layer path then converts it or raises)."""
+    state = _state(model)
+    plan = state.plan
+    if plan is None or type(X) is not np.ndarray or X.ndim != 2 or not plan.in_eval_mode():
+        return None
+    outputs = _outputs(model, state, X.shape[0])
+    if not plan.run_keep(X, outputs, n_threads):
+        return None
+    # Hand each module the arrays of its own forward (for a backward or a kink check).
+    k = 0
+    x = X
+    for m, makes, role in state.steps:
+        y = outputs[k][0] if makes else x
+        if role == _DENSE:
+            m._x, m._y, m._z = x, y, None
+        elif role == _DROPOUT:
+            m._active = False
+        elif role == _ACTIVATION:
+            m._y = y
+            m._z = x if makes and m.name in _NEEDS_Z else None
+        elif role == _MAXOUT:
+            lin = m.linear
+            lin._x, lin._y, lin._z = x, outputs[k][1], None
+            m._arg = outputs[k][2]
+        else:
+            m._p = y
+        k += makes
+        x = y
+    return x
+
+
+# What eval_forward hands each module (its role), and the activations whose backward reads
+# the pre-activation.
+_DENSE, _DROPOUT, _ACTIVATION, _MAXOUT, _OUTPUT_MAP = range(5)
+_NEEDS_Z = frozenset(name for name, info in ACTIVATION_TABLE.items() if info.needs_z)
+
+
+def _outputs(model, state, n):
+    """Per step ``(y, z, arg)`` arrays of ``n`` rows (z and arg for maxout only), kept by the
+    network's state and reused while ``n`` repeats (a larger batch grows them)."""
+    if state.n == n:
+        return state.outputs
+    if state.steps is None:
+        steps, widths = [], []
+        width = model._in_features
+        for m in model._layers:
+            makes = _makes_output(m)
+            role = (_DENSE if type(m) is Dense else _DROPOUT if type(m) is Dropout
+                    else _ACTIVATION if isinstance(m, Activation)
+                    else _MAXOUT if type(m) is Maxout else _OUTPUT_MAP)
+            steps.append((m, makes, role))
+            width = m.output_features(width)
+            if makes:
+                widths.append((width, m.linear.out_features if type(m) is Maxout else 0))
+        state.steps, state.widths_ = steps, widths
+    widths = state.widths_
+    dt = model._dtype
+    need = [(n * w, n * lin, n * w if lin else 0) for w, lin in widths]
+    bases = state.bases
+    if bases is None or any(b[0].size < s[0] or (s[1] and b[1].size < s[1])
+                            for b, s in zip(bases, need)):
+        bases = [(np.empty(s[0], dt), np.empty(s[1], dt) if s[1] else None,
+                  np.empty(s[2], np.int32) if s[2] else None) for s in need]
+    outputs = [(by[:n * w].reshape(n, w),
+                None if not lin else bz[:n * lin].reshape(n, lin),
+                None if not lin else ba[:n * w].reshape(n, w))
+               for (w, lin), (by, bz, ba) in zip(widths, bases)]
+    state.n, state.outputs, state.bases = n, outputs, bases
+    return outputs
+def _makes_output(m) -> bool:
+    """The module is a step of the plan (it writes an array), not a dropped identity."""
+    if type(m) is Dropout:
+        return m.mode != "inverted" and m.p != 0.0
+    if isinstance(m, Activation):
+        return m.name != "identity"
+    return True
