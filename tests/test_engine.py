@@ -578,3 +578,22 @@ def test_fit_divergence_on_the_engine_matches_the_module_loop(mode):
         assert out[True][:2] == out[False][:2]
         for a, b in zip(out[True][2], out[False][2]):
             np.testing.assert_allclose(a, b, rtol=1e-10)
+
+
+def test_fit_without_shuffle_and_fit_thread_counts():
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((100, 30)).astype(np.float32)
+    y = rng.integers(0, 5, 100)
+    out = {}
+    for engine, nt, shuffle in ((True, 1, False), (False, 1, False), (True, 1, True),
+                                (True, 2, True)):
+        m = Sequential(Dense(30, 150, "relu", seed=1), Dropout(0.2, seed=2),
+                       Dense(150, 5, seed=3), n_threads=nt)
+        h = m.fit(X, y, epochs=2, batch_size=8, verbose=0, seed=0, shuffle=shuffle,
+                  engine=engine)
+        assert h.params["engine"] is engine
+        out[(engine, nt, shuffle)] = m
+    assert_close(out[(True, 1, False)], out[(False, 1, False)], 1e-5)
+    # 150 columns are two blocks: two threads (when the machine gives them) change no bit
+    for a, b in zip(out[(True, 1, True)].parameters(), out[(True, 2, True)].parameters()):
+        assert np.array_equal(a.data, b.data)
