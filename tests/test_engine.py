@@ -597,3 +597,24 @@ def test_fit_without_shuffle_and_fit_thread_counts():
     # 150 columns are two blocks: two threads (when the machine gives them) change no bit
     for a, b in zip(out[(True, 1, True)].parameters(), out[(True, 2, True)].parameters()):
         assert np.array_equal(a.data, b.data)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_leading_normalization_against_module_path(dtype):
+    from fastnn.preprocessing import Normalization
+
+    X, y, order = data(90, 7, 3, dtype)
+    X = X * 5 + 3
+    X[:, 2] = 1.0   # a constant feature: scale 1
+    models = [Sequential(Normalization().adapt(X), Dense(7, 20, "relu", seed=1, dtype=dtype),
+                         Dense(20, 3, seed=2, dtype=dtype), dtype=dtype) for _ in range(2)]
+    opts = [optim.Adam(m.parameters(), lr=1e-2) for m in models]
+    module_steps(models[0], opts[0], losses.CrossEntropyLoss(), X, y, order, 16, 5)
+    eng = compile_training(models[1], losses.CrossEntropyLoss(), opts[1], 2, block=16)
+    assert eng.run(X, y, order, 0, 16, 5).steps == 5
+    assert_close(models[1], models[0], TOL[dtype])
+    assert "adapt" in why_not(Sequential(Normalization(7), Dense(7, 2)),
+                              losses.CrossEntropyLoss(), opts[0])
+    assert "Normalization" in why_not(Sequential(Dense(7, 7), Normalization().adapt(X),
+                                                 Dense(7, 2)), losses.CrossEntropyLoss(),
+                                      opts[0])

@@ -287,6 +287,8 @@ cdef struct Plan:
     LayerC *layers
     Py_ssize_t block, n_in, ld_in, n_classes
     int loss
+    const char *in_mean     # input standardization (NULL: none): x' = (x - mean) / scale
+    const char *in_scale
     char *Xb[2]             # gathered batches (rows x ld_in)
     char *Tb[2]             # gathered float targets (rows x n_classes)
     Py_ssize_t *Lb[2]       # gathered labels
@@ -338,7 +340,8 @@ cdef inline void _barrier(RunState *R, int *sense, int T, int tid) noexcept nogi
 
 cdef void _gather(Plan *P, RunState *R, Py_ssize_t s, int tid, int T,
                   floating dummy) noexcept nogil:
-    """Rows [m t / T, m (t + 1) / T) of batch s into the batch buffer s % 2."""
+    """Rows [m t / T, m (t + 1) / T) of batch s into the batch buffer s % 2 (standardized
+    when the plan has an input standardization)."""
     cdef Py_ssize_t m = _rows(R, s), base = R.start + s * R.bs, i, k
     cdef Py_ssize_t r0 = _lo(m, T, tid), r1 = _lo(m, T, tid + 1), C = P.n_classes
     cdef floating *xb = <floating *> P.Xb[s & 1]
@@ -346,9 +349,16 @@ cdef void _gather(Plan *P, RunState *R, Py_ssize_t s, int tid, int T,
     cdef floating *tb = <floating *> P.Tb[s & 1]
     cdef const floating *tg = <const floating *> R.targets
     cdef Py_ssize_t *lb = P.Lb[s & 1]
+    cdef const floating *mean = <const floating *> P.in_mean
+    cdef const floating *scale = <const floating *> P.in_scale
+    cdef Py_ssize_t j
     for i in range(r0, r1):
         k = R.order[base + i]
-        memcpy(xb + i * P.ld_in, X + k * P.n_in, P.n_in * sizeof(floating))
+        if mean == NULL:
+            memcpy(xb + i * P.ld_in, X + k * P.n_in, P.n_in * sizeof(floating))
+        else:
+            for j in range(P.n_in):
+                xb[i * P.ld_in + j] = (X[k * P.n_in + j] - mean[j]) / scale[j]
         if P.loss == LOSS_CE:
             lb[i] = R.labels[k]
         else:
@@ -738,6 +748,7 @@ cdef class Core:
     """
     cdef Plan P
     cdef object _keep          # the arrays the plan points to
+    cdef object _input_keep
     cdef object _rows_keep
     cdef readonly Py_ssize_t rows
     cdef readonly object dtype
@@ -748,6 +759,8 @@ cdef class Core:
     def __cinit__(self):
         self.P.layers = NULL
         self.P.n_layers = 0
+        self.P.in_mean = NULL
+        self.P.in_scale = NULL
 
     def __init__(self, list layers, str loss, dtype, Py_ssize_t block=BLOCK):
         cdef Py_ssize_t l, k, item, n_post
@@ -964,6 +977,23 @@ cdef class Core:
         o.l1 = l1
         o.l1p = l1p
         o.t0 = t0
+
+    def set_input_standardization(self, mean, scale):
+        """x' = (x - mean) / scale per input feature before the first layer (a leading
+        Normalization module): C-contiguous arrays (n_in,) of the plan's dtype, or None, None
+        for none."""
+        if mean is None:
+            self.P.in_mean = NULL
+            self.P.in_scale = NULL
+            self._input_keep = None
+            return
+        mean = np.ascontiguousarray(mean, dtype=self.dtype)
+        scale = np.ascontiguousarray(scale, dtype=self.dtype)
+        if mean.shape != (self.P.n_in,) or scale.shape != (self.P.n_in,):
+            raise ValueError(f"mean and scale must have shape ({self.P.n_in},)")
+        self._input_keep = (mean, scale)
+        self.P.in_mean = <const char *> _addr(mean)
+        self.P.in_scale = <const char *> _addr(scale)
 
     def set_dropout_calls(self, int l, int k, unsigned long long calls):
         """The training forwards the Dropout module (post op k of layer l) has done."""

@@ -6,7 +6,8 @@ fastnn modules, a loss and an optimizer into a plan (fastnn/_kernels/engine.pyx)
 ``model.forward`` / ``loss.loss_and_grad`` / ``model.backward`` / ``optimizer.step`` per batch,
 to rounding, and bitwise the same weights for any thread count.
 
-Covered: :class:`~fastnn.model.Sequential` chains (nested ones are flattened) of
+Covered: :class:`~fastnn.model.Sequential` chains (nested ones are flattened), optionally
+starting with a :class:`~fastnn.preprocessing.Normalization` layer, of
 :class:`~fastnn.layers.Dense` layers with any activation of the activation table, each followed
 by any number of :class:`~fastnn.layers.Activation` modules (and its named subclasses) and
 :class:`~fastnn.layers.Dropout` modules (training mode); the losses ``cross_entropy`` with
@@ -36,6 +37,7 @@ from fastnn._kernels import engine as _k
 from fastnn._threads import resolve_n_threads
 from fastnn.functional.activations import ACTIVATION_TABLE
 from fastnn.model import Sequential
+from fastnn.preprocessing import Normalization
 
 __all__ = ["compile_training", "why_not", "TrainingEngine", "RunResult"]
 
@@ -101,8 +103,14 @@ def _chain(model):
     act_types = {fl.Activation, fl.Identity, fl.Sigmoid, fl.Tanh, fl.ReLU, fl.Step, fl.Sign,
                  fl.LeakyReLU, fl.ELU, fl.Softplus, fl.GELU, fl.SiLU}
     specs, owners = [], []
+    lead = None   # a leading Normalization: applied to each gathered batch
     for m in mods:
         t = type(m)
+        if t is Normalization and not specs and lead is None:
+            if not m.adapted:
+                return "the Normalization layer has no statistics (call adapt)"
+            lead = m
+            continue
         if t is fl.Dense:
             if m.activation not in _CODES:
                 return f"activation {m.activation!r} is not in the activation table"
@@ -130,6 +138,10 @@ def _chain(model):
         owners[-1]["post"].append(m)
     if not specs:
         return "the network has no Dense layer"
+    if lead is not None:
+        if lead.n_features != specs[0]["n_in"]:
+            return "the Normalization layer's width is not the first Dense layer's"
+        owners[0]["input"] = lead
     return specs, owners
 
 
@@ -269,6 +281,9 @@ class TrainingEngine:
             for k, m in enumerate(self._owners[l]["post"]):
                 if hasattr(m, "_calls"):
                     core.set_dropout_calls(l, k, m._calls)
+        lead = self._owners[0].get("input")
+        if lead is not None:
+            core.set_input_standardization(*lead._stats(self.dtype))
         return where, saved
 
     def _store(self, where, saved, steps, extra_calls):
