@@ -219,10 +219,12 @@ BLOCK = 128
 # least FALLBACK_MIN_STEPS steps and FALLBACK_WINDOW_S seconds; a wait fraction of at least
 # FALLBACK_THRESHOLD finishes the run on one thread (a negative threshold never falls back).
 # On a quiet 2-core machine the waits of a 784-256-256-10 step were 2-6% of it (probe); with
-# another busy process the spinning team fell below its own 1-thread speed.
+# another busy process the spinning team fell below its own 1-thread speed. Windows of 10 ms
+# caught passing hiccups on a quiet machine (one fallback in 16 calls of a 3-epoch fit with
+# validation); 50 ms windows still find a busy process within a third of a 0.15 s call.
 cdef double FALLBACK_THRESHOLD = 0.35
-cdef double FALLBACK_WINDOW_S = 0.01
-cdef Py_ssize_t FALLBACK_MIN_STEPS = 4
+cdef double FALLBACK_WINDOW_S = 0.05
+cdef Py_ssize_t FALLBACK_MIN_STEPS = 8
 # How long a waiting thread spins before it yields its CPU between checks.
 cdef int64_t SPIN_NS = 50000
 

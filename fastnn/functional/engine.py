@@ -44,8 +44,9 @@ __all__ = ["compile_training", "why_not", "TrainingEngine", "RunResult"]
 _CODES = {a.name: a.code for a in ACTIVATION_TABLE.values()}
 
 #: After a run fell back to one thread (another process holds a core), the next runs of the
-#: same engine use one thread for this many seconds before the team is tried again.
-RETRY_AFTER_S = 2.0
+#: same engine use one thread for this many seconds before the team is tried again (a retry
+#: under lasting contention costs one fallback window, 50 ms, of a slow team).
+RETRY_AFTER_S = 0.5
 
 
 @dataclass
