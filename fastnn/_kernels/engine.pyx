@@ -765,7 +765,7 @@ cdef class Core:
         self.P.in_scale = NULL
 
     def __init__(self, list layers, str loss, dtype, Py_ssize_t block=BLOCK):
-        cdef Py_ssize_t l, k, item, n_post
+        cdef Py_ssize_t l, k, n_post
         cdef LayerC *L
         if block <= 0 or block % 16:
             raise ValueError(f"block must be a positive multiple of 16, got {block}")
@@ -776,7 +776,6 @@ cdef class Core:
         self.dtype = np.dtype(dtype)
         if self.dtype not in (np.float32, np.float64):
             raise TypeError(f"dtype must be float32 or float64, got {self.dtype}")
-        item = self.dtype.itemsize
         self.block = block
         self._specs = [dict(d) for d in layers]
         for l in range(1, len(layers)):
@@ -1014,7 +1013,7 @@ cdef class Core:
         the squared errors, float64) and wait_s (total barrier wait of the team).
         """
         cdef RunState R
-        cdef Py_ssize_t n_avail, i
+        cdef Py_ssize_t n_avail
         cdef int T = max(1, n_threads), tid = 0, nt = 1
         cdef bint is_double = self.dtype == np.float64
         cdef float fdummy = 0
