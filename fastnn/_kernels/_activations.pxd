@@ -5,73 +5,42 @@
 # both forms, SiLU): act_needs_z(code) tells which, and the callers keep z for those only.
 # One row loop per activation is produced by inlining act_row / act_grad_row with a constant
 # code, so each loop is a branch-free, auto-vectorizable pass (SSE2 baseline: no -march).
-# float32 sigmoid/tanh use a vectorizable polynomial exp/expm1 (Cephes expf, a few ulp);
-# float64 uses libm's exp/tanh. NaN propagates like NumPy in every forward function.
+# exp and float32 expm1 are the vectorizable polynomials of _math.pxd (float32 < 1.5 ulp,
+# float64 < 3 ulp); float64 tanh and expm1 are libm's. NaN propagates like NumPy in every forward
+# function.
 from cython cimport floating
 from libc.math cimport tanh as _tanh, expm1
+from fastnn._kernels._math cimport fnn_exp_f, fnn_exp_d, fnn_expm1_f
 
 cdef extern from *:
     """
     #include <math.h>
     #include <string.h>
     #include <stdint.h>
-    /* exp(x) for float32, vectorizable with SSE2: x = n ln2 + r, |r| <= ln2/2, e^r by a
-       degree-6 polynomial (Cephes expf), 2^n built in the exponent bits. Results below
-       FLT_MIN are flushed to 0 (x < -87.33); x is clamped to 88.37 (e^88.37 < FLT_MAX). */
-    static inline float fastnn_expf(float x) {
-        float xc = x > 88.37f ? 88.37f : x;
-        float lo = xc < -87.33f ? -87.33f : xc;
-        float n = (lo * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-        float r = lo - n * 0.693359375f - n * (-2.12194440e-4f);
-        float p = 1.9875691500e-4f;
-        p = p * r + 1.3981999507e-3f;
-        p = p * r + 8.3334519073e-3f;
-        p = p * r + 4.1665795894e-2f;
-        p = p * r + 1.6666665459e-1f;
-        p = p * r + 5.0000001201e-1f;
-        p = p * r * r + r + 1.0f;
-        int32_t bits = ((int32_t) n + 127) << 23;
-        float scale;
-        memcpy(&scale, &bits, sizeof(scale));
-        float res = p * scale;
-        return xc < -87.33f ? 0.0f : res;
-    }
+    /* compiled as _math.pxd's functions are: no trapping math, no FP contraction (so the
+       SSE2, AVX2 and AVX-512F copies of the row loops give the same bits) */
+    #if defined(__GNUC__) && !defined(__clang__)
+    #pragma GCC push_options
+    #pragma GCC optimize("no-trapping-math", "fp-contract=off")
+    #endif
     /* sigmoid(z) = 1 / (1 + e^-z) for z >= 0, e^z / (1 + e^z) for z < 0: e^-|z| never
        overflows, so both tails are exact to rounding. */
     static inline float fastnn_sigmoidf(float z) {
-        float e = fastnn_expf(-fabsf(z));
+        float e = fnn_exp_f(-fabsf(z));
         float s = 1.0f / (1.0f + e);
         return z >= 0.0f ? s : e * s;
     }
     static inline double fastnn_sigmoid(double z) {
-        double e = exp(-fabs(z));
+        double e = fnn_exp_d(-fabs(z));
         double s = 1.0 / (1.0 + e);
         return z >= 0.0 ? s : e * s;
-    }
-    /* e^x - 1 for float32 in [-87, 88.37], without cancellation near 0: with x = n ln2 + r,
-       e^x - 1 = 2^n (r + r^2 P(r)) + (2^n - 1), and 2^n - 1 is exact (n = 0 for |x| < 0.34). */
-    static inline float fastnn_expm1f(float x) {
-        float xc = x > 88.37f ? 88.37f : (x < -87.0f ? -87.0f : x);
-        float n = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-        float r = xc - n * 0.693359375f - n * (-2.12194440e-4f);
-        float p = 1.9875691500e-4f;
-        p = p * r + 1.3981999507e-3f;
-        p = p * r + 8.3334519073e-3f;
-        p = p * r + 4.1665795894e-2f;
-        p = p * r + 1.6666665459e-1f;
-        p = p * r + 5.0000001201e-1f;
-        p = p * r * r + r;
-        int32_t bits = ((int32_t) n + 127) << 23;
-        float scale;
-        memcpy(&scale, &bits, sizeof(scale));
-        return scale * p + (scale - 1.0f);
     }
     /* tanh(z) = sign(z) m / (m + 2), m = e^{2|z|} - 1 (expm1: accurate for tiny |z| too);
        |z| is clamped to 9 (tanh(9) rounds to 1 in float32), so m never overflows. */
     static inline float fastnn_tanhf(float z) {
         float a = fabsf(z);
         float ac = a > 9.0f ? 9.0f : a;
-        float m = fastnn_expm1f(2.0f * ac);
+        float m = fnn_expm1_f(2.0f * ac);
         float t = m / (m + 2.0f);
         return z < 0.0f ? -t : t;
     }
@@ -96,10 +65,10 @@ cdef extern from *:
     static inline double fastnn_gelu_erf(double z) { return z * fastnn_phi(z); }
     /* Phi(z) + z phi(z) */
     static inline float fastnn_gelu_erf_gradf(float z) {
-        return fastnn_phif(z) + z * (float) FASTNN_INV_SQRT_2PI * fastnn_expf(-0.5f * z * z);
+        return fastnn_phif(z) + z * (float) FASTNN_INV_SQRT_2PI * fnn_exp_f(-0.5f * z * z);
     }
     static inline double fastnn_gelu_erf_grad(double z) {
-        return fastnn_phi(z) + z * FASTNN_INV_SQRT_2PI * exp(-0.5 * z * z);
+        return fastnn_phi(z) + z * FASTNN_INV_SQRT_2PI * fnn_exp_d(-0.5 * z * z);
     }
     /* The tanh form as z sigmoid(2u), u = sqrt(2/pi) (z + 0.044715 z^3): the same function as
        0.5 z (1 + tanh u), without its cancellation for z < 0. Its derivative is
@@ -127,41 +96,39 @@ cdef extern from *:
         return s + 2.0 * zc * s * (1.0 - s) * FASTNN_GELU_K * (1.0 + 3.0 * FASTNN_GELU_C * zc * zc);
     }
     static inline float fastnn_softplusf(float z) {
-        return (z > 0.0f ? z : 0.0f) + log1pf(fastnn_expf(-fabsf(z)));
+        return (z > 0.0f ? z : 0.0f) + log1pf(fnn_exp_f(-fabsf(z)));
     }
     static inline double fastnn_softplus(double z) {
-        return (z > 0.0 ? z : 0.0) + log1p(exp(-fabs(z)));
+        return (z > 0.0 ? z : 0.0) + log1p(fnn_exp_d(-fabs(z)));
     }
     static inline float fastnn_eluf(float z) {
-        return z > 0.0f ? z : fastnn_expm1f(z);
+        return z > 0.0f ? z : fnn_expm1_f(z);
     }
     static inline double fastnn_elu(double z) {
         return z > 0.0 ? z : expm1(z);
     }
-    /* The float32 sigmoid/tanh row loops are compute bound: build them twice, for the SSE2
-       baseline and for AVX2 (8 floats a vector), and let the loader pick one at run time
-       (GCC target_clones, an ifunc: Linux x86-64 only). Same formulas, no FMA contraction
-       change (-mfma is not part of "avx2"); wheels still run on any x86-64 CPU. */
-    #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-    #define FASTNN_CLONES __attribute__((target_clones("avx2", "default")))
-    #else
-    #define FASTNN_CLONES
-    #endif
-    FASTNN_CLONES static void fastnn_sigmoid_rowf(float *y, const float *z, const float *b,
-                                                  Py_ssize_t n) {
+    /* The float32 sigmoid/tanh row loops are compute bound: built for SSE2, AVX2 and AVX-512F
+       and picked when the module loads (FNN_MV_VOID, _math.pxd): the same bits on each. */
+    FNN_INLINE void fastnn_sigmoid_rowf_body(float *y, const float *z, const float *b,
+                                             Py_ssize_t n) {
         Py_ssize_t j;
         if (b) { for (j = 0; j < n; j++) y[j] = fastnn_sigmoidf(z[j] + b[j]); }
         else { for (j = 0; j < n; j++) y[j] = fastnn_sigmoidf(z[j]); }
     }
-    FASTNN_CLONES static void fastnn_tanh_rowf(float *y, const float *z, const float *b,
-                                               Py_ssize_t n) {
+    FNN_INLINE void fastnn_tanh_rowf_body(float *y, const float *z, const float *b,
+                                          Py_ssize_t n) {
         Py_ssize_t j;
         if (b) { for (j = 0; j < n; j++) y[j] = fastnn_tanhf(z[j] + b[j]); }
         else { for (j = 0; j < n; j++) y[j] = fastnn_tanhf(z[j]); }
     }
+    FNN_MV_VOID(fastnn_sigmoid_rowf, (float *y, const float *z, const float *b, Py_ssize_t n),
+                (y, z, b, n))
+    FNN_MV_VOID(fastnn_tanh_rowf, (float *y, const float *z, const float *b, Py_ssize_t n),
+                (y, z, b, n))
+    #if defined(__GNUC__) && !defined(__clang__)
+    #pragma GCC pop_options
+    #endif
     """
-    float fastnn_expf(float x) noexcept nogil
-    float fastnn_expm1f(float x) noexcept nogil
     float fastnn_gelu_erff(float z) noexcept nogil
     double fastnn_gelu_erf(double z) noexcept nogil
     float fastnn_gelu_erf_gradf(float z) noexcept nogil
@@ -269,7 +236,7 @@ cdef inline floating act_grad_elem(int code, floating v, floating g) noexcept no
         return g if v > 0 else g * (v + 1)
     elif code == ACT_SOFTPLUS:     # act' = sigmoid(z) = 1 - e^-y
         if floating is float:
-            return -g * fastnn_expm1f(-v)
+            return -g * fnn_expm1_f(-v)
         else:
             return -g * expm1(-v)
     elif code == ACT_GELU:

@@ -9,6 +9,59 @@ from cython.parallel cimport prange
 
 from fastnn._kernels.softmax cimport (softmax_row, fnn_softmax_vjp_d, fnn_softmax_vjp_f,
                                       fnn_log_softmax_vjp_d, fnn_log_softmax_vjp_f)
+from fastnn._kernels._math cimport (fnn_simd_level, FNN_MULTIVERSION, fnn_exp_array_d,
+                                    fnn_exp_array_f, fnn_expm1_array_f)
+
+#: Names of the vector widths the row loops are built for, by level (see _math.pxd).
+SIMD_LEVELS = ("baseline", "avx2", "avx512")
+
+
+def simd_level():
+    """The vector width this module's row loops use: "baseline" (SSE2), "avx2" or "avx512"."""
+    return SIMD_LEVELS[fnn_simd_level]
+
+
+def _set_simd_level(str name):
+    """Tests and benchmarks: use the row loops built for ``name`` (one of SIMD_LEVELS, at most
+    what the CPU supports) in this module only; returns the previous name."""
+    global fnn_simd_level
+    old = SIMD_LEVELS[fnn_simd_level]
+    if name not in SIMD_LEVELS:
+        raise ValueError(f"simd level must be one of {SIMD_LEVELS}, got {name!r}")
+    if SIMD_LEVELS.index(name) > _supported_level():
+        raise ValueError(f"this CPU or build does not support {name!r}")
+    fnn_simd_level = SIMD_LEVELS.index(name)
+    return old
+
+
+cdef extern from *:
+    """
+    static int fnn_simd_supported_level(void) {
+    #if FNN_MULTIVERSION
+        return fnn_simd_supported();
+    #else
+        return 0;
+    #endif
+    }
+    """
+    int fnn_simd_supported_level() noexcept nogil
+
+
+def _supported_level():
+    return fnn_simd_supported_level()
+
+
+def _exp(floating[::1] a, bint expm1=False):
+    """Tests: a[i] = exp(a[i]) in place with the kernels' exp (expm1: float32 only)."""
+    if floating is double:
+        if expm1:
+            raise TypeError("expm1 is float32 only")
+        fnn_exp_array_d(&a[0], a.shape[0])
+    else:
+        if expm1:
+            fnn_expm1_array_f(&a[0], a.shape[0])
+        else:
+            fnn_exp_array_f(&a[0], a.shape[0])
 
 # Below this many elements (n_rows * n_cols) the rows run on the calling thread. Measured with
 # sweeps of 256 x C float32 (1 vs 2 threads, threshold forced to 0) on the shared 2-core machine
