@@ -4,7 +4,10 @@
 # from the PRE-ACTIVATION z for the activations whose derivative y does not determine (GELU in
 # both forms, SiLU): act_needs_z(code) tells which, and the callers keep z for those only.
 # One row loop per activation is produced by inlining act_row / act_grad_row with a constant
-# code, so each loop is a branch-free, auto-vectorizable pass (SSE2 baseline: no -march).
+# code, so each loop is a branch-free, auto-vectorizable pass (SSE2 baseline: no -march). The
+# loops whose element function is exp-based (sigmoid, tanh, SiLU, GELU-tanh, ELU and the
+# softplus derivative in float32) are C functions built for SSE2, AVX2 and AVX-512F and picked
+# when the module loads (_math.pxd), with the same results on each.
 # exp and float32 expm1 are the vectorizable polynomials of _math.pxd (float32 < 1.5 ulp,
 # float64 < 3 ulp); float64 tanh and expm1 are libm's. NaN propagates like NumPy in every forward
 # function.
@@ -125,6 +128,44 @@ cdef extern from *:
                 (y, z, b, n))
     FNN_MV_VOID(fastnn_tanh_rowf, (float *y, const float *z, const float *b, Py_ssize_t n),
                 (y, z, b, n))
+    /* The other row loops whose element function is vectorizable (exp-based; not those that
+       call libm's erfc, log1p, tanh or expm1), forward and derivative, built the same way. */
+    #define FASTNN_ACT_ROW(NAME, T, F)                                                       \\
+        FNN_INLINE void NAME##_body(T *y, const T *z, const T *b, Py_ssize_t n) {            \\
+            Py_ssize_t j;                                                                    \\
+            if (b) { for (j = 0; j < n; j++) y[j] = F(z[j] + b[j]); }                        \\
+            else { for (j = 0; j < n; j++) y[j] = F(z[j]); }                                 \\
+        }                                                                                    \\
+        FNN_MV_VOID(NAME, (T *y, const T *z, const T *b, Py_ssize_t n), (y, z, b, n))
+    #define FASTNN_GRAD_ROW(NAME, T, F)  /* gz = g * F(v) */                                 \\
+        FNN_INLINE void NAME##_body(T *gz, const T *v, const T *g, Py_ssize_t n) {           \\
+            for (Py_ssize_t j = 0; j < n; j++) gz[j] = g[j] * F(v[j]);                       \\
+        }                                                                                    \\
+        FNN_MV_VOID(NAME, (T *gz, const T *v, const T *g, Py_ssize_t n), (gz, v, g, n))
+    static inline float fastnn_siluf(float z) { return z * fastnn_sigmoidf(z); }
+    static inline double fastnn_silu(double z) { return z * fastnn_sigmoid(z); }
+    /* silu' = s (1 + z (1 - s)), s = sigmoid(z) */
+    static inline float fastnn_silu_gradf(float z) {
+        float s = fastnn_sigmoidf(z);
+        return s * (1.0f + z * (1.0f - s));
+    }
+    static inline double fastnn_silu_grad(double z) {
+        double s = fastnn_sigmoid(z);
+        return s * (1.0 + z * (1.0 - s));
+    }
+    /* softplus' from y = softplus(z): sigmoid(z) = 1 - e^-y */
+    static inline float fastnn_softplus_grad_yf(float y) { return -fnn_expm1_f(-y); }
+    FASTNN_ACT_ROW(fastnn_sigmoid_rowd, double, fastnn_sigmoid)
+    FASTNN_ACT_ROW(fastnn_silu_rowf, float, fastnn_siluf)
+    FASTNN_ACT_ROW(fastnn_silu_rowd, double, fastnn_silu)
+    FASTNN_ACT_ROW(fastnn_gelu_tanh_rowf, float, fastnn_gelu_tanhf)
+    FASTNN_ACT_ROW(fastnn_gelu_tanh_rowd, double, fastnn_gelu_tanh)
+    FASTNN_ACT_ROW(fastnn_elu_rowf, float, fastnn_eluf)
+    FASTNN_GRAD_ROW(fastnn_silu_grad_rowf, float, fastnn_silu_gradf)
+    FASTNN_GRAD_ROW(fastnn_silu_grad_rowd, double, fastnn_silu_grad)
+    FASTNN_GRAD_ROW(fastnn_gelu_tanh_grad_rowf, float, fastnn_gelu_tanh_gradf)
+    FASTNN_GRAD_ROW(fastnn_gelu_tanh_grad_rowd, double, fastnn_gelu_tanh_grad)
+    FASTNN_GRAD_ROW(fastnn_softplus_grad_rowf, float, fastnn_softplus_grad_yf)
     #if defined(__GNUC__) && !defined(__clang__)
     #pragma GCC pop_options
     #endif
@@ -147,6 +188,22 @@ cdef extern from *:
     float fastnn_tanhf(float z) noexcept nogil
     void fastnn_sigmoid_rowf(float *y, const float *z, const float *b, Py_ssize_t n) noexcept nogil
     void fastnn_tanh_rowf(float *y, const float *z, const float *b, Py_ssize_t n) noexcept nogil
+    void fastnn_sigmoid_rowd(double *y, const double *z, const double *b, Py_ssize_t n) noexcept nogil
+    void fastnn_silu_rowf(float *y, const float *z, const float *b, Py_ssize_t n) noexcept nogil
+    void fastnn_silu_rowd(double *y, const double *z, const double *b, Py_ssize_t n) noexcept nogil
+    void fastnn_gelu_tanh_rowf(float *y, const float *z, const float *b, Py_ssize_t n) noexcept nogil
+    void fastnn_gelu_tanh_rowd(double *y, const double *z, const double *b,
+                               Py_ssize_t n) noexcept nogil
+    void fastnn_elu_rowf(float *y, const float *z, const float *b, Py_ssize_t n) noexcept nogil
+    void fastnn_silu_grad_rowf(float *gz, const float *v, const float *g, Py_ssize_t n) noexcept nogil
+    void fastnn_silu_grad_rowd(double *gz, const double *v, const double *g,
+                               Py_ssize_t n) noexcept nogil
+    void fastnn_gelu_tanh_grad_rowf(float *gz, const float *v, const float *g,
+                                    Py_ssize_t n) noexcept nogil
+    void fastnn_gelu_tanh_grad_rowd(double *gz, const double *v, const double *g,
+                                    Py_ssize_t n) noexcept nogil
+    void fastnn_softplus_grad_rowf(float *gz, const float *v, const float *g,
+                                   Py_ssize_t n) noexcept nogil
 
 
 cdef enum:
@@ -277,7 +334,7 @@ cdef inline void act_row(int code, floating *y, const floating *z, const floatin
         if floating is float:
             fastnn_sigmoid_rowf(y, z, b, n)
         else:
-            _act_row_c(ACT_SIGMOID, y, z, b, n)
+            fastnn_sigmoid_rowd(y, z, b, n)
     elif code == ACT_TANH:
         if floating is float:
             fastnn_tanh_rowf(y, z, b, n)
@@ -292,15 +349,24 @@ cdef inline void act_row(int code, floating *y, const floating *z, const floatin
     elif code == ACT_LEAKY_RELU:
         _act_row_c(ACT_LEAKY_RELU, y, z, b, n)
     elif code == ACT_ELU:
-        _act_row_c(ACT_ELU, y, z, b, n)
+        if floating is float:
+            fastnn_elu_rowf(y, z, b, n)
+        else:
+            _act_row_c(ACT_ELU, y, z, b, n)
     elif code == ACT_SOFTPLUS:
         _act_row_c(ACT_SOFTPLUS, y, z, b, n)
     elif code == ACT_GELU:
         _act_row_c(ACT_GELU, y, z, b, n)
     elif code == ACT_GELU_TANH:
-        _act_row_c(ACT_GELU_TANH, y, z, b, n)
+        if floating is float:
+            fastnn_gelu_tanh_rowf(y, z, b, n)
+        else:
+            fastnn_gelu_tanh_rowd(y, z, b, n)
     elif code == ACT_SILU:
-        _act_row_c(ACT_SILU, y, z, b, n)
+        if floating is float:
+            fastnn_silu_rowf(y, z, b, n)
+        else:
+            fastnn_silu_rowd(y, z, b, n)
     else:
         _act_row_c(ACT_IDENTITY, y, z, b, n)
 
@@ -339,13 +405,22 @@ cdef inline void act_grad_row(int code, floating *gz, const floating *y, const f
     elif code == ACT_ELU:
         _act_grad_row_c(ACT_ELU, gz, y, g, n)
     elif code == ACT_SOFTPLUS:
-        _act_grad_row_c(ACT_SOFTPLUS, gz, y, g, n)
+        if floating is float:
+            fastnn_softplus_grad_rowf(gz, y, g, n)
+        else:
+            _act_grad_row_c(ACT_SOFTPLUS, gz, y, g, n)
     elif code == ACT_GELU:
         _act_grad_row_c(ACT_GELU, gz, y, g, n)
     elif code == ACT_GELU_TANH:
-        _act_grad_row_c(ACT_GELU_TANH, gz, y, g, n)
+        if floating is float:
+            fastnn_gelu_tanh_grad_rowf(gz, y, g, n)
+        else:
+            fastnn_gelu_tanh_grad_rowd(gz, y, g, n)
     elif code == ACT_SILU:
-        _act_grad_row_c(ACT_SILU, gz, y, g, n)
+        if floating is float:
+            fastnn_silu_grad_rowf(gz, y, g, n)
+        else:
+            fastnn_silu_grad_rowd(gz, y, g, n)
     elif code == ACT_STEP or code == ACT_SIGN:
         for j in range(n):
             gz[j] = 0

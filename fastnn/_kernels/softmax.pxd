@@ -76,6 +76,42 @@ cdef extern from *:
     FNN_MV(double, fnn_softmax_row_##S, (const T *z, T *out, Py_ssize_t n, int log_out,      \\
                                          double scale, double *m_out),                       \\
            (z, out, n, log_out, scale, m_out))                                               \\
+    /* Softmax (probabilities) of n_rows rows of c <= 256 entries: the same bits as        \\
+       fnn_softmax_row_* (scale 1) row by row, with exp run over groups of rows of about   \\
+       1024 entries: one short row at a time leaves the vector units waiting on the exp's   \\
+       latency. out holds z - m first, then exp of it, then the probabilities. */           \\
+    FNN_INLINE void fnn_softmax_rows_##S##_body(const T *z, T *out, Py_ssize_t n_rows,        \\
+                                                Py_ssize_t c) {                              \\
+        Py_ssize_t g = c < 1024 ? 1024 / c : 1;                                              \\
+        for (Py_ssize_t r0 = 0; r0 < n_rows; r0 += g) {                                      \\
+            Py_ssize_t r1 = n_rows - r0 < g ? n_rows : r0 + g, len = (r1 - r0) * c;           \\
+            int mid = 1;                                                                     \\
+            for (Py_ssize_t r = r0; r < r1; r++) {                                           \\
+                const T *zr = z + r * c;                                                     \\
+                T *o = out + r * c;                                                          \\
+                T m = zr[0], mn = zr[0];                                                     \\
+                FNN_SIMD_MINMAX                                                              \\
+                for (Py_ssize_t i = 1; i < c; i++) {                                         \\
+                    m = zr[i] > m ? zr[i] : m;                                               \\
+                    mn = zr[i] < mn ? zr[i] : mn;                                            \\
+                }                                                                            \\
+                mid &= (mn - m) >= MID_LO;                                                   \\
+                for (Py_ssize_t i = 0; i < c; i++) o[i] = zr[i] - m;                         \\
+            }                                                                                \\
+            T *o = out + r0 * c;                                                             \\
+            if (mid) { for (Py_ssize_t i = 0; i < len; i++) o[i] = EXP_MID(o[i]); }          \\
+            else { for (Py_ssize_t i = 0; i < len; i++) o[i] = EXP(o[i]); }                  \\
+            for (Py_ssize_t r = r0; r < r1; r++) {                                           \\
+                T *orow = out + r * c;                                                       \\
+                double acc[16] = {0};                                                        \\
+                fnn_acc16_##S(acc, orow, c);                                                 \\
+                T f = (T)(1.0 / FNN_TREE16(acc));                                            \\
+                for (Py_ssize_t i = 0; i < c; i++) orow[i] *= f;                             \\
+            }                                                                                \\
+        }                                                                                    \\
+    }                                                                                        \\
+    FNN_MV_VOID(fnn_softmax_rows_##S, (const T *z, T *out, Py_ssize_t n_rows, Py_ssize_t c), \\
+                (z, out, n_rows, c))                                                         \\
     /* softmax VJP: out = p * (g - <p, g>); out may alias g */                               \\
     FNN_INLINE void fnn_softmax_vjp_##S##_body(const T *p, const T *g, T *out, Py_ssize_t n) { \\
         T d = (T)fnn_dot_in_##S(p, g, n);                                                    \\
@@ -104,6 +140,10 @@ cdef extern from *:
                              double scale, double *m_out) noexcept nogil
     double fnn_softmax_row_f(const float *z, float *out, Py_ssize_t n, int log_out,
                              double scale, double *m_out) noexcept nogil
+    void fnn_softmax_rows_d(const double *z, double *out, Py_ssize_t n_rows,
+                            Py_ssize_t c) noexcept nogil
+    void fnn_softmax_rows_f(const float *z, float *out, Py_ssize_t n_rows,
+                            Py_ssize_t c) noexcept nogil
     void fnn_softmax_vjp_d(const double *p, const double *g, double *out, Py_ssize_t n) noexcept nogil
     void fnn_softmax_vjp_f(const float *p, const float *g, float *out, Py_ssize_t n) noexcept nogil
     void fnn_log_softmax_vjp_d(const double *lp, const double *g, double *out,

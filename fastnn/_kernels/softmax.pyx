@@ -7,7 +7,8 @@ from cython cimport floating
 from fastnn._kernels._openmp cimport row_threads
 from cython.parallel cimport prange
 
-from fastnn._kernels.softmax cimport (softmax_row, fnn_softmax_vjp_d, fnn_softmax_vjp_f,
+from fastnn._kernels.softmax cimport (softmax_row, fnn_softmax_rows_d, fnn_softmax_rows_f,
+                                      fnn_softmax_vjp_d, fnn_softmax_vjp_f,
                                       fnn_log_softmax_vjp_d, fnn_log_softmax_vjp_f)
 from fastnn._kernels._math cimport (fnn_simd_level, FNN_MULTIVERSION, fnn_exp_array_d,
                                     fnn_exp_array_f, fnn_expm1_array_f)
@@ -72,6 +73,20 @@ def _exp(floating[::1] a, bint expm1=False):
 PARALLEL_MIN_ELEMENTS = 262144
 cdef Py_ssize_t _PAR_MIN = PARALLEL_MIN_ELEMENTS
 
+# Softmax rows of at most this many entries take the grouped path (exp over groups of rows);
+# SHORT_BLOCK rows are one parallel work item there.
+cdef Py_ssize_t _SHORT_ROW = 256
+cdef enum:
+    SHORT_BLOCK = 64
+
+
+def _set_short_row(Py_ssize_t n):
+    """Tests: rows of at most n entries take the grouped path (0: none); returns the old n."""
+    global _SHORT_ROW
+    old = _SHORT_ROW
+    _SHORT_ROW = n
+    return old
+
 
 def _set_parallel_min_elements(Py_ssize_t n):
     """Change the serial/parallel threshold (tuning and tests); returns the previous value."""
@@ -84,17 +99,35 @@ def _set_parallel_min_elements(Py_ssize_t n):
 def softmax_forward(const floating[:, ::1] Z, floating[:, ::1] P_out, bint log_out,
                     int n_threads):
     """P_out[i] = softmax(Z[i]) (log_softmax when log_out). Shapes (n_rows, n_cols), n_cols >= 1."""
-    cdef Py_ssize_t n = Z.shape[0], c = Z.shape[1], i
+    cdef Py_ssize_t n = Z.shape[0], c = Z.shape[1], i, n_blocks
     cdef int nt = row_threads(n, c, n_threads, _PAR_MIN)
     if n == 0 or c == 0:
         return
-    if nt == 1:
+    if c <= _SHORT_ROW and not log_out:
+        # short rows: exp over groups of rows (the same bits as the row routine)
+        n_blocks = (n + SHORT_BLOCK - 1) // SHORT_BLOCK
+        if nt == 1:
+            with nogil:
+                _softmax_rows(&Z[0, 0], &P_out[0, 0], n, c)
+        else:
+            for i in prange(n_blocks, nogil=True, schedule='static', num_threads=nt):
+                _softmax_rows(&Z[i * SHORT_BLOCK, 0], &P_out[i * SHORT_BLOCK, 0],
+                              min(SHORT_BLOCK, n - i * SHORT_BLOCK), c)
+    elif nt == 1:
         with nogil:
             for i in range(n):
                 softmax_row(&Z[i, 0], &P_out[i, 0], c, log_out, 1.0, NULL)
     else:
         for i in prange(n, nogil=True, schedule='static', num_threads=nt):
             softmax_row(&Z[i, 0], &P_out[i, 0], c, log_out, 1.0, NULL)
+
+
+cdef inline void _softmax_rows(const floating *z, floating *out, Py_ssize_t n,
+                               Py_ssize_t c) noexcept nogil:
+    if floating is double:
+        fnn_softmax_rows_d(z, out, n, c)
+    else:
+        fnn_softmax_rows_f(z, out, n, c)
 
 
 cdef inline void _vjp_row(const floating *y, const floating *g, floating *out, Py_ssize_t c,
