@@ -179,6 +179,16 @@ def test_softmax_edges_every_level(dtype, c):
     finally:
         K._set_short_row(old)
     assert _same_bits(p_rows, results[LEVELS[-1]][0])
+    # in place (out is z): the same bits, on both paths
+    for short in (0, 512):
+        old = K._set_short_row(short)
+        try:
+            for log_out, ref in ((False, results[LEVELS[-1]][0]), (True, results[LEVELS[-1]][1])):
+                zz = z.copy()
+                K.softmax_forward(zz, zz, log_out, 1)
+                assert _same_bits(zz, ref), (short, log_out)
+        finally:
+            K._set_short_row(old)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -34,7 +34,11 @@ cdef extern from *:
         Py_ssize_t k16 = k & ~(Py_ssize_t)15, j;                                             \\
         if (mid) { for (j = 0; j < k16; j++) d[j] = EXP_MID(z[j] - m); }                     \\
         else { for (j = 0; j < k16; j++) d[j] = EXP(z[j] - m); }                             \\
-        if (k16 < k) {  /* the tail as one padded vector: no scalar exp */                   \\
+        if (k16 < k && k >= 16 && (d + k <= z || z + k <= d)) {                              \\
+            /* the tail: exp of the last 16 entries again, one vector (no scalar exp) */      \\
+            if (mid) { for (j = k - 16; j < k; j++) d[j] = EXP_MID(z[j] - m); }              \\
+            else { for (j = k - 16; j < k; j++) d[j] = EXP(z[j] - m); }                      \\
+        } else if (k16 < k) {  /* short or in place: the tail as one padded vector */        \\
             T t[16];                                                                         \\
             for (j = 0; j < 16; j++) t[j] = k16 + j < k ? z[k16 + j] - m : (T)0;             \\
             if (mid) { for (j = 0; j < 16; j++) t[j] = EXP_MID(t[j]); }                      \\
@@ -57,9 +61,10 @@ cdef extern from *:
         int mid = (mn - m) >= MID_LO;  /* false for NaN, inf and -inf */                     \\
         int probs = out && !log_out;                                                         \\
         double c[16] = {0};                                                                  \\
-        T buf[256];                                                                          \\
-        for (Py_ssize_t i = 0; i < n; i += 256) {                                            \\
-            Py_ssize_t k = n - i < 256 ? n - i : 256;                                        \\
+        T buf[256 + 16];                                                                     \\
+        /* blocks of 256; the last one takes up to 15 more (so that it has >= 16) */         \\
+        for (Py_ssize_t i = 0, k; i < n; i += k) {                                           \\
+            k = n - i < 256 + 16 ? n - i : 256;                                              \\
             fnn_exp_block_##S(z + i, m, probs ? out + i : buf, k, mid, c);                   \\
         }                                                                                    \\
         double s = FNN_TREE16(c);                                                            \\
@@ -76,7 +81,7 @@ cdef extern from *:
     FNN_MV(double, fnn_softmax_row_##S, (const T *z, T *out, Py_ssize_t n, int log_out,      \\
                                          double scale, double *m_out),                       \\
            (z, out, n, log_out, scale, m_out))                                               \\
-    /* Softmax (probabilities) of n_rows rows of c <= 256 entries: the same bits as        \\
+    /* Softmax (probabilities) of n_rows short rows of c entries: the same bits as         \\
        fnn_softmax_row_* (scale 1) row by row, with exp run over groups of rows of about   \\
        1024 entries: one short row at a time leaves the vector units waiting on the exp's   \\
        latency. out holds z - m first, then exp of it, then the probabilities. */           \\

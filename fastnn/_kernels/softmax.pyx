@@ -75,7 +75,7 @@ cdef Py_ssize_t _PAR_MIN = PARALLEL_MIN_ELEMENTS
 
 # Softmax rows of at most this many entries take the grouped path (exp over groups of rows);
 # SHORT_BLOCK rows are one parallel work item there.
-cdef Py_ssize_t _SHORT_ROW = 256
+cdef Py_ssize_t _SHORT_ROW = 512
 cdef enum:
     SHORT_BLOCK = 64
 
