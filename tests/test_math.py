@@ -272,3 +272,24 @@ def test_every_level_same_bits_in_other_kernels():
     for lv, (got, digest) in runs.items():
         assert got == lv
         assert digest == runs[LEVELS[0]][1], lv
+
+
+def test_no_fused_multiply_add_in_kernels():
+    """The same bits at every width needs the same roundings: no FMA instruction in any built
+    kernel (AVX-512F implies FMA; contraction is off in every copy, the GCC target_clones of
+    the optimizer's Adam loop included)."""
+    import glob
+    import platform
+    import shutil
+    if platform.machine() not in ("x86_64", "AMD64") or shutil.which("objdump") is None:
+        pytest.skip("x86-64 with objdump only")
+    kdir = os.path.dirname(K.__file__)
+    mods = sorted(glob.glob(os.path.join(kdir, "*.so")))
+    if not mods:
+        pytest.skip("no shared objects to inspect")
+    for mod in mods:
+        asm = subprocess.run(["objdump", "-d", "--no-show-raw-insn", mod], capture_output=True,
+                             text=True, check=True).stdout
+        fma = [ln for ln in asm.splitlines() if "\tvfmadd" in ln or "\tvfmsub" in ln
+               or "\tvfnmadd" in ln or "\tvfnmsub" in ln]
+        assert not fma, (os.path.basename(mod), fma[:3])
