@@ -103,6 +103,19 @@ def test_expm1_float32_sweep():
     np.testing.assert_array_equal(_exp(tiny, expm1=True), tiny)
 
 
+def test_softplus_float32_sweep():
+    """softplus(z) = max(z, 0) + log1p(e^-|z|) with the vectorized exp and log1p on [0, 1]."""
+    import fastnn.functional as F
+    z = np.concatenate([_sweep_bits(-0.0, -120.0, 2_000_000, np.uint32, np.float32),
+                        _sweep_bits(0.0, 120.0, 2_000_000, np.uint32, np.float32),
+                        np.array([np.inf, -np.inf, np.nan], np.float32)])
+    y = F.activation(z, "softplus", n_threads=1)
+    ref = np.logaddexp(0.0, z[:-3].astype(np.float64))
+    u = _ulps(y[:-3], ref, np.float32)
+    assert u.max() < 3.0, (u.max(), z[np.argmax(u)])
+    assert y[-3] == np.inf and y[-2] == 0 and np.isnan(y[-1])
+
+
 def _at_level(mod, level, fn):
     old = mod._set_simd_level(level)
     try:

@@ -5,12 +5,12 @@
 # both forms, SiLU): act_needs_z(code) tells which, and the callers keep z for those only.
 # One row loop per activation is produced by inlining act_row / act_grad_row with a constant
 # code, so each loop is a branch-free, auto-vectorizable pass (SSE2 baseline: no -march). The
-# loops whose element function is exp-based (sigmoid, tanh, SiLU, GELU-tanh, ELU and the
-# softplus derivative in float32) are C functions built for SSE2, AVX2 and AVX-512F and picked
+# loops whose element function is exp-based (sigmoid, tanh, SiLU, GELU-tanh, ELU, softplus and
+# its derivative in float32) are C functions built for SSE2, AVX2 and AVX-512F and picked
 # when the module loads (_math.pxd), with the same results on each.
-# exp and float32 expm1 are the vectorizable polynomials of _math.pxd (float32 < 1.5 ulp,
-# float64 < 3 ulp); float64 tanh and expm1 are libm's. NaN propagates like NumPy in every forward
-# function.
+# exp, float32 expm1 and float32 log1p on [0, 1] are the vectorizable polynomials of _math.pxd
+# (float32 exp < 1.5 ulp, float64 < 3 ulp); float64 tanh, expm1 and log1p are libm's. NaN
+# propagates like NumPy in every forward function.
 from cython cimport floating
 from libc.math cimport tanh as _tanh, expm1
 from fastnn._kernels._math cimport fnn_exp_f, fnn_exp_d, fnn_expm1_f
@@ -99,7 +99,7 @@ cdef extern from *:
         return s + 2.0 * zc * s * (1.0 - s) * FASTNN_GELU_K * (1.0 + 3.0 * FASTNN_GELU_C * zc * zc);
     }
     static inline float fastnn_softplusf(float z) {
-        return (z > 0.0f ? z : 0.0f) + log1pf(fnn_exp_f(-fabsf(z)));
+        return (z > 0.0f ? z : 0.0f) + fnn_log1p_unit_f(fnn_exp_f(-fabsf(z)));
     }
     static inline double fastnn_softplus(double z) {
         return (z > 0.0 ? z : 0.0) + log1p(fnn_exp_d(-fabs(z)));
@@ -161,6 +161,7 @@ cdef extern from *:
     FASTNN_ACT_ROW(fastnn_gelu_tanh_rowf, float, fastnn_gelu_tanhf)
     FASTNN_ACT_ROW(fastnn_gelu_tanh_rowd, double, fastnn_gelu_tanh)
     FASTNN_ACT_ROW(fastnn_elu_rowf, float, fastnn_eluf)
+    FASTNN_ACT_ROW(fastnn_softplus_rowf, float, fastnn_softplusf)
     FASTNN_GRAD_ROW(fastnn_silu_grad_rowf, float, fastnn_silu_gradf)
     FASTNN_GRAD_ROW(fastnn_silu_grad_rowd, double, fastnn_silu_grad)
     FASTNN_GRAD_ROW(fastnn_gelu_tanh_grad_rowf, float, fastnn_gelu_tanh_gradf)
@@ -195,6 +196,7 @@ cdef extern from *:
     void fastnn_gelu_tanh_rowd(double *y, const double *z, const double *b,
                                Py_ssize_t n) noexcept nogil
     void fastnn_elu_rowf(float *y, const float *z, const float *b, Py_ssize_t n) noexcept nogil
+    void fastnn_softplus_rowf(float *y, const float *z, const float *b, Py_ssize_t n) noexcept nogil
     void fastnn_silu_grad_rowf(float *gz, const float *v, const float *g, Py_ssize_t n) noexcept nogil
     void fastnn_silu_grad_rowd(double *gz, const double *v, const double *g,
                                Py_ssize_t n) noexcept nogil
@@ -354,7 +356,10 @@ cdef inline void act_row(int code, floating *y, const floating *z, const floatin
         else:
             _act_row_c(ACT_ELU, y, z, b, n)
     elif code == ACT_SOFTPLUS:
-        _act_row_c(ACT_SOFTPLUS, y, z, b, n)
+        if floating is float:
+            fastnn_softplus_rowf(y, z, b, n)
+        else:
+            _act_row_c(ACT_SOFTPLUS, y, z, b, n)
     elif code == ACT_GELU:
         _act_row_c(ACT_GELU, y, z, b, n)
     elif code == ACT_GELU_TANH:
