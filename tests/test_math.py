@@ -204,6 +204,21 @@ def test_softmax_edges_every_level(dtype, c):
             K._set_short_row(old)
 
 
+@pytest.mark.parametrize("c", [1, 10, 300, 1000])
+def test_softmax_two_threads_same_bits(c):
+    """The grouped short-row path splits rows into blocks of 64 per thread: same bits."""
+    z = np.random.default_rng(c).standard_normal((203, c)).astype(np.float32) * 5
+    p1 = np.empty_like(z)
+    p2 = np.empty_like(z)
+    K.softmax_forward(z, p1, False, 1)
+    old = K._set_parallel_min_elements(0)
+    try:
+        K.softmax_forward(z, p2, False, 2)
+    finally:
+        K._set_parallel_min_elements(old)
+    assert _same_bits(p1, p2)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_softmax_nan_rows_every_level(dtype):
     z = np.array([[1.0, np.nan, 2.0], [1.0, np.inf, 2.0], [-np.inf] * 3], dtype=dtype)

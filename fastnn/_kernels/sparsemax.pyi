@@ -8,6 +8,7 @@ _Array = np.ndarray[Any, np.dtype[_F]]
 
 PARALLEL_MIN_ELEMENTS: int
 METHODS: dict[str, int]
+SIMD_LEVELS: tuple[str, ...]
 
 def simd_level() -> str: ...
 def _set_simd_level(name: str) -> str: ...
