@@ -1,17 +1,17 @@
-# Design: the elementary functions and row reductions every kernel shares (exp, expm1, the
-# row max, the fixed-order sums), and the run-time choice of vector width. One definition each;
-# the softmax, sparsemax, activation and loss kernels cimport them.
+# Design: the elementary functions and row reductions every kernel shares (exp, expm1, log1p on
+# [0, 1], the row max, the fixed-order sums), and the run-time choice of vector width. One
+# definition each; the softmax, sparsemax, activation and loss kernels cimport them.
 #
-# exp is written as a branch-free polynomial (Cody-Waite reduction x = n ln2 + r, |r| <= ln2/2;
-# float32: a degree-6 minimax polynomial in Horner's scheme, float64: the Taylor polynomial of
-# degree 12 in Estrin's scheme; 2^n built from the
-# exponent bits in two steps, so that gradual underflow is rounded once and exactly) because
-# libm's exp cannot be vectorized without -ffast-math. Accuracy, tested against NumPy over a dense
-# sweep of the whole range (tests/test_math.py): float32 < 1.5 ulp, float64 < 3 ulp of the
-# correctly rounded result, subnormal results within one subnormal step; exp(-inf) == 0 and
-# results below the smallest subnormal are 0; overflow gives +inf; exp(NaN) is NaN.
-# expm1 (float32): the same reduction, e^x - 1 = 2^n (e^r - 1) + (2^n - 1) with no cancellation
-# near 0; float64 uses libm's expm1.
+# exp is a branch-free polynomial because libm's exp cannot be vectorized without -ffast-math:
+# Cody-Waite reduction x = n ln2 + r, |r| <= ln2/2; e^r by a degree-6 minimax polynomial in
+# Horner's scheme (float32) or the degree-12 Taylor polynomial in Estrin's scheme (float64);
+# 2^n from the exponent bits in two steps, so that gradual underflow is rounded once. Accuracy
+# over a dense sweep of the whole range against NumPy (tests/test_math.py): float32 < 1.5 ulp
+# (subnormal results within one step), float64 < 3 ulp; exp(-inf) == 0, results below half the
+# smallest subnormal are 0, overflow gives +inf, exp(NaN) is NaN.
+# expm1 (float32): the same reduction, e^x - 1 = 2^n (e^r - 1) + (2^n - 1), no cancellation
+# near 0 (< 2 ulp); float64 callers use libm's expm1. log1p (float32, x in [0, 1], for
+# softplus): 2 atanh(x / (2 + x)) by its series.
 #
 # Vector width at run time (x86-64 with GCC or clang): a hot row function is written once as an
 # always-inline body and compiled three times by FNN_MV / FNN_MV_VOID - for the SSE2 baseline,

@@ -6,11 +6,13 @@
 #
 # One softmax row is two passes over the input and one over the output: the row's max and min
 # together; exp(z - m) straight into the output (into a stack buffer of 256 for the loss-only
-# and log-softmax paths), summed block by block in double with 16 accumulators (a fixed order,
-# the same on every path, so the loss-only and loss-and-gradient values agree); the scaling.
-# When the row's range max - min is within the normal range of exp, exp runs without the steps
-# for clamping and gradual underflow (fnn_exp_mid_*: the same bits there, fewer operations).
-# Without OpenMP the pragmas are ignored and the loops run scalar with the same results.
+# and log-softmax paths; a partial last vector is recomputed as an overlapping full one), summed
+# block by block in double with 16 accumulators (a fixed order, the same on every path, so the
+# loss-only and loss-and-gradient values agree); the scaling. When the row's range max - min is
+# within the normal range of exp, exp runs without the steps for clamping and gradual underflow
+# (fnn_exp_mid_*: the same bits there, fewer operations). Short rows can instead go through
+# fnn_softmax_rows_*, which runs exp over groups of rows, with the same bits.
+# Without OpenMP the max loop loses its simd pragma only; the results are the same.
 
 from fastnn._kernels._math cimport fnn_exp_d, fnn_exp_f, row_max
 
