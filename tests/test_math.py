@@ -103,6 +103,35 @@ def test_expm1_float32_sweep():
     np.testing.assert_array_equal(_exp(tiny, expm1=True), tiny)
 
 
+def test_expm1_float64_sweep():
+    if np.finfo(np.longdouble).nmant < 60:
+        pytest.skip("needs an extended-precision long double for the reference")
+    x = np.concatenate([_sweep_bits(-0.0, -50.0, 2_000_000, np.uint64, np.float64),
+                        _sweep_bits(0.0, 709.0, 2_000_000, np.uint64, np.float64)])
+    y = _exp(x, expm1=True)
+    ref = np.expm1(x.astype(np.longdouble))
+    u = _ulps(y, ref, np.float64)
+    assert u.max() < 4.0, (u.max(), x[np.argmax(u)])
+    tiny = np.array([1e-300, -1e-300, 5e-324])
+    np.testing.assert_array_equal(_exp(tiny, expm1=True), tiny)
+    assert np.isnan(_exp(np.array([np.nan]), expm1=True)[0])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_tanh_sweep(dtype):
+    """tanh = sign(z) m / (m + 2), m = expm1(2|z|), against NumPy's tanh."""
+    import fastnn.functional as F
+    udt = np.uint32 if dtype == np.float32 else np.uint64
+    z = np.concatenate([_sweep_bits(-0.0, -30.0, 1_000_000, udt, dtype),
+                        _sweep_bits(0.0, 30.0, 1_000_000, udt, dtype),
+                        np.array([np.inf, -np.inf, np.nan], dtype)])
+    y = F.activation(z, "tanh", n_threads=1)
+    ref = np.tanh(z[:-3].astype(np.longdouble))
+    u = _ulps(y[:-3], ref, dtype)
+    assert u.max() < 4.0, (u.max(), z[np.argmax(u)])
+    assert y[-3] == 1 and y[-2] == -1 and np.isnan(y[-1])
+
+
 def test_softplus_float32_sweep():
     """softplus(z) = max(z, 0) + log1p(e^-|z|) with the vectorized exp and log1p on [0, 1]."""
     import fastnn.functional as F

@@ -5,15 +5,15 @@
 # both forms, SiLU): act_needs_z(code) tells which, and the callers keep z for those only.
 # One row loop per activation is produced by inlining act_row / act_grad_row with a constant
 # code, so each loop is a branch-free, auto-vectorizable pass (SSE2 baseline: no -march). The
-# loops whose element function is exp-based (sigmoid, tanh, SiLU, GELU-tanh, ELU, softplus and
-# its derivative in float32) are C functions built for SSE2, AVX2 and AVX-512F and picked
+# loops whose element function is exp-based (sigmoid, tanh, SiLU, GELU-tanh, ELU, the softplus
+# derivative; softplus in float32) are C functions built for SSE2, AVX2 and AVX-512F and picked
 # when the module loads (_math.pxd), with the same results on each.
-# exp, float32 expm1 and float32 log1p on [0, 1] are the vectorizable polynomials of _math.pxd
-# (float32 exp < 1.5 ulp, float64 < 3 ulp); float64 tanh, expm1 and log1p are libm's. NaN
-# propagates like NumPy in every forward function.
+# exp, expm1 and float32 log1p on [0, 1] are the vectorizable polynomials of _math.pxd (exp:
+# float32 < 1.5 ulp, float64 < 3 ulp); tanh is sign(z) m / (m + 2), m = expm1(2|z|); the erf
+# of exact GELU and float64 softplus's log1p are libm's. NaN propagates like NumPy in every
+# forward function.
 from cython cimport floating
-from libc.math cimport tanh as _tanh, expm1
-from fastnn._kernels._math cimport fnn_exp_f, fnn_exp_d, fnn_expm1_f
+from fastnn._kernels._math cimport fnn_exp_f, fnn_exp_d, fnn_expm1_f, fnn_expm1_d
 
 cdef extern from *:
     """
@@ -40,6 +40,13 @@ cdef extern from *:
     }
     /* tanh(z) = sign(z) m / (m + 2), m = e^{2|z|} - 1 (expm1: accurate for tiny |z| too);
        |z| is clamped to 9 (tanh(9) rounds to 1 in float32), so m never overflows. */
+    static inline double fastnn_tanh_d(double z) {   /* |z| clamped to 20: tanh rounds to 1 */
+        double a = fabs(z);
+        double ac = a > 20.0 ? 20.0 : a;
+        double m = fnn_expm1_d(2.0 * ac);
+        double t = m / (m + 2.0);
+        return z < 0.0 ? -t : t;
+    }
     static inline float fastnn_tanhf(float z) {
         float a = fabsf(z);
         float ac = a > 9.0f ? 9.0f : a;
@@ -108,7 +115,7 @@ cdef extern from *:
         return z > 0.0f ? z : fnn_expm1_f(z);
     }
     static inline double fastnn_elu(double z) {
-        return z > 0.0 ? z : expm1(z);
+        return z > 0.0 ? z : fnn_expm1_d(z);
     }
     /* The float32 sigmoid/tanh row loops are compute bound: built for SSE2, AVX2 and AVX-512F
        and picked when the module loads (FNN_MV_VOID, _math.pxd): the same bits on each. */
@@ -155,18 +162,22 @@ cdef extern from *:
     }
     /* softplus' from y = softplus(z): sigmoid(z) = 1 - e^-y */
     static inline float fastnn_softplus_grad_yf(float y) { return -fnn_expm1_f(-y); }
+    static inline double fastnn_softplus_grad_y(double y) { return -fnn_expm1_d(-y); }
     FASTNN_ACT_ROW(fastnn_sigmoid_rowd, double, fastnn_sigmoid)
     FASTNN_ACT_ROW(fastnn_silu_rowf, float, fastnn_siluf)
     FASTNN_ACT_ROW(fastnn_silu_rowd, double, fastnn_silu)
     FASTNN_ACT_ROW(fastnn_gelu_tanh_rowf, float, fastnn_gelu_tanhf)
     FASTNN_ACT_ROW(fastnn_gelu_tanh_rowd, double, fastnn_gelu_tanh)
     FASTNN_ACT_ROW(fastnn_elu_rowf, float, fastnn_eluf)
+    FASTNN_ACT_ROW(fastnn_elu_rowd, double, fastnn_elu)
+    FASTNN_ACT_ROW(fastnn_tanh_rowd, double, fastnn_tanh_d)
     FASTNN_ACT_ROW(fastnn_softplus_rowf, float, fastnn_softplusf)
     FASTNN_GRAD_ROW(fastnn_silu_grad_rowf, float, fastnn_silu_gradf)
     FASTNN_GRAD_ROW(fastnn_silu_grad_rowd, double, fastnn_silu_grad)
     FASTNN_GRAD_ROW(fastnn_gelu_tanh_grad_rowf, float, fastnn_gelu_tanh_gradf)
     FASTNN_GRAD_ROW(fastnn_gelu_tanh_grad_rowd, double, fastnn_gelu_tanh_grad)
     FASTNN_GRAD_ROW(fastnn_softplus_grad_rowf, float, fastnn_softplus_grad_yf)
+    FASTNN_GRAD_ROW(fastnn_softplus_grad_rowd, double, fastnn_softplus_grad_y)
     #if defined(__GNUC__) && !defined(__clang__)
     #pragma GCC pop_options
     #endif
@@ -196,6 +207,9 @@ cdef extern from *:
     void fastnn_gelu_tanh_rowd(double *y, const double *z, const double *b,
                                Py_ssize_t n) noexcept nogil
     void fastnn_elu_rowf(float *y, const float *z, const float *b, Py_ssize_t n) noexcept nogil
+    void fastnn_elu_rowd(double *y, const double *z, const double *b, Py_ssize_t n) noexcept nogil
+    void fastnn_tanh_rowd(double *y, const double *z, const double *b, Py_ssize_t n) noexcept nogil
+    double fastnn_tanh_d(double z) noexcept nogil
     void fastnn_softplus_rowf(float *y, const float *z, const float *b, Py_ssize_t n) noexcept nogil
     void fastnn_silu_grad_rowf(float *gz, const float *v, const float *g, Py_ssize_t n) noexcept nogil
     void fastnn_silu_grad_rowd(double *gz, const double *v, const double *g,
@@ -205,6 +219,8 @@ cdef extern from *:
     void fastnn_gelu_tanh_grad_rowd(double *gz, const double *v, const double *g,
                                     Py_ssize_t n) noexcept nogil
     void fastnn_softplus_grad_rowf(float *gz, const float *v, const float *g,
+                                   Py_ssize_t n) noexcept nogil
+    void fastnn_softplus_grad_rowd(double *gz, const double *v, const double *g,
                                    Py_ssize_t n) noexcept nogil
 
 
@@ -240,7 +256,7 @@ cdef inline floating act_elem(int code, floating z) noexcept nogil:
         if floating is float:
             return fastnn_tanhf(z)
         else:
-            return _tanh(z)
+            return fastnn_tanh_d(z)
     elif code == ACT_RELU:
         return 0 if z < 0 else z
     elif code == ACT_STEP:
@@ -297,7 +313,7 @@ cdef inline floating act_grad_elem(int code, floating v, floating g) noexcept no
         if floating is float:
             return -g * fnn_expm1_f(-v)
         else:
-            return -g * expm1(-v)
+            return -g * fnn_expm1_d(-v)
     elif code == ACT_GELU:
         if floating is float:
             return g * fastnn_gelu_erf_gradf(v)
@@ -341,7 +357,7 @@ cdef inline void act_row(int code, floating *y, const floating *z, const floatin
         if floating is float:
             fastnn_tanh_rowf(y, z, b, n)
         else:
-            _act_row_c(ACT_TANH, y, z, b, n)
+            fastnn_tanh_rowd(y, z, b, n)
     elif code == ACT_RELU:
         _act_row_c(ACT_RELU, y, z, b, n)
     elif code == ACT_STEP:
@@ -354,7 +370,7 @@ cdef inline void act_row(int code, floating *y, const floating *z, const floatin
         if floating is float:
             fastnn_elu_rowf(y, z, b, n)
         else:
-            _act_row_c(ACT_ELU, y, z, b, n)
+            fastnn_elu_rowd(y, z, b, n)
     elif code == ACT_SOFTPLUS:
         if floating is float:
             fastnn_softplus_rowf(y, z, b, n)
@@ -413,7 +429,7 @@ cdef inline void act_grad_row(int code, floating *gz, const floating *y, const f
         if floating is float:
             fastnn_softplus_grad_rowf(gz, y, g, n)
         else:
-            _act_grad_row_c(ACT_SOFTPLUS, gz, y, g, n)
+            fastnn_softplus_grad_rowd(gz, y, g, n)
     elif code == ACT_GELU:
         _act_grad_row_c(ACT_GELU, gz, y, g, n)
     elif code == ACT_GELU_TANH:

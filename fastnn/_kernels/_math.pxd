@@ -4,13 +4,13 @@
 #
 # exp is a branch-free polynomial because libm's exp cannot be vectorized without -ffast-math:
 # Cody-Waite reduction x = n ln2 + r, |r| <= ln2/2; e^r by a degree-6 minimax polynomial in
-# Horner's scheme (float32) or the degree-12 Taylor polynomial in Estrin's scheme (float64);
+# Horner's scheme (float32) or the degree-13 Taylor polynomial in Estrin's scheme (float64);
 # 2^n from the exponent bits in two steps, so that gradual underflow is rounded once. Accuracy
 # over a dense sweep of the whole range against NumPy (tests/test_math.py): float32 < 1.5 ulp
 # (subnormal results within one step), float64 < 3 ulp; exp(-inf) == 0, results below half the
 # smallest subnormal are 0, overflow gives +inf, exp(NaN) is NaN.
-# expm1 (float32): the same reduction, e^x - 1 = 2^n (e^r - 1) + (2^n - 1), no cancellation
-# near 0 (< 2 ulp); float64 callers use libm's expm1. log1p (float32, x in [0, 1], for
+# expm1: the same reduction, e^x - 1 = 2^n (e^r - 1) + (2^n - 1), no cancellation near 0
+# (float32 < 2 ulp, float64 < 4 ulp). log1p (float32, x in [0, 1], for
 # softplus): 2 atanh(x / (2 + x)) by its series.
 #
 # Vector width at run time (x86-64 with GCC or clang): a hot row function is written once as an
@@ -111,14 +111,15 @@ cdef extern from *:
         return s;
     }
 
-    /* e^r - 1 for |r| <= ln2/2 (float64: Taylor degree 12, truncation < 2e-16), Estrin */
+    /* e^r - 1 for |r| <= ln2/2 (float64: Taylor degree 13, truncation < 5e-18 - small against
+       e^r - 1 itself, as expm1 needs), Estrin */
     FNN_INLINE double fnn_expm1_poly_d(double r) {
         double r2 = r * r, r4 = r2 * r2, r8 = r4 * r4;
         return (r + (0.5 + r * (1.0 / 6.0)) * r2)
             + ((1.0 / 24.0 + r * (1.0 / 120.0)) + (1.0 / 720.0 + r * (1.0 / 5040.0)) * r2) * r4
             + (((1.0 / 40320.0 + r * (1.0 / 362880.0))
                 + (1.0 / 3628800.0 + r * (1.0 / 39916800.0)) * r2)
-               + (1.0 / 479001600.0) * r4) * r8;
+               + (1.0 / 479001600.0 + r * (1.0 / 6227020800.0)) * r4) * r8;
     }
     /* float32: e^r - 1 = r + r^2 q(r), q of degree 4 fitted for the least maximum relative
        error of e^r on |r| <= ln2/2 (3.9e-9 = 0.03 ulp with these float32 coefficients), Horner:
@@ -194,6 +195,16 @@ cdef extern from *:
         return s * fnn_expm1_poly_f(r) + (s - 1.0f);   /* 2^n - 1 is exact */
     }
 
+    /* e^x - 1 (float64) for x <= 709 (its callers pass x <= 40): x is clamped to [-40, 709]
+       (e^-40 - 1 rounds to -1; 2^n stays normal). NaN stays NaN. */
+    FNN_INLINE double fnn_expm1_d(double x) {
+        double xc = x > 709.0 ? 709.0 : (x < -40.0 ? -40.0 : x);
+        double t = xc * FNN_LOG2E_D + FNN_SHIFTER_D, n = t - FNN_SHIFTER_D;
+        double r = (xc - n * FNN_LN2HI_D) - n * FNN_LN2LO_D;
+        double s = fnn_pow2_d(t, FNN_SHIFTER_D);
+        return s * fnn_expm1_poly_d(r) + (s - 1.0);     /* 2^n - 1 is exact */
+    }
+
     /* log(1 + x) (float32) for x in [0, 1] (softplus: x = e^-|z|), vectorizable and without
        forming 1 + x: log(1 + x) = 2 atanh(s), s = x / (2 + x) in [0, 1/3], by the odd series
        of atanh to s^17 (truncation < 2e-9 relative). NaN stays NaN. */
@@ -267,6 +278,10 @@ cdef extern from *:
     FNN_MV_VOID(fnn_exp_array_d, (double *a, Py_ssize_t n), (a, n))
     FNN_MV_VOID(fnn_exp_array_f, (float *a, Py_ssize_t n), (a, n))
     FNN_MV_VOID(fnn_expm1_array_f, (float *a, Py_ssize_t n), (a, n))
+    FNN_INLINE void fnn_expm1_array_d_body(double *a, Py_ssize_t n) {
+        for (Py_ssize_t i = 0; i < n; i++) a[i] = fnn_expm1_d(a[i]);
+    }
+    FNN_MV_VOID(fnn_expm1_array_d, (double *a, Py_ssize_t n), (a, n))
 
     #if defined(__GNUC__) && !defined(__clang__)
     #pragma GCC pop_options
@@ -278,6 +293,8 @@ cdef extern from *:
     double fnn_exp_d(double x) noexcept nogil
     float fnn_exp_f(float x) noexcept nogil
     float fnn_expm1_f(float x) noexcept nogil
+    double fnn_expm1_d(double x) noexcept nogil
+    void fnn_expm1_array_d(double *a, Py_ssize_t n) noexcept nogil
     double fnn_rowmax_d(const double *z, Py_ssize_t n) noexcept nogil
     float fnn_rowmax_f(const float *z, Py_ssize_t n) noexcept nogil
     void fnn_exp_array_d(double *a, Py_ssize_t n) noexcept nogil

@@ -11,7 +11,7 @@ from fastnn._kernels.softmax cimport (softmax_row, fnn_softmax_rows_d, fnn_softm
                                       fnn_softmax_vjp_d, fnn_softmax_vjp_f,
                                       fnn_log_softmax_vjp_d, fnn_log_softmax_vjp_f)
 from fastnn._kernels._math cimport (fnn_simd_level, FNN_MULTIVERSION, fnn_exp_array_d,
-                                    fnn_exp_array_f, fnn_expm1_array_f)
+                                    fnn_exp_array_f, fnn_expm1_array_f, fnn_expm1_array_d)
 
 #: Names of the vector widths the row loops are built for, by level (see _math.pxd).
 SIMD_LEVELS = ("baseline", "avx2", "avx512")
@@ -53,11 +53,13 @@ def _supported_level():
 
 
 def _exp(floating[::1] a, bint expm1=False):
-    """Tests: a[i] = exp(a[i]) in place with the kernels' exp (expm1: float32 only)."""
+    """Tests: a[i] = exp(a[i]) (or expm1) in place with the kernels' functions; a 1-D float32 or
+    float64 array."""
     if floating is double:
         if expm1:
-            raise TypeError("expm1 is float32 only")
-        fnn_exp_array_d(&a[0], a.shape[0])
+            fnn_expm1_array_d(&a[0], a.shape[0])
+        else:
+            fnn_exp_array_d(&a[0], a.shape[0])
     else:
         if expm1:
             fnn_expm1_array_f(&a[0], a.shape[0])
