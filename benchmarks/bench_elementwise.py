@@ -7,6 +7,10 @@ Both sides allocate their outputs. Target: >= 2x NumPy.
 
     python -m pytest benchmarks/bench_elementwise.py --benchmark-only
     PYTHONPATH=. python benchmarks/bench_elementwise.py   # a table (source tree) of medians and ratios
+    PYTHONPATH=. python benchmarks/bench_elementwise.py simd   # ns/element at each vector width
+
+The ``simd`` table runs one child process per vector width (FASTNN_SIMD=baseline|avx2|avx512
+caps it when the kernels load) on 1e6 elements, 1 thread.
 """
 from __future__ import annotations
 
@@ -95,5 +99,57 @@ def main():
         print("load average at end: %.2f %.2f %.2f" % os.getloadavg())
 
 
+SIMD_ACTS = ["sigmoid", "tanh", "silu", "gelu_tanh", "elu", "relu"]
+_SIMD_CHILD = r"""
+import sys, numpy as np
+sys.path.insert(0, sys.argv[1])
+from conftest import median_time
+import fastnn.functional as F
+from fastnn._kernels import softmax as K
+out = [K.simd_level()]
+for dtype in (np.float32, np.float64):
+    rng = np.random.default_rng(0)
+    z = (rng.standard_normal(1_000_000) * 3).astype(dtype)
+    g = rng.standard_normal(z.shape).astype(dtype)
+    for act in sys.argv[2].split(","):
+        y = F.activation(z, act, n_threads=1)
+        t_f = median_time(lambda: F.activation(z, act, n_threads=1), 0.3, 200, 5)
+        t_b = median_time(lambda: F.activation_backward(y, g, act, n_threads=1, z=z), 0.3, 200, 5)
+        out += [f"{t_f * 1e9 / z.size:.3f}", f"{t_b * 1e9 / z.size:.3f}"]
+print(" ".join(out))
+"""
+
+
+def simd():
+    """ns/element of activation forward/backward at each vector width (1 thread, 1e6)."""
+    import subprocess
+    from fastnn._kernels import softmax as K
+    print("\n".join(machine_facts()))
+    here = os.path.dirname(os.path.abspath(__file__))
+    root = os.path.dirname(here)
+    levels = [lv for i, lv in enumerate(K.SIMD_LEVELS) if i <= K._supported_level()]
+    rows = {}
+    for lv in levels:
+        env = dict(os.environ, FASTNN_SIMD=lv)
+        env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+        res = subprocess.run([sys.executable, "-c", _SIMD_CHILD, here, ",".join(SIMD_ACTS)],
+                             env=env, cwd=root, capture_output=True, text=True, check=True)
+        got = res.stdout.split()
+        rows[got[0]] = [float(v) for v in got[1:]]
+    print("1e6 elements, 1 thread, ns/element (medians), forward / backward")
+    print(f"{'activation':<22}" + "".join(f"{lv:>20}" for lv in rows))
+    k = 0
+    for dtype in ("float32", "float64"):
+        for act in SIMD_ACTS:
+            print(f"{act + ' ' + dtype:<22}" + "".join(
+                f"{v[k]:>10.3f} /{v[k + 1]:>7.3f}" for v in rows.values()))
+            k += 2
+    if hasattr(os, "getloadavg"):
+        print("load average at end: %.2f %.2f %.2f" % os.getloadavg())
+
+
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:] == ["simd"]:
+        simd()
+    else:
+        main()

@@ -10,8 +10,13 @@ NumPy runs single-threaded whatever the thread count (no BLAS involved). Targets
 "auto" >= 5x NumPy's sparsemax and "select" >= 3x fastnn's "sort" for C >= 1000; softmax >= 1.5x
 NumPy's softmax; sparsemax "auto" at most 1.5x fastnn's softmax.
 
+PyTorch and the entmax package, when importable, join as peers (1 thread): ``torch.softmax``
+and ``entmax.sparsemax`` (sort and cumulative sum on the tensor). Targets: softmax at C >= 1000
+no slower than PyTorch's; sparsemax >= 30x entmax's at C = 1000.
+
     python -m pytest benchmarks/bench_output.py --benchmark-only
     python benchmarks/bench_output.py [float32|float64]    # a table of medians and ratios
+    python benchmarks/bench_output.py peers [float32]      # ns/element: each vector width, peers
 """
 from __future__ import annotations
 
@@ -49,8 +54,37 @@ def numpy_sparsemax(z):
     return np.maximum(u - tau[:, None], 0)
 
 
+def _torch():
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
+
+
+def _entmax():
+    try:
+        import entmax
+    except ImportError:
+        return None
+    return entmax
+
+
+PEERS = (["torch softmax"] if _torch() else []) + (["entmax sparsemax"] if _entmax() else [])
+
+
 def implementation(name, z, nt):
     import fastnn.functional as F
+    if name == "torch softmax":
+        torch = _torch()
+        torch.set_num_threads(nt)
+        zt = torch.from_numpy(z)
+        return lambda: torch.softmax(zt, 1)
+    if name == "entmax sparsemax":
+        torch = _torch()
+        torch.set_num_threads(nt)
+        zt = torch.from_numpy(z)
+        return lambda: _entmax().sparsemax(zt, dim=1)
     if name == "numpy softmax":
         return lambda: numpy_softmax(z)
     if name == "numpy sparsemax":
@@ -69,8 +103,10 @@ def _rounds(name, c):
 
 
 @pytest.mark.parametrize("c", CLASSES, ids=[f"C{c:g}" for c in CLASSES])
-@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("impl", IMPLS + PEERS)
 def test_output(benchmark, impl, c, n_threads):
+    if impl == "entmax sparsemax" and c > 10_000:
+        pytest.skip("entmax's sort at C > 1e4: minutes")
     z = make(c)
     benchmark.group = f"output 256 x {c} float32 t{n_threads}"
     run(benchmark, implementation(impl, z, n_threads), rounds=_rounds(impl, c))
@@ -100,5 +136,47 @@ def main(dtype=np.float32):
         print("load average at end: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
 
 
+def peers(dtype=np.float32):
+    """ns/element, 1 thread, 256 rows: fastnn softmax at each vector width it can use, PyTorch,
+    NumPy; then sparsemax against entmax at C = 1000. Medians; ratios from the same run."""
+    from fastnn._kernels import softmax as K
+    import fastnn.functional as F
+    print("\n".join(machine_facts()))
+    levels = [lv for i, lv in enumerate(K.SIMD_LEVELS) if i <= K._supported_level()]
+    print(f"dtype {np.dtype(dtype).name}, {N_ROWS} rows, 1 thread; ns/element (medians); "
+          f"default vector width: {K.simd_level()}")
+    names = [f"fastnn {lv}" for lv in levels] + (["torch"] if _torch() else []) + ["numpy"]
+    print(f"{'C':>7}" + "".join(f"{n:>16}" for n in names) + "  torch/fastnn")
+    default = K.simd_level()
+    for c in CLASSES[:4]:
+        z = make(c, dtype)
+        t = {}
+        for lv in levels:
+            K._set_simd_level(lv)
+            t[f"fastnn {lv}"] = _median(lambda: F.softmax(z, n_threads=1), budget=1.0)
+        K._set_simd_level(default)
+        if _torch():
+            t["torch"] = _median(implementation("torch softmax", z, 1), budget=1.0)
+        t["numpy"] = _median(lambda: numpy_softmax(z), budget=1.0)
+        ratio = (f"  {t['torch'] / t[f'fastnn {default}']:>10.2f}x" if "torch" in t else "")
+        print(f"{c:>7}" + "".join(f"{t[n] * 1e9 / z.size:>16.3f}" for n in names) + ratio,
+              flush=True)
+    z = make(1000, dtype)
+    t_fn = _median(lambda: F.sparsemax(z, n_threads=1), budget=1.0)
+    line = f"sparsemax C=1000: fastnn {t_fn * 1e3:.3f} ms"
+    if _entmax():
+        t_em = _median(implementation("entmax sparsemax", z, 1), budget=2.0)
+        line += f", entmax {t_em * 1e3:.3f} ms, entmax/fastnn {t_em / t_fn:.1f}x"
+    t_np = _median(lambda: numpy_sparsemax(z), budget=1.0)
+    line += f", numpy {t_np * 1e3:.3f} ms"
+    print(line)
+    if hasattr(os, "getloadavg"):
+        print("load average at end: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
+
+
 if __name__ == "__main__":
-    main(np.dtype(sys.argv[1]) if len(sys.argv) > 1 else np.float32)
+    args = sys.argv[1:]
+    if args and args[0] == "peers":
+        peers(np.dtype(args[1]) if len(args) > 1 else np.float32)
+    else:
+        main(np.dtype(args[0]) if args else np.float32)

@@ -40,6 +40,7 @@ nitpick_ignore_regex = [
                   r"|Mapping|PathLike|Path|Generator|TextIO|BinaryIO)"),
     (r"py:class", r"(optional|callable|array-like|array_like|ndarray|function)"),
     (r"py:class", r"fastnn(\.\w+)*\._\w+"),     # private base classes (show-inheritance)
+    (r"py:class", r"fastnn\._kernels\..*"),      # compiled objects of the private kernel package
 ]
 
 

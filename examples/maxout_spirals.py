@@ -59,7 +59,7 @@ def width_for_budget(budget, pieces):
 
 def main(argv=None):
     args = parse_args(argv)
-    epochs = 300 if args.quick else 600
+    epochs = 400 if args.quick else 600
     X, y = datasets.make_spirals(400, noise=0.03, seed=0)
     X_test, y_test = datasets.make_spirals(400, noise=0.03, seed=1)
 

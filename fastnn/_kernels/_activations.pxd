@@ -4,74 +4,53 @@
 # from the PRE-ACTIVATION z for the activations whose derivative y does not determine (GELU in
 # both forms, SiLU): act_needs_z(code) tells which, and the callers keep z for those only.
 # One row loop per activation is produced by inlining act_row / act_grad_row with a constant
-# code, so each loop is a branch-free, auto-vectorizable pass (SSE2 baseline: no -march).
-# float32 sigmoid/tanh use a vectorizable polynomial exp/expm1 (Cephes expf, a few ulp);
-# float64 uses libm's exp/tanh. NaN propagates like NumPy in every forward function.
+# code, so each loop is a branch-free, auto-vectorizable pass (SSE2 baseline: no -march). The
+# loops whose element function is exp-based (sigmoid, tanh, SiLU, GELU-tanh, ELU, the softplus
+# derivative; softplus in float32) are C functions built for SSE2, AVX2 and AVX-512F and picked
+# when the module loads (_math.pxd), with the same results on each.
+# exp, expm1 and float32 log1p on [0, 1] are the vectorizable polynomials of _math.pxd (exp:
+# float32 < 1.5 ulp, float64 < 3 ulp); tanh is sign(z) m / (m + 2), m = expm1(2|z|); the erf
+# of exact GELU and float64 softplus's log1p are libm's. NaN propagates like NumPy in every
+# forward function.
 from cython cimport floating
-from libc.math cimport tanh as _tanh, expm1
+from fastnn._kernels._math cimport fnn_exp_f, fnn_exp_d, fnn_expm1_f, fnn_expm1_d
 
 cdef extern from *:
     """
     #include <math.h>
     #include <string.h>
     #include <stdint.h>
-    /* exp(x) for float32, vectorizable with SSE2: x = n ln2 + r, |r| <= ln2/2, e^r by a
-       degree-6 polynomial (Cephes expf), 2^n built in the exponent bits. Results below
-       FLT_MIN are flushed to 0 (x < -87.33); x is clamped to 88.37 (e^88.37 < FLT_MAX). */
-    static inline float fastnn_expf(float x) {
-        float xc = x > 88.37f ? 88.37f : x;
-        float lo = xc < -87.33f ? -87.33f : xc;
-        float n = (lo * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-        float r = lo - n * 0.693359375f - n * (-2.12194440e-4f);
-        float p = 1.9875691500e-4f;
-        p = p * r + 1.3981999507e-3f;
-        p = p * r + 8.3334519073e-3f;
-        p = p * r + 4.1665795894e-2f;
-        p = p * r + 1.6666665459e-1f;
-        p = p * r + 5.0000001201e-1f;
-        p = p * r * r + r + 1.0f;
-        int32_t bits = ((int32_t) n + 127) << 23;
-        float scale;
-        memcpy(&scale, &bits, sizeof(scale));
-        float res = p * scale;
-        return xc < -87.33f ? 0.0f : res;
-    }
+    /* compiled as _math.pxd's functions are: no trapping math, no FP contraction (so the
+       SSE2, AVX2 and AVX-512F copies of the row loops give the same bits) */
+    #if defined(__GNUC__) && !defined(__clang__)
+    #pragma GCC push_options
+    #pragma GCC optimize("no-trapping-math", "fp-contract=off")
+    #endif
     /* sigmoid(z) = 1 / (1 + e^-z) for z >= 0, e^z / (1 + e^z) for z < 0: e^-|z| never
        overflows, so both tails are exact to rounding. */
     static inline float fastnn_sigmoidf(float z) {
-        float e = fastnn_expf(-fabsf(z));
+        float e = fnn_exp_f(-fabsf(z));
         float s = 1.0f / (1.0f + e);
         return z >= 0.0f ? s : e * s;
     }
     static inline double fastnn_sigmoid(double z) {
-        double e = exp(-fabs(z));
+        double e = fnn_exp_d(-fabs(z));
         double s = 1.0 / (1.0 + e);
         return z >= 0.0 ? s : e * s;
     }
-    /* e^x - 1 for float32 in [-87, 88.37], without cancellation near 0: with x = n ln2 + r,
-       e^x - 1 = 2^n (r + r^2 P(r)) + (2^n - 1), and 2^n - 1 is exact (n = 0 for |x| < 0.34). */
-    static inline float fastnn_expm1f(float x) {
-        float xc = x > 88.37f ? 88.37f : (x < -87.0f ? -87.0f : x);
-        float n = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-        float r = xc - n * 0.693359375f - n * (-2.12194440e-4f);
-        float p = 1.9875691500e-4f;
-        p = p * r + 1.3981999507e-3f;
-        p = p * r + 8.3334519073e-3f;
-        p = p * r + 4.1665795894e-2f;
-        p = p * r + 1.6666665459e-1f;
-        p = p * r + 5.0000001201e-1f;
-        p = p * r * r + r;
-        int32_t bits = ((int32_t) n + 127) << 23;
-        float scale;
-        memcpy(&scale, &bits, sizeof(scale));
-        return scale * p + (scale - 1.0f);
-    }
     /* tanh(z) = sign(z) m / (m + 2), m = e^{2|z|} - 1 (expm1: accurate for tiny |z| too);
        |z| is clamped to 9 (tanh(9) rounds to 1 in float32), so m never overflows. */
+    static inline double fastnn_tanh_d(double z) {   /* |z| clamped to 20: tanh rounds to 1 */
+        double a = fabs(z);
+        double ac = a > 20.0 ? 20.0 : a;
+        double m = fnn_expm1_d(2.0 * ac);
+        double t = m / (m + 2.0);
+        return z < 0.0 ? -t : t;
+    }
     static inline float fastnn_tanhf(float z) {
         float a = fabsf(z);
         float ac = a > 9.0f ? 9.0f : a;
-        float m = fastnn_expm1f(2.0f * ac);
+        float m = fnn_expm1_f(2.0f * ac);
         float t = m / (m + 2.0f);
         return z < 0.0f ? -t : t;
     }
@@ -96,10 +75,10 @@ cdef extern from *:
     static inline double fastnn_gelu_erf(double z) { return z * fastnn_phi(z); }
     /* Phi(z) + z phi(z) */
     static inline float fastnn_gelu_erf_gradf(float z) {
-        return fastnn_phif(z) + z * (float) FASTNN_INV_SQRT_2PI * fastnn_expf(-0.5f * z * z);
+        return fastnn_phif(z) + z * (float) FASTNN_INV_SQRT_2PI * fnn_exp_f(-0.5f * z * z);
     }
     static inline double fastnn_gelu_erf_grad(double z) {
-        return fastnn_phi(z) + z * FASTNN_INV_SQRT_2PI * exp(-0.5 * z * z);
+        return fastnn_phi(z) + z * FASTNN_INV_SQRT_2PI * fnn_exp_d(-0.5 * z * z);
     }
     /* The tanh form as z sigmoid(2u), u = sqrt(2/pi) (z + 0.044715 z^3): the same function as
        0.5 z (1 + tanh u), without its cancellation for z < 0. Its derivative is
@@ -127,41 +106,82 @@ cdef extern from *:
         return s + 2.0 * zc * s * (1.0 - s) * FASTNN_GELU_K * (1.0 + 3.0 * FASTNN_GELU_C * zc * zc);
     }
     static inline float fastnn_softplusf(float z) {
-        return (z > 0.0f ? z : 0.0f) + log1pf(fastnn_expf(-fabsf(z)));
+        return (z > 0.0f ? z : 0.0f) + fnn_log1p_unit_f(fnn_exp_f(-fabsf(z)));
     }
     static inline double fastnn_softplus(double z) {
-        return (z > 0.0 ? z : 0.0) + log1p(exp(-fabs(z)));
+        return (z > 0.0 ? z : 0.0) + log1p(fnn_exp_d(-fabs(z)));
     }
     static inline float fastnn_eluf(float z) {
-        return z > 0.0f ? z : fastnn_expm1f(z);
+        return z > 0.0f ? z : fnn_expm1_f(z);
     }
     static inline double fastnn_elu(double z) {
-        return z > 0.0 ? z : expm1(z);
+        return z > 0.0 ? z : fnn_expm1_d(z);
     }
-    /* The float32 sigmoid/tanh row loops are compute bound: build them twice, for the SSE2
-       baseline and for AVX2 (8 floats a vector), and let the loader pick one at run time
-       (GCC target_clones, an ifunc: Linux x86-64 only). Same formulas, no FMA contraction
-       change (-mfma is not part of "avx2"); wheels still run on any x86-64 CPU. */
-    #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-    #define FASTNN_CLONES __attribute__((target_clones("avx2", "default")))
-    #else
-    #define FASTNN_CLONES
-    #endif
-    FASTNN_CLONES static void fastnn_sigmoid_rowf(float *y, const float *z, const float *b,
-                                                  Py_ssize_t n) {
+    /* The float32 sigmoid/tanh row loops are compute bound: built for SSE2, AVX2 and AVX-512F
+       and picked when the module loads (FNN_MV_VOID, _math.pxd): the same bits on each. */
+    FNN_INLINE void fastnn_sigmoid_rowf_body(float *y, const float *z, const float *b,
+                                             Py_ssize_t n) {
         Py_ssize_t j;
         if (b) { for (j = 0; j < n; j++) y[j] = fastnn_sigmoidf(z[j] + b[j]); }
         else { for (j = 0; j < n; j++) y[j] = fastnn_sigmoidf(z[j]); }
     }
-    FASTNN_CLONES static void fastnn_tanh_rowf(float *y, const float *z, const float *b,
-                                               Py_ssize_t n) {
+    FNN_INLINE void fastnn_tanh_rowf_body(float *y, const float *z, const float *b,
+                                          Py_ssize_t n) {
         Py_ssize_t j;
         if (b) { for (j = 0; j < n; j++) y[j] = fastnn_tanhf(z[j] + b[j]); }
         else { for (j = 0; j < n; j++) y[j] = fastnn_tanhf(z[j]); }
     }
+    FNN_MV_VOID(fastnn_sigmoid_rowf, (float *y, const float *z, const float *b, Py_ssize_t n),
+                (y, z, b, n))
+    FNN_MV_VOID(fastnn_tanh_rowf, (float *y, const float *z, const float *b, Py_ssize_t n),
+                (y, z, b, n))
+    /* The other row loops whose element function is vectorizable (exp-based; not those that
+       call libm's erfc, log1p, tanh or expm1), forward and derivative, built the same way. */
+    #define FASTNN_ACT_ROW(NAME, T, F)                                                       \\
+        FNN_INLINE void NAME##_body(T *y, const T *z, const T *b, Py_ssize_t n) {            \\
+            Py_ssize_t j;                                                                    \\
+            if (b) { for (j = 0; j < n; j++) y[j] = F(z[j] + b[j]); }                        \\
+            else { for (j = 0; j < n; j++) y[j] = F(z[j]); }                                 \\
+        }                                                                                    \\
+        FNN_MV_VOID(NAME, (T *y, const T *z, const T *b, Py_ssize_t n), (y, z, b, n))
+    #define FASTNN_GRAD_ROW(NAME, T, F)  /* gz = g * F(v) */                                 \\
+        FNN_INLINE void NAME##_body(T *gz, const T *v, const T *g, Py_ssize_t n) {           \\
+            for (Py_ssize_t j = 0; j < n; j++) gz[j] = g[j] * F(v[j]);                       \\
+        }                                                                                    \\
+        FNN_MV_VOID(NAME, (T *gz, const T *v, const T *g, Py_ssize_t n), (gz, v, g, n))
+    static inline float fastnn_siluf(float z) { return z * fastnn_sigmoidf(z); }
+    static inline double fastnn_silu(double z) { return z * fastnn_sigmoid(z); }
+    /* silu' = s (1 + z (1 - s)), s = sigmoid(z) */
+    static inline float fastnn_silu_gradf(float z) {
+        float s = fastnn_sigmoidf(z);
+        return s * (1.0f + z * (1.0f - s));
+    }
+    static inline double fastnn_silu_grad(double z) {
+        double s = fastnn_sigmoid(z);
+        return s * (1.0 + z * (1.0 - s));
+    }
+    /* softplus' from y = softplus(z): sigmoid(z) = 1 - e^-y */
+    static inline float fastnn_softplus_grad_yf(float y) { return -fnn_expm1_f(-y); }
+    static inline double fastnn_softplus_grad_y(double y) { return -fnn_expm1_d(-y); }
+    FASTNN_ACT_ROW(fastnn_sigmoid_rowd, double, fastnn_sigmoid)
+    FASTNN_ACT_ROW(fastnn_silu_rowf, float, fastnn_siluf)
+    FASTNN_ACT_ROW(fastnn_silu_rowd, double, fastnn_silu)
+    FASTNN_ACT_ROW(fastnn_gelu_tanh_rowf, float, fastnn_gelu_tanhf)
+    FASTNN_ACT_ROW(fastnn_gelu_tanh_rowd, double, fastnn_gelu_tanh)
+    FASTNN_ACT_ROW(fastnn_elu_rowf, float, fastnn_eluf)
+    FASTNN_ACT_ROW(fastnn_elu_rowd, double, fastnn_elu)
+    FASTNN_ACT_ROW(fastnn_tanh_rowd, double, fastnn_tanh_d)
+    FASTNN_ACT_ROW(fastnn_softplus_rowf, float, fastnn_softplusf)
+    FASTNN_GRAD_ROW(fastnn_silu_grad_rowf, float, fastnn_silu_gradf)
+    FASTNN_GRAD_ROW(fastnn_silu_grad_rowd, double, fastnn_silu_grad)
+    FASTNN_GRAD_ROW(fastnn_gelu_tanh_grad_rowf, float, fastnn_gelu_tanh_gradf)
+    FASTNN_GRAD_ROW(fastnn_gelu_tanh_grad_rowd, double, fastnn_gelu_tanh_grad)
+    FASTNN_GRAD_ROW(fastnn_softplus_grad_rowf, float, fastnn_softplus_grad_yf)
+    FASTNN_GRAD_ROW(fastnn_softplus_grad_rowd, double, fastnn_softplus_grad_y)
+    #if defined(__GNUC__) && !defined(__clang__)
+    #pragma GCC pop_options
+    #endif
     """
-    float fastnn_expf(float x) noexcept nogil
-    float fastnn_expm1f(float x) noexcept nogil
     float fastnn_gelu_erff(float z) noexcept nogil
     double fastnn_gelu_erf(double z) noexcept nogil
     float fastnn_gelu_erf_gradf(float z) noexcept nogil
@@ -180,6 +200,28 @@ cdef extern from *:
     float fastnn_tanhf(float z) noexcept nogil
     void fastnn_sigmoid_rowf(float *y, const float *z, const float *b, Py_ssize_t n) noexcept nogil
     void fastnn_tanh_rowf(float *y, const float *z, const float *b, Py_ssize_t n) noexcept nogil
+    void fastnn_sigmoid_rowd(double *y, const double *z, const double *b, Py_ssize_t n) noexcept nogil
+    void fastnn_silu_rowf(float *y, const float *z, const float *b, Py_ssize_t n) noexcept nogil
+    void fastnn_silu_rowd(double *y, const double *z, const double *b, Py_ssize_t n) noexcept nogil
+    void fastnn_gelu_tanh_rowf(float *y, const float *z, const float *b, Py_ssize_t n) noexcept nogil
+    void fastnn_gelu_tanh_rowd(double *y, const double *z, const double *b,
+                               Py_ssize_t n) noexcept nogil
+    void fastnn_elu_rowf(float *y, const float *z, const float *b, Py_ssize_t n) noexcept nogil
+    void fastnn_elu_rowd(double *y, const double *z, const double *b, Py_ssize_t n) noexcept nogil
+    void fastnn_tanh_rowd(double *y, const double *z, const double *b, Py_ssize_t n) noexcept nogil
+    double fastnn_tanh_d(double z) noexcept nogil
+    void fastnn_softplus_rowf(float *y, const float *z, const float *b, Py_ssize_t n) noexcept nogil
+    void fastnn_silu_grad_rowf(float *gz, const float *v, const float *g, Py_ssize_t n) noexcept nogil
+    void fastnn_silu_grad_rowd(double *gz, const double *v, const double *g,
+                               Py_ssize_t n) noexcept nogil
+    void fastnn_gelu_tanh_grad_rowf(float *gz, const float *v, const float *g,
+                                    Py_ssize_t n) noexcept nogil
+    void fastnn_gelu_tanh_grad_rowd(double *gz, const double *v, const double *g,
+                                    Py_ssize_t n) noexcept nogil
+    void fastnn_softplus_grad_rowf(float *gz, const float *v, const float *g,
+                                   Py_ssize_t n) noexcept nogil
+    void fastnn_softplus_grad_rowd(double *gz, const double *v, const double *g,
+                                   Py_ssize_t n) noexcept nogil
 
 
 cdef enum:
@@ -214,7 +256,7 @@ cdef inline floating act_elem(int code, floating z) noexcept nogil:
         if floating is float:
             return fastnn_tanhf(z)
         else:
-            return _tanh(z)
+            return fastnn_tanh_d(z)
     elif code == ACT_RELU:
         return 0 if z < 0 else z
     elif code == ACT_STEP:
@@ -269,9 +311,9 @@ cdef inline floating act_grad_elem(int code, floating v, floating g) noexcept no
         return g if v > 0 else g * (v + 1)
     elif code == ACT_SOFTPLUS:     # act' = sigmoid(z) = 1 - e^-y
         if floating is float:
-            return -g * fastnn_expm1f(-v)
+            return -g * fnn_expm1_f(-v)
         else:
-            return -g * expm1(-v)
+            return -g * fnn_expm1_d(-v)
     elif code == ACT_GELU:
         if floating is float:
             return g * fastnn_gelu_erf_gradf(v)
@@ -310,12 +352,12 @@ cdef inline void act_row(int code, floating *y, const floating *z, const floatin
         if floating is float:
             fastnn_sigmoid_rowf(y, z, b, n)
         else:
-            _act_row_c(ACT_SIGMOID, y, z, b, n)
+            fastnn_sigmoid_rowd(y, z, b, n)
     elif code == ACT_TANH:
         if floating is float:
             fastnn_tanh_rowf(y, z, b, n)
         else:
-            _act_row_c(ACT_TANH, y, z, b, n)
+            fastnn_tanh_rowd(y, z, b, n)
     elif code == ACT_RELU:
         _act_row_c(ACT_RELU, y, z, b, n)
     elif code == ACT_STEP:
@@ -325,15 +367,27 @@ cdef inline void act_row(int code, floating *y, const floating *z, const floatin
     elif code == ACT_LEAKY_RELU:
         _act_row_c(ACT_LEAKY_RELU, y, z, b, n)
     elif code == ACT_ELU:
-        _act_row_c(ACT_ELU, y, z, b, n)
+        if floating is float:
+            fastnn_elu_rowf(y, z, b, n)
+        else:
+            fastnn_elu_rowd(y, z, b, n)
     elif code == ACT_SOFTPLUS:
-        _act_row_c(ACT_SOFTPLUS, y, z, b, n)
+        if floating is float:
+            fastnn_softplus_rowf(y, z, b, n)
+        else:
+            _act_row_c(ACT_SOFTPLUS, y, z, b, n)
     elif code == ACT_GELU:
         _act_row_c(ACT_GELU, y, z, b, n)
     elif code == ACT_GELU_TANH:
-        _act_row_c(ACT_GELU_TANH, y, z, b, n)
+        if floating is float:
+            fastnn_gelu_tanh_rowf(y, z, b, n)
+        else:
+            fastnn_gelu_tanh_rowd(y, z, b, n)
     elif code == ACT_SILU:
-        _act_row_c(ACT_SILU, y, z, b, n)
+        if floating is float:
+            fastnn_silu_rowf(y, z, b, n)
+        else:
+            fastnn_silu_rowd(y, z, b, n)
     else:
         _act_row_c(ACT_IDENTITY, y, z, b, n)
 
@@ -372,13 +426,22 @@ cdef inline void act_grad_row(int code, floating *gz, const floating *y, const f
     elif code == ACT_ELU:
         _act_grad_row_c(ACT_ELU, gz, y, g, n)
     elif code == ACT_SOFTPLUS:
-        _act_grad_row_c(ACT_SOFTPLUS, gz, y, g, n)
+        if floating is float:
+            fastnn_softplus_grad_rowf(gz, y, g, n)
+        else:
+            fastnn_softplus_grad_rowd(gz, y, g, n)
     elif code == ACT_GELU:
         _act_grad_row_c(ACT_GELU, gz, y, g, n)
     elif code == ACT_GELU_TANH:
-        _act_grad_row_c(ACT_GELU_TANH, gz, y, g, n)
+        if floating is float:
+            fastnn_gelu_tanh_grad_rowf(gz, y, g, n)
+        else:
+            fastnn_gelu_tanh_grad_rowd(gz, y, g, n)
     elif code == ACT_SILU:
-        _act_grad_row_c(ACT_SILU, gz, y, g, n)
+        if floating is float:
+            fastnn_silu_grad_rowf(gz, y, g, n)
+        else:
+            fastnn_silu_grad_rowd(gz, y, g, n)
     elif code == ACT_STEP or code == ACT_SIGN:
         for j in range(n):
             gz[j] = 0

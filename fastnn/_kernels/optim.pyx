@@ -37,7 +37,7 @@ cdef extern from *:
        operations in the same order as the Cython loops of this file and no FMA ("avx2" does not
        include -mfma), so both clones give the same bits. */
     #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-    #define FASTNN_OPTIM_CLONES __attribute__((target_clones("avx2", "default")))
+    #define FASTNN_OPTIM_CLONES __attribute__((target_clones("avx512f", "avx2", "default"), optimize("no-trapping-math", "fp-contract=off")))
     #else
     #define FASTNN_OPTIM_CLONES
     #endif

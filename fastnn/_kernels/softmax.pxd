@@ -1,251 +1,158 @@
-# Design: the row routines of softmax/log-softmax, shared (cimported) by the softmax, sparsemax
-# and losses kernels so that each idea lives in one place. A row is C contiguous entries.
+# Design: the row routines of softmax/log-softmax and their vector-Jacobian products, shared
+# (cimported) by the softmax and losses kernels so that each idea lives in one place. A row is C
+# contiguous entries. exp, the row reductions and the run-time choice of vector width come from
+# _math.pxd: each row function below is compiled for SSE2, AVX2 and AVX-512F with the same
+# results bit for bit, and picked when the module loads.
 #
-# The hot loops are small C functions (below, verbatim) written so that the compiler vectorizes
-# them at the baseline ISA: sums with 8 explicit double accumulators (a fixed order, so no
-# reassociation flag is needed and the result is the same for any thread count), the max with
-# `#pragma omp simd reduction(max:...)`, and exp, which is written as a branch-free polynomial
-# (Cody-Waite reduction, Taylor polynomial to degree 12 / 7, 2^k built from bits in two steps so
-# that gradual underflow is exact) because libm's exp cannot be vectorized without -ffast-math.
-# Accuracy: < 3 ulp (float32: < 1.5 ulp) against the correctly rounded exp; exp(-inf) == 0
-# exactly, exp(NaN) is NaN.
-# Without OpenMP the pragmas are ignored and the loops run scalar with the same results.
-# Sums accumulate in double for float32 data.
+# One softmax row is two passes over the input and one over the output: the row's max and min
+# together; exp(z - m) straight into the output (into a stack buffer of 256 for the loss-only
+# and log-softmax paths; a partial last vector is recomputed as an overlapping full one), summed
+# block by block in double with 16 accumulators (a fixed order, the same on every path, so the
+# loss-only and loss-and-gradient values agree); the scaling. When the row's range max - min is
+# within the normal range of exp, exp runs without the steps for clamping and gradual underflow
+# (fnn_exp_mid_*: the same bits there, fewer operations). Short rows can instead go through
+# fnn_softmax_rows_*, which runs exp over groups of rows, with the same bits.
+# Without OpenMP the max loop loses its simd pragma only; the results are the same.
+
+from fastnn._kernels._math cimport fnn_exp_d, fnn_exp_f, row_max
 
 cdef extern from *:
     """
-    #include <math.h>
-    #include <stdint.h>
-    #include <string.h>
-
-    /* The clamps in exp are comparisons; with GCC's default -ftrapping-math it will not
-       if-convert (vectorize) them. Only these helpers are compiled without trapping math:
-       results are unchanged, only the FP exception flags may be raised speculatively. */
+    #ifndef FASTNN_SOFTMAX_H
+    #define FASTNN_SOFTMAX_H
     #if defined(__GNUC__) && !defined(__clang__)
     #pragma GCC push_options
-    #pragma GCC optimize("no-trapping-math")
-    /* not inlined into callers compiled with trapping math (where they would not vectorize).
-       On x86-64 Linux each helper also gets an AVX2 clone picked at load time (ifunc): twice
-       the vector width, the same IEEE operations in the same order (no FMA), so the same
-       results bit for bit on every CPU; the baseline build still runs anywhere. */
-    #if defined(__x86_64__) && defined(__linux__)
-    #define FNN_ROW static __attribute__((noinline, target_clones("avx2", "default")))
-    #else
-    #define FNN_ROW static __attribute__((noinline))
+    #pragma GCC optimize("no-trapping-math", "fp-contract=off")
     #endif
-    #else
-    #define FNN_ROW static inline
-    #endif
-
-    static inline double fnn_exp_d(double x) {
-        const double shifter = 6755399441055744.0;   /* 1.5 * 2^52: adding it rounds to integer */
-        const double log2e = 1.4426950408889634;
-        const double ln2hi = 6.93147180369123816490e-01;
-        const double ln2lo = 1.90821492927058770002e-10;
-        double t, n, n1, n2, t1, t2, r, r2, r4, r8, p, s1, s2;
-        int64_t b1, b2, bs;
-        x = x < -746.0 ? -746.0 : x;   /* NaN passes through both clamps */
-        x = x > 710.0 ? 710.0 : x;
-        t = x * log2e + shifter;
-        n = t - shifter;                /* round(x / ln 2), exact integer in double */
-        r = (x - n * ln2hi) - n * ln2lo;
-        /* Taylor polynomial of degree 12 (truncation error < 2e-16 on |r| <= ln2/2) in
-           Estrin's scheme: a short dependency chain, so the vectorized loop is not latency bound */
-        r2 = r * r; r4 = r2 * r2; r8 = r4 * r4;
-        p = (r + (0.5 + r * (1.0 / 6.0)) * r2)
-            + ((1.0 / 24.0 + r * (1.0 / 120.0)) + (1.0 / 720.0 + r * (1.0 / 5040.0)) * r2) * r4
-            + (((1.0 / 40320.0 + r * (1.0 / 362880.0))
-                + (1.0 / 3628800.0 + r * (1.0 / 39916800.0)) * r2)
-               + (1.0 / 479001600.0) * r4) * r8;
-        p = 1.0 + p;                    /* the 1 last: the small terms' rounding stays small */
-        /* 2^n = 2^n1 * 2^n2 with both halves in the normal range (n in [-1076, 1024]) */
-        t1 = n * 0.5 + shifter;
-        n1 = t1 - shifter;
-        n2 = n - n1;
-        t2 = n2 + shifter;
-        memcpy(&b1, &t1, 8); memcpy(&b2, &t2, 8); memcpy(&bs, &shifter, 8);
-        b1 = (b1 - bs + 1023) << 52;
-        b2 = (b2 - bs + 1023) << 52;
-        memcpy(&s1, &b1, 8); memcpy(&s2, &b2, 8);
-        return (p * s1) * s2;
-    }
-
-    static inline float fnn_exp_f(float x) {
-        const float shifter = 12582912.0f;           /* 1.5 * 2^23 */
-        const float log2e = 1.44269504088896341f;
-        const float ln2hi = 0.693145751953125f;
-        const float ln2lo = 1.428606765330187045e-06f;
-        float t, n, n1, n2, t1, t2, r, r2, r4, p, s1, s2;
-        int32_t b1, b2, bs;
-        x = x < -104.0f ? -104.0f : x;
-        x = x > 89.0f ? 89.0f : x;
-        t = x * log2e + shifter;
-        n = t - shifter;
-        r = (x - n * ln2hi) - n * ln2lo;
-        r2 = r * r; r4 = r2 * r2;       /* Taylor degree 7 (error < 6e-9), Estrin */
-        p = (r + (0.5f + r * (1.0f / 6.0f)) * r2)
-            + ((1.0f / 24.0f + r * (1.0f / 120.0f)) + (1.0f / 720.0f + r * (1.0f / 5040.0f)) * r2) * r4
-            + (1.0f / 40320.0f) * (r4 * r4);
-        p = 1.0f + p;
-        t1 = n * 0.5f + shifter;
-        n1 = t1 - shifter;
-        n2 = n - n1;
-        t2 = n2 + shifter;
-        memcpy(&b1, &t1, 4); memcpy(&b2, &t2, 4); memcpy(&bs, &shifter, 4);
-        b1 = (int32_t)((uint32_t)(b1 - bs + 127) << 23);
-        b2 = (int32_t)((uint32_t)(b2 - bs + 127) << 23);
-        memcpy(&s1, &b1, 4); memcpy(&s2, &b2, 4);
-        return (p * s1) * s2;
-    }
-
-    /* One definition per dtype: T the element type, S the suffix, EXP the exp above.
-       fnn_*_in_ are inlined into the row-level FNN_ROW functions (one call per row).
-       Sums use 8 independent double accumulators, combined in a fixed order: vectorizable
-       without reassociation flags, and the same result for any thread count. */
-    /* OpenMP 4.0 simd max-reduction where the compiler has it (not MSVC's OpenMP 2.0). */
     #if defined(_OPENMP) && _OPENMP >= 201307 && !defined(_MSC_VER)
-    #define FNN_SIMD_MAX_M _Pragma("omp simd reduction(max:m)")
+    #define FNN_SIMD_MINMAX _Pragma("omp simd reduction(max:m) reduction(min:mn)")
     #else
-    #define FNN_SIMD_MAX_M
+    #define FNN_SIMD_MINMAX
     #endif
-    #define FNN_ROW_HELPERS(T, S, EXP)                                                       \\
-    static inline T fnn_max_in_##S(const T *z, Py_ssize_t n) {                             \\
-        T m = z[0];                                                                          \\
-        FNN_SIMD_MAX_M                                                                       \\
-        for (Py_ssize_t i = 1; i < n; i++) m = z[i] > m ? z[i] : m;                           \\
-        return m;                                                                            \\
-    }                                                                                        \\
-    static inline double fnn_sum_in_##S(const T *a, Py_ssize_t n) {                        \\
-        double c[8] = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0};                              \\
-        Py_ssize_t i = 0;                                                                    \\
-        for (; i + 8 <= n; i += 8)                                                           \\
-            for (int j = 0; j < 8; j++) c[j] += (double)a[i + j];                            \\
-        double s = ((c[0] + c[1]) + (c[2] + c[3])) + ((c[4] + c[5]) + (c[6] + c[7]));        \\
-        for (; i < n; i++) s += (double)a[i];                                                \\
-        return s;                                                                            \\
-    }                                                                                        \\
-    static inline double fnn_dot_in_##S(const T *a, const T *b, Py_ssize_t n) {            \\
-        double c[8] = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0};                              \\
-        Py_ssize_t i = 0;                                                                    \\
-        for (; i + 8 <= n; i += 8)                                                           \\
-            for (int j = 0; j < 8; j++) c[j] += (double)a[i + j] * (double)b[i + j];         \\
-        double s = ((c[0] + c[1]) + (c[2] + c[3])) + ((c[4] + c[5]) + (c[6] + c[7]));        \\
-        for (; i < n; i++) s += (double)a[i] * (double)b[i];                                 \\
-        return s;                                                                            \\
-    }                                                                                        \\
-    /* a[j] = exp(a[j]) for j < n, n a multiple of 8 (callers pad): no scalar remainder */ \\
-    static inline void fnn_exp_inplace_##S(T *a, Py_ssize_t n) {                           \\
-        for (Py_ssize_t j = 0; j < n; j++) a[j] = EXP(a[j]);                                 \\
-    }                                                                                        \\
-    FNN_ROW T fnn_rowmax_##S(const T *z, Py_ssize_t n) { return fnn_max_in_##S(z, n); }    \\
-    /* One row of softmax (log_out = 0: out = scale * exp(z - m) / sum) or log-softmax      \\
-       (out = (z - m) - log(sum)); out may be NULL (sum only). exp runs in blocks of 256     \\
-       through a stack buffer padded to a multiple of 8 (short rows: one pass, no scalar    \\
-       remainder, the output scaled straight from the buffer) and is summed block by block  \\
-       in the same order on every path, so the loss-only and loss-and-gradient values agree. \\
-       Returns sum exp(z - m) (double) and m in *m_out. */                                   \\
-    FNN_ROW double fnn_softmax_row_##S(const T *z, T *out, Py_ssize_t n, int log_out,       \\
-                                       double scale, double *m_out) {                        \\
-        T m = fnn_max_in_##S(z, n);                                                          \\
-        T buf[256];                                                                          \\
-        int probs = out && !log_out, direct = probs && n <= 256;                             \\
-        double s = 0.0;                                                                      \\
-        for (Py_ssize_t i = 0; i < n; i += 256) {                                            \\
-            Py_ssize_t k = n - i < 256 ? n - i : 256, k8 = (k + 7) & ~(Py_ssize_t)7;         \\
-            for (Py_ssize_t j = 0; j < k; j++) buf[j] = z[i + j] - m;                        \\
-            for (Py_ssize_t j = k; j < k8; j++) buf[j] = 0;                                  \\
-            fnn_exp_inplace_##S(buf, k8);                                                    \\
-            s += fnn_sum_in_##S(buf, k);                                                     \\
-            if (probs && !direct)                                                            \\
-                for (Py_ssize_t j = 0; j < k; j++) out[i + j] = buf[j];                      \\
+    #define FNN_SOFTMAX_HELPERS(T, S, EXP, EXP_MID, MID_LO)                                  \\
+    /* d[j] = exp(z[j] - m) for j < k (k <= 256), accumulated into c (entry j -> c[j % 16]) */ \\
+    FNN_INLINE void fnn_exp_block_##S(const T *z, T m, T *d, Py_ssize_t k, int mid,           \\
+                                      double *c) {                                           \\
+        Py_ssize_t k16 = k & ~(Py_ssize_t)15, j;                                             \\
+        if (mid) { for (j = 0; j < k16; j++) d[j] = EXP_MID(z[j] - m); }                     \\
+        else { for (j = 0; j < k16; j++) d[j] = EXP(z[j] - m); }                             \\
+        if (k16 < k && k >= 16 && (d + k <= z || z + k <= d)) {                              \\
+            /* the tail: exp of the last 16 entries again, one vector (no scalar exp) */      \\
+            if (mid) { for (j = k - 16; j < k; j++) d[j] = EXP_MID(z[j] - m); }              \\
+            else { for (j = k - 16; j < k; j++) d[j] = EXP(z[j] - m); }                      \\
+        } else if (k16 < k) {  /* short or in place: the tail as one padded vector */        \\
+            T t[16];                                                                         \\
+            for (j = 0; j < 16; j++) t[j] = k16 + j < k ? z[k16 + j] - m : (T)0;             \\
+            if (mid) { for (j = 0; j < 16; j++) t[j] = EXP_MID(t[j]); }                      \\
+            else { for (j = 0; j < 16; j++) t[j] = EXP(t[j]); }                              \\
+            for (j = 0; k16 + j < k; j++) d[k16 + j] = t[j];                                 \\
         }                                                                                    \\
+        fnn_acc16_##S(c, d, k);                                                              \\
+    }                                                                                        \\
+    /* One row of softmax (log_out = 0: out = scale * exp(z - m) / sum) or log-softmax      \\
+       (out = (z - m) - log(sum)); out may be NULL (sum only). Returns sum exp(z - m)       \\
+       (double) and m in *m_out. */                                                          \\
+    FNN_INLINE double fnn_softmax_row_##S##_body(const T *z, T *out, Py_ssize_t n,          \\
+                                                 int log_out, double scale, double *m_out) { \\
+        T m = z[0], mn = z[0];                                                               \\
+        FNN_SIMD_MINMAX                                                                      \\
+        for (Py_ssize_t i = 1; i < n; i++) {                                                 \\
+            m = z[i] > m ? z[i] : m;                                                         \\
+            mn = z[i] < mn ? z[i] : mn;                                                      \\
+        }                                                                                    \\
+        int mid = (mn - m) >= MID_LO;  /* false for NaN, inf and -inf */                     \\
+        int probs = out && !log_out;                                                         \\
+        double c[16] = {0};                                                                  \\
+        T buf[256 + 16];                                                                     \\
+        /* blocks of 256; the last one takes up to 15 more (so that it has >= 16) */         \\
+        for (Py_ssize_t i = 0, k; i < n; i += k) {                                           \\
+            k = n - i < 256 + 16 ? n - i : 256;                                              \\
+            fnn_exp_block_##S(z + i, m, probs ? out + i : buf, k, mid, c);                   \\
+        }                                                                                    \\
+        double s = FNN_TREE16(c);                                                            \\
         if (probs) {                                                                         \\
-            T c = (T)(scale / s);                                                            \\
-            if (direct) for (Py_ssize_t i = 0; i < n; i++) out[i] = buf[i] * c;              \\
-            else for (Py_ssize_t i = 0; i < n; i++) out[i] *= c;                             \\
+            T f = (T)(scale / s);                                                            \\
+            for (Py_ssize_t i = 0; i < n; i++) out[i] *= f;                                  \\
         } else if (out) {                                                                    \\
-            T c = (T)log(s);                                                                 \\
-            for (Py_ssize_t i = 0; i < n; i++) out[i] = (z[i] - m) - c;                      \\
+            T f = (T)log(s);                                                                 \\
+            for (Py_ssize_t i = 0; i < n; i++) out[i] = (z[i] - m) - f;                      \\
         }                                                                                    \\
         if (m_out) *m_out = (double)m;                                                       \\
         return s;                                                                            \\
     }                                                                                        \\
+    FNN_MV(double, fnn_softmax_row_##S, (const T *z, T *out, Py_ssize_t n, int log_out,      \\
+                                         double scale, double *m_out),                       \\
+           (z, out, n, log_out, scale, m_out))                                               \\
+    /* Softmax (probabilities) of n_rows short rows of c entries: the same bits as         \\
+       fnn_softmax_row_* (scale 1) row by row, with exp run over groups of rows of about   \\
+       1024 entries: one short row at a time leaves the vector units waiting on the exp's   \\
+       latency. out holds z - m first, then exp of it, then the probabilities. */           \\
+    FNN_INLINE void fnn_softmax_rows_##S##_body(const T *z, T *out, Py_ssize_t n_rows,        \\
+                                                Py_ssize_t c) {                              \\
+        Py_ssize_t g = c < 1024 ? 1024 / c : 1;                                              \\
+        for (Py_ssize_t r0 = 0; r0 < n_rows; r0 += g) {                                      \\
+            Py_ssize_t r1 = n_rows - r0 < g ? n_rows : r0 + g, len = (r1 - r0) * c;           \\
+            int mid = 1;                                                                     \\
+            for (Py_ssize_t r = r0; r < r1; r++) {                                           \\
+                const T *zr = z + r * c;                                                     \\
+                T *o = out + r * c;                                                          \\
+                T m = zr[0], mn = zr[0];                                                     \\
+                FNN_SIMD_MINMAX                                                              \\
+                for (Py_ssize_t i = 1; i < c; i++) {                                         \\
+                    m = zr[i] > m ? zr[i] : m;                                               \\
+                    mn = zr[i] < mn ? zr[i] : mn;                                            \\
+                }                                                                            \\
+                mid &= (mn - m) >= MID_LO;                                                   \\
+                for (Py_ssize_t i = 0; i < c; i++) o[i] = zr[i] - m;                         \\
+            }                                                                                \\
+            T *o = out + r0 * c;                                                             \\
+            if (mid) { for (Py_ssize_t i = 0; i < len; i++) o[i] = EXP_MID(o[i]); }          \\
+            else { for (Py_ssize_t i = 0; i < len; i++) o[i] = EXP(o[i]); }                  \\
+            for (Py_ssize_t r = r0; r < r1; r++) {                                           \\
+                T *orow = out + r * c;                                                       \\
+                double acc[16] = {0};                                                        \\
+                fnn_acc16_##S(acc, orow, c);                                                 \\
+                T f = (T)(1.0 / FNN_TREE16(acc));                                            \\
+                for (Py_ssize_t i = 0; i < c; i++) orow[i] *= f;                             \\
+            }                                                                                \\
+        }                                                                                    \\
+    }                                                                                        \\
+    FNN_MV_VOID(fnn_softmax_rows_##S, (const T *z, T *out, Py_ssize_t n_rows, Py_ssize_t c), \\
+                (z, out, n_rows, c))                                                         \\
     /* softmax VJP: out = p * (g - <p, g>); out may alias g */                               \\
-    FNN_ROW void fnn_softmax_vjp_##S(const T *p, const T *g, T *out, Py_ssize_t n) { \\
-        T d = (T)fnn_dot_in_##S(p, g, n);                                                       \\
+    FNN_INLINE void fnn_softmax_vjp_##S##_body(const T *p, const T *g, T *out, Py_ssize_t n) { \\
+        T d = (T)fnn_dot_in_##S(p, g, n);                                                    \\
         for (Py_ssize_t i = 0; i < n; i++) out[i] = p[i] * (g[i] - d);                       \\
     }                                                                                        \\
-    /* sparsemax output: p = max((z - m) - tau, 0), in double */                           \\
-    FNN_ROW void fnn_threshold_##S(const T *z, double m, double tau, T *p, Py_ssize_t n) { \\
-        for (Py_ssize_t i = 0; i < n; i++) {                                                 \\
-            double v = ((double)z[i] - m) - tau;                                             \\
-            p[i] = (T)(v > 0.0 ? v : 0.0);                                                   \\
-        }                                                                                    \\
-    }                                                                                        \\
-    /* sparsemax candidates: out[0:k] = the u = z - m (double) that may be in the support,  \\
-       in order; returns k. u is kept when u > lb, lb a lower bound of tau that starts at -1 \\
-       (tau >= max(z) - 1) and rises to (sum of the kept u - 1) / k after each block (for any \\
-       set A, (sum_A u - 1) / |A| <= tau). Blocks of 16 are first screened with a vectorized \\
-       any(u > lb): most of a long row costs one vector compare per entry. *bad: NaN seen. */ \\
-    FNN_ROW Py_ssize_t fnn_candidates_##S(const T *z, double m, double *out, Py_ssize_t n,  \\
-                                          int *bad) {                                        \\
-        Py_ssize_t k = 0;                                                                    \\
-        int nan = 0;                                                                         \\
-        double lb = -1.0, sum = 0.0;                                                         \\
-        for (Py_ssize_t i0 = 0; i0 < n; i0 += 16) {                                          \\
-            Py_ssize_t i1 = n - i0 < 16 ? n : i0 + 16;                                       \\
-            int any = 0, nb = 0;                                                             \\
-            for (Py_ssize_t i = i0; i < i1; i++) {                                           \\
-                double u = (double)z[i] - m;                                                 \\
-                any |= u > lb;                                                               \\
-                nb |= u != u;                                                                \\
-            }                                                                                \\
-            nan |= nb;                                                                       \\
-            if (!any) continue;                                                              \\
-            for (Py_ssize_t i = i0; i < i1; i++) {  /* few entries pass: a branch is cheap */ \\
-                double u = (double)z[i] - m;                                                 \\
-                if (u > lb) {                                                                \\
-                    out[k++] = u;                                                            \\
-                    sum += u;                                                                \\
-                }                                                                            \\
-            }                                                                                \\
-            if (k > 0 && (sum - 1.0) / k > lb) lb = (sum - 1.0) / k;                         \\
-        }                                                                                    \\
-        *bad = nan;                                                                          \\
-        return k;                                                                            \\
-    }                                                                                        \\
+    FNN_MV_VOID(fnn_softmax_vjp_##S, (const T *p, const T *g, T *out, Py_ssize_t n),         \\
+                (p, g, out, n))                                                              \\
     /* log-softmax VJP: out = g - exp(logp) * sum(g); out may alias g */                     \\
-    FNN_ROW void fnn_log_softmax_vjp_##S(const T *lp, const T *g, T *out,            \\
-                                               Py_ssize_t n) {                               \\
-        T sg = (T)fnn_sum_in_##S(g, n);                                                         \\
+    FNN_INLINE void fnn_log_softmax_vjp_##S##_body(const T *lp, const T *g, T *out,          \\
+                                                   Py_ssize_t n) {                           \\
+        T sg = (T)fnn_sum_in_##S(g, n);                                                      \\
         for (Py_ssize_t i = 0; i < n; i++) out[i] = g[i] - EXP(lp[i]) * sg;                  \\
-    }
+    }                                                                                        \\
+    FNN_MV_VOID(fnn_log_softmax_vjp_##S, (const T *lp, const T *g, T *out, Py_ssize_t n),    \\
+                (lp, g, out, n))
 
-    FNN_ROW_HELPERS(double, d, fnn_exp_d)
-    FNN_ROW_HELPERS(float, f, fnn_exp_f)
+    FNN_SOFTMAX_HELPERS(double, d, fnn_exp_d, fnn_exp_mid_d, FNN_EXP_MID_LO_D)
+    FNN_SOFTMAX_HELPERS(float, f, fnn_exp_f, fnn_exp_mid_f, FNN_EXP_MID_LO_F)
 
     #if defined(__GNUC__) && !defined(__clang__)
     #pragma GCC pop_options
     #endif
+    #endif  /* FASTNN_SOFTMAX_H */
     """
-    double fnn_exp_d(double x) noexcept nogil
-    float fnn_exp_f(float x) noexcept nogil
-    double fnn_rowmax_d(const double *z, Py_ssize_t n) noexcept nogil
-    float fnn_rowmax_f(const float *z, Py_ssize_t n) noexcept nogil
     double fnn_softmax_row_d(const double *z, double *out, Py_ssize_t n, int log_out,
                              double scale, double *m_out) noexcept nogil
     double fnn_softmax_row_f(const float *z, float *out, Py_ssize_t n, int log_out,
                              double scale, double *m_out) noexcept nogil
+    void fnn_softmax_rows_d(const double *z, double *out, Py_ssize_t n_rows,
+                            Py_ssize_t c) noexcept nogil
+    void fnn_softmax_rows_f(const float *z, float *out, Py_ssize_t n_rows,
+                            Py_ssize_t c) noexcept nogil
     void fnn_softmax_vjp_d(const double *p, const double *g, double *out, Py_ssize_t n) noexcept nogil
     void fnn_softmax_vjp_f(const float *p, const float *g, float *out, Py_ssize_t n) noexcept nogil
-    Py_ssize_t fnn_candidates_d(const double *z, double m, double *out, Py_ssize_t n,
-                                int *bad) noexcept nogil
-    Py_ssize_t fnn_candidates_f(const float *z, double m, double *out, Py_ssize_t n,
-                                int *bad) noexcept nogil
-    void fnn_threshold_d(const double *z, double m, double tau, double *p,
-                         Py_ssize_t n) noexcept nogil
-    void fnn_threshold_f(const float *z, double m, double tau, float *p,
-                         Py_ssize_t n) noexcept nogil
     void fnn_log_softmax_vjp_d(const double *lp, const double *g, double *out,
                                Py_ssize_t n) noexcept nogil
     void fnn_log_softmax_vjp_f(const float *lp, const float *g, float *out,
@@ -267,10 +174,3 @@ cdef inline double softmax_row(const floating *z, floating *out, Py_ssize_t n, b
         return fnn_softmax_row_d(z, out, n, log_out, scale, m_out)
     else:
         return fnn_softmax_row_f(z, out, n, log_out, scale, m_out)
-
-
-cdef inline floating row_max(const floating *z, Py_ssize_t n) noexcept nogil:
-    if floating is double:
-        return fnn_rowmax_d(z, n)
-    else:
-        return fnn_rowmax_f(z, n)

@@ -7,8 +7,64 @@ from cython cimport floating
 from fastnn._kernels._openmp cimport row_threads
 from cython.parallel cimport prange
 
-from fastnn._kernels.softmax cimport (softmax_row, fnn_softmax_vjp_d, fnn_softmax_vjp_f,
+from fastnn._kernels.softmax cimport (softmax_row, fnn_softmax_rows_d, fnn_softmax_rows_f,
+                                      fnn_softmax_vjp_d, fnn_softmax_vjp_f,
                                       fnn_log_softmax_vjp_d, fnn_log_softmax_vjp_f)
+from fastnn._kernels._math cimport (fnn_simd_level, FNN_MULTIVERSION, fnn_exp_array_d,
+                                    fnn_exp_array_f, fnn_expm1_array_f, fnn_expm1_array_d)
+
+#: Names of the vector widths the row loops are built for, by level (see _math.pxd).
+SIMD_LEVELS = ("baseline", "avx2", "avx512")
+
+
+def simd_level():
+    """The vector width this module's row loops use: "baseline" (SSE2), "avx2" or "avx512"."""
+    return SIMD_LEVELS[fnn_simd_level]
+
+
+def _set_simd_level(str name):
+    """Tests and benchmarks: use the row loops built for ``name`` (one of SIMD_LEVELS, at most
+    what the CPU supports) in this module only; returns the previous name."""
+    global fnn_simd_level
+    old = SIMD_LEVELS[fnn_simd_level]
+    if name not in SIMD_LEVELS:
+        raise ValueError(f"simd level must be one of {SIMD_LEVELS}, got {name!r}")
+    if SIMD_LEVELS.index(name) > _supported_level():
+        raise ValueError(f"this CPU or build does not support {name!r}")
+    fnn_simd_level = SIMD_LEVELS.index(name)
+    return old
+
+
+cdef extern from *:
+    """
+    static int fnn_simd_supported_level(void) {
+    #if FNN_MULTIVERSION
+        return fnn_simd_supported();
+    #else
+        return 0;
+    #endif
+    }
+    """
+    int fnn_simd_supported_level() noexcept nogil
+
+
+def _supported_level():
+    return fnn_simd_supported_level()
+
+
+def _exp(floating[::1] a, bint expm1=False):
+    """Tests: a[i] = exp(a[i]) (or expm1) in place with the kernels' functions; a 1-D float32 or
+    float64 array."""
+    if floating is double:
+        if expm1:
+            fnn_expm1_array_d(&a[0], a.shape[0])
+        else:
+            fnn_exp_array_d(&a[0], a.shape[0])
+    else:
+        if expm1:
+            fnn_expm1_array_f(&a[0], a.shape[0])
+        else:
+            fnn_exp_array_f(&a[0], a.shape[0])
 
 # Below this many elements (n_rows * n_cols) the rows run on the calling thread. Measured with
 # sweeps of 256 x C float32 (1 vs 2 threads, threshold forced to 0) on the shared 2-core machine
@@ -18,6 +74,20 @@ from fastnn._kernels.softmax cimport (softmax_row, fnn_softmax_vjp_d, fnn_softma
 # quiet machine.
 PARALLEL_MIN_ELEMENTS = 262144
 cdef Py_ssize_t _PAR_MIN = PARALLEL_MIN_ELEMENTS
+
+# Softmax rows of at most this many entries take the grouped path (exp over groups of rows);
+# SHORT_BLOCK rows are one parallel work item there.
+cdef Py_ssize_t _SHORT_ROW = 512
+cdef enum:
+    SHORT_BLOCK = 64
+
+
+def _set_short_row(Py_ssize_t n):
+    """Tests: rows of at most n entries take the grouped path (0: none); returns the old n."""
+    global _SHORT_ROW
+    old = _SHORT_ROW
+    _SHORT_ROW = n
+    return old
 
 
 def _set_parallel_min_elements(Py_ssize_t n):
@@ -31,17 +101,35 @@ def _set_parallel_min_elements(Py_ssize_t n):
 def softmax_forward(const floating[:, ::1] Z, floating[:, ::1] P_out, bint log_out,
                     int n_threads):
     """P_out[i] = softmax(Z[i]) (log_softmax when log_out). Shapes (n_rows, n_cols), n_cols >= 1."""
-    cdef Py_ssize_t n = Z.shape[0], c = Z.shape[1], i
+    cdef Py_ssize_t n = Z.shape[0], c = Z.shape[1], i, n_blocks
     cdef int nt = row_threads(n, c, n_threads, _PAR_MIN)
     if n == 0 or c == 0:
         return
-    if nt == 1:
+    if c <= _SHORT_ROW and not log_out:
+        # short rows: exp over groups of rows (the same bits as the row routine)
+        n_blocks = (n + SHORT_BLOCK - 1) // SHORT_BLOCK
+        if nt == 1:
+            with nogil:
+                _softmax_rows(&Z[0, 0], &P_out[0, 0], n, c)
+        else:
+            for i in prange(n_blocks, nogil=True, schedule='static', num_threads=nt):
+                _softmax_rows(&Z[i * SHORT_BLOCK, 0], &P_out[i * SHORT_BLOCK, 0],
+                              min(SHORT_BLOCK, n - i * SHORT_BLOCK), c)
+    elif nt == 1:
         with nogil:
             for i in range(n):
                 softmax_row(&Z[i, 0], &P_out[i, 0], c, log_out, 1.0, NULL)
     else:
         for i in prange(n, nogil=True, schedule='static', num_threads=nt):
             softmax_row(&Z[i, 0], &P_out[i, 0], c, log_out, 1.0, NULL)
+
+
+cdef inline void _softmax_rows(const floating *z, floating *out, Py_ssize_t n,
+                               Py_ssize_t c) noexcept nogil:
+    if floating is double:
+        fnn_softmax_rows_d(z, out, n, c)
+    else:
+        fnn_softmax_rows_f(z, out, n, c)
 
 
 cdef inline void _vjp_row(const floating *y, const floating *g, floating *out, Py_ssize_t c,

@@ -28,8 +28,80 @@ from libc.math cimport INFINITY, NAN
 from libc.stdlib cimport qsort
 from cython cimport floating
 
-from fastnn._kernels.softmax cimport (row_max, fnn_threshold_d, fnn_threshold_f,
-                                      fnn_candidates_d, fnn_candidates_f)
+from fastnn._kernels._math cimport row_max
+
+# The two row scans (candidates and output) are compiled for SSE2, AVX2 and AVX-512F and picked
+# when the module loads (_math.pxd); the same results on each.
+cdef extern from *:
+    """
+    #ifndef FASTNN_SPARSEMAX_H
+    #define FASTNN_SPARSEMAX_H
+    #if defined(__GNUC__) && !defined(__clang__)
+    #pragma GCC push_options
+    #pragma GCC optimize("no-trapping-math", "fp-contract=off")
+    #endif
+    #define FNN_SPARSEMAX_HELPERS(T, S)                                                      \\
+    /* sparsemax output: p = max((z - m) - tau, 0), in double */                           \\
+    FNN_INLINE void fnn_threshold_##S##_body(const T *z, double m, double tau, T *p,        \\
+                                             Py_ssize_t n) {                                 \\
+        for (Py_ssize_t i = 0; i < n; i++) {                                                 \\
+            double v = ((double)z[i] - m) - tau;                                             \\
+            p[i] = (T)(v > 0.0 ? v : 0.0);                                                   \\
+        }                                                                                    \\
+    }                                                                                        \\
+    FNN_MV_VOID(fnn_threshold_##S, (const T *z, double m, double tau, T *p, Py_ssize_t n),  \\
+                (z, m, tau, p, n))                                                           \\
+    /* sparsemax candidates: out[0:k] = the u = z - m (double) that may be in the support,  \\
+       in order; returns k. u is kept when u > lb, lb a lower bound of tau that starts at -1 \\
+       (tau >= max(z) - 1) and rises to (sum of the kept u - 1) / k after each block (for any \\
+       set A, (sum_A u - 1) / |A| <= tau). Blocks of 32 are first screened with a vectorized \\
+       any(u > lb): most of a long row costs one vector compare per entry. *bad: NaN seen. */ \\
+    FNN_INLINE Py_ssize_t fnn_candidates_##S##_body(const T *z, double m, double *out,      \\
+                                                    Py_ssize_t n, int *bad) {                \\
+        Py_ssize_t k = 0;                                                                    \\
+        int nan = 0;                                                                         \\
+        double lb = -1.0, sum = 0.0;                                                         \\
+        for (Py_ssize_t i0 = 0; i0 < n; i0 += 32) {                                          \\
+            Py_ssize_t i1 = n - i0 < 32 ? n : i0 + 32;                                       \\
+            int any = 0, nb = 0;                                                             \\
+            for (Py_ssize_t i = i0; i < i1; i++) {                                           \\
+                double u = (double)z[i] - m;                                                 \\
+                any |= u > lb;                                                               \\
+                nb |= u != u;                                                                \\
+            }                                                                                \\
+            nan |= nb;                                                                       \\
+            if (!any) continue;                                                              \\
+            for (Py_ssize_t i = i0; i < i1; i++) {  /* few entries pass: a branch is cheap */ \\
+                double u = (double)z[i] - m;                                                 \\
+                if (u > lb) {                                                                \\
+                    out[k++] = u;                                                            \\
+                    sum += u;                                                                \\
+                }                                                                            \\
+            }                                                                                \\
+            if (k > 0 && (sum - 1.0) / k > lb) lb = (sum - 1.0) / k;                         \\
+        }                                                                                    \\
+        *bad = nan;                                                                          \\
+        return k;                                                                            \\
+    }                                                                                        \\
+    FNN_MV(Py_ssize_t, fnn_candidates_##S, (const T *z, double m, double *out, Py_ssize_t n, \\
+                                            int *bad), (z, m, out, n, bad))
+
+    FNN_SPARSEMAX_HELPERS(double, d)
+    FNN_SPARSEMAX_HELPERS(float, f)
+
+    #if defined(__GNUC__) && !defined(__clang__)
+    #pragma GCC pop_options
+    #endif
+    #endif  /* FASTNN_SPARSEMAX_H */
+    """
+    Py_ssize_t fnn_candidates_d(const double *z, double m, double *out, Py_ssize_t n,
+                                int *bad) noexcept nogil
+    Py_ssize_t fnn_candidates_f(const float *z, double m, double *out, Py_ssize_t n,
+                                int *bad) noexcept nogil
+    void fnn_threshold_d(const double *z, double m, double tau, double *p,
+                         Py_ssize_t n) noexcept nogil
+    void fnn_threshold_f(const float *z, double m, double tau, float *p,
+                         Py_ssize_t n) noexcept nogil
 
 cdef enum:
     SPARSEMAX_SORT = 0

@@ -10,6 +10,26 @@ from cython.parallel cimport parallel, prange
 
 from fastnn._kernels.sparsemax cimport (sparsemax_row, SPARSEMAX_SORT, SPARSEMAX_SELECT,
                                         SPARSEMAX_AUTO, SPARSEMAX_AUTO_HANDOVER_NOW)
+from fastnn._kernels._math cimport fnn_simd_level
+from fastnn._kernels.softmax import SIMD_LEVELS, _supported_level
+
+
+def simd_level():
+    """The vector width this module's row loops use: "baseline" (SSE2), "avx2" or "avx512"."""
+    return SIMD_LEVELS[fnn_simd_level]
+
+
+def _set_simd_level(str name):
+    """Tests and benchmarks: use the row loops built for ``name`` (one of SIMD_LEVELS, at most
+    what the CPU supports) in this module only; returns the previous name."""
+    global fnn_simd_level
+    old = SIMD_LEVELS[fnn_simd_level]
+    if name not in SIMD_LEVELS:
+        raise ValueError(f"simd level must be one of {SIMD_LEVELS}, got {name!r}")
+    if SIMD_LEVELS.index(name) > _supported_level():
+        raise ValueError(f"this CPU or build does not support {name!r}")
+    fnn_simd_level = SIMD_LEVELS.index(name)
+    return old
 
 # Below this many elements (n_rows * n_cols) the rows run on the calling thread. Measured with
 # sweeps of 256 x C float32 (1 vs 2 threads, threshold forced to 0) on the shared 2-core machine
