@@ -17,6 +17,13 @@ integer labels, ``squared`` and ``binary_cross_entropy``; every optimizer of
 the optimizer (frozen). :func:`why_not` names what is not covered; ``fit`` then keeps its
 per-module loop.
 
+Threads: ``n_threads`` (None: ``omp_get_max_threads()``) capped at the CPUs, at the widest
+layer's number of 128-column blocks (a thread beyond it would own no work), and at 1 when
+fastnn cannot hold the BLAS to one thread per product. A run whose threads spend too much of
+their time waiting at its barriers (another process holds a core) finishes on one thread
+(:attr:`RunResult.fell_back`), and the next runs of the engine use one thread for
+``RETRY_AFTER_S`` seconds. None of this changes a bit of the results.
+
 The parameters live in the engine's blocked panels while it runs; ``run`` loads them (weights,
 optimizer state, step count, Dropout call counters) from the modules and the optimizer at entry
 and writes them back before it returns, so Python always sees up-to-date modules.
