@@ -618,3 +618,51 @@ def test_leading_normalization_against_module_path(dtype):
     assert "Normalization" in why_not(Sequential(Dense(7, 7), Normalization().adapt(X),
                                                  Dense(7, 2)), losses.CrossEntropyLoss(),
                                       opts[0])
+
+
+def test_random_chains_bitwise_for_thread_counts_and_chunks(no_fallback):
+    """Random chains, losses, optimizers, blocks and batch sizes: 2-4 threads in calls of 1-3
+    steps give the bits of one 1-thread call."""
+    rng = np.random.default_rng(123)
+    acts = ["relu", "tanh", "gelu", None, "silu", "elu"]
+    for case in range(25):
+        dtype = [np.float32, np.float64][case % 2]
+        n_layers = int(rng.integers(1, 5))
+        widths = [int(rng.integers(1, 90)) for _ in range(n_layers + 1)]
+        kind = ["ce", "sq", "bce"][case % 3]
+        widths[-1] = 1 if kind == "bce" else max(widths[-1], 2)
+        block, bs = int(rng.choice([16, 32, 64])), int(rng.integers(1, 40))
+        n = int(rng.integers(1, 120))
+        X = rng.standard_normal((n, widths[0])).astype(dtype)
+        y = {"ce": lambda: rng.integers(0, widths[-1], n),
+             "sq": lambda: rng.standard_normal((n, widths[-1])).astype(dtype),
+             "bce": lambda: rng.integers(0, 2, n).astype(dtype)}[kind]()
+        order = rng.permutation(n)
+        out = []
+        for nt in (1, int(rng.integers(2, 5))):
+            layers = []
+            for i in range(n_layers):
+                last = i == n_layers - 1
+                layers.append(Dense(widths[i], widths[i + 1],
+                                    None if last else acts[(i + case) % 6], seed=i,
+                                    dtype=dtype))
+                if not last and (case + i) % 3 == 0:
+                    layers.append(Dropout(0.3, seed=i + 10))
+                if not last and (case + i) % 4 == 0:
+                    layers.append(Activation("sigmoid"))
+            m = Sequential(*layers, dtype=dtype)
+            lf = {"ce": losses.CrossEntropyLoss, "sq": losses.SquaredLoss,
+                  "bce": losses.BinaryCrossEntropyLoss}[kind]()
+            opt = (optim.Adam(m.parameters(), lr=1e-2) if case % 2 else
+                   optim.SGD(m.parameters(), lr=0.01, momentum=0.9, nesterov=True))
+            eng = compile_training(m, lf, opt, nt, block=block)
+            eng._exact_threads = True
+            start = 0
+            while start < n:
+                r = eng.run(X, y, order, start, bs, None if nt == 1 else int(rng.integers(1, 4)))
+                start += r.samples
+                if r.steps == 0 or r.nonfinite_step >= 0:
+                    break
+            out.append([p.data.copy() for p in m.parameters()])
+        for a, b in zip(*out):
+            assert np.array_equal(a, b, equal_nan=True), case
