@@ -27,6 +27,15 @@ def no_fallback():
     _k._set_fallback(*old)
 
 
+@pytest.fixture(autouse=True)
+def _fresh_retry():
+    # a fallback in one test must not leave the next tests' fits on one thread
+    from fastnn.functional import engine as E
+    E._retry.update(at=0.0, wait=E.RETRY_AFTER_S)
+    yield
+    E._retry.update(at=0.0, wait=E.RETRY_AFTER_S)
+
+
 def net(widths, acts, dtype, seed=0, bias=True):
     layers = [Dense(widths[i], widths[i + 1], acts[i], seed=seed + i, dtype=dtype, bias=bias,
                     bias_init=0.05) for i in range(len(widths) - 1)]
@@ -210,6 +219,9 @@ def test_forced_fallback_is_bitwise_the_same():
     assert res.fell_back and res.steps == 40
     for a, b in zip(got, ref):
         assert np.array_equal(a, b)
+    # the next runs wait before a team is tried again, longer after each fallback
+    from fastnn.functional import engine as E
+    assert E._retry["at"] > 0 and E._retry["wait"] == 2 * E.RETRY_AFTER_S
 
 
 def test_chunked_runs_equal_one_run(no_fallback):

@@ -222,7 +222,7 @@ BLOCK = 128
 # another busy process the spinning team fell below its own 1-thread speed. Windows of 10 ms
 # caught passing hiccups on a quiet machine (one fallback in 16 calls of a 3-epoch fit with
 # validation); 50 ms windows still find a busy process within a third of a 0.15 s call.
-cdef double FALLBACK_THRESHOLD = 0.35
+cdef double FALLBACK_THRESHOLD = 0.25
 cdef double FALLBACK_WINDOW_S = 0.05
 cdef Py_ssize_t FALLBACK_MIN_STEPS = 8
 # How long a waiting thread spins before it yields its CPU between checks.

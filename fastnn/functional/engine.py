@@ -21,8 +21,8 @@ Threads: ``n_threads`` (None: ``omp_get_max_threads()``) capped at the CPUs, at 
 layer's number of 128-column blocks (a thread beyond it would own no work), and at 1 when
 fastnn cannot hold the BLAS to one thread per product. A run whose threads spend too much of
 their time waiting at its barriers (another process holds a core) finishes on one thread
-(:attr:`RunResult.fell_back`), and the next runs of the engine use one thread for
-``RETRY_AFTER_S`` seconds. None of this changes a bit of the results.
+(:attr:`RunResult.fell_back`), and the next runs use one thread for ``RETRY_AFTER_S``
+seconds, twice as long after each further fallback. None of this changes a bit of the results.
 
 The parameters live in the engine's blocked panels while it runs; ``run`` loads them (weights,
 optimizer state, step count, Dropout call counters) from the modules and the optimizer at entry
@@ -50,10 +50,14 @@ __all__ = ["compile_training", "why_not", "TrainingEngine", "RunResult"]
 
 _CODES = {a.name: a.code for a in ACTIVATION_TABLE.values()}
 
-#: After a run fell back to one thread (another process holds a core), the next runs of the
-#: same engine use one thread for this many seconds before the team is tried again (a retry
-#: under lasting contention costs one fallback window, 50 ms, of a slow team).
+#: After a run fell back to one thread (another process holds a core), the next runs (of any
+#: engine of the process: contention is a fact about the machine) use one thread for this many
+#: seconds before a team is tried again; each further fallback doubles the wait, up to
+#: RETRY_MAX_S, and a team run that keeps its threads resets it. A retry under lasting
+#: contention costs one fallback window (50 ms) of a slow team.
 RETRY_AFTER_S = 0.5
+RETRY_MAX_S = 8.0
+_retry = {"at": 0.0, "wait": RETRY_AFTER_S}
 
 
 @dataclass
@@ -224,7 +228,6 @@ class TrainingEngine:
         self.n_threads = n_threads
         self.dtype = np.dtype(model.parameters()[0].data.dtype)
         self._owners = owners
-        self._retry_at = 0.0
         self._exact_threads = False
         n_state = {"sgd": None, "adagrad": 1, "rmsprop": None, "adam": 2}[self.opt_kind]
         self._params = []   # per layer: (weight, bias)
@@ -337,8 +340,8 @@ class TrainingEngine:
         else:
             # a thread beyond the widest layer's block count would own no block anywhere
             nt = min(nt, self._max_blocks)
-        if nt > 1 and time.monotonic() < self._retry_at:
-            nt = 1
+            if nt > 1 and time.monotonic() < _retry["at"]:
+                nt = 1   # a recent run fell back
         where, saved = self._load()
         res = None
         try:
@@ -351,7 +354,10 @@ class TrainingEngine:
             self._store(where, saved, steps, extra)
         fell_back = res["fallback_step"] >= 0
         if fell_back:
-            self._retry_at = time.monotonic() + RETRY_AFTER_S
+            _retry["at"] = time.monotonic() + _retry["wait"]
+            _retry["wait"] = min(2.0 * _retry["wait"], RETRY_MAX_S)
+        elif nt > 1 and res["steps"] >= 8:
+            _retry["wait"] = RETRY_AFTER_S
         n_order = len(order)
         samples = max(0, min(res["steps"] * int(batch_size), n_order - int(start)))
         if self.loss_kind == "squared":
