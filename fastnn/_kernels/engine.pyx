@@ -218,10 +218,11 @@ BLOCK = 128
 # Fallback: thread 0 compares the team's barrier waits with its wall time over windows of at
 # least FALLBACK_MIN_STEPS steps and FALLBACK_WINDOW_S seconds; a wait fraction of at least
 # FALLBACK_THRESHOLD finishes the run on one thread (a negative threshold never falls back).
-# On a quiet 2-core machine the waits of a 784-256-256-10 step were 2-6% of it (probe); with
-# another busy process the spinning team fell below its own 1-thread speed. Windows of 10 ms
-# caught passing hiccups on a quiet machine (one fallback in 16 calls of a 3-epoch fit with
-# validation); 50 ms windows still find a busy process within a third of a 0.15 s call.
+# Measured on the 2-core machine (784-256-256-10, 2 threads; benchmarks/README.md, "Training
+# engine"): quiet, the team waited 6-15% of its time; beside one busy process 30-35%, and in
+# the VM's slow vCPU placement ~54% (2 threads then ran at the 1-thread speed). Windows of
+# 10 ms caught passing hiccups on a quiet machine; 50 ms windows still find a busy process
+# within a third of a 0.15 s call.
 cdef double FALLBACK_THRESHOLD = 0.25
 cdef double FALLBACK_WINDOW_S = 0.05
 cdef Py_ssize_t FALLBACK_MIN_STEPS = 8
