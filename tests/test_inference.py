@@ -324,10 +324,34 @@ def test_bad_input_same_errors(mode):
              (data(3, 12, np.float32), ValueError, "12 features"),
              (np.ones(13, np.float32), ValueError, "2-dimensional"),
              (np.ones((3, 13), np.int8) > 0, TypeError, "dtype"),
-             ("x", TypeError, "numpy array")]
+             ("x", TypeError, "numpy array"),
+             (np.array(1.0, np.float32), ValueError, "2-dimensional"),
+             (data(3, 13, np.float32).astype(">f4"), TypeError, "dtype")]   # byte-swapped
     for X, exc, words in cases:
         with pytest.raises(exc, match=words):
             call(X)
+
+
+def test_predict_proba_bad_input_same_errors():
+    model = mlp("relu", np.float32)
+    model.loss = "cross_entropy"
+    for X, exc, words in [(np.array(1.0, np.float32), ValueError, "2-dimensional"),
+                          (data(3, 13, np.float32).astype(">f4"), TypeError, "dtype")]:
+        with pytest.raises(exc, match=words):
+            model.predict_proba(X)
+
+
+@pytest.mark.parametrize("layer", [Dense(3, 2, "tanh"), Maxout(3, 2, 2),
+                                   Dropout(0.5, mode="standard")], ids=lambda m: type(m).__name__)
+def test_layers_reject_byte_swapped_input(layer):
+    # the kernels read native floats: a byte-swapped array goes to the validating path
+    X = data(4, 3, np.float32)
+    layer.astype(np.float32)
+    # (Dropout in evaluation is a NumPy multiplication, right for any byte order)
+    for training in (True, False) if layer.parameters() else (True,):
+        layer.training = training
+        with pytest.raises(TypeError, match="dtype"):
+            layer.forward(X.astype(">f4"))
 
 
 # --- the plan's cache --------------------------------------------------------------------------
@@ -403,6 +427,17 @@ def test_plan_rejects_bad_steps():
     with pytest.raises(ValueError, match="reads"):
         _k.InferencePlan([(0, 0, 3, 4, 1, 1.0, W, None), (0, 0, 3, 4, 1, 1.0, W, None)],
                          np.float32)
+    for kind in ("activation", "scale", "softmax", "sparsemax"):   # the width is kept
+        with pytest.raises(ValueError, match="width"):
+            _k.InferencePlan([(_k.KINDS[kind], 0, 3, 5, 1, 1.0, None, None)], np.float32)
+    model = mlp("relu", np.float32)
+    steps, checks, modules, _ = I._compile(model)
+    plan = _k.InferencePlan(steps, np.float32, iter(checks), modules)   # any iterable
+    assert plan.valid()
+    model[0].activation = "tanh"
+    assert not plan.valid()
+    with pytest.raises(TypeError, match="once"):
+        plan.__init__([(0, 3, 3, 4, 1, 1.0, W, None)], np.float32)
     plan = _k.InferencePlan([(0, 3, 3, 4, 1, 1.0, W, None)], np.float32)
     X = np.ones((2, 3), np.float32)
     assert not plan.run(X, np.empty((2, 5), np.float32), 1)      # wrong width

@@ -274,6 +274,8 @@ cdef class InferencePlan:
     def __init__(self, steps, dtype, checks=(), modules=()):
         cdef Py_ssize_t i
         cdef Step *st
+        if self.steps != NULL:
+            raise TypeError("an inference plan is initialized once")
         dt = cnp.dtype(dtype)
         self.typenum = dt.num
         if self.typenum != cnp.NPY_FLOAT32 and self.typenum != cnp.NPY_FLOAT64:
@@ -305,7 +307,7 @@ cdef class InferencePlan:
                                  f"{self.steps[i - 1].n_out}")
             if kind in (K_DENSE, K_ACTIVATION) and not 0 <= code < N_ACTIVATIONS:
                 raise ValueError(f"invalid activation code {code}")
-            if kind in (K_ACTIVATION, K_SCALE) and n_in != n_out:
+            if kind in (K_ACTIVATION, K_SCALE, K_SOFTMAX, K_SPARSEMAX) and n_in != n_out:
                 raise ValueError(f"an elementwise step keeps the width, got {spec!r}")
             if kind in (K_DENSE, K_MAXOUT):
                 self._check_param(W, (n_in, st.n_lin))
@@ -327,26 +329,29 @@ cdef class InferencePlan:
         cdef Py_ssize_t i
         cdef Check *c
         kept = []
+        kinds = []
         for obj, name, value in checks:
             if name is None:
                 if type(obj) is not list or type(value) is not tuple:
                     raise TypeError("an items check takes a list and a tuple")
                 kept.append((obj, None, value))
+                kinds.append(CHECK_ITEMS)
             elif value is ABSENT:
                 kept.append((obj.__dict__, str(name), None))
+                kinds.append(CHECK_ABSENT)
             else:
                 kept.append((obj, str(name), value))
+                kinds.append(CHECK_IS)
         self._checks = tuple(kept)          # holds the references the C array points to
         self.checks = <Check *> calloc(max(1, len(kept)), sizeof(Check))
         if self.checks == NULL:
             raise MemoryError()
-        for i, (obj, name, value) in enumerate(checks):
+        for i in range(len(kept)):
             c = &self.checks[i]
             c.obj = <PyObject *> kept[i][0]
             c.name = <PyObject *> kept[i][1]
             c.value = <PyObject *> kept[i][2]
-            c.kind = CHECK_ITEMS if name is None else (CHECK_ABSENT if value is ABSENT
-                                                       else CHECK_IS)
+            c.kind = kinds[i]
         self.n_checks = len(kept)
 
     cdef _check_param(self, a, shape):

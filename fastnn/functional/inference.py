@@ -190,7 +190,7 @@ def predict_array(model, X, max_rows):
     if state is None or not state.valid():
         state = _state(model)
     plan = state.plan
-    if plan is None or X.shape[0] > max_rows:
+    if plan is None or X.ndim != 2 or X.shape[0] > max_rows:
         return None
     with model._predict_lock():
         return plan.predict(X, resolve_n_threads(model._n_threads))
@@ -217,7 +217,7 @@ def predict_proba_array(model, X, loss, max_rows):
     state = model.__dict__.get(_KEY)
     if state is None or not state.valid():
         state = _state(model)
-    if state.plan is None or X.shape[0] > max_rows or key[1] < 0:
+    if state.plan is None or X.ndim != 2 or X.shape[0] > max_rows or key[1] < 0:
         return None
     plan = state.proba.get(key)
     if plan is None:
