@@ -557,3 +557,19 @@ def test_predict_proba_in_one_call(dtype):
     np.testing.assert_array_equal(soft.predict_proba(X), soft.predict(X))
     np.testing.assert_array_equal(soft.predict_proba(X, loss="cross_entropy"),
                                   get_loss("cross_entropy").output(soft.predict(X)))
+
+
+def test_parameters_that_do_not_fit_raise_the_layers_errors():
+    X = data(4, 13, np.float32)
+    for attr, value, exc, words in [
+            ("weight", np.zeros((13, 40), np.float64), TypeError, "float64"),
+            ("bias", np.zeros(7, np.float32), ValueError, "b must have shape")]:
+        model = mlp("relu", np.float32)
+        model.predict(X)                         # a plan is cached
+        setattr(getattr(model[0], attr), "data", value)
+        with pytest.raises(exc, match=words):
+            model.predict(X)
+        model.eval()
+        with pytest.raises(exc, match=words):
+            model.forward(X)
+        assert I.why_not(model).startswith("the parameters do not fit")

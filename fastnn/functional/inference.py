@@ -169,7 +169,12 @@ def _state(model) -> _State:
     state = model.__dict__.get(_KEY)
     if state is None or not state.valid():
         steps, checks, modules, why = _compile(model)
-        plan = None if why else _k.InferencePlan(steps, model._dtype, checks, modules)
+        plan = None
+        if why is None:
+            try:
+                plan = _k.InferencePlan(steps, model._dtype, checks, modules)
+            except ValueError as e:   # parameters that do not fit: the layers raise their error
+                why = f"the parameters do not fit the network: {e}"
         state = model.__dict__[_KEY] = _State(plan, why, model._layers,
                                               (steps, checks, modules))
     return state
