@@ -573,3 +573,36 @@ def test_parameters_that_do_not_fit_raise_the_layers_errors():
         with pytest.raises(exc, match=words):
             model.forward(X)
         assert I.why_not(model).startswith("the parameters do not fit")
+
+
+def test_one_plan_from_several_threads():
+    # a plan serializes its own calls: its work buffers grow (are freed) with the batch
+    import threading
+    model = Sequential(Dense(16, 48, "tanh"), Maxout(48, 16, 3), Dense(16, 4),
+                       dtype=np.float64, seed=0)
+    Xs = [data(n, 16, np.float64, seed=n) for n in (1, 40, 300, 900, 2000)]
+    ref = [layer_path(model, X) for X in Xs]
+    plan = I.compile_inference(model)
+    bad = []
+
+    def work(k):
+        rng = np.random.default_rng(k)
+        for _ in range(60):
+            i = int(rng.integers(len(Xs)))
+            y = plan.predict(Xs[i], 1)
+            if not np.allclose(y, ref[i], rtol=1e-12, atol=1e-13):
+                bad.append(i)
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not bad
+
+
+def test_shallow_copy_compiles_its_own_plan():
+    import copy
+    model = mlp("relu", np.float32)
+    model.predict(data(3, 13, np.float32))
+    twin = copy.copy(model)
+    assert I.plan_for(twin) is not I.plan_for(model)
