@@ -29,7 +29,7 @@ from cpython.pythread cimport (PyThread_type_lock, PyThread_allocate_lock, PyThr
                                PyThread_acquire_lock, PyThread_release_lock, WAIT_LOCK,
                                NOWAIT_LOCK)
 
-from fastnn._kernels cimport _arrays as A
+cimport fastnn._kernels._arrays as A   # this form: cythonize rebuilds on a change of _arrays.pxd
 from fastnn._kernels._openmp cimport omp_get_thread_num
 from fastnn._kernels._blas cimport gemm, gemv, blas_request, blas_release
 from fastnn._kernels._activations cimport act_row, ACT_IDENTITY, N_ACTIVATIONS
