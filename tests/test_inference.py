@@ -606,3 +606,15 @@ def test_shallow_copy_compiles_its_own_plan():
     model.predict(data(3, 13, np.float32))
     twin = copy.copy(model)
     assert I.plan_for(twin) is not I.plan_for(model)
+
+
+def test_eval_forward_sizes_nothing_for_input_it_refuses():
+    model = mlp("relu", np.float32)
+    model.eval()
+    model.forward(data(4, 13, np.float32))
+    state = model.__dict__[I._KEY]
+    n, bases = state.n, state.bases
+    for X in (np.zeros((5000, 12), np.float32), np.zeros((5000, 13), np.float64)):
+        with pytest.raises((ValueError, TypeError)):
+            model.forward(X)
+        assert state.n == n and state.bases is bases

@@ -241,8 +241,9 @@ def eval_forward(model, X, n_threads):
     and width (the layer-by-layer path then converts it or raises)."""
     state = _state(model)
     plan = state.plan
-    if plan is None or type(X) is not np.ndarray or X.ndim != 2 or not plan.in_eval_mode():
-        return None
+    if (plan is None or type(X) is not np.ndarray or X.ndim != 2 or X.shape[1] != plan.n_in
+            or X.dtype.num != plan.typenum or not plan.in_eval_mode()):
+        return None   # (before the output arrays are sized for X's rows)
     outputs = _outputs(model, state, X.shape[0])
     if not plan.run_keep(X, outputs, n_threads):
         return None
