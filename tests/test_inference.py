@@ -618,3 +618,17 @@ def test_eval_forward_sizes_nothing_for_input_it_refuses():
         with pytest.raises((ValueError, TypeError)):
             model.forward(X)
         assert state.n == n and state.bases is bases
+
+
+def test_settings_changed_to_unknown_values_raise_the_layers_errors():
+    X = data(2, 6, np.float32)
+    for layer, attr, words in [(Sparsemax(), "method", "method must be one of"),
+                               (Activation("relu"), "name", "Unknown activation")]:
+        model = Sequential(Dense(6, 4), layer, dtype=np.float32, seed=0)
+        model.predict(X)
+        setattr(layer, attr, "bogus")
+        with pytest.raises(ValueError, match=words):
+            model.predict(X)
+        model.eval()
+        with pytest.raises(ValueError, match=words):
+            model.forward(X)

@@ -108,6 +108,8 @@ def _compile(model):
             if why:
                 return None, None, None, why
             checks.append((m, "activation", m.activation))
+            if m.activation not in ACTIVATION_TABLE:   # the layer raises its error
+                return None, None, None, f"unknown activation {m.activation!r}"
             steps.append((kinds["dense"], ACTIVATION_TABLE[m.activation].code, m.in_features,
                           m.out_features, 1, 1.0, W, b))
         elif cls is Maxout:
@@ -124,6 +126,8 @@ def _compile(model):
                           W, b))
         elif isinstance(m, Activation) and cls.forward is Activation.forward:
             checks.append((m, "name", m.name))
+            if m.name not in ACTIVATION_TABLE:   # the layer raises its error
+                return None, None, None, f"unknown activation {m.name!r}"
             if m.name != "identity":
                 if width is None:
                     return None, None, None, "the input width is unknown"
@@ -141,7 +145,9 @@ def _compile(model):
             code = 0
             if cls is Sparsemax:
                 checks.append((m, "method", m.method))
-                code = _sparsemax.METHODS[m.method]
+                code = _sparsemax.METHODS.get(m.method)
+                if code is None:   # the layer raises its error
+                    return None, None, None, f"unknown sparsemax method {m.method!r}"
             steps.append((kinds["softmax" if cls is Softmax else "sparsemax"], code, width,
                           width, 1, 1.0, None, None))
         else:
