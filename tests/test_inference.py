@@ -632,3 +632,12 @@ def test_settings_changed_to_unknown_values_raise_the_layers_errors():
         model.eval()
         with pytest.raises(ValueError, match=words):
             model.forward(X)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_eval_forward_of_no_rows_with_maxout(dtype):
+    model = Sequential(Dense(4, 6, "tanh"), Maxout(6, 3, 2), Dense(3, 2), dtype=dtype, seed=0)
+    model.eval()
+    for n in (0, 3, 0):
+        X = data(n, 4, dtype)
+        np.testing.assert_array_equal(model.forward(X), layer_path(model, X))

@@ -302,12 +302,13 @@ def _outputs(model, state, n):
         state.steps, state.widths_ = steps, widths
     widths = state.widths_
     dt = model._dtype
-    need = [(n * w, n * lin, n * w if lin else 0) for w, lin in widths]
+    # (y, z, arg) sizes; z and arg (maxout only: lin > 0) also when n is 0
+    need = [(n * w, n * lin, n * w, lin > 0) for w, lin in widths]
     bases = state.bases
-    if bases is None or any(b[0].size < s[0] or (s[1] and b[1].size < s[1])
+    if bases is None or any(b[0].size < s[0] or (s[3] and b[1].size < s[1])
                             for b, s in zip(bases, need)):
-        bases = [(np.empty(s[0], dt), np.empty(s[1], dt) if s[1] else None,
-                  np.empty(s[2], np.int32) if s[2] else None) for s in need]
+        bases = [(np.empty(s[0], dt), np.empty(s[1], dt) if s[3] else None,
+                  np.empty(s[2], np.int32) if s[3] else None) for s in need]
     outputs = [(by[:n * w].reshape(n, w),
                 None if not lin else bz[:n * lin].reshape(n, lin),
                 None if not lin else ba[:n * w].reshape(n, w))
