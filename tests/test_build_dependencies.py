@@ -9,11 +9,11 @@ Dependencies = pytest.importorskip("Cython.Build.Dependencies")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KERNELS = os.path.join("fastnn", "_kernels")
-CIMPORT = re.compile(r"^\s*(?:from\s+([\w.]+)\s+)?cimport\s+([\w., ]+?)(?:\s+as\s+\w+)?\s*(?:#.*)?$",
-                     re.M)
+CIMPORT = re.compile(
+    r"^\s*(?:from\s+([\w.]+)\s+)?cimport\s+([\w., ]+?)(?:\s+as\s+\w+)?\s*(?:#.*)?$", re.MULTILINE)
 
 
-FROM = re.compile(r"^\s*from\s+([\w.]+)\s+cimport\b", re.M)
+FROM = re.compile(r"^\s*from\s+([\w.]+)\s+cimport\b", re.MULTILINE)
 
 
 def _named_pxds(source):

@@ -566,7 +566,7 @@ def test_parameters_that_do_not_fit_raise_the_layers_errors():
             ("bias", np.zeros(7, np.float32), ValueError, "b must have shape")]:
         model = mlp("relu", np.float32)
         model.predict(X)                         # a plan is cached
-        setattr(getattr(model[0], attr), "data", value)
+        getattr(model[0], attr).data = value
         with pytest.raises(exc, match=words):
             model.predict(X)
         model.eval()

@@ -14,9 +14,9 @@ the layer-by-layer path, with the same results.
 The rows of a batch are cut into tiles whose size depends on the batch size only; every tile
 runs all layers (its activations stay in per-thread buffers owned by the plan), and threads
 take the tiles one at a time inside one OpenMP region; a tile is computed the same whichever
-thread takes it. The output is therefore bitwise the same for any thread count, and equal to the layer-by-layer path to rounding (bitwise for a
-batch of 1 row and, except 2-row batches into 64 or more outputs, for up to 32 rows: both paths
-make the same BLAS calls there).
+thread takes it. The output is therefore bitwise the same for any thread count, and equal to
+the layer-by-layer path to rounding (bitwise for a batch of 1 row and, except 2-row batches
+into 64 or more outputs, for up to 32 rows: both paths make the same BLAS calls there).
 
 The plan is cached on the network and rebuilt when its layers, their parameter arrays (a dtype
 change replaces them), or the settings that shape the computation (activations, dropout rate
