@@ -345,8 +345,7 @@ def test_predict_proba_bad_input_same_errors():
                                    Dropout(0.5, mode="standard")], ids=lambda m: type(m).__name__)
 def test_layers_reject_byte_swapped_input(layer):
     # the kernels read native floats: a byte-swapped array goes to the validating path
-    X = data(4, 3, np.float32)
-    layer.astype(np.float32)
+    X = data(4, 3, np.float32)            # the layers' default dtype
     # (Dropout in evaluation is a NumPy multiplication, right for any byte order)
     for training in (True, False) if layer.parameters() else (True,):
         layer.training = training
