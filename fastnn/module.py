@@ -347,6 +347,9 @@ class Module:
             if name in state:
                 state[name] = None
         state.pop("_predict_lock_", None)  # a lock is per process (Sequential.predict)
+        # a copy compiles its own inference plan (fastnn.functional.inference._KEY): a shared
+        # one would be used under two predict locks
+        state.pop("_inference_plan_", None)
         return state
 
     def _clear_forward_cache(self) -> None:

@@ -324,10 +324,33 @@ def test_bad_input_same_errors(mode):
              (data(3, 12, np.float32), ValueError, "12 features"),
              (np.ones(13, np.float32), ValueError, "2-dimensional"),
              (np.ones((3, 13), np.int8) > 0, TypeError, "dtype"),
-             ("x", TypeError, "numpy array")]
+             ("x", TypeError, "numpy array"),
+             (np.array(1.0, np.float32), ValueError, "2-dimensional"),
+             (data(3, 13, np.float32).astype(">f4"), TypeError, "dtype")]   # byte-swapped
     for X, exc, words in cases:
         with pytest.raises(exc, match=words):
             call(X)
+
+
+def test_predict_proba_bad_input_same_errors():
+    model = mlp("relu", np.float32)
+    model.loss = "cross_entropy"
+    for X, exc, words in [(np.array(1.0, np.float32), ValueError, "2-dimensional"),
+                          (data(3, 13, np.float32).astype(">f4"), TypeError, "dtype")]:
+        with pytest.raises(exc, match=words):
+            model.predict_proba(X)
+
+
+@pytest.mark.parametrize("layer", [Dense(3, 2, "tanh"), Maxout(3, 2, 2),
+                                   Dropout(0.5, mode="standard")], ids=lambda m: type(m).__name__)
+def test_layers_reject_byte_swapped_input(layer):
+    # the kernels read native floats: a byte-swapped array goes to the validating path
+    X = data(4, 3, np.float32)            # the layers' default dtype
+    # (Dropout in evaluation is a NumPy multiplication, right for any byte order)
+    for training in (True, False) if layer.parameters() else (True,):
+        layer.training = training
+        with pytest.raises(TypeError, match="dtype"):
+            layer.forward(X.astype(">f4"))
 
 
 # --- the plan's cache --------------------------------------------------------------------------
@@ -403,6 +426,17 @@ def test_plan_rejects_bad_steps():
     with pytest.raises(ValueError, match="reads"):
         _k.InferencePlan([(0, 0, 3, 4, 1, 1.0, W, None), (0, 0, 3, 4, 1, 1.0, W, None)],
                          np.float32)
+    for kind in ("activation", "scale", "softmax", "sparsemax"):   # the width is kept
+        with pytest.raises(ValueError, match="width"):
+            _k.InferencePlan([(_k.KINDS[kind], 0, 3, 5, 1, 1.0, None, None)], np.float32)
+    model = mlp("relu", np.float32)
+    steps, checks, modules, _ = I._compile(model)
+    plan = _k.InferencePlan(steps, np.float32, iter(checks), modules)   # any iterable
+    assert plan.valid()
+    model[0].activation = "tanh"
+    assert not plan.valid()
+    with pytest.raises(TypeError, match="once"):
+        plan.__init__([(0, 3, 3, 4, 1, 1.0, W, None)], np.float32)
     plan = _k.InferencePlan([(0, 3, 3, 4, 1, 1.0, W, None)], np.float32)
     X = np.ones((2, 3), np.float32)
     assert not plan.run(X, np.empty((2, 5), np.float32), 1)      # wrong width
@@ -522,3 +556,87 @@ def test_predict_proba_in_one_call(dtype):
     np.testing.assert_array_equal(soft.predict_proba(X), soft.predict(X))
     np.testing.assert_array_equal(soft.predict_proba(X, loss="cross_entropy"),
                                   get_loss("cross_entropy").output(soft.predict(X)))
+
+
+def test_parameters_that_do_not_fit_raise_the_layers_errors():
+    X = data(4, 13, np.float32)
+    for attr, value, exc, words in [
+            ("weight", np.zeros((13, 40), np.float64), TypeError, "float64"),
+            ("bias", np.zeros(7, np.float32), ValueError, "b must have shape")]:
+        model = mlp("relu", np.float32)
+        model.predict(X)                         # a plan is cached
+        getattr(model[0], attr).data = value
+        with pytest.raises(exc, match=words):
+            model.predict(X)
+        model.eval()
+        with pytest.raises(exc, match=words):
+            model.forward(X)
+        assert I.why_not(model).startswith("the parameters do not fit")
+
+
+def test_one_plan_from_several_threads():
+    # a plan serializes its own calls: its work buffers grow (are freed) with the batch
+    import threading
+    model = Sequential(Dense(16, 48, "tanh"), Maxout(48, 16, 3), Dense(16, 4),
+                       dtype=np.float64, seed=0)
+    Xs = [data(n, 16, np.float64, seed=n) for n in (1, 40, 300, 900, 2000)]
+    ref = [layer_path(model, X) for X in Xs]
+    plan = I.compile_inference(model)
+    bad = []
+
+    def work(k):
+        rng = np.random.default_rng(k)
+        for _ in range(60):
+            i = int(rng.integers(len(Xs)))
+            y = plan.predict(Xs[i], 1)
+            if not np.allclose(y, ref[i], rtol=1e-12, atol=1e-13):
+                bad.append(i)
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not bad
+
+
+def test_shallow_copy_compiles_its_own_plan():
+    import copy
+    model = mlp("relu", np.float32)
+    model.predict(data(3, 13, np.float32))
+    twin = copy.copy(model)
+    assert I.plan_for(twin) is not I.plan_for(model)
+
+
+def test_eval_forward_sizes_nothing_for_input_it_refuses():
+    model = mlp("relu", np.float32)
+    model.eval()
+    model.forward(data(4, 13, np.float32))
+    state = model.__dict__[I._KEY]
+    n, bases = state.n, state.bases
+    for X in (np.zeros((5000, 12), np.float32), np.zeros((5000, 13), np.float64)):
+        with pytest.raises((ValueError, TypeError)):
+            model.forward(X)
+        assert state.n == n and state.bases is bases
+
+
+def test_settings_changed_to_unknown_values_raise_the_layers_errors():
+    X = data(2, 6, np.float32)
+    for layer, attr, words in [(Sparsemax(), "method", "method must be one of"),
+                               (Activation("relu"), "name", "Unknown activation")]:
+        model = Sequential(Dense(6, 4), layer, dtype=np.float32, seed=0)
+        model.predict(X)
+        setattr(layer, attr, "bogus")
+        with pytest.raises(ValueError, match=words):
+            model.predict(X)
+        model.eval()
+        with pytest.raises(ValueError, match=words):
+            model.forward(X)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_eval_forward_of_no_rows_with_maxout(dtype):
+    model = Sequential(Dense(4, 6, "tanh"), Maxout(6, 3, 2), Dense(3, 2), dtype=dtype, seed=0)
+    model.eval()
+    for n in (0, 3, 0):
+        X = data(n, 4, dtype)
+        np.testing.assert_array_equal(model.forward(X), layer_path(model, X))

@@ -8,14 +8,15 @@ cimport numpy as cnp
 
 
 cdef inline bint c_array(object a, int typenum, int ndim, bint writeable) noexcept:
-    """a is a plain ndarray of NumPy type typenum and ndim dimensions, C-contiguous and
-    aligned (and writeable when asked)."""
+    """a is a plain ndarray of NumPy type typenum in native byte order and ndim dimensions,
+    C-contiguous and aligned (and writeable when asked)."""
     cdef cnp.ndarray arr
     if type(a) is not cnp.ndarray:
         return False
     arr = <cnp.ndarray> a
     return (cnp.PyArray_TYPE(arr) == typenum and cnp.PyArray_NDIM(arr) == ndim
             and cnp.PyArray_IS_C_CONTIGUOUS(arr) and cnp.PyArray_ISALIGNED(arr)
+            and cnp.PyArray_ISNOTSWAPPED(arr)
             and (not writeable or cnp.PyArray_ISWRITEABLE(arr)))
 
 
@@ -45,9 +46,10 @@ cdef inline bint overlap(object a, object b) noexcept:
 
 
 cdef inline int float_type(object a) noexcept:
-    """NPY_FLOAT32 or NPY_FLOAT64 for a plain float32/float64 ndarray, else -1."""
+    """NPY_FLOAT32 or NPY_FLOAT64 for a plain float32/float64 ndarray in native byte order,
+    else -1."""
     cdef int t
-    if type(a) is not cnp.ndarray:
+    if type(a) is not cnp.ndarray or not cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray> a):
         return -1
     t = cnp.PyArray_TYPE(<cnp.ndarray> a)
     return t if t == cnp.NPY_FLOAT32 or t == cnp.NPY_FLOAT64 else -1

@@ -23,7 +23,7 @@ from cython cimport floating
 from cython.parallel cimport prange
 cimport numpy as cnp
 
-from fastnn._kernels cimport _arrays as A
+cimport fastnn._kernels._arrays as A   # this form: cythonize rebuilds on a change of _arrays.pxd
 
 from fastnn._kernels._blas cimport gemm, gemv, blas_get_num_threads, blas_request, blas_release
 from fastnn._kernels._activations cimport act_row, act_row_keep_z, act_grad_row, ACT_IDENTITY

@@ -13,7 +13,7 @@ from cython.parallel cimport prange
 from libc.stdint cimport uint64_t, uint32_t, uint8_t
 cimport numpy as cnp
 
-from fastnn._kernels cimport _arrays as A
+cimport fastnn._kernels._arrays as A   # this form: cythonize rebuilds on a change of _arrays.pxd
 from fastnn._kernels._config import check_threshold
 
 cnp.import_array()

@@ -25,8 +25,11 @@ from libc.stdlib cimport calloc, free
 cimport numpy as cnp
 from cpython.object cimport PyObject, PyObject_GetAttr
 from cpython.dict cimport PyDict_GetItem
+from cpython.pythread cimport (PyThread_type_lock, PyThread_allocate_lock, PyThread_free_lock,
+                               PyThread_acquire_lock, PyThread_release_lock, WAIT_LOCK,
+                               NOWAIT_LOCK)
 
-from fastnn._kernels cimport _arrays as A
+cimport fastnn._kernels._arrays as A   # this form: cythonize rebuilds on a change of _arrays.pxd
 from fastnn._kernels._openmp cimport omp_get_thread_num
 from fastnn._kernels._blas cimport gemm, gemv, blas_request, blas_release
 from fastnn._kernels._activations cimport act_row, ACT_IDENTITY, N_ACTIVATIONS
@@ -213,9 +216,9 @@ cdef void _tile(const Step *steps, int n_steps, bint keep, const floating *X, fl
 
 
 cdef void _run(const Step *steps, int n_steps, bint keep, const floating *X, floating *out,
-               Py_ssize_t n, int nt, char *scratch, Py_ssize_t thread_bytes,
+               Py_ssize_t n, Py_ssize_t tile, int nt, char *scratch, Py_ssize_t thread_bytes,
                Py_ssize_t buf_elems, Py_ssize_t lin_elems, Py_ssize_t arg_elems) noexcept nogil:
-    cdef Py_ssize_t tile = tile_rows(n)
+    """Rows [0, n) in tiles of ``tile`` rows (the tile the scratch was sized for)."""
     cdef Py_ssize_t n_tiles = (n + tile - 1) // tile
     cdef Py_ssize_t k = 0, r0 = 0
     cdef int t = 0
@@ -263,6 +266,10 @@ cdef class InferencePlan:
     cdef char *scratch
     cdef Py_ssize_t scratch_tile, scratch_threads, thread_bytes
     cdef Py_ssize_t buf_elems, lin_elems, arg_elems
+    # One call at a time: the work buffers (grown, so freed, by a call) and the keep-mode
+    # pointers of the steps belong to the running call. Callers serialize already (a network's
+    # predict lock); this keeps a plan reached otherwise memory-safe.
+    cdef PyThread_type_lock lock
 
     def __cinit__(self):
         self.steps = NULL
@@ -270,10 +277,15 @@ cdef class InferencePlan:
         self.checks = NULL
         self.n_checks = 0
         self.n_steps = 0
+        self.lock = PyThread_allocate_lock()
+        if self.lock == NULL:
+            raise MemoryError()
 
     def __init__(self, steps, dtype, checks=(), modules=()):
         cdef Py_ssize_t i
         cdef Step *st
+        if self.steps != NULL:
+            raise TypeError("an inference plan is initialized once")
         dt = cnp.dtype(dtype)
         self.typenum = dt.num
         if self.typenum != cnp.NPY_FLOAT32 and self.typenum != cnp.NPY_FLOAT64:
@@ -305,7 +317,7 @@ cdef class InferencePlan:
                                  f"{self.steps[i - 1].n_out}")
             if kind in (K_DENSE, K_ACTIVATION) and not 0 <= code < N_ACTIVATIONS:
                 raise ValueError(f"invalid activation code {code}")
-            if kind in (K_ACTIVATION, K_SCALE) and n_in != n_out:
+            if kind in (K_ACTIVATION, K_SCALE, K_SOFTMAX, K_SPARSEMAX) and n_in != n_out:
                 raise ValueError(f"an elementwise step keeps the width, got {spec!r}")
             if kind in (K_DENSE, K_MAXOUT):
                 self._check_param(W, (n_in, st.n_lin))
@@ -327,26 +339,29 @@ cdef class InferencePlan:
         cdef Py_ssize_t i
         cdef Check *c
         kept = []
+        kinds = []
         for obj, name, value in checks:
             if name is None:
                 if type(obj) is not list or type(value) is not tuple:
                     raise TypeError("an items check takes a list and a tuple")
                 kept.append((obj, None, value))
+                kinds.append(CHECK_ITEMS)
             elif value is ABSENT:
                 kept.append((obj.__dict__, str(name), None))
+                kinds.append(CHECK_ABSENT)
             else:
                 kept.append((obj, str(name), value))
+                kinds.append(CHECK_IS)
         self._checks = tuple(kept)          # holds the references the C array points to
         self.checks = <Check *> calloc(max(1, len(kept)), sizeof(Check))
         if self.checks == NULL:
             raise MemoryError()
-        for i, (obj, name, value) in enumerate(checks):
+        for i in range(len(kept)):
             c = &self.checks[i]
             c.obj = <PyObject *> kept[i][0]
             c.name = <PyObject *> kept[i][1]
             c.value = <PyObject *> kept[i][2]
-            c.kind = CHECK_ITEMS if name is None else (CHECK_ABSENT if value is ABSENT
-                                                       else CHECK_IS)
+            c.kind = kinds[i]
         self.n_checks = len(kept)
 
     cdef _check_param(self, a, shape):
@@ -361,6 +376,8 @@ cdef class InferencePlan:
             free(self.steps)
         free(self.checks)
         free(self.scratch)
+        if self.lock != NULL:
+            PyThread_free_lock(self.lock)
 
     def __reduce__(self):
         # A plan points into its network's arrays: a pickle or copy of the network rebuilds it.
@@ -446,7 +463,11 @@ cdef class InferencePlan:
         if A.dim(X, 1) != self.n_in or A.dim(out, 0) != n or A.dim(out, 1) != self.n_out \
                 or A.overlap(X, out):
             return False
-        self._go(X, out, n, n_threads, False)
+        self._acquire()
+        try:
+            self._go(X, out, n, n_threads, False)
+        finally:
+            self._release()
         return True
 
     def predict(self, X, int n_threads):
@@ -458,7 +479,11 @@ cdef class InferencePlan:
         dims[0] = A.dim(X, 0)
         dims[1] = self.n_out
         out = cnp.PyArray_EMPTY(2, dims, self.typenum, 0)
-        self._go(X, out, dims[0], n_threads, False)
+        self._acquire()
+        try:
+            self._go(X, out, dims[0], n_threads, False)
+        finally:
+            self._release()
         return out
 
     def run_keep(self, X, outputs, int n_threads):
@@ -495,40 +520,53 @@ cdef class InferencePlan:
             for j in range(i):
                 if A.overlap(arrays[i], arrays[j]):
                     return False
-        for i in range(self.n_steps):
-            st = &self.steps[i]
-            y, z, arg = outputs[i]
-            st.keep_y = A.data(y)
-            if st.kind == K_MAXOUT:
-                st.keep_z = A.data(z)
-                st.keep_arg = <int32_t *> A.data(arg)
+        self._acquire()
         try:
+            for i in range(self.n_steps):
+                st = &self.steps[i]
+                y, z, arg = outputs[i]
+                st.keep_y = A.data(y)
+                if st.kind == K_MAXOUT:
+                    st.keep_z = A.data(z)
+                    st.keep_arg = <int32_t *> A.data(arg)
             self._go(X, None, n, n_threads, True)
         finally:
             for i in range(self.n_steps):
                 self.steps[i].keep_y = self.steps[i].keep_z = NULL
                 self.steps[i].keep_arg = NULL
+            self._release()
         return True
 
     cdef _go(self, X, out, Py_ssize_t n, int n_threads, bint keep):
+        """(the plan's lock held)"""
         cdef int nt
         cdef void *Xp
         cdef void *op
+        cdef Py_ssize_t tile
         if n == 0:
             return
         nt = self._threads(n, n_threads)
-        self._scratch_for(tile_rows(n), nt)
+        tile = tile_rows(n)   # read once: set_tile_limits may run while the GIL is released
+        self._scratch_for(tile, nt)
         Xp = A.data(X)
         op = NULL if out is None else A.data(out)
         with nogil:
             if self.typenum == cnp.NPY_FLOAT32:
-                _run(self.steps, self.n_steps, keep, <const float *> Xp, <float *> op, n, nt,
-                     self.scratch, self.thread_bytes, self.buf_elems, self.lin_elems,
-                     self.arg_elems)
+                _run(self.steps, self.n_steps, keep, <const float *> Xp, <float *> op, n,
+                     tile, nt, self.scratch, self.thread_bytes, self.buf_elems,
+                     self.lin_elems, self.arg_elems)
             else:
                 _run(self.steps, self.n_steps, keep, <const double *> Xp, <double *> op, n,
-                     nt, self.scratch, self.thread_bytes, self.buf_elems, self.lin_elems,
-                     self.arg_elems)
+                     tile, nt, self.scratch, self.thread_bytes, self.buf_elems,
+                     self.lin_elems, self.arg_elems)
+
+    cdef void _acquire(self) noexcept:
+        if not PyThread_acquire_lock(self.lock, NOWAIT_LOCK):
+            with nogil:
+                PyThread_acquire_lock(self.lock, WAIT_LOCK)
+
+    cdef void _release(self) noexcept:
+        PyThread_release_lock(self.lock)
 
 
 #: the value of a check ``(obj, name, ABSENT)``: ``obj`` has no attribute ``name`` of its own

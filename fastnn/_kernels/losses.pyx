@@ -17,7 +17,7 @@ from fastnn._kernels._openmp cimport row_threads
 from cython.parallel cimport parallel, prange
 cimport numpy as cnp
 
-from fastnn._kernels cimport _arrays as A
+cimport fastnn._kernels._arrays as A   # this form: cythonize rebuilds on a change of _arrays.pxd
 
 from fastnn._kernels.softmax cimport softmax_row, fnn_exp_d
 from fastnn._kernels.sparsemax cimport sparsemax_tau, SPARSEMAX_AUTO

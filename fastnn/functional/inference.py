@@ -13,10 +13,10 @@ the layer-by-layer path, with the same results.
 
 The rows of a batch are cut into tiles whose size depends on the batch size only; every tile
 runs all layers (its activations stay in per-thread buffers owned by the plan), and threads
-take contiguous ranges of tiles inside one OpenMP region. The output is therefore bitwise the
-same for any thread count, and equal to the layer-by-layer path to rounding (bitwise for a
-batch of 1 row and, except 2-row batches into 64 or more outputs, for up to 32 rows: both paths
-make the same BLAS calls there).
+take the tiles one at a time inside one OpenMP region; a tile is computed the same whichever
+thread takes it. The output is therefore bitwise the same for any thread count, and equal to
+the layer-by-layer path to rounding (bitwise for a batch of 1 row and, except 2-row batches
+into 64 or more outputs, for up to 32 rows: both paths make the same BLAS calls there).
 
 The plan is cached on the network and rebuilt when its layers, their parameter arrays (a dtype
 change replaces them), or the settings that shape the computation (activations, dropout rate
@@ -108,6 +108,8 @@ def _compile(model):
             if why:
                 return None, None, None, why
             checks.append((m, "activation", m.activation))
+            if m.activation not in ACTIVATION_TABLE:   # the layer raises its error
+                return None, None, None, f"unknown activation {m.activation!r}"
             steps.append((kinds["dense"], ACTIVATION_TABLE[m.activation].code, m.in_features,
                           m.out_features, 1, 1.0, W, b))
         elif cls is Maxout:
@@ -124,6 +126,8 @@ def _compile(model):
                           W, b))
         elif isinstance(m, Activation) and cls.forward is Activation.forward:
             checks.append((m, "name", m.name))
+            if m.name not in ACTIVATION_TABLE:   # the layer raises its error
+                return None, None, None, f"unknown activation {m.name!r}"
             if m.name != "identity":
                 if width is None:
                     return None, None, None, "the input width is unknown"
@@ -141,7 +145,9 @@ def _compile(model):
             code = 0
             if cls is Sparsemax:
                 checks.append((m, "method", m.method))
-                code = _sparsemax.METHODS[m.method]
+                code = _sparsemax.METHODS.get(m.method)
+                if code is None:   # the layer raises its error
+                    return None, None, None, f"unknown sparsemax method {m.method!r}"
             steps.append((kinds["softmax" if cls is Softmax else "sparsemax"], code, width,
                           width, 1, 1.0, None, None))
         else:
@@ -169,7 +175,12 @@ def _state(model) -> _State:
     state = model.__dict__.get(_KEY)
     if state is None or not state.valid():
         steps, checks, modules, why = _compile(model)
-        plan = None if why else _k.InferencePlan(steps, model._dtype, checks, modules)
+        plan = None
+        if why is None:
+            try:
+                plan = _k.InferencePlan(steps, model._dtype, checks, modules)
+            except ValueError as e:   # parameters that do not fit: the layers raise their error
+                why = f"the parameters do not fit the network: {e}"
         state = model.__dict__[_KEY] = _State(plan, why, model._layers,
                                               (steps, checks, modules))
     return state
@@ -190,7 +201,7 @@ def predict_array(model, X, max_rows):
     if state is None or not state.valid():
         state = _state(model)
     plan = state.plan
-    if plan is None or X.shape[0] > max_rows:
+    if plan is None or X.ndim != 2 or X.shape[0] > max_rows:
         return None
     with model._predict_lock():
         return plan.predict(X, resolve_n_threads(model._n_threads))
@@ -217,7 +228,7 @@ def predict_proba_array(model, X, loss, max_rows):
     state = model.__dict__.get(_KEY)
     if state is None or not state.valid():
         state = _state(model)
-    if state.plan is None or X.shape[0] > max_rows or key[1] < 0:
+    if state.plan is None or X.ndim != 2 or X.shape[0] > max_rows or key[1] < 0:
         return None
     plan = state.proba.get(key)
     if plan is None:
@@ -236,8 +247,9 @@ def eval_forward(model, X, n_threads):
     and width (the layer-by-layer path then converts it or raises)."""
     state = _state(model)
     plan = state.plan
-    if plan is None or type(X) is not np.ndarray or X.ndim != 2 or not plan.in_eval_mode():
-        return None
+    if (plan is None or type(X) is not np.ndarray or X.ndim != 2 or X.shape[1] != plan.n_in
+            or X.dtype.num != plan.typenum or not plan.in_eval_mode()):
+        return None   # (before the output arrays are sized for X's rows)
     outputs = _outputs(model, state, X.shape[0])
     if not plan.run_keep(X, outputs, n_threads):
         return None
@@ -290,12 +302,13 @@ def _outputs(model, state, n):
         state.steps, state.widths_ = steps, widths
     widths = state.widths_
     dt = model._dtype
-    need = [(n * w, n * lin, n * w if lin else 0) for w, lin in widths]
+    # (y, z, arg) sizes; z and arg (maxout only: lin > 0) also when n is 0
+    need = [(n * w, n * lin, n * w, lin > 0) for w, lin in widths]
     bases = state.bases
-    if bases is None or any(b[0].size < s[0] or (s[1] and b[1].size < s[1])
+    if bases is None or any(b[0].size < s[0] or (s[3] and b[1].size < s[1])
                             for b, s in zip(bases, need)):
-        bases = [(np.empty(s[0], dt), np.empty(s[1], dt) if s[1] else None,
-                  np.empty(s[2], np.int32) if s[2] else None) for s in need]
+        bases = [(np.empty(s[0], dt), np.empty(s[1], dt) if s[3] else None,
+                  np.empty(s[2], np.int32) if s[3] else None) for s in need]
     outputs = [(by[:n * w].reshape(n, w),
                 None if not lin else bz[:n * lin].reshape(n, lin),
                 None if not lin else ba[:n * w].reshape(n, w))
