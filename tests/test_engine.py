@@ -465,6 +465,45 @@ print("ok")
 
 def test_core_misuse_raises_and_a_failed_reserve_keeps_the_buffers():
     # in a child: before the checks these wrote out of bounds or ran on freed buffers
+    _child(_CORE_MISUSE)
+
+
+_INTERRUPTED = """
+import os, signal, threading
+import numpy as np
+from fastnn import losses, optim
+from fastnn.functional.engine import compile_training
+from fastnn.layers import Dense, Dropout
+from fastnn.model import Sequential
+
+def make():
+    m = Sequential(Dense(20, 30, "relu", seed=0), Dropout(0.2, seed=1), Dense(30, 3, seed=2))
+    opt = optim.Adam(m.parameters(), lr=1e-3)
+    return m, opt, compile_training(m, losses.CrossEntropyLoss(), opt, 1)
+
+rng = np.random.default_rng(0)
+X = rng.standard_normal((20000, 20)).astype(np.float32)
+y = rng.integers(0, 3, 20000)
+order = np.tile(np.arange(20000), 50)   # longer than the budget
+m, opt, eng = make()
+threading.Timer(0.1, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+try:
+    eng.run(X, y, order, 0, 4, None, time_budget_s=0.5)
+except KeyboardInterrupt:
+    pass
+else:
+    raise AssertionError("no KeyboardInterrupt")
+steps = opt._group_states[0].step
+assert steps > 0 and m[1]._calls == steps, (steps, m[1]._calls)
+ref, _, eng2 = make()
+assert eng2.run(X, y, order, 0, 4, steps).steps == steps
+for p, q in zip(m.parameters(), ref.parameters()):
+    assert np.array_equal(p.data, q.data)
+print("ok")
+"""
+
+
+def _child(code):
     import os
     import subprocess
     import sys
@@ -474,10 +513,16 @@ def test_core_misuse_raises_and_a_failed_reserve_keeps_the_buffers():
     root = os.path.dirname(os.path.dirname(os.path.abspath(fastnn.__file__)))
     env = dict(os.environ, OMP_NUM_THREADS="1")
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-    proc = subprocess.run([sys.executable, "-c", _CORE_MISUSE], cwd=root, env=env,
+    proc = subprocess.run([sys.executable, "-c", code], cwd=root, env=env,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", (proc.returncode,
                                                                  proc.stderr[-2000:])
+
+
+def test_an_interrupt_as_a_run_returns_keeps_its_steps():
+    # Ctrl-C during a run is raised as it returns: the steps done still reach the modules
+    # (weights, optimizer state and step count, Dropout counters), as after a whole run
+    _child(_INTERRUPTED)
 
 
 def test_an_infinite_time_budget_is_no_limit():

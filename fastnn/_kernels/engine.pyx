@@ -758,6 +758,7 @@ cdef class Core:
     cdef readonly Py_ssize_t block
     cdef readonly int n_layers
     cdef list _specs
+    cdef public object last_run     # the dict of the last run() that trained, or None
 
     def __cinit__(self):
         self.P.layers = NULL
@@ -1027,6 +1028,7 @@ cdef class Core:
         cdef float fdummy = 0
         cdef double ddummy = 0
         cdef Plan *P = &self.P
+        self.last_run = None
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         if X.dtype != self.dtype or X.ndim != 2 or X.shape[1] != self.P.n_in \
@@ -1118,6 +1120,9 @@ cdef class Core:
         out["last_loss"] = R.last_loss
         out["nonfinite_step"] = R.nonfinite_step
         out["fallback_step"] = R.fallback_step
-        out["wait_s"] = float(waits.sum()) * 1e-9
         out["elapsed_s"] = (fnn_now_ns() - R.t_start) * 1e-9
+        # kept for the caller before any Python code runs: an exception raised from here on
+        # (KeyboardInterrupt) loses the return value, not what the steps did
+        self.last_run = out
+        out["wait_s"] = float(waits.sum()) * 1e-9
         return out

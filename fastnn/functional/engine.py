@@ -343,12 +343,16 @@ class TrainingEngine:
             if nt > 1 and time.monotonic() < _retry["at"]:
                 nt = 1   # a recent run fell back
         where, saved = self._load()
-        res = None
+        res = self._core.last_run = None
         try:
             res = self._core.run(X, y, np.asarray(order), int(start), int(batch_size),
                                  -1 if max_steps is None else int(max_steps),
                                  0.0 if time_budget_s is None else float(time_budget_s), nt)
         finally:
+            if res is None:
+                # an exception as the call returned (KeyboardInterrupt): the steps it did
+                # still go back to the modules
+                res = self._core.last_run
             steps = 0 if res is None else res["steps"]
             extra = 1 if res is not None and res["nonfinite_step"] >= 0 else 0
             self._store(where, saved, steps, extra)
