@@ -699,6 +699,28 @@ def test_fit_divergence_on_the_engine_matches_the_module_loop(mode):
             np.testing.assert_allclose(a, b, rtol=1e-10)
 
 
+def test_fit_empty_group_steps_and_gradients_after_divergence_as_the_module_loop():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((64, 5))
+    y = rng.integers(0, 3, 64)
+    out = {}
+    for engine in (True, False):
+        m = net([5, 8, 3], ["relu", None], np.float64)
+        opt = optim.SGD([{"params": m.parameters()}, {"params": [], "lr": 0.5}], lr=0.1,
+                        decay=0.1)
+        m.fit(X, y, optimizer=opt, epochs=1, batch_size=16, verbose=0, seed=0, engine=engine)
+        steps, lrs = [gs.step for gs in opt._group_states], opt.get_lr()
+        X2 = X * 1e5
+        X2[40] = 1e300
+        with pytest.raises(FloatingPointError, match="batch 3 of 4"):
+            m.fit(X2, y, optimizer="sgd", lr=1e10, epochs=1, batch_size=16, verbose=0,
+                  seed=0, engine=engine)
+        out[engine] = (steps, lrs, [p.grad.copy() for p in m.parameters()])
+    assert out[True][:2] == out[False][:2] == ([4, 4], out[False][1])
+    for a, b in zip(out[True][2], out[False][2]):
+        assert np.array_equal(a, b)   # zeros: the last step stopped after zero_grad
+
+
 def test_fit_without_shuffle_and_fit_thread_counts():
     rng = np.random.default_rng(3)
     X = rng.standard_normal((100, 30)).astype(np.float32)

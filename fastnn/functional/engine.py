@@ -301,20 +301,25 @@ class TrainingEngine:
         core = self._core
         if steps == 0 and extra_calls == 0:
             return   # nothing changed
+        # the gradients of the last step; after a non-finite loss none (the module loop
+        # stops after zero_grad and the forward)
+        grads = steps and not extra_calls
         for l, (w, b) in enumerate(self._params):
             sw, sb = saved[l]
-            wg = w._grad if steps else None
-            bg = None if b is None or not steps else b._grad
+            wg = w._grad if grads else None
+            bg = None if b is None or not grads else b._grad
             core.store(l, w.data, None if b is None else b.data, sw, sb, wg, bg)
-            if steps:
-                w._grad_written()
-                if b is not None:
-                    b._grad_written()
+            for p in (w, b):
+                if p is not None and grads:
+                    p._grad_written()
+                elif p is not None and extra_calls:
+                    p.zero_grad()
             for m in self._owners[l]["post"]:
                 if hasattr(m, "_calls"):
                     m._calls += steps + extra_calls
         if steps:
-            for gs in {id(v[1]): v[1] for v in where.values()}.values():
+            # every group steps, an empty one too (Optimizer.step counts it)
+            for gs in self.optimizer._group_states:
                 gs.step += steps
 
     # --- training -------------------------------------------------------------------------
