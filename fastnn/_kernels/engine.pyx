@@ -19,7 +19,7 @@
 # on the same addresses whatever the thread count: the weights after any number of steps are
 # bitwise equal for 1, 2, 3, ... threads and for a build without OpenMP.
 #
-# A step (L >= 2 layers, last layer of one block: L + 1 barriers, 4 for L = 3):
+# A step (L >= 2 layers, last layer of one block: 2 L - 2 barriers, 4 for L = 3):
 #   forward layer 0 | [update layer 1 of the previous step, gather the next batch] forward
 #   layer 1 | ... | forward layer L-1, loss rows, backward of its block | check: every thread
 #   sums the step's row losses and stops before any update when the sum is not finite | input
