@@ -377,6 +377,9 @@ def test_batch_of_one_row_and_short_last_batch():
     # batch larger than the data: one short batch
     r = eng.run(X, y, order, 0, 64, None)
     assert (r.steps, r.samples) == (1, 5)
+    # a negative start is 0
+    r = eng.run(X, y, order, -3, 2, None)
+    assert (r.steps, r.samples) == (3, 5)
 
 
 def test_empty_range_changes_nothing():

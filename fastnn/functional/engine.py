@@ -368,7 +368,7 @@ class TrainingEngine:
         elif nt > 1 and res["steps"] >= 8:
             _retry["wait"] = RETRY_AFTER_S
         n_order = len(order)
-        samples = max(0, min(res["steps"] * int(batch_size), n_order - int(start)))
+        samples = max(0, min(res["steps"] * int(batch_size), n_order - max(int(start), 0)))
         if self.loss_kind == "squared":
             sums = np.stack([res["s1"], res["s2"], res["sse"]])
             metric = float(res["sse"].sum())
