@@ -555,6 +555,28 @@ def test_why_not_names_what_is_not_covered():
     assert compile_training(m, losses.SparsemaxLoss(), adam) is None
 
 
+def test_tied_weights_take_the_module_loop():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((64, 6))
+    y = rng.integers(0, 3, 64)
+    out = {}
+    for engine in ("auto", False):
+        d1 = Dense(6, 6, "tanh", seed=0, dtype=np.float64)
+        d2 = Dense(6, 6, "tanh", seed=1, dtype=np.float64)
+        d2.weight = d1.weight
+        m = Sequential(d1, d2, Dense(6, 3, seed=2, dtype=np.float64), dtype=np.float64)
+        assert "tied" in why_not(m, losses.CrossEntropyLoss(), optim.SGD(m.parameters()))
+        h = m.fit(X, y, optimizer="sgd", lr=0.1, epochs=2, batch_size=16, verbose=0, seed=0,
+                  engine=engine)
+        assert h.params["engine"] is False
+        out[engine] = [p.data.copy() for p in m.parameters()]
+    for a, b in zip(*out.values()):
+        assert np.array_equal(a, b)
+    m = net([4, 4, 2], ["relu", None], np.float64)
+    m[1].bias.data = m[0].bias.data[:2]   # a view of another layer's array
+    assert "tied" in why_not(m, losses.CrossEntropyLoss(), optim.SGD(m.parameters()))
+
+
 def test_dropout_mask_matches_the_module():
     # the engine's mask rule equals dropout.pyx's: one step through an identity-like chain
     X, y, order = data(16, 8, 8, np.float64, kind="regression")

@@ -203,12 +203,19 @@ def why_not(model, loss_fn, optimizer, y=None) -> str | None:
         for p in g["params"]:
             if id(p) not in own:
                 return "the optimizer holds parameters that are not the network's"
+    seen = []
     for o in owners:
         d = o["dense"]
         for p in (d.weight, d.bias):
             if p is not None and not (isinstance(p.data, np.ndarray) and p.data.flags.c_contiguous
                                       and p.data.flags.writeable):
                 return "a Dense parameter is not a writeable C-contiguous array"
+            if p is not None:
+                # each layer's panels hold their own copy: a shared array would be updated
+                # once per layer from stale values instead of once from the summed gradient
+                if any(p is q or np.may_share_memory(p.data, q.data) for q in seen):
+                    return "two Dense layers share a parameter (tied weights)"
+                seen.append(p)
     return None
 
 
