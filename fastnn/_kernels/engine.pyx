@@ -19,7 +19,7 @@
 # on the same addresses whatever the thread count: the weights after any number of steps are
 # bitwise equal for 1, 2, 3, ... threads and for a build without OpenMP.
 #
-# A step (L >= 2 layers, last layer of one block: L + 1 barriers, 4 for L = 3):
+# A step (L >= 2 layers, last layer of one block: 2 L - 2 barriers, 4 for L = 3):
 #   forward layer 0 | [update layer 1 of the previous step, gather the next batch] forward
 #   layer 1 | ... | forward layer L-1, loss rows, backward of its block | check: every thread
 #   sums the step's row losses and stops before any update when the sum is not finite | input
@@ -758,6 +758,7 @@ cdef class Core:
     cdef readonly Py_ssize_t block
     cdef readonly int n_layers
     cdef list _specs
+    cdef public object last_run     # the dict of the last run() that trained, or None
 
     def __cinit__(self):
         self.P.layers = NULL
@@ -858,6 +859,12 @@ cdef class Core:
             PyMem_Free(self.P.layers)
             self.P.layers = NULL
 
+    cdef LayerC *_layer(self, int l) except NULL:
+        """Layer l of the plan; IndexError outside [0, n_layers)."""
+        if not 0 <= l < self.n_layers:
+            raise IndexError(f"layer {l} out of range for a plan of {self.n_layers} layers")
+        return &self.P.layers[l]
+
     cdef Py_ssize_t _ld(self, Py_ssize_t n):
         cdef Py_ssize_t per = 64 // self.dtype.itemsize
         return (n + per - 1) // per * per
@@ -868,60 +875,56 @@ cdef class Core:
         cdef LayerC *L
         if rows <= self.rows:
             return
-        keep = []
+        # Every array first (sizes in Python ints), the pointers after: a MemoryError part-way
+        # leaves the plan on its previous buffers.
+        r, dt = int(rows), self.dtype
+        a = {}
         for k in range(2):
-            a = _aligned(rows * self.P.ld_in, self.dtype)
-            keep.append(a)
-            self.P.Xb[k] = <char *> _addr(a)
-            a = _aligned(rows * self.P.n_classes, self.dtype)
-            keep.append(a)
-            self.P.Tb[k] = <char *> _addr(a)
-            a = _aligned(rows, np.intp)
-            keep.append(a)
-            self.P.Lb[k] = <Py_ssize_t *> _addr(a)
-        a = _aligned(rows, np.float64)
-        keep.append(a)
-        self.P.row_loss = <double *> _addr(a)
-        a = _aligned(rows, np.float64)
-        keep.append(a)
-        self.P.row_hit = <double *> _addr(a)
+            a["X", k] = _aligned(r * self.P.ld_in, dt)
+            a["T", k] = _aligned(r * self.P.n_classes, dt)
+            a["L", k] = _aligned(r, np.intp)
+        a["loss"] = _aligned(r, np.float64)
+        a["hit"] = _aligned(r, np.float64)
         for l in range(self.n_layers):
             L = &self.P.layers[l]
-            size = rows * L.ld
-            a = _aligned(size, self.dtype)
-            keep.append(a)
-            L.Z = <char *> _addr(a)
+            size = r * L.ld
+            a["Z", l] = _aligned(size, dt)
             if L.keep_z:
-                a = _aligned(size, self.dtype)
-                keep.append(a)
-                L.Y = <char *> _addr(a)
-            else:
-                L.Y = L.Z
+                a["Y", l] = _aligned(size, dt)
+            for k in range(L.n_post):
+                a["out", l, k] = _aligned(size, dt)
+                if L.post[k].kind == POST_DROPOUT:
+                    a["mask", l, k] = _aligned(size, np.uint8)
+            a["G", l] = _aligned(size, dt)
+        for k in range(2):
+            self.P.Xb[k] = <char *> _addr(a["X", k])
+            self.P.Tb[k] = <char *> _addr(a["T", k])
+            self.P.Lb[k] = <Py_ssize_t *> _addr(a["L", k])
+        self.P.row_loss = <double *> _addr(a["loss"])
+        self.P.row_hit = <double *> _addr(a["hit"])
+        for l in range(self.n_layers):
+            L = &self.P.layers[l]
+            L.Z = <char *> _addr(a["Z", l])
+            L.Y = <char *> _addr(a["Y", l]) if L.keep_z else L.Z
             L.H = L.Y
             for k in range(L.n_post):
-                a = _aligned(size, self.dtype)
-                keep.append(a)
-                L.post[k].out = <char *> _addr(a)
+                L.post[k].out = <char *> _addr(a["out", l, k])
                 L.H = L.post[k].out
-                L.post[k].mask = NULL
-                if L.post[k].kind == POST_DROPOUT:
-                    a = _aligned(rows * L.ld, np.uint8)
-                    keep.append(a)
-                    L.post[k].mask = <unsigned char *> _addr(a)
-            a = _aligned(size, self.dtype)
-            keep.append(a)
-            L.G = <char *> _addr(a)
-        self._rows_keep = keep
+                L.post[k].mask = (<unsigned char *> _addr(a["mask", l, k])
+                                  if L.post[k].kind == POST_DROPOUT else NULL)
+            L.G = <char *> _addr(a["G", l])
+        self._rows_keep = a
         self.rows = rows
 
     def _panels(self, int l, str name):
         """The panel array ``name`` (W, dW, b, db, Ws1, Ws2, bs1, bs2) of layer l (tests)."""
+        self._layer(l)
         return self._keep[0][l][name]
 
     def load(self, int l, W, b, Wstates, bstates):
         """Copy layer l's weight (n_in, n_out), bias and optimizer state arrays (lists of 0-2
         arrays shaped like the weight / the bias) into the panels."""
-        cdef LayerC *L = &self.P.layers[l]
+        cdef LayerC *L = self._layer(l)
         arrs = self._keep[0][l]
         B = self.block
         n_in, n_out = L.n_in, L.n_out
@@ -939,7 +942,7 @@ cdef class Core:
 
     def store(self, int l, W, b, Wstates, bstates, Wgrad, bgrad):
         """The inverse of load, plus the last step's gradients (None: not written)."""
-        cdef LayerC *L = &self.P.layers[l]
+        cdef LayerC *L = self._layer(l)
         arrs = self._keep[0][l]
         B = self.block
         n_in, n_out = L.n_in, L.n_out
@@ -965,7 +968,8 @@ cdef class Core:
                       double beta2, double wd, double l1, double l1p, long long t0):
         """The update rule of layer l's weight (bias=False) or bias, as fastnn.optim applies
         it at the group's step t0 + s (penalties already 0 for unregularized parameters)."""
-        cdef OptSpec *o = &self.P.layers[l].ob if bias else &self.P.layers[l].ow
+        cdef LayerC *L = self._layer(l)
+        cdef OptSpec *o = &L.ob if bias else &L.ow
         o.kind = OPT_KINDS[kind]
         o.lr = lr
         o.decay = decay
@@ -999,12 +1003,16 @@ cdef class Core:
 
     def set_dropout_calls(self, int l, int k, unsigned long long calls):
         """The training forwards the Dropout module (post op k of layer l) has done."""
-        self.P.layers[l].post[k].calls0 = calls
+        cdef LayerC *L = self._layer(l)
+        if not 0 <= k < L.n_post or L.post[k].kind != POST_DROPOUT:
+            raise IndexError(f"elementwise op {k} of layer {l} is not a Dropout")
+        L.post[k].calls0 = calls
 
     def run(self, X, y, order, Py_ssize_t start, Py_ssize_t batch_size, Py_ssize_t max_steps,
             double time_budget_s, int n_threads):
         """Train: steps over the rows order[start:], batch_size rows a step, at most max_steps
-        steps, stopping after the step that passes time_budget_s seconds (<= 0: no limit).
+        steps, stopping after the step that passes time_budget_s seconds (<= 0 or inf: no
+        limit).
 
         X: (N, n_in) C-contiguous, the plan's dtype. y: intp labels (N,) for cross-entropy, a
         C-contiguous (N, n_out) array of the plan's dtype otherwise. order: intp (K,) row
@@ -1020,6 +1028,7 @@ cdef class Core:
         cdef float fdummy = 0
         cdef double ddummy = 0
         cdef Plan *P = &self.P
+        self.last_run = None
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         if X.dtype != self.dtype or X.ndim != 2 or X.shape[1] != self.P.n_in \
@@ -1085,7 +1094,9 @@ cdef class Core:
         R.waits = <int64_t *> _addr(waits)
         R.t_start = fnn_now_ns()
         R.win_t0 = R.t_start
-        R.deadline_ns = R.t_start + <int64_t> (time_budget_s * 1e9) if time_budget_s > 0 else 0
+        # a budget beyond a year (inf included) is no limit (and no int64 overflow)
+        R.deadline_ns = (R.t_start + <int64_t> (time_budget_s * 1e9)
+                         if 0 < time_budget_s < 3.2e7 else 0)
         R.n_threads = T
         with nogil:
             blas_request(1)
@@ -1109,6 +1120,9 @@ cdef class Core:
         out["last_loss"] = R.last_loss
         out["nonfinite_step"] = R.nonfinite_step
         out["fallback_step"] = R.fallback_step
-        out["wait_s"] = float(waits.sum()) * 1e-9
         out["elapsed_s"] = (fnn_now_ns() - R.t_start) * 1e-9
+        # kept for the caller before any Python code runs: an exception raised from here on
+        # (KeyboardInterrupt) loses the return value, not what the steps did
+        self.last_run = out
+        out["wait_s"] = float(waits.sum()) * 1e-9
         return out

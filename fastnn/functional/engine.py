@@ -203,12 +203,19 @@ def why_not(model, loss_fn, optimizer, y=None) -> str | None:
         for p in g["params"]:
             if id(p) not in own:
                 return "the optimizer holds parameters that are not the network's"
+    seen = []
     for o in owners:
         d = o["dense"]
         for p in (d.weight, d.bias):
             if p is not None and not (isinstance(p.data, np.ndarray) and p.data.flags.c_contiguous
                                       and p.data.flags.writeable):
                 return "a Dense parameter is not a writeable C-contiguous array"
+            if p is not None:
+                # each layer's panels hold their own copy: a shared array would be updated
+                # once per layer from stale values instead of once from the summed gradient
+                if any(p is q or np.may_share_memory(p.data, q.data) for q in seen):
+                    return "two Dense layers share a parameter (tied weights)"
+                seen.append(p)
     return None
 
 
@@ -301,20 +308,25 @@ class TrainingEngine:
         core = self._core
         if steps == 0 and extra_calls == 0:
             return   # nothing changed
+        # the gradients of the last step; after a non-finite loss none (the module loop
+        # stops after zero_grad and the forward)
+        grads = steps and not extra_calls
         for l, (w, b) in enumerate(self._params):
             sw, sb = saved[l]
-            wg = w._grad if steps else None
-            bg = None if b is None or not steps else b._grad
+            wg = w._grad if grads else None
+            bg = None if b is None or not grads else b._grad
             core.store(l, w.data, None if b is None else b.data, sw, sb, wg, bg)
-            if steps:
-                w._grad_written()
-                if b is not None:
-                    b._grad_written()
+            for p in (w, b):
+                if p is not None and grads:
+                    p._grad_written()
+                elif p is not None and extra_calls:
+                    p.zero_grad()
             for m in self._owners[l]["post"]:
                 if hasattr(m, "_calls"):
                     m._calls += steps + extra_calls
         if steps:
-            for gs in {id(v[1]): v[1] for v in where.values()}.values():
+            # every group steps, an empty one too (Optimizer.step counts it)
+            for gs in self.optimizer._group_states:
                 gs.step += steps
 
     # --- training -------------------------------------------------------------------------
@@ -343,12 +355,16 @@ class TrainingEngine:
             if nt > 1 and time.monotonic() < _retry["at"]:
                 nt = 1   # a recent run fell back
         where, saved = self._load()
-        res = None
+        res = self._core.last_run = None
         try:
             res = self._core.run(X, y, np.asarray(order), int(start), int(batch_size),
                                  -1 if max_steps is None else int(max_steps),
                                  0.0 if time_budget_s is None else float(time_budget_s), nt)
         finally:
+            if res is None:
+                # an exception as the call returned (KeyboardInterrupt): the steps it did
+                # still go back to the modules
+                res = self._core.last_run
             steps = 0 if res is None else res["steps"]
             extra = 1 if res is not None and res["nonfinite_step"] >= 0 else 0
             self._store(where, saved, steps, extra)
@@ -359,7 +375,7 @@ class TrainingEngine:
         elif nt > 1 and res["steps"] >= 8:
             _retry["wait"] = RETRY_AFTER_S
         n_order = len(order)
-        samples = max(0, min(res["steps"] * int(batch_size), n_order - int(start)))
+        samples = max(0, min(res["steps"] * int(batch_size), n_order - max(int(start), 0)))
         if self.loss_kind == "squared":
             sums = np.stack([res["s1"], res["s2"], res["sse"]])
             metric = float(res["sse"].sum())
