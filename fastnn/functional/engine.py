@@ -21,7 +21,7 @@ Threads: ``n_threads`` (None: ``omp_get_max_threads()``) capped at the CPUs, at 
 layer's number of 128-column blocks (a thread beyond it would own no work), and at 1 when
 fastnn cannot hold the BLAS to one thread per product. A run whose threads spend too much of
 their time waiting at its barriers (another process holds a core) finishes on one thread
-(:attr:`RunResult.fell_back`), and the next runs use one thread for ``RETRY_AFTER_S``
+(``RunResult.fell_back``), and the next runs use one thread for ``RETRY_AFTER_S``
 seconds, twice as long after each further fallback. None of this changes a bit of the results.
 
 The parameters live in the engine's blocked panels while it runs; ``run`` loads them (weights,
@@ -64,18 +64,29 @@ _retry = {"at": 0.0, "wait": RETRY_AFTER_S}
 class RunResult:
     """What one :meth:`TrainingEngine.run` call did.
 
-    steps, samples : training steps and samples done (updates applied).
-    loss_sum : sum of the per-sample losses of those steps (float64).
-    metric_sum : correct predictions (classification, binary) or the sum of squared errors
-        (squared loss) over those samples.
-    nonfinite_step : index (within this call) of a step whose loss was not finite, -1 if none;
-        that step's update was not applied.
-    last_loss : the mean loss of the last step run (the non-finite one when there is one).
-    fell_back : the run finished on one thread (barrier waits showed contention).
-    sums : squared loss only: per-output float64 sums of y, y^2 and squared errors
-        (rows ``s1``, ``s2``, ``sse``), for R^2.
-    n_threads : threads the run started with.
-    wait_fraction : share of the team's time spent waiting at barriers.
+    Attributes
+    ----------
+    steps, samples : int
+        Training steps and samples done (updates applied).
+    loss_sum : float
+        Sum of the per-sample losses of those steps (float64).
+    metric_sum : float
+        Correct predictions (classification, binary) or the sum of squared errors (squared
+        loss) over those samples.
+    nonfinite_step : int
+        Index (within this call) of a step whose loss was not finite, -1 if none; that step's
+        update was not applied.
+    last_loss : float
+        The mean loss of the last step run (the non-finite one when there is one).
+    fell_back : bool
+        The run finished on one thread (barrier waits showed contention).
+    sums : ndarray or None
+        Squared loss only: per-output float64 sums of y, y^2 and squared errors (rows ``s1``,
+        ``s2``, ``sse``), for R^2.
+    n_threads : int
+        Threads the run started with.
+    wait_fraction : float
+        Share of the team's time spent waiting at barriers.
     """
 
     steps: int
