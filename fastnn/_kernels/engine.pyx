@@ -593,6 +593,17 @@ cdef inline void _update_own(Plan *P, LayerC *L, Py_ssize_t s, int tid, int T,
         _update_block(P, L, p, s, dummy)
 
 
+cdef inline const floating *_layer_input(Plan *P, Py_ssize_t l, Py_ssize_t s, Py_ssize_t *ld,
+                                         floating dummy) noexcept nogil:
+    """The input of layer l at step s (the gathered batch, or layer l - 1's output); its row
+    stride into ld."""
+    if l == 0:
+        ld[0] = P.ld_in
+        return <const floating *> P.Xb[s & 1]
+    ld[0] = P.layers[l - 1].ld
+    return <const floating *> P.layers[l - 1].H
+
+
 cdef void _thread(Plan *P, RunState *R, int tid, int T, floating dummy) noexcept nogil:
     """Every step of the run, as thread tid of a team of T.
 
@@ -617,12 +628,7 @@ cdef void _thread(Plan *P, RunState *R, int tid, int T, floating dummy) noexcept
         # forward
         for l in range(nL):
             L = &P.layers[l]
-            if l == 0:
-                xin = <const floating *> P.Xb[s & 1]
-                ldx = P.ld_in
-            else:
-                xin = <const floating *> P.layers[l - 1].H
-                ldx = P.layers[l - 1].ld
+            xin = _layer_input(P, l, s, &ldx, dummy)
             for p in range(_lo(L.nb, T, tid), _lo(L.nb, T, tid + 1)):
                 _forward_block(P, L, xin, ldx, m, p, s)
             if l < nL - 1:
@@ -634,12 +640,7 @@ cdef void _thread(Plan *P, RunState *R, int tid, int T, floating dummy) noexcept
                 if s + 1 < R.n_steps:
                     _gather(P, R, s + 1, tid, T, dummy)
         # loss, and the backward of the last layer's blocks
-        if nL == 1:
-            xin = <const floating *> P.Xb[s & 1]
-            ldx = P.ld_in
-        else:
-            xin = <const floating *> P.layers[nL - 2].H
-            ldx = P.layers[nL - 2].ld
+        xin = _layer_input(P, nL - 1, s, &ldx, dummy)
         if top.nb == 1:
             if _lo(1, T, tid) < _lo(1, T, tid + 1):
                 _loss_rows(P, R, s, m, 0, m, dummy)
@@ -687,12 +688,7 @@ cdef void _thread(Plan *P, RunState *R, int tid, int T, floating dummy) noexcept
         # backward through the layers below, then the updates of the layer above
         for l in range(nL - 1, 0, -1):
             L = &P.layers[l - 1]
-            if l == 1:
-                xin = <const floating *> P.Xb[s & 1]
-                ldx = P.ld_in
-            else:
-                xin = <const floating *> P.layers[l - 2].H
-                ldx = P.layers[l - 2].ld
+            xin = _layer_input(P, l - 1, s, &ldx, dummy)
             for q in range(_lo(L.nb, T, tid), _lo(L.nb, T, tid + 1)):
                 _input_grad_block(P, &P.layers[l], L, m, q, dummy)
                 _backward_block(P, L, xin, ldx, m, q, s)
