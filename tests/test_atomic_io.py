@@ -55,6 +55,17 @@ def _old_model():
     return fastnn.Sequential(fastnn.Dense(1000, 1500, seed=7), fastnn.Dense(1500, 1000, seed=8))
 
 
+def _wait_for_temporary(directory, proc, timeout=30.0):
+    """Return as soon as a ``.tmp`` file is in ``directory`` (a write in progress)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(f.endswith(".tmp") for f in os.listdir(directory)):
+            return
+        assert proc.poll() is None, "the writer exited before writing"
+        time.sleep(0.0002)
+    raise AssertionError(f"no write started within {timeout} s")
+
+
 @pytest.mark.parametrize("mode", ["save", "checkpoint"])
 def test_killed_writer_leaves_a_loadable_file(tmp_path, mode):
     path = str(tmp_path / "model.npz")
@@ -63,9 +74,11 @@ def test_killed_writer_leaves_a_loadable_file(tmp_path, mode):
     rng = np.random.default_rng(0)
     caught_mid_write = 0
     trials = 0
-    # kill at random moments until one kill has interrupted a write (a temporary was left),
-    # at least twice and at most 10 times; every kill must leave a loadable target
-    while trials < 2 or (caught_mid_write == 0 and trials < 10):
+    # kill at random moments (odd trials) and as soon as a temporary appears (even trials: a
+    # write in progress, whatever the speed of this machine's disk), until one kill has
+    # interrupted a write (a temporary was left), at least four times and at most 10 times;
+    # every kill must leave a loadable target
+    while trials < 4 or (caught_mid_write == 0 and trials < 10):
         trials += 1
         # cwd: `python -c` puts the working directory first on sys.path, so run it where the
         # fastnn under test lives (not the source tree when testing an installed fastnn).
@@ -74,7 +87,10 @@ def test_killed_writer_leaves_a_loadable_file(tmp_path, mode):
                                 cwd=os.path.dirname(os.path.dirname(os.path.abspath(fastnn.__file__))))
         try:
             assert proc.stdout.readline().strip() == b"ready"
-            time.sleep(0.1 + float(rng.uniform(0.0, 0.3)))
+            if trials % 2:
+                time.sleep(0.1 + float(rng.uniform(0.0, 0.3)))
+            else:
+                _wait_for_temporary(tmp_path, proc)
             proc.send_signal(signal.SIGKILL)
             proc.wait(timeout=30)
         finally:
