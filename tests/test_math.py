@@ -240,11 +240,11 @@ def test_softmax_two_threads_same_bits(c):
     p1 = np.empty_like(z)
     p2 = np.empty_like(z)
     K.softmax_forward(z, p1, False, 1)
-    old = K._set_parallel_min_elements(0)
+    old = K.set_parallel_threshold("min_elements", 0)
     try:
         K.softmax_forward(z, p2, False, 2)
     finally:
-        K._set_parallel_min_elements(old)
+        K.set_parallel_threshold("min_elements", old)
     assert _same_bits(p1, p2)
 
 

@@ -19,9 +19,9 @@ def ref_maxout(z, k):
 def n_threads(request):
     """1 thread, or 2 with the parallel path forced."""
     if request.param == 2:
-        old = _km.set_parallel_threshold(0)
+        old = _km.set_parallel_threshold("min_elements", 0)
         yield 2
-        _km.set_parallel_threshold(old)
+        _km.set_parallel_threshold("min_elements", old)
     else:
         yield 1
 

@@ -7,11 +7,16 @@ import numpy as np
 import pytest
 
 import fastnn
-from fastnn._kernels import activations, dense, dropout, losses, optim
+from fastnn._kernels import activations, dense, dropout, losses, maxout, optim, softmax, sparsemax
 from fastnn.functional import runtime
 
 KERNELS = {"dense": dense, "activations": activations, "dropout": dropout, "losses": losses,
-           "optim": optim}
+           "optim": optim, "softmax": softmax, "sparsemax": sparsemax, "maxout": maxout}
+
+
+def test_every_kernel_with_a_threshold_is_listed():
+    assert set(runtime.THRESHOLD_KERNELS) == set(KERNELS)
+    assert set(runtime.parallel_thresholds()) == set(KERNELS)
 
 
 def test_every_threshold_is_listed_set_and_restored():

@@ -279,13 +279,11 @@ def parallel_everywhere():
     """Force the OpenMP path even for tiny inputs (the threshold is restored afterwards)."""
     from fastnn._kernels import losses as kl
     from fastnn._kernels import softmax as ks
-    mods = (ks, _kernel)
-    old = [m._set_parallel_min_elements(0) for m in mods[:2]]
-    old_losses = kl.set_parallel_threshold("min_elements", 0)
+    mods = (ks, _kernel, kl)
+    old = [m.set_parallel_threshold("min_elements", 0) for m in mods]
     yield
     for m, v in zip(mods, old):
-        m._set_parallel_min_elements(v)
-    kl.set_parallel_threshold("min_elements", old_losses)
+        m.set_parallel_threshold("min_elements", v)
 
 
 @pytest.mark.parametrize("shape", [(2, 1), (3, 5), (7, 33)])

@@ -66,30 +66,19 @@ THRESHOLD_KERNELS = ("dense", "activations", "dropout", "losses", "optim", "soft
 def _kernel(kernel: str):
     if kernel not in THRESHOLD_KERNELS:
         raise ValueError(f"unknown kernel module {kernel!r}; expected one of {THRESHOLD_KERNELS}")
-    module = importlib.import_module(f"fastnn._kernels.{kernel}")
-    if not hasattr(module, "parallel_thresholds"):
-        return None
-    return module
+    return importlib.import_module(f"fastnn._kernels.{kernel}")
 
 
 def parallel_thresholds() -> dict:
     """``{kernel: {name: value}}``: every parallel threshold in force now (work units as each
     kernel module defines them: elements, or multiply-adds for dense)."""
-    out = {}
-    for kernel in THRESHOLD_KERNELS:
-        module = _kernel(kernel)
-        if module is not None:
-            out[kernel] = module.parallel_thresholds()
-    return out
+    return {kernel: _kernel(kernel).parallel_thresholds() for kernel in THRESHOLD_KERNELS}
 
 
 def set_parallel_threshold(kernel: str, name: str, value):
     """Set threshold ``name`` of kernel module ``kernel`` (see :func:`parallel_thresholds`);
     returns the previous value. Unknown names and negative values are ValueErrors."""
-    module = _kernel(kernel)
-    if module is None:
-        raise ValueError(f"fastnn._kernels.{kernel} has no parallel thresholds")
-    return module.set_parallel_threshold(name, value)
+    return _kernel(kernel).set_parallel_threshold(name, value)
 
 
 @contextlib.contextmanager

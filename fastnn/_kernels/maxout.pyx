@@ -10,6 +10,7 @@ from cython.parallel cimport prange
 from libc.stdint cimport int32_t
 
 from fastnn._kernels._openmp cimport row_threads
+from fastnn._kernels._config import check_threshold
 from fastnn._kernels._maxout cimport max_row as _max_row
 
 # Elements (rows * units) below which the loop stays on the calling thread: a pass as cheap
@@ -17,13 +18,17 @@ from fastnn._kernels._maxout cimport max_row as _max_row
 cdef Py_ssize_t _PAR_MIN = 262144
 
 
-def set_parallel_threshold(Py_ssize_t n):
-    """Override the parallel threshold in elements (tests force the parallel path); returns
-    the old one."""
+def parallel_thresholds():
+    """This module's parallel threshold: ``min_elements`` (rows x units)."""
+    return {"min_elements": _PAR_MIN}
+
+
+def set_parallel_threshold(name, value):
+    """Set parallel threshold ``name`` (see parallel_thresholds); returns the previous value."""
     global _PAR_MIN
-    old = _PAR_MIN
-    _PAR_MIN = n
-    return old
+    current = parallel_thresholds()
+    _PAR_MIN = check_threshold("maxout", current, name, value)
+    return current[name]
 
 
 cdef inline void _route_row(const floating *g, const int32_t *arg, floating *dz, Py_ssize_t m,

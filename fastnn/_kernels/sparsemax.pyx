@@ -6,6 +6,7 @@
 from libc.stdlib cimport malloc, free
 from cython cimport floating
 from fastnn._kernels._openmp cimport row_threads
+from fastnn._kernels._config import check_threshold
 from cython.parallel cimport parallel, prange
 
 from fastnn._kernels.sparsemax cimport (sparsemax_row, SPARSEMAX_SORT, SPARSEMAX_SELECT,
@@ -31,22 +32,26 @@ def _set_simd_level(str name):
     fnn_simd_level = SIMD_LEVELS.index(name)
     return old
 
-# Below this many elements (n_rows * n_cols) the rows run on the calling thread. Measured with
-# sweeps of 256 x C float32 (1 vs 2 threads, threshold forced to 0) on the shared 2-core machine
-# under load 4-7: two threads never won below 256 x 1024 (team wake-up and a busy second core
-# cost 15-60 us against 20-300 us of work) and won or tied only in some cases from 256 x 1e4
-# on. 2^18 keeps training-size batches serial; retune with _set_parallel_min_elements on a
-# quiet machine.
-PARALLEL_MIN_ELEMENTS = 262144
+# Below this many elements (n_rows * n_cols) the rows run on the calling thread. Measured on the
+# idle 2-core machine (benchmarks/README.md, "Output maps: the parallel threshold"): in a loop of
+# calls (the second core still awake) two threads win from about 16 x 1000 elements; a call after
+# 10 ms of idling pays the team's wake-up and wins only from about 1.3e5 elements. 2^17: a
+# 256 x 1000 batch runs on both cores, a training-size batch (128 x 10) stays serial.
+PARALLEL_MIN_ELEMENTS = 131072
 cdef Py_ssize_t _PAR_MIN = PARALLEL_MIN_ELEMENTS
 
 
-def _set_parallel_min_elements(Py_ssize_t n):
-    """Change the serial/parallel threshold (tuning and tests); returns the previous value."""
+def parallel_thresholds():
+    """This module's parallel threshold: ``min_elements`` (rows x columns)."""
+    return {"min_elements": _PAR_MIN}
+
+
+def set_parallel_threshold(name, value):
+    """Set parallel threshold ``name`` (see parallel_thresholds); returns the previous value."""
     global _PAR_MIN
-    old = _PAR_MIN
-    _PAR_MIN = n
-    return old
+    current = parallel_thresholds()
+    _PAR_MIN = check_threshold("sparsemax", current, name, value)
+    return current[name]
 
 METHODS = {"sort": SPARSEMAX_SORT, "select": SPARSEMAX_SELECT, "auto": SPARSEMAX_AUTO}
 _AUTO_HANDOVER_NOW = SPARSEMAX_AUTO_HANDOVER_NOW  # tests: exercise auto's hand-over to select
