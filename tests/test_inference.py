@@ -640,3 +640,111 @@ def test_eval_forward_of_no_rows_with_maxout(dtype):
     for n in (0, 3, 0):
         X = data(n, 4, dtype)
         np.testing.assert_array_equal(model.forward(X), layer_path(model, X))
+
+
+# --- a request's columns split over threads ------------------------------------------------------
+
+@pytest.fixture
+def split_always():
+    """Split every request that qualifies, however long ago the previous call ended."""
+    old = _k.set_split(0.0, float("inf"))
+    yield
+    _k.set_split(*old)
+
+
+def _threads_available(n):
+    from fastnn._threads import effective_n_threads
+    return effective_n_threads(n)
+
+
+def _split_nets(dtype):
+    nets = [Sequential(Dense(30, 200, "tanh"), Dense(200, 130, "relu"), Maxout(130, 70, 3),
+                       Dropout(0.3, mode="standard"), GELU(), Dense(70, 5), Softmax(),
+                       dtype=dtype, seed=3),
+            Sequential(Dense(25, 129, "relu"), Dense(129, 64), Sparsemax(), dtype=dtype, seed=4),
+            Sequential(Dense(784, 256, "relu"), Dense(256, 256, "relu"), Dense(256, 10),
+                       dtype=dtype, seed=5)]
+    nets += [Sequential(Dense(20, 150, act), Dense(150, 9), dtype=dtype, seed=6) for act in ACTS]
+    return nets
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_split_columns_bitwise(dtype, split_always):
+    """A one-row request with its columns split over 2-4 threads: the bits of one thread and of
+    the layer path, for predict and for the evaluation-mode forward (with maxout's winners)."""
+    if _threads_available(2) < 2:
+        pytest.skip("needs 2 threads (OpenMP)")
+    for net in _split_nets(dtype):
+        X = data(1, net[0].weight.data.shape[0], dtype, seed=9) * 2
+        plan = I.plan_for(net)
+        net.n_threads = 1
+        ref = net.predict(X)
+        assert not plan.last_split and plan.last_threads == 1
+        assert ref.tobytes() == layer_path(net, X).tobytes()
+        net.eval()
+        ref_fwd = np.array(net.forward(X), copy=True)
+        maxouts = [m for m in net if isinstance(m, Maxout)]
+        ref_args = [m._arg.copy() for m in maxouts]
+        for t in (2, 3, 4):
+            net.n_threads = t
+            out = net.predict(X)
+            assert plan.last_split and plan.last_threads >= 2, (t, net)
+            assert out.tobytes() == ref.tobytes(), (t, net)
+            fwd = net.forward(X)
+            assert plan.last_split
+            assert np.asarray(fwd).tobytes() == ref_fwd.tobytes()
+            for m, a in zip(maxouts, ref_args):
+                np.testing.assert_array_equal(m._arg, a)
+        net.train()
+
+
+def test_split_only_when_it_gives_the_same_bits(split_always):
+    from fastnn._kernels import _blas
+    if _threads_available(2) < 2:
+        pytest.skip("needs 2 threads (OpenMP)")
+    net = Sequential(Dense(40, 300, "relu"), Dense(300, 20), seed=1, n_threads=2)
+    plan = None
+    X1, X2 = data(1, 40, np.float32), data(2, 40, np.float32)
+    net.predict(X1)
+    plan = I.plan_for(net)
+    assert plan.last_split
+    net.predict(X2)          # 2 rows: the tile path (GEMM; the split needs GEMV rows)
+    assert not plan.last_split
+    old_rows = _k.set_gemv_rows(2)
+    try:
+        net.predict(X2)      # 2 rows by GEMV, but a 20-wide layer goes through GEMM
+        assert not plan.last_split
+    finally:
+        _k.set_gemv_rows(old_rows)
+    old = _blas.set_xw_own_max_bytes(40 * 300 * 4 - 1)   # the first layer takes BLAS GEMV
+    try:
+        out = net.predict(X1)
+        assert not plan.last_split
+    finally:
+        _blas.set_xw_own_max_bytes(old)
+    np.testing.assert_allclose(out, layer_path(net, X1), rtol=2e-5, atol=2e-6)
+    one_block = Sequential(Dense(40, 64, "relu"), Dense(64, 20), seed=1, n_threads=2)
+    one_block.predict(X1)
+    assert not I.plan_for(one_block).last_split     # no layer has 2 blocks of columns
+
+
+def test_split_waits_for_an_awake_core():
+    """A lone request stays on the calling thread; one right after another call splits."""
+    import time
+    if _threads_available(2) < 2:
+        pytest.skip("needs 2 threads (OpenMP)")
+    min_work, gap = _k.set_split(0.0, 0.05)
+    try:
+        net = Sequential(Dense(50, 256, "relu"), Dense(256, 10), seed=2, n_threads=2)
+        X = data(1, 50, np.float32)
+        first = net.predict(X)
+        plan = I.plan_for(net)
+        assert not plan.last_split            # no call before it
+        second = net.predict(X)
+        assert plan.last_split                # right after the first
+        time.sleep(0.1)
+        third = net.predict(X)
+        assert not plan.last_split            # the previous call ended 0.1 s ago
+        assert first.tobytes() == second.tobytes() == third.tobytes()
+    finally:
+        _k.set_split(min_work, gap)

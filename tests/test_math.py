@@ -286,7 +286,7 @@ _CHILD = r"""
 import hashlib, sys
 import numpy as np
 import fastnn.functional as F
-from fastnn._kernels import softmax as K, optim as O
+from fastnn._kernels import softmax as K, optim as O, _blas
 h = hashlib.sha256()
 rng = np.random.default_rng(0)
 for dtype in (np.float32, np.float64):
@@ -300,6 +300,8 @@ for dtype in (np.float32, np.float64):
     h.update(F.gelu(z, approximate="tanh", n_threads=1).tobytes())
     W = rng.standard_normal((129, 33)).astype(dtype)
     h.update(F.dense_forward(z, W, None, "sigmoid", n_threads=1).tobytes())
+    h.update(F.dense_forward(z[:1], W, None, "relu", n_threads=1).tobytes())  # one row: xw
+    h.update(_blas.py_xw(z[0], W, 3, 30).tobytes())
     y = rng.integers(0, 129, 37)
     loss, grad = F.cross_entropy(z, y, reduction="none", return_grad=True, n_threads=1)
     h.update(loss.tobytes()); h.update(grad.tobytes())
@@ -310,6 +312,7 @@ for dtype in (np.float32, np.float64):
     loss, grad = F.binary_cross_entropy(zb, t, reduction="none", return_grad=True, n_threads=1)
     h.update(loss.tobytes()); h.update(grad.tobytes())
     h.update(F.softmax(z, n_threads=1).tobytes())
+assert _blas.simd_level() == K.simd_level()
 print(K.simd_level(), h.hexdigest())
 """
 

@@ -1,6 +1,7 @@
 # Design: the one BLAS wrapper of fastnn. Row-major GEMM/GEMV over scipy.linalg.cython_blas
 # (Fortran, column-major): a row-major C = op(A) op(B) is the column-major C^T = op(B)^T op(A)^T,
-# so the operands are swapped instead of copied. Never a hand-written GEMM.
+# so the operands are swapped instead of copied. Never a hand-written GEMM; one hand-written
+# one-row product (xw) for cache-sized layers, where it beats GEMV and splits over cores bitwise.
 from cython cimport floating
 
 
@@ -17,6 +18,17 @@ cdef void gemv(bint trans_a, int m, int n, floating alpha, const floating *A, in
                const floating *x, int incx, floating beta, floating *y, int incy) noexcept nogil
     # y := alpha * op(A) . x + beta * y, A row-major (m, n) with row stride lda;
     # op(A) = A (y has m entries) or A^T when trans_a (y has n entries).
+
+cdef void xw(const floating *x, const floating *W, Py_ssize_t ldw, floating *y, Py_ssize_t k,
+             Py_ssize_t n) noexcept nogil
+    # y[0:n] = x[0:k] W[0:k, 0:n], W row-major with row stride ldw (one input row through a
+    # layer, or through the columns [j0, j0 + n) of one when W points at column j0). Weights of
+    # up to XW_OWN_MAX_BYTES (k ldw entries: the layer, not the slice) go through fastnn's own
+    # kernel, whose every y[j] is the same bits whatever slice, vector width or thread computes
+    # it; larger ones through BLAS GEMV. k == 0 gives zeros.
+
+cdef bint xw_own(Py_ssize_t k, Py_ssize_t ldw, Py_ssize_t itemsize) noexcept nogil
+    # True when xw takes its own kernel for a layer of k x ldw entries of itemsize bytes.
 
 cdef int blas_set_num_threads(int n) noexcept nogil
     # Set the thread count of the BLAS behind scipy.linalg.cython_blas; returns the previous

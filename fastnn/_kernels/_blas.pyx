@@ -14,6 +14,64 @@ import threading
 from libc.stdint cimport int64_t
 from cython cimport floating
 from scipy.linalg.cython_blas cimport sgemm, dgemm, sgemv, dgemv
+from fastnn._kernels._math cimport fnn_simd_level
+
+# One input row through a layer, y = x W, for the weights a core's cache holds: fastnn's own
+# kernel. Blocks of 256 bytes of columns (64 floats, 32 doubles) stay in vector registers while
+# the rows stream past; each y[j] is the sum of x[i] W[i, j] in the order i = 0 .. k-1, one
+# rounding per multiply and per add (no FMA: _math.pxd). So a column's result does not depend on
+# which block, slice, vector width or thread computes it: inference splits a request's columns
+# over cores and gets the bits of one core. Faster than OpenBLAS's GEMV there (784x256 float32,
+# one core: 7.5 against 8.5 us; 256x256: 2.1 against 4.2 us); slower once the weights come from
+# memory (4096x4096: 5.3 against 3.0 ms), hence XW_OWN_MAX_BYTES.
+cdef extern from *:
+    """
+    #if defined(__GNUC__) && !defined(__clang__)
+    #pragma GCC push_options
+    #pragma GCC optimize("no-trapping-math", "fp-contract=off")
+    #endif
+    #define FNN_XW(T, S, B)                                                                   \\
+    FNN_INLINE void fnn_xw_##S##_body(const T *x, const T *W, Py_ssize_t ldw, T *y,            \\
+                                      Py_ssize_t k, Py_ssize_t n) {                            \\
+        Py_ssize_t j0 = 0, i, j;                                                               \\
+        for (; j0 + B <= n; j0 += B) {                                                         \\
+            T acc[B];                                                                          \\
+            const T *w = W + j0;                                                               \\
+            for (j = 0; j < B; j++) acc[j] = (T)0;                                             \\
+            for (i = 0; i < k; i++, w += ldw) {                                                \\
+                const T xi = x[i];                                                             \\
+                for (j = 0; j < B; j++) acc[j] += xi * w[j];                                   \\
+            }                                                                                  \\
+            for (j = 0; j < B; j++) y[j0 + j] = acc[j];                                        \\
+        }                                                                                      \\
+        if (j0 < n) {                                                                          \\
+            Py_ssize_t r = n - j0;                                                             \\
+            T acc[B];                                                                          \\
+            const T *w = W + j0;                                                               \\
+            for (j = 0; j < r; j++) acc[j] = (T)0;                                             \\
+            for (i = 0; i < k; i++, w += ldw) {                                                \\
+                const T xi = x[i];                                                             \\
+                for (j = 0; j < r; j++) acc[j] += xi * w[j];                                   \\
+            }                                                                                  \\
+            for (j = 0; j < r; j++) y[j0 + j] = acc[j];                                        \\
+        }                                                                                      \\
+    }                                                                                          \\
+    FNN_MV_VOID(fnn_xw_##S, (const T *x, const T *W, Py_ssize_t ldw, T *y, Py_ssize_t k,        \\
+                             Py_ssize_t n), (x, W, ldw, y, k, n))
+    FNN_XW(float, f, 64)
+    FNN_XW(double, d, 32)
+    #if defined(__GNUC__) && !defined(__clang__)
+    #pragma GCC pop_options
+    #endif
+    """
+    void fnn_xw_f(const float *x, const float *W, Py_ssize_t ldw, float *y, Py_ssize_t k,
+                  Py_ssize_t n) noexcept nogil
+    void fnn_xw_d(const double *x, const double *W, Py_ssize_t ldw, double *y, Py_ssize_t k,
+                  Py_ssize_t n) noexcept nogil
+
+# Weights (k x ldw entries) up to this many bytes take the own kernel: a core's L2 (2 MiB on the
+# machines measured). Tests lower it to reach the BLAS side.
+cdef Py_ssize_t XW_OWN_MAX_BYTES = 2 * 1024 * 1024
 
 # CBLAS constants (cblas.h): CblasRowMajor, CblasNoTrans, CblasTrans.
 cdef enum:
@@ -97,6 +155,52 @@ cdef void gemv(bint trans_a, int m, int n, floating alpha, const floating *A, in
                      beta, y, incy)
             return
         dgemv(&t, &n, &m, &alpha, <double *> A, &lda, <double *> x, &incx, &beta, y, &incy)
+
+
+cdef bint xw_own(Py_ssize_t k, Py_ssize_t ldw, Py_ssize_t itemsize) noexcept nogil:
+    return k * ldw * itemsize <= XW_OWN_MAX_BYTES
+
+
+cdef void xw(const floating *x, const floating *W, Py_ssize_t ldw, floating *y, Py_ssize_t k,
+             Py_ssize_t n) noexcept nogil:
+    if n <= 0:
+        return
+    if xw_own(k, ldw, sizeof(floating)):
+        if floating is float:
+            fnn_xw_f(x, W, ldw, y, k, n)
+        else:
+            fnn_xw_d(x, W, ldw, y, k, n)
+    else:
+        gemv(True, <int> k, <int> n, <floating> 1, W, <int> ldw, x, 1, <floating> 0, y, 1)
+
+
+def set_xw_own_max_bytes(Py_ssize_t nbytes):
+    """Weights up to ``nbytes`` go through the own one-row kernel of xw (tests); returns the old
+    limit."""
+    global XW_OWN_MAX_BYTES
+    old = XW_OWN_MAX_BYTES
+    XW_OWN_MAX_BYTES = max(0, nbytes)
+    return old
+
+
+def py_xw(const floating[::1] x, const floating[:, ::1] W, Py_ssize_t j0, Py_ssize_t j1):
+    """x @ W[:, j0:j1] through xw as a new array (test entry point; x 1-D of W's row count,
+    0 <= j0 <= j1 <= W's column count)."""
+    import numpy as np
+    if x.shape[0] != W.shape[0] or not 0 <= j0 <= j1 <= W.shape[1]:
+        raise ValueError("shapes")
+    y = np.zeros(j1 - j0, dtype=np.float32 if floating is float else np.float64)
+    cdef floating[::1] yv = y
+    if j1 > j0:
+        with nogil:
+            xw(&x[0] if x.shape[0] else NULL, &W[0, 0] + j0 if W.shape[0] else NULL,
+               W.shape[1], &yv[0], x.shape[0], j1 - j0)
+    return y
+
+
+def simd_level():
+    """The vector width xw's own kernel uses here (see fastnn._kernels.softmax.SIMD_LEVELS)."""
+    return ("baseline", "avx2", "avx512")[fnn_simd_level]
 
 
 cdef int blas_set_num_threads(int n) noexcept nogil:

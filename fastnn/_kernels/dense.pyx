@@ -25,7 +25,8 @@ cimport numpy as cnp
 
 cimport fastnn._kernels._arrays as A   # this form: cythonize rebuilds on a change of _arrays.pxd
 
-from fastnn._kernels._blas cimport gemm, gemv, blas_get_num_threads, blas_request, blas_release
+from fastnn._kernels._blas cimport (gemm, gemv, xw, blas_get_num_threads, blas_request,
+                                   blas_release)
 from fastnn._kernels._activations cimport act_row, act_row_keep_z, act_grad_row, ACT_IDENTITY
 from fastnn._kernels._config import check_threshold
 
@@ -51,7 +52,8 @@ cdef double SPLIT_MAX_WORK = 1.0e7
 cdef Py_ssize_t EPILOGUE_PAR_MIN = 262144
 
 
-# Up to this many rows (and at least 64 output columns) a product is one GEMV per row. Rule: the
+# Up to this many rows (and at least 64 output columns) a product is one row product per row
+# (_blas.xw: the own kernel for cache-sized weights, else GEMV). Rule: the
 # largest row count at which GEMV per row beats one GEMM for a 784->256 layer on 1 thread
 # (dense_forward timed at 1-16 rows with set_gemv_max_rows(1) against set_gemv_max_rows(16)),
 # with the default backend of _blas (NumPy's OpenBLAS). A BLAS that
@@ -132,8 +134,7 @@ cdef void _forward_block(const floating *X, const floating *W, const floating *b
         return
     if i1 - i0 == 1 or (i1 - i0 <= GEMV_MAX_ROWS and j1 - j0 >= 64):
         for i in range(i0, i1):
-            gemv(True, <int> n_in, <int> (j1 - j0), <floating> 1, W + j0, <int> n_out,
-                 X + i * n_in, 1, <floating> 0, Y + i * n_out + j0, 1)
+            xw(X + i * n_in, W + j0, n_out, Y + i * n_out + j0, n_in, j1 - j0)
     else:
         gemm(False, False, <int> (i1 - i0), <int> (j1 - j0), <int> n_in, <floating> 1,
              X + i0 * n_in, <int> n_in, W + j0, <int> n_out, <floating> 0,

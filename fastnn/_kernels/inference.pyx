@@ -9,9 +9,12 @@
 #   * a tile is always computed the same way (the same BLAS calls on the same rows), so the
 #     output is bitwise the same for any thread count: threads only decide who runs which tiles
 #     (handed out one at a time inside ONE OpenMP parallel region);
-#   * BLAS is capped at 1 thread for the call (_blas request registry); a batch of 1 row goes
-#     through GEMV, as the Dense kernel does (dense.pyx), else one GEMM per tile and layer,
-#     followed by the fused bias + activation pass over the tile;
+#   * BLAS is capped at 1 thread for the call (_blas request registry); a request of 1 row
+#     goes through _blas.xw (the own one-row kernel for cache-sized layers), as the Dense kernel
+#     does (dense.pyx), else one GEMM per tile and layer, followed by the fused bias +
+#     activation pass over the tile;
+#   * a 1-row request can instead split each layer's columns over threads that are already
+#     awake (_run_cols, see AWAKE_GAP), with the bits of one thread;
 #   * the work buffers belong to the plan, allocated (64-byte aligned) on the first call and
 #     grown when a larger tile or more threads need it, never per call.
 # Layers: dense (every activation of the table; no pre-activation kept: the evaluation-mode
@@ -22,6 +25,7 @@ from cython cimport floating
 from cython.parallel cimport parallel, prange
 from libc.stdint cimport int32_t
 from libc.stdlib cimport calloc, free
+from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 cimport numpy as cnp
 from cpython.object cimport PyObject, PyObject_GetAttr
 from cpython.dict cimport PyDict_GetItem
@@ -31,7 +35,7 @@ from cpython.pythread cimport (PyThread_type_lock, PyThread_allocate_lock, PyThr
 
 cimport fastnn._kernels._arrays as A   # this form: cythonize rebuilds on a change of _arrays.pxd
 from fastnn._kernels._openmp cimport omp_get_thread_num
-from fastnn._kernels._blas cimport gemm, gemv, blas_request, blas_release
+from fastnn._kernels._blas cimport gemm, xw, xw_own, blas_request, blas_release
 from fastnn._kernels._activations cimport act_row, ACT_IDENTITY, N_ACTIVATIONS
 from fastnn._kernels._maxout cimport max_row
 from fastnn._kernels.softmax cimport softmax_row
@@ -123,6 +127,37 @@ def set_tile_limits(Py_ssize_t tile_min, Py_ssize_t tile_max):
     return old
 
 
+# A request of up to GEMV_ROWS rows can instead split every layer's output columns over the
+# threads (_run_cols: blocks of COL_BLOCK columns, contiguous ranges of blocks per thread, so each
+# core reads the same part of the weights on every call and keeps it in its cache; one barrier
+# per layer). Only when it pays and gives the same bits: every dense and maxout layer takes
+# _blas.xw's own kernel (a column's result is the same bits whichever slice or thread computes
+# it), the network has at least SPLIT_MIN_WORK multiply-adds per row, and the plan's previous
+# call ended less than AWAKE_GAP seconds ago - the second core is then still awake (libgomp's
+# workers spin for a few milliseconds after a region; waking one that sleeps costs 100-300 us on
+# the machines measured, more than a whole request). A lone request stays on the calling core.
+# Numbers: benchmarks/README.md, "Batch-1 requests over two cores".
+cdef enum:
+    COL_BLOCK = 64
+cdef double SPLIT_MIN_WORK = 1.0e5
+cdef double AWAKE_GAP = 1.0e-3
+
+
+def set_split(double min_work, double awake_gap):
+    """Override SPLIT_MIN_WORK and AWAKE_GAP (tests force or forbid the column split; an
+    awake_gap of inf splits every request that qualifies); returns the old pair."""
+    global SPLIT_MIN_WORK, AWAKE_GAP
+    old = (SPLIT_MIN_WORK, AWAKE_GAP)
+    SPLIT_MIN_WORK, AWAKE_GAP = min_work, awake_gap
+    return old
+
+
+cdef double _now() noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return <double> ts.tv_sec + 1e-9 * <double> ts.tv_nsec
+
+
 def set_gemv_rows(Py_ssize_t rows):
     """Override GEMV_ROWS (tuning, tests); returns the old value."""
     global GEMV_ROWS
@@ -140,17 +175,17 @@ def set_parallel_min_work(double work):
 
 
 cdef void _dense_rows(const Step *st, const floating *src, floating *dst, Py_ssize_t m,
-                      Py_ssize_t n_cols) noexcept nogil:
-    """dst = act(src W + b) on m rows (GEMV per row up to GEMV_ROWS rows, else one GEMM),
-    n_cols outputs."""
+                      Py_ssize_t n_cols, bint by_row) noexcept nogil:
+    """dst = act(src W + b) on m rows, n_cols outputs: one row product (_blas.xw) per row when
+    by_row (a request of up to GEMV_ROWS rows) and m == 1 or n_cols >= 64, else one GEMM. (A
+    short last tile of a larger batch takes GEMM like the batch's other rows.)"""
     cdef Py_ssize_t i, n_in = st.n_in
     cdef const floating *W = <const floating *> st.W
     cdef const floating *b = <const floating *> st.b
     cdef int code = st.code if st.kind == K_DENSE else ACT_IDENTITY
-    if m <= GEMV_ROWS and (m == 1 or n_cols >= 64):
+    if by_row and (m == 1 or n_cols >= 64):
         for i in range(m):
-            gemv(True, <int> n_in, <int> n_cols, <floating> 1, W, <int> n_cols,
-                 src + i * n_in, 1, <floating> 0, dst + i * n_cols, 1)
+            xw(src + i * n_in, W, n_cols, dst + i * n_cols, n_in, n_cols)
     else:
         gemm(False, False, <int> m, <int> n_cols, <int> n_in, <floating> 1, src, <int> n_in,
              W, <int> n_cols, <floating> 0, dst, <int> n_cols)
@@ -160,10 +195,11 @@ cdef void _dense_rows(const Step *st, const floating *src, floating *dst, Py_ssi
 
 
 cdef void _tile(const Step *steps, int n_steps, bint keep, const floating *X, floating *out,
-                Py_ssize_t r0, Py_ssize_t m, char *scratch, Py_ssize_t buf_elems,
+                Py_ssize_t r0, Py_ssize_t m, bint by_row, char *scratch, Py_ssize_t buf_elems,
                 Py_ssize_t lin_elems, Py_ssize_t arg_elems) noexcept nogil:
-    """Rows [r0, r0 + m) through every step. scratch: this thread's buffers (two ping-pong
-    buffers of buf_elems, the maxout linear units, the maxout winners, sparsemax doubles)."""
+    """Rows [r0, r0 + m) through every step (by_row: see _dense_rows). scratch: this thread's
+    buffers (two ping-pong buffers of buf_elems, the maxout linear units, the maxout winners,
+    sparsemax doubles)."""
     cdef floating *buf0 = <floating *> scratch
     cdef floating *buf1 = buf0 + buf_elems
     cdef floating *zbuf = buf1 + buf_elems
@@ -194,11 +230,11 @@ cdef void _tile(const Step *steps, int n_steps, bint keep, const floating *X, fl
             dst = buf0
             src_buf = 0
         if st.kind == K_DENSE:
-            _dense_rows(st, src, dst, m, w)
+            _dense_rows(st, src, dst, m, w, by_row)
         elif st.kind == K_MAXOUT:
             z = (<floating *> st.keep_z + r0 * st.n_lin) if keep else zbuf
             arg = (st.keep_arg + r0 * w) if keep else abuf
-            _dense_rows(st, src, z, m, st.n_lin)
+            _dense_rows(st, src, z, m, st.n_lin, by_row)
             for i in range(m):
                 max_row(z + i * st.n_lin, dst + i * w, arg + i * w, w, st.pieces)
         elif st.kind == K_ACTIVATION:
@@ -215,6 +251,92 @@ cdef void _tile(const Step *steps, int n_steps, bint keep, const floating *X, fl
         src = dst
 
 
+cdef void _step_cols(const Step *st, const floating *src, floating *dst, floating *z,
+                     int32_t *arg, Py_ssize_t m, Py_ssize_t j0, Py_ssize_t j1) noexcept nogil:
+    """Output columns [j0, j1) of a dense, maxout, activation or scale step on m rows (m at
+    most GEMV_ROWS): the bits of the whole-row computation in _tile."""
+    cdef Py_ssize_t i, j, w = st.n_out, n_in = st.n_in, lin = st.n_lin, p = st.pieces
+    cdef const floating *W = <const floating *> st.W
+    cdef const floating *b = <const floating *> st.b
+    if st.kind == K_DENSE:
+        for i in range(m):
+            xw(src + i * n_in, W + j0, w, dst + i * w + j0, n_in, j1 - j0)
+            if st.code != ACT_IDENTITY or b != NULL:
+                act_row(st.code, dst + i * w + j0, dst + i * w + j0,
+                        <const floating *> NULL if b == NULL else b + j0, j1 - j0)
+    elif st.kind == K_MAXOUT:
+        for i in range(m):
+            xw(src + i * n_in, W + j0 * p, lin, z + i * lin + j0 * p, n_in, (j1 - j0) * p)
+            if b != NULL:
+                act_row(ACT_IDENTITY, z + i * lin + j0 * p, z + i * lin + j0 * p, b + j0 * p,
+                        (j1 - j0) * p)
+            max_row(z + i * lin + j0 * p, dst + i * w + j0, arg + i * w + j0, j1 - j0, p)
+    elif st.kind == K_ACTIVATION:
+        for i in range(m):
+            act_row(st.code, dst + i * w + j0, src + i * w + j0, <const floating *> NULL,
+                    j1 - j0)
+    else:
+        for i in range(m):
+            for j in range(j0, j1):
+                dst[i * w + j] = src[i * w + j] * <floating> st.scale
+
+
+cdef void _run_cols(const Step *steps, int n_steps, bint keep, const floating *X,
+                    floating *out, Py_ssize_t m, int nt, char *scratch, Py_ssize_t buf_elems,
+                    Py_ssize_t lin_elems, Py_ssize_t arg_elems) noexcept nogil:
+    """m rows (at most GEMV_ROWS) through every step, each step's output columns split over
+    nt threads in blocks of COL_BLOCK (softmax and sparsemax: one thread), in ONE parallel
+    region; the end of each step's loop is the barrier before the next step. Outputs go where
+    _tile puts them (keep: every step's own arrays); the buffers are one thread's share of
+    the scratch."""
+    cdef floating *buf0 = <floating *> scratch
+    cdef floating *buf1 = buf0 + buf_elems
+    cdef floating *zbuf = buf1 + buf_elems
+    cdef int32_t *abuf = <int32_t *> (zbuf + lin_elems)
+    cdef double *dscr = <double *> (<char *> abuf + _round_up(arg_elems * sizeof(int32_t), 64))
+    cdef const floating *src = X
+    cdef floating *dst = NULL
+    cdef floating *z = NULL
+    cdef int32_t *arg = NULL
+    cdef const Step *st = NULL
+    cdef int s = 0, src_buf = -1
+    cdef Py_ssize_t blk, nb = 0, w = 0, i, c0, c1
+    with parallel(num_threads=nt):
+        src = X
+        src_buf = -1
+        for s in range(n_steps):
+            st = &steps[s]
+            w = st.n_out
+            z = <floating *> st.keep_z if keep else zbuf
+            arg = st.keep_arg if keep else abuf
+            if keep:
+                dst = <floating *> st.keep_y
+            elif s == n_steps - 1:
+                dst = out
+            elif (st.kind == K_ACTIVATION or st.kind == K_SCALE) and src_buf >= 0:
+                dst = <floating *> src
+            elif src_buf == 0:
+                dst = buf1
+                src_buf = 1
+            else:
+                dst = buf0
+                src_buf = 0
+            nb = 1 if st.kind == K_SOFTMAX or st.kind == K_SPARSEMAX else \
+                (w + COL_BLOCK - 1) // COL_BLOCK
+            for blk in prange(nb, schedule='static'):
+                if st.kind == K_SOFTMAX:
+                    for i in range(m):
+                        softmax_row(src + i * w, dst + i * w, w, False, 1.0, NULL)
+                elif st.kind == K_SPARSEMAX:
+                    for i in range(m):
+                        sparsemax_row(src + i * w, dst + i * w, w, st.code, dscr)
+                else:
+                    c0 = blk * COL_BLOCK
+                    c1 = c0 + COL_BLOCK if c0 + COL_BLOCK < w else w
+                    _step_cols(st, src, dst, z, arg, m, c0, c1)
+            src = dst
+
+
 cdef void _run(const Step *steps, int n_steps, bint keep, const floating *X, floating *out,
                Py_ssize_t n, Py_ssize_t tile, int nt, char *scratch, Py_ssize_t thread_bytes,
                Py_ssize_t buf_elems, Py_ssize_t lin_elems, Py_ssize_t arg_elems) noexcept nogil:
@@ -222,14 +344,15 @@ cdef void _run(const Step *steps, int n_steps, bint keep, const floating *X, flo
     cdef Py_ssize_t n_tiles = (n + tile - 1) // tile
     cdef Py_ssize_t k = 0, r0 = 0
     cdef int t = 0
+    cdef bint by_row = n <= GEMV_ROWS
     if n == 0:
         return
     blas_request(1)
     if nt <= 1:
         for k in range(n_tiles):
             r0 = k * tile
-            _tile(steps, n_steps, keep, X, out, r0, min(tile, n - r0), scratch, buf_elems,
-                  lin_elems, arg_elems)
+            _tile(steps, n_steps, keep, X, out, r0, min(tile, n - r0), by_row, scratch,
+                  buf_elems, lin_elems, arg_elems)
     else:
         with parallel(num_threads=nt):
             t = omp_get_thread_num()
@@ -237,9 +360,20 @@ cdef void _run(const Step *steps, int n_steps, bint keep, const floating *X, flo
             # machine) takes fewer, and each tile is computed the same whoever takes it.
             for k in prange(n_tiles, schedule='dynamic', chunksize=1):
                 r0 = k * tile
-                _tile(steps, n_steps, keep, X, out, r0, min(tile, n - r0),
+                _tile(steps, n_steps, keep, X, out, r0, min(tile, n - r0), by_row,
                       scratch + t * thread_bytes, buf_elems, lin_elems, arg_elems)
     blas_release(1)
+
+
+cdef inline void _execute(const Step *steps, int n_steps, bint keep, bint split,
+                          const floating *X, floating *out, Py_ssize_t n, Py_ssize_t tile,
+                          int nt, char *scratch, Py_ssize_t thread_bytes, Py_ssize_t buf_elems,
+                          Py_ssize_t lin_elems, Py_ssize_t arg_elems) noexcept nogil:
+    if split:
+        _run_cols(steps, n_steps, keep, X, out, n, nt, scratch, buf_elems, lin_elems, arg_elems)
+    else:
+        _run(steps, n_steps, keep, X, out, n, tile, nt, scratch, thread_bytes, buf_elems,
+             lin_elems, arg_elems)
 
 
 cdef class InferencePlan:
@@ -266,6 +400,10 @@ cdef class InferencePlan:
     cdef char *scratch
     cdef Py_ssize_t scratch_tile, scratch_threads, thread_bytes
     cdef Py_ssize_t buf_elems, lin_elems, arg_elems
+    cdef double last_end     # when the previous call ended (_now(); see AWAKE_GAP)
+    #: how the last call ran: its thread count, and whether it split columns (else rows)
+    cdef readonly int last_threads
+    cdef readonly bint last_split
     # One call at a time: the work buffers (grown, so freed, by a call) and the keep-mode
     # pointers of the steps belong to the running call. Callers serialize already (a network's
     # predict lock); this keeps a plan reached otherwise memory-safe.
@@ -277,6 +415,7 @@ cdef class InferencePlan:
         self.checks = NULL
         self.n_checks = 0
         self.n_steps = 0
+        self.last_end = -1e300
         self.lock = PyThread_allocate_lock()
         if self.lock == NULL:
             raise MemoryError()
@@ -451,6 +590,28 @@ cdef class InferencePlan:
             return 1
         return n_threads if n_threads < n_tiles else <int> n_tiles
 
+    cdef int _split_threads(self, Py_ssize_t n, int n_threads) noexcept:
+        """Threads for splitting this call's columns (_run_cols), or 0 (see AWAKE_GAP)."""
+        cdef Py_ssize_t item = 4 if self.typenum == cnp.NPY_FLOAT32 else 8
+        cdef Py_ssize_t blocks = 1, b
+        cdef double work = 0
+        cdef int i
+        cdef Step *st
+        if n_threads <= 1 or n > GEMV_ROWS or _now() - self.last_end >= AWAKE_GAP:
+            return 0
+        for i in range(self.n_steps):
+            st = &self.steps[i]
+            if st.kind == K_DENSE or st.kind == K_MAXOUT:
+                # the whole-row path must take xw too (see _dense_rows), with its own kernel
+                if not xw_own(st.n_in, st.n_lin, item) or (n > 1 and st.n_lin < 64):
+                    return 0
+                work += <double> st.n_in * st.n_lin
+            b = (st.n_out + COL_BLOCK - 1) // COL_BLOCK
+            blocks = b if b > blocks else blocks
+        if work < SPLIT_MIN_WORK or blocks < 2:
+            return 0
+        return n_threads if n_threads < blocks else <int> blocks
+
     def run(self, X, out, int n_threads):
         """out = network(X) and True, when X (n, n_in) and out (n, n_out) are aligned
         C-contiguous ndarrays of the plan's dtype, out writeable and apart from X; else False
@@ -539,26 +700,30 @@ cdef class InferencePlan:
 
     cdef _go(self, X, out, Py_ssize_t n, int n_threads, bint keep):
         """(the plan's lock held)"""
-        cdef int nt
+        cdef int nt, split
         cdef void *Xp
         cdef void *op
         cdef Py_ssize_t tile
         if n == 0:
             return
-        nt = self._threads(n, n_threads)
         tile = tile_rows(n)   # read once: set_tile_limits may run while the GIL is released
-        self._scratch_for(tile, nt)
         Xp = A.data(X)
         op = NULL if out is None else A.data(out)
+        # (the split keeps the request in one thread's buffers: one tile)
+        split = self._split_threads(n, n_threads) if n <= tile else 0
+        nt = split if split else self._threads(n, n_threads)
+        self._scratch_for(tile, 1 if split else nt)
+        self.last_threads, self.last_split = nt, split > 0
         with nogil:
             if self.typenum == cnp.NPY_FLOAT32:
-                _run(self.steps, self.n_steps, keep, <const float *> Xp, <float *> op, n,
-                     tile, nt, self.scratch, self.thread_bytes, self.buf_elems,
-                     self.lin_elems, self.arg_elems)
+                _execute(self.steps, self.n_steps, keep, split > 0, <const float *> Xp,
+                         <float *> op, n, tile, nt, self.scratch, self.thread_bytes,
+                         self.buf_elems, self.lin_elems, self.arg_elems)
             else:
-                _run(self.steps, self.n_steps, keep, <const double *> Xp, <double *> op, n,
-                     tile, nt, self.scratch, self.thread_bytes, self.buf_elems,
-                     self.lin_elems, self.arg_elems)
+                _execute(self.steps, self.n_steps, keep, split > 0, <const double *> Xp,
+                         <double *> op, n, tile, nt, self.scratch, self.thread_bytes,
+                         self.buf_elems, self.lin_elems, self.arg_elems)
+        self.last_end = _now()
 
     cdef void _acquire(self) noexcept:
         if not PyThread_acquire_lock(self.lock, NOWAIT_LOCK):

@@ -14,9 +14,13 @@ the layer-by-layer path, with the same results.
 The rows of a batch are cut into tiles whose size depends on the batch size only; every tile
 runs all layers (its activations stay in per-thread buffers owned by the plan), and threads
 take the tiles one at a time inside one OpenMP region; a tile is computed the same whichever
-thread takes it. The output is therefore bitwise the same for any thread count, and equal to
-the layer-by-layer path to rounding (bitwise for a batch of 1 row and, except 2-row batches
-into 64 or more outputs, for up to 32 rows: both paths make the same BLAS calls there).
+thread takes it. A request of one row goes through fastnn's one-row product instead of GEMM
+(the Dense kernel's choice too) and, when the previous request ended less than a millisecond
+ago (the other cores are still awake), splits every layer's columns over the threads. The
+output is bitwise the same for any thread count, and equal to the layer-by-layer path to
+rounding (bitwise for a batch of 1 row and, except 2-row batches into 64 or more outputs, for
+up to 32 rows: both paths make the same calls there). A row's output may differ in the last
+bits between a one-row request and a batch (different kernels), as with any BLAS.
 
 The plan is cached on the network and rebuilt when its layers, their parameter arrays (a dtype
 change replaces them), or the settings that shape the computation (activations, dropout rate
