@@ -10,13 +10,14 @@ from fastnn._kernels import _blas
 
 def _available_backends():
     names = ["scipy"]
-    try:
-        _threads.use_blas("numpy")
-        names.append("numpy")
-    except RuntimeError:
-        pass
-    finally:
-        _threads.use_blas("auto")
+    for name in ("numpy", "mkl"):   # (mkl: when the mkl package is installed)
+        try:
+            _threads.use_blas(name)
+            names.append(name)
+        except RuntimeError:
+            pass
+        finally:
+            _threads.use_blas("auto")
     return names
 
 
@@ -76,11 +77,56 @@ def test_blas_thread_control_found():
 
 def test_backend_reported(backend):
     info = _threads.blas_info()
-    expected = "cblas64" if backend == "numpy" else "scipy.linalg.cython_blas"
+    expected = "scipy.linalg.cython_blas" if backend == "scipy" else "cblas64"
     assert _blas.backend() == expected
-    assert info["backend"].startswith("numpy" if backend == "numpy" else "scipy")
+    assert info["backend"].startswith(backend)
+    assert _blas.is_sequential() == (backend == "mkl")
+    if backend == "mkl":
+        assert info["blas"] == "mkl" and info["threading_layer"] == "sequential"
+
+
+def test_thread_requests_reach_the_backend(backend):
+    """The kernels' per-call cap reaches each backend's own thread count, and the count found
+    before comes back."""
+    from fastnn._kernels import _runtime
+    if not _blas.has_thread_control():
+        pytest.skip("no thread control for this backend")
+    before = _blas.get_num_threads()
+    _runtime.blas_request(1)
+    try:
+        assert _blas.get_num_threads() == 1
+    finally:
+        _runtime.blas_release(1)
+    assert _blas.get_num_threads() == before
 
 
 def test_use_blas_rejects_unknown_name():
     with pytest.raises(ValueError, match="Invalid BLAS choice"):
+        _threads.use_blas("essl")
+
+
+def test_missing_mkl_is_a_clear_error(monkeypatch):
+    from fastnn._kernels import _blas_loader
+    monkeypatch.setattr(_blas_loader, "_find_mkl", lambda: None)
+    before = _threads.blas_info()["backend"]
+    with pytest.raises(RuntimeError, match="pip install mkl"):
         _threads.use_blas("mkl")
+    assert _threads.blas_info()["backend"] == before     # nothing changed
+
+
+def test_unavailable_blas_in_the_environment_warns_and_imports():
+    import os
+    import subprocess
+    import sys
+    code = ("import warnings, fastnn._kernels._blas_loader as L\n"
+            "L._find_mkl = lambda: None\n"
+            "with warnings.catch_warnings(record=True) as w:\n"
+            "    warnings.simplefilter('always')\n"
+            "    L._use_blas_from_environment()\n"
+            "print(L.current()['backend'], [str(x.message) for x in w])\n")
+    env = dict(os.environ, FASTNN_BLAS="mkl")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(_threads.__file__)))
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         cwd=root, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "FASTNN_BLAS=mkl" in out.stdout and "using the default BLAS" in out.stdout

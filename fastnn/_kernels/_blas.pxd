@@ -37,6 +37,10 @@ cdef int blas_set_num_threads(int n) noexcept nogil
 cdef int blas_get_num_threads() noexcept nogil
     # Current thread count of that BLAS, or -1 when unknown.
 
+cdef bint blas_sequential() noexcept nogil
+    # True when the BLAS never starts threads of its own (oneMKL's sequential layer): a kernel
+    # then splits a large product over its own threads instead of handing BLAS the threads.
+
 cdef void blas_request(int cap) noexcept nogil
     # Add a request that BLAS use at most cap threads: the count in force is the smallest active
     # request, never above the count found when the first active request began, which comes

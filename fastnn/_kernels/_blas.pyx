@@ -98,6 +98,9 @@ ctypedef int (*get_threads_fn)() noexcept nogil
 
 cdef set_threads_fn _set_threads = NULL
 cdef get_threads_fn _get_threads = NULL
+# True when the installed BLAS runs every product on the calling thread (oneMKL's sequential
+# layer): the kernels then split large products over their own threads.
+cdef bint _SEQUENTIAL = False
 
 
 cdef inline int _imax(int a, int b) noexcept nogil:
@@ -402,6 +405,26 @@ def _install_cblas64(size_t sgemm_fn, size_t dgemm_fn, size_t sgemv_fn, size_t d
 def backend():
     """'cblas64' when products go to an installed ILP64 CBLAS, else 'scipy.linalg.cython_blas'."""
     return "cblas64" if _sgemm64 != NULL else "scipy.linalg.cython_blas"
+
+
+cdef bint blas_sequential() noexcept nogil:
+    return _SEQUENTIAL
+
+
+def _set_sequential(bint sequential):
+    """Record whether the installed BLAS is single-threaded by construction (the loader)."""
+    global _SEQUENTIAL
+    _SEQUENTIAL = sequential
+
+
+def is_sequential():
+    """True when the BLAS behind fastnn's products never starts threads of its own."""
+    return _SEQUENTIAL
+
+
+def get_num_threads():
+    """The thread count of the BLAS behind fastnn's products now (-1 when unknown)."""
+    return blas_get_num_threads()
 
 
 def has_thread_control():

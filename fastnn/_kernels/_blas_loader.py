@@ -4,7 +4,9 @@ The compiled wrapper calls whatever this module installs there: NumPy's bundled 
 its ILP64 CBLAS when it is present (``use_blas("numpy")``), else the BLAS behind
 ``scipy.linalg.cython_blas`` (``use_blas("scipy")``, always available), and in both cases that
 library's own thread-count functions (``openblas_set_num_threads``), so that the kernels cap the
-BLAS threads without a Python call. The libraries are located through threadpoolctl and their
+BLAS threads without a Python call. On request, Intel's oneMKL from the ``mkl`` package
+(``use_blas("mkl")``) in its sequential layer: no second OpenMP runtime and no BLAS threads;
+fastnn's kernels split large products over their own threads. The libraries are located through threadpoolctl and their
 symbols read with ctypes, once at import (``FASTNN_BLAS`` chooses; "auto" by default) and again
 on each :func:`use_blas`. Nothing outside fastnn's own module state changes: no library's thread
 count, no environment variable.
@@ -93,25 +95,79 @@ def _install_cblas64(c) -> bool:
     return True
 
 
+# MKL_Set_Threading_Layer's value for the sequential layer (mkl_service.h).
+_MKL_THREADING_SEQUENTIAL = 1
+
+
+def _find_mkl():
+    """Path of the ``mkl`` package's libmkl_rt (None when the package is not installed)."""
+    from importlib import metadata
+    try:
+        files = metadata.files("mkl") or ()
+    except metadata.PackageNotFoundError:
+        return None
+    for f in files:
+        if f.name.startswith("libmkl_rt.so") or f.name in ("mkl_rt.2.dll", "libmkl_rt.2.dylib"):
+            path = f.locate()
+            if os.path.exists(path):
+                return os.fspath(path)
+    return None
+
+
+def _install_mkl() -> dict:
+    """Route fastnn's products to the ``mkl`` package's oneMKL; RuntimeError if absent."""
+    path = _find_mkl()
+    if path is None:
+        raise RuntimeError("oneMKL was not found: install the mkl package (pip install mkl, or "
+                           "pip install fastnn[mkl]), or use fastnn's default BLAS")
+    lib = ctypes.CDLL(path, mode=getattr(os, "RTLD_LOCAL", 0))
+    # before oneMKL's first product: the sequential layer (no OpenMP runtime of its own next
+    # to fastnn's libgomp; fastnn's kernels do the threading)
+    layer = lib.MKL_Set_Threading_Layer
+    layer.argtypes, layer.restype = [ctypes.c_int], ctypes.c_int
+    got = layer(_MKL_THREADING_SEQUENTIAL)
+    fns = [_address(lib, f"cblas_{f}_64") for f in ("sgemm", "dgemm", "sgemv", "dgemv")]
+    if not all(fns) or got != _MKL_THREADING_SEQUENTIAL:
+        raise RuntimeError(f"{path}: no ILP64 CBLAS, or oneMKL already runs another threading "
+                           f"layer in this process")
+    _blas._install_cblas64(*fns)
+    _blas._install_thread_control(0, 0)
+    _blas._set_sequential(True)
+    from importlib import metadata
+    return {"blas": "mkl", "internal_api": "mkl", "filepath": path, "num_threads": 1,
+            "thread_control": False, "backend": "mkl (cblas ILP64, sequential)",
+            "version": metadata.version("mkl"), "architecture": None,
+            "threading_layer": "sequential", "_lib": lib}
+
+
 def use_blas(name: str = "auto") -> dict:
     """Choose the BLAS behind fastnn's matrix products; returns :func:`blas_info`.
 
     Parameters
     ----------
-    name : {"auto", "numpy", "scipy"}
+    name : {"auto", "numpy", "scipy", "mkl"}
         "numpy": NumPy's bundled OpenBLAS through its ILP64 CBLAS (faster small-batch products in
         current wheels; unavailable where NumPy links another BLAS, e.g. Accelerate on macOS).
-        "scipy": ``scipy.linalg.cython_blas``, always available. "auto" (the default, or the
-        FASTNN_BLAS environment variable at import): "numpy" when available, else "scipy".
+        "scipy": ``scipy.linalg.cython_blas``, always available. "mkl": Intel's oneMKL from the
+        ``mkl`` package (``pip install fastnn[mkl]``), 12-60% faster products than OpenBLAS on
+        the Intel machine measured (benchmarks/README.md, "oneMKL"); RuntimeError when the
+        package is absent. "auto" (the default, or the FASTNN_BLAS environment variable at
+        import): "numpy" when available, else "scipy".
         Not thread-safe: call it before using fastnn from several threads.
     """
     global _BLAS_INFO
-    if name not in ("auto", "numpy", "scipy"):
-        raise ValueError(f"Invalid BLAS choice: {name!r} (expected 'auto', 'numpy' or 'scipy')")
+    if name not in ("auto", "numpy", "scipy", "mkl"):
+        raise ValueError(f"Invalid BLAS choice: {name!r} "
+                         f"(expected 'auto', 'numpy', 'scipy' or 'mkl')")
+    if name == "mkl":
+        info = _install_mkl()      # (raises, changing nothing, when oneMKL is absent)
+        _BLAS_INFO = info
+        return {k: v for k, v in info.items() if not k.startswith("_")}
     info = {"blas": None, "internal_api": None, "filepath": None, "num_threads": None,
             "thread_control": False, "backend": "scipy.linalg.cython_blas"}
     _blas._install_cblas64(0, 0, 0, 0)
     _blas._install_thread_control(0, 0)
+    _blas._set_sequential(False)
     c = None
     if name in ("auto", "numpy"):
         try:
@@ -148,6 +204,8 @@ def use_blas(name: str = "auto") -> dict:
 def blas_info() -> dict:
     """Facts about the BLAS behind fastnn's matrix products (library, file, threads)."""
     info = current()
+    if info.get("blas") == "mkl":
+        return info
     try:
         from threadpoolctl import threadpool_info
         for entry in threadpool_info():
@@ -174,8 +232,20 @@ def current() -> dict:
     """The facts :func:`use_blas` recorded (no threadpoolctl call: the thread count is the one
     found then)."""
     if _BLAS_INFO is None:
-        use_blas(os.environ.get("FASTNN_BLAS", "auto") or "auto")
-    return dict(_BLAS_INFO)
+        _use_blas_from_environment()
+    return {k: v for k, v in _BLAS_INFO.items() if not k.startswith("_")}
 
 
-use_blas(os.environ.get("FASTNN_BLAS", "auto") or "auto")
+def _use_blas_from_environment():
+    """use_blas(FASTNN_BLAS); a library that is not there is a warning, not a failed import."""
+    name = os.environ.get("FASTNN_BLAS", "auto") or "auto"
+    try:
+        use_blas(name)
+    except RuntimeError as e:
+        import warnings
+        warnings.warn(f"FASTNN_BLAS={name}: {e}; using the default BLAS", RuntimeWarning,
+                      stacklevel=2)
+        use_blas("auto")
+
+
+_use_blas_from_environment()

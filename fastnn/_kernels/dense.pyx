@@ -26,7 +26,7 @@ cimport numpy as cnp
 cimport fastnn._kernels._arrays as A   # this form: cythonize rebuilds on a change of _arrays.pxd
 
 from fastnn._kernels._blas cimport (gemm, gemv, xw, blas_get_num_threads, blas_request,
-                                   blas_release)
+                                   blas_release, blas_sequential)
 from fastnn._kernels._activations cimport act_row, act_row_keep_z, act_grad_row, ACT_IDENTITY
 from fastnn._kernels._config import check_threshold
 
@@ -112,6 +112,8 @@ cdef inline Py_ssize_t _split(Py_ssize_t n, int n_blocks, Py_ssize_t t,
 cdef inline int _choose_path(double work, int n_threads) noexcept nogil:
     if n_threads <= 1 or work < SPLIT_MIN_WORK:
         return 0
+    if blas_sequential():     # a BLAS without threads of its own (oneMKL's sequential layer)
+        return 1
     if work >= SPLIT_MAX_WORK or blas_get_num_threads() < 0:
         return 2
     return 1
