@@ -130,3 +130,19 @@ def test_unavailable_blas_in_the_environment_warns_and_imports():
                          cwd=root, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "FASTNN_BLAS=mkl" in out.stdout and "using the default BLAS" in out.stdout
+
+
+def test_sequential_blas_splits_large_products_over_fastnn_threads(backend, rng):
+    """With a BLAS that has no threads of its own (oneMKL's sequential layer), a large product
+    at n_threads=2 takes fastnn's split path; otherwise BLAS's own threads (path 2)."""
+    from fastnn import functional as F
+    from fastnn._kernels import dense
+    from fastnn._threads import effective_n_threads
+    if effective_n_threads(2) < 2:
+        pytest.skip("needs 2 threads (OpenMP)")
+    X = rng.standard_normal((512, 300)).astype(np.float32)
+    W = rng.standard_normal((300, 200)).astype(np.float32)     # 3.1e7 multiply-adds
+    Y = F.dense_forward(X, W, None, "relu", n_threads=2)
+    assert dense.last_path() == ("split" if backend == "mkl" else "large")
+    np.testing.assert_allclose(Y, np.maximum(X.astype(np.float64) @ W, 0), rtol=1e-4,
+                               atol=1e-3)
