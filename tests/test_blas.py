@@ -146,3 +146,21 @@ def test_sequential_blas_splits_large_products_over_fastnn_threads(backend, rng)
     assert dense.last_path() == ("split" if backend == "mkl" else "large")
     np.testing.assert_allclose(Y, np.maximum(X.astype(np.float64) @ W, 0), rtol=1e-4,
                                atol=1e-3)
+
+
+def test_engine_keeps_its_threads_on_a_sequential_blas(backend, rng):
+    """The training engine runs its team when fastnn holds the BLAS to one thread, or when the
+    BLAS has no threads of its own (oneMKL's sequential layer)."""
+    from fastnn import Dense, Sequential, losses, optim
+    from fastnn._threads import effective_n_threads
+    from fastnn.functional.engine import compile_training
+    if effective_n_threads(2) < 2:
+        pytest.skip("needs 2 threads (OpenMP)")
+    model = Sequential(Dense(20, 64, "relu"), Dense(64, 5), seed=0)
+    opt = optim.Adam(model.parameters(), lr=1e-3)
+    eng = compile_training(model, losses.CrossEntropyLoss(), opt, 2, block=16)
+    X = rng.standard_normal((96, 20)).astype(np.float32)
+    y = rng.integers(0, 5, 96)
+    res = eng.run(X, y, np.arange(96), 0, 32, 3)
+    expected = 2 if (_blas.has_thread_control() or _blas.is_sequential()) else 1
+    assert res.steps == 3 and (res.n_threads == expected or res.fell_back)

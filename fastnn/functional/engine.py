@@ -19,7 +19,8 @@ per-module loop.
 
 Threads: ``n_threads`` (None: ``omp_get_max_threads()``) capped at the CPUs, at the widest
 layer's number of 128-column blocks (a thread beyond it would own no work), and at 1 when
-fastnn cannot hold the BLAS to one thread per product. A run whose threads spend too much of
+fastnn cannot hold the BLAS to one thread per product (a BLAS without threads of its own
+needs no holding). A run whose threads spend too much of
 their time waiting at its barriers (another process holds a core) finishes on one thread
 (``RunResult.fell_back``), and the next runs use one thread for ``RETRY_AFTER_S``
 seconds, twice as long after each further fallback. None of this changes a bit of the results.
@@ -356,9 +357,10 @@ class TrainingEngine:
         nt = resolve_n_threads(self.n_threads)
         if self._exact_threads and nt > 1:
             nt = int(self.n_threads)   # tests: more threads than CPUs
-        elif nt > 1 and not _blas.has_thread_control():
+        elif nt > 1 and not (_blas.has_thread_control() or _blas.is_sequential()):
             # without control the BLAS may start its own threads for every product, and a
-            # team of engine threads would oversubscribe the cores
+            # team of engine threads would oversubscribe the cores (a sequential BLAS, such
+            # as oneMKL's sequential layer, never does)
             nt = 1
         else:
             # a thread beyond the widest layer's block count would own no block anywhere
