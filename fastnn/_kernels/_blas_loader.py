@@ -149,9 +149,9 @@ def use_blas(name: str = "auto") -> dict:
         "numpy": NumPy's bundled OpenBLAS through its ILP64 CBLAS (faster small-batch products in
         current wheels; unavailable where NumPy links another BLAS, e.g. Accelerate on macOS).
         "scipy": ``scipy.linalg.cython_blas``, always available. "mkl": Intel's oneMKL from the
-        ``mkl`` package (``pip install fastnn[mkl]``), 12-60% faster products than OpenBLAS on
-        the Intel machine measured (benchmarks/README.md, "oneMKL"); RuntimeError when the
-        package is absent. "auto" (the default, or the FASTNN_BLAS environment variable at
+        ``mkl`` package (``pip install fastnn[mkl]``): products 12-60% faster than OpenBLAS's
+        on the Intel machine measured, fit 1.17x (benchmarks/README.md, "oneMKL"); a
+        RuntimeError when the package is absent. "auto" (the default, or the FASTNN_BLAS environment variable at
         import): "numpy" when available, else "scipy".
         Not thread-safe: call it before using fastnn from several threads.
     """
