@@ -194,6 +194,25 @@ cdef void _dense_rows(const Step *st, const floating *src, floating *dst, Py_ssi
             act_row(code, dst + i * n_cols, dst + i * n_cols, b, n_cols)
 
 
+cdef inline floating *_step_dst(const Step *st, bint last, bint keep, const floating *src,
+                                floating *out, Py_ssize_t r0, floating *buf0, floating *buf1,
+                                int *src_buf) noexcept nogil:
+    """Where step st writes the rows from r0 on: its own array (keep), the caller's output
+    (last step), in place (an elementwise step on a buffer), or the ping-pong buffer that does
+    not hold its input (*src_buf: which one holds it, -1 neither; updated)."""
+    if keep:
+        return <floating *> st.keep_y + r0 * st.n_out
+    if last:
+        return out + r0 * st.n_out
+    if (st.kind == K_ACTIVATION or st.kind == K_SCALE) and src_buf[0] >= 0:
+        return <floating *> src
+    if src_buf[0] == 0:
+        src_buf[0] = 1
+        return buf1
+    src_buf[0] = 0
+    return buf0
+
+
 cdef void _tile(const Step *steps, int n_steps, bint keep, const floating *X, floating *out,
                 Py_ssize_t r0, Py_ssize_t m, bint by_row, char *scratch, Py_ssize_t buf_elems,
                 Py_ssize_t lin_elems, Py_ssize_t arg_elems) noexcept nogil:
@@ -212,23 +231,10 @@ cdef void _tile(const Step *steps, int n_steps, bint keep, const floating *X, fl
     cdef int s, src_buf = -1      # which ping-pong buffer holds src (-1: neither)
     cdef Py_ssize_t i, w
     cdef const Step *st
-    cdef bint elementwise
     for s in range(n_steps):
         st = &steps[s]
         w = st.n_out
-        elementwise = st.kind == K_ACTIVATION or st.kind == K_SCALE
-        if keep:
-            dst = <floating *> st.keep_y + r0 * w
-        elif s == n_steps - 1:
-            dst = out + r0 * w
-        elif elementwise and src_buf >= 0:
-            dst = <floating *> src           # in place in the tile's buffer
-        elif src_buf == 0:
-            dst = buf1
-            src_buf = 1
-        else:
-            dst = buf0
-            src_buf = 0
+        dst = _step_dst(st, s == n_steps - 1, keep, src, out, r0, buf0, buf1, &src_buf)
         if st.kind == K_DENSE:
             _dense_rows(st, src, dst, m, w, by_row)
         elif st.kind == K_MAXOUT:
@@ -309,18 +315,7 @@ cdef void _run_cols(const Step *steps, int n_steps, bint keep, const floating *X
             w = st.n_out
             z = <floating *> st.keep_z if keep else zbuf
             arg = st.keep_arg if keep else abuf
-            if keep:
-                dst = <floating *> st.keep_y
-            elif s == n_steps - 1:
-                dst = out
-            elif (st.kind == K_ACTIVATION or st.kind == K_SCALE) and src_buf >= 0:
-                dst = <floating *> src
-            elif src_buf == 0:
-                dst = buf1
-                src_buf = 1
-            else:
-                dst = buf0
-                src_buf = 0
+            dst = _step_dst(st, s == n_steps - 1, keep, src, out, 0, buf0, buf1, &src_buf)
             nb = 1 if st.kind == K_SOFTMAX or st.kind == K_SPARSEMAX else \
                 (w + COL_BLOCK - 1) // COL_BLOCK
             for blk in prange(nb, schedule='static'):
