@@ -37,6 +37,22 @@ def check_float_dtype(dtype) -> np.dtype:
     return dt
 
 
+#: The largest dimension fastnn's matrix products take: BLAS sizes are 32-bit ints.
+BLAS_MAX_DIM = 2 ** 31 - 1
+
+
+def check_blas_dims(**arrays) -> None:
+    """ValueError when a dimension of one of the arrays (``name=array``; non-arrays are
+    skipped) exceeds BLAS_MAX_DIM: the products would silently wrap their sizes. Call it
+    before any copy (a broadcast view of that size costs no memory until copied)."""
+    for name, a in arrays.items():
+        shape = getattr(a, "shape", None)
+        if shape is not None and any(int(d) > BLAS_MAX_DIM for d in shape):
+            raise ValueError(f"{name} has shape {tuple(shape)}: fastnn's matrix products take "
+                             f"dimensions up to 2**31 - 1 ({BLAS_MAX_DIM}); split the batch "
+                             f"into smaller ones")
+
+
 def check_float_array(a, name: str, *, ndim=None, dtype=None, allow_empty: bool = True,
                       finite: bool = False, contiguous: bool = True) -> np.ndarray:
     """Return ``a`` as a C-contiguous float32/float64 ndarray, or raise a clear error.

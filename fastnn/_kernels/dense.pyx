@@ -22,6 +22,7 @@
 from cython cimport floating
 from cython.parallel cimport prange
 cimport numpy as cnp
+from libc.limits cimport INT_MAX
 
 cimport fastnn._kernels._arrays as A   # this form: cythonize rebuilds on a change of _arrays.pxd
 
@@ -241,6 +242,8 @@ def forward_layer(X, W, b, Y, int code, int n_threads, Z=None):
     n, n_in, n_out = A.dim(X, 0), A.dim(W, 0), A.dim(W, 1)
     if A.dim(X, 1) != n_in or A.dim(Y, 0) != n or A.dim(Y, 1) != n_out:
         return False
+    if n > INT_MAX or n_in > INT_MAX or n_out > INT_MAX:
+        return False    # (BLAS sizes are ints: the validating path raises)
     if b is not None and not (A.c_array(b, t, 1, False) and A.dim(b, 0) == n_out):
         return False
     if A.overlap(Y, X) or A.overlap(Y, W) or (b is not None and A.overlap(Y, b)):
@@ -445,6 +448,8 @@ def backward_layer(X, W, Y, G, dZ, gX, Wg, bg, acc, int code, bint accumulate, i
             or A.dim(G, 0) != n or A.dim(G, 1) != n_out
             or A.dim(Wg, 0) != n_in or A.dim(Wg, 1) != n_out):
         return False
+    if n > INT_MAX or n_in > INT_MAX or n_out > INT_MAX:
+        return False    # (BLAS sizes are ints: the validating path raises)
     if dZ is not None and not (A.c_array(dZ, t, 2, True) and A.dim(dZ, 0) == n
                                and A.dim(dZ, 1) == n_out):
         return False

@@ -24,6 +24,7 @@
 from cython cimport floating
 from cython.parallel cimport parallel, prange
 from libc.stdint cimport int32_t
+from libc.limits cimport INT_MAX
 from libc.stdlib cimport calloc, free
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 cimport numpy as cnp
@@ -446,6 +447,9 @@ cdef class InferencePlan:
             st.scale = scale
             if n_in <= 0 or n_out <= 0 or pieces <= 0 or not 0 <= kind <= K_SPARSEMAX:
                 raise ValueError(f"invalid step {spec!r}")
+            if max(n_in, st.n_lin) > INT_MAX:
+                raise ValueError(f"step {i} is wider than 2**31 - 1 (the 32-bit sizes of BLAS "
+                                 f"calls)")
             if i > 0 and n_in != self.steps[i - 1].n_out:
                 raise ValueError(f"step {i} reads {n_in} features, step {i - 1} gives "
                                  f"{self.steps[i - 1].n_out}")

@@ -17,6 +17,7 @@ import numpy as np
 from fastnn._kernels import dense as _k
 from fastnn._threads import resolve_n_threads
 from fastnn._validation import (
+    check_blas_dims,
     check_float_array,
     check_no_overlap,
     check_out,
@@ -31,6 +32,7 @@ _IDENTITY = activation_code("identity")
 
 
 def _check_X_W(X, W, b):
+    check_blas_dims(X=X, W=W)
     X = check_float_array(X, "X", ndim=2)
     W = check_float_array(W, "W", ndim=2)
     pairs = [("X", X), ("W", W)]

@@ -43,6 +43,7 @@ from fastnn._kernels import _blas
 from fastnn._kernels import dropout as _dk
 from fastnn._kernels import engine as _k
 from fastnn._threads import resolve_n_threads
+from fastnn._validation import BLAS_MAX_DIM
 from fastnn.functional.activations import ACTIVATION_TABLE
 from fastnn.model import Sequential
 from fastnn.preprocessing import Normalization
@@ -138,6 +139,8 @@ def _chain(model):
         if t is fl.Dense:
             if m.activation not in _CODES:
                 return f"activation {m.activation!r} is not in the activation table"
+            if max(m.in_features, m.out_features) > BLAS_MAX_DIM:
+                return "a layer is wider than 2**31 - 1 (the 32-bit sizes of BLAS calls)"
             specs.append({"n_in": m.in_features, "n_out": m.out_features,
                           "code": _CODES[m.activation],
                           "keep_z": bool(ACTIVATION_TABLE[m.activation].needs_z),
@@ -349,6 +352,9 @@ class TrainingEngine:
         the network's dtype, C-contiguous; y intp labels (n,) for cross-entropy, else (n,
         outputs) or (n,) targets of that dtype. Returns a :class:`RunResult`.
         """
+        if int(batch_size) > BLAS_MAX_DIM:
+            raise ValueError(f"batch_size {batch_size} exceeds 2**31 - 1, the 32-bit sizes of "
+                             f"BLAS calls")
         X = np.ascontiguousarray(X, dtype=self.dtype)
         if self.loss_kind == "cross_entropy":
             y = np.ascontiguousarray(y, dtype=np.intp)
