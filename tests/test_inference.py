@@ -698,6 +698,52 @@ def test_split_columns_bitwise(dtype, split_always):
         net.train()
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_split_reads_nothing_stale(dtype, split_always):
+    """Split requests over several inputs, in another order than their references: a step that
+    read a column before another thread wrote it would show the previous request's values."""
+    if _threads_available(2) < 2:
+        pytest.skip("needs 2 threads (OpenMP)")
+    net = Sequential(Dense(48, 192, "tanh"), Maxout(192, 160, 2), Dense(160, 300, "relu"),
+                     Dense(300, 70), dtype=dtype, seed=11)
+    xs = [data(1, 48, dtype, seed=100 + i) * (1 + i % 3) for i in range(40)]
+    net.n_threads = 1
+    refs = [net.predict(x) for x in xs]
+    net.n_threads = 2
+    plan = I.plan_for(net)
+    order = np.random.default_rng(0).permutation(len(xs))
+    for i in np.concatenate([order, order[::-1]]):
+        out = net.predict(xs[i])
+        assert plan.last_split
+        assert out.tobytes() == refs[i].tobytes(), i
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_split_of_several_rows(dtype, split_always):
+    """Up to GEMV_ROWS rows (raised to 3 here) into layers of at least 64 outputs split too,
+    with the bits of one thread."""
+    if _threads_available(2) < 2:
+        pytest.skip("needs 2 threads (OpenMP)")
+    old = _k.set_gemv_rows(3)
+    try:
+        net = Sequential(Dense(40, 130, "relu"), Maxout(130, 64, 2), Dense(64, 96), Softmax(),
+                         dtype=dtype, seed=12)
+        plan = None
+        for n in (2, 3):
+            X = data(n, 40, dtype, seed=n)
+            net.n_threads = 1
+            ref = net.predict(X)
+            plan = I.plan_for(net)
+            assert not plan.last_split
+            net.n_threads = 2
+            out = net.predict(X)
+            assert plan.last_split, n
+            assert out.tobytes() == ref.tobytes()
+            np.testing.assert_allclose(out, layer_path(net, X), **tol(dtype))
+    finally:
+        _k.set_gemv_rows(old)
+
+
 def test_split_only_when_it_gives_the_same_bits(split_always):
     from fastnn._kernels import _blas
     if _threads_available(2) < 2:
@@ -748,3 +794,20 @@ def test_split_waits_for_an_awake_core():
         assert first.tobytes() == second.tobytes() == third.tobytes()
     finally:
         _k.set_split(min_work, gap)
+
+
+@pytest.mark.parametrize("env", [{"OMP_WAIT_POLICY": "passive"}, {"GOMP_SPINCOUNT": "0"},
+                                 {"OMP_WAIT_POLICY": "active"}])
+def test_passive_waits_never_split(env):
+    """With passive waits the workers sleep after every region: no request splits."""
+    import os
+    import subprocess
+    import sys
+    code = "from fastnn._kernels import inference as k; print(k.set_split(0.0, 0.0)[1])"
+    import fastnn
+    root = os.path.dirname(os.path.dirname(os.path.abspath(fastnn.__file__)))  # above fastnn/
+    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, **env}, cwd=root,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    gap = float(out.stdout)
+    assert gap == (1e-3 if env.get("OMP_WAIT_POLICY") == "active" else 0.0)

@@ -120,16 +120,23 @@ def _install_mkl() -> dict:
     if path is None:
         raise RuntimeError("oneMKL was not found: install the mkl package (pip install mkl, or "
                            "pip install fastnn[mkl]), or use fastnn's default BLAS")
-    lib = ctypes.CDLL(path, mode=getattr(os, "RTLD_LOCAL", 0))
+    if _blas.requests()[0]:
+        raise RuntimeError("cannot change the BLAS while a thread limit is in force")
+    try:
+        lib = ctypes.CDLL(path, mode=getattr(os, "RTLD_LOCAL", 0))
+    except OSError as e:
+        raise RuntimeError(f"oneMKL at {path} could not be loaded: {e}") from e
+    fns = [_address(lib, f"cblas_{f}_64") for f in ("sgemm", "dgemm", "sgemv", "dgemv")]
+    layer = _address(lib, "MKL_Set_Threading_Layer")
+    if not all(fns) or not layer:
+        raise RuntimeError(f"{path} lacks the ILP64 CBLAS or MKL_Set_Threading_Layer "
+                           f"(oneMKL 2023 or later is needed)")
     # before oneMKL's first product: the sequential layer (no OpenMP runtime of its own next
     # to fastnn's libgomp; fastnn's kernels do the threading)
-    layer = lib.MKL_Set_Threading_Layer
-    layer.argtypes, layer.restype = [ctypes.c_int], ctypes.c_int
-    got = layer(_MKL_THREADING_SEQUENTIAL)
-    fns = [_address(lib, f"cblas_{f}_64") for f in ("sgemm", "dgemm", "sgemv", "dgemv")]
-    if not all(fns) or got != _MKL_THREADING_SEQUENTIAL:
-        raise RuntimeError(f"{path}: no ILP64 CBLAS, or oneMKL already runs another threading "
-                           f"layer in this process")
+    if ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int)(layer)(_MKL_THREADING_SEQUENTIAL) \
+            != _MKL_THREADING_SEQUENTIAL:
+        raise RuntimeError(f"{path}: oneMKL already runs another threading layer in this "
+                           f"process")
     _blas._install_cblas64(*fns)
     _blas._install_thread_control(0, 0)
     _blas._set_sequential(True)

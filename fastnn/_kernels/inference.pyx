@@ -21,12 +21,13 @@
 # backward recomputes it), elementwise activation, scaling (Dropout "standard" in evaluation),
 # maxout, softmax, sparsemax. Identity layers (Dropout "inverted" in evaluation, the identity
 # Activation) are dropped by the compiler.
+import os
+
 from cython cimport floating
 from cython.parallel cimport parallel, prange
 from libc.stdint cimport int32_t
 from libc.limits cimport INT_MAX
 from libc.stdlib cimport calloc, free
-from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 cimport numpy as cnp
 from cpython.object cimport PyObject, PyObject_GetAttr
 from cpython.dict cimport PyDict_GetItem
@@ -45,6 +46,37 @@ cnp.import_array()
 
 cdef extern from "stdlib.h" nogil:
     int posix_memalign(void **memptr, size_t alignment, size_t size)
+
+cdef extern from *:
+    """
+    #include <time.h>
+    #if defined(_OPENMP)
+    #include <omp.h>
+    #endif
+    /* seconds on a monotonic clock */
+    static double fnn_inference_now(void) {
+    #if defined(_OPENMP)
+        return omp_get_wtime();
+    #elif defined(CLOCK_MONOTONIC)
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (double) ts.tv_sec + 1e-9 * (double) ts.tv_nsec;
+    #else
+        struct timespec ts;
+        timespec_get(&ts, TIME_UTC);
+        return (double) ts.tv_sec + 1e-9 * (double) ts.tv_nsec;
+    #endif
+    }
+    /* a barrier of the enclosing parallel region (Cython's prange inside parallel() ends
+       with nowait) */
+    static void fnn_team_barrier(void) {
+    #if defined(_OPENMP)
+        _Pragma("omp barrier")
+    #endif
+    }
+    """
+    double fnn_inference_now() noexcept nogil
+    void fnn_team_barrier() noexcept nogil
 
 # Layer kinds (the compiler in fastnn/functional/inference.py uses the same numbers: KINDS).
 cdef enum:
@@ -65,10 +97,12 @@ cdef Py_ssize_t TILE_MAX = 256
 # Multiply-adds of a call below which it stays on the calling thread (waking a second thread
 # costs tens of microseconds here): about 50 us of single-core GEMM.
 cdef double PAR_MIN_WORK = 2.5e6
-# Tiles of up to this many rows go through GEMV, one call per row (1 row, or up to GEMV_ROWS
-# rows of at least 64 outputs); 0: always GEMM. A single row only: the whole 784-256-256-10
-# network at 2 rows took 21.5 us with one GEMM per layer against 33-74 us with two GEMVs (paired
-# runs, 1 thread, load 7); at 1 row GEMV won 19.0 against 20.1 us.
+# Requests of up to this many rows go through the one-row product _blas.xw, one call per row
+# (1 row, or up to GEMV_ROWS rows into layers of at least 64 outputs); 0: always GEMM. A single
+# row only: measured with BLAS GEMV in that place, the whole 784-256-256-10 network at 2 rows
+# took 21.5 us with one GEMM per layer against 33-74 us with two GEMVs (paired runs, 1 thread,
+# load 7); at 1 row GEMV won 19.0 against 20.1 us, and xw's own kernel is at least as fast as
+# that GEMV on cache-sized layers (benchmarks/README.md, "Batch-1 requests over two cores").
 cdef Py_ssize_t GEMV_ROWS = 1
 
 # Checks of a plan's validity (InferencePlan.valid): getattr(obj, name) is value; name not in
@@ -138,10 +172,16 @@ def set_tile_limits(Py_ssize_t tile_min, Py_ssize_t tile_max):
 # workers spin for a few milliseconds after a region; waking one that sleeps costs 100-300 us on
 # the machines measured, more than a whole request). A lone request stays on the calling core.
 # Numbers: benchmarks/README.md, "Batch-1 requests over two cores".
+# With passive waits (OMP_WAIT_POLICY=passive or GOMP_SPINCOUNT=0 when the module loads, as on
+# a machine shared with busy processes) the workers sleep at once: no request splits. The gap
+# is measured per plan, while a team belongs to the calling thread: a plan used from several
+# threads may split a request whose thread's team sleeps (one wake-up, then awake).
 cdef enum:
     COL_BLOCK = 64
 cdef double SPLIT_MIN_WORK = 1.0e5
-cdef double AWAKE_GAP = 1.0e-3
+cdef double AWAKE_GAP = 0.0 if (
+    os.environ.get("OMP_WAIT_POLICY", "").strip().lower() == "passive"
+    or os.environ.get("GOMP_SPINCOUNT", "").strip() == "0") else 1.0e-3
 
 
 def set_split(double min_work, double awake_gap):
@@ -153,10 +193,8 @@ def set_split(double min_work, double awake_gap):
     return old
 
 
-cdef double _now() noexcept nogil:
-    cdef timespec ts
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return <double> ts.tv_sec + 1e-9 * <double> ts.tv_nsec
+cdef inline double _now() noexcept nogil:
+    return fnn_inference_now()
 
 
 def set_gemv_rows(Py_ssize_t rows):
@@ -293,7 +331,8 @@ cdef void _run_cols(const Step *steps, int n_steps, bint keep, const floating *X
                     Py_ssize_t lin_elems, Py_ssize_t arg_elems) noexcept nogil:
     """m rows (at most GEMV_ROWS) through every step, each step's output columns split over
     nt threads in blocks of COL_BLOCK (softmax and sparsemax: one thread), in ONE parallel
-    region; the end of each step's loop is the barrier before the next step. Outputs go where
+    region, an explicit barrier after each step (Cython ends a prange inside parallel() with
+    nowait). BLAS is held to one thread (xw may call GEMV). Outputs go where
     _tile puts them (keep: every step's own arrays); the buffers are one thread's share of
     the scratch."""
     cdef floating *buf0 = <floating *> scratch
@@ -330,6 +369,7 @@ cdef void _run_cols(const Step *steps, int n_steps, bint keep, const floating *X
                     c0 = blk * COL_BLOCK
                     c1 = c0 + COL_BLOCK if c0 + COL_BLOCK < w else w
                     _step_cols(st, src, dst, z, arg, m, c0, c1)
+            fnn_team_barrier()   # every column of this step before the next step reads them
             src = dst
 
 
@@ -366,7 +406,9 @@ cdef inline void _execute(const Step *steps, int n_steps, bint keep, bint split,
                           int nt, char *scratch, Py_ssize_t thread_bytes, Py_ssize_t buf_elems,
                           Py_ssize_t lin_elems, Py_ssize_t arg_elems) noexcept nogil:
     if split:
+        blas_request(1)
         _run_cols(steps, n_steps, keep, X, out, n, nt, scratch, buf_elems, lin_elems, arg_elems)
+        blas_release(1)
     else:
         _run(steps, n_steps, keep, X, out, n, tile, nt, scratch, thread_bytes, buf_elems,
              lin_elems, arg_elems)

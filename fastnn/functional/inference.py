@@ -15,8 +15,10 @@ The rows of a batch are cut into tiles whose size depends on the batch size only
 runs all layers (its activations stay in per-thread buffers owned by the plan), and threads
 take the tiles one at a time inside one OpenMP region; a tile is computed the same whichever
 thread takes it. A request of one row goes through fastnn's one-row product instead of GEMM
-(the Dense kernel's choice too) and, when the previous request ended less than a millisecond
-ago (the other cores are still awake), splits every layer's columns over the threads. The
+(the Dense kernel's choice too) and splits every layer's columns over the threads when that
+pays and keeps the bits: the previous request ended less than a millisecond ago (the other
+cores are still awake; never with OMP_WAIT_POLICY=passive), every layer's weights fit 2 MiB,
+the network has at least 1e5 multiply-adds and a layer at least 128 outputs. The
 output is bitwise the same for any thread count, and equal to the layer-by-layer path to
 rounding (bitwise for a batch of 1 row and, except 2-row batches into 64 or more outputs, for
 up to 32 rows: both paths make the same calls there). A row's output may differ in the last
