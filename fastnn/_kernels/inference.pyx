@@ -36,7 +36,7 @@ from cpython.pythread cimport (PyThread_type_lock, PyThread_allocate_lock, PyThr
                                NOWAIT_LOCK)
 
 cimport fastnn._kernels._arrays as A   # this form: cythonize rebuilds on a change of _arrays.pxd
-from fastnn._kernels._openmp cimport omp_get_thread_num
+from fastnn._kernels._openmp cimport omp_get_thread_num, omp_get_num_threads
 from fastnn._kernels._blas cimport gemm, xw, xw_own, blas_request, blas_release
 from fastnn._kernels._activations cimport act_row, ACT_IDENTITY, N_ACTIVATIONS
 from fastnn._kernels._maxout cimport max_row
@@ -330,11 +330,13 @@ cdef void _run_cols(const Step *steps, int n_steps, bint keep, const floating *X
                     floating *out, Py_ssize_t m, int nt, char *scratch, Py_ssize_t buf_elems,
                     Py_ssize_t lin_elems, Py_ssize_t arg_elems) noexcept nogil:
     """m rows (at most GEMV_ROWS) through every step, each step's output columns split over
-    nt threads in blocks of COL_BLOCK (softmax and sparsemax: one thread), in ONE parallel
-    region, an explicit barrier after each step (Cython ends a prange inside parallel() with
-    nowait). BLAS is held to one thread (xw may call GEMV). Outputs go where
-    _tile puts them (keep: every step's own arrays); the buffers are one thread's share of
-    the scratch."""
+    the team in blocks of COL_BLOCK (softmax and sparsemax: thread 0), in ONE parallel
+    region. Thread t of T takes the contiguous blocks [nb t / T, nb (t + 1) / T) of every
+    step (each core reads the same part of the weights on every call), and one barrier ends
+    each step (no worksharing loop: Cython's prange inside parallel() ends with nowait, and
+    its private variables add a barrier of their own). BLAS is held to one thread by the
+    caller (xw may call GEMV). Outputs go where _tile puts them (keep: every step's own
+    arrays); the buffers are one thread's share of the scratch."""
     cdef floating *buf0 = <floating *> scratch
     cdef floating *buf1 = buf0 + buf_elems
     cdef floating *zbuf = buf1 + buf_elems
@@ -345,9 +347,11 @@ cdef void _run_cols(const Step *steps, int n_steps, bint keep, const floating *X
     cdef floating *z = NULL
     cdef int32_t *arg = NULL
     cdef const Step *st = NULL
-    cdef int s = 0, src_buf = -1
+    cdef int s = 0, src_buf = -1, tid = 0, team = 1
     cdef Py_ssize_t blk, nb = 0, w = 0, i, c0, c1
     with parallel(num_threads=nt):
+        tid = omp_get_thread_num()
+        team = omp_get_num_threads()
         src = X
         src_buf = -1
         for s in range(n_steps):
@@ -356,16 +360,17 @@ cdef void _run_cols(const Step *steps, int n_steps, bint keep, const floating *X
             z = <floating *> st.keep_z if keep else zbuf
             arg = st.keep_arg if keep else abuf
             dst = _step_dst(st, s == n_steps - 1, keep, src, out, 0, buf0, buf1, &src_buf)
-            nb = 1 if st.kind == K_SOFTMAX or st.kind == K_SPARSEMAX else \
-                (w + COL_BLOCK - 1) // COL_BLOCK
-            for blk in prange(nb, schedule='static'):
-                if st.kind == K_SOFTMAX:
+            if st.kind == K_SOFTMAX:
+                if tid == 0:
                     for i in range(m):
                         softmax_row(src + i * w, dst + i * w, w, False, 1.0, NULL)
-                elif st.kind == K_SPARSEMAX:
+            elif st.kind == K_SPARSEMAX:
+                if tid == 0:
                     for i in range(m):
                         sparsemax_row(src + i * w, dst + i * w, w, st.code, dscr)
-                else:
+            else:
+                nb = (w + COL_BLOCK - 1) // COL_BLOCK
+                for blk in range(nb * tid // team, nb * (tid + 1) // team):
                     c0 = blk * COL_BLOCK
                     c1 = c0 + COL_BLOCK if c0 + COL_BLOCK < w else w
                     _step_cols(st, src, dst, z, arg, m, c0, c1)
