@@ -1,6 +1,7 @@
 """Shared fixtures. The suite tests the *installed* fastnn (pytest runs with
 --import-mode=importlib, so the source folder is not put on sys.path)."""
 import os
+import time
 
 import numpy as np
 import pytest
@@ -24,6 +25,23 @@ def n_threads(request):
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+@pytest.fixture
+def wait_for_write():
+    """``wait(directory, proc, old=())``: return the name of the first ``.tmp`` file in
+    ``directory`` not in ``old`` (a write in progress) as soon as one appears, whatever the
+    speed of the disk; fail if ``proc`` exits first or after 30 s."""
+    def wait(directory, proc, old=(), timeout=30.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            fresh = [f for f in os.listdir(directory) if f.endswith(".tmp") and f not in old]
+            if fresh:
+                return fresh[0]
+            assert proc.poll() is None, "the writer exited before writing"
+            time.sleep(0.0002)
+        raise AssertionError(f"no write started within {timeout} s")
+    return wait
 
 
 def tol(dtype):

@@ -55,19 +55,8 @@ def _old_model():
     return fastnn.Sequential(fastnn.Dense(1000, 1500, seed=7), fastnn.Dense(1500, 1000, seed=8))
 
 
-def _wait_for_temporary(directory, proc, timeout=30.0):
-    """Return as soon as a ``.tmp`` file is in ``directory`` (a write in progress)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if any(f.endswith(".tmp") for f in os.listdir(directory)):
-            return
-        assert proc.poll() is None, "the writer exited before writing"
-        time.sleep(0.0002)
-    raise AssertionError(f"no write started within {timeout} s")
-
-
 @pytest.mark.parametrize("mode", ["save", "checkpoint"])
-def test_killed_writer_leaves_a_loadable_file(tmp_path, mode):
+def test_killed_writer_leaves_a_loadable_file(tmp_path, mode, wait_for_write):
     path = str(tmp_path / "model.npz")
     old = _old_model()
     fastnn.save(old, path)
@@ -90,7 +79,7 @@ def test_killed_writer_leaves_a_loadable_file(tmp_path, mode):
             if trials % 2:
                 time.sleep(0.1 + float(rng.uniform(0.0, 0.3)))
             else:
-                _wait_for_temporary(tmp_path, proc)
+                wait_for_write(tmp_path, proc)
             proc.send_signal(signal.SIGKILL)
             proc.wait(timeout=30)
         finally:
