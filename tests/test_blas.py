@@ -8,8 +8,15 @@ from fastnn import _threads
 from fastnn._kernels import _blas
 
 
+def _choice():
+    """The name the BLAS in force was chosen with (FASTNN_BLAS's, or a use_blas call's)."""
+    from fastnn._kernels import _blas_loader
+    _blas_loader.current()
+    return _blas_loader._BLAS_INFO["_choice"]
+
+
 def _available_backends():
-    names = ["scipy"]
+    names, before = ["scipy"], _choice()
     for name in ("numpy", "mkl"):   # (mkl: when the mkl package is installed)
         try:
             _threads.use_blas(name)
@@ -17,16 +24,18 @@ def _available_backends():
         except RuntimeError:
             pass
         finally:
-            _threads.use_blas("auto")
+            _threads.use_blas(before)
     return names
 
 
 @pytest.fixture(params=_available_backends(), autouse=True)
 def backend(request):
-    """Run every test of this module with each BLAS backend fastnn can use here."""
+    """Run every test of this module with each BLAS backend fastnn can use here; afterwards
+    the BLAS in force before (the tests after these, and other processes, use that one)."""
+    before = _choice()
     _threads.use_blas(request.param)
     yield request.param
-    _threads.use_blas("auto")
+    _threads.use_blas(before)
 
 SHAPES = [(1, 1, 1), (1, 7, 1), (7, 1, 1), (1, 1, 9), (3, 5, 4), (17, 13, 11), (64, 33, 129),
           (5, 4, 0), (0, 4, 3), (4, 0, 3)]
@@ -164,3 +173,60 @@ def test_engine_keeps_its_threads_on_a_sequential_blas(backend, rng):
     res = eng.run(X, y, np.arange(96), 0, 32, 3)
     expected = 2 if (_blas.has_thread_control() or _blas.is_sequential()) else 1
     assert res.steps == 3 and res.n_threads == expected   # (the threads it started with)
+
+
+def _cpuinfo_vendor():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("vendor_id"):
+                    return {"GenuineIntel": "intel", "AuthenticAMD": "amd"}.get(
+                        line.split(":", 1)[1].strip(), "other")
+    except OSError:
+        pass
+    return None
+
+
+def test_cpu_vendor_is_what_the_kernel_reports():
+    vendor = _blas.cpu_vendor()
+    assert vendor in ("intel", "amd", "other")
+    expected = _cpuinfo_vendor()
+    if expected is None:
+        pytest.skip("no /proc/cpuinfo to compare with")
+    import platform
+    if platform.machine() in ("x86_64", "AMD64"):
+        assert vendor == expected
+
+
+@pytest.mark.parametrize("vendor, mkl_state, expected", [
+    ("intel", "installed", "mkl"),
+    ("intel", "absent", "openblas"),
+    ("intel", "broken", "openblas"),
+    ("amd", "installed", "openblas"),
+    ("other", "installed", "openblas"),
+])
+def test_auto_takes_mkl_on_intel_only_when_it_is_usable(backend, monkeypatch, vendor,
+                                                        mkl_state, expected):
+    """"auto": oneMKL on an Intel CPU when the mkl package is installed and loads; otherwise
+    NumPy's OpenBLAS (scipy's BLAS where NumPy has none), without an error."""
+    if backend != "scipy":
+        pytest.skip("one run is enough (the choice does not depend on the backend before)")
+    from fastnn._kernels import _blas_loader
+    if mkl_state == "installed" and _blas_loader._find_mkl() is None:
+        pytest.skip("the mkl package is not installed")
+    if expected == "openblas" and _blas_loader._find_numpy_blas() is None:
+        pytest.skip("NumPy has no bundled OpenBLAS here")
+    monkeypatch.setattr(_blas, "cpu_vendor", lambda: vendor)
+    if mkl_state == "absent":
+        monkeypatch.setattr(_blas_loader, "_find_mkl", lambda: None)
+    elif mkl_state == "broken":
+        monkeypatch.setattr(_blas_loader, "_find_mkl", lambda: "/nonexistent/libmkl_rt.so.2")
+    try:
+        info = _threads.use_blas("auto")
+        if expected == "mkl":
+            assert info["blas"] == "mkl" and _blas.is_sequential()
+        else:
+            assert info["backend"] == "numpy-openblas64 (cblas)" and not _blas.is_sequential()
+        assert _choice() == "auto"
+    finally:
+        _threads.use_blas("scipy")     # the fixture restores the choice in force before

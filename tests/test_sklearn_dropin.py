@@ -24,6 +24,23 @@ from fastnn.sklearn import MLPClassifier, MLPRegressor  # noqa: E402
 PAIRS = [(MLPClassifier, SkClassifier), (MLPRegressor, SkRegressor)]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def scikit_learns_blas():
+    """fastnn's products on the BLAS scikit-learn's NumPy uses (its OpenBLAS), where there is
+    one: oneMKL rounds products differently in the last bits, which 60 L-BFGS iterations with
+    line searches amplify past the tolerances here. The arithmetic compared is fastnn's own."""
+    from fastnn._kernels import _blas_loader
+    before = _blas_loader.current()
+    choice = _blas_loader._BLAS_INFO["_choice"]
+    if before["blas"] == "mkl":
+        try:
+            _blas_loader.use_blas("numpy")
+        except RuntimeError:
+            pass
+    yield
+    _blas_loader.use_blas(choice)
+
+
 @pytest.fixture(scope="module")
 def digits():
     X, y = load_digits(dtype=np.float64)

@@ -206,6 +206,26 @@ def simd_level():
     return ("baseline", "avx2", "avx512")[fnn_simd_level]
 
 
+cdef extern from *:
+    """
+    static int fnn_cpu_vendor(void) {
+    #if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__) && !defined(_MSC_VER)
+        __builtin_cpu_init();
+        if (__builtin_cpu_is("intel")) return 1;
+        if (__builtin_cpu_is("amd")) return 2;
+    #endif
+        return 0;
+    }
+    """
+    int fnn_cpu_vendor() noexcept nogil
+
+
+def cpu_vendor():
+    """The CPU's maker as the CPUID instruction reports it: "intel", "amd" or "other" (also
+    for a build without GCC's CPU builtins, and off x86-64)."""
+    return ("other", "intel", "amd")[fnn_cpu_vendor()]
+
+
 cdef int blas_set_num_threads(int n) noexcept nogil:
     cdef int previous
     if _set_threads == NULL or _get_threads == NULL:

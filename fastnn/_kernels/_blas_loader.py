@@ -1,15 +1,17 @@
 """Which BLAS fastnn's matrix products call, found at run time (fastnn/_kernels/_blas.pyx).
 
-The compiled wrapper calls whatever this module installs there: NumPy's bundled OpenBLAS through
-its ILP64 CBLAS when it is present (``use_blas("numpy")``), else the BLAS behind
-``scipy.linalg.cython_blas`` (``use_blas("scipy")``, always available), and in both cases that
-library's own thread-count functions (``openblas_set_num_threads``), so that the kernels cap the
-BLAS threads without a Python call. On request, Intel's oneMKL from the ``mkl`` package
-(``use_blas("mkl")``) in its sequential layer: no second OpenMP runtime and no BLAS threads;
-fastnn's kernels split large products over their own threads. The libraries are located through threadpoolctl and their
-symbols read with ctypes, once at import (``FASTNN_BLAS`` chooses; "auto" by default) and again
-on each :func:`use_blas`. Nothing outside fastnn's own module state changes: no library's thread
-count, no environment variable.
+The compiled wrapper calls whatever this module installs there: Intel's oneMKL from the ``mkl``
+package (``use_blas("mkl")``) in its sequential layer - no second OpenMP runtime and no BLAS
+threads; fastnn's kernels split large products over their own threads; NumPy's bundled OpenBLAS
+through its ILP64 CBLAS (``use_blas("numpy")``); or the BLAS behind ``scipy.linalg.cython_blas``
+(``use_blas("scipy")``, always available). For the OpenBLAS ones, also that library's own
+thread-count functions (``openblas_set_num_threads``), so that the kernels cap the BLAS threads
+without a Python call. "auto", the default, takes oneMKL on an Intel CPU when the ``mkl``
+package is installed (faster there: benchmarks/README.md, "oneMKL"), else NumPy's OpenBLAS, else
+scipy's. The libraries are located through threadpoolctl and their symbols read with ctypes,
+once at import (``FASTNN_BLAS`` chooses; "auto" by default) and again on each :func:`use_blas`.
+Nothing outside fastnn's own module state changes: no library's thread count, no environment
+variable.
 
 Private: fastnn's other modules reach it through fastnn._kernels._runtime.
 """
@@ -158,18 +160,26 @@ def use_blas(name: str = "auto") -> dict:
         "scipy": ``scipy.linalg.cython_blas``, always available. "mkl": Intel's oneMKL from the
         ``mkl`` package (``pip install fastnn[mkl]``): products 12-60% faster than OpenBLAS's
         on the Intel machine measured, fit 1.17x (benchmarks/README.md, "oneMKL"); a
-        RuntimeError when the package is absent. "auto" (the default, or the FASTNN_BLAS environment variable at
-        import): "numpy" when available, else "scipy".
+        RuntimeError when the package is absent. "auto" (the default, or the FASTNN_BLAS
+        environment variable at import): "mkl" on an Intel CPU (``cpu_vendor()``) when the
+        package is installed and loads, else "numpy" when available, else "scipy".
         Not thread-safe: call it before using fastnn from several threads.
     """
     global _BLAS_INFO
     if name not in ("auto", "numpy", "scipy", "mkl"):
         raise ValueError(f"Invalid BLAS choice: {name!r} "
                          f"(expected 'auto', 'numpy', 'scipy' or 'mkl')")
-    if name == "mkl":
-        info = _install_mkl()      # (raises, changing nothing, when oneMKL is absent)
-        _BLAS_INFO = info
-        return {k: v for k, v in info.items() if not k.startswith("_")}
+    if name == "mkl" or (name == "auto" and _blas.cpu_vendor() == "intel"
+                         and _find_mkl() is not None):
+        try:
+            info = _install_mkl()      # (raises, changing nothing, when oneMKL is unusable)
+        except RuntimeError:
+            if name == "mkl":
+                raise
+        else:
+            info["_choice"] = name
+            _BLAS_INFO = info
+            return {k: v for k, v in info.items() if not k.startswith("_")}
     info = {"blas": None, "internal_api": None, "filepath": None, "num_threads": None,
             "thread_control": False, "backend": "scipy.linalg.cython_blas"}
     _blas._install_cblas64(0, 0, 0, 0)
@@ -204,8 +214,8 @@ def use_blas(name: str = "auto") -> dict:
                     num_threads=c.num_threads, version=getattr(c, "version", None),
                     architecture=getattr(c, "architecture", None),
                     threading_layer=getattr(c, "threading_layer", None))
-    _BLAS_INFO = info
-    return dict(info)
+    _BLAS_INFO = dict(info, _choice=name)
+    return info
 
 
 def blas_info() -> dict:
