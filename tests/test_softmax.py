@@ -96,6 +96,31 @@ def test_stability_and_special_values(dtype):
     assert F.softmax(np.array([2.5], dtype)).tolist() == [1.0]
 
 
+@pytest.mark.parametrize("n", [63, 64, 65, 127, 128, 129, 200, 1000, 1007])
+def test_row_max_and_min_anywhere(n, dtype, rng):
+    """The row's max and min are read in 64 lanes with an overlapping last block: the max
+    at the first entry, the last, inside the overlap and elsewhere; a -inf anywhere; a NaN
+    anywhere (the row all NaN)."""
+    base = (rng.standard_normal(n) * 3).astype(dtype)
+    rows = []
+    for pos in sorted({0, n - 1, n - 65 if n > 65 else 1, n // 2, n - (n % 64) - 1}):
+        r = base.copy()
+        r[pos] = 500      # a max the lanes miss overflows exp (past 88 in float32)
+        r[(pos + 7) % n] = -200    # the min far below: exp's full path (range past -87)
+        rows.append(r)
+        r = base.copy()
+        r[pos] = -np.inf
+        rows.append(r)
+    z = np.stack(rows)
+    rtol, atol = tol(dtype)
+    np.testing.assert_allclose(F.softmax(z), softmax_ref(z), rtol=rtol, atol=atol)
+    np.testing.assert_allclose(F.log_softmax(z), log_softmax_ref(z), rtol=rtol, atol=atol * 10)
+    for pos in (0, n // 2, n - 1):
+        r = base.copy()
+        r[pos] = np.nan
+        assert np.isnan(F.softmax(r[None])).all() and np.isnan(F.log_softmax(r[None])).all()
+
+
 def test_nonfinite_policy(dtype):
     z = np.array([[1, np.nan, 2], [0, np.inf, 1], [-np.inf, -np.inf, -np.inf]], dtype)
     assert np.isnan(F.softmax(z)).all()

@@ -226,18 +226,59 @@ cdef extern from *:
        independent double accumulators, entry i going to accumulator i % 16, combined in a fixed
        tree: vectorizable without reassociation flags, the same result for any thread count and
        vector width. */
-    #if defined(_OPENMP) && _OPENMP >= 201307 && !defined(_MSC_VER)
-    #define FNN_SIMD_MAX_M _Pragma("omp simd reduction(max:m)")
-    #else
-    #define FNN_SIMD_MAX_M
-    #endif
     #define FNN_TREE16(c) ((((c[0] + c[1]) + (c[2] + c[3])) + ((c[4] + c[5]) + (c[6] + c[7])))  \\
                          + (((c[8] + c[9]) + (c[10] + c[11])) + ((c[12] + c[13]) + (c[14] + c[15]))))
     #define FNN_REDUCTIONS(T, S)                                                             \\
+    /* max and min of z[0..n) (n >= 1), z[0] first: m = z[i] > m ? z[i] : m. From 64 entries \\
+       on, in 64 lanes that each start from z[0] (independent chains; one chain would wait out\\
+       the compare's latency on every vector), the last partial block as an overlapping full \\
+       one, the lanes halved in a tree: the result of one serial pass (a NaN in z[0] stays,  \\
+       any other NaN never wins), the sign of a zero max or min aside. */                    \\
+    FNN_INLINE void fnn_minmax_##S(const T *z, Py_ssize_t n, T *m_out, T *mn_out) {          \\
+        T m = z[0], mn = z[0];                                                               \\
+        if (n >= 64) {                                                                       \\
+            T mv[64], nv[64];                                                                \\
+            Py_ssize_t i;                                                                    \\
+            for (int j = 0; j < 64; j++) { mv[j] = z[0]; nv[j] = z[0]; }                     \\
+            for (i = 0; i < n; i += 64) {                                                    \\
+                const T *b = i + 64 <= n ? z + i : z + n - 64;                               \\
+                for (int j = 0; j < 64; j++) {                                               \\
+                    mv[j] = b[j] > mv[j] ? b[j] : mv[j];                                     \\
+                    nv[j] = b[j] < nv[j] ? b[j] : nv[j];                                     \\
+                }                                                                            \\
+            }                                                                                \\
+            for (int w = 32; w > 0; w >>= 1)                                                 \\
+                for (int j = 0; j < w; j++) {                                                \\
+                    mv[j] = mv[j + w] > mv[j] ? mv[j + w] : mv[j];                           \\
+                    nv[j] = nv[j + w] < nv[j] ? nv[j + w] : nv[j];                           \\
+                }                                                                            \\
+            m = mv[0];                                                                       \\
+            mn = nv[0];                                                                      \\
+        } else {                                                                             \\
+            for (Py_ssize_t i = 1; i < n; i++) {                                             \\
+                m = z[i] > m ? z[i] : m;                                                     \\
+                mn = z[i] < mn ? z[i] : mn;                                                  \\
+            }                                                                                \\
+        }                                                                                    \\
+        *m_out = m;                                                                          \\
+        if (mn_out) *mn_out = mn;                                                            \\
+    }                                                                                        \\
+    /* max of z[0..n) (n >= 1), as fnn_minmax_* */                                           \\
     FNN_INLINE T fnn_max_in_##S(const T *z, Py_ssize_t n) {                                  \\
         T m = z[0];                                                                          \\
-        FNN_SIMD_MAX_M                                                                       \\
-        for (Py_ssize_t i = 1; i < n; i++) m = z[i] > m ? z[i] : m;                           \\
+        if (n >= 64) {                                                                       \\
+            T mv[64];                                                                        \\
+            for (int j = 0; j < 64; j++) mv[j] = z[0];                                       \\
+            for (Py_ssize_t i = 0; i < n; i += 64) {                                         \\
+                const T *b = i + 64 <= n ? z + i : z + n - 64;                               \\
+                for (int j = 0; j < 64; j++) mv[j] = b[j] > mv[j] ? b[j] : mv[j];            \\
+            }                                                                                \\
+            for (int w = 32; w > 0; w >>= 1)                                                 \\
+                for (int j = 0; j < w; j++) mv[j] = mv[j + w] > mv[j] ? mv[j + w] : mv[j];   \\
+            m = mv[0];                                                                       \\
+        } else {                                                                             \\
+            for (Py_ssize_t i = 1; i < n; i++) m = z[i] > m ? z[i] : m;                      \\
+        }                                                                                    \\
         return m;                                                                            \\
     }                                                                                        \\
     FNN_INLINE void fnn_acc16_##S(double *c, const T *a, Py_ssize_t n) {                    \\

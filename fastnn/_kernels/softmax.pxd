@@ -12,7 +12,6 @@
 # within the normal range of exp, exp runs without the steps for clamping and gradual underflow
 # (fnn_exp_mid_*: the same bits there, fewer operations). Short rows can instead go through
 # fnn_softmax_rows_*, which runs exp over groups of rows, with the same bits.
-# Without OpenMP the max loop loses its simd pragma only; the results are the same.
 
 from fastnn._kernels._math cimport fnn_exp_d, fnn_exp_f, row_max
 
@@ -23,11 +22,6 @@ cdef extern from *:
     #if defined(__GNUC__) && !defined(__clang__)
     #pragma GCC push_options
     #pragma GCC optimize("no-trapping-math", "fp-contract=off")
-    #endif
-    #if defined(_OPENMP) && _OPENMP >= 201307 && !defined(_MSC_VER)
-    #define FNN_SIMD_MINMAX _Pragma("omp simd reduction(max:m) reduction(min:mn)")
-    #else
-    #define FNN_SIMD_MINMAX
     #endif
     #define FNN_SOFTMAX_HELPERS(T, S, EXP, EXP_MID, MID_LO)                                  \\
     /* d[j] = exp(z[j] - m) for j < k (k <= 256), accumulated into c (entry j -> c[j % 16]) */ \\
@@ -54,12 +48,8 @@ cdef extern from *:
        (double) and m in *m_out. */                                                          \\
     FNN_INLINE double fnn_softmax_row_##S##_body(const T *z, T *out, Py_ssize_t n,          \\
                                                  int log_out, double scale, double *m_out) { \\
-        T m = z[0], mn = z[0];                                                               \\
-        FNN_SIMD_MINMAX                                                                      \\
-        for (Py_ssize_t i = 1; i < n; i++) {                                                 \\
-            m = z[i] > m ? z[i] : m;                                                         \\
-            mn = z[i] < mn ? z[i] : mn;                                                      \\
-        }                                                                                    \\
+        T m, mn;                                                                             \\
+        fnn_minmax_##S(z, n, &m, &mn);                                                       \\
         int mid = (mn - m) >= MID_LO;  /* false for NaN, inf and -inf */                     \\
         int probs = out && !log_out;                                                         \\
         double c[16] = {0};                                                                  \\
@@ -96,12 +86,8 @@ cdef extern from *:
             for (Py_ssize_t r = r0; r < r1; r++) {                                           \\
                 const T *zr = z + r * c;                                                     \\
                 T *o = out + r * c;                                                          \\
-                T m = zr[0], mn = zr[0];                                                     \\
-                FNN_SIMD_MINMAX                                                              \\
-                for (Py_ssize_t i = 1; i < c; i++) {                                         \\
-                    m = zr[i] > m ? zr[i] : m;                                               \\
-                    mn = zr[i] < mn ? zr[i] : mn;                                            \\
-                }                                                                            \\
+                T m, mn;                                                                     \\
+                fnn_minmax_##S(zr, c, &m, &mn);                                              \\
                 mid &= (mn - m) >= MID_LO;                                                   \\
                 for (Py_ssize_t i = 0; i < c; i++) o[i] = zr[i] - m;                         \\
             }                                                                                \\
