@@ -91,6 +91,8 @@ from fastnn._kernels import _runtime
 #: The BLAS behind fastnn's matrix products (fastnn/_kernels/_blas_loader.py).
 use_blas = _runtime.use_blas
 blas_info = _runtime.blas_info
+blas_library = _runtime.blas_library
+blas_match = _runtime.blas_match
 
 __all__ = ["resolve_n_threads", "effective_n_threads", "check_n_threads", "blas_info", "use_blas",
            "exclusive_use", "check_not_fitting"]

@@ -28,6 +28,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from fastnn import training
+from fastnn._threads import blas_library, blas_match
 from fastnn._validation import check_n_threads
 from fastnn.data import check_random_state
 from fastnn.parallel import limit_threads, threads_per_worker
@@ -219,8 +220,11 @@ def _score_of(scoring, model, X_val, y_val, metrics):
 
 
 def _run_trial(build_fn, params, X_train, y_train, X_val, y_val, fit_params, scoring, seed,
-               n_threads, keep_model, error_score):
+               n_threads, keep_model, error_score, blas):
     t0 = time.perf_counter()
+    # a worker process chose its BLAS by its own environment when it imported fastnn: use the
+    # search's (a process where it cannot load keeps its own: the same results to rounding)
+    blas_match(blas)
     with limit_threads(n_threads):
         try:
             build_kwargs = {k: v for k, v in params.items() if k not in FIT_PARAMS}
@@ -280,9 +284,10 @@ def _search(build_fn, configs, param_names, X_train, y_train, X_val, y_val, *, f
         raise ValueError(f"scoring must be 'auto', 'accuracy', 'r2', 'loss' or a callable, "
                          f"got {scoring!r}")
     parallel = joblib.Parallel(n_jobs=n_jobs, verbose=verbose)
+    blas = blas_library()
     out = parallel(
         joblib.delayed(_run_trial)(build_fn, cfg, X_train, y_train, X_val, y_val, fit_params,
-                                   scoring, seed, threads, keep_models, error_score)
+                                   scoring, seed, threads, keep_models, error_score, blas)
         for cfg in configs)
     rows = [r for r, _ in out]
     models = [m for _, m in out]

@@ -56,6 +56,38 @@ def test_search_is_reproducible_and_independent_of_n_jobs(data):
     assert [r["val_loss"] for r in c] != [r["val_loss"] for r in a]
 
 
+def build_recording_blas(hidden=16, seed=0):
+    from fastnn import _threads
+    model = build(hidden, seed=seed)
+    model.blas_seen = _threads.blas_library()
+    return model
+
+
+def test_worker_processes_use_the_searchs_blas(data):
+    """Worker processes chose their BLAS when they imported fastnn (FASTNN_BLAS, "auto"):
+    each trial switches to the library the search's process uses, so that n_jobs does not
+    change the bits."""
+    from fastnn import _threads
+    from fastnn._kernels import _blas_loader
+    _blas_loader.current()
+    choice = _blas_loader._BLAS_INFO["_choice"]
+    other = "scipy" if _threads.blas_library() != "scipy" else "numpy"
+    try:
+        _threads.use_blas(other)
+    except RuntimeError:
+        pytest.skip(f"no {other} BLAS here")
+    try:
+        grid = {"hidden": [8, 16]}
+        kw = dict(fit_params=FIT, n_threads=1, seed=3, keep_models=True)
+        a = search.grid_search(build_recording_blas, grid, *data, **kw)
+        b = search.grid_search(build_recording_blas, grid, *data, n_jobs=2, **kw)
+        assert {m.blas_seen for m in a.models + b.models} == {other}
+        assert [(r["params"], r["val_loss"]) for r in a] == \
+            [(r["params"], r["val_loss"]) for r in b]
+    finally:
+        _threads.use_blas(choice)
+
+
 def test_random_search_distributions(data):
     space = {"lr": scipy.stats.loguniform(1e-4, 1e-2), "hidden": [8, 16, 32],
              "activation": lambda rng: "tanh" if rng.random() < 0.5 else "relu",

@@ -253,6 +253,27 @@ def current() -> dict:
     return {k: v for k, v in _BLAS_INFO.items() if not k.startswith("_")}
 
 
+def library() -> str:
+    """The library in force as a :func:`use_blas` name: "mkl", "numpy" or "scipy"."""
+    info = current()
+    if info["blas"] == "mkl":
+        return "mkl"
+    return "numpy" if info["backend"].startswith("numpy") else "scipy"
+
+
+def match(name: str) -> bool:
+    """Use library ``name`` (a :func:`library` value from another process: a search's
+    parent) unless it is in force already; False, changing nothing, where it cannot be
+    loaded here. For worker processes, whose import chose by their own environment."""
+    if library() == name:
+        return True
+    try:
+        use_blas(name)
+    except RuntimeError:
+        return False
+    return True
+
+
 def _use_blas_from_environment():
     """use_blas(FASTNN_BLAS); a library that is not there is a warning, not a failed import."""
     name = os.environ.get("FASTNN_BLAS", "auto") or "auto"

@@ -42,6 +42,9 @@ use_blas = _blas_loader.use_blas
 blas_info = _blas_loader.blas_info
 #: The facts recorded by the last use_blas (no threadpoolctl call).
 blas_current = _blas_loader.current
+#: The library in force as a use_blas name; use the one another process uses.
+blas_library = _blas_loader.library
+blas_match = _blas_loader.match
 #: Set a threadpoolctl-controlled library's thread count from any thread.
 set_library_threads = _blas_loader.set_library_threads
 #: True when the kernels can set the BLAS thread count without a Python call.
