@@ -352,6 +352,37 @@ def test_binary_cross_entropy_one_output_against_module_path(dtype):
     assert_close(models[1], models[0], TOL[dtype])
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_sparsemax_loss_against_module_path(dtype):
+    """The sparsemax loss (single label) in the engine: the module loop's weights, and the
+    same bits for 1-3 threads and a last layer of several blocks."""
+    X, y, order = data(70, 9, 37, dtype)
+    models = [net([9, 21, 37], ["relu", None], dtype) for _ in range(4)]
+    opts = [optim.Adam(m.parameters(), lr=1e-2) for m in models]
+    module_steps(models[0], opts[0], losses.SparsemaxLoss(), X, y, order, 16, 5)
+    for k, nt in ((1, 1), (2, 2), (3, 3)):
+        eng = compile_training(models[k], losses.SparsemaxLoss(), opts[k], nt, block=16)
+        eng._exact_threads = True
+        res = eng.run(X, y, order, 0, 16, 5)
+        assert res.steps == 5 and 0 <= res.metric_sum <= 70 and np.isfinite(res.loss_sum)
+    assert_close(models[1], models[0], TOL[dtype])
+    for k in (2, 3):
+        for p, q in zip(models[k].parameters(), models[1].parameters()):
+            np.testing.assert_array_equal(p.data, q.data)
+
+
+def test_sparsemax_loss_and_metric_sums_match_the_module_loss():
+    X, y, order = data(40, 10, 6, np.float64)
+    model = net([10, 6], [None], np.float64)
+    z = model.forward(X[order])
+    want_loss = losses.SparsemaxLoss().per_sample(z, y[order]).sum()
+    want_hits = np.count_nonzero(z.argmax(axis=1) == y[order])
+    opt = optim.SGD(model.parameters(), lr=0.0)
+    res = compile_training(model, losses.SparsemaxLoss(), opt, 1).run(X, y, order, 0, 40, 1)
+    assert res.loss_sum == pytest.approx(want_loss, rel=1e-12)
+    assert res.metric_sum == want_hits
+
+
 def test_loss_and_metric_sums_match_the_module_loss():
     X, y, order = data(40, 10, 4, np.float64)
     model = net([10, 4], [None], np.float64)
@@ -542,7 +573,10 @@ def test_why_not_names_what_is_not_covered():
     assert why_not(m, losses.CrossEntropyLoss(), adam) is None
     assert "Maxout" in why_not(Sequential(Maxout(4, 3), Dense(3, 2)), losses.CrossEntropyLoss(),
                                adam)
-    assert "SparsemaxLoss" in why_not(m, losses.SparsemaxLoss(), adam)
+    assert why_not(m, losses.SparsemaxLoss(), adam) is None
+    assert "SparsemaxLoss" in why_not(m, losses.SparsemaxLoss(multilabel=True), adam)
+    assert "sparsemax targets other than integer labels" in why_not(
+        m, losses.SparsemaxLoss(), adam, y=np.eye(2, dtype=np.float32)[[0, 1]])
     assert "one output" in why_not(m, losses.BinaryCrossEntropyLoss(), adam)
     assert "before the first Dense" in why_not(Sequential(Dropout(0.5), Dense(4, 2)),
                                                losses.CrossEntropyLoss(), adam)
@@ -552,7 +586,7 @@ def test_why_not_names_what_is_not_covered():
     class MyAdam(optim.Adam):
         pass
     assert "MyAdam" in why_not(m, losses.CrossEntropyLoss(), MyAdam(m.parameters()))
-    assert compile_training(m, losses.SparsemaxLoss(), adam) is None
+    assert compile_training(m, losses.SparsemaxLoss(multilabel=True), adam) is None
 
 
 def test_tied_weights_take_the_module_loop():
@@ -596,7 +630,7 @@ def test_dropout_mask_matches_the_module():
 def _fit_pair(dtype, loss="cross_entropy", optimizer="adam", epochs=3, **kw):
     rng = np.random.default_rng(7)
     X = rng.standard_normal((150, 12)).astype(dtype)
-    if loss == "cross_entropy":
+    if loss in ("cross_entropy", "sparsemax"):
         y, out = rng.integers(0, 4, 150), 4
     elif loss == "binary_cross_entropy":
         y, out = rng.integers(0, 2, 150), 1
@@ -614,7 +648,7 @@ def _fit_pair(dtype, loss="cross_entropy", optimizer="adam", epochs=3, **kw):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("loss", ["cross_entropy", "squared", "binary_cross_entropy"])
+@pytest.mark.parametrize("loss", ["cross_entropy", "squared", "binary_cross_entropy", "sparsemax"])
 def test_fit_with_and_without_engine(dtype, loss):
     (m1, h1), (m2, h2) = _fit_pair(dtype, loss)
     assert h1.params["engine"] is True and h2.params["engine"] is False
@@ -630,7 +664,7 @@ def test_fit_with_and_without_engine(dtype, loss):
     assert m1[1]._calls == m2[1]._calls == 30
     # and a second fit continues alike
     X = np.random.default_rng(1).standard_normal((40, 12)).astype(dtype)
-    y = np.arange(40) % (4 if loss == "cross_entropy" else 2)
+    y = np.arange(40) % (4 if loss in ("cross_entropy", "sparsemax") else 2)
     if loss == "squared":
         y = np.ones((40, 2), dtype)
     for m, e in ((m1, True), (m2, False)):
@@ -791,16 +825,17 @@ def test_random_chains_bitwise_for_thread_counts_and_chunks(no_fallback):
     steps give the bits of one 1-thread call."""
     rng = np.random.default_rng(123)
     acts = ["relu", "tanh", "gelu", None, "silu", "elu"]
-    for case in range(25):
-        dtype = [np.float32, np.float64][case % 2]
+    for case in range(28):
+        dtype = [np.float32, np.float64][(case // 4) % 2]
         n_layers = int(rng.integers(1, 5))
         widths = [int(rng.integers(1, 90)) for _ in range(n_layers + 1)]
-        kind = ["ce", "sq", "bce"][case % 3]
+        kind = ["ce", "sq", "bce", "spm"][case % 4]
         widths[-1] = 1 if kind == "bce" else max(widths[-1], 2)
         block, bs = int(rng.choice([16, 32, 64])), int(rng.integers(1, 40))
         n = int(rng.integers(1, 120))
         X = rng.standard_normal((n, widths[0])).astype(dtype)
         y = {"ce": lambda: rng.integers(0, widths[-1], n),
+             "spm": lambda: rng.integers(0, widths[-1], n),
              "sq": lambda: rng.standard_normal((n, widths[-1])).astype(dtype),
              "bce": lambda: rng.integers(0, 2, n).astype(dtype)}[kind]()
         order = rng.permutation(n)
@@ -818,7 +853,7 @@ def test_random_chains_bitwise_for_thread_counts_and_chunks(no_fallback):
                     layers.append(Activation("sigmoid"))
             m = Sequential(*layers, dtype=dtype)
             lf = {"ce": losses.CrossEntropyLoss, "sq": losses.SquaredLoss,
-                  "bce": losses.BinaryCrossEntropyLoss}[kind]()
+                  "bce": losses.BinaryCrossEntropyLoss, "spm": losses.SparsemaxLoss}[kind]()
             opt = (optim.Adam(m.parameters(), lr=1e-2) if case % 2 else
                    optim.SGD(m.parameters(), lr=0.01, momentum=0.9, nesterov=True))
             eng = compile_training(m, lf, opt, nt, block=block)

@@ -54,6 +54,7 @@ from fastnn._kernels._activations cimport (act_row, act_row_keep_z, act_grad_row
                                            ACT_IDENTITY)
 from fastnn._kernels._openmp cimport omp_get_thread_num, omp_get_num_threads
 from fastnn._kernels.softmax cimport softmax_row, fnn_exp_d
+from fastnn._kernels.sparsemax cimport sparsemax_loss_row
 from fastnn._kernels.optim cimport _sgd_chunk, _adagrad_chunk, _rmsprop_chunk, _adam_chunk
 
 cnp.import_array()
@@ -199,6 +200,7 @@ cdef enum:
     LOSS_CE = 0
     LOSS_SQUARED = 1
     LOSS_BCE = 2
+    LOSS_SPARSEMAX = 3      # single-label (integer labels)
     OPT_FROZEN = 0
     OPT_SGD = 1
     OPT_ADAGRAD = 2
@@ -207,7 +209,8 @@ cdef enum:
     MAX_THREADS_STATS = 1024
     SLOT = 8                 # int64 per thread counter: one cache line each
 
-LOSS_KINDS = {"cross_entropy": LOSS_CE, "squared": LOSS_SQUARED, "binary_cross_entropy": LOSS_BCE}
+LOSS_KINDS = {"cross_entropy": LOSS_CE, "squared": LOSS_SQUARED, "binary_cross_entropy": LOSS_BCE,
+              "sparsemax": LOSS_SPARSEMAX}
 OPT_KINDS = {"frozen": OPT_FROZEN, "sgd": OPT_SGD, "adagrad": OPT_ADAGRAD,
              "rmsprop": OPT_RMSPROP, "adam": OPT_ADAM}
 
@@ -297,6 +300,7 @@ cdef struct Plan:
     Py_ssize_t *Lb[2]       # gathered labels
     double *row_loss
     double *row_hit
+    double *row_scratch     # sparsemax loss: n_classes doubles per row
 
 
 cdef struct RunState:
@@ -362,7 +366,7 @@ cdef void _gather(Plan *P, RunState *R, Py_ssize_t s, int tid, int T,
         else:
             for j in range(P.n_in):
                 xb[i * P.ld_in + j] = (X[k * P.n_in + j] - mean[j]) / scale[j]
-        if P.loss == LOSS_CE:
+        if P.loss == LOSS_CE or P.loss == LOSS_SPARSEMAX:
             lb[i] = R.labels[k]
         else:
             memcpy(tb + i * C, tg + k * C, C * sizeof(floating))
@@ -430,6 +434,15 @@ cdef void _loss_rows(Plan *P, RunState *R, Py_ssize_t s, Py_ssize_t m, Py_ssize_
             lse = log(softmax_row(z, g, C, False, scale, &mx))
             g[y] = <floating> (g[y] - scale)
             P.row_loss[i] = lse - (<double> z[y] - mx)
+            best = 0
+            for j in range(1, C):
+                if z[j] > z[best]:
+                    best = j
+            P.row_hit[i] = 1.0 if best == y else 0.0
+        elif P.loss == LOSS_SPARSEMAX:
+            y = P.Lb[s & 1][i]
+            P.row_loss[i] = sparsemax_loss_row(z, y, <const floating *> NULL, g, C, True, scale,
+                                               P.row_scratch + i * C)
             best = 0
             for j in range(1, C):
                 if z[j] > z[best]:
@@ -881,6 +894,8 @@ cdef class Core:
             a["L", k] = _aligned(r, np.intp)
         a["loss"] = _aligned(r, np.float64)
         a["hit"] = _aligned(r, np.float64)
+        if self.P.loss == LOSS_SPARSEMAX:
+            a["scratch"] = _aligned(r * self.P.n_classes, np.float64)
         for l in range(self.n_layers):
             L = &self.P.layers[l]
             size = r * L.ld
@@ -898,6 +913,7 @@ cdef class Core:
             self.P.Lb[k] = <Py_ssize_t *> _addr(a["L", k])
         self.P.row_loss = <double *> _addr(a["loss"])
         self.P.row_hit = <double *> _addr(a["hit"])
+        self.P.row_scratch = <double *> _addr(a["scratch"]) if "scratch" in a else NULL
         for l in range(self.n_layers):
             L = &self.P.layers[l]
             L.Z = <char *> _addr(a["Z", l])
@@ -1010,9 +1026,9 @@ cdef class Core:
         steps, stopping after the step that passes time_budget_s seconds (<= 0 or inf: no
         limit).
 
-        X: (N, n_in) C-contiguous, the plan's dtype. y: intp labels (N,) for cross-entropy, a
-        C-contiguous (N, n_out) array of the plan's dtype otherwise. order: intp (K,) row
-        indices into X. Returns a dict: steps, loss_sum, hit_sum, last_loss (the mean loss of
+        X: (N, n_in) C-contiguous, the plan's dtype. y: intp labels (N,) for cross-entropy and
+        sparsemax, a C-contiguous (N, n_out) array of the plan's dtype otherwise. order: intp
+        (K,) row indices into X. Returns a dict: steps, loss_sum, hit_sum, last_loss (the mean loss of
         the last step run, the non-finite one included), nonfinite_step (-1: none),
         fallback_step (-1: none), s1/s2/sse (squared loss: per-output sums of y, y^2 and of
         the squared errors, float64) and wait_s (total barrier wait of the team).
@@ -1034,7 +1050,7 @@ cdef class Core:
         n = X.shape[0]
         if order.ndim != 1 or (order.size and (order.min() < 0 or order.max() >= n)):
             raise ValueError(f"order must be a 1-D array of row indices in [0, {n})")
-        if self.P.loss == LOSS_CE:
+        if self.P.loss == LOSS_CE or self.P.loss == LOSS_SPARSEMAX:
             if y.dtype != np.intp or y.shape != (n,) or not y.flags.c_contiguous:
                 raise ValueError(f"y must be a C-contiguous intp array of shape ({n},)")
             if n and (y.min() < 0 or y.max() >= self.P.n_classes):

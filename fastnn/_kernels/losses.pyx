@@ -10,7 +10,7 @@
 # negative and never squaring z; tau and z in coordinates shifted by max(z)).
 # cross_entropy_labels_layer is CrossEntropyLoss's per-batch entry (arguments and the label
 # range checked in C, see _arrays.pxd); it runs the same rows as cross_entropy_labels.
-from libc.math cimport fabs, log, log1p, NAN
+from libc.math cimport fabs, log, log1p
 from libc.stdlib cimport malloc, free
 from cython cimport floating
 from fastnn._kernels._openmp cimport row_threads
@@ -20,7 +20,7 @@ cimport numpy as cnp
 cimport fastnn._kernels._arrays as A   # this form: cythonize rebuilds on a change of _arrays.pxd
 
 from fastnn._kernels.softmax cimport softmax_row, fnn_exp_d
-from fastnn._kernels.sparsemax cimport sparsemax_tau, SPARSEMAX_AUTO
+from fastnn._kernels.sparsemax cimport sparsemax_loss_row
 from fastnn._kernels._config import check_threshold
 
 cnp.import_array()
@@ -229,43 +229,6 @@ def squared_loss(const floating[:, ::1] F, const floating[:, ::1] Y, double[::1]
 
 # ------------------------------------------------------------------------- sparsemax loss ---
 
-cdef inline double _spm_row(const floating *z, Py_ssize_t y, const floating *q, floating *g,
-                            Py_ssize_t c, bint need_grad, double scale,
-                            double *scratch) noexcept nogil:
-    """Single label y (q NULL) or target distribution q (any non-negative row, normalized here)."""
-    cdef double m, tau, p, d, t, acc = 0.0, hinge = 0.0, q_sum = 0.0, qj
-    cdef Py_ssize_t j
-    if sparsemax_tau(z, c, SPARSEMAX_AUTO, scratch, &m, &tau):
-        if need_grad:
-            for j in range(c):
-                g[j] = <floating>NAN
-        return NAN
-    if q == NULL:
-        for j in range(c):
-            p = (<double>z[j] - m) - tau
-            p = p if p > 0.0 else 0.0
-            d = p - 1.0 if j == y else p
-            acc += d * d
-            if need_grad:
-                g[j] = <floating>(scale * d)
-        t = tau - (<double>z[y] - m)
-        return 0.5 * acc + (t if t > 0.0 else 0.0)
-    for j in range(c):
-        q_sum += q[j]
-    for j in range(c):
-        p = (<double>z[j] - m) - tau
-        p = p if p > 0.0 else 0.0
-        qj = q[j] / q_sum
-        d = p - qj
-        acc += d * d
-        if need_grad:
-            g[j] = <floating>(scale * d)
-        if qj != 0.0:
-            t = tau - (<double>z[j] - m)
-            hinge += qj * (t if t > 0.0 else 0.0)
-    return 0.5 * acc + hinge
-
-
 def sparsemax_loss(const floating[:, ::1] Z, const Py_ssize_t[::1] y, const floating[:, ::1] Q,
                    bint use_q, double[::1] loss_out, floating[:, ::1] grad_out, bint need_grad,
                    double scale, int n_threads):
@@ -288,7 +251,7 @@ def sparsemax_loss(const floating[:, ::1] Z, const Py_ssize_t[::1] y, const floa
             with nogil:
                 for i in range(n):
                     g = &grad_out[i, 0] if need_grad else NULL
-                    loss_out[i] = _spm_row(&Z[i, 0], 0 if use_q else y[i],
+                    loss_out[i] = sparsemax_loss_row(&Z[i, 0], 0 if use_q else y[i],
                                            &Q[i, 0] if use_q else NULL, g, c, need_grad, scale,
                                            scratch)
         finally:
@@ -302,7 +265,7 @@ def sparsemax_loss(const floating[:, ::1] Z, const Py_ssize_t[::1] y, const floa
                         failed_p[0] = 1
                     else:
                         g = &grad_out[i, 0] if need_grad else NULL
-                        loss_out[i] = _spm_row(&Z[i, 0], 0 if use_q else y[i],
+                        loss_out[i] = sparsemax_loss_row(&Z[i, 0], 0 if use_q else y[i],
                                                &Q[i, 0] if use_q else NULL, g, c, need_grad,
                                                scale, scratch)
             finally:

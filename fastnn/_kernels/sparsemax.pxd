@@ -317,3 +317,42 @@ cdef inline int sparsemax_row(const floating *z, floating *p, Py_ssize_t n, int 
     cdef int status = sparsemax_tau(z, n, method, scratch, &m, &tau)
     sparsemax_write(z, n, m, tau, p)
     return status
+
+
+cdef inline double sparsemax_loss_row(const floating *z, Py_ssize_t y, const floating *q,
+                                      floating *g, Py_ssize_t c, bint need_grad, double scale,
+                                      double *scratch) noexcept nogil:
+    """The sparsemax loss of one row z (c entries) for the single label y (q NULL) or the target
+    distribution q (any non-negative row, normalized here); g = scale * (sparsemax(z) - q)
+    when need_grad. scratch: c doubles. NaN (and a NaN gradient) for a non-finite row."""
+    cdef double m, tau, p, d, t, acc = 0.0, hinge = 0.0, q_sum = 0.0, qj
+    cdef Py_ssize_t j
+    if sparsemax_tau(z, c, SPARSEMAX_AUTO, scratch, &m, &tau):
+        if need_grad:
+            for j in range(c):
+                g[j] = <floating>NAN
+        return NAN
+    if q == NULL:
+        for j in range(c):
+            p = (<double>z[j] - m) - tau
+            p = p if p > 0.0 else 0.0
+            d = p - 1.0 if j == y else p
+            acc += d * d
+            if need_grad:
+                g[j] = <floating>(scale * d)
+        t = tau - (<double>z[y] - m)
+        return 0.5 * acc + (t if t > 0.0 else 0.0)
+    for j in range(c):
+        q_sum += q[j]
+    for j in range(c):
+        p = (<double>z[j] - m) - tau
+        p = p if p > 0.0 else 0.0
+        qj = q[j] / q_sum
+        d = p - qj
+        acc += d * d
+        if need_grad:
+            g[j] = <floating>(scale * d)
+        if qj != 0.0:
+            t = tau - (<double>z[j] - m)
+            hinge += qj * (t if t > 0.0 else 0.0)
+    return 0.5 * acc + hinge

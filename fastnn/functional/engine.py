@@ -10,8 +10,8 @@ Covered: :class:`~fastnn.model.Sequential` chains (nested ones are flattened), o
 starting with a :class:`~fastnn.preprocessing.Normalization` layer, of
 :class:`~fastnn.layers.Dense` layers with any activation of the activation table, each followed
 by any number of :class:`~fastnn.layers.Activation` modules (and its named subclasses) and
-:class:`~fastnn.layers.Dropout` modules (training mode); the losses ``cross_entropy`` with
-integer labels, ``squared`` and ``binary_cross_entropy``; every optimizer of
+:class:`~fastnn.layers.Dropout` modules (training mode); the losses ``cross_entropy`` and
+``sparsemax`` with integer labels, ``squared`` and ``binary_cross_entropy``; every optimizer of
 :mod:`fastnn.optim` (SGD with momentum or Nesterov, Adagrad, RMSprop, Adam) with ``decay``,
 ``weight_decay``, ``l1`` and ``l1_proximal``, any parameter groups, and parameters left out of
 the optimizer (frozen). :func:`why_not` names what is not covered; ``fit`` then keeps its
@@ -177,13 +177,19 @@ def _dropout_threshold(p):
 
 
 _LOSS_KINDS = {_losses.CrossEntropyLoss: "cross_entropy", _losses.SquaredLoss: "squared",
-               _losses.BinaryCrossEntropyLoss: "binary_cross_entropy"}
+               _losses.BinaryCrossEntropyLoss: "binary_cross_entropy",
+               _losses.SparsemaxLoss: "sparsemax"}
+#: losses whose targets are integer labels in the engine
+_LABEL_LOSSES = ("cross_entropy", "sparsemax")
 _OPT_KINDS = {_optim.SGD: "sgd", _optim.Adagrad: "adagrad", _optim.RMSprop: "rmsprop",
               _optim.Adam: "adam"}
 
 
 def _loss_kind(loss_fn):
-    return _LOSS_KINDS.get(type(loss_fn))
+    kind = _LOSS_KINDS.get(type(loss_fn))
+    if kind == "sparsemax" and loss_fn.multilabel:
+        return None    # (label sets: the module loop)
+    return kind
 
 
 def _opt_kind(optimizer):
@@ -205,8 +211,8 @@ def why_not(model, loss_fn, optimizer, y=None) -> str | None:
         return "binary cross-entropy needs a network with one output"
     if y is not None:
         y = np.asarray(y)
-        if kind == "cross_entropy" and (y.ndim != 1 or y.dtype.kind not in "iu"):
-            return "cross-entropy targets other than integer labels (probability rows)"
+        if kind in _LABEL_LOSSES and (y.ndim != 1 or y.dtype.kind not in "iu"):
+            return f"{kind} targets other than integer labels (probability rows)"
     if _opt_kind(optimizer) is None:
         return f"the optimizer {type(optimizer).__name__} is not covered by the training engine"
     params = model.parameters()
@@ -356,7 +362,7 @@ class TrainingEngine:
             raise ValueError(f"batch_size {batch_size} exceeds 2**31 - 1, the 32-bit sizes of "
                              f"BLAS calls")
         X = np.ascontiguousarray(X, dtype=self.dtype)
-        if self.loss_kind == "cross_entropy":
+        if self.loss_kind in _LABEL_LOSSES:
             y = np.ascontiguousarray(y, dtype=np.intp)
         else:
             y = np.ascontiguousarray(y, dtype=self.dtype)
