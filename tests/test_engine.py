@@ -371,6 +371,46 @@ def test_sparsemax_loss_against_module_path(dtype):
             np.testing.assert_array_equal(p.data, q.data)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_sparsemax_loss_with_target_rows_against_module_path(dtype):
+    """Label sets (multilabel) and distributions: the module loop's weights; 1-3 threads
+    bitwise; fit's metric for 2-D class targets."""
+    X, _, order = data(60, 7, 33, dtype)
+    rng = np.random.default_rng(3)
+    Q = (rng.random((60, 33)) < 0.2).astype(dtype)
+    Q[np.arange(60), rng.integers(0, 33, 60)] = 1          # no empty label set
+    Q[::5] *= rng.random((12, 33)).astype(dtype)            # some rows weights, not sets
+    Q[::5, 0] += 0.5
+    for loss in (losses.SparsemaxLoss(multilabel=True), losses.SparsemaxLoss()):
+        models = [net([7, 15, 33], ["tanh", None], dtype) for _ in range(3)]
+        opts = [optim.SGD(m.parameters(), lr=0.05, momentum=0.9) for m in models]
+        module_steps(models[0], opts[0], loss, X, Q, order, 16, 4)
+        for k, nt in ((1, 1), (2, 3)):
+            eng = compile_training(models[k], loss, opts[k], nt, y=Q, block=16)
+            assert eng.loss_kind == "sparsemax_rows"
+            eng._exact_threads = True
+            res = eng.run(X, Q, order, 0, 16, 4)
+            assert res.steps == 4 and np.isfinite(res.loss_sum)
+        assert_close(models[1], models[0], TOL[dtype])
+        for p, q in zip(models[2].parameters(), models[1].parameters()):
+            np.testing.assert_array_equal(p.data, q.data)
+
+
+def test_fit_multilabel_sparsemax_on_the_engine():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((200, 10)).astype(np.float32)
+    Y = np.stack([X[:, 0] > 0, X[:, 1] > 0, X[:, 0] + X[:, 1] > 0.5, np.ones(200, bool)], 1)
+    runs = []
+    for engine in (True, False):
+        m = Sequential(Dense(10, 16, "relu", seed=1), Dense(16, 4, seed=2))
+        h = m.fit(X, Y, loss="sparsemax_multilabel", epochs=4, batch_size=32, verbose=0,
+                  seed=0, engine=engine)
+        assert h.params["engine"] is engine
+        runs.append((m, h))
+    assert_close(runs[0][0], runs[1][0], 1e-5)
+    np.testing.assert_allclose(runs[0][1]["loss"], runs[1][1]["loss"], rtol=1e-5)
+
+
 def test_sparsemax_loss_and_metric_sums_match_the_module_loss():
     X, y, order = data(40, 10, 6, np.float64)
     model = net([10, 6], [None], np.float64)
@@ -574,9 +614,13 @@ def test_why_not_names_what_is_not_covered():
     assert "Maxout" in why_not(Sequential(Maxout(4, 3), Dense(3, 2)), losses.CrossEntropyLoss(),
                                adam)
     assert why_not(m, losses.SparsemaxLoss(), adam) is None
-    assert "SparsemaxLoss" in why_not(m, losses.SparsemaxLoss(multilabel=True), adam)
-    assert "sparsemax targets other than integer labels" in why_not(
-        m, losses.SparsemaxLoss(), adam, y=np.eye(2, dtype=np.float32)[[0, 1]])
+    assert why_not(m, losses.SparsemaxLoss(multilabel=True), adam) is None
+    assert why_not(m, losses.SparsemaxLoss(), adam, y=np.eye(2, dtype=np.float32)[[0, 1]]) \
+        is None
+
+    class MyLoss(losses.SquaredLoss):
+        pass
+    assert "MyLoss" in why_not(m, MyLoss(), adam)
     assert "one output" in why_not(m, losses.BinaryCrossEntropyLoss(), adam)
     assert "before the first Dense" in why_not(Sequential(Dropout(0.5), Dense(4, 2)),
                                                losses.CrossEntropyLoss(), adam)
@@ -586,7 +630,9 @@ def test_why_not_names_what_is_not_covered():
     class MyAdam(optim.Adam):
         pass
     assert "MyAdam" in why_not(m, losses.CrossEntropyLoss(), MyAdam(m.parameters()))
-    assert compile_training(m, losses.SparsemaxLoss(multilabel=True), adam) is None
+    with pytest.raises(ValueError, match="row 1 has no positive entry"):
+        compile_training(m, losses.SparsemaxLoss(multilabel=True), adam,
+                         y=np.array([[1, 0], [0, 0]], np.float32))
 
 
 def test_tied_weights_take_the_module_loop():

@@ -201,6 +201,7 @@ cdef enum:
     LOSS_SQUARED = 1
     LOSS_BCE = 2
     LOSS_SPARSEMAX = 3      # single-label (integer labels)
+    LOSS_SPARSEMAX_ROWS = 4  # target rows q (label sets or distributions; normalized per row)
     OPT_FROZEN = 0
     OPT_SGD = 1
     OPT_ADAGRAD = 2
@@ -210,7 +211,7 @@ cdef enum:
     SLOT = 8                 # int64 per thread counter: one cache line each
 
 LOSS_KINDS = {"cross_entropy": LOSS_CE, "squared": LOSS_SQUARED, "binary_cross_entropy": LOSS_BCE,
-              "sparsemax": LOSS_SPARSEMAX}
+              "sparsemax": LOSS_SPARSEMAX, "sparsemax_rows": LOSS_SPARSEMAX_ROWS}
 OPT_KINDS = {"frozen": OPT_FROZEN, "sgd": OPT_SGD, "adagrad": OPT_ADAGRAD,
              "rmsprop": OPT_RMSPROP, "adam": OPT_ADAM}
 
@@ -448,6 +449,18 @@ cdef void _loss_rows(Plan *P, RunState *R, Py_ssize_t s, Py_ssize_t m, Py_ssize_
                 if z[j] > z[best]:
                     best = j
             P.row_hit[i] = 1.0 if best == y else 0.0
+        elif P.loss == LOSS_SPARSEMAX_ROWS:
+            t = <const floating *> P.Tb[s & 1] + i * C
+            P.row_loss[i] = sparsemax_loss_row(z, 0, t, g, C, True, scale,
+                                               P.row_scratch + i * C)
+            best = 0
+            y = 0
+            for j in range(1, C):
+                if z[j] > z[best]:
+                    best = j
+                if t[j] > t[y]:
+                    y = j
+            P.row_hit[i] = 1.0 if best == y else 0.0   # (the metric of 2-D class targets)
         elif P.loss == LOSS_SQUARED:
             t = <const floating *> P.Tb[s & 1] + i * C
             acc = 0.0
@@ -894,7 +907,7 @@ cdef class Core:
             a["L", k] = _aligned(r, np.intp)
         a["loss"] = _aligned(r, np.float64)
         a["hit"] = _aligned(r, np.float64)
-        if self.P.loss == LOSS_SPARSEMAX:
+        if self.P.loss == LOSS_SPARSEMAX or self.P.loss == LOSS_SPARSEMAX_ROWS:
             a["scratch"] = _aligned(r * self.P.n_classes, np.float64)
         for l in range(self.n_layers):
             L = &self.P.layers[l]

@@ -11,7 +11,8 @@ starting with a :class:`~fastnn.preprocessing.Normalization` layer, of
 :class:`~fastnn.layers.Dense` layers with any activation of the activation table, each followed
 by any number of :class:`~fastnn.layers.Activation` modules (and its named subclasses) and
 :class:`~fastnn.layers.Dropout` modules (training mode); the losses ``cross_entropy`` and
-``sparsemax`` with integer labels, ``squared`` and ``binary_cross_entropy``; every optimizer of
+``sparsemax`` with integer labels, the sparsemax loss with target rows (label sets or
+distributions), ``squared`` and ``binary_cross_entropy``; every optimizer of
 :mod:`fastnn.optim` (SGD with momentum or Nesterov, Adagrad, RMSprop, Adam) with ``decay``,
 ``weight_decay``, ``l1`` and ``l1_proximal``, any parameter groups, and parameters left out of
 the optimizer (frozen). :func:`why_not` names what is not covered; ``fit`` then keeps its
@@ -45,6 +46,7 @@ from fastnn._kernels import engine as _k
 from fastnn._threads import resolve_n_threads
 from fastnn._validation import BLAS_MAX_DIM
 from fastnn.functional.activations import ACTIVATION_TABLE
+from fastnn.functional.losses import _targets_matrix
 from fastnn.model import Sequential
 from fastnn.preprocessing import Normalization
 
@@ -185,10 +187,12 @@ _OPT_KINDS = {_optim.SGD: "sgd", _optim.Adagrad: "adagrad", _optim.RMSprop: "rms
               _optim.Adam: "adam"}
 
 
-def _loss_kind(loss_fn):
+def _loss_kind(loss_fn, y=None):
+    """The engine's name of the loss; the sparsemax loss is "sparsemax_rows" when its targets
+    are rows (label sets, distributions: multilabel, or a 2-D ``y``)."""
     kind = _LOSS_KINDS.get(type(loss_fn))
-    if kind == "sparsemax" and loss_fn.multilabel:
-        return None    # (label sets: the module loop)
+    if kind == "sparsemax" and (np.ndim(y) == 2 if y is not None else loss_fn.multilabel):
+        return "sparsemax_rows"
     return kind
 
 
@@ -203,7 +207,7 @@ def why_not(model, loss_fn, optimizer, y=None) -> str | None:
     if isinstance(chain, str):
         return chain
     specs, owners = chain
-    kind = _loss_kind(loss_fn)
+    kind = _loss_kind(loss_fn, y)
     if kind is None:
         return f"the loss {type(loss_fn).__name__} is not covered by the training engine"
     n_out = specs[-1]["n_out"]
@@ -247,11 +251,12 @@ class TrainingEngine:
     optimizer; hyperparameters (``lr`` set by a schedule, ...) are read again at every run.
     """
 
-    def __init__(self, model, loss_fn, optimizer, specs, owners, n_threads=None, block=None):
+    def __init__(self, model, loss_fn, optimizer, specs, owners, n_threads=None, block=None,
+                 y=None):
         self.model = model
         self.loss_fn = loss_fn
         self.optimizer = optimizer
-        self.loss_kind = _loss_kind(loss_fn)
+        self.loss_kind = _loss_kind(loss_fn, y)
         self.opt_kind = _opt_kind(optimizer)
         self.n_threads = n_threads
         self.dtype = np.dtype(model.parameters()[0].data.dtype)
@@ -423,5 +428,11 @@ def compile_training(model, loss_fn, optimizer, n_threads=None, *, y=None,
     tests use small blocks to cut small layers into several)."""
     if why_not(model, loss_fn, optimizer, y) is not None:
         return None
+    if y is not None and _loss_kind(loss_fn, y) == "sparsemax_rows":
+        # the module loop's checks, once for all batches (a row the loss cannot normalize
+        # would be a NaN loss in the engine)
+        y = np.asarray(y)
+        _targets_matrix(y, y.shape, y.dtype if y.dtype.kind == "f" else np.float64, "y",
+                        normalize_rows=True)
     specs, owners = _chain(model)
-    return TrainingEngine(model, loss_fn, optimizer, specs, owners, n_threads, block)
+    return TrainingEngine(model, loss_fn, optimizer, specs, owners, n_threads, block, y)
