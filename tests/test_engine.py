@@ -411,26 +411,15 @@ def test_fit_multilabel_sparsemax_on_the_engine():
     np.testing.assert_allclose(runs[0][1]["loss"], runs[1][1]["loss"], rtol=1e-5)
 
 
-def test_sparsemax_loss_and_metric_sums_match_the_module_loss():
+@pytest.mark.parametrize("loss_cls", [losses.CrossEntropyLoss, losses.SparsemaxLoss])
+def test_loss_and_metric_sums_match_the_module_loss(loss_cls):
     X, y, order = data(40, 10, 6, np.float64)
     model = net([10, 6], [None], np.float64)
     z = model.forward(X[order])
-    want_loss = losses.SparsemaxLoss().per_sample(z, y[order]).sum()
+    want_loss = loss_cls().per_sample(z, y[order]).sum()
     want_hits = np.count_nonzero(z.argmax(axis=1) == y[order])
     opt = optim.SGD(model.parameters(), lr=0.0)
-    res = compile_training(model, losses.SparsemaxLoss(), opt, 1).run(X, y, order, 0, 40, 1)
-    assert res.loss_sum == pytest.approx(want_loss, rel=1e-12)
-    assert res.metric_sum == want_hits
-
-
-def test_loss_and_metric_sums_match_the_module_loss():
-    X, y, order = data(40, 10, 4, np.float64)
-    model = net([10, 4], [None], np.float64)
-    z = model.forward(X[order])
-    want_loss = losses.CrossEntropyLoss().per_sample(z, y[order]).sum()
-    want_hits = np.count_nonzero(z.argmax(axis=1) == y[order])
-    opt = optim.SGD(model.parameters(), lr=0.0)
-    res = compile_training(model, losses.CrossEntropyLoss(), opt, 1).run(X, y, order, 0, 40, 1)
+    res = compile_training(model, loss_cls(), opt, 1).run(X, y, order, 0, 40, 1)
     assert res.loss_sum == pytest.approx(want_loss, rel=1e-12)
     assert res.metric_sum == want_hits
 

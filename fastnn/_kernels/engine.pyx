@@ -417,12 +417,21 @@ cdef void _forward_block(Plan *P, LayerC *L, const floating *X, Py_ssize_t ldx, 
 
 # -------------------------------------------------------------------------------------- loss ---
 
+cdef inline Py_ssize_t _first_max(const floating *v, Py_ssize_t n) noexcept nogil:
+    """Index of the first largest of v[0..n) (NumPy's argmax)."""
+    cdef Py_ssize_t best = 0, j
+    for j in range(1, n):
+        if v[j] > v[best]:
+            best = j
+    return best
+
+
 cdef void _loss_rows(Plan *P, RunState *R, Py_ssize_t s, Py_ssize_t m, Py_ssize_t r0,
                      Py_ssize_t r1, floating dummy) noexcept nogil:
     """Loss of rows [r0, r1) of the step's m rows (row_loss, row_hit) and the gradient of the
     batch-mean loss with respect to the last layer's output (into its G)."""
     cdef LayerC *L = &P.layers[P.n_layers - 1]
-    cdef Py_ssize_t C = P.n_classes, ld = L.ld, i, j, y, best
+    cdef Py_ssize_t C = P.n_classes, ld = L.ld, i, j, y
     cdef double scale = 1.0 / m, mx, lse, acc, d, zd, yd, e
     cdef const floating *z
     cdef floating *g
@@ -435,32 +444,18 @@ cdef void _loss_rows(Plan *P, RunState *R, Py_ssize_t s, Py_ssize_t m, Py_ssize_
             lse = log(softmax_row(z, g, C, False, scale, &mx))
             g[y] = <floating> (g[y] - scale)
             P.row_loss[i] = lse - (<double> z[y] - mx)
-            best = 0
-            for j in range(1, C):
-                if z[j] > z[best]:
-                    best = j
-            P.row_hit[i] = 1.0 if best == y else 0.0
+            P.row_hit[i] = 1.0 if _first_max(z, C) == y else 0.0
         elif P.loss == LOSS_SPARSEMAX:
             y = P.Lb[s & 1][i]
             P.row_loss[i] = sparsemax_loss_row(z, y, <const floating *> NULL, g, C, True, scale,
                                                P.row_scratch + i * C)
-            best = 0
-            for j in range(1, C):
-                if z[j] > z[best]:
-                    best = j
-            P.row_hit[i] = 1.0 if best == y else 0.0
+            P.row_hit[i] = 1.0 if _first_max(z, C) == y else 0.0
         elif P.loss == LOSS_SPARSEMAX_ROWS:
             t = <const floating *> P.Tb[s & 1] + i * C
             P.row_loss[i] = sparsemax_loss_row(z, 0, t, g, C, True, scale,
                                                P.row_scratch + i * C)
-            best = 0
-            y = 0
-            for j in range(1, C):
-                if z[j] > z[best]:
-                    best = j
-                if t[j] > t[y]:
-                    y = j
-            P.row_hit[i] = 1.0 if best == y else 0.0   # (the metric of 2-D class targets)
+            # (the metric of 2-D class targets: argmax of the row against argmax of the target)
+            P.row_hit[i] = 1.0 if _first_max(z, C) == _first_max(t, C) else 0.0
         elif P.loss == LOSS_SQUARED:
             t = <const floating *> P.Tb[s & 1] + i * C
             acc = 0.0
