@@ -372,22 +372,23 @@ def test_sparsemax_loss_against_module_path(dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_sparsemax_loss_with_target_rows_against_module_path(dtype):
-    """Label sets (multilabel) and distributions: the module loop's weights; 1-3 threads
-    bitwise; fit's metric for 2-D class targets."""
+def test_losses_with_target_rows_against_module_path(dtype):
+    """Target rows (label sets, weights, probabilities) for the sparsemax loss and
+    cross-entropy: the module loop's weights; 1-3 threads bitwise."""
     X, _, order = data(60, 7, 33, dtype)
     rng = np.random.default_rng(3)
     Q = (rng.random((60, 33)) < 0.2).astype(dtype)
     Q[np.arange(60), rng.integers(0, 33, 60)] = 1          # no empty label set
     Q[::5] *= rng.random((12, 33)).astype(dtype)            # some rows weights, not sets
     Q[::5, 0] += 0.5
-    for loss in (losses.SparsemaxLoss(multilabel=True), losses.SparsemaxLoss()):
+    for loss in (losses.SparsemaxLoss(multilabel=True), losses.SparsemaxLoss(),
+                 losses.CrossEntropyLoss()):
         models = [net([7, 15, 33], ["tanh", None], dtype) for _ in range(3)]
         opts = [optim.SGD(m.parameters(), lr=0.05, momentum=0.9) for m in models]
         module_steps(models[0], opts[0], loss, X, Q, order, 16, 4)
         for k, nt in ((1, 1), (2, 3)):
             eng = compile_training(models[k], loss, opts[k], nt, y=Q, block=16)
-            assert eng.loss_kind == "sparsemax_rows"
+            assert eng.loss_kind.endswith("_rows")
             eng._exact_threads = True
             res = eng.run(X, Q, order, 0, 16, 4)
             assert res.steps == 4 and np.isfinite(res.loss_sum)
@@ -396,14 +397,19 @@ def test_sparsemax_loss_with_target_rows_against_module_path(dtype):
             np.testing.assert_array_equal(p.data, q.data)
 
 
-def test_fit_multilabel_sparsemax_on_the_engine():
+@pytest.mark.parametrize("loss", ["sparsemax_multilabel", "cross_entropy"])
+def test_fit_with_target_rows_on_the_engine(loss):
+    """Label sets for the multilabel sparsemax loss, soft labels for cross-entropy: fit on the
+    engine gives the module loop's weights and losses."""
     rng = np.random.default_rng(0)
     X = rng.standard_normal((200, 10)).astype(np.float32)
     Y = np.stack([X[:, 0] > 0, X[:, 1] > 0, X[:, 0] + X[:, 1] > 0.5, np.ones(200, bool)], 1)
+    if loss == "cross_entropy":
+        Y = 0.9 * np.eye(4, dtype=np.float32)[Y.sum(axis=1) - 1] + 0.025   # smoothed labels
     runs = []
     for engine in (True, False):
         m = Sequential(Dense(10, 16, "relu", seed=1), Dense(16, 4, seed=2))
-        h = m.fit(X, Y, loss="sparsemax_multilabel", epochs=4, batch_size=32, verbose=0,
+        h = m.fit(X, Y, loss=loss, epochs=4, batch_size=32, verbose=0,
                   seed=0, engine=engine)
         assert h.params["engine"] is engine
         runs.append((m, h))
@@ -613,8 +619,10 @@ def test_why_not_names_what_is_not_covered():
     assert "one output" in why_not(m, losses.BinaryCrossEntropyLoss(), adam)
     assert "before the first Dense" in why_not(Sequential(Dropout(0.5), Dense(4, 2)),
                                                losses.CrossEntropyLoss(), adam)
-    assert "probability" in why_not(m, losses.CrossEntropyLoss(), adam,
-                                    y=np.eye(2, dtype=np.float32)[[0, 1]])
+    assert why_not(m, losses.CrossEntropyLoss(), adam,
+                   y=np.eye(2, dtype=np.float32)[[0, 1]]) is None
+    assert "neither integer labels nor rows" in why_not(m, losses.CrossEntropyLoss(), adam,
+                                                        y=np.array([0.0, 1.0]))
 
     class MyAdam(optim.Adam):
         pass
@@ -622,6 +630,9 @@ def test_why_not_names_what_is_not_covered():
     with pytest.raises(ValueError, match="row 1 has no positive entry"):
         compile_training(m, losses.SparsemaxLoss(multilabel=True), adam,
                          y=np.array([[1, 0], [0, 0]], np.float32))
+    with pytest.raises(ValueError, match="non-negative"):
+        compile_training(m, losses.CrossEntropyLoss(), adam,
+                         y=np.array([[1, 0], [-0.5, 1.5]], np.float32))
 
 
 def test_tied_weights_take_the_module_loop():
@@ -761,8 +772,9 @@ def test_fit_engine_choice():
     with pytest.raises(ValueError, match="engine must be"):
         m.fit(X, y, epochs=1, verbose=0, engine="yes")
     m = net([5, 8, 2], ["relu", None], np.float32)
-    q = np.eye(2, dtype=np.float32)[y]   # probability targets: the module loop
-    assert m.fit(X, q, epochs=1, verbose=0).params["engine"] is False
+    q = np.eye(2, dtype=np.float32)[y]   # probability targets: the engine too
+    assert m.fit(X, q, epochs=1, verbose=0).params["engine"] is True
+    assert m.fit(X, q, epochs=1, verbose=0, engine=False).params["engine"] is False
     assert m.fit(X, y, epochs=1, verbose=0).params["engine"] is True
 
 

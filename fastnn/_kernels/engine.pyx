@@ -53,7 +53,7 @@ from fastnn._kernels._blas cimport gemm, blas_request, blas_release
 from fastnn._kernels._activations cimport (act_row, act_row_keep_z, act_grad_row,
                                            ACT_IDENTITY)
 from fastnn._kernels._openmp cimport omp_get_thread_num, omp_get_num_threads
-from fastnn._kernels.softmax cimport softmax_row, fnn_exp_d
+from fastnn._kernels.softmax cimport softmax_row, fnn_exp_d, cross_entropy_prob_row
 from fastnn._kernels.sparsemax cimport sparsemax_loss_row
 from fastnn._kernels.optim cimport _sgd_chunk, _adagrad_chunk, _rmsprop_chunk, _adam_chunk
 
@@ -202,6 +202,7 @@ cdef enum:
     LOSS_BCE = 2
     LOSS_SPARSEMAX = 3      # single-label (integer labels)
     LOSS_SPARSEMAX_ROWS = 4  # target rows q (label sets or distributions; normalized per row)
+    LOSS_CE_ROWS = 5        # cross-entropy against non-negative target rows q
     OPT_FROZEN = 0
     OPT_SGD = 1
     OPT_ADAGRAD = 2
@@ -211,7 +212,8 @@ cdef enum:
     SLOT = 8                 # int64 per thread counter: one cache line each
 
 LOSS_KINDS = {"cross_entropy": LOSS_CE, "squared": LOSS_SQUARED, "binary_cross_entropy": LOSS_BCE,
-              "sparsemax": LOSS_SPARSEMAX, "sparsemax_rows": LOSS_SPARSEMAX_ROWS}
+              "sparsemax": LOSS_SPARSEMAX, "sparsemax_rows": LOSS_SPARSEMAX_ROWS,
+              "cross_entropy_rows": LOSS_CE_ROWS}
 OPT_KINDS = {"frozen": OPT_FROZEN, "sgd": OPT_SGD, "adagrad": OPT_ADAGRAD,
              "rmsprop": OPT_RMSPROP, "adam": OPT_ADAM}
 
@@ -450,10 +452,13 @@ cdef void _loss_rows(Plan *P, RunState *R, Py_ssize_t s, Py_ssize_t m, Py_ssize_
             P.row_loss[i] = sparsemax_loss_row(z, y, <const floating *> NULL, g, C, True, scale,
                                                P.row_scratch + i * C)
             P.row_hit[i] = 1.0 if _first_max(z, C) == y else 0.0
-        elif P.loss == LOSS_SPARSEMAX_ROWS:
+        elif P.loss == LOSS_SPARSEMAX_ROWS or P.loss == LOSS_CE_ROWS:
             t = <const floating *> P.Tb[s & 1] + i * C
-            P.row_loss[i] = sparsemax_loss_row(z, 0, t, g, C, True, scale,
-                                               P.row_scratch + i * C)
+            if P.loss == LOSS_CE_ROWS:
+                P.row_loss[i] = cross_entropy_prob_row(z, t, g, C, True, scale)
+            else:
+                P.row_loss[i] = sparsemax_loss_row(z, 0, t, g, C, True, scale,
+                                                   P.row_scratch + i * C)
             # (the metric of 2-D class targets: argmax of the row against argmax of the target)
             P.row_hit[i] = 1.0 if _first_max(z, C) == _first_max(t, C) else 0.0
         elif P.loss == LOSS_SQUARED:

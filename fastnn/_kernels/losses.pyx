@@ -19,7 +19,7 @@ cimport numpy as cnp
 
 cimport fastnn._kernels._arrays as A   # this form: cythonize rebuilds on a change of _arrays.pxd
 
-from fastnn._kernels.softmax cimport softmax_row, fnn_exp_d
+from fastnn._kernels.softmax cimport softmax_row, fnn_exp_d, cross_entropy_prob_row
 from fastnn._kernels.sparsemax cimport sparsemax_loss_row
 from fastnn._kernels._config import check_threshold
 
@@ -123,23 +123,6 @@ def cross_entropy_labels_layer(Z, y, loss_out, grad_out, int n_threads):
     return True
 
 
-cdef inline double _ce_prob_row(const floating *z, const floating *q, floating *g, Py_ssize_t c,
-                                bint need_grad, double scale) noexcept nogil:
-    cdef double m, loss = 0.0, q_sum = 0.0
-    cdef double lse
-    cdef Py_ssize_t j
-    for j in range(c):
-        q_sum += q[j]
-    lse = log(softmax_row(z, g if need_grad else NULL, c, False, scale * q_sum, &m))
-    for j in range(c):
-        if q[j] != 0:  # 0 * log 0 = 0 (also for z_j = -inf)
-            loss += q[j] * (lse - (<double>z[j] - m))
-    if need_grad:
-        for j in range(c):
-            g[j] = <floating>(g[j] - scale * q[j])
-    return loss
-
-
 def cross_entropy_probs(const floating[:, ::1] Z, const floating[:, ::1] Q,
                         double[::1] loss_out, floating[:, ::1] grad_out, bint need_grad,
                         double scale, int n_threads):
@@ -153,11 +136,11 @@ def cross_entropy_probs(const floating[:, ::1] Z, const floating[:, ::1] Q,
         with nogil:
             for i in range(n):
                 g = &grad_out[i, 0] if need_grad else NULL
-                loss_out[i] = _ce_prob_row(&Z[i, 0], &Q[i, 0], g, c, need_grad, scale)
+                loss_out[i] = cross_entropy_prob_row(&Z[i, 0], &Q[i, 0], g, c, need_grad, scale)
     else:
         for i in prange(n, nogil=True, schedule='static', num_threads=nt):
             g = &grad_out[i, 0] if need_grad else NULL
-            loss_out[i] = _ce_prob_row(&Z[i, 0], &Q[i, 0], g, c, need_grad, scale)
+            loss_out[i] = cross_entropy_prob_row(&Z[i, 0], &Q[i, 0], g, c, need_grad, scale)
 
 
 # ----------------------------------------------------------------------- binary logistic ---

@@ -145,6 +145,7 @@ cdef extern from *:
                                Py_ssize_t n) noexcept nogil
 
 from cython cimport floating
+from libc.math cimport log
 
 
 cdef inline double softmax_row(const floating *z, floating *out, Py_ssize_t n, bint log_out,
@@ -160,3 +161,23 @@ cdef inline double softmax_row(const floating *z, floating *out, Py_ssize_t n, b
         return fnn_softmax_row_d(z, out, n, log_out, scale, m_out)
     else:
         return fnn_softmax_row_f(z, out, n, log_out, scale, m_out)
+
+
+cdef inline double cross_entropy_prob_row(const floating *z, const floating *q, floating *g,
+                                          Py_ssize_t c, bint need_grad,
+                                          double scale) noexcept nogil:
+    """Cross-entropy of one row of logits z (c entries) against the non-negative target row q:
+    -sum_j q_j log softmax(z)_j; g = scale * (softmax(z) sum(q) - q) when need_grad."""
+    cdef double m, loss = 0.0, q_sum = 0.0
+    cdef double lse
+    cdef Py_ssize_t j
+    for j in range(c):
+        q_sum += q[j]
+    lse = log(softmax_row(z, g if need_grad else NULL, c, False, scale * q_sum, &m))
+    for j in range(c):
+        if q[j] != 0:  # 0 * log 0 = 0 (also for z_j = -inf)
+            loss += q[j] * (lse - (<double>z[j] - m))
+    if need_grad:
+        for j in range(c):
+            g[j] = <floating>(g[j] - scale * q[j])
+    return loss

@@ -11,8 +11,8 @@ starting with a :class:`~fastnn.preprocessing.Normalization` layer, of
 :class:`~fastnn.layers.Dense` layers with any activation of the activation table, each followed
 by any number of :class:`~fastnn.layers.Activation` modules (and its named subclasses) and
 :class:`~fastnn.layers.Dropout` modules (training mode); the losses ``cross_entropy`` and
-``sparsemax`` with integer labels, the sparsemax loss with target rows (label sets or
-distributions), ``squared`` and ``binary_cross_entropy``; every optimizer of
+``sparsemax`` with integer labels or target rows (probabilities, label sets), ``squared`` and
+``binary_cross_entropy``; every optimizer of
 :mod:`fastnn.optim` (SGD with momentum or Nesterov, Adagrad, RMSprop, Adam) with ``decay``,
 ``weight_decay``, ``l1`` and ``l1_proximal``, any parameter groups, and parameters left out of
 the optimizer (frozen). :func:`why_not` names what is not covered; ``fit`` then keeps its
@@ -188,9 +188,12 @@ _OPT_KINDS = {_optim.SGD: "sgd", _optim.Adagrad: "adagrad", _optim.RMSprop: "rms
 
 
 def _loss_kind(loss_fn, y=None):
-    """The engine's name of the loss; the sparsemax loss is "sparsemax_rows" when its targets
-    are rows (label sets, distributions: multilabel, or a 2-D ``y``)."""
+    """The engine's name of the loss; cross-entropy and the sparsemax loss are
+    "cross_entropy_rows" and "sparsemax_rows" when their targets are rows (a 2-D ``y``:
+    probabilities, label sets; the multilabel sparsemax loss when ``y`` is not given)."""
     kind = _LOSS_KINDS.get(type(loss_fn))
+    if kind == "cross_entropy" and y is not None and np.ndim(y) == 2:
+        return "cross_entropy_rows"
     if kind == "sparsemax" and (np.ndim(y) == 2 if y is not None else loss_fn.multilabel):
         return "sparsemax_rows"
     return kind
@@ -216,7 +219,7 @@ def why_not(model, loss_fn, optimizer, y=None) -> str | None:
     if y is not None:
         y = np.asarray(y)
         if kind in _LABEL_LOSSES and (y.ndim != 1 or y.dtype.kind not in "iu"):
-            return f"{kind} targets other than integer labels (probability rows)"
+            return f"{kind} targets that are neither integer labels nor rows"
     if _opt_kind(optimizer) is None:
         return f"the optimizer {type(optimizer).__name__} is not covered by the training engine"
     params = model.parameters()
@@ -428,11 +431,12 @@ def compile_training(model, loss_fn, optimizer, n_threads=None, *, y=None,
     tests use small blocks to cut small layers into several)."""
     if why_not(model, loss_fn, optimizer, y) is not None:
         return None
-    if y is not None and _loss_kind(loss_fn, y) == "sparsemax_rows":
-        # the module loop's checks, once for all batches (a row the loss cannot normalize
-        # would be a NaN loss in the engine)
+    kind = _loss_kind(loss_fn, y)
+    if y is not None and kind in ("sparsemax_rows", "cross_entropy_rows"):
+        # the module loop's checks, once for all batches (a row the sparsemax loss cannot
+        # normalize would be a NaN loss in the engine)
         y = np.asarray(y)
         _targets_matrix(y, y.shape, y.dtype if y.dtype.kind == "f" else np.float64, "y",
-                        normalize_rows=True)
+                        normalize_rows=kind == "sparsemax_rows")
     specs, owners = _chain(model)
     return TrainingEngine(model, loss_fn, optimizer, specs, owners, n_threads, block, y)
