@@ -20,12 +20,15 @@ from typing import TYPE_CHECKING, cast
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike
 
+from fastnn import streaming
 from fastnn._threads import check_not_fitting, resolve_n_threads
 from fastnn._validation import check_float_array
 from fastnn._validation import check_float_dtype as _check_dtype
 from fastnn._validation import check_n_threads as _check_n_threads
 from fastnn.functional import inference as _inference
+from fastnn.init import spawn_seeds
 from fastnn.layers import Dense, Dropout, Softmax, Sparsemax
+from fastnn.losses import get_loss
 from fastnn.module import Module, config_parameter_shapes, module_from_config
 from fastnn.module import as_input as _as_input
 from fastnn.module import no_forward_error as _no_forward
@@ -82,8 +85,6 @@ def _check_unique(modules):
 def _seed_unseeded(layers, seed) -> None:
     """Give every Dense and Dropout under ``layers`` built without a seed one derived from
     ``seed`` (see ``Sequential``'s ``seed``); a Dense is re-initialized with it."""
-    from fastnn.init import spawn_seeds
-
     flat = [m for top in layers for m in top.modules()]
     for m, s in zip(flat, spawn_seeds(seed, len(flat))):
         if isinstance(m, Dense) and m.seed is None:
@@ -319,7 +320,6 @@ class Sequential(_Container):
             if out is not None:
                 return out
         if not isinstance(X, np.ndarray) or isinstance(X, np.memmap):
-            from fastnn import streaming
             if streaming.is_stream(X):
                 return streaming.predict_stream(self, X, batch_size or _PREDICT_BATCH)
         X = self._check_input(X, contiguous=False)
@@ -406,7 +406,6 @@ class Sequential(_Container):
             raise ValueError("predict_proba needs to know the output map: fit the model first, "
                              "or pass loss='cross_entropy' (or 'sparsemax', "
                              "'binary_cross_entropy', 'squared')")
-        from fastnn.losses import get_loss
         return get_loss(loss).output(z)
 
     # --- config and display ----------------------------------------------------------------------

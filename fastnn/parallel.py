@@ -45,6 +45,7 @@ import numbers
 import os
 import threading
 
+from fastnn import _threads
 from fastnn.functional import runtime as _runtime
 
 __all__ = ["available_cores", "limit_threads", "thread_info", "threads_per_worker"]
@@ -52,8 +53,6 @@ __all__ = ["available_cores", "limit_threads", "thread_info", "threads_per_worke
 
 def available_cores() -> int:
     """CPU cores this process may run on (its affinity mask where the OS has one)."""
-    from fastnn import _threads
-
     return _threads._cpus()
 
 
@@ -186,8 +185,6 @@ def limit_threads(n_threads):
     if isinstance(n_threads, bool) or not isinstance(n_threads, numbers.Integral) \
             or n_threads <= 0:
         raise ValueError(f"n_threads must be None or a positive int, got {n_threads!r}")
-    from fastnn import _threads
-
     n = min(int(n_threads), _threads._CPUS)
     openmp = _controller("openmp").limit(limits=n)
     try:
@@ -216,8 +213,6 @@ def thread_info() -> dict:
     (:func:`available_cores`) and ``serial_after_fork`` (True in a forked child where fastnn
     runs every kernel serially, see fastnn/_threads.py).
     """
-    from fastnn import _threads
-
     return {"openmp": _threads.effective_n_threads(None),
             "blas": _threads.blas_info().get("num_threads"),
             "pid": os.getpid(), "cores": available_cores(),
