@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import threading
 
 from fastnn._kernels import _blas
 
@@ -261,17 +262,23 @@ def library() -> str:
     return "numpy" if info["backend"].startswith("numpy") else "scipy"
 
 
+_MATCH_LOCK = threading.Lock()
+
+
 def match(name: str) -> bool:
     """Use library ``name`` (a :func:`library` value from another process: a search's
     parent) unless it is in force already; False, changing nothing, where it cannot be
-    loaded here. For worker processes, whose import chose by their own environment."""
-    if library() == name:
+    loaded here. For worker processes, whose import chose by their own environment: the
+    trials a worker runs in several threads switch once, one at a time, before their first
+    product."""
+    with _MATCH_LOCK:
+        if library() == name:
+            return True
+        try:
+            use_blas(name)
+        except RuntimeError:
+            return False
         return True
-    try:
-        use_blas(name)
-    except RuntimeError:
-        return False
-    return True
 
 
 def _use_blas_from_environment():

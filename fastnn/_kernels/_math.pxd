@@ -229,11 +229,12 @@ cdef extern from *:
     #define FNN_TREE16(c) ((((c[0] + c[1]) + (c[2] + c[3])) + ((c[4] + c[5]) + (c[6] + c[7])))  \\
                          + (((c[8] + c[9]) + (c[10] + c[11])) + ((c[12] + c[13]) + (c[14] + c[15]))))
     #define FNN_REDUCTIONS(T, S)                                                             \\
-    /* max and min of z[0..n) (n >= 1), z[0] first: m = z[i] > m ? z[i] : m. From 64 entries \\
-       on, in 64 lanes that each start from z[0] (independent chains; one chain would wait out\\
-       the compare's latency on every vector), the last partial block as an overlapping full \\
-       one, the lanes halved in a tree: the result of one serial pass (a NaN in z[0] stays,  \\
-       any other NaN never wins), the sign of a zero max or min aside. */                    \\
+    /* max and min of z[0..n) (n >= 1), z[0] first: m = z[i] > m ? z[i] : m. From 64         \\
+       entries on, in 64 lanes that each start from z[0] (independent chains; one chain      \\
+       would wait out the compare's latency on every vector), the last partial block as      \\
+       an overlapping full one, the lanes halved in a tree: the result of one serial pass    \\
+       (a NaN in z[0] stays, any other NaN never wins), the sign of a zero max or min        \\
+       aside. */                                                                             \\
     FNN_INLINE void fnn_minmax_##S(const T *z, Py_ssize_t n, T *m_out, T *mn_out) {          \\
         T m = z[0], mn = z[0];                                                               \\
         if (n >= 64) {                                                                       \\
