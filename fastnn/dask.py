@@ -10,7 +10,8 @@ as a single task (``dask.delayed``) that every block depends on: on a distribute
 shipped to each worker once and reused for all the blocks there, instead of being pickled into
 every block's task. Inside one worker process, threads share the model; a fastnn network
 predicts one batch at a time (its work buffers are shared), so use worker processes
-(``threads_per_worker=1``) for parallel inference.
+(``threads_per_worker=1``) for parallel inference. Workers use the BLAS library of the process
+that built the graph (:func:`fastnn.functional.runtime.use_blas`) where they have it.
 
 ``model`` is a :class:`fastnn.Sequential` (or any object with the method), or a fitted
 ``fastnn.MLPClassifier``/``MLPRegressor``. Blocks of another numeric dtype are converted to the
@@ -22,6 +23,8 @@ from __future__ import annotations
 import dask
 import dask.array as da
 import numpy as np
+
+from fastnn._threads import blas_library, blas_match
 
 __all__ = ["predict", "predict_proba"]
 
@@ -62,11 +65,12 @@ def _map(model, X, method, batch_size):
     probe = _apply(np.zeros((1, X.shape[1]), dtype=_input_dtype(model, X.dtype)), model,
                    method, batch_size)
     model_task = dask.delayed(model, traverse=False)   # one task, one key: see the module notes
+    blas = blas_library()
     if probe.ndim == 1:
-        return da.map_blocks(_apply, X, model_task, method, batch_size, drop_axis=1,
+        return da.map_blocks(_apply, X, model_task, method, batch_size, blas, drop_axis=1,
                              chunks=(X.chunks[0],), dtype=probe.dtype,
                              meta=np.empty((0,), dtype=probe.dtype))
-    return da.map_blocks(_apply, X, model_task, method, batch_size,
+    return da.map_blocks(_apply, X, model_task, method, batch_size, blas,
                          chunks=(X.chunks[0], probe.shape[1:]), dtype=probe.dtype,
                          meta=np.empty((0,) + probe.shape[1:], dtype=probe.dtype))
 
@@ -87,8 +91,11 @@ def _input_dtype(model, block_dtype):
     return block_dtype if np.dtype(block_dtype).kind == "f" else np.float64
 
 
-def _apply(block, model, method, batch_size):
-    """One block through ``model.<method>`` (runs on the worker)."""
+def _apply(block, model, method, batch_size, blas=None):
+    """One block through ``model.<method>`` (runs on the worker, with the BLAS library of the
+    process that built the graph where the worker has it: the same bits as a local predict)."""
+    if blas is not None:
+        blas_match(blas)
     block = np.asarray(block)
     block = np.ascontiguousarray(block, dtype=_input_dtype(model, block.dtype))
     fn = getattr(model, method)
