@@ -44,6 +44,24 @@ def wait_for_write():
     return wait
 
 
+@pytest.fixture
+def other_blas():
+    """Switch fastnn to a BLAS library other than the one in force (worker processes, which
+    chose theirs at import, then differ from this process) and yield its name; afterwards the
+    choice in force before. Skips where no other library loads."""
+    from fastnn._kernels import _blas_loader
+    choice = _blas_loader.choice()
+    other = "scipy" if _blas_loader.library() != "scipy" else "numpy"
+    try:
+        _blas_loader.use_blas(other)
+    except RuntimeError:
+        pytest.skip(f"no {other} BLAS here")
+    try:
+        yield other
+    finally:
+        _blas_loader.use_blas(choice)
+
+
 def tol(dtype):
     """(rtol, atol) for comparing a kernel's output with a float64 reference."""
     return (2e-5, 2e-6) if np.dtype(dtype) == np.float32 else (1e-12, 1e-13)

@@ -11,8 +11,7 @@ from fastnn._kernels import _blas
 def _choice():
     """The name the BLAS in force was chosen with (FASTNN_BLAS's, or a use_blas call's)."""
     from fastnn._kernels import _blas_loader
-    _blas_loader.current()
-    return _blas_loader._BLAS_INFO["_choice"]
+    return _blas_loader.choice()
 
 
 def _available_backends():

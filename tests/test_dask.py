@@ -153,29 +153,18 @@ def test_sklearn_grid_search_over_fastnn_on_dask(client, data, tmp_path):
     assert isinstance(fastnn.MLPClassifier(), MLPClassifier)
 
 
-def test_predict_on_worker_processes_uses_the_callers_blas(client):
+def test_predict_on_worker_processes_uses_the_callers_blas(client, other_blas):
     """Worker processes chose their BLAS at import; fastnn.dask's blocks switch to the
     caller's library, so the predictions are the local ones bit for bit."""
     import fastnn.dask as fdask
     from fastnn import _threads
-    from fastnn._kernels import _blas_loader
     da = pytest.importorskip("dask.array")
-    _blas_loader.current()
-    choice = _blas_loader._BLAS_INFO["_choice"]
-    other = "scipy" if _threads.blas_library() != "scipy" else "numpy"
-    try:
-        _threads.use_blas(other)
-    except RuntimeError:
-        pytest.skip(f"no {other} BLAS here")
-    try:
-        rng = np.random.default_rng(0)
-        X = rng.standard_normal((300, 40)).astype(np.float32)
-        model = fastnn.Sequential(fastnn.Dense(40, 64, activation="relu", seed=0),
-                                  fastnn.Dense(64, 5, seed=1))
-        lazy = fdask.predict(model, da.from_array(X, chunks=(100, 40)))
-        with dask.config.set(scheduler="threads"):     # the same blocks in this process
-            local = lazy.compute()
-        np.testing.assert_array_equal(client.compute(lazy).result(timeout=120), local)
-        assert set(client.run(_threads.blas_library).values()) == {other}
-    finally:
-        _threads.use_blas(choice)
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((300, 40)).astype(np.float32)
+    model = fastnn.Sequential(fastnn.Dense(40, 64, activation="relu", seed=0),
+                              fastnn.Dense(64, 5, seed=1))
+    lazy = fdask.predict(model, da.from_array(X, chunks=(100, 40)))
+    with dask.config.set(scheduler="threads"):     # the same blocks in this process
+        local = lazy.compute()
+    np.testing.assert_array_equal(client.compute(lazy).result(timeout=120), local)
+    assert set(client.run(_threads.blas_library).values()) == {other_blas}

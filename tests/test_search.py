@@ -63,29 +63,17 @@ def build_recording_blas(hidden=16, seed=0):
     return model
 
 
-def test_worker_processes_use_the_searchs_blas(data):
+def test_worker_processes_use_the_searchs_blas(data, other_blas):
     """Worker processes chose their BLAS when they imported fastnn (FASTNN_BLAS, "auto"):
     each trial switches to the library the search's process uses, so that n_jobs does not
     change the bits."""
-    from fastnn import _threads
-    from fastnn._kernels import _blas_loader
-    _blas_loader.current()
-    choice = _blas_loader._BLAS_INFO["_choice"]
-    other = "scipy" if _threads.blas_library() != "scipy" else "numpy"
-    try:
-        _threads.use_blas(other)
-    except RuntimeError:
-        pytest.skip(f"no {other} BLAS here")
-    try:
-        grid = {"hidden": [8, 16]}
-        kw = dict(fit_params=FIT, n_threads=1, seed=3, keep_models=True)
-        a = search.grid_search(build_recording_blas, grid, *data, **kw)
-        b = search.grid_search(build_recording_blas, grid, *data, n_jobs=2, **kw)
-        assert {m.blas_seen for m in a.models + b.models} == {other}
-        assert [(r["params"], r["val_loss"]) for r in a] == \
-            [(r["params"], r["val_loss"]) for r in b]
-    finally:
-        _threads.use_blas(choice)
+    grid = {"hidden": [8, 16]}
+    kw = dict(fit_params=FIT, n_threads=1, seed=3, keep_models=True)
+    a = search.grid_search(build_recording_blas, grid, *data, **kw)
+    b = search.grid_search(build_recording_blas, grid, *data, n_jobs=2, **kw)
+    assert {m.blas_seen for m in a.models + b.models} == {other_blas}
+    assert [(r["params"], r["val_loss"]) for r in a] == \
+        [(r["params"], r["val_loss"]) for r in b]
 
 
 def test_random_search_distributions(data):

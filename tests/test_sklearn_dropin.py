@@ -31,7 +31,7 @@ def scikit_learns_blas():
     line searches amplify past the tolerances here. The arithmetic compared is fastnn's own."""
     from fastnn._kernels import _blas_loader
     before = _blas_loader.current()
-    choice = _blas_loader._BLAS_INFO["_choice"]
+    choice = _blas_loader.choice()
     if before["blas"] == "mkl":
         try:
             _blas_loader.use_blas("numpy")

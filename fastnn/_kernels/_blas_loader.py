@@ -254,6 +254,13 @@ def current() -> dict:
     return {k: v for k, v in _BLAS_INFO.items() if not k.startswith("_")}
 
 
+def choice() -> str:
+    """The name the library in force was chosen with ("auto", or a name given to
+    :func:`use_blas` or in ``FASTNN_BLAS``): what restores the choice after a change."""
+    current()
+    return _BLAS_INFO["_choice"]
+
+
 def library() -> str:
     """The library in force as a :func:`use_blas` name: "mkl", "numpy" or "scipy"."""
     info = current()
