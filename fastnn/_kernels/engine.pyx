@@ -1041,8 +1041,8 @@ cdef class Core:
 
         X: (N, n_in) C-contiguous, the plan's dtype. y: intp labels (N,) for cross-entropy and
         sparsemax, a C-contiguous (N, n_out) array of the plan's dtype otherwise. order: intp
-        (K,) row indices into X. Returns a dict: steps, loss_sum, hit_sum, last_loss (the mean loss of
-        the last step run, the non-finite one included), nonfinite_step (-1: none),
+        (K,) row indices into X. Returns a dict: steps, loss_sum, hit_sum, last_loss (the mean
+        loss of the last step run, the non-finite one included), nonfinite_step (-1: none),
         fallback_step (-1: none), s1/s2/sse (squared loss: per-output sums of y, y^2 and of
         the squared errors, float64) and wait_s (total barrier wait of the team).
         """
