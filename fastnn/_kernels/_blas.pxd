@@ -1,7 +1,7 @@
 # Design: the one BLAS wrapper of fastnn. Row-major GEMM/GEMV over scipy.linalg.cython_blas
 # (Fortran, column-major): a row-major C = op(A) op(B) is the column-major C^T = op(B)^T op(A)^T,
 # so the operands are swapped instead of copied. Never a hand-written GEMM; one hand-written
-# one-row product (xw) for cache-sized layers, where it beats GEMV and splits over cores bitwise.
+# one-row product (xw) for cache-sized layers: about GEMV's speed, and it splits over cores bitwise.
 from cython cimport floating
 
 

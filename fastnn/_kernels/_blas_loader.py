@@ -160,7 +160,7 @@ def use_blas(name: str = "auto") -> dict:
         current wheels; unavailable where NumPy links another BLAS, e.g. Accelerate on macOS).
         "scipy": ``scipy.linalg.cython_blas``, always available. "mkl": Intel's oneMKL from the
         ``mkl`` package (``pip install fastnn[mkl]``): products 12-60% faster than OpenBLAS's
-        on the Intel machine measured, fit 1.17x (benchmarks/README.md, "oneMKL"); a
+        on the Intel machine measured, fit 1.13-1.17x (benchmarks/README.md, "oneMKL"); a
         RuntimeError when the package is absent. "auto" (the default, or the FASTNN_BLAS
         environment variable at import): "mkl" on an Intel CPU (``cpu_vendor()``) when the
         package is installed and loads, else "numpy" when available, else "scipy".

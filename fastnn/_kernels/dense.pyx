@@ -55,7 +55,7 @@ cdef Py_ssize_t EPILOGUE_PAR_MIN = 262144
 
 # Up to this many rows (and at least 64 output columns) a product is one row product per row
 # (_blas.xw: the own kernel for cache-sized weights, else GEMV). Rule, measured when that was
-# BLAS GEMV (xw's own kernel is at least as fast on cache-sized layers): the
+# BLAS GEMV (xw's own kernel is about that GEMV's speed on cache-sized layers, _blas.pyx): the
 # largest row count at which GEMV per row beats one GEMM for a 784->256 layer on 1 thread
 # (dense_forward timed at 1-16 rows with set_gemv_max_rows(1) against set_gemv_max_rows(16)),
 # with the default backend of _blas (NumPy's OpenBLAS). A BLAS that

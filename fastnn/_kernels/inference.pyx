@@ -101,8 +101,9 @@ cdef double PAR_MIN_WORK = 2.5e6
 # (1 row, or up to GEMV_ROWS rows into layers of at least 64 outputs); 0: always GEMM. A single
 # row only: measured with BLAS GEMV in that place, the whole 784-256-256-10 network at 2 rows
 # took 21.5 us with one GEMM per layer against 33-74 us with two GEMVs (paired runs, 1 thread,
-# load 7); at 1 row GEMV won 19.0 against 20.1 us, and xw's own kernel is at least as fast as
-# that GEMV on cache-sized layers (benchmarks/README.md, "Batch-1 requests over two cores").
+# load 7); at 1 row GEMV won 19.0 against 20.1 us, and xw's own kernel is about that GEMV's
+# speed on cache-sized layers (_blas.pyx; benchmarks/README.md, "Batch-1 requests over two
+# cores").
 cdef Py_ssize_t GEMV_ROWS = 1
 
 # Checks of a plan's validity (InferencePlan.valid): getattr(obj, name) is value; name not in
