@@ -2,7 +2,7 @@
 
 * against an independent float64 NumPy implementation of the same steps (same batches);
 * against fastnn's own module path (model.forward / loss / model.backward / optimizer.step)
-  for every activation, Dropout, every loss and optimizer with its options;
+  for every activation, Dropout, Maxout, every loss and optimizer with its options;
 * bitwise equal weights for 1-4 threads, with blocks that do not divide the widths;
 * edge cases: batches of one row, a short last batch, one output, empty ranges, non-finite
   losses, chunked runs, the fallback to one thread.
@@ -14,7 +14,7 @@ from fastnn import losses, optim
 from fastnn._kernels import _config
 from fastnn._kernels import engine as _k
 from fastnn.functional.engine import compile_training, why_not
-from fastnn.layers import Activation, Dense, Dropout, Maxout
+from fastnn.layers import Activation, Dense, Dropout, Maxout, Softmax
 from fastnn.model import Sequential
 
 DTYPES = [np.float32, np.float64]
@@ -282,6 +282,109 @@ def test_activation_and_dropout_modules_against_module_path(dtype):
     assert models[1][1]._calls == models[0][1]._calls == 5
 
 
+def _maxout_net(dtype, k, n_out=4):
+    return Sequential(Maxout(12, 40, k, seed=1, dtype=dtype), Dropout(0.3, seed=5),
+                      Dense(40, 24, "relu", seed=2, dtype=dtype),
+                      Maxout(24, 7, k, seed=4, dtype=dtype), Activation("tanh"),
+                      Maxout(7, n_out, k, seed=3, dtype=dtype), dtype=dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("k", [1, 2, 3, 5])
+@pytest.mark.parametrize("block", [16, None])
+def test_maxout_against_module_path(dtype, k, block):
+    """Maxout layers first, in the middle (with modules after them) and last; with 16-column
+    blocks a layer of k pieces has blocks of 16 k units, several per layer."""
+    X, y, order = data(100, 12, 4, dtype)
+    models = [_maxout_net(dtype, k) for _ in range(2)]
+    start = [p.data.copy() for p in models[0].parameters()]
+    opts = [optim.Adam(m.parameters(), lr=1e-2) for m in models]
+    module_steps(models[0], opts[0], losses.CrossEntropyLoss(), X, y, order, 20, 5)
+    eng = compile_training(models[1], losses.CrossEntropyLoss(), opts[1], 2, block=block)
+    assert eng is not None and eng.n_outputs == 4
+    assert eng.run(X, y, order, 0, 20, 5).steps == 5
+    assert_close(models[1], models[0], TOL[dtype])
+    for p, p0 in zip(models[1].parameters(), start):
+        assert not np.array_equal(p.data, p0)   # every layer trained
+    assert models[1][1]._calls == models[0][1]._calls == 5
+
+
+def _maxout_numpy(Ws, bs, X, y, order, batch, n_steps, pieces, lr):
+    """Plain SGD on a chain of maxout layers (pieces[l] units per output), float64,
+    cross-entropy: the reference."""
+    Ws, bs = [w.astype(np.float64) for w in Ws], [b.astype(np.float64) for b in bs]
+    for s in range(n_steps):
+        idx = order[s * batch:(s + 1) * batch]
+        h, cache = X[idx].astype(np.float64), []
+        for W, b, k in zip(Ws, bs, pieces):
+            g = (h @ W + b).reshape(len(idx), -1, k)
+            arg = g.argmax(axis=2)
+            cache.append((h, arg))
+            h = g.max(axis=2)
+        p = np.exp(h - h.max(1, keepdims=True))
+        p /= p.sum(1, keepdims=True)
+        p[np.arange(len(idx)), y[idx]] -= 1
+        d = p / len(idx)
+        for l in range(len(Ws) - 1, -1, -1):
+            hin, arg = cache[l]
+            dz = np.zeros((len(idx), Ws[l].shape[1] // pieces[l], pieces[l]))
+            np.put_along_axis(dz, arg[:, :, None], d[:, :, None], axis=2)
+            dz = dz.reshape(len(idx), -1)
+            d = dz @ Ws[l].T
+            Ws[l] -= lr * (hin.T @ dz)
+            bs[l] -= lr * dz.sum(0)
+    return Ws, bs
+
+
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_maxout_against_numpy_float64(n_threads):
+    X, y, order = data(60, 10, 3, np.float64)
+    m = Sequential(Maxout(10, 9, 3, seed=1, dtype=np.float64, bias_init=0.05),
+                   Maxout(9, 3, 2, seed=2, dtype=np.float64, bias_init=0.05), dtype=np.float64)
+    Ws = [m[l].linear.weight.data.copy() for l in range(2)]
+    bs = [m[l].linear.bias.data.copy() for l in range(2)]
+    eng = compile_training(m, losses.CrossEntropyLoss(), optim.SGD(m.parameters(), lr=0.1),
+                           n_threads, block=16)
+    assert eng.run(X, y, order, 0, 12, 5).steps == 5
+    ref_W, ref_b = _maxout_numpy(Ws, bs, X, y, order, 12, 5, (3, 2), 0.1)
+    for l in range(2):
+        assert rel(m[l].linear.weight.data, ref_W[l]) <= 1e-12
+        assert rel(m[l].linear.bias.data, ref_b[l]) <= 1e-12
+        assert not np.array_equal(m[l].linear.weight.data, Ws[l])
+
+
+def test_maxout_bitwise_for_1_to_4_threads(no_fallback):
+    X, y, order = data(200, 12, 4, np.float32, seed=2)
+    out = []
+    for nt in (1, 2, 3, 4):
+        m = _maxout_net(np.float32, 3)
+        eng = compile_training(m, losses.CrossEntropyLoss(), optim.Adam(m.parameters()), nt,
+                               block=16)
+        eng._exact_threads = True
+        res = eng.run(X, y, order, 0, 16, 12)
+        assert res.steps == 12 and res.n_threads == (nt if OPENMP else 1)
+        out.append([p.data.copy() for p in m.parameters()])
+    for got in out[1:]:
+        for a, b in zip(got, out[0]):
+            assert np.array_equal(a, b)
+
+
+def test_fit_maxout_on_the_engine():
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((120, 12)).astype(np.float32)
+    y = rng.integers(0, 4, 120)
+    runs = []
+    for engine in (True, False):
+        m = _maxout_net(np.float32, 2)
+        h = m.fit(X, y, epochs=2, batch_size=16, verbose=0, seed=1, engine=engine)
+        assert h.params["engine"] is engine
+        runs.append((m, h))
+    assert_close(runs[0][0], runs[1][0], 1e-5)
+    np.testing.assert_allclose(runs[0][1]["loss"], runs[1][1]["loss"], rtol=1e-5)
+    # the trained network predicts alike on both paths
+    np.testing.assert_array_equal(runs[0][0].predict(X), runs[1][0].predict(X))
+
+
 OPTIMIZERS = [
     (optim.SGD, dict(lr=0.05)),
     (optim.SGD, dict(lr=0.05, momentum=0.9, decay=0.1, weight_decay=1e-2)),
@@ -498,6 +601,24 @@ def test_bad_arguments_raise():
     with pytest.raises(ValueError):
         _k.Core([{"n_in": 3, "n_out": 2, "code": 0, "keep_z": False, "has_bias": True}],
                 "squared", np.float32, block=20)
+    relu = _k_code("relu")
+    for spec, match in (({"n_out": 6, "pieces": 4}, "groups of 4"),
+                        ({"n_out": 6, "pieces": 0}, "groups of 0"),
+                        ({"n_out": 6, "pieces": 2, "code": relu}, "linear"),
+                        ({"n_out": 6, "pieces": 2, "keep_z": True}, "linear")):
+        d = {"n_in": 3, "code": 0, "keep_z": False, "has_bias": True, **spec}
+        with pytest.raises(ValueError, match=match):
+            _k.Core([d], "squared", np.float32)
+    with pytest.raises(ValueError, match="layer 1 takes 6 inputs, layer 0 gives 3"):
+        _k.Core([{"n_in": 3, "n_out": 6, "pieces": 2, "code": 0, "keep_z": False,
+                  "has_bias": True},
+                 {"n_in": 6, "n_out": 2, "code": 0, "keep_z": False, "has_bias": True}],
+                "squared", np.float32)
+
+
+def _k_code(name):
+    from fastnn.functional.activations import ACTIVATION_TABLE
+    return ACTIVATION_TABLE[name].code
 
 
 _CORE_MISUSE = """
@@ -606,8 +727,12 @@ def test_why_not_names_what_is_not_covered():
     m = net([4, 6, 2], ["relu", None], np.float32)
     adam = optim.Adam(m.parameters())
     assert why_not(m, losses.CrossEntropyLoss(), adam) is None
-    assert "Maxout" in why_not(Sequential(Maxout(4, 3), Dense(3, 2)), losses.CrossEntropyLoss(),
-                               adam)
+    assert "Softmax" in why_not(Sequential(Dense(4, 3), Softmax(), Dense(3, 2)),
+                                losses.CrossEntropyLoss(), adam)
+    mx = Sequential(Maxout(4, 3), Dense(3, 2))
+    assert why_not(mx, losses.CrossEntropyLoss(), optim.Adam(mx.parameters())) is None
+    mx[0].linear.activation = "relu"
+    assert "linear part" in why_not(mx, losses.CrossEntropyLoss(), optim.Adam(mx.parameters()))
     assert why_not(m, losses.SparsemaxLoss(), adam) is None
     assert why_not(m, losses.SparsemaxLoss(multilabel=True), adam) is None
     assert why_not(m, losses.SparsemaxLoss(), adam, y=np.eye(2, dtype=np.float32)[[0, 1]]) \
@@ -765,9 +890,9 @@ def test_fit_engine_choice():
     rng = np.random.default_rng(0)
     X = rng.standard_normal((30, 5)).astype(np.float32)
     y = rng.integers(0, 2, 30)
-    m = Sequential(Maxout(5, 4), Dense(4, 2))
+    m = Sequential(Dense(5, 4), Softmax(), Dense(4, 2))
     assert m.fit(X, y, epochs=1, verbose=0).params["engine"] is False
-    with pytest.raises(ValueError, match="engine=True.*Maxout"):
+    with pytest.raises(ValueError, match="engine=True.*Softmax"):
         m.fit(X, y, epochs=1, verbose=0, engine=True)
     with pytest.raises(ValueError, match="engine must be"):
         m.fit(X, y, epochs=1, verbose=0, engine="yes")
@@ -868,8 +993,8 @@ def test_leading_normalization_against_module_path(dtype):
 
 
 def test_random_chains_bitwise_for_thread_counts_and_chunks(no_fallback):
-    """Random chains, losses, optimizers, blocks and batch sizes: 2-4 threads in calls of 1-3
-    steps give the bits of one 1-thread call."""
+    """Random chains (Dense and Maxout layers), losses, optimizers, blocks and batch sizes:
+    2-4 threads in calls of 1-3 steps give the bits of one 1-thread call."""
     rng = np.random.default_rng(123)
     acts = ["relu", "tanh", "gelu", None, "silu", "elu"]
     for case in range(28):
@@ -891,9 +1016,13 @@ def test_random_chains_bitwise_for_thread_counts_and_chunks(no_fallback):
             layers = []
             for i in range(n_layers):
                 last = i == n_layers - 1
-                layers.append(Dense(widths[i], widths[i + 1],
-                                    None if last else acts[(i + case) % 6], seed=i,
-                                    dtype=dtype))
+                if (case + i) % 5 == 2:   # maxout layers of 2-4 pieces, last ones too
+                    layers.append(Maxout(widths[i], widths[i + 1], 2 + (case + i) % 3,
+                                         seed=i, dtype=dtype))
+                else:
+                    layers.append(Dense(widths[i], widths[i + 1],
+                                        None if last else acts[(i + case) % 6], seed=i,
+                                        dtype=dtype))
                 if not last and (case + i) % 3 == 0:
                     layers.append(Dropout(0.3, seed=i + 10))
                 if not last and (case + i) % 4 == 0:

@@ -1,18 +1,21 @@
-# Design: the training engine. A chain of Dense layers (each with its fused activation and
-# any elementwise modules after it: Activation, Dropout), a loss on the last output and an
+# Design: the training engine. A chain of Dense layers (each with its fused activation) and
+# Maxout layers (linear units, then the maximum of each group of k adjacent ones), each with
+# any elementwise modules after it (Activation, Dropout), a loss on the last output and an
 # optimizer are compiled into a Plan of C structs; one run() call executes many training steps
 # inside ONE OpenMP region: batch gather, forward (single-threaded GEMM per column block, fused
 # bias + activation epilogue), loss and its gradient, backward, optimizer update, running loss
 # and metric.
 #
 # Work split. The output columns of every layer are cut into blocks of BLOCK columns (a fixed
-# number, never a function of the thread count). The weights, gradients and optimizer states of
-# block p are one contiguous, 64-byte-aligned panel (in_features x width), so a thread's
-# memory-bound passes never share cache lines or pages with another thread's. Thread t owns the
-# contiguous block range [nb t / T, nb (t + 1) / T) of every layer and computes everything of
-# its blocks: the forward GEMM and epilogue, the backward of the elementwise modules and of the
-# activation, dW and db, the optimizer update, and the input-gradient columns of the layer below
-# that match its blocks there (so the activation derivative below needs no extra barrier).
+# number, never a function of the thread count; a maxout layer's blocks hold whole groups: k
+# times a multiple of 16 units, about BLOCK, so a block's outputs are its own too). The
+# weights, gradients and optimizer states of block p are one contiguous, 64-byte-aligned panel
+# (in_features x width), so a thread's memory-bound passes never share cache lines or pages
+# with another thread's. Thread t owns the contiguous block range [nb t / T, nb (t + 1) / T) of
+# every layer and computes everything of its blocks: the forward GEMM and epilogue, the
+# backward of the elementwise modules and of the activation (or of the group maxima), dW and
+# db, the optimizer update, and the input-gradient columns of the layer below that match its
+# blocks there (so the activation derivative below needs no extra barrier).
 # Reductions have a fixed order: the input gradient of a block sums the products of the blocks
 # above in block order (GEMM with beta = 1), bias gradients sum rows in row order (double),
 # loss and metric sum rows in row order. Every result is therefore computed by the same calls
@@ -41,7 +44,7 @@
 cimport cython
 from cython cimport floating
 from cython.parallel cimport parallel
-from libc.stdint cimport int64_t, uint64_t, uint32_t
+from libc.stdint cimport int64_t, uint64_t, uint32_t, int32_t
 from libc.string cimport memcpy
 from libc.math cimport log, log1p, pow, sqrt, fabs, isfinite
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
@@ -55,6 +58,7 @@ from fastnn._kernels._activations cimport (act_row, act_row_keep_z, act_grad_row
 from fastnn._kernels._openmp cimport omp_get_thread_num, omp_get_num_threads
 from fastnn._kernels.softmax cimport softmax_row, fnn_exp_d, cross_entropy_prob_row
 from fastnn._kernels.sparsemax cimport sparsemax_loss_row
+from fastnn._kernels._maxout cimport max_row
 from fastnn._kernels.optim cimport _sgd_chunk, _adagrad_chunk, _rmsprop_chunk, _adam_chunk
 
 cnp.import_array()
@@ -271,12 +275,18 @@ cdef struct PostOp:
 
 cdef struct LayerC:
     Py_ssize_t n_in, n_out, ld, nb
+    Py_ssize_t bw           # linear columns per block (a multiple of pieces)
+    Py_ssize_t pieces       # maxout: units per output (the block's outputs: bw / pieces); 1: Dense
+    Py_ssize_t n_h, ld_h    # the layer's output width (n_out / pieces) and its row stride
     int code
     bint keep_z, has_bias
     char *Z                 # GEMM output, then pre-activation (keep_z) or dense output
-    char *Y                 # dense output (Z unless keep_z)
+    char *Y                 # dense output (Z unless keep_z), or the group maxima (maxout)
     char *H                 # the layer's output (Y or the last post op's)
-    char *G                 # dL/dH, turned into dL/dZ in place by the backward
+    char *GH                # dL/dH (rows x ld_h); the post ops' backward runs in place on it
+    char *G                 # dL/dZ (rows x ld): GH itself for a Dense layer (turned into dL/dZ
+                            # in place), the maxout winners' scatter of GH otherwise
+    int32_t *arg            # maxout: the winning unit of each output (rows x ld_h)
     char *W
     char *dW
     char *Ws1
@@ -380,10 +390,12 @@ cdef void _gather(Plan *P, RunState *R, Py_ssize_t s, int tid, int T,
 cdef void _forward_block(Plan *P, LayerC *L, const floating *X, Py_ssize_t ldx, Py_ssize_t m,
                          Py_ssize_t p, Py_ssize_t s) noexcept nogil:
     """Columns of block p of layer L for the m rows of input X (row stride ldx): the GEMM, the
-    bias + activation epilogue and the elementwise modules after the layer."""
-    cdef Py_ssize_t c0 = p * P.block, w = min(P.block, L.n_out - c0), ld = L.ld, i, j
+    bias + activation epilogue, the group maxima (maxout) and the elementwise modules after
+    the layer (on the block's output columns [c0 / pieces, (c0 + w) / pieces))."""
+    cdef Py_ssize_t c0 = p * L.bw, w = min(L.bw, L.n_out - c0), ld = L.ld, i, j
+    cdef Py_ssize_t k0 = c0 // L.pieces, wk = w // L.pieces, ldh = L.ld_h
     cdef floating *Z = <floating *> L.Z + c0
-    cdef floating *Y = <floating *> L.Y + c0
+    cdef floating *Y = <floating *> L.Y + k0
     cdef const floating *b = (<floating *> L.b + c0) if L.has_bias else NULL
     cdef const floating *src
     cdef floating *out
@@ -399,21 +411,24 @@ cdef void _forward_block(Plan *P, LayerC *L, const floating *X, Py_ssize_t ldx, 
             act_row_keep_z(L.code, Y + i * ld, Z + i * ld, b, w)
         elif L.code != ACT_IDENTITY or b != NULL:
             act_row(L.code, Z + i * ld, Z + i * ld, b, w)
+    if L.pieces > 1:
+        for i in range(m):
+            max_row(Z + i * ld, Y + i * ldh, L.arg + i * ldh + k0, wk, L.pieces)
     src = Y
     for k in range(L.n_post):
         op = &L.post[k]
-        out = <floating *> op.out + c0
+        out = <floating *> op.out + k0
         if op.kind == POST_ACT:
             for i in range(m):
-                act_row(op.code, out + i * ld, src + i * ld, <const floating *> NULL, w)
+                act_row(op.code, out + i * ldh, src + i * ldh, <const floating *> NULL, wk)
         else:
             key = fnn_dropout_key(op.seed, op.calls0 + <uint64_t> s)
             scale = <floating> op.scale
             for i in range(m):
-                mask = op.mask + i * ld + c0
-                fnn_dropout_mask(key, <uint64_t> (i * L.n_out + c0), w, op.threshold, mask)
-                for j in range(w):
-                    out[i * ld + j] = src[i * ld + j] * (scale if mask[j] else zero)
+                mask = op.mask + i * ldh + k0
+                fnn_dropout_mask(key, <uint64_t> (i * L.n_h + k0), wk, op.threshold, mask)
+                for j in range(wk):
+                    out[i * ldh + j] = src[i * ldh + j] * (scale if mask[j] else zero)
         src = out
 
 
@@ -433,14 +448,14 @@ cdef void _loss_rows(Plan *P, RunState *R, Py_ssize_t s, Py_ssize_t m, Py_ssize_
     """Loss of rows [r0, r1) of the step's m rows (row_loss, row_hit) and the gradient of the
     batch-mean loss with respect to the last layer's output (into its G)."""
     cdef LayerC *L = &P.layers[P.n_layers - 1]
-    cdef Py_ssize_t C = P.n_classes, ld = L.ld, i, j, y
+    cdef Py_ssize_t C = P.n_classes, ld = L.ld_h, i, j, y
     cdef double scale = 1.0 / m, mx, lse, acc, d, zd, yd, e
     cdef const floating *z
     cdef floating *g
     cdef const floating *t
     for i in range(r0, r1):
         z = <const floating *> L.H + i * ld
-        g = <floating *> L.G + i * ld
+        g = <floating *> L.GH + i * ld
         if P.loss == LOSS_CE:
             y = P.Lb[s & 1][i]
             lse = log(softmax_row(z, g, C, False, scale, &mx))
@@ -486,10 +501,14 @@ cdef void _loss_rows(Plan *P, RunState *R, Py_ssize_t s, Py_ssize_t m, Py_ssize_
 
 cdef void _backward_block(Plan *P, LayerC *L, const floating *X, Py_ssize_t ldx, Py_ssize_t m,
                           Py_ssize_t p, Py_ssize_t s) noexcept nogil:
-    """Block p of layer L, given dL/dH in its G columns: back through the elementwise modules
-    and the activation (G becomes dL/dZ in place), then dW (panel p) = X^T dZ and db."""
-    cdef Py_ssize_t c0 = p * P.block, w = min(P.block, L.n_out - c0), ld = L.ld, i, j
+    """Block p of layer L, given dL/dH in its GH columns: back through the elementwise modules
+    (in place on GH) and the group maxima (the winners take GH, the other units 0) or the
+    activation (GH is G: it becomes dL/dZ in place), then dW (panel p) = X^T dZ and db."""
+    cdef Py_ssize_t c0 = p * L.bw, w = min(L.bw, L.n_out - c0), ld = L.ld, i, j
+    cdef Py_ssize_t k0 = c0 // L.pieces, wk = w // L.pieces, ldh = L.ld_h, u, kp = L.pieces
     cdef floating *G = <floating *> L.G + c0
+    cdef floating *GH = <floating *> L.GH + k0
+    cdef const int32_t *arg
     cdef const floating *src
     cdef floating scale, zero = 0
     cdef PostOp *op
@@ -502,17 +521,23 @@ cdef void _backward_block(Plan *P, LayerC *L, const floating *X, Py_ssize_t ldx,
         if op.kind == POST_ACT:
             if op.from_input:
                 src = (<const floating *> L.Y if k == 0 else
-                       <const floating *> L.post[k - 1].out) + c0
+                       <const floating *> L.post[k - 1].out) + k0
             else:
-                src = <const floating *> op.out + c0
+                src = <const floating *> op.out + k0
             for i in range(m):
-                act_grad_row(op.code, G + i * ld, src + i * ld, G + i * ld, w)
+                act_grad_row(op.code, GH + i * ldh, src + i * ldh, GH + i * ldh, wk)
         else:
             scale = <floating> op.scale
             for i in range(m):
-                mask = op.mask + i * ld + c0
-                for j in range(w):
-                    G[i * ld + j] = G[i * ld + j] * (scale if mask[j] else zero)
+                mask = op.mask + i * ldh + k0
+                for j in range(wk):
+                    GH[i * ldh + j] = GH[i * ldh + j] * (scale if mask[j] else zero)
+    if kp > 1:
+        for i in range(m):
+            arg = L.arg + i * ldh + k0
+            for j in range(wk):
+                for u in range(kp):
+                    G[i * ld + j * kp + u] = GH[i * ldh + j] if u == arg[j] else zero
     if L.code != ACT_IDENTITY:
         src = <const floating *> (L.Z if L.keep_z else L.Y) + c0
         for i in range(m):
@@ -533,17 +558,18 @@ cdef void _backward_block(Plan *P, LayerC *L, const floating *X, Py_ssize_t ldx,
 
 cdef void _input_grad_block(Plan *P, LayerC *L, LayerC *Lq, Py_ssize_t m, Py_ssize_t q,
                             floating dummy) noexcept nogil:
-    """Columns of block q of dL/dH of the layer Lq below L: sum over L's blocks p, in block
-    order, of dZ[:, block p] W[rows of block q, block p]^T."""
-    cdef Py_ssize_t j0 = q * P.block, wj = min(P.block, Lq.n_out - j0), p, c0, w
-    cdef floating *Gq = <floating *> Lq.G + j0
+    """The output columns of block q of the layer Lq below L in dL/dH: sum over L's blocks p,
+    in block order, of dZ[:, block p] W[rows of those columns, block p]^T."""
+    cdef Py_ssize_t j0 = q * Lq.bw // Lq.pieces, p, c0, w
+    cdef Py_ssize_t wj = min(Lq.bw // Lq.pieces, Lq.n_h - j0)
+    cdef floating *Gq = <floating *> Lq.GH + j0
     for p in range(L.nb):
-        c0 = p * P.block
-        w = min(P.block, L.n_out - c0)
+        c0 = p * L.bw
+        w = min(L.bw, L.n_out - c0)
         gemm(False, True, <int> m, <int> wj, <int> w, <floating> 1,
              <const floating *> L.G + c0, <int> L.ld,
              <const floating *> L.W + L.n_in * c0 + j0 * w, <int> w,
-             <floating> (0 if p == 0 else 1), Gq, <int> Lq.ld)
+             <floating> (0 if p == 0 else 1), Gq, <int> Lq.ld_h)
 
 
 # ---------------------------------------------------------------------------------- optimizer ---
@@ -579,7 +605,7 @@ cdef void _update(OptSpec *o, floating *w, const floating *g, floating *s1, floa
 
 cdef void _update_block(Plan *P, LayerC *L, Py_ssize_t p, Py_ssize_t s,
                         floating dummy) noexcept nogil:
-    cdef Py_ssize_t c0 = p * P.block, w = min(P.block, L.n_out - c0), off = L.n_in * c0
+    cdef Py_ssize_t c0 = p * L.bw, w = min(L.bw, L.n_out - c0), off = L.n_in * c0
     _update(&L.ow, <floating *> L.W + off, <const floating *> L.dW + off,
             (<floating *> L.Ws1 + off) if L.Ws1 != NULL else NULL,
             (<floating *> L.Ws2 + off) if L.Ws2 != NULL else NULL, L.n_in * w, s)
@@ -626,7 +652,7 @@ cdef inline const floating *_layer_input(Plan *P, Py_ssize_t l, Py_ssize_t s, Py
     if l == 0:
         ld[0] = P.ld_in
         return <const floating *> P.Xb[s & 1]
-    ld[0] = P.layers[l - 1].ld
+    ld[0] = P.layers[l - 1].ld_h
     return <const floating *> P.layers[l - 1].H
 
 
@@ -703,7 +729,7 @@ cdef void _thread(Plan *P, RunState *R, int tid, int T, floating dummy) noexcept
                 tg = <const floating *> P.Tb[s & 1]
                 for i in range(m):
                     for j in range(C):
-                        f = H[i * top.ld + j]
+                        f = H[i * top.ld_h + j]
                         yv = tg[i * C + j]
                         dd = f - yv
                         R.s1[j] += yv
@@ -755,6 +781,15 @@ def _aligned(Py_ssize_t n, dtype):
     return buf[off:off + n]
 
 
+cdef Py_ssize_t _block_width(Py_ssize_t block, Py_ssize_t pieces):
+    """Linear columns per block of a layer: ``block`` for a Dense layer; for a maxout layer of
+    k pieces whole groups, k times a multiple of 16 outputs (at least 16, at most block / k
+    rounded down), so that the edges of the blocks' outputs also fall on 64-byte boundaries."""
+    if pieces <= 1:
+        return block
+    return max(16, block // pieces // 16 * 16) * pieces
+
+
 @cython.final
 cdef class Core:
     """The compiled plan of one chain and its buffers (see the module notes).
@@ -763,8 +798,11 @@ cdef class Core:
     ----------
     layers : list of dict
         Per Dense layer: ``n_in``, ``n_out``, ``code`` (activation code), ``keep_z``,
-        ``has_bias``, ``n_state_w``/``n_state_b`` (optimizer state arrays, 0-2) and ``post``: a
-        list of ``("act", code, from_input)`` or ``("dropout", p_scale, threshold, seed)``.
+        ``has_bias``, ``n_state_w``/``n_state_b`` (optimizer state arrays, 0-2), ``pieces``
+        (optional; k > 1: a maxout layer, whose outputs are the maxima of groups of k adjacent
+        units of its ``n_out`` linear ones; the code must then be the identity's) and ``post``:
+        a list of ``("act", code, from_input)`` or ``("dropout", p_scale, threshold, seed)``
+        on the layer's outputs.
     loss : str
         "cross_entropy" (integer labels), "squared" or "binary_cross_entropy".
     dtype : float32 or float64
@@ -802,10 +840,18 @@ cdef class Core:
             raise TypeError(f"dtype must be float32 or float64, got {self.dtype}")
         self.block = block
         self._specs = [dict(d) for d in layers]
+        widths = []
+        for l, d in enumerate(layers):
+            k = d.get("pieces", 1)
+            if k < 1 or d["n_out"] % k:
+                raise ValueError(f"layer {l}: {d['n_out']} units are not groups of {k}")
+            if k > 1 and (d["code"] != ACT_IDENTITY or d["keep_z"]):
+                raise ValueError(f"layer {l}: the units of a maxout layer are linear")
+            widths.append(d["n_out"] // k)
         for l in range(1, len(layers)):
-            if layers[l]["n_in"] != layers[l - 1]["n_out"]:
+            if layers[l]["n_in"] != widths[l - 1]:
                 raise ValueError(f"layer {l} takes {layers[l]['n_in']} inputs, layer {l - 1} "
-                                 f"gives {layers[l - 1]['n_out']}")
+                                 f"gives {widths[l - 1]}")
         self.P.layers = <LayerC *> PyMem_Malloc(len(layers) * sizeof(LayerC))
         if self.P.layers == NULL:
             raise MemoryError()
@@ -815,7 +861,7 @@ cdef class Core:
         self.P.loss = LOSS_KINDS[loss]
         self.P.n_in = layers[0]["n_in"]
         self.P.ld_in = self._ld(self.P.n_in)
-        self.P.n_classes = layers[len(layers) - 1]["n_out"]
+        self.P.n_classes = widths[len(layers) - 1]
         if self.P.loss == LOSS_BCE and self.P.n_classes != 1:
             raise ValueError("binary cross-entropy needs one output")
         keep = []
@@ -825,7 +871,11 @@ cdef class Core:
             L.n_in = d["n_in"]
             L.n_out = d["n_out"]
             L.ld = self._ld(L.n_out)
-            L.nb = (L.n_out + block - 1) // block
+            L.pieces = d.get("pieces", 1)
+            L.n_h = L.n_out // L.pieces
+            L.ld_h = self._ld(L.n_h)
+            L.bw = _block_width(block, L.pieces)
+            L.nb = (L.n_out + L.bw - 1) // L.bw
             L.code = d["code"]
             L.keep_z = d["keep_z"]
             L.has_bias = d["has_bias"]
@@ -887,6 +937,10 @@ cdef class Core:
             raise IndexError(f"layer {l} out of range for a plan of {self.n_layers} layers")
         return &self.P.layers[l]
 
+    def n_blocks(self, int l):
+        """The number of column blocks of layer l (its threads' work items)."""
+        return self._layer(l).nb
+
     cdef Py_ssize_t _ld(self, Py_ssize_t n):
         cdef Py_ssize_t per = 64 // self.dtype.itemsize
         return (n + per - 1) // per * per
@@ -912,13 +966,17 @@ cdef class Core:
         for l in range(self.n_layers):
             L = &self.P.layers[l]
             size = r * L.ld
+            size_h = r * L.ld_h
             a["Z", l] = _aligned(size, dt)
-            if L.keep_z:
-                a["Y", l] = _aligned(size, dt)
+            if L.keep_z or L.pieces > 1:
+                a["Y", l] = _aligned(size_h, dt)
+            if L.pieces > 1:
+                a["arg", l] = _aligned(size_h, np.int32)
+                a["GH", l] = _aligned(size_h, dt)
             for k in range(L.n_post):
-                a["out", l, k] = _aligned(size, dt)
+                a["out", l, k] = _aligned(size_h, dt)
                 if L.post[k].kind == POST_DROPOUT:
-                    a["mask", l, k] = _aligned(size, np.uint8)
+                    a["mask", l, k] = _aligned(size_h, np.uint8)
             a["G", l] = _aligned(size, dt)
         for k in range(2):
             self.P.Xb[k] = <char *> _addr(a["X", k])
@@ -930,7 +988,7 @@ cdef class Core:
         for l in range(self.n_layers):
             L = &self.P.layers[l]
             L.Z = <char *> _addr(a["Z", l])
-            L.Y = <char *> _addr(a["Y", l]) if L.keep_z else L.Z
+            L.Y = <char *> _addr(a["Y", l]) if ("Y", l) in a else L.Z
             L.H = L.Y
             for k in range(L.n_post):
                 L.post[k].out = <char *> _addr(a["out", l, k])
@@ -938,6 +996,8 @@ cdef class Core:
                 L.post[k].mask = (<unsigned char *> _addr(a["mask", l, k])
                                   if L.post[k].kind == POST_DROPOUT else NULL)
             L.G = <char *> _addr(a["G", l])
+            L.GH = <char *> _addr(a["GH", l]) if L.pieces > 1 else L.G
+            L.arg = <int32_t *> _addr(a["arg", l]) if L.pieces > 1 else NULL
         self._rows_keep = a
         self.rows = rows
 
@@ -951,7 +1011,7 @@ cdef class Core:
         arrays shaped like the weight / the bias) into the panels."""
         cdef LayerC *L = self._layer(l)
         arrs = self._keep[0][l]
-        B = self.block
+        B = L.bw
         n_in, n_out = L.n_in, L.n_out
         for src, name in [(W, "W")] + [(a, "Ws%d" % (i + 1)) for i, a in enumerate(Wstates)]:
             dst = arrs[name]
@@ -969,7 +1029,7 @@ cdef class Core:
         """The inverse of load, plus the last step's gradients (None: not written)."""
         cdef LayerC *L = self._layer(l)
         arrs = self._keep[0][l]
-        B = self.block
+        B = L.bw
         n_in, n_out = L.n_in, L.n_out
         pairs = [(W, "W")] + [(a, "Ws%d" % (i + 1)) for i, a in enumerate(Wstates)]
         if Wgrad is not None:

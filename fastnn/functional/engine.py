@@ -8,8 +8,9 @@ to rounding, and bitwise the same weights for any thread count.
 
 Covered: :class:`~fastnn.model.Sequential` chains (nested ones are flattened), optionally
 starting with a :class:`~fastnn.preprocessing.Normalization` layer, of
-:class:`~fastnn.layers.Dense` layers with any activation of the activation table, each followed
-by any number of :class:`~fastnn.layers.Activation` modules (and its named subclasses) and
+:class:`~fastnn.layers.Dense` layers with any activation of the activation table
+and :class:`~fastnn.layers.Maxout` layers (linear units), each followed by any number of
+:class:`~fastnn.layers.Activation` modules (and its named subclasses) and
 :class:`~fastnn.layers.Dropout` modules (training mode); the losses ``cross_entropy`` and
 ``sparsemax`` with integer labels or target rows (probabilities, label sets), ``squared`` and
 ``binary_cross_entropy``; every optimizer of
@@ -138,6 +139,17 @@ def _chain(model):
                 return "the Normalization layer has no statistics (call adapt)"
             lead = m
             continue
+        if t is fl.Maxout:
+            d = m.linear
+            if type(d) is not fl.Dense or _CODES.get(d.activation) != _CODES["identity"]:
+                return "a Maxout whose linear part is not a plain linear Dense layer"
+            if max(d.in_features, d.out_features) > BLAS_MAX_DIM:
+                return "a layer is wider than 2**31 - 1 (the 32-bit sizes of BLAS calls)"
+            specs.append({"n_in": d.in_features, "n_out": d.out_features,
+                          "code": _CODES["identity"], "keep_z": False,
+                          "has_bias": d.bias is not None, "pieces": m.pieces, "post": []})
+            owners.append({"dense": d, "post": [], "maxout": m})
+            continue
         if t is fl.Dense:
             if m.activation not in _CODES:
                 return f"activation {m.activation!r} is not in the activation table"
@@ -162,16 +174,21 @@ def _chain(model):
         else:
             return f"the layer {t.__name__} is not covered by the training engine"
         if not specs:
-            return f"a {t.__name__} module before the first Dense layer"
+            return f"a {t.__name__} module before the first Dense or Maxout layer"
         specs[-1]["post"].append(op)
         owners[-1]["post"].append(m)
     if not specs:
-        return "the network has no Dense layer"
+        return "the network has no Dense or Maxout layer"
     if lead is not None:
         if lead.n_features != specs[0]["n_in"]:
-            return "the Normalization layer's width is not the first Dense layer's"
+            return "the Normalization layer's width is not the first layer's"
         owners[0]["input"] = lead
     return specs, owners
+
+
+def _width(spec):
+    """The output width of a layer spec (a maxout layer's: its groups)."""
+    return spec["n_out"] // spec.get("pieces", 1)
 
 
 def _dropout_threshold(p):
@@ -213,7 +230,7 @@ def why_not(model, loss_fn, optimizer, y=None) -> str | None:
     kind = _loss_kind(loss_fn, y)
     if kind is None:
         return f"the loss {type(loss_fn).__name__} is not covered by the training engine"
-    n_out = specs[-1]["n_out"]
+    n_out = _width(specs[-1])
     if kind == "binary_cross_entropy" and n_out != 1:
         return "binary cross-entropy needs a network with one output"
     if y is not None:
@@ -275,11 +292,10 @@ class TrainingEngine:
             s["n_state_w"] = k
             s["n_state_b"] = k
         self.specs = specs
-        self.n_outputs = specs[-1]["n_out"]
-        blk = _k.BLOCK if block is None else int(block)
-        self._max_blocks = max(-(-s["n_out"] // blk) for s in specs)
+        self.n_outputs = _width(specs[-1])
         self._core = _k.Core(specs, self.loss_kind, self.dtype,
                              _k.BLOCK if block is None else int(block))
+        self._max_blocks = max(self._core.n_blocks(l) for l in range(len(specs)))
 
     # --- optimizer state ------------------------------------------------------------------
     def _where(self):
