@@ -199,6 +199,10 @@ cdef extern from *:
 
 
 cdef enum:
+    NODE_DENSE = 0           # a Dense or Maxout layer: GEMM, epilogue, group maxima
+    NODE_CONCAT = 1          # the parents' outputs side by side
+    NODE_ADD = 2             # their sum
+    NODE_MUL = 3             # their elementwise product
     POST_ACT = 1
     POST_DROPOUT = 2
     LOSS_CE = 0
@@ -274,6 +278,17 @@ cdef struct PostOp:
 
 
 cdef struct LayerC:
+    int kind                # NODE_*; a merge node has no parameters: n_out = n_h, pieces 1
+    int n_par               # parents (a layer: 1); parent j is node par[j], or input -1 - par[j]
+    int *par
+    Py_ssize_t *par_off     # concatenation: the first output column of each parent
+    int n_cons              # readers: node cons[i] reads this node as its parent cons_slot[i]
+    int *cons
+    int *cons_slot
+    bint need_gh            # a parameter lies behind (or in) the node: its backward runs
+    int n_upd               # layers updated after the barrier that ends this node's backward
+    int *upd                # (their weights were read for its input gradient)
+    bint upd_at_end         # a layer on an input: updated at the end of its step
     Py_ssize_t n_in, n_out, ld, nb
     Py_ssize_t bw           # linear columns per block (a multiple of pieces)
     Py_ssize_t pieces       # maxout: units per output (the block's outputs: bw / pieces); 1: Dense
@@ -302,8 +317,11 @@ cdef struct LayerC:
 
 
 cdef struct Plan:
-    int n_layers
+    int n_layers            # nodes, in topological order; the last is the output
     LayerC *layers
+    int n_inputs            # input i is columns [in_off[i], in_off[i + 1]) of the gathered rows
+    Py_ssize_t *in_off
+    int first_gh            # the first node (below the output) whose backward runs; -1: none
     Py_ssize_t block, n_in, ld_in, n_classes
     int loss
     const char *in_mean     # input standardization (NULL: none): x' = (x - mean) / scale
@@ -387,16 +405,29 @@ cdef void _gather(Plan *P, RunState *R, Py_ssize_t s, int tid, int T,
 
 # ----------------------------------------------------------------------------------- forward ---
 
-cdef void _forward_block(Plan *P, LayerC *L, const floating *X, Py_ssize_t ldx, Py_ssize_t m,
-                         Py_ssize_t p, Py_ssize_t s) noexcept nogil:
-    """Columns of block p of layer L for the m rows of input X (row stride ldx): the GEMM, the
-    bias + activation epilogue, the group maxima (maxout) and the elementwise modules after
-    the layer (on the block's output columns [c0 / pieces, (c0 + w) / pieces))."""
+cdef inline const floating *_node_out(Plan *P, int v, Py_ssize_t s, Py_ssize_t *ld,
+                                      floating dummy) noexcept nogil:
+    """The output of node v at step s (v < 0: input -1 - v, in the gathered batch); its row
+    stride into ld."""
+    if v < 0:
+        ld[0] = P.ld_in
+        return <const floating *> P.Xb[s & 1] + P.in_off[-1 - v]
+    ld[0] = P.layers[v].ld_h
+    return <const floating *> P.layers[v].H
+
+
+cdef void _forward_block(Plan *P, LayerC *L, Py_ssize_t m, Py_ssize_t p,
+                         Py_ssize_t s, floating dummy) noexcept nogil:
+    """Columns of block p of node L for the step's m rows: for a layer the GEMM, the bias +
+    activation epilogue and the group maxima (maxout), for a merge the concatenation, sum or
+    product of its parents; then the elementwise modules after it (on the block's output
+    columns [c0 / pieces, (c0 + w) / pieces))."""
     cdef Py_ssize_t c0 = p * L.bw, w = min(L.bw, L.n_out - c0), ld = L.ld, i, j
-    cdef Py_ssize_t k0 = c0 // L.pieces, wk = w // L.pieces, ldh = L.ld_h
+    cdef Py_ssize_t k0 = c0 // L.pieces, wk = w // L.pieces, ldh = L.ld_h, ldx, a, e
     cdef floating *Z = <floating *> L.Z + c0
     cdef floating *Y = <floating *> L.Y + k0
     cdef const floating *b = (<floating *> L.b + c0) if L.has_bias else NULL
+    cdef const floating *X
     cdef const floating *src
     cdef floating *out
     cdef floating scale, zero = 0
@@ -404,16 +435,39 @@ cdef void _forward_block(Plan *P, LayerC *L, const floating *X, Py_ssize_t ldx, 
     cdef uint64_t key
     cdef unsigned char *mask
     cdef int k
-    gemm(False, False, <int> m, <int> w, <int> L.n_in, <floating> 1, X, <int> ldx,
-         <floating *> L.W + L.n_in * c0, <int> w, <floating> 0, Z, <int> ld)
-    for i in range(m):
-        if L.keep_z:
-            act_row_keep_z(L.code, Y + i * ld, Z + i * ld, b, w)
-        elif L.code != ACT_IDENTITY or b != NULL:
-            act_row(L.code, Z + i * ld, Z + i * ld, b, w)
-    if L.pieces > 1:
+    if L.kind == NODE_DENSE:
+        X = _node_out(P, L.par[0], s, &ldx, dummy)
+        gemm(False, False, <int> m, <int> w, <int> L.n_in, <floating> 1, X, <int> ldx,
+             <floating *> L.W + L.n_in * c0, <int> w, <floating> 0, Z, <int> ld)
         for i in range(m):
-            max_row(Z + i * ld, Y + i * ldh, L.arg + i * ldh + k0, wk, L.pieces)
+            if L.keep_z:
+                act_row_keep_z(L.code, Y + i * ld, Z + i * ld, b, w)
+            elif L.code != ACT_IDENTITY or b != NULL:
+                act_row(L.code, Z + i * ld, Z + i * ld, b, w)
+        if L.pieces > 1:
+            for i in range(m):
+                max_row(Z + i * ld, Y + i * ldh, L.arg + i * ldh + k0, wk, L.pieces)
+    elif L.kind == NODE_CONCAT:
+        for k in range(L.n_par):
+            # the part of parent k's columns [par_off[k], par_off[k + 1]) in this block
+            a = max(c0, L.par_off[k])
+            e = min(c0 + w, L.par_off[k + 1])
+            if a >= e:
+                continue
+            X = _node_out(P, L.par[k], s, &ldx, dummy) + (a - L.par_off[k])
+            for i in range(m):
+                memcpy(Y + i * ldh + (a - c0), X + i * ldx, (e - a) * sizeof(floating))
+    else:
+        for k in range(L.n_par):
+            X = _node_out(P, L.par[k], s, &ldx, dummy) + c0
+            for i in range(m):
+                for j in range(w):
+                    if k == 0:
+                        Y[i * ldh + j] = X[i * ldx + j]
+                    elif L.kind == NODE_ADD:
+                        Y[i * ldh + j] = Y[i * ldh + j] + X[i * ldx + j]
+                    else:
+                        Y[i * ldh + j] = Y[i * ldh + j] * X[i * ldx + j]
     src = Y
     for k in range(L.n_post):
         op = &L.post[k]
@@ -499,11 +553,12 @@ cdef void _loss_rows(Plan *P, RunState *R, Py_ssize_t s, Py_ssize_t m, Py_ssize_
 
 # ---------------------------------------------------------------------------------- backward ---
 
-cdef void _backward_block(Plan *P, LayerC *L, const floating *X, Py_ssize_t ldx, Py_ssize_t m,
-                          Py_ssize_t p, Py_ssize_t s) noexcept nogil:
-    """Block p of layer L, given dL/dH in its GH columns: back through the elementwise modules
-    (in place on GH) and the group maxima (the winners take GH, the other units 0) or the
-    activation (GH is G: it becomes dL/dZ in place), then dW (panel p) = X^T dZ and db."""
+cdef void _backward_block(Plan *P, LayerC *L, Py_ssize_t m, Py_ssize_t p, Py_ssize_t s,
+                          floating dummy) noexcept nogil:
+    """Block p of node L, given dL/dH in its GH columns: back through the elementwise modules
+    (in place on GH); for a layer then through the group maxima (the winners take GH, the
+    other units 0) or the activation (GH is G: it becomes dL/dZ in place), and dW (panel p) =
+    X^T dZ and db. (A merge's parents read its GH.)"""
     cdef Py_ssize_t c0 = p * L.bw, w = min(L.bw, L.n_out - c0), ld = L.ld, i, j
     cdef Py_ssize_t k0 = c0 // L.pieces, wk = w // L.pieces, ldh = L.ld_h, u, kp = L.pieces
     cdef floating *G = <floating *> L.G + c0
@@ -516,6 +571,8 @@ cdef void _backward_block(Plan *P, LayerC *L, const floating *X, Py_ssize_t ldx,
     cdef int k
     cdef double *acc
     cdef floating *db
+    cdef const floating *X
+    cdef Py_ssize_t ldx
     for k in range(L.n_post - 1, -1, -1):
         op = &L.post[k]
         if op.kind == POST_ACT:
@@ -532,6 +589,8 @@ cdef void _backward_block(Plan *P, LayerC *L, const floating *X, Py_ssize_t ldx,
                 mask = op.mask + i * ldh + k0
                 for j in range(wk):
                     GH[i * ldh + j] = GH[i * ldh + j] * (scale if mask[j] else zero)
+    if L.kind != NODE_DENSE:
+        return
     if kp > 1:
         for i in range(m):
             arg = L.arg + i * ldh + k0
@@ -542,6 +601,7 @@ cdef void _backward_block(Plan *P, LayerC *L, const floating *X, Py_ssize_t ldx,
         src = <const floating *> (L.Z if L.keep_z else L.Y) + c0
         for i in range(m):
             act_grad_row(L.code, G + i * ld, src + i * ld, G + i * ld, w)
+    X = _node_out(P, L.par[0], s, &ldx, dummy)
     gemm(True, False, <int> L.n_in, <int> w, <int> m, <floating> 1, X, <int> ldx, G, <int> ld,
          <floating> 0, <floating *> L.dW + L.n_in * c0, <int> w)
     if L.has_bias:
@@ -556,20 +616,46 @@ cdef void _backward_block(Plan *P, LayerC *L, const floating *X, Py_ssize_t ldx,
             db[j] = <floating> acc[j]
 
 
-cdef void _input_grad_block(Plan *P, LayerC *L, LayerC *Lq, Py_ssize_t m, Py_ssize_t q,
+cdef void _input_grad_block(Plan *P, LayerC *Lq, Py_ssize_t m, Py_ssize_t q, Py_ssize_t s,
                             floating dummy) noexcept nogil:
-    """The output columns of block q of the layer Lq below L in dL/dH: sum over L's blocks p,
-    in block order, of dZ[:, block p] W[rows of those columns, block p]^T."""
-    cdef Py_ssize_t j0 = q * Lq.bw // Lq.pieces, p, c0, w
-    cdef Py_ssize_t wj = min(Lq.bw // Lq.pieces, Lq.n_h - j0)
+    """The output columns of block q of node Lq in dL/dH (its GH): the sum, over the nodes that
+    read Lq in order (a node that reads it twice: once per use), of what each sends back: a
+    layer L the sum over its blocks p, in block order, of dZ[:, block p] W[rows of those
+    columns, block p]^T; a concatenation its GH columns of Lq's part; a sum its GH; a product
+    its GH times the other factors."""
+    cdef Py_ssize_t j0 = q * Lq.bw // Lq.pieces, p, c0, w, i, j, ldx
+    cdef Py_ssize_t wj = min(Lq.bw // Lq.pieces, Lq.n_h - j0), ldq = Lq.ld_h, ldc
     cdef floating *Gq = <floating *> Lq.GH + j0
-    for p in range(L.nb):
-        c0 = p * L.bw
-        w = min(L.bw, L.n_out - c0)
-        gemm(False, True, <int> m, <int> wj, <int> w, <floating> 1,
-             <const floating *> L.G + c0, <int> L.ld,
-             <const floating *> L.W + L.n_in * c0 + j0 * w, <int> w,
-             <floating> (0 if p == 0 else 1), Gq, <int> Lq.ld_h)
+    cdef const floating *src
+    cdef const floating *X
+    cdef LayerC *L
+    cdef int r, slot, k
+    cdef bint first
+    cdef floating v
+    for r in range(Lq.n_cons):
+        L = &P.layers[Lq.cons[r]]
+        slot = Lq.cons_slot[r]
+        first = r == 0
+        if L.kind == NODE_DENSE:
+            for p in range(L.nb):
+                c0 = p * L.bw
+                w = min(L.bw, L.n_out - c0)
+                gemm(False, True, <int> m, <int> wj, <int> w, <floating> 1,
+                     <const floating *> L.G + c0, <int> L.ld,
+                     <const floating *> L.W + L.n_in * c0 + j0 * w, <int> w,
+                     <floating> (0 if first and p == 0 else 1), Gq, <int> ldq)
+            continue
+        ldc = L.ld_h
+        src = <const floating *> L.GH + j0 + (L.par_off[slot] if L.kind == NODE_CONCAT else 0)
+        for i in range(m):
+            for j in range(wj):
+                v = src[i * ldc + j]
+                if L.kind == NODE_MUL:
+                    for k in range(L.n_par):
+                        if k != slot:
+                            X = _node_out(P, L.par[k], s, &ldx, dummy)
+                            v = v * X[i * ldx + j0 + j]
+                Gq[i * ldq + j] = v if first else Gq[i * ldq + j] + v
 
 
 # ---------------------------------------------------------------------------------- optimizer ---
@@ -641,36 +727,38 @@ cdef void _decide(RunState *R, Py_ssize_t s, int T) noexcept nogil:
 cdef inline void _update_own(Plan *P, LayerC *L, Py_ssize_t s, int tid, int T,
                              floating dummy) noexcept nogil:
     cdef Py_ssize_t p
+    if L.kind != NODE_DENSE:
+        return
     for p in range(_lo(L.nb, T, tid), _lo(L.nb, T, tid + 1)):
         _update_block(P, L, p, s, dummy)
 
 
-cdef inline const floating *_layer_input(Plan *P, Py_ssize_t l, Py_ssize_t s, Py_ssize_t *ld,
-                                         floating dummy) noexcept nogil:
-    """The input of layer l at step s (the gathered batch, or layer l - 1's output); its row
-    stride into ld."""
-    if l == 0:
-        ld[0] = P.ld_in
-        return <const floating *> P.Xb[s & 1]
-    ld[0] = P.layers[l - 1].ld_h
-    return <const floating *> P.layers[l - 1].H
+cdef inline void _update_readers(Plan *P, LayerC *L, Py_ssize_t s, int tid, int T,
+                                 floating dummy) noexcept nogil:
+    """Update the layers whose weights the input gradient of node L read."""
+    cdef int r
+    for r in range(L.n_upd):
+        _update_own(P, &P.layers[L.upd[r]], s, tid, T, dummy)
 
 
 cdef void _thread(Plan *P, RunState *R, int tid, int T, floating dummy) noexcept nogil:
     """Every step of the run, as thread tid of a team of T.
 
-    With two layers or more, the update of layer 1 waits for the first barrier of the next
-    step (every thread has then finished reading its weights for the input gradient of layer
-    0) instead of a barrier of its own, and the next batch is gathered after that barrier.
-    The last step of a run, and a step before the fallback, update at once after a barrier."""
-    cdef int sense = 0, nL = P.n_layers
+    Nodes run forward in their (topological) order, with a barrier after each but the last,
+    and backward in reverse order, with a barrier after each node whose input gradient
+    (GH) was computed; after that barrier the layers that read the node update their
+    weights (their weights were read for that gradient). The updates of the readers of the
+    last node of the backward wait for the first barrier of the next step instead of a
+    barrier of their own (for a chain: layer 1's, after the input gradient of layer 0), and
+    the next batch is gathered after that barrier. The last step of a run, and a step
+    before the fallback, update at once after a barrier. Layers on an input update at the
+    end of the step: no other thread reads their weights in the backward."""
+    cdef int sense = 0, nL = P.n_layers, pend = -1
     cdef LayerC *top = &P.layers[nL - 1]
     cdef LayerC *L
     cdef Py_ssize_t s = 0, m, p, q, l, i, j, C = P.n_classes
-    cdef const floating *xin
-    cdef Py_ssize_t ldx
     cdef double step_loss, step_hit, f, yv, dd
-    cdef bint last = False, fall = False, pending = False
+    cdef bint last = False, fall = False
     cdef const floating *H
     cdef const floating *tg
     _gather(P, R, 0, tid, T, dummy)
@@ -680,29 +768,27 @@ cdef void _thread(Plan *P, RunState *R, int tid, int T, floating dummy) noexcept
         # forward
         for l in range(nL):
             L = &P.layers[l]
-            xin = _layer_input(P, l, s, &ldx, dummy)
             for p in range(_lo(L.nb, T, tid), _lo(L.nb, T, tid + 1)):
-                _forward_block(P, L, xin, ldx, m, p, s)
+                _forward_block(P, L, m, p, s, dummy)
             if l < nL - 1:
                 _barrier(R, &sense, T, tid)
             if l == 0 and nL >= 2:
-                if pending:
-                    _update_own(P, &P.layers[1], s - 1, tid, T, dummy)
-                    pending = False
+                if pend >= 0:
+                    _update_readers(P, &P.layers[pend], s - 1, tid, T, dummy)
+                    pend = -1
                 if s + 1 < R.n_steps:
                     _gather(P, R, s + 1, tid, T, dummy)
-        # loss, and the backward of the last layer's blocks
-        xin = _layer_input(P, nL - 1, s, &ldx, dummy)
+        # loss, and the backward of the output node's blocks
         if top.nb == 1:
             if _lo(1, T, tid) < _lo(1, T, tid + 1):
                 _loss_rows(P, R, s, m, 0, m, dummy)
-                _backward_block(P, top, xin, ldx, m, 0, s)
+                _backward_block(P, top, m, 0, s, dummy)
         else:
             _barrier(R, &sense, T, tid)
             _loss_rows(P, R, s, m, _lo(m, T, tid), _lo(m, T, tid + 1), dummy)
             _barrier(R, &sense, T, tid)
             for p in range(_lo(top.nb, T, tid), _lo(top.nb, T, tid + 1)):
-                _backward_block(P, top, xin, ldx, m, p, s)
+                _backward_block(P, top, m, p, s, dummy)
         if tid == 0:
             _decide(R, s, T)
         _barrier(R, &sense, T, tid)
@@ -737,19 +823,22 @@ cdef void _thread(Plan *P, RunState *R, int tid, int T, floating dummy) noexcept
                         R.sse[j] += dd * dd
         if nL == 1 and not last:
             _gather(P, R, s + 1, tid, T, dummy)
-        # backward through the layers below, then the updates of the layer above
-        for l in range(nL - 1, 0, -1):
-            L = &P.layers[l - 1]
-            xin = _layer_input(P, l - 1, s, &ldx, dummy)
+        # backward through the nodes below, each followed by the updates of its readers
+        for l in range(nL - 2, -1, -1):
+            L = &P.layers[l]
+            if not L.need_gh:
+                continue
             for q in range(_lo(L.nb, T, tid), _lo(L.nb, T, tid + 1)):
-                _input_grad_block(P, &P.layers[l], L, m, q, dummy)
-                _backward_block(P, L, xin, ldx, m, q, s)
-            if l > 1 or last or fall:
+                _input_grad_block(P, L, m, q, s, dummy)
+                _backward_block(P, L, m, q, s, dummy)
+            if l > P.first_gh or last or fall:
                 _barrier(R, &sense, T, tid)
-                _update_own(P, &P.layers[l], s, tid, T, dummy)
+                _update_readers(P, L, s, tid, T, dummy)
             else:
-                pending = True
-        _update_own(P, &P.layers[0], s, tid, T, dummy)
+                pend = l
+        for l in range(nL):
+            if P.layers[l].upd_at_end:
+                _update_own(P, &P.layers[l], s, tid, T, dummy)
         if nL == 1:
             _barrier(R, &sense, T, tid)
         s += 1
@@ -779,6 +868,80 @@ def _aligned(Py_ssize_t n, dtype):
     buf = np.zeros(n + 64 // item + 1, dtype=dtype)
     cdef Py_ssize_t off = ((64 - _addr(buf) % 64) % 64) // item
     return buf[off:off + n]
+
+
+_NODE_KINDS = {"dense": NODE_DENSE, "concat": NODE_CONCAT, "add": NODE_ADD, "mul": NODE_MUL}
+
+
+def _graph(list layers, list inputs):
+    """Check the nodes of a plan and derive what the run needs: per node its parents (default:
+    the node before, or input 0 for the first), the concatenation offsets, the readers (node,
+    slot) in order, whether its backward runs (need_gh: a parameter lies in or behind it), the
+    layers updated after its backward (upd) or at the end of a step (upd_at_end); the output
+    widths, the input column offsets and the first node below the output whose backward
+    runs. A ValueError names what is wrong."""
+    n = len(layers)
+    if not inputs or any(w <= 0 for w in inputs):
+        raise ValueError(f"inputs must be positive widths, got {inputs}")
+    # (no negative indices: this module is compiled with wraparound off)
+    in_off = [0]
+    for w in inputs:
+        in_off.append(in_off[len(in_off) - 1] + w)
+    widths, nodes = [], []
+    for l, d in enumerate(layers):
+        kind = d.get("kind", "dense")
+        if kind not in _NODE_KINDS:
+            raise ValueError(f"node {l}: unknown kind {kind!r}")
+        par = [int(q) for q in d.get("parents", [l - 1] if l else [-1])]
+        if not par or any(not -len(inputs) <= q < l for q in par):
+            raise ValueError(f"node {l}: parents {par} must be earlier nodes or inputs "
+                             f"(-1 to -{len(inputs)})")
+        pw = [inputs[-1 - q] if q < 0 else widths[q] for q in par]
+        k = d.get("pieces", 1)
+        par_off = [0]
+        if kind == "dense":
+            if k < 1 or d["n_out"] % k:
+                raise ValueError(f"layer {l}: {d['n_out']} units are not groups of {k}")
+            if k > 1 and (d["code"] != ACT_IDENTITY or d["keep_z"]):
+                raise ValueError(f"layer {l}: the units of a maxout layer are linear")
+            if len(par) != 1:
+                raise ValueError(f"layer {l} has {len(par)} parents, a layer takes one")
+            if d["n_in"] != pw[0]:
+                who = f"input {-1 - par[0]}" if par[0] < 0 else f"layer {par[0]}"
+                raise ValueError(f"layer {l} takes {d['n_in']} inputs, {who} gives {pw[0]}")
+        else:
+            if k != 1 or d.get("code", ACT_IDENTITY) != ACT_IDENTITY or d.get("keep_z") \
+                    or d.get("has_bias"):
+                raise ValueError(f"node {l}: a {kind} node has no units of its own")
+            for w in pw:
+                par_off.append(par_off[len(par_off) - 1] + w)
+            want = par_off[len(par_off) - 1] if kind == "concat" else pw[0]
+            if d["n_out"] != want or (kind != "concat" and any(w != want for w in pw)):
+                raise ValueError(f"node {l}: a {kind} of widths {pw} does not give "
+                                 f"{d['n_out']}")
+        widths.append(d["n_out"] // k)
+        nodes.append({"par": par, "par_off": par_off, "cons": [], "cons_slot": [], "upd": [],
+                      "upd_at_end": False, "dense": kind == "dense"})
+    for l, node in enumerate(nodes):
+        for j, q in enumerate(node["par"]):
+            if q >= 0:
+                nodes[q]["cons"].append(l)
+                nodes[q]["cons_slot"].append(j)
+        node["need_gh"] = node["dense"] or any(q >= 0 and nodes[q]["need_gh"]
+                                               for q in node["par"])
+    for l in range(n - 1):
+        if not nodes[l]["cons"]:
+            raise ValueError(f"node {l}: nothing reads its output (only the last node is the "
+                             f"output)")
+    for l, node in enumerate(nodes):
+        q = node["par"][0]
+        if node["dense"]:
+            if q >= 0 and nodes[q]["need_gh"]:
+                nodes[q]["upd"].append(l)
+            else:
+                node["upd_at_end"] = True
+    first_gh = next((l for l in range(n - 1) if nodes[l]["need_gh"]), -1)
+    return {"nodes": nodes, "widths": widths, "in_off": in_off, "first_gh": first_gh}
 
 
 cdef Py_ssize_t _block_width(Py_ssize_t block, Py_ssize_t pieces):
@@ -826,9 +989,11 @@ cdef class Core:
         self.P.in_mean = NULL
         self.P.in_scale = NULL
 
-    def __init__(self, list layers, str loss, dtype, Py_ssize_t block=BLOCK):
+    def __init__(self, list layers, str loss, dtype, Py_ssize_t block=BLOCK, inputs=None):
         cdef Py_ssize_t l, k, n_post
         cdef LayerC *L
+        cdef int *ip
+        cdef Py_ssize_t *sp
         if block <= 0 or block % 16:
             raise ValueError(f"block must be a positive multiple of 16, got {block}")
         if not layers:
@@ -840,18 +1005,10 @@ cdef class Core:
             raise TypeError(f"dtype must be float32 or float64, got {self.dtype}")
         self.block = block
         self._specs = [dict(d) for d in layers]
-        widths = []
-        for l, d in enumerate(layers):
-            k = d.get("pieces", 1)
-            if k < 1 or d["n_out"] % k:
-                raise ValueError(f"layer {l}: {d['n_out']} units are not groups of {k}")
-            if k > 1 and (d["code"] != ACT_IDENTITY or d["keep_z"]):
-                raise ValueError(f"layer {l}: the units of a maxout layer are linear")
-            widths.append(d["n_out"] // k)
-        for l in range(1, len(layers)):
-            if layers[l]["n_in"] != widths[l - 1]:
-                raise ValueError(f"layer {l} takes {layers[l]['n_in']} inputs, layer {l - 1} "
-                                 f"gives {widths[l - 1]}")
+        if inputs is None:
+            inputs = [layers[0]["n_in"]]
+        g = _graph(layers, [int(w) for w in inputs])
+        widths = g["widths"]
         self.P.layers = <LayerC *> PyMem_Malloc(len(layers) * sizeof(LayerC))
         if self.P.layers == NULL:
             raise MemoryError()
@@ -859,16 +1016,43 @@ cdef class Core:
         self.P.n_layers = self.n_layers
         self.P.block = block
         self.P.loss = LOSS_KINDS[loss]
-        self.P.n_in = layers[0]["n_in"]
+        self.P.n_in = g["in_off"][len(inputs)]
         self.P.ld_in = self._ld(self.P.n_in)
+        self.P.n_inputs = len(inputs)
+        self.P.first_gh = g["first_gh"]
         self.P.n_classes = widths[len(layers) - 1]
         if self.P.loss == LOSS_BCE and self.P.n_classes != 1:
             raise ValueError("binary cross-entropy needs one output")
         keep = []
         posts = []
+        ints = np.asarray(g["in_off"], dtype=np.intp)
+        posts.append(ints)
+        self.P.in_off = <Py_ssize_t *> _addr(ints)
         for l, d in enumerate(layers):
             L = &self.P.layers[l]
-            L.n_in = d["n_in"]
+            L.kind = _NODE_KINDS[d.get("kind", "dense")]
+            node = g["nodes"][l]
+            for name in ("par", "cons", "cons_slot", "upd"):
+                a = np.asarray(node[name] or [0], dtype=np.intc)
+                posts.append(a)
+                ip = <int *> _addr(a)
+                if name == "par":
+                    L.par = ip
+                elif name == "cons":
+                    L.cons = ip
+                elif name == "cons_slot":
+                    L.cons_slot = ip
+                else:
+                    L.upd = ip
+            a = np.asarray(node["par_off"], dtype=np.intp)
+            posts.append(a)
+            L.par_off = <Py_ssize_t *> _addr(a)
+            L.n_par = len(node["par"])
+            L.n_cons = len(node["cons"])
+            L.n_upd = len(node["upd"])
+            L.need_gh = node["need_gh"]
+            L.upd_at_end = node["upd_at_end"]
+            L.n_in = d["n_in"] if L.kind == NODE_DENSE else 0
             L.n_out = d["n_out"]
             L.ld = self._ld(L.n_out)
             L.pieces = d.get("pieces", 1)
