@@ -30,7 +30,6 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from fastnn import training
 from fastnn._threads import check_not_fitting, exclusive_use
 from fastnn._validation import check_float_array, check_float_dtype
 from fastnn.losses import Loss, get_loss
@@ -430,11 +429,14 @@ class Model(_Container):
     def fit(self, X, y, loss=None, loss_weights=None, optimizer=None, epochs: int = 10,
             batch_size: int = 32, shuffle: bool = True, validation_data=None,
             validation_split: float = 0.0, callbacks=None, verbose=1, seed=None, lr=None,
-            on_divergence: str = "raise"):
+            on_divergence: str = "raise", engine="auto"):
         """Train on ``X`` (one array per input) and ``y`` (one target array per output) with
         one loss per output (``loss``: a name or loss object, or a list of them), summed with
         ``loss_weights`` (default 1 each). The other arguments are those of
-        :func:`fastnn.training.fit`; returns its History (the summed loss, no metric)."""
+        :func:`fastnn.training.fit`; returns its History (the summed loss, no metric). A
+        model of one output whose loss has weight 1 trains on the training engine when it
+        covers the layers (``engine``: as for fit)."""
+        from fastnn import training   # deferred: see tests/test_imports.py
         packed_loss = self._packed_loss(loss, loss_weights)
         Xp = self._pack_x(X)
         yp = packed_loss.pack_y(y, Xp.shape[0])
@@ -447,7 +449,7 @@ class Model(_Container):
                             epochs=epochs, batch_size=batch_size, shuffle=shuffle,
                             validation_data=val, validation_split=validation_split,
                             callbacks=callbacks, verbose=verbose, seed=seed, lr=lr,
-                            on_divergence=on_divergence)
+                            on_divergence=on_divergence, engine=engine)
 
     def evaluate(self, X, y, loss=None, loss_weights=None, batch_size: int = 1024) -> dict:
         """``{"loss": summed loss, "loss_<i>": each output's loss, and "accuracy_<i>" for the

@@ -591,7 +591,7 @@ def _prepare_fit(model, X, y, loss, optimizer, epochs, batch_size, shuffle, vali
         show_bar=show_bar, epochs=epochs, start_epoch=start_epoch, n_train=n_train,
         batches=batches, n_batches=n_batches, stream=stream, steps_per_epoch=steps_per_epoch,
         val_stream=val_stream, X_val=X_val, y_val=y_val, on_divergence=on_divergence,
-        engine=eng, engine_data=() if eng is None else (X, y))
+        engine=eng, engine_data=() if eng is None else (X, eng.targets(y)))
     state.run_epoch = _epoch_runner(state)
     return state
 
@@ -784,7 +784,9 @@ def _run_epoch_engine(state, epoch, bar) -> _EpochResult:
             res = eng.run(X, y, order, start, bs, time_budget_s=_ENGINE_CHUNK_S)
         run.n += res.samples
         run.loss_sum += res.loss_sum
-        if res.sums is not None:
+        if not run.has_metric:
+            pass   # (a graph Model's packed loss: the loss alone)
+        elif res.sums is not None:
             run.s1 += res.sums[0]
             run.s2 += res.sums[1]
             run.sse += res.sums[2]

@@ -742,8 +742,8 @@ def test_why_not_names_what_is_not_covered():
         pass
     assert "MyLoss" in why_not(m, MyLoss(), adam)
     assert "one output" in why_not(m, losses.BinaryCrossEntropyLoss(), adam)
-    assert "before the first Dense" in why_not(Sequential(Dropout(0.5), Dense(4, 2)),
-                                               losses.CrossEntropyLoss(), adam)
+    indrop = Sequential(Dropout(0.5), Dense(4, 2))   # input dropout: a copy node carries it
+    assert why_not(indrop, losses.CrossEntropyLoss(), optim.Adam(indrop.parameters())) is None
     assert why_not(m, losses.CrossEntropyLoss(), adam,
                    y=np.eye(2, dtype=np.float32)[[0, 1]]) is None
     assert "neither integer labels nor rows" in why_not(m, losses.CrossEntropyLoss(), adam,
@@ -1043,3 +1043,267 @@ def test_random_chains_bitwise_for_thread_counts_and_chunks(no_fallback):
             out.append([p.data.copy() for p in m.parameters()])
         for a, b in zip(*out):
             assert np.array_equal(a, b, equal_nan=True), case
+
+
+# --------------------------------------------------------------------------- graphs ---
+
+def _graph_model(dtype, seed=0):
+    """Two inputs, a concatenation, a residual sum, an activation on an input (a copy node),
+    dropout after a sum, a product of two layers, a maxout layer."""
+    from fastnn.graph import Add, Concatenate, Input, Model, Multiply
+    a, b = Input(6, name="a"), Input(5, name="b")
+    ta = Activation("tanh")(a)
+    h = Concatenate()([Dense(6, 16, "relu", seed=seed + 1, dtype=dtype)(ta),
+                       Dense(5, 8, "tanh", seed=seed + 2, dtype=dtype)(b), a])
+    h = Add()([h, Dense(30, 30, "gelu", seed=seed + 3, dtype=dtype)(h)])
+    h = Dropout(0.2, seed=seed + 4)(Activation("relu")(h))
+    g = Multiply()([Dense(30, 12, "sigmoid", seed=seed + 5, dtype=dtype)(h),
+                    Maxout(30, 12, 2, seed=seed + 6, dtype=dtype)(h)])
+    out = Dense(12, 4, seed=seed + 7, dtype=dtype)(g)
+    return Model([a, b], out, dtype=dtype)
+
+
+def _graph_module_steps(model, opt, loss, X, y, order, bs, n_steps):
+    for s in range(n_steps):
+        idx = order[s * bs:(s + 1) * bs]
+        xb = np.ascontiguousarray(X[idx])
+        model.zero_grad()
+        z = model.forward([np.ascontiguousarray(xb[:, :6]), np.ascontiguousarray(xb[:, 6:])])
+        _, g = loss.loss_and_grad(z, y[idx], grad_out=np.empty_like(z))
+        model.backward(g, need_input_grad=False)
+        opt.step()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("block", [16, None])
+def test_graph_model_against_module_path(dtype, block):
+    X, y, order = data(90, 11, 4, dtype)
+    models = [_graph_model(dtype) for _ in range(2)]
+    start = [p.data.copy() for p in models[0].parameters()]
+    opts = [optim.Adam(m.parameters(), lr=1e-2) for m in models]
+    _graph_module_steps(models[0], opts[0], losses.CrossEntropyLoss(), X, y, order, 16, 5)
+    eng = compile_training(models[1], losses.CrossEntropyLoss(), opts[1], 2, block=block)
+    assert eng is not None
+    assert eng.run(X, y, order, 0, 16, 5).steps == 5
+    assert_close(models[1], models[0], TOL[dtype])
+    for p, p0 in zip(models[1].parameters(), start):
+        assert not np.array_equal(p.data, p0)
+    drops = [m for m in models[1].modules() if type(m) is Dropout]
+    assert [d._calls for d in drops] == [5]
+
+
+def test_graph_model_bitwise_for_1_to_4_threads(no_fallback):
+    X, y, order = data(160, 11, 4, np.float32, seed=3)
+    out = []
+    for nt in (1, 2, 3, 4):
+        m = _graph_model(np.float32)
+        eng = compile_training(m, losses.CrossEntropyLoss(), optim.Adam(m.parameters()), nt,
+                               block=16)
+        eng._exact_threads = True
+        res = eng.run(X, y, order, 0, 16, 10)
+        assert res.steps == 10
+        out.append([p.data.copy() for p in m.parameters()])
+    for got in out[1:]:
+        for a, b in zip(got, out[0]):
+            assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_residual_and_parallel_containers_against_module_path(dtype):
+    from fastnn.model import Parallel, Residual
+    X, y, order = data(80, 10, 3, dtype)
+    models = []
+    for _ in range(2):
+        models.append(Sequential(
+            Dropout(0.1, seed=2),                        # input dropout
+            Dense(10, 20, "relu", seed=1, dtype=dtype),
+            Residual(Sequential(Dense(20, 20, "tanh", seed=2, dtype=dtype),
+                                Dropout(0.3, seed=3), Dense(20, 20, seed=4, dtype=dtype))),
+            Activation("relu"),
+            Parallel(Dense(20, 7, "silu", seed=5, dtype=dtype), Maxout(20, 5, 3, seed=6,
+                                                                       dtype=dtype)),
+            Dense(12, 6, "elu", seed=7, dtype=dtype),
+            Parallel(Dense(6, 3, seed=8, dtype=dtype), Dense(6, 3, seed=9, dtype=dtype),
+                     merge="sum"), dtype=dtype))
+    opts = [optim.SGD(m.parameters(), lr=0.05, momentum=0.9) for m in models]
+    module_steps(models[0], opts[0], losses.CrossEntropyLoss(), X, y, order, 16, 5)
+    eng = compile_training(models[1], losses.CrossEntropyLoss(), opts[1], 2, block=16)
+    assert eng is not None
+    assert eng.run(X, y, order, 0, 16, 5).steps == 5
+    assert_close(models[1], models[0], TOL[dtype])
+
+
+def test_fit_graph_model_on_the_engine():
+    rng = np.random.default_rng(4)
+    Xa = rng.standard_normal((120, 6)).astype(np.float32)
+    Xb = rng.standard_normal((120, 5)).astype(np.float32)
+    y = rng.integers(0, 4, 120)
+    runs = []
+    for engine in (True, False):
+        m = _graph_model(np.float32)
+        h = m.fit([Xa, Xb], y, loss="cross_entropy", epochs=2, batch_size=16, verbose=0,
+                  seed=1, engine=engine, validation_data=([Xa[:20], Xb[:20]], y[:20]))
+        assert h.params["engine"] is engine
+        runs.append((m, h))
+    assert_close(runs[0][0], runs[1][0], 1e-5)
+    for k in ("loss", "val_loss"):
+        np.testing.assert_allclose(runs[0][1][k], runs[1][1][k], rtol=1e-5)
+    # squared loss on one output, targets (n,) and (n, 1)
+    from fastnn.graph import Input, Model
+    for t in (rng.standard_normal(120), rng.standard_normal((120, 1))):
+        res = []
+        for engine in (True, False):
+            a = Input(6)
+            m = Model(a, Dense(8, 1, seed=2)(Dense(6, 8, "relu", seed=1)(a)))
+            h = m.fit(Xa, t, loss="squared", epochs=2, batch_size=16, verbose=0, seed=1,
+                      engine=engine)
+            assert h.params["engine"] is engine
+            res.append(m)
+        assert_close(res[0], res[1], 1e-5)
+
+
+def test_graph_models_the_engine_does_not_cover():
+    from fastnn.graph import Add, Input, Model
+    a = Input(4)
+    d = Dense(4, 4, seed=0)
+    shared = Model(a, Dense(4, 2)(Add()([d(a), d(a)])))
+    assert "several nodes" in why_not(shared, losses.CrossEntropyLoss(),
+                                      optim.SGD(shared.parameters()))
+    a = Input(4)
+    h = Dense(4, 4)(a)
+    two = Model(a, [Dense(4, 2)(h), Dense(4, 1)(h)])
+    with pytest.raises(ValueError, match="engine=True.*2 outputs"):
+        two.fit(np.ones((8, 4), np.float32), [np.zeros(8, int), np.zeros(8)],
+                loss=["cross_entropy", "squared"], epochs=1, verbose=0, engine=True)
+    a = Input(4)
+    one = Model(a, Dense(4, 2)(Dense(4, 4)(a)))
+    with pytest.raises(ValueError, match="engine=True.*weight other than 1"):
+        one.fit(np.ones((8, 4), np.float32), np.zeros(8, int), loss="cross_entropy",
+                loss_weights=[0.5], epochs=1, verbose=0, engine=True)
+    h = one.fit(np.ones((8, 4), np.float32), np.zeros(8, int), loss="cross_entropy",
+                loss_weights=[0.5], epochs=1, verbose=0)
+    assert h.params["engine"] is False
+
+
+def test_core_graph_checks():
+    def core(nodes, inputs=None):
+        full = [{"code": 0, "keep_z": False, "has_bias": False, **d} for d in nodes]
+        return _k.Core(full, "squared", np.float32, 16, inputs)
+    for nodes, inputs, match in (
+            ([{"n_in": 3, "n_out": 2, "parents": [0]}], None, "earlier nodes or inputs"),
+            ([{"n_in": 3, "n_out": 2, "parents": [-2]}], None, "earlier nodes or inputs"),
+            ([{"n_in": 3, "n_out": 2, "parents": [-1, -2]}], [3, 3], "takes one"),
+            ([{"n_in": 4, "n_out": 2}], [3], "takes 4 inputs, input 0 gives 3"),
+            ([{"kind": "concat", "n_in": 0, "n_out": 5, "parents": [-1, -2]}], [3, 3],
+             "does not give 5"),
+            ([{"kind": "add", "n_in": 0, "n_out": 3, "parents": [-1, -2]}], [3, 4],
+             "does not give 3"),
+            ([{"kind": "mul", "n_in": 0, "n_out": 3, "parents": [-1], "has_bias": True}], [3],
+             "no units of its own"),
+            ([{"kind": "max", "n_in": 0, "n_out": 3, "parents": [-1]}], [3], "unknown kind"),
+            ([{"n_in": 3, "n_out": 2}, {"n_in": 3, "n_out": 1, "parents": [-1]}], [3],
+             "node 0: nothing reads"),
+            ([{"n_in": 3, "n_out": 2}], [0], "positive widths")):
+        with pytest.raises(ValueError, match=match):
+            core(nodes, inputs)
+
+
+def _random_graph(rng, dtype, n_in, n_out):
+    """A random graph Model: layers, activations, dropout and merges over earlier values,
+    every value ending in the output (the sinks are concatenated before the last layer).
+    Returns a builder: calling it gives a fresh model of the same structure and weights."""
+    from fastnn.graph import Add, Concatenate, Input, Model, Multiply
+    plan, widths = [], list(n_in)
+    for k in range(int(rng.integers(3, 9))):
+        op = ["dense", "dense", "maxout", "act", "drop", "concat", "add", "mul"][
+            int(rng.integers(0, 8))]
+        src = int(rng.integers(0, len(widths)))
+        if op in ("add", "mul"):
+            same = [i for i, w in enumerate(widths) if w == widths[src]]
+            if len(same) < 2:
+                op = "dense"
+        if op in ("add", "mul"):
+            plan.append((op, [int(i) for i in rng.choice(same, 2, replace=False)]))
+            widths.append(widths[src])
+        elif op == "concat":
+            srcs = sorted({src, int(rng.integers(0, len(widths)))})
+            plan.append((op, srcs))
+            widths.append(sum(widths[i] for i in srcs))
+        elif op in ("dense", "maxout"):
+            w = int(rng.integers(1, 40))
+            plan.append((op, [src], w, int(rng.integers(2, 4)),
+                         ["relu", "tanh", None, "gelu", "sigmoid"][int(rng.integers(0, 5))]))
+            widths.append(w)
+        else:
+            plan.append((op, [src], ["tanh", "relu", "silu"][int(rng.integers(0, 3))]))
+            widths.append(widths[src])
+
+    def build():
+        vals = [Input(w) for w in n_in]
+        ins = list(vals)
+        for i, step in enumerate(plan):
+            op, srcs = step[0], [vals[j] for j in step[1]]
+            if op == "add":
+                v = Add()(srcs)
+            elif op == "mul":
+                v = Multiply()(srcs)
+            elif op == "concat":
+                v = Concatenate()(srcs) if len(srcs) > 1 else srcs[0]
+            elif op == "dense":
+                v = Dense(srcs[0].features, step[2], step[4], seed=i, dtype=dtype)(srcs[0])
+            elif op == "maxout":
+                v = Maxout(srcs[0].features, step[2], step[3], seed=i, dtype=dtype)(srcs[0])
+            elif op == "drop":
+                v = Dropout(0.25, seed=i)(srcs[0])
+            else:
+                v = Activation(step[2])(srcs[0])
+            vals.append(v)
+        read = {id(p) for v in vals for p in v.parents}
+        sinks = [v for v in vals if id(v) not in read]
+        h = Concatenate()(sinks) if len(sinks) > 1 else sinks[0]
+        return Model(ins, Dense(h.features, n_out, seed=99, dtype=dtype)(h), dtype=dtype)
+    return build
+
+
+def test_random_graphs_against_module_path_and_bitwise_for_thread_counts(no_fallback):
+    """Random graph Models (two inputs): the engine on 1 thread matches the module path
+    (float64), and 2-4 threads give its bits."""
+    rng = np.random.default_rng(7)
+    for case in range(16):
+        dtype = np.float64
+        build = _random_graph(rng, dtype, [5, 3], 3)
+        n, bs, steps = 60, int(rng.integers(1, 20)), 4
+        X = rng.standard_normal((n, 8))
+        y = rng.integers(0, 3, n)
+        order = rng.permutation(n)
+        ref = build()
+        opt = optim.Adam(ref.parameters(), lr=1e-2)
+        _graph_module_steps_split(ref, opt, losses.CrossEntropyLoss(), X, y, order, bs, steps,
+                                  5)
+        out, block = [], int(rng.choice([16, 32]))
+        for nt in (1, int(rng.integers(2, 5))):
+            m = build()
+            eng = compile_training(m, losses.CrossEntropyLoss(),
+                                   optim.Adam(m.parameters(), lr=1e-2), nt, block=block)
+            assert eng is not None, why_not(m, losses.CrossEntropyLoss(),
+                                            optim.Adam(m.parameters()))
+            eng._exact_threads = True
+            assert eng.run(X, y, order, 0, bs, steps).steps == steps
+            out.append([p.data.copy() for p in m.parameters()])
+        for a, b, r in zip(out[0], out[1], ref.parameters()):
+            assert np.array_equal(a, b), case
+            assert rel(a, r.data) <= 1e-9, (case, rel(a, r.data))
+
+
+def _graph_module_steps_split(model, opt, loss, X, y, order, bs, n_steps, split):
+    for s in range(n_steps):
+        idx = order[s * bs:(s + 1) * bs]
+        if len(idx) == 0:
+            break
+        xb = X[idx]
+        model.zero_grad()
+        z = model.forward([np.ascontiguousarray(xb[:, :split]),
+                           np.ascontiguousarray(xb[:, split:])])
+        _, g = loss.loss_and_grad(z, y[idx], grad_out=np.empty_like(z))
+        model.backward(g, need_input_grad=False)
+        opt.step()

@@ -30,6 +30,9 @@ DEFERRED = {
     ("fastnn.model", "fastnn.training"):
         "fastnn.training runs fit on the training engine, whose compiler reads "
         "fastnn.model.Sequential: Sequential.fit/evaluate call into training at run time",
+    ("fastnn.graph", "fastnn.training"):
+        "fastnn.training runs fit on the training engine, whose compiler reads "
+        "fastnn.graph.Model: Model.fit calls into training at run time",
 }
 
 

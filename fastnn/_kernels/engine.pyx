@@ -321,7 +321,8 @@ cdef struct Plan:
     LayerC *layers
     int n_inputs            # input i is columns [in_off[i], in_off[i + 1]) of the gathered rows
     Py_ssize_t *in_off
-    int first_gh            # the first node (below the output) whose backward runs; -1: none
+    int defer               # 0 when node 0's backward runs (its readers' updates then wait for
+                            # the next step's first barrier), else -1
     Py_ssize_t block, n_in, ld_in, n_classes
     int loss
     const char *in_mean     # input standardization (NULL: none): x' = (x - mean) / scale
@@ -747,12 +748,15 @@ cdef void _thread(Plan *P, RunState *R, int tid, int T, floating dummy) noexcept
     Nodes run forward in their (topological) order, with a barrier after each but the last,
     and backward in reverse order, with a barrier after each node whose input gradient
     (GH) was computed; after that barrier the layers that read the node update their
-    weights (their weights were read for that gradient). The updates of the readers of the
-    last node of the backward wait for the first barrier of the next step instead of a
-    barrier of their own (for a chain: layer 1's, after the input gradient of layer 0), and
-    the next batch is gathered after that barrier. The last step of a run, and a step
-    before the fallback, update at once after a barrier. Layers on an input update at the
-    end of the step: no other thread reads their weights in the backward."""
+    weights (their weights were read for that gradient). When that node is node 0 (for a
+    chain: layer 0), the updates of its readers wait for the first barrier of the next step
+    instead of a barrier of their own, and the next batch is gathered after that barrier:
+    node 0 reads only inputs, whose batch buffers alternate, so the next step's forward of
+    node 0 overwrites nothing its backward still reads (a later node's backward reads the
+    outputs of node 0: it always ends with a barrier). The last step of a run, and a step
+    before the fallback, update at once after a barrier. Layers whose input needs no
+    gradient update at the end of the step: no other thread reads their weights in the
+    backward."""
     cdef int sense = 0, nL = P.n_layers, pend = -1
     cdef LayerC *top = &P.layers[nL - 1]
     cdef LayerC *L
@@ -831,7 +835,7 @@ cdef void _thread(Plan *P, RunState *R, int tid, int T, floating dummy) noexcept
             for q in range(_lo(L.nb, T, tid), _lo(L.nb, T, tid + 1)):
                 _input_grad_block(P, L, m, q, s, dummy)
                 _backward_block(P, L, m, q, s, dummy)
-            if l > P.first_gh or last or fall:
+            if l != P.defer or last or fall:
                 _barrier(R, &sense, T, tid)
                 _update_readers(P, L, s, tid, T, dummy)
             else:
@@ -1019,7 +1023,7 @@ cdef class Core:
         self.P.n_in = g["in_off"][len(inputs)]
         self.P.ld_in = self._ld(self.P.n_in)
         self.P.n_inputs = len(inputs)
-        self.P.first_gh = g["first_gh"]
+        self.P.defer = 0 if g["first_gh"] == 0 else -1
         self.P.n_classes = widths[len(layers) - 1]
         if self.P.loss == LOSS_BCE and self.P.n_classes != 1:
             raise ValueError("binary cross-entropy needs one output")

@@ -38,8 +38,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from fastnn import graph as _graph
 from fastnn import layers as fl
 from fastnn import losses as _losses
+from fastnn import model as _model
 from fastnn import optim as _optim
 from fastnn._kernels import _blas
 from fastnn._kernels import dropout as _dk
@@ -106,84 +108,181 @@ class RunResult:
     wait_fraction: float = 0.0
 
 
-def _flatten(model):
-    """The chain's modules in order (nested Sequentials flattened), or a reason string."""
-    if type(model) is not Sequential:
-        return f"the network is a {type(model).__name__}, not a Sequential chain"
-    out = []
-    for m in model._layers:
-        if type(m) is Sequential:
-            sub = _flatten(m)
-            if isinstance(sub, str):
-                return sub
-            out.extend(sub)
-        else:
-            out.append(m)
-    return out
+class _NotCovered(Exception):
+    """A part of the network the engine does not cover (the message says which)."""
 
 
-def _chain(model):
-    """(layers, modules) of a covered chain: per Dense layer a spec dict for the engine and the
-    modules behind it; or a reason string."""
-    mods = _flatten(model)
-    if isinstance(mods, str):
-        return mods
-    act_types = {fl.Activation, fl.Identity, fl.Sigmoid, fl.Tanh, fl.ReLU, fl.Step, fl.Sign,
-                 fl.LeakyReLU, fl.ELU, fl.Softplus, fl.GELU, fl.SiLU}
-    specs, owners = [], []
-    lead = None   # a leading Normalization: applied to each gathered batch
-    for m in mods:
+_ACT_TYPES = {fl.Activation, fl.Identity, fl.Sigmoid, fl.Tanh, fl.ReLU, fl.Step, fl.Sign,
+              fl.LeakyReLU, fl.ELU, fl.Softplus, fl.GELU, fl.SiLU}
+_MERGES = {_graph.Concatenate: "concat", _graph.Add: "add", _graph.Multiply: "mul"}
+
+
+class _Builder:
+    """Turns a network into the engine's nodes. A value is a reference: a node index, or
+    -1 - i for input i. Elementwise modules (Activation, Dropout) become post ops of the node
+    whose value they read when nothing else reads that value (a frozen value is read more
+    than once), else of a one-parent "add" node (a copy)."""
+
+    def __init__(self, input_widths):
+        self.inputs = list(input_widths)
+        self.specs, self.owners = [], []
+        self.frozen = set()
+        self.lead = None   # a Normalization of the only input: applied to each gathered batch
+
+    def width(self, ref):
+        return self.inputs[-1 - ref] if ref < 0 else _width(self.specs[ref])
+
+    def _node(self, spec, owner):
+        self.specs.append(spec)
+        self.owners.append(owner)
+        return len(self.specs) - 1
+
+    def layer(self, m, ref):
         t = type(m)
-        if t is Normalization and not specs and lead is None:
-            if not m.adapted:
-                return "the Normalization layer has no statistics (call adapt)"
-            lead = m
-            continue
+        d = m.linear if t is fl.Maxout else m
+        if t is fl.Maxout and (type(d) is not fl.Dense
+                               or _CODES.get(d.activation) != _CODES["identity"]):
+            raise _NotCovered("a Maxout whose linear part is not a plain linear Dense layer")
+        if t is fl.Dense and m.activation not in _CODES:
+            raise _NotCovered(f"activation {m.activation!r} is not in the activation table")
+        if max(d.in_features, d.out_features) > BLAS_MAX_DIM:
+            raise _NotCovered("a layer is wider than 2**31 - 1 (the 32-bit sizes of BLAS calls)")
+        if d.in_features != self.width(ref):
+            raise _NotCovered(f"{m!r} takes {d.in_features} features, it is given "
+                              f"{self.width(ref)}")
+        spec = {"n_in": d.in_features, "n_out": d.out_features, "parents": [ref],
+                "has_bias": d.bias is not None, "post": []}
         if t is fl.Maxout:
-            d = m.linear
-            if type(d) is not fl.Dense or _CODES.get(d.activation) != _CODES["identity"]:
-                return "a Maxout whose linear part is not a plain linear Dense layer"
-            if max(d.in_features, d.out_features) > BLAS_MAX_DIM:
-                return "a layer is wider than 2**31 - 1 (the 32-bit sizes of BLAS calls)"
-            specs.append({"n_in": d.in_features, "n_out": d.out_features,
-                          "code": _CODES["identity"], "keep_z": False,
-                          "has_bias": d.bias is not None, "pieces": m.pieces, "post": []})
-            owners.append({"dense": d, "post": [], "maxout": m})
-            continue
-        if t is fl.Dense:
-            if m.activation not in _CODES:
-                return f"activation {m.activation!r} is not in the activation table"
-            if max(m.in_features, m.out_features) > BLAS_MAX_DIM:
-                return "a layer is wider than 2**31 - 1 (the 32-bit sizes of BLAS calls)"
-            specs.append({"n_in": m.in_features, "n_out": m.out_features,
-                          "code": _CODES[m.activation],
-                          "keep_z": bool(ACTIVATION_TABLE[m.activation].needs_z),
-                          "has_bias": m.bias is not None, "post": []})
-            owners.append({"dense": m, "post": []})
-            continue
-        if t in act_types:
-            if m.name == "identity":
-                continue
-            op = ("act", _CODES[m.name], bool(ACTIVATION_TABLE[m.name].needs_z))
-        elif t is fl.Dropout:
+            spec.update(code=_CODES["identity"], keep_z=False, pieces=m.pieces)
+        else:
+            spec.update(code=_CODES[m.activation],
+                        keep_z=bool(ACTIVATION_TABLE[m.activation].needs_z))
+        return self._node(spec, {"dense": d, "post": []})
+
+    def merge(self, kind, refs):
+        widths = [self.width(r) for r in refs]
+        if kind != "concat" and len(set(widths)) != 1:
+            raise _NotCovered(f"a {kind} of widths {widths}")
+        spec = {"kind": kind, "parents": list(refs), "code": _CODES["identity"],
+                "keep_z": False, "has_bias": False, "post": [],
+                "n_in": 0, "n_out": sum(widths) if kind == "concat" else widths[0]}
+        return self._node(spec, {"dense": None, "post": []})
+
+    def elementwise(self, m, ref):
+        if type(m) is fl.Dropout:
             if m.p == 0.0:
-                continue   # the module is then the identity and draws no mask
+                return ref   # the module is then the identity and draws no mask
             scale = 1.0 / (1.0 - m.p) if m.mode == "inverted" else 1.0
             op = ("dropout", scale, int(_dropout_threshold(m.p)),
                   int(m.seed) & 0xFFFFFFFFFFFFFFFF)
         else:
-            return f"the layer {t.__name__} is not covered by the training engine"
-        if not specs:
-            return f"a {t.__name__} module before the first Dense or Maxout layer"
-        specs[-1]["post"].append(op)
-        owners[-1]["post"].append(m)
-    if not specs:
-        return "the network has no Dense or Maxout layer"
-    if lead is not None:
-        if lead.n_features != specs[0]["n_in"]:
-            return "the Normalization layer's width is not the first layer's"
-        owners[0]["input"] = lead
-    return specs, owners
+            if m.name == "identity":
+                return ref
+            op = ("act", _CODES[m.name], bool(ACTIVATION_TABLE[m.name].needs_z))
+        if ref < 0 or ref in self.frozen:
+            ref = self.merge("add", [ref])
+        self.specs[ref]["post"].append(op)
+        self.owners[ref]["post"].append(m)
+        return ref
+
+    def module(self, m, ref):
+        """The value of module m applied to the value ref (Sequential, Residual and Parallel
+        containers included)."""
+        t = type(m)
+        if t is Sequential:
+            for sub in m._layers:
+                ref = self.module(sub, ref)
+            return ref
+        if t is _model.Residual:
+            self.frozen.add(ref)
+            return self.merge("add", [ref, self.module(m.module, ref)])
+        if t is _model.Parallel:
+            self.frozen.add(ref)
+            outs = [self.module(b, ref) for b in m.branches]
+            return self.merge("concat" if m.merge == "concat" else "add", outs)
+        if t in (fl.Dense, fl.Maxout):
+            return self.layer(m, ref)
+        if t in _ACT_TYPES or t is fl.Dropout:
+            return self.elementwise(m, ref)
+        if t is Normalization:
+            return self.normalization(m, ref)
+        raise _NotCovered(f"the layer {t.__name__} is not covered by the training engine")
+
+    def normalization(self, m, ref):
+        if ref != -1 or len(self.inputs) != 1 or ref in self.frozen or self.lead is not None:
+            raise _NotCovered("a Normalization layer other than the first on the only input")
+        if not m.adapted:
+            raise _NotCovered("the Normalization layer has no statistics (call adapt)")
+        if m.n_features != self.inputs[0]:
+            raise _NotCovered("the Normalization layer's width is not the input's")
+        self.lead = m
+        return ref
+
+    def finish(self, out):
+        if not any(o["dense"] is not None for o in self.owners):
+            raise _NotCovered("the network has no Dense or Maxout layer")
+        if out != len(self.specs) - 1:
+            raise _NotCovered("the output is not the network's last node")
+        return self.specs, self.owners, self.inputs
+
+
+def _graph_nodes(model, b):
+    """The output reference of a graph Model's nodes (one output; each layer used once)."""
+    if len(model._outputs) != 1:
+        raise _NotCovered(f"a Model with {len(model._outputs)} outputs")
+    readers = {}
+    for node in model._order:
+        for p in node.parents:
+            readers[id(p)] = readers.get(id(p), 0) + 1
+    used = set()
+    ref = {id(n): -1 - i for i, n in enumerate(model._inputs)}
+    for i, n in enumerate(model._inputs):
+        if readers.get(id(n), 0) > 1:
+            b.frozen.add(-1 - i)
+    for node in model._order:
+        if node.layer is None:
+            continue
+        m = node.layer
+        if id(m) in used:
+            raise _NotCovered("a layer used at several nodes (shared weights)")
+        used.add(id(m))
+        refs = [ref[id(p)] for p in node.parents]
+        if type(m) in _MERGES:
+            r = b.merge(_MERGES[type(m)], refs)
+        elif isinstance(m, _graph.Merge):
+            raise _NotCovered(f"the merge {type(m).__name__} is not covered by the training "
+                              f"engine")
+        else:
+            r = b.module(m, refs[0])
+        if readers.get(id(node), 0) > 1:
+            b.frozen.add(r)
+        ref[id(node)] = r
+    return ref[id(model._outputs[0])]
+
+
+def _nodes(model):
+    """(specs, owners, input widths) of a covered network, or a reason string. Covered: a
+    Sequential (nested Sequential, Residual and Parallel containers included) or a graph
+    Model with one output (also as fit passes it)."""
+    if type(model) is _graph._Packed:
+        model = model._model
+    try:
+        if type(model) is _graph.Model:
+            b = _Builder(model.input_widths)
+            specs, owners, inputs = b.finish(_graph_nodes(model, b))
+        elif type(model) is Sequential:
+            n_in = model.input_features()
+            if n_in is None:
+                return "the network's input width is not known"
+            b = _Builder([n_in])
+            specs, owners, inputs = b.finish(b.module(model, -1))
+        else:
+            return f"the network is a {type(model).__name__}, not a Sequential or a Model"
+    except _NotCovered as e:
+        return str(e)
+    if b.lead is not None:
+        owners[0]["input"] = b.lead
+    return specs, owners, inputs
 
 
 def _width(spec):
@@ -216,6 +315,21 @@ def _loss_kind(loss_fn, y=None):
     return kind
 
 
+def _inner_loss(loss_fn, y=None):
+    """(loss, targets) as the engine sees them: the packed loss fit trains a graph Model with
+    is, for one output of weight 1, that output's loss, and the packed targets that output's
+    (integer labels from their packed column); a ValueError names what is not covered."""
+    if type(loss_fn) is not _graph._PackedLoss:
+        return loss_fn, y
+    if len(loss_fn.losses) != 1:
+        raise ValueError(f"a loss for each of {len(loss_fn.losses)} outputs")
+    if loss_fn.weights[0] != 1.0:
+        raise ValueError("a loss weight other than 1")
+    if y is not None and loss_fn._y_widths is not None and np.ndim(y) == 2:
+        y = loss_fn.split_y(np.asarray(y))[0]
+    return loss_fn.losses[0], y
+
+
 def _opt_kind(optimizer):
     return _OPT_KINDS.get(type(optimizer))
 
@@ -223,10 +337,14 @@ def _opt_kind(optimizer):
 def why_not(model, loss_fn, optimizer, y=None) -> str | None:
     """None when the engine covers (model, loss_fn, optimizer) - and the targets ``y``, when
     given - else the reason it does not, as a sentence fragment."""
-    chain = _chain(model)
-    if isinstance(chain, str):
-        return chain
-    specs, owners = chain
+    nodes = _nodes(model)
+    if isinstance(nodes, str):
+        return nodes
+    specs, owners, _ = nodes
+    try:
+        loss_fn, y = _inner_loss(loss_fn, y)
+    except ValueError as e:
+        return str(e)
     kind = _loss_kind(loss_fn, y)
     if kind is None:
         return f"the loss {type(loss_fn).__name__} is not covered by the training engine"
@@ -251,7 +369,7 @@ def why_not(model, loss_fn, optimizer, y=None) -> str | None:
     seen = []
     for o in owners:
         d = o["dense"]
-        for p in (d.weight, d.bias):
+        for p in (() if d is None else (d.weight, d.bias)):
             if p is not None and not (isinstance(p.data, np.ndarray) and p.data.flags.c_contiguous
                                       and p.data.flags.writeable):
                 return "a Dense parameter is not a writeable C-contiguous array"
@@ -272,21 +390,22 @@ class TrainingEngine:
     """
 
     def __init__(self, model, loss_fn, optimizer, specs, owners, n_threads=None, block=None,
-                 y=None):
+                 y=None, inputs=None):
         self.model = model
         self.loss_fn = loss_fn
         self.optimizer = optimizer
-        self.loss_kind = _loss_kind(loss_fn, y)
+        inner, y = _inner_loss(loss_fn, y)
+        self.loss_kind = _loss_kind(inner, y)
         self.opt_kind = _opt_kind(optimizer)
         self.n_threads = n_threads
         self.dtype = np.dtype(model.parameters()[0].data.dtype)
         self._owners = owners
         self._exact_threads = False
         n_state = {"sgd": None, "adagrad": 1, "rmsprop": None, "adam": 2}[self.opt_kind]
-        self._params = []   # per layer: (weight, bias)
+        self._params = []   # per node: (weight, bias); (None, None) for a merge
         for s, o in zip(specs, owners):
             d = o["dense"]
-            self._params.append((d.weight, d.bias))
+            self._params.append((None, None) if d is None else (d.weight, d.bias))
             # the most state arrays the optimizer can hold (momentum may be set later)
             k = 2 if n_state is None else n_state
             s["n_state_w"] = k
@@ -294,7 +413,7 @@ class TrainingEngine:
         self.specs = specs
         self.n_outputs = _width(specs[-1])
         self._core = _k.Core(specs, self.loss_kind, self.dtype,
-                             _k.BLOCK if block is None else int(block))
+                             _k.BLOCK if block is None else int(block), inputs)
         self._max_blocks = max(self._core.n_blocks(l) for l in range(len(specs)))
 
     # --- optimizer state ------------------------------------------------------------------
@@ -337,10 +456,11 @@ class TrainingEngine:
         for l, (w, b) in enumerate(self._params):
             rw, sw = self._rule(w, where, False)
             rb, sb = self._rule(b, where, True)
-            core.set_optimizer(l, False, *rw)
-            core.set_optimizer(l, True, *rb)
-            core.load(l, w.data, None if b is None else b.data, sw, sb)
             saved.append((sw, sb))
+            if w is not None:
+                core.set_optimizer(l, False, *rw)
+                core.set_optimizer(l, True, *rb)
+                core.load(l, w.data, None if b is None else b.data, sw, sb)
             for k, m in enumerate(self._owners[l]["post"]):
                 if hasattr(m, "_calls"):
                     core.set_dropout_calls(l, k, m._calls)
@@ -358,9 +478,10 @@ class TrainingEngine:
         grads = steps and not extra_calls
         for l, (w, b) in enumerate(self._params):
             sw, sb = saved[l]
-            wg = w._grad if grads else None
-            bg = None if b is None or not grads else b._grad
-            core.store(l, w.data, None if b is None else b.data, sw, sb, wg, bg)
+            if w is not None:
+                wg = w._grad if grads else None
+                bg = None if b is None or not grads else b._grad
+                core.store(l, w.data, None if b is None else b.data, sw, sb, wg, bg)
             for p in (w, b):
                 if p is not None and grads:
                     p._grad_written()
@@ -375,6 +496,15 @@ class TrainingEngine:
                 gs.step += steps
 
     # --- training -------------------------------------------------------------------------
+    def targets(self, y):
+        """``y`` as the plan reads it: intp labels or a C-contiguous array of the network's
+        dtype (of a graph Model's packed targets: its output's). The result is its own
+        input again (fit converts once per fit, not once per run)."""
+        _, t = _inner_loss(self.loss_fn, y)
+        if self.loss_kind in _LABEL_LOSSES:
+            return np.ascontiguousarray(t, dtype=np.intp)
+        return np.ascontiguousarray(t, dtype=self.dtype)
+
     def run(self, X, y, order, start=0, batch_size=32, max_steps=None, time_budget_s=None):
         """Train on the batches ``order[start:start + batch_size]``, ``order[start +
         batch_size:...]``, ... (the last one may be short) for at most ``max_steps`` steps,
@@ -386,10 +516,7 @@ class TrainingEngine:
             raise ValueError(f"batch_size {batch_size} exceeds 2**31 - 1, the 32-bit sizes of "
                              f"BLAS calls")
         X = np.ascontiguousarray(X, dtype=self.dtype)
-        if self.loss_kind in _LABEL_LOSSES:
-            y = np.ascontiguousarray(y, dtype=np.intp)
-        else:
-            y = np.ascontiguousarray(y, dtype=self.dtype)
+        y = self.targets(y)
         nt = resolve_n_threads(self.n_threads)
         if self._exact_threads and nt > 1:
             nt = int(self.n_threads)   # tests: more threads than CPUs
@@ -447,12 +574,14 @@ def compile_training(model, loss_fn, optimizer, n_threads=None, *, y=None,
     tests use small blocks to cut small layers into several)."""
     if why_not(model, loss_fn, optimizer, y) is not None:
         return None
-    kind = _loss_kind(loss_fn, y)
-    if y is not None and kind in ("sparsemax_rows", "cross_entropy_rows"):
+    inner, t = _inner_loss(loss_fn, y)
+    kind = _loss_kind(inner, t)
+    if t is not None and kind in ("sparsemax_rows", "cross_entropy_rows"):
         # the module loop's checks, once for all batches (a row the sparsemax loss cannot
         # normalize would be a NaN loss in the engine)
-        y = np.asarray(y)
-        _targets_matrix(y, y.shape, y.dtype if y.dtype.kind == "f" else np.float64, "y",
+        t = np.asarray(t)
+        _targets_matrix(t, t.shape, t.dtype if t.dtype.kind == "f" else np.float64, "y",
                         normalize_rows=kind == "sparsemax_rows")
-    specs, owners = _chain(model)
-    return TrainingEngine(model, loss_fn, optimizer, specs, owners, n_threads, block, y)
+    specs, owners, inputs = _nodes(model)
+    return TrainingEngine(model, loss_fn, optimizer, specs, owners, n_threads, block, y,
+                          inputs)
