@@ -22,7 +22,7 @@
 # on the same addresses whatever the thread count: the weights after any number of steps are
 # bitwise equal for 1, 2, 3, ... threads and for a build without OpenMP.
 #
-# A step (L >= 2 layers, last layer of one block: 2 L - 2 barriers, 4 for L = 3):
+# A chain's step (L >= 2 layers, last layer of one block: 2 L - 2 barriers, 4 for L = 3):
 #   forward layer 0 | [update layer 1 of the previous step, gather the next batch] forward
 #   layer 1 | ... | forward layer L-1, loss rows, backward of its block | check: every thread
 #   sums the step's row losses and stops before any update when the sum is not finite | input
@@ -33,6 +33,17 @@
 # layer 1 that is the first barrier of the next step (or an extra one after the run's last
 # step). The next batch is gathered (rows split between threads, double buffered) after the
 # first barrier, when no thread reads the buffer any more.
+#
+# Graphs. The plan is a list of nodes in topological order: layers (one parent) and merges
+# (concatenation, sum, product of several parents, in blocks of BLOCK output columns), each
+# with its elementwise modules; an input is a column range of the gathered batch. A chain is
+# the graph whose node l reads node l - 1, and runs exactly the step above. In general the
+# backward visits the nodes in reverse order; the input gradient of a block of node v sums,
+# over v's readers in order, what each sends back (a layer: dZ W^T over its blocks in block
+# order; a concatenation: its gradient's columns of v; a sum: its gradient; a product: its
+# gradient times the other factors); a barrier follows, and after it the layers that read v
+# update (their weights were read). Only for node 0 (which reads inputs alone) does that
+# update wait for the next step's first barrier. See _thread.
 #
 # Barriers are a sense-reversing spin barrier on C atomics (independent of GOMP_SPINCOUNT),
 # spinning with `pause` for a bounded time and then yielding the CPU. Each thread adds its
@@ -959,22 +970,28 @@ cdef Py_ssize_t _block_width(Py_ssize_t block, Py_ssize_t pieces):
 
 @cython.final
 cdef class Core:
-    """The compiled plan of one chain and its buffers (see the module notes).
+    """The compiled plan of one network and its buffers (see the module notes).
 
     Parameters
     ----------
     layers : list of dict
-        Per Dense layer: ``n_in``, ``n_out``, ``code`` (activation code), ``keep_z``,
-        ``has_bias``, ``n_state_w``/``n_state_b`` (optimizer state arrays, 0-2), ``pieces``
-        (optional; k > 1: a maxout layer, whose outputs are the maxima of groups of k adjacent
-        units of its ``n_out`` linear ones; the code must then be the identity's) and ``post``:
-        a list of ``("act", code, from_input)`` or ``("dropout", p_scale, threshold, seed)``
-        on the layer's outputs.
+        The nodes in topological order, the output last. Per node: ``kind`` ("dense", the
+        default, or the merges "concat", "add", "mul"), ``parents`` (earlier node indices, or
+        -1 - i for input i; default: the node before, or input 0 for the first), ``n_out``
+        (a merge: its output width) and ``post``: a list of ``("act", code, from_input)`` or
+        ``("dropout", p_scale, threshold, seed)`` on the node's outputs. A dense node also has
+        ``n_in``, ``code`` (activation code), ``keep_z``, ``has_bias``,
+        ``n_state_w``/``n_state_b`` (optimizer state arrays, 0-2) and ``pieces`` (optional;
+        k > 1: a maxout layer, whose outputs are the maxima of groups of k adjacent units of
+        its ``n_out`` linear ones; the code must then be the identity's).
     loss : str
-        "cross_entropy" (integer labels), "squared" or "binary_cross_entropy".
+        A key of LOSS_KINDS.
     dtype : float32 or float64
     block : int
         Columns per block, a positive multiple of 16.
+    inputs : list of int or None
+        The inputs' widths: input i is the next columns of X (None: one input, the first
+        node's n_in).
     """
     cdef Plan P
     cdef object _keep          # the arrays the plan points to

@@ -1,23 +1,28 @@
 """The training engine: many training steps of a covered network in one compiled call.
 
-A network is a description; the engine executes it. :func:`compile_training` turns a chain of
-fastnn modules, a loss and an optimizer into a plan (fastnn/_kernels/engine.pyx) whose
+A network is a description; the engine executes it. :func:`compile_training` turns a network
+of fastnn modules, a loss and an optimizer into a plan (fastnn/_kernels/engine.pyx) whose
 :meth:`TrainingEngine.run` trains for many steps inside one OpenMP region: the same updates as
 ``model.forward`` / ``loss.loss_and_grad`` / ``model.backward`` / ``optimizer.step`` per batch,
 to rounding, and bitwise the same weights for any thread count.
 
-Covered: :class:`~fastnn.model.Sequential` chains (nested ones are flattened), optionally
-starting with a :class:`~fastnn.preprocessing.Normalization` layer, of
-:class:`~fastnn.layers.Dense` layers with any activation of the activation table
-and :class:`~fastnn.layers.Maxout` layers (linear units), each followed by any number of
-:class:`~fastnn.layers.Activation` modules (and its named subclasses) and
-:class:`~fastnn.layers.Dropout` modules (training mode); the losses ``cross_entropy`` and
-``sparsemax`` with integer labels or target rows (probabilities, label sets), ``squared`` and
-``binary_cross_entropy``; every optimizer of
-:mod:`fastnn.optim` (SGD with momentum or Nesterov, Adagrad, RMSprop, Adam) with ``decay``,
-``weight_decay``, ``l1`` and ``l1_proximal``, any parameter groups, and parameters left out of
-the optimizer (frozen). :func:`why_not` names what is not covered; ``fit`` then keeps its
-per-module loop.
+Covered networks: a :class:`~fastnn.model.Sequential` (nested ones, and its
+:class:`~fastnn.model.Residual` and :class:`~fastnn.model.Parallel` containers, included), or a
+graph :class:`~fastnn.graph.Model` with any number of inputs and one output, whose layers are
+each used once; made of :class:`~fastnn.layers.Dense` layers with any activation of the
+activation table, :class:`~fastnn.layers.Maxout` layers (linear units),
+:class:`~fastnn.layers.Activation` modules (and its named subclasses),
+:class:`~fastnn.layers.Dropout` modules (training mode), the merges
+:class:`~fastnn.graph.Concatenate`, :class:`~fastnn.graph.Add` and
+:class:`~fastnn.graph.Multiply`, and a :class:`~fastnn.preprocessing.Normalization` layer first
+on the only input. The plan is a list of nodes in topological order - layers and merges, each
+with the elementwise modules after it (a value that something else reads too, or an input,
+gets a copy node to carry them). Losses: ``cross_entropy`` and ``sparsemax`` with integer labels
+or target rows (probabilities, label sets), ``squared`` and ``binary_cross_entropy`` (for a
+graph Model: its one output's loss, of weight 1); every optimizer of :mod:`fastnn.optim` (SGD
+with momentum or Nesterov, Adagrad, RMSprop, Adam) with ``decay``, ``weight_decay``, ``l1`` and
+``l1_proximal``, any parameter groups, and parameters left out of the optimizer (frozen).
+:func:`why_not` names what is not covered; ``fit`` then keeps its per-module loop.
 
 Threads: ``n_threads`` (None: ``omp_get_max_threads()``) capped at the CPUs, at the widest
 layer's number of 128-column blocks (a thread beyond it would own no work), and at 1 when
