@@ -1203,7 +1203,8 @@ def test_core_graph_checks():
             ([{"kind": "max", "n_in": 0, "n_out": 3, "parents": [-1]}], [3], "unknown kind"),
             ([{"n_in": 3, "n_out": 2}, {"n_in": 3, "n_out": 1, "parents": [-1]}], [3],
              "node 0: nothing reads"),
-            ([{"n_in": 3, "n_out": 2}], [0], "positive widths")):
+            ([{"n_in": 3, "n_out": 2}], [0], "positive widths"),
+            ([{"n_in": 3, "n_out": 0}], [3], "0 outputs")):
         with pytest.raises(ValueError, match=match):
             core(nodes, inputs)
 

@@ -913,6 +913,8 @@ def _graph(list layers, list inputs):
                              f"(-1 to -{len(inputs)})")
         pw = [inputs[-1 - q] if q < 0 else widths[q] for q in par]
         k = d.get("pieces", 1)
+        if d["n_out"] < 1:
+            raise ValueError(f"node {l}: {d['n_out']} outputs")
         par_off = [0]
         if kind == "dense":
             if k < 1 or d["n_out"] % k:
