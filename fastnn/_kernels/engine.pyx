@@ -300,6 +300,8 @@ cdef struct LayerC:
     int n_upd               # layers updated after the barrier that ends this node's backward
     int *upd                # (their weights were read for its input gradient)
     bint upd_at_end         # a layer on an input: updated at the end of its step
+    int wave                # the node's wave (nodes of equal depth: one phase of the step)
+    Py_ssize_t woff         # the index of its first block among its wave's blocks
     Py_ssize_t n_in, n_out, ld, nb
     Py_ssize_t bw           # linear columns per block (a multiple of pieces)
     Py_ssize_t pieces       # maxout: units per output (the block's outputs: bw / pieces); 1: Dense
@@ -332,8 +334,12 @@ cdef struct Plan:
     LayerC *layers
     int n_inputs            # input i is columns [in_off[i], in_off[i + 1]) of the gathered rows
     Py_ssize_t *in_off
-    int defer               # 0 when node 0's backward runs (its readers' updates then wait for
-                            # the next step's first barrier), else -1
+    int n_waves             # wave w: nodes wave_nodes[wave_off[w]:wave_off[w + 1]], whose
+    int *wave_off           # blocks (wave_blocks[w] in all) are split between the threads as
+    int *wave_nodes         # one list; the output node is the last wave, alone
+    Py_ssize_t *wave_blocks
+    bint defer              # wave 0's backward runs: its readers' updates then wait for the
+                            # next step's first barrier
     Py_ssize_t block, n_in, ld_in, n_classes
     int loss
     const char *in_mean     # input standardization (NULL: none): x' = (x - mean) / scale
@@ -736,39 +742,55 @@ cdef void _decide(RunState *R, Py_ssize_t s, int T) noexcept nogil:
     R.flag_fallback = fall and not last
 
 
+cdef inline Py_ssize_t _own(Plan *P, LayerC *L, int tid, int T, Py_ssize_t *hi) noexcept nogil:
+    """The blocks [lo, hi) of node L that thread tid owns (lo returned, hi stored; call it
+    before the loop: range() reads its stop before its start): its part of the contiguous
+    range [B t / T, B (t + 1) / T) of its wave's B blocks. The same for the forward, the
+    backward and the update, so a thread reads only what it wrote."""
+    cdef Py_ssize_t B = P.wave_blocks[L.wave]
+    hi[0] = min(_lo(B, T, tid + 1) - L.woff, L.nb)
+    return max(_lo(B, T, tid) - L.woff, 0)
+
+
 cdef inline void _update_own(Plan *P, LayerC *L, Py_ssize_t s, int tid, int T,
                              floating dummy) noexcept nogil:
-    cdef Py_ssize_t p
+    cdef Py_ssize_t p, lo, hi
     if L.kind != NODE_DENSE:
         return
-    for p in range(_lo(L.nb, T, tid), _lo(L.nb, T, tid + 1)):
+    lo = _own(P, L, tid, T, &hi)
+    for p in range(lo, hi):
         _update_block(P, L, p, s, dummy)
 
 
-cdef inline void _update_readers(Plan *P, LayerC *L, Py_ssize_t s, int tid, int T,
+cdef inline void _update_readers(Plan *P, int w, Py_ssize_t s, int tid, int T,
                                  floating dummy) noexcept nogil:
-    """Update the layers whose weights the input gradient of node L read."""
-    cdef int r
-    for r in range(L.n_upd):
-        _update_own(P, &P.layers[L.upd[r]], s, tid, T, dummy)
+    """Update the layers whose weights the input gradients of wave w's nodes read."""
+    cdef int r, i
+    cdef LayerC *L
+    for i in range(P.wave_off[w], P.wave_off[w + 1]):
+        L = &P.layers[P.wave_nodes[i]]
+        for r in range(L.n_upd):
+            _update_own(P, &P.layers[L.upd[r]], s, tid, T, dummy)
 
 
 cdef void _thread(Plan *P, RunState *R, int tid, int T, floating dummy) noexcept nogil:
     """Every step of the run, as thread tid of a team of T.
 
-    Nodes run forward in their (topological) order, with a barrier after each but the last,
-    and backward in reverse order, with a barrier after each node whose input gradient
-    (GH) was computed; after that barrier the layers that read the node update their
-    weights (their weights were read for that gradient). When that node is node 0 (for a
-    chain: layer 0), the updates of its readers wait for the first barrier of the next step
-    instead of a barrier of their own, and the next batch is gathered after that barrier:
-    node 0 reads only inputs, whose batch buffers alternate, so the next step's forward of
-    node 0 overwrites nothing its backward still reads (a later node's backward reads the
-    outputs of node 0: it always ends with a barrier). The last step of a run, and a step
-    before the fallback, update at once after a barrier. Layers whose input needs no
-    gradient update at the end of the step: no other thread reads their weights in the
-    backward."""
-    cdef int sense = 0, nL = P.n_layers, pend = -1
+    The nodes run in waves (nodes of equal depth, which do not read each other; a chain's
+    waves are its layers): forward in wave order, with a barrier after each wave but the
+    output's, and backward in reverse order, with a barrier after each wave in which an
+    input gradient (GH) was computed; after that barrier the layers that read the wave's
+    nodes update their weights (their weights were read for those gradients). For wave 0
+    (for a chain: layer 0) that update waits for the first barrier of the next step instead
+    of a barrier of its own, and the next batch is gathered after that barrier: wave 0 reads
+    only inputs, whose batch buffers alternate, so the next step's forward of wave 0
+    overwrites nothing its backward still reads (a later wave's backward reads the outputs
+    of wave 0: it always ends with a barrier). The last step of a run, and a step before the
+    fallback, update at once after a barrier. Layers whose input needs no gradient update at
+    the end of the step: no other thread reads their weights in the backward."""
+    cdef int sense = 0, nL = P.n_layers, pend = -1, w, nW = P.n_waves, i0
+    cdef bint busy
+    cdef Py_ssize_t lo, hi
     cdef LayerC *top = &P.layers[nL - 1]
     cdef LayerC *L
     cdef Py_ssize_t s = 0, m, p, q, l, i, j, C = P.n_classes
@@ -781,15 +803,17 @@ cdef void _thread(Plan *P, RunState *R, int tid, int T, floating dummy) noexcept
     while True:
         m = _rows(R, s)
         # forward
-        for l in range(nL):
-            L = &P.layers[l]
-            for p in range(_lo(L.nb, T, tid), _lo(L.nb, T, tid + 1)):
-                _forward_block(P, L, m, p, s, dummy)
-            if l < nL - 1:
+        for w in range(nW):
+            for i0 in range(P.wave_off[w], P.wave_off[w + 1]):
+                L = &P.layers[P.wave_nodes[i0]]
+                lo = _own(P, L, tid, T, &hi)
+                for p in range(lo, hi):
+                    _forward_block(P, L, m, p, s, dummy)
+            if w < nW - 1:
                 _barrier(R, &sense, T, tid)
-            if l == 0 and nL >= 2:
+            if w == 0 and nW >= 2:
                 if pend >= 0:
-                    _update_readers(P, &P.layers[pend], s - 1, tid, T, dummy)
+                    _update_readers(P, pend, s - 1, tid, T, dummy)
                     pend = -1
                 if s + 1 < R.n_steps:
                     _gather(P, R, s + 1, tid, T, dummy)
@@ -836,25 +860,31 @@ cdef void _thread(Plan *P, RunState *R, int tid, int T, floating dummy) noexcept
                         R.s1[j] += yv
                         R.s2[j] += yv * yv
                         R.sse[j] += dd * dd
-        if nL == 1 and not last:
+        if nW == 1 and not last:
             _gather(P, R, s + 1, tid, T, dummy)
-        # backward through the nodes below, each followed by the updates of its readers
-        for l in range(nL - 2, -1, -1):
-            L = &P.layers[l]
-            if not L.need_gh:
+        # backward through the waves below, each followed by the updates of its readers
+        for w in range(nW - 2, -1, -1):
+            busy = False
+            for i0 in range(P.wave_off[w], P.wave_off[w + 1]):
+                L = &P.layers[P.wave_nodes[i0]]
+                if not L.need_gh:
+                    continue
+                busy = True
+                lo = _own(P, L, tid, T, &hi)
+                for q in range(lo, hi):
+                    _input_grad_block(P, L, m, q, s, dummy)
+                    _backward_block(P, L, m, q, s, dummy)
+            if not busy:
                 continue
-            for q in range(_lo(L.nb, T, tid), _lo(L.nb, T, tid + 1)):
-                _input_grad_block(P, L, m, q, s, dummy)
-                _backward_block(P, L, m, q, s, dummy)
-            if l != P.defer or last or fall:
+            if w != 0 or not P.defer or last or fall:
                 _barrier(R, &sense, T, tid)
-                _update_readers(P, L, s, tid, T, dummy)
+                _update_readers(P, w, s, tid, T, dummy)
             else:
-                pend = l
+                pend = w
         for l in range(nL):
             if P.layers[l].upd_at_end:
                 _update_own(P, &P.layers[l], s, tid, T, dummy)
-        if nL == 1:
+        if nW == 1:
             _barrier(R, &sense, T, tid)
         s += 1
         if tid == 0:
@@ -893,8 +923,9 @@ def _graph(list layers, list inputs):
     the node before, or input 0 for the first), the concatenation offsets, the readers (node,
     slot) in order, whether its backward runs (need_gh: a parameter lies in or behind it), the
     layers updated after its backward (upd) or at the end of a step (upd_at_end); the output
-    widths, the input column offsets and the first node below the output whose backward
-    runs. A ValueError names what is wrong."""
+    widths, the input column offsets and the waves (lists of nodes of equal depth; the
+    output alone in the last, as every other node is read). A ValueError names what is
+    wrong."""
     n = len(layers)
     if not inputs or any(w <= 0 for w in inputs):
         raise ValueError(f"inputs must be positive widths, got {inputs}")
@@ -957,8 +988,12 @@ def _graph(list layers, list inputs):
                 nodes[q]["upd"].append(l)
             else:
                 node["upd_at_end"] = True
-    first_gh = next((l for l in range(n - 1) if nodes[l]["need_gh"]), -1)
-    return {"nodes": nodes, "widths": widths, "in_off": in_off, "first_gh": first_gh}
+    # waves: nodes of equal depth (the longest path from an input), in node order
+    depth = []
+    for node in nodes:
+        depth.append(1 + max([depth[q] for q in node["par"] if q >= 0], default=-1))
+    waves = [[l for l in range(n) if depth[l] == d] for d in range(depth[n - 1] + 1)]
+    return {"nodes": nodes, "widths": widths, "in_off": in_off, "waves": waves}
 
 
 cdef Py_ssize_t _block_width(Py_ssize_t block, Py_ssize_t pieces):
@@ -1042,12 +1077,18 @@ cdef class Core:
         self.P.n_in = g["in_off"][len(inputs)]
         self.P.ld_in = self._ld(self.P.n_in)
         self.P.n_inputs = len(inputs)
-        self.P.defer = 0 if g["first_gh"] == 0 else -1
+        waves = g["waves"]
+        wo = np.asarray([0] + list(np.cumsum([len(wv) for wv in waves])), dtype=np.intc)
+        wn = np.asarray([l for wv in waves for l in wv], dtype=np.intc)
+        self.P.n_waves = len(waves)
+        self.P.wave_off = <int *> _addr(wo)
+        self.P.wave_nodes = <int *> _addr(wn)
+        self.P.defer = any(g["nodes"][l]["need_gh"] for l in waves[0]) and len(waves) > 1
         self.P.n_classes = widths[len(layers) - 1]
         if self.P.loss == LOSS_BCE and self.P.n_classes != 1:
             raise ValueError("binary cross-entropy needs one output")
         keep = []
-        posts = []
+        posts = [wo, wn]
         ints = np.asarray(g["in_off"], dtype=np.intp)
         posts.append(ints)
         self.P.in_off = <Py_ssize_t *> _addr(ints)
@@ -1129,6 +1170,15 @@ cdef class Core:
                     L.post[k].out = NULL
                     L.post[k].mask = NULL
             keep.append(arrs)
+        wb = np.zeros(len(waves), dtype=np.intp)
+        for w, wv in enumerate(waves):
+            for l in wv:
+                L = &self.P.layers[l]
+                L.wave = w
+                L.woff = wb[w]
+                wb[w] += L.nb
+        posts.append(wb)
+        self.P.wave_blocks = <Py_ssize_t *> _addr(wb)
         self._keep = (keep, posts)
         self.rows = 0
         self._rows_keep = None
@@ -1145,8 +1195,12 @@ cdef class Core:
         return &self.P.layers[l]
 
     def n_blocks(self, int l):
-        """The number of column blocks of layer l (its threads' work items)."""
+        """The number of column blocks of node l (its threads' work items)."""
         return self._layer(l).nb
+
+    def widest_wave(self):
+        """The most blocks of one wave: a thread beyond it would own no work anywhere."""
+        return max(self.P.wave_blocks[w] for w in range(self.P.n_waves))
 
     cdef Py_ssize_t _ld(self, Py_ssize_t n):
         cdef Py_ssize_t per = 64 // self.dtype.itemsize

@@ -419,7 +419,7 @@ class TrainingEngine:
         self.n_outputs = _width(specs[-1])
         self._core = _k.Core(specs, self.loss_kind, self.dtype,
                              _k.BLOCK if block is None else int(block), inputs)
-        self._max_blocks = max(self._core.n_blocks(l) for l in range(len(specs)))
+        self._max_blocks = self._core.widest_wave()
 
     # --- optimizer state ------------------------------------------------------------------
     def _where(self):
