@@ -86,7 +86,7 @@ cdef extern from *:
 
     #if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__) && !defined(_MSC_VER)
     #define FNN_MULTIVERSION 1
-    /* 0 baseline (SSE2), 1 AVX2, 2 AVX-512F; set once when the module loads */
+    /* 0 baseline (SSE2), 1 AVX2 (with FMA), 2 AVX-512F; set once when the module loads */
     static int fnn_simd_level = 0;
     static int fnn_simd_supported(void) {
         __builtin_cpu_init();
