@@ -7,7 +7,9 @@
 # code, so each loop is a branch-free, auto-vectorizable pass (SSE2 baseline: no -march). The
 # loops whose element function is exp-based (sigmoid, tanh, SiLU, GELU-tanh, ELU, the softplus
 # derivative; softplus in float32) are C functions built for SSE2, AVX2 and AVX-512F and picked
-# when the module loads (_math.pxd), with the same results on each.
+# when the module loads (_math.pxd), with the same results on each: they use the exp without
+# fused multiply-adds at every width (fnn_exp_f/_d, FNN_FUSED_BASE: 0 on x86-64), so that they
+# also give the bits of the scalar element functions (act_elem) that other kernels call.
 # exp, expm1 and float32 log1p on [0, 1] are the vectorizable polynomials of _math.pxd (exp:
 # float32 < 1.5 ulp, float64 < 3 ulp); tanh is sign(z) m / (m + 2), m = expm1(2|z|); the erf
 # of exact GELU and float64 softplus's log1p are libm's. NaN propagates like NumPy in every

@@ -11,8 +11,9 @@ from cython.parallel cimport prange
 from fastnn._kernels.softmax cimport (softmax_row, fnn_softmax_rows_d, fnn_softmax_rows_f,
                                       fnn_softmax_vjp_d, fnn_softmax_vjp_f,
                                       fnn_log_softmax_vjp_d, fnn_log_softmax_vjp_f)
-from fastnn._kernels._math cimport (fnn_simd_level, FNN_MULTIVERSION, fnn_exp_array_d,
-                                    fnn_exp_array_f, fnn_expm1_array_f, fnn_expm1_array_d)
+from fastnn._kernels._math cimport (fnn_simd_level, FNN_MULTIVERSION, FNN_FUSED_AT,
+                                    fnn_exp_array_d, fnn_exp_array_f, fnn_expm1_array_f,
+                                    fnn_expm1_array_d)
 
 #: Names of the vector widths the row loops are built for, by level (see _math.pxd).
 SIMD_LEVELS = ("baseline", "avx2", "avx512")
@@ -51,6 +52,13 @@ cdef extern from *:
 
 def _supported_level():
     return fnn_simd_supported_level()
+
+
+def _fused(str name):
+    """Whether the exp in the row loops built for ``name`` (one of SIMD_LEVELS) uses fused
+    multiply-adds: the AVX2 and AVX-512F copies do; the baseline copy only where the
+    compile-time target has a hardware FMA (aarch64; see _math.pxd)."""
+    return bool(FNN_FUSED_AT(SIMD_LEVELS.index(name)))
 
 
 def _exp(floating[::1] a, bint expm1=False):
