@@ -73,7 +73,6 @@ from fastnn.layers import Dense, Dropout, Maxout
 from fastnn.losses import LOSS_ALIASES, LOSS_TABLE, SparsemaxLoss, loss_info
 from fastnn.model import Sequential
 from fastnn.parallel import limit_threads
-from fastnn._kernels.inference import all_finite as _all_finite
 from fastnn.functional import inference as _inference
 
 __all__ = ["MLPClassifier", "MLPRegressor", "build_mlp"]
@@ -950,7 +949,7 @@ class _BaseMLP(BaseEstimator):
             # ms of a 1024 x 784 float32 batch (about 2.5 ms of prediction on two quiet
             # cores); fastnn's answers the same question in 0.15 ms. Not finite (or an array
             # it does not take: None): check_array checks again and raises its own error.
-            if check_finite and _all_finite(z) is not True:
+            if check_finite and _inference.all_finite(z) is not True:
                 z = check_array(z, dtype=dtype, order="C", estimator=self, input_name="X")
             return z
 

@@ -60,6 +60,11 @@ def test_all_finite_takes_only_plain_float_arrays():
     assert all_finite(np.ones(3, np.float16)) is None
     assert all_finite([1.0, 2.0]) is None
     assert all_finite(np.empty((0, 5), np.float32)) is True
+
+
+def test_all_finite_through_functional():
+    from fastnn.functional import inference
+    assert inference.all_finite is all_finite
     buf = np.zeros(4 * 7 + 1, np.uint8)[1:].view(np.float32)   # misaligned
     assert not buf.flags.aligned
     assert all_finite(buf) is None
