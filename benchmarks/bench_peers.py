@@ -29,11 +29,11 @@ NumPy/scikit-learn BLAS through threadpoolctl, ``torch.set_num_threads``):
   algorithm - sort, cumsum, threshold - in PyTorch) and NumPy.
 
 Every library runs in its own worker process; implementations are timed in interleaved rounds
-(one run of each, repeated ``--rounds`` times) and medians are kept, so a change of load hits
-all of them alike. Before and after every run the parent probes the vCPU placement
-(``placement.py``: a cache-line round trip between two CPUs, in ns) and measures the other
-processes' CPU use during the run (/proc/stat minus the worker's own CPU time); each table
-reports both. Run::
+(one run of each, repeated ``--rounds`` times, every other round in the reverse order) and
+medians are kept, so a change of load hits all of them alike. Before and after every run the
+parent probes the vCPU placement (``placement.py``: a cache-line round trip between two CPUs,
+in ns) and measures the other processes' CPU use during the run (/proc/stat minus the
+worker's own CPU time); each table reports both. Run::
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE PYTHONPATH=.:/path/to/torch \\
         python benchmarks/bench_peers.py [--out results.md] [--quick] [--threads 1,2] \\
@@ -824,8 +824,12 @@ def measure(workers, placement, specs, rounds=5, min_time=0.3, cmd="round", n_ca
     worker's and this process's own, over the request's wall time)."""
     value = value or (lambda t, s: s / t)
     cells = {name: Cell() for name in specs}
-    for _ in range(rounds):
-        for name, spec in specs.items():
+    for rnd in range(rounds):
+        # every other round in the reverse order: the first run of a round comes after the
+        # cooldown sleep and the placement probe (idle cores), and the same implementation
+        # must not always take that place
+        for name in (list(specs) if rnd % 2 == 0 else list(specs)[::-1]):
+            spec = specs[name]
             workers.prepare(spec["impl"])
             QUIET["waited"] += wait_quiet(QUIET["max_wait"])
             before = placement.probe()
@@ -1223,7 +1227,7 @@ def machine_lines(workers, families, pl, cfg):
              f"- load average at start: {load_avg()}",
              f"- {pl.line}",
              f"- timing: {'one worker process per library' if workers.isolate else 'one process'}"
-             f", {cfg['rounds']} interleaved rounds, "
+             f", {cfg['rounds']} interleaved rounds (every other one reversed), "
              f"medians{'; QUICK smoke run: numbers mean little' if cfg['quick'] else ''}"]
     for fam in families:
         try:

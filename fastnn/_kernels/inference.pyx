@@ -25,7 +25,7 @@ import os
 
 from cython cimport floating
 from cython.parallel cimport parallel, prange
-from libc.stdint cimport int32_t
+from libc.stdint cimport int32_t, uint32_t, uint64_t
 from libc.limits cimport INT_MAX
 from libc.stdlib cimport calloc, free
 cimport numpy as cnp
@@ -779,6 +779,60 @@ cdef class InferencePlan:
 
     cdef void _release(self) noexcept:
         PyThread_release_lock(self.lock)
+
+
+# The finiteness check of an input before a prediction (scikit-learn's estimators check every
+# input for NaN and infinity; its own check sums the whole array in float64, 0.25-0.40 ms for
+# a 1024 x 784 float32 batch here, a tenth to a sixth of the prediction on two quiet cores;
+# this one 0.15 ms). The exponent field of every element is tested with integer operations that
+# vectorize (no branch per element): all ones is NaN or infinity, so the answer is exactly
+# "no NaN, no infinity". One thread: memory-bound, and a second thread that another process
+# holds would cost more than it saves (measured: 2 threads 0.22 ms at best, 1.2 ms median
+# under load).
+cdef int _all_bad32(const uint32_t *u, Py_ssize_t n) noexcept nogil:
+    # |x|'s bits plus the lowest exponent bit carry into the sign bit exactly when the
+    # exponent is all ones: an OR of additions (SSE2 vectorizes it, the wheels' baseline)
+    cdef uint32_t m = 0
+    cdef Py_ssize_t i
+    for i in range(n):
+        m |= (u[i] & 0x7fffffffu) + 0x00800000u
+    return <int> (m >> 31)
+
+
+cdef int _all_bad64(const uint64_t *u, Py_ssize_t n) noexcept nogil:
+    cdef uint64_t m = 0
+    cdef Py_ssize_t i
+    for i in range(n):
+        m |= (u[i] & 0x7fffffffffffffffULL) + 0x0010000000000000ULL
+    return <int> (m >> 63)
+
+
+def all_finite(X):
+    """True when the aligned C-contiguous float32/float64 ndarray X (any number of
+    dimensions) holds no NaN and no infinity, False when it does; None (nothing checked) for
+    any other array."""
+    cdef cnp.ndarray a
+    cdef int t, bad
+    cdef Py_ssize_t n
+    cdef const void *p
+    if type(X) is not cnp.ndarray:
+        return None
+    a = <cnp.ndarray> X
+    t = cnp.PyArray_TYPE(a)
+    if (t != cnp.NPY_FLOAT32 and t != cnp.NPY_FLOAT64) or not (
+            cnp.PyArray_IS_C_CONTIGUOUS(a) and cnp.PyArray_ISALIGNED(a)
+            and cnp.PyArray_ISNOTSWAPPED(a)):
+        return None
+    n = cnp.PyArray_SIZE(a)
+    if n == 0:
+        return True
+    p = cnp.PyArray_DATA(a)
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            bad = _all_bad32(<const uint32_t *> p, n)
+        else:
+            bad = _all_bad64(<const uint64_t *> p, n)
+    return bad == 0
 
 
 #: the value of a check ``(obj, name, ABSENT)``: ``obj`` has no attribute ``name`` of its own

@@ -41,8 +41,13 @@ from fastnn.functional.activations import ACTIVATION_TABLE
 from fastnn.layers import Activation, Dense, Dropout, Maxout, Softmax, Sparsemax
 from fastnn.losses import BinaryCrossEntropyLoss, CrossEntropyLoss, SparsemaxLoss, get_loss
 
-__all__ = ["compile_inference", "eval_forward", "plan_for", "predict_array", "predict_proba_array",
-           "why_not"]
+__all__ = ["all_finite", "compile_inference", "eval_forward", "plan_for", "predict_array",
+           "predict_proba_array", "why_not"]
+
+#: ``all_finite(X)``: True when the aligned C-contiguous float32/float64 ndarray X holds no NaN
+#: and no infinity, False when it does, None (nothing checked) for any other array; one pass
+#: (the estimators' predict checks its input with it).
+all_finite = _k.all_finite
 
 _KEY = "_inference_plan_"   # where a network keeps its plan (left out of pickles)
 # Reasons that depend on the classes of the layers only (the same layer objects give the same
