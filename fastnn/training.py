@@ -785,7 +785,7 @@ def _run_epoch_engine(state, epoch, bar) -> _EpochResult:
         run.n += res.samples
         run.loss_sum += res.loss_sum
         if not run.has_metric:
-            pass   # (a graph Model's packed loss: the loss alone)
+            pass   # a graph Model's packed loss: the loss alone
         elif res.sums is not None:
             run.s1 += res.sums[0]
             run.s2 += res.sums[1]

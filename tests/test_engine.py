@@ -56,15 +56,17 @@ def data(n, d, c, dtype, seed=0, kind="labels"):
     return X, y, rng.permutation(n)
 
 
-def module_steps(model, opt, loss, X, y, order, bs, n_steps, start=0):
-    """The reference: fastnn's per-module training step over the same batches."""
+def module_steps(model, opt, loss, X, y, order, bs, n_steps, start=0, split=None):
+    """The reference: fastnn's per-module training step over the same batches (``split``: a
+    two-input graph Model reads columns [:split] and [split:])."""
     for s in range(n_steps):
         idx = order[start + s * bs:start + (s + 1) * bs]
         if len(idx) == 0:
             break
         xb = np.ascontiguousarray(X[idx])
         model.zero_grad()
-        z = model.forward(xb)
+        z = model.forward(xb if split is None else [np.ascontiguousarray(xb[:, :split]),
+                                                   np.ascontiguousarray(xb[:, split:])])
         _, g = loss.loss_and_grad(z, y[idx], grad_out=np.empty_like(z))
         model.backward(g, need_input_grad=False, inplace=True)
         opt.step()
@@ -353,20 +355,26 @@ def test_maxout_against_numpy_float64(n_threads):
         assert not np.array_equal(m[l].linear.weight.data, Ws[l])
 
 
-def test_maxout_bitwise_for_1_to_4_threads(no_fallback):
-    X, y, order = data(200, 12, 4, np.float32, seed=2)
+def assert_bitwise_for_1_to_4_threads(make, X, y, order, bs, steps):
+    """Networks from ``make()`` trained with Adam on 1, 2, 3 and 4 threads (16-column blocks)
+    end with the same bits."""
     out = []
     for nt in (1, 2, 3, 4):
-        m = _maxout_net(np.float32, 3)
+        m = make()
         eng = compile_training(m, losses.CrossEntropyLoss(), optim.Adam(m.parameters()), nt,
                                block=16)
         eng._exact_threads = True
-        res = eng.run(X, y, order, 0, 16, 12)
-        assert res.steps == 12 and res.n_threads == (nt if OPENMP else 1)
+        res = eng.run(X, y, order, 0, bs, steps)
+        assert res.steps == steps and res.n_threads == (nt if OPENMP else 1)
         out.append([p.data.copy() for p in m.parameters()])
     for got in out[1:]:
         for a, b in zip(got, out[0]):
             assert np.array_equal(a, b)
+
+
+def test_maxout_bitwise_for_1_to_4_threads(no_fallback):
+    X, y, order = data(200, 12, 4, np.float32, seed=2)
+    assert_bitwise_for_1_to_4_threads(lambda: _maxout_net(np.float32, 3), X, y, order, 16, 12)
 
 
 def test_fit_maxout_on_the_engine():
@@ -1063,17 +1071,6 @@ def _graph_model(dtype, seed=0):
     return Model([a, b], out, dtype=dtype)
 
 
-def _graph_module_steps(model, opt, loss, X, y, order, bs, n_steps):
-    for s in range(n_steps):
-        idx = order[s * bs:(s + 1) * bs]
-        xb = np.ascontiguousarray(X[idx])
-        model.zero_grad()
-        z = model.forward([np.ascontiguousarray(xb[:, :6]), np.ascontiguousarray(xb[:, 6:])])
-        _, g = loss.loss_and_grad(z, y[idx], grad_out=np.empty_like(z))
-        model.backward(g, need_input_grad=False)
-        opt.step()
-
-
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("block", [16, None])
 def test_graph_model_against_module_path(dtype, block):
@@ -1081,7 +1078,7 @@ def test_graph_model_against_module_path(dtype, block):
     models = [_graph_model(dtype) for _ in range(2)]
     start = [p.data.copy() for p in models[0].parameters()]
     opts = [optim.Adam(m.parameters(), lr=1e-2) for m in models]
-    _graph_module_steps(models[0], opts[0], losses.CrossEntropyLoss(), X, y, order, 16, 5)
+    module_steps(models[0], opts[0], losses.CrossEntropyLoss(), X, y, order, 16, 5, split=6)
     eng = compile_training(models[1], losses.CrossEntropyLoss(), opts[1], 2, block=block)
     assert eng is not None
     assert eng.run(X, y, order, 0, 16, 5).steps == 5
@@ -1094,18 +1091,7 @@ def test_graph_model_against_module_path(dtype, block):
 
 def test_graph_model_bitwise_for_1_to_4_threads(no_fallback):
     X, y, order = data(160, 11, 4, np.float32, seed=3)
-    out = []
-    for nt in (1, 2, 3, 4):
-        m = _graph_model(np.float32)
-        eng = compile_training(m, losses.CrossEntropyLoss(), optim.Adam(m.parameters()), nt,
-                               block=16)
-        eng._exact_threads = True
-        res = eng.run(X, y, order, 0, 16, 10)
-        assert res.steps == 10
-        out.append([p.data.copy() for p in m.parameters()])
-    for got in out[1:]:
-        for a, b in zip(got, out[0]):
-            assert np.array_equal(a, b)
+    assert_bitwise_for_1_to_4_threads(lambda: _graph_model(np.float32), X, y, order, 16, 10)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -1279,8 +1265,7 @@ def test_random_graphs_against_module_path_and_bitwise_for_thread_counts(no_fall
         order = rng.permutation(n)
         ref = build()
         opt = optim.Adam(ref.parameters(), lr=1e-2)
-        _graph_module_steps_split(ref, opt, losses.CrossEntropyLoss(), X, y, order, bs, steps,
-                                  5)
+        module_steps(ref, opt, losses.CrossEntropyLoss(), X, y, order, bs, steps, split=5)
         out, block = [], int(rng.choice([16, 32]))
         for nt in (1, int(rng.integers(2, 5))):
             m = build()
@@ -1295,16 +1280,3 @@ def test_random_graphs_against_module_path_and_bitwise_for_thread_counts(no_fall
             assert np.array_equal(a, b), case
             assert rel(a, r.data) <= 1e-9, (case, rel(a, r.data))
 
-
-def _graph_module_steps_split(model, opt, loss, X, y, order, bs, n_steps, split):
-    for s in range(n_steps):
-        idx = order[s * bs:(s + 1) * bs]
-        if len(idx) == 0:
-            break
-        xb = X[idx]
-        model.zero_grad()
-        z = model.forward([np.ascontiguousarray(xb[:, :split]),
-                           np.ascontiguousarray(xb[:, split:])])
-        _, g = loss.loss_and_grad(z, y[idx], grad_out=np.empty_like(z))
-        model.backward(g, need_input_grad=False)
-        opt.step()

@@ -476,15 +476,17 @@ cdef void _forward_block(Plan *P, LayerC *L, Py_ssize_t m, Py_ssize_t p,
             for i in range(m):
                 memcpy(Y + i * ldh + (a - c0), X + i * ldx, (e - a) * sizeof(floating))
     else:
-        for k in range(L.n_par):
+        X = _node_out(P, L.par[0], s, &ldx, dummy) + c0
+        for i in range(m):
+            memcpy(Y + i * ldh, X + i * ldx, w * sizeof(floating))
+        for k in range(1, L.n_par):
             X = _node_out(P, L.par[k], s, &ldx, dummy) + c0
             for i in range(m):
-                for j in range(w):
-                    if k == 0:
-                        Y[i * ldh + j] = X[i * ldx + j]
-                    elif L.kind == NODE_ADD:
+                if L.kind == NODE_ADD:
+                    for j in range(w):
                         Y[i * ldh + j] = Y[i * ldh + j] + X[i * ldx + j]
-                    else:
+                else:
+                    for j in range(w):
                         Y[i * ldh + j] = Y[i * ldh + j] * X[i * ldx + j]
     src = Y
     for k in range(L.n_post):

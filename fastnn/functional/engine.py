@@ -342,9 +342,19 @@ def _opt_kind(optimizer):
 def why_not(model, loss_fn, optimizer, y=None) -> str | None:
     """None when the engine covers (model, loss_fn, optimizer) - and the targets ``y``, when
     given - else the reason it does not, as a sentence fragment."""
+    return _check(model, loss_fn, optimizer, y)[0]
+
+
+def _check(model, loss_fn, optimizer, y):
+    """(reason, None) when the engine does not cover the fit, else (None, the nodes)."""
     nodes = _nodes(model)
     if isinstance(nodes, str):
-        return nodes
+        return nodes, None
+    reason = _why_not_nodes(nodes, model, loss_fn, optimizer, y)
+    return reason, None if reason is not None else nodes
+
+
+def _why_not_nodes(nodes, model, loss_fn, optimizer, y):
     specs, owners, _ = nodes
     try:
         loss_fn, y = _inner_loss(loss_fn, y)
@@ -577,7 +587,8 @@ def compile_training(model, loss_fn, optimizer, n_threads=None, *, y=None,
     not cover them (:func:`why_not` says why). ``n_threads``: None follows
     ``omp_get_max_threads()`` at each run; ``block``: columns per block (a multiple of 16;
     tests use small blocks to cut small layers into several)."""
-    if why_not(model, loss_fn, optimizer, y) is not None:
+    reason, nodes = _check(model, loss_fn, optimizer, y)
+    if reason is not None:
         return None
     inner, t = _inner_loss(loss_fn, y)
     kind = _loss_kind(inner, t)
@@ -587,6 +598,6 @@ def compile_training(model, loss_fn, optimizer, n_threads=None, *, y=None,
         t = np.asarray(t)
         _targets_matrix(t, t.shape, t.dtype if t.dtype.kind == "f" else np.float64, "y",
                         normalize_rows=kind == "sparsemax_rows")
-    specs, owners, inputs = _nodes(model)
+    specs, owners, inputs = nodes
     return TrainingEngine(model, loss_fn, optimizer, specs, owners, n_threads, block, y,
                           inputs)
