@@ -24,8 +24,11 @@ from fastnn import Dense, Maxout, Sequential, datasets
 
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    # 600 epochs take about two seconds; 400 left the k = 4 network at 0.93 training accuracy
+    # with some BLAS kernels (its trajectory depends on the products' rounding)
     p.add_argument("--quick", action="store_true",
-                   help="fewer epochs (also: FASTNN_EXAMPLES_QUICK=1)")
+                   help="accepted for the examples' common interface; the run is already "
+                        "short (also: FASTNN_EXAMPLES_QUICK=1)")
     p.add_argument("--out", default="figures",
                    help="directory for maxout_spirals.png (default ./figures)")
     args = p.parse_args(argv)
@@ -59,7 +62,7 @@ def width_for_budget(budget, pieces):
 
 def main(argv=None):
     args = parse_args(argv)
-    epochs = 400 if args.quick else 600
+    epochs = 600
     X, y = datasets.make_spirals(400, noise=0.03, seed=0)
     X_test, y_test = datasets.make_spirals(400, noise=0.03, seed=1)
 

@@ -194,12 +194,28 @@ def limit_threads(n_threads):
         openmp.restore_original_limits()
 
 
+# threadpoolctl's scan of the loaded libraries takes about a millisecond; its result is kept
+# until the dynamic loader reports a library loaded or unloaded (every call where it does not
+# count them).
+_CONTROLLERS: dict = {}
+_CONTROLLERS_LOCK = threading.Lock()
+
+
 def _controller(user_api):
     # Only the libraries of ``user_api``: threadpoolctl's limiter restores every library it
     # controls on exit, which would undo another thread's BLAS limit.
+    generation = _runtime.loaded_objects_generation()
+    with _CONTROLLERS_LOCK:
+        kept = _CONTROLLERS.get(user_api)
+    if generation is not None and kept is not None and kept[0] == generation:
+        return kept[1]
     from threadpoolctl import ThreadpoolController
 
-    return ThreadpoolController().select(user_api=user_api)
+    controller = ThreadpoolController().select(user_api=user_api)
+    if generation is not None:
+        with _CONTROLLERS_LOCK:
+            _CONTROLLERS[user_api] = (generation, controller)
+    return controller
 
 
 def thread_info() -> dict:

@@ -559,6 +559,10 @@ def _prepare_fit(model, X, y, loss, optimizer, epochs, batch_size, shuffle, vali
         if reason is None:
             eng = _engine.compile_training(model, loss_fn, opt, getattr(model, "n_threads",
                                                                         None), y=y)
+            # the engine keeps no module's forward arrays: a backward after this fit needs a
+            # new forward (it raises, instead of backpropagating through a stale batch)
+            for m in model.modules():
+                m._clear_forward_cache()
         elif engine is True:
             raise ValueError(f"engine=True, but the training engine does not cover this fit: "
                              f"{reason}")

@@ -62,6 +62,45 @@ def other_blas():
         _blas_loader.use_blas(choice)
 
 
+_ROWS_EXACT: dict = {}
+
+
+def blas_rows_exact(dtype=np.float32) -> bool:
+    """True when the BLAS in force computes a row of a product with the same bits whatever rows
+    surround it (probed once per library and dtype: fastnn's dense forward of a 300-row batch
+    against the same rows in groups of 2 to 200 rows, as tiles and chunks cut them; a one-row
+    request takes another kernel). OpenBLAS's SkylakeX kernels do; its Haswell kernels
+    (OPENBLAS_CORETYPE=Haswell, or an AVX2 CPU) and oneMKL round some rows by their place in
+    the product."""
+    from fastnn._kernels import _blas_loader
+    from fastnn.functional.dense import dense_forward
+    key = (_blas_loader.current().get("filepath"), np.dtype(dtype).name)
+    if key not in _ROWS_EXACT:
+        rng = np.random.default_rng(0)
+        X = rng.standard_normal((300, 64)).astype(dtype)
+        W = rng.standard_normal((64, 48)).astype(dtype)
+        whole = dense_forward(X, W, n_threads=1)
+        groups = [(298, 300), (0, 17), (5, 38), (30, 62), (100, 200), (33, 300)]
+        _ROWS_EXACT[key] = all(
+            np.array_equal(dense_forward(np.ascontiguousarray(X[a:b]), W, n_threads=1),
+                           whole[a:b]) for a, b in groups)
+    return _ROWS_EXACT[key]
+
+
+@pytest.fixture
+def same_rows():
+    """``same_rows(actual, expected)``: outputs computed in other row groups (chunks, tiles,
+    streamed batches) against the whole batch's: the same bits where the BLAS rounds a row the
+    same in any group (:func:`blas_rows_exact`), else equal to float32 rounding."""
+    def check(actual, expected):
+        actual, expected = np.asarray(actual), np.asarray(expected)
+        if blas_rows_exact(expected.dtype if expected.dtype.kind == "f" else np.float32):
+            np.testing.assert_array_equal(actual, expected)
+        else:
+            np.testing.assert_allclose(actual, expected, rtol=2e-6, atol=1e-6)
+    return check
+
+
 def tol(dtype):
     """(rtol, atol) for comparing a kernel's output with a float64 reference."""
     return (2e-5, 2e-6) if np.dtype(dtype) == np.float32 else (1e-12, 1e-13)

@@ -15,16 +15,6 @@ from fastnn import Dense, Sequential  # noqa: E402
 N, D, C = 900, 10, 3
 
 
-def assert_same_rows(chunked, whole):
-    """Chunked predictions against the whole array's: the same bits with OpenBLAS (the
-    inference plan computes every chunk's rows with the same products as the whole batch's,
-    a one-row tail included); oneMKL's sgemm rounds a one-row product differently from a row
-    of a larger one, so there equal within float32 rounding."""
-    from fastnn._kernels import _blas_loader
-    if _blas_loader.current()["blas"] == "mkl":
-        np.testing.assert_allclose(chunked, whole, rtol=2e-6, atol=1e-6)
-    else:
-        np.testing.assert_array_equal(chunked, whole)
 
 
 @pytest.fixture(scope="module")
@@ -41,16 +31,16 @@ def test_module_imports_the_dask_package():
     assert fdask.__name__ == "fastnn.dask" and fdask.da.__name__ == "dask.array"
 
 
-def test_predict_and_predict_proba_match_the_model(fitted):
+def test_predict_and_predict_proba_match_the_model(fitted, same_rows):
     model, X, _ = fitted
     dx = da.from_array(X, chunks=(100, 4))        # column chunks are joined per block
     out = fdask.predict(model, dx)
     assert isinstance(out, da.Array) and out.shape == (N, C) and out.dtype == np.float32
     assert out.chunks[0] == dx.chunks[0]
     with dask.config.set(scheduler="threads"):
-        assert_same_rows(out.compute(), model.predict(X))
+        same_rows(out.compute(), model.predict(X))
         p = fdask.predict_proba(model, dx.astype(np.float64)).compute()   # converted per block
-    assert_same_rows(p, model.predict_proba(X))
+    same_rows(p, model.predict_proba(X))
 
 
 def test_the_model_is_one_task_of_the_graph(fitted):
@@ -62,14 +52,14 @@ def test_the_model_is_one_task_of_the_graph(fitted):
     assert len(big) == 1, big            # not one copy per block
 
 
-def test_dataframe_and_estimators(fitted):
+def test_dataframe_and_estimators(fitted, same_rows):
     pd = pytest.importorskip("pandas")
     dd = pytest.importorskip("dask.dataframe")
     from fastnn import MLPClassifier
 
     model, X, y = fitted
     df = dd.from_pandas(pd.DataFrame(X.astype(np.float64)), npartitions=4)
-    assert_same_rows(fdask.predict(model, df).compute(), model.predict(X))
+    same_rows(fdask.predict(model, df).compute(), model.predict(X))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         clf = MLPClassifier(hidden_layer_sizes=(8,), max_iter=5, random_state=0).fit(X, y)
@@ -77,7 +67,7 @@ def test_dataframe_and_estimators(fitted):
     labels = fdask.predict(clf, dx)
     assert labels.ndim == 1
     np.testing.assert_array_equal(labels.compute(), clf.predict(X))
-    assert_same_rows(fdask.predict_proba(clf, df).compute(), clf.predict_proba(X))
+    same_rows(fdask.predict_proba(clf, df).compute(), clf.predict_proba(X))
 
 
 def test_bad_inputs(fitted):
@@ -92,7 +82,7 @@ def test_bad_inputs(fitted):
         fdask.predict(model, da.zeros((5, D + 1), chunks=2))
 
 
-def test_local_cluster(fitted):
+def test_local_cluster(fitted, same_rows):
     distributed = pytest.importorskip("distributed")
     model, X, _ = fitted
     # in-process workers talking TCP on 127.0.0.1: starts in well under a second, where worker
@@ -106,7 +96,7 @@ def test_local_cluster(fitted):
         dx = da.from_array(X, chunks=(100, D))
         out = fdask.predict_proba(model, dx)
         got = client.compute(out).result(timeout=60)
-        np.testing.assert_array_equal(got, model.predict_proba(X))
+        same_rows(got, model.predict_proba(X))
         # streamed training and evaluation run on the cluster too (one chunk group per compute)
         m2 = model.copy()
         m2.fit(dx, np.asarray(fitted[2]), epochs=1, verbose=0, seed=0)

@@ -911,6 +911,22 @@ def test_fit_engine_choice():
     assert m.fit(X, y, epochs=1, verbose=0).params["engine"] is True
 
 
+def test_fit_on_the_engine_leaves_no_stale_forward_for_backward():
+    """The engine keeps no module's forward arrays: after its fit a backward needs a new
+    forward (a clear error, not gradients of a batch seen before the weights changed)."""
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((40, 5)).astype(np.float32)
+    y = rng.integers(0, 3, 40)
+    m = Sequential(Dense(5, 8, "relu", seed=1), Maxout(8, 4, 2, seed=2), Dense(4, 3, seed=3))
+    m.forward(X[:4])   # arrays cached before the fit
+    assert m.fit(X, y, epochs=1, verbose=0, engine=True).params["engine"] is True
+    g = np.ones((4, 3), np.float32)
+    with pytest.raises(RuntimeError, match="backward was called before forward"):
+        m.backward(g)
+    m.forward(X[:4])
+    assert m.backward(g).shape == (4, 5)
+
+
 @pytest.mark.parametrize("mode", ["raise", "restore"])
 def test_fit_divergence_on_the_engine_matches_the_module_loop(mode):
     rng = np.random.default_rng(1)

@@ -91,7 +91,7 @@ def test_merges_against_numpy():
     assert len({id(a) for a in gs}) == 3 and all(np.array_equal(a, g) for a in gs)
 
 
-def test_one_input_one_output_graph_equals_sequential():
+def test_one_input_one_output_graph_equals_sequential(same_rows):
     X, y = fastnn.datasets.make_spirals(200, seed=0)
     X = X.astype(np.float32)
 
@@ -109,7 +109,7 @@ def test_one_input_one_output_graph_equals_sequential():
     np.testing.assert_array_equal(graph.forward(X), seq.forward(X))
     seq.fit(X, y, loss="cross_entropy", epochs=3, seed=0, verbose=0)
     graph.fit(X, y, loss="cross_entropy", epochs=3, seed=0, verbose=0)
-    np.testing.assert_array_equal(graph.predict(X), seq.predict(X))
+    same_rows(graph.predict(X), seq.predict(X))   # (Sequential: one call, in tiles)
 
 
 def test_a_sequential_and_dropout_inside_a_graph():

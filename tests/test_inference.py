@@ -280,7 +280,7 @@ def test_eval_forward_fed_its_own_output():
     np.testing.assert_allclose(z, layer_path(model, y_copy), rtol=1e-6)
 
 
-def test_training_mode_keeps_the_layer_path():
+def test_training_mode_keeps_the_layer_path(same_rows):
     model = Sequential(Dense(8, 32, "relu"), Dropout(0.5), Dense(32, 4), seed=0)
     X = data(64, 8, np.float32)
     calls = []
@@ -299,7 +299,7 @@ def test_training_mode_keeps_the_layer_path():
         t3 = np.array(model.forward(X), copy=True)
         assert not np.array_equal(t3, layer_path(model, X))
         model.eval()
-        np.testing.assert_array_equal(model.forward(X), layer_path(model, X))
+        same_rows(model.forward(X), layer_path(model, X))   # 64 rows: two tiles
     finally:
         I.eval_forward = orig
     assert calls == [1, 1]   # asked in evaluation mode only; the first one declined

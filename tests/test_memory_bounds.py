@@ -66,7 +66,9 @@ expected = f(np.repeat(row, 3000, axis=0))[0]          # warm-up
 vm = int(re.search(r"VmSize:\s+(\d+)", open("/proc/self/status").read()).group(1)) * 1024
 resource.setrlimit(resource.RLIMIT_AS, (vm + headroom, vm + headroom))
 out = f(X)
-assert out.shape[0] == n_rows and (out == expected).all(), "rows differ"
+# every row as in the warm-up batch (to rounding: some BLAS kernels round a row by its place
+# in the product)
+assert out.shape[0] == n_rows and np.allclose(out, expected, rtol=1e-5, atol=1e-6), "rows differ"
 print("ok")
 """
 

@@ -42,6 +42,34 @@ def test_limit_threads_sets_and_restores():
         pass
 
 
+def test_library_scan_kept_until_a_library_loads(tmp_path):
+    """limit_threads reuses threadpoolctl's scan of the loaded libraries while the loader's
+    counters stay the same, and scans again once a shared object is loaded."""
+    import ctypes
+    import shutil
+
+    from fastnn import parallel
+    from fastnn._kernels import _config
+    from fastnn.functional import runtime
+
+    if runtime.loaded_objects_generation() is None:
+        pytest.skip("the dynamic loader does not count loaded objects here")
+    with limit_threads(1):
+        pass
+    first = parallel._controller("openmp")
+    assert parallel._controller("openmp") is first
+    before = runtime.loaded_objects_generation()
+    copy = tmp_path / "fastnn_loaded_objects_probe.so"   # a new path: a new shared object
+    shutil.copyfile(_config.__file__, copy)
+    ctypes.CDLL(str(copy))
+    after = runtime.loaded_objects_generation()
+    assert after[0] > before[0]
+    again = parallel._controller("openmp")
+    assert again is not first and parallel._controller("openmp") is again
+    with limit_threads(1):
+        assert thread_info()["openmp"] == 1
+
+
 def _build(hidden, seed=None):
     model = Sequential(Dense(4, hidden, "tanh", seed=seed), Dense(hidden, 3, seed=seed),
                        dtype=np.float64)

@@ -36,6 +36,9 @@ __all__ = ["openmp_enabled", "omp_max_threads", "use_blas", "blas_info", "parall
 openmp_enabled = _config.openmp_enabled
 #: ``omp_get_max_threads()`` now (OMP_NUM_THREADS, threadpoolctl limits; 1 without OpenMP).
 omp_max_threads = _config.omp_max_threads
+#: (loads, unloads) of shared objects in the process, changing whenever a library comes or goes;
+#: None where the loader does not count them.
+loaded_objects_generation = _config.loaded_objects_generation
 
 # --- the BLAS behind the matrix products (fastnn/_kernels/_blas_loader.py) ----------------------
 use_blas = _blas_loader.use_blas
