@@ -93,7 +93,9 @@ def _input_dtype(model, block_dtype):
 
 def _apply(block, model, method, batch_size, blas=None):
     """One block through ``model.<method>`` (runs on the worker, with the BLAS library of the
-    process that built the graph where the worker has it: the same bits as a local predict)."""
+    process that built the graph where the worker has it: a local predict's bits, with a BLAS
+    whose rounding of a row does not depend on the rows around it, such as OpenBLAS's SkylakeX
+    kernels; else equal to rounding)."""
     if blas is not None:
         blas_match(blas)
     block = np.asarray(block)
