@@ -21,6 +21,15 @@
 # backward recomputes it), elementwise activation, scaling (Dropout "standard" in evaluation),
 # maxout, softmax, sparsemax. Identity layers (Dropout "inverted" in evaluation, the identity
 # Activation) are dropped by the compiler.
+# Graphs (graph Models, Residual/Parallel blocks): a graph plan's steps name their parents (an
+# earlier step r >= 0 or input -1 - r, the training engine's references) and add the merges
+# concat, add and mul (left to right, the module path's order). A tile runs the steps in
+# order (_tile_graph); a step's output lives in one of the thread's buffers from its step to
+# its last reader (buffers are assigned once, at plan build: a dead value's buffer is taken
+# again, an activation or scaling whose input dies there writes over it) or, for an output
+# step, in the caller's array, where later steps read it too. The one-row column split covers
+# graphs as well (_run_cols_graph; merges split by columns). A chain keeps its own path
+# (_tile, _run_cols: two ping-pong buffers, no parent lookups).
 import os
 
 from cython cimport floating

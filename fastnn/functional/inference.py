@@ -1,4 +1,4 @@
-"""One-call inference: a chain of layers compiled into a plan that one kernel call runs.
+"""One-call inference: a network compiled into a plan that one kernel call runs.
 
 A :class:`~fastnn.model.Sequential` whose layers are all covered runs ``predict``,
 ``predict_proba`` (the loss's softmax, sigmoid or sparsemax as one more step) and its
@@ -8,8 +8,21 @@ layers: :class:`~fastnn.layers.Dense` with any activation of the table,
 :class:`~fastnn.layers.Activation` (and its named subclasses), :class:`~fastnn.layers.Dropout`
 (the identity, or the ``1 - p`` scaling of the "standard" mode, in evaluation),
 :class:`~fastnn.layers.Maxout`, :class:`~fastnn.layers.Softmax` and
-:class:`~fastnn.layers.Sparsemax`. Anything else (nested containers, user-written modules) keeps
-the layer-by-layer path, with the same results.
+:class:`~fastnn.layers.Sparsemax`; and the containers nested :class:`~fastnn.model.Sequential`,
+:class:`~fastnn.model.Residual` and :class:`~fastnn.model.Parallel` (``predict`` and
+``predict_proba`` only: the evaluation-mode ``forward`` of a network holding a container keeps
+the layer-by-layer path, which leaves each module what its backward reads). A graph
+:class:`~fastnn.graph.Model` of covered layers and the merges :class:`~fastnn.graph.Concatenate`,
+:class:`~fastnn.graph.Add` and :class:`~fastnn.graph.Multiply` (any number of inputs and
+outputs, a layer used at several nodes included) runs ``predict`` the same way. Anything else
+(user-written modules and merges) keeps the layer-by-layer path, with the same results;
+:func:`why_not` names the reason.
+
+A chain of layers runs its steps one after another; a network with merges or several inputs
+or outputs is a graph plan: each step reads its parents (earlier steps or the inputs, the
+training engine's references), a merge concatenates, adds or multiplies them in the order of
+the module path, and a value lives in a per-thread buffer from its step to its last reader
+(the output steps write the caller's arrays).
 
 The rows of a batch are cut into tiles whose size depends on the batch size only; every tile
 runs all layers (its activations stay in per-thread buffers owned by the plan), and threads
@@ -24,9 +37,10 @@ rounding (bitwise for a batch of 1 row and, except 2-row batches into 64 or more
 up to 32 rows: both paths make the same calls there). A row's output may differ in the last
 bits between a one-row request and a batch (different kernels), as with any BLAS.
 
-The plan is cached on the network and rebuilt when its layers, their parameter arrays (a dtype
-change replaces them), or the settings that shape the computation (activations, dropout rate
-and mode, maxout pieces, sparsemax method) change.
+The plan is cached on the network and rebuilt when its layers (a container's too), their
+parameter arrays (a dtype change replaces them), or the settings that shape the computation
+(activations, dropout rate and mode, maxout pieces, sparsemax method, a Parallel's merge)
+change.
 """
 from __future__ import annotations
 
