@@ -895,7 +895,8 @@ cdef class InferencePlan:
         buf = _round_up(tile * self.max_w * item, 64) // item
         lin = _round_up(tile * self.max_lin * item, 64) // item
         arg = tile * self.max_arg
-        per = (self.n_slots * buf + lin) * item + _round_up(arg * 4, 64) + _round_up(self.max_sparse * 8, 64)
+        per = ((self.n_slots * buf + lin) * item + _round_up(arg * 4, 64)
+               + _round_up(self.max_sparse * 8, 64))
         per = _round_up(max(per, 64), 64)
         if posix_memalign(&p, 64, per * nt) != 0:
             raise MemoryError(f"cannot allocate {per * nt} bytes of inference buffers")

@@ -150,7 +150,8 @@ def _layer_step(m, width, checks, modules):
             return None
         if width is None:
             raise _NotCovered("the input width is unknown")
-        return kinds["activation"], ACTIVATION_TABLE[m.name].code, width, width, 1, 1.0, None, None
+        return (kinds["activation"], ACTIVATION_TABLE[m.name].code, width, width, 1, 1.0, None,
+                None)
     if cls is Dropout:
         checks += [(m, "p", m.p), (m, "mode", m.mode)]
         if m.mode == "inverted" or m.p == 0.0:
@@ -427,8 +428,9 @@ def eval_forward(model, X, n_threads):
     plan = state.plan
     # (a network with containers - Residual, Parallel, nested Sequential - keeps the layer
     # path: the plan does not hand its modules their arrays)
-    if (plan is None or not state.spec[4] or type(X) is not np.ndarray or X.ndim != 2 or X.shape[1] != plan.n_in
-            or X.dtype.num != plan.typenum or not plan.in_eval_mode()):
+    if (plan is None or not state.spec[4] or type(X) is not np.ndarray or X.ndim != 2
+            or X.shape[1] != plan.n_in or X.dtype.num != plan.typenum
+            or not plan.in_eval_mode()):
         return None   # (before the output arrays are sized for X's rows)
     outputs = _outputs(model, state, X.shape[0])
     if not plan.run_keep(X, outputs, n_threads):
