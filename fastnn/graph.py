@@ -103,6 +103,8 @@ class Concatenate(Merge):
     """``[x_1, ..., x_k]`` side by side along the features."""
 
     _forward_cache = ("_ran", "_widths")
+    #: its forward, as one-call inference (fastnn.functional.inference) runs it
+    _inference_merge = "concat"
 
     def merged_features(self, widths):
         return int(sum(widths))
@@ -151,6 +153,7 @@ class Add(_Elementwise):
     """``x_1 + ... + x_k`` (equal widths)."""
 
     _op = np.add
+    _inference_merge = "add"   # (see Concatenate)
 
     def _input_grads(self, g):
         out = []
@@ -165,6 +168,7 @@ class Multiply(_Elementwise):
     """``x_1 * ... * x_k`` elementwise (equal widths); gradient of x_i: g times the others."""
 
     _op = np.multiply
+    _inference_merge = "mul"   # (see Concatenate)
 
     def _input_grads(self, g):
         out = []
@@ -219,6 +223,8 @@ class Model(_Container):
     """
 
     _forward_cache = ("_ran",)
+    #: a graph of its nodes, run by one-call inference (fastnn.functional.inference)
+    _inference_graph = True
 
     def __init__(self, inputs, outputs, dtype=None, n_threads: int | None = None) -> None:
         super().__init__()

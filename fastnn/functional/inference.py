@@ -207,9 +207,11 @@ class _Walk:
         """The value of module ``m`` applied to the value ``ref`` (nested Sequential, Residual
         and Parallel containers included)."""
         cls = type(m)
-        residual, parallel = _containers()
+        # (a container says what it is in its own class body, not its subclasses', which may
+        # change forward; reading the flags keeps this module from importing fastnn.model)
+        block = cls.__dict__.get("_inference_block")
         chain = cls.__dict__.get("_plain_chain", False)
-        if not (chain or cls is residual or cls is parallel):
+        if not (chain or block):
             spec = _layer_step(m, self.width(ref), self.checks, self.modules)
             return ref if spec is None else self.step(spec, [ref])
         if "forward" in m.__dict__:
@@ -217,10 +219,10 @@ class _Walk:
         self.checks.append((m, "forward", _k.ABSENT))
         self.modules.append(m)
         self.nested = True
-        if cls is residual:   # x + f(x)
+        if block == "residual":   # x + f(x)
             self.checks.append((m, "module", m.module))
             return self.merge("add", [ref, self.module(m.module, ref)])
-        if cls is parallel:   # the branches' outputs side by side, or summed in order
+        if block == "parallel":   # the branches' outputs side by side, or summed in order
             self.checks += [(m, "branches", m.branches), (m.branches, None, tuple(m.branches)),
                             (m, "merge", m.merge)]
             outs = [self.module(b, ref) for b in m.branches]
@@ -231,18 +233,6 @@ class _Walk:
         return ref
 
 
-def _containers():
-    """(Residual, Parallel): read when a network is compiled (fastnn.model imports this
-    module)."""
-    from fastnn.model import Parallel, Residual
-    return Residual, Parallel
-
-
-def _graph_model():
-    import fastnn.graph as g
-    return g.Model, {g.Concatenate: "concat", g.Add: "add", g.Multiply: "mul"}
-
-
 def _walk_graph(model):
     """A graph Model's description: its nodes run as Model.forward runs them (the module of
     each node: a layer at its first use, its parameter-sharing copy at each further use)."""
@@ -250,7 +240,6 @@ def _walk_graph(model):
     runners = model._runners
     walk.checks += [(model._layers, None, tuple(model._layers)), (model, "_runners", runners),
                     (runners, None, tuple(runners))]
-    _, merges = _graph_model()
     values = [None] * len(runners)
     for i, j in enumerate(model._input_idx):
         values[j] = -1 - i
@@ -258,7 +247,7 @@ def _walk_graph(model):
         if run is None:
             continue
         refs = [values[j] for j in model._parent_idx[i]]
-        kind = merges.get(type(run))
+        kind = type(run).__dict__.get("_inference_merge")   # (see _Walk.module)
         if kind is not None:
             if "forward" in run.__dict__:
                 raise _NotCovered(f"{type(run).__name__}'s forward is replaced on the instance")
@@ -276,9 +265,8 @@ def _compile(model):
     for a graph its parents, input widths and output steps (None for a chain), and whether
     it is a chain of the network's own layers, the one eval_forward serves)."""
     cls = type(model)
-    model_cls, _ = _graph_model()
     try:
-        if cls is model_cls:
+        if cls.__dict__.get("_inference_graph", False):
             walk, outs = _walk_graph(model)
         elif cls.__dict__.get("_plain_chain", False):
             # (a plain chain says so in its own class body: Sequential, not its subclasses,
