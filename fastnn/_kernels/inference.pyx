@@ -517,7 +517,7 @@ cdef void _run_cols_graph(const Graph *g, floating *slots, Py_ssize_t m, int nt,
     cdef floating *dst = NULL
     cdef const Step *st = NULL
     cdef int s = 0, tid = 0, team = 1
-    cdef Py_ssize_t blk, nb = 0, w = 0, i, c0, c1
+    cdef Py_ssize_t blk = 0, nb = 0, w = 0, c0 = 0, c1 = 0
     with parallel(num_threads=nt):
         tid = omp_get_thread_num()
         team = omp_get_num_threads()
