@@ -30,10 +30,18 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from fastnn._threads import check_not_fitting, exclusive_use
+from fastnn._threads import check_not_fitting, exclusive_use, resolve_n_threads
 from fastnn._validation import check_float_array, check_float_dtype
+from fastnn.functional import inference as _inference
 from fastnn.losses import Loss, get_loss
-from fastnn.model import Sequential, _check_unique, _Container, _infer_dtype, _prefixed_shapes
+from fastnn.model import (
+    _PREDICT_BATCH,
+    Sequential,
+    _check_unique,
+    _Container,
+    _infer_dtype,
+    _prefixed_shapes,
+)
 from fastnn.module import Module, Node, module_from_config, no_forward_error
 
 __all__ = ["Add", "Concatenate", "Input", "Merge", "Model", "Multiply"]
@@ -95,6 +103,8 @@ class Concatenate(Merge):
     """``[x_1, ..., x_k]`` side by side along the features."""
 
     _forward_cache = ("_ran", "_widths")
+    #: its forward, as one-call inference (fastnn.functional.inference) runs it
+    _inference_merge = "concat"
 
     def merged_features(self, widths):
         return int(sum(widths))
@@ -143,6 +153,7 @@ class Add(_Elementwise):
     """``x_1 + ... + x_k`` (equal widths)."""
 
     _op = np.add
+    _inference_merge = "add"   # (see Concatenate)
 
     def _input_grads(self, g):
         out = []
@@ -157,6 +168,7 @@ class Multiply(_Elementwise):
     """``x_1 * ... * x_k`` elementwise (equal widths); gradient of x_i: g times the others."""
 
     _op = np.multiply
+    _inference_merge = "mul"   # (see Concatenate)
 
     def _input_grads(self, g):
         out = []
@@ -211,6 +223,8 @@ class Model(_Container):
     """
 
     _forward_cache = ("_ran",)
+    #: a graph of its nodes, run by one-call inference (fastnn.functional.inference)
+    _inference_graph = True
 
     def __init__(self, inputs, outputs, dtype=None, n_threads: int | None = None) -> None:
         super().__init__()
@@ -471,14 +485,29 @@ class Model(_Container):
 
     def predict(self, X, batch_size: int | None = None):
         """The outputs for ``X`` in evaluation mode, in batches: new arrays (a list of one per
-        output; a single array for a one-output model)."""
+        output; a single array for a one-output model). A model of covered layers
+        (:mod:`fastnn.functional.inference`) runs each batch in one compiled call."""
         check_not_fitting(self, "predict")   # not while another thread trains this network
+        if batch_size is None:   # arrays as the plan takes them: one call
+            outs = _inference.predict_arrays(self, self._arrays(X), _PREDICT_BATCH)
+            if outs is not None:
+                return outs[0] if self._single_out else outs
         xs = self._input_list(X)
-        bs = 1024 if batch_size is None else int(batch_size)
+        bs = _PREDICT_BATCH if batch_size is None else int(batch_size)
         if bs <= 0:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         n = xs[0].shape[0]
         with self._predict_lock():
+            plan = _inference.plan_for(self)
+            if plan is not None:   # one compiled call per batch, straight into the outputs
+                n_threads = resolve_n_threads(self._n_threads)
+                outs = [np.empty((n, w), dtype=self._dtype) for w in self.output_widths]
+                for s in range(0, n, bs):
+                    if not plan.run_many([np.ascontiguousarray(x[s:s + bs]) for x in xs],
+                                         [o[s:s + bs] for o in outs], n_threads):
+                        break   # an array the kernel does not take: the layers do it all
+                else:
+                    return outs[0] if self._single_out else outs
             modes = [m.training for m in self.modules()]
             self.eval()
             try:
@@ -491,6 +520,20 @@ class Model(_Container):
                 for m, mode in zip(self.modules(), modes):
                     m.training = mode
         return outs[0] if self._single_out else outs
+
+    def _arrays(self, X):
+        """X's arrays in input order when given as an ndarray (one input), a list or a dict
+        by input name; else None."""
+        if type(X) is np.ndarray:
+            return [X]
+        if type(X) is list or type(X) is tuple:
+            return list(X)
+        if type(X) is dict and len(X) == len(self._inputs):
+            try:
+                return [X[k] for k in self.input_names]
+            except KeyError:
+                return None
+        return None
 
     def _packed_loss(self, loss, loss_weights) -> _PackedLoss:
         if isinstance(loss, _PackedLoss):

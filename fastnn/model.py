@@ -477,6 +477,9 @@ class Residual(_Container):
     Backward sums the two paths: ``dL/dx = g + f.backward(g)``.
     """
 
+    #: its forward, as one-call inference (fastnn.functional.inference) runs it
+    _inference_block = "residual"
+
     def __init__(self, module: Module, dtype=None):
         super().__init__()
         _check_unique([module])
@@ -538,6 +541,9 @@ class Parallel(_Container):
     Backward gives each branch its part of the gradient (its columns for concat, all of it for
     sum) and sums the branches' input gradients.
     """
+
+    #: its forward, as one-call inference (fastnn.functional.inference) runs it
+    _inference_block = "parallel"
 
     def __init__(self, *branches, merge: str = "concat", dtype=None):
         super().__init__()

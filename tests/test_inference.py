@@ -95,17 +95,19 @@ def test_covered_and_not_covered():
         def forward(self, x):
             return x
 
-    for net, word in [(Sequential(Dense(4, 4), Sequential(Dense(4, 4))), "Sequential"),
-                      (Sequential(Residual(Dense(4, 4))), "Residual"),
-                      (Sequential(Parallel(Dense(4, 2), Dense(4, 2))), "Parallel"),
-                      (Sequential(Dense(4, 4), Custom()), "Custom"),
+    # containers: a graph plan (tests/test_inference_graph.py)
+    for net in (Sequential(Dense(4, 4), Sequential(Dense(4, 4))),
+                Sequential(Residual(Dense(4, 4))), Sequential(Parallel(Dense(4, 2), Dense(4, 2)))):
+        assert I.why_not(net) is None
+    for net, word in [(Sequential(Dense(4, 4), Custom()), "Custom"),
+                      (Sequential(Residual(Sequential(Dense(4, 4), Custom()))), "Custom"),
                       (Sequential(Dropout(0.5)), "computes"),
                       (Sequential(ReLU(), Softmax()), "width")]:
         reason = I.why_not(net)
         assert reason is not None and word in reason, reason
         assert I.plan_for(net) is None
     # not covered networks still predict (layer by layer)
-    net = Sequential(Dense(4, 4, "relu"), Residual(Dense(4, 4)))
+    net = Sequential(Dense(4, 4, "relu"), Residual(Sequential(Dense(4, 4), Custom())))
     X = data(9, 4, np.float32)
     np.testing.assert_array_equal(net.predict(X), layer_path(net, X))
 
@@ -430,7 +432,7 @@ def test_plan_rejects_bad_steps():
         with pytest.raises(ValueError, match="width"):
             _k.InferencePlan([(_k.KINDS[kind], 0, 3, 5, 1, 1.0, None, None)], np.float32)
     model = mlp("relu", np.float32)
-    steps, checks, modules, _ = I._compile(model)
+    (steps, checks, modules, _, _), _ = I._compile(model)
     plan = _k.InferencePlan(steps, np.float32, iter(checks), modules)   # any iterable
     assert plan.valid()
     model[0].activation = "tanh"

@@ -21,6 +21,15 @@
 # backward recomputes it), elementwise activation, scaling (Dropout "standard" in evaluation),
 # maxout, softmax, sparsemax. Identity layers (Dropout "inverted" in evaluation, the identity
 # Activation) are dropped by the compiler.
+# Graphs (graph Models, Residual/Parallel blocks): a graph plan's steps name their parents (an
+# earlier step r >= 0 or input -1 - r, the training engine's references) and add the merges
+# concat, add and mul (left to right, the module path's order). A tile runs the steps in
+# order (_tile_graph); a step's output lives in one of the thread's buffers from its step to
+# its last reader (buffers are assigned once, at plan build: a dead value's buffer is taken
+# again, an activation or scaling whose input dies there writes over it) or, for an output
+# step, in the caller's array, where later steps read it too. The one-row column split covers
+# graphs as well (_run_cols_graph; merges split by columns). A chain keeps its own path
+# (_tile, _run_cols: two ping-pong buffers, no parent lookups).
 import os
 
 from cython cimport floating
@@ -28,6 +37,7 @@ from cython.parallel cimport parallel, prange
 from libc.stdint cimport int32_t, uint32_t, uint64_t
 from libc.limits cimport INT_MAX
 from libc.stdlib cimport calloc, free
+from libc.string cimport memcpy
 cimport numpy as cnp
 from cpython.object cimport PyObject, PyObject_GetAttr
 from cpython.dict cimport PyDict_GetItem
@@ -86,9 +96,14 @@ cdef enum:
     K_MAXOUT = 3
     K_SOFTMAX = 4
     K_SPARSEMAX = 5
+    # merges (graph plans): their parents side by side, summed, multiplied (left to right)
+    K_CONCAT = 6
+    K_ADD = 7
+    K_MUL = 8
 
 KINDS = {"dense": K_DENSE, "activation": K_ACTIVATION, "scale": K_SCALE, "maxout": K_MAXOUT,
-         "softmax": K_SOFTMAX, "sparsemax": K_SPARSEMAX}
+         "softmax": K_SOFTMAX, "sparsemax": K_SPARSEMAX, "concat": K_CONCAT, "add": K_ADD,
+         "mul": K_MUL}
 
 # Tile rows: batches up to TILE_MIN rows are one tile; larger ones are cut into about 8 tiles
 # (multiples of 16 rows) of TILE_MIN to TILE_MAX rows. A function of the batch size only.
@@ -133,6 +148,22 @@ ctypedef struct Step:
     void *keep_y          # keep mode: this step's output array (n, n_out)
     void *keep_z          # keep mode, maxout: the linear units (n, n_lin)
     int32_t *keep_arg     # keep mode, maxout: the winning unit (n, n_out)
+    # graph plans only:
+    int n_par             # parents: the references par[par_at:par_at + n_par] (r >= 0: step
+    int par_at            # r's output, r < 0: input -1 - r)
+    int slot              # the per-thread buffer holding its output rows, -1: ...
+    int out_idx           # ... the caller's output array out_idx
+
+
+# A graph plan (steps with parents, several inputs and outputs): what its tiles read.
+ctypedef struct Graph:
+    const Step *steps
+    int n_steps
+    const int *par            # every step's parents, step after step
+    const Py_ssize_t *in_w    # the inputs' widths
+    void **xs                 # this call's inputs (n, in_w[i]), C order
+    void **outs               # this call's outputs (n, width of the step writing it)
+    Py_ssize_t n_slots        # per-thread buffers of buf_elems each
 
 
 cdef inline Py_ssize_t _round_up(Py_ssize_t v, Py_ssize_t m) noexcept nogil:
@@ -253,6 +284,31 @@ cdef inline floating *_step_dst(const Step *st, bint last, bint keep, const floa
     return buf0
 
 
+cdef inline void _step_rows(const Step *st, const floating *src, floating *dst, floating *z,
+                            int32_t *arg, Py_ssize_t m, bint by_row,
+                            double *dscr) noexcept nogil:
+    """Step st (not a merge) on m rows: src (m, n_in) to dst (m, n_out); maxout writes its
+    linear units to z and its winners to arg; dscr: sparsemax's doubles."""
+    cdef Py_ssize_t i, w = st.n_out
+    if st.kind == K_DENSE:
+        _dense_rows(st, src, dst, m, w, by_row)
+    elif st.kind == K_MAXOUT:
+        _dense_rows(st, src, z, m, st.n_lin, by_row)
+        for i in range(m):
+            max_row(z + i * st.n_lin, dst + i * w, arg + i * w, w, st.pieces)
+    elif st.kind == K_ACTIVATION:
+        act_row(st.code, dst, src, <const floating *> NULL, m * w)
+    elif st.kind == K_SCALE:
+        for i in range(m * w):
+            dst[i] = src[i] * <floating> st.scale
+    elif st.kind == K_SOFTMAX:
+        for i in range(m):
+            softmax_row(src + i * w, dst + i * w, w, False, 1.0, NULL)
+    else:
+        for i in range(m):
+            sparsemax_row(src + i * w, dst + i * w, w, st.code, dscr)
+
+
 cdef void _tile(const Step *steps, int n_steps, bint keep, const floating *X, floating *out,
                 Py_ssize_t r0, Py_ssize_t m, bint by_row, char *scratch, Py_ssize_t buf_elems,
                 Py_ssize_t lin_elems, Py_ssize_t arg_elems) noexcept nogil:
@@ -266,35 +322,105 @@ cdef void _tile(const Step *steps, int n_steps, bint keep, const floating *X, fl
     cdef double *dscr = <double *> (<char *> abuf + _round_up(arg_elems * sizeof(int32_t), 64))
     cdef const floating *src = X + r0 * steps[0].n_in
     cdef floating *dst
-    cdef floating *z
-    cdef int32_t *arg
+    cdef floating *z = zbuf
+    cdef int32_t *arg = abuf
     cdef int s, src_buf = -1      # which ping-pong buffer holds src (-1: neither)
-    cdef Py_ssize_t i, w
     cdef const Step *st
     for s in range(n_steps):
         st = &steps[s]
-        w = st.n_out
         dst = _step_dst(st, s == n_steps - 1, keep, src, out, r0, buf0, buf1, &src_buf)
-        if st.kind == K_DENSE:
-            _dense_rows(st, src, dst, m, w, by_row)
-        elif st.kind == K_MAXOUT:
-            z = (<floating *> st.keep_z + r0 * st.n_lin) if keep else zbuf
-            arg = (st.keep_arg + r0 * w) if keep else abuf
-            _dense_rows(st, src, z, m, st.n_lin, by_row)
-            for i in range(m):
-                max_row(z + i * st.n_lin, dst + i * w, arg + i * w, w, st.pieces)
-        elif st.kind == K_ACTIVATION:
-            act_row(st.code, dst, src, <const floating *> NULL, m * w)
-        elif st.kind == K_SCALE:
-            for i in range(m * w):
-                dst[i] = src[i] * <floating> st.scale
-        elif st.kind == K_SOFTMAX:
-            for i in range(m):
-                softmax_row(src + i * w, dst + i * w, w, False, 1.0, NULL)
-        else:
-            for i in range(m):
-                sparsemax_row(src + i * w, dst + i * w, w, st.code, dscr)
+        if keep and st.kind == K_MAXOUT:
+            z = <floating *> st.keep_z + r0 * st.n_lin
+            arg = st.keep_arg + r0 * st.n_out
+        _step_rows(st, src, dst, z, arg, m, by_row, dscr)
         src = dst
+
+
+cdef inline Py_ssize_t _width(const Graph *g, int ref) noexcept nogil:
+    return g.in_w[-1 - ref] if ref < 0 else g.steps[ref].n_out
+
+
+cdef inline floating *_value(const Graph *g, int ref, Py_ssize_t r0, floating *slots,
+                             Py_ssize_t buf_elems) noexcept nogil:
+    """Where the value ``ref`` of rows r0... lies: the caller's input or output array (from
+    row r0), or the start of its buffer among this thread's ``slots`` (the tile's rows)."""
+    cdef const Step *st
+    if ref < 0:
+        return <floating *> g.xs[-1 - ref] + r0 * g.in_w[-1 - ref]
+    st = &g.steps[ref]
+    if st.out_idx >= 0:
+        return <floating *> g.outs[st.out_idx] + r0 * st.n_out
+    return slots + st.slot * buf_elems
+
+
+cdef void _merge_cols(const Graph *g, const Step *st, Py_ssize_t r0, floating *slots,
+                      Py_ssize_t buf_elems, floating *dst, Py_ssize_t m, Py_ssize_t j0,
+                      Py_ssize_t j1) noexcept nogil:
+    """Output columns [j0, j1) of a merge step on m rows: its parents side by side (concat),
+    or ``p_1 op p_2``, then ``op= p_k`` for every further parent (add, mul: the order of
+    fastnn.graph's merges and of model.Parallel); one parent is a copy. dst is apart from
+    the parents."""
+    cdef Py_ssize_t i, j, k, c = 0, pw, a, b, w = st.n_out
+    cdef const floating *p
+    cdef const floating *q
+    cdef int ref
+    if st.kind == K_CONCAT:
+        for k in range(st.n_par):
+            ref = g.par[st.par_at + k]
+            pw = _width(g, ref)
+            a = j0 if j0 > c else c
+            b = j1 if j1 < c + pw else c + pw
+            if a < b:
+                p = _value(g, ref, r0, slots, buf_elems)
+                for i in range(m):
+                    memcpy(dst + i * w + a, p + i * pw + (a - c), (b - a) * sizeof(floating))
+            c += pw
+        return
+    p = _value(g, g.par[st.par_at], r0, slots, buf_elems)
+    if st.n_par == 1:
+        for i in range(m):
+            memcpy(dst + i * w + j0, p + i * w + j0, (j1 - j0) * sizeof(floating))
+        return
+    q = _value(g, g.par[st.par_at + 1], r0, slots, buf_elems)
+    for i in range(m):
+        if st.kind == K_ADD:
+            for j in range(i * w + j0, i * w + j1):
+                dst[j] = p[j] + q[j]
+        else:
+            for j in range(i * w + j0, i * w + j1):
+                dst[j] = p[j] * q[j]
+    for k in range(2, st.n_par):
+        p = _value(g, g.par[st.par_at + k], r0, slots, buf_elems)
+        for i in range(m):
+            if st.kind == K_ADD:
+                for j in range(i * w + j0, i * w + j1):
+                    dst[j] = dst[j] + p[j]
+            else:
+                for j in range(i * w + j0, i * w + j1):
+                    dst[j] = dst[j] * p[j]
+
+
+cdef void _tile_graph(const Graph *g, Py_ssize_t r0, Py_ssize_t m, bint by_row, floating *slots,
+                      Py_ssize_t buf_elems, Py_ssize_t lin_elems,
+                      Py_ssize_t arg_elems) noexcept nogil:
+    """Rows [r0, r0 + m) through every step of a graph plan: each step reads its parents
+    where they lie (_value) and writes its buffer or its output array. slots: this thread's
+    scratch (g.n_slots buffers of buf_elems, then the maxout and sparsemax buffers as in
+    _tile)."""
+    cdef floating *zbuf = slots + g.n_slots * buf_elems
+    cdef int32_t *abuf = <int32_t *> (zbuf + lin_elems)
+    cdef double *dscr = <double *> (<char *> abuf + _round_up(arg_elems * sizeof(int32_t), 64))
+    cdef floating *dst
+    cdef int s
+    cdef const Step *st
+    for s in range(g.n_steps):
+        st = &g.steps[s]
+        dst = _value(g, s, r0, slots, buf_elems)
+        if st.kind >= K_CONCAT:
+            _merge_cols(g, st, r0, slots, buf_elems, dst, m, 0, st.n_out)
+        else:
+            _step_rows(st, _value(g, g.par[st.par_at], r0, slots, buf_elems), dst, zbuf, abuf,
+                       m, by_row, dscr)
 
 
 cdef void _step_cols(const Step *st, const floating *src, floating *dst, floating *z,
@@ -379,10 +505,49 @@ cdef void _run_cols(const Step *steps, int n_steps, bint keep, const floating *X
             src = dst
 
 
-cdef void _run(const Step *steps, int n_steps, bint keep, const floating *X, floating *out,
-               Py_ssize_t n, Py_ssize_t tile, int nt, char *scratch, Py_ssize_t thread_bytes,
-               Py_ssize_t buf_elems, Py_ssize_t lin_elems, Py_ssize_t arg_elems) noexcept nogil:
-    """Rows [0, n) in tiles of ``tile`` rows (the tile the scratch was sized for)."""
+cdef void _run_cols_graph(const Graph *g, floating *slots, Py_ssize_t m, int nt,
+                          Py_ssize_t buf_elems, Py_ssize_t lin_elems,
+                          Py_ssize_t arg_elems) noexcept nogil:
+    """_run_cols for a graph plan: every step's columns (merges' too) split over the team as
+    there, one barrier per step; the buffers (slots) are one thread's share of the scratch."""
+    cdef floating *zbuf = slots + g.n_slots * buf_elems
+    cdef int32_t *abuf = <int32_t *> (zbuf + lin_elems)
+    cdef double *dscr = <double *> (<char *> abuf + _round_up(arg_elems * sizeof(int32_t), 64))
+    cdef floating *src = NULL
+    cdef floating *dst = NULL
+    cdef const Step *st = NULL
+    cdef int s = 0, tid = 0, team = 1
+    cdef Py_ssize_t blk = 0, nb = 0, w = 0, c0 = 0, c1 = 0
+    with parallel(num_threads=nt):
+        tid = omp_get_thread_num()
+        team = omp_get_num_threads()
+        for s in range(g.n_steps):
+            st = &g.steps[s]
+            w = st.n_out
+            dst = _value(g, s, 0, slots, buf_elems)
+            src = dst if st.kind >= K_CONCAT else _value(g, g.par[st.par_at], 0, slots,
+                                                          buf_elems)
+            if st.kind == K_SOFTMAX or st.kind == K_SPARSEMAX:
+                if tid == 0:
+                    _step_rows(st, src, dst, zbuf, abuf, m, True, dscr)
+            else:
+                nb = (w + COL_BLOCK - 1) // COL_BLOCK
+                for blk in range(nb * tid // team, nb * (tid + 1) // team):
+                    c0 = blk * COL_BLOCK
+                    c1 = c0 + COL_BLOCK if c0 + COL_BLOCK < w else w
+                    if st.kind >= K_CONCAT:
+                        _merge_cols(g, st, 0, slots, buf_elems, dst, m, c0, c1)
+                    else:
+                        _step_cols(st, src, dst, zbuf, abuf, m, c0, c1)
+            fnn_team_barrier()   # every column of this step before a later step reads them
+
+
+cdef void _run(const Graph *g, const Step *steps, int n_steps, bint keep, const floating *X,
+               floating *out, Py_ssize_t n, Py_ssize_t tile, int nt, char *scratch,
+               Py_ssize_t thread_bytes, Py_ssize_t buf_elems, Py_ssize_t lin_elems,
+               Py_ssize_t arg_elems) noexcept nogil:
+    """Rows [0, n) in tiles of ``tile`` rows (the tile the scratch was sized for), through
+    the chain (g NULL: X to out) or the graph g (X and out unused)."""
     cdef Py_ssize_t n_tiles = (n + tile - 1) // tile
     cdef Py_ssize_t k = 0, r0 = 0
     cdef int t = 0
@@ -393,8 +558,12 @@ cdef void _run(const Step *steps, int n_steps, bint keep, const floating *X, flo
     if nt <= 1:
         for k in range(n_tiles):
             r0 = k * tile
-            _tile(steps, n_steps, keep, X, out, r0, min(tile, n - r0), by_row, scratch,
-                  buf_elems, lin_elems, arg_elems)
+            if g == NULL:
+                _tile(steps, n_steps, keep, X, out, r0, min(tile, n - r0), by_row, scratch,
+                      buf_elems, lin_elems, arg_elems)
+            else:
+                _tile_graph(g, r0, min(tile, n - r0), by_row, <floating *> scratch, buf_elems,
+                            lin_elems, arg_elems)
     else:
         with parallel(num_threads=nt):
             t = omp_get_thread_num()
@@ -402,29 +571,43 @@ cdef void _run(const Step *steps, int n_steps, bint keep, const floating *X, flo
             # machine) takes fewer, and each tile is computed the same whoever takes it.
             for k in prange(n_tiles, schedule='dynamic', chunksize=1):
                 r0 = k * tile
-                _tile(steps, n_steps, keep, X, out, r0, min(tile, n - r0), by_row,
-                      scratch + t * thread_bytes, buf_elems, lin_elems, arg_elems)
+                if g == NULL:
+                    _tile(steps, n_steps, keep, X, out, r0, min(tile, n - r0), by_row,
+                          scratch + t * thread_bytes, buf_elems, lin_elems, arg_elems)
+                else:
+                    _tile_graph(g, r0, min(tile, n - r0), by_row,
+                                <floating *> (scratch + t * thread_bytes), buf_elems,
+                                lin_elems, arg_elems)
     blas_release(1)
 
 
-cdef inline void _execute(const Step *steps, int n_steps, bint keep, bint split,
-                          const floating *X, floating *out, Py_ssize_t n, Py_ssize_t tile,
-                          int nt, char *scratch, Py_ssize_t thread_bytes, Py_ssize_t buf_elems,
-                          Py_ssize_t lin_elems, Py_ssize_t arg_elems) noexcept nogil:
+cdef inline void _execute(const Graph *g, const Step *steps, int n_steps, bint keep,
+                          bint split, const floating *X, floating *out, Py_ssize_t n,
+                          Py_ssize_t tile, int nt, char *scratch, Py_ssize_t thread_bytes,
+                          Py_ssize_t buf_elems, Py_ssize_t lin_elems,
+                          Py_ssize_t arg_elems) noexcept nogil:
     if split:
         blas_request(1)
-        _run_cols(steps, n_steps, keep, X, out, n, nt, scratch, buf_elems, lin_elems, arg_elems)
+        if g == NULL:
+            _run_cols(steps, n_steps, keep, X, out, n, nt, scratch, buf_elems, lin_elems,
+                      arg_elems)
+        else:
+            _run_cols_graph(g, <floating *> scratch, n, nt, buf_elems, lin_elems, arg_elems)
         blas_release(1)
     else:
-        _run(steps, n_steps, keep, X, out, n, tile, nt, scratch, thread_bytes, buf_elems,
+        _run(g, steps, n_steps, keep, X, out, n, tile, nt, scratch, thread_bytes, buf_elems,
              lin_elems, arg_elems)
 
 
 cdef class InferencePlan:
-    """A compiled chain of layers (built by fastnn.functional.inference.compile_inference).
+    """A compiled chain or graph of layers (built by fastnn.functional.inference).
 
     ``steps``: tuples ``(kind, code, n_in, n_out, pieces, scale, W, b)`` (see KINDS; W and b
-    C-contiguous arrays of the plan's dtype, or None). ``checks``: ``(obj, attribute, value)``
+    C-contiguous arrays of the plan's dtype, or None; a merge's n_in is its n_out). A chain
+    (``parents`` None) runs the steps one after another from its one input to its one output.
+    A graph: ``parents`` holds each step's references (an earlier step r >= 0, or input
+    -1 - r), ``inputs`` the input widths and ``outputs`` the steps whose values it returns
+    (distinct), in order. ``checks``: ``(obj, attribute, value)``
     triples that must all still hold (``getattr(obj, attribute) is value``; value ABSENT:
     ``attribute`` not in ``obj.__dict__``; attribute None: the list ``obj`` holds the items
     of the tuple ``value``) for the plan to
@@ -434,7 +617,15 @@ cdef class InferencePlan:
     cdef Step *steps
     cdef readonly int n_steps
     cdef readonly int typenum
-    cdef readonly Py_ssize_t n_in, n_out
+    cdef readonly Py_ssize_t n_in, n_out       # the first input's and output's widths
+    cdef readonly bint is_graph
+    cdef readonly int n_inputs, n_outputs
+    cdef readonly tuple in_widths, out_widths
+    cdef Graph graph
+    cdef int *par
+    cdef Py_ssize_t *in_w
+    cdef void **ptrs          # a call's input pointers, then its output pointers
+    cdef Py_ssize_t n_slots   # per-thread buffers (a chain's two ping-pong buffers)
     cdef Py_ssize_t max_w, max_lin, max_arg, max_sparse
     cdef list _refs
     cdef tuple _checks
@@ -456,6 +647,9 @@ cdef class InferencePlan:
     def __cinit__(self):
         self.steps = NULL
         self.scratch = NULL
+        self.par = NULL
+        self.in_w = NULL
+        self.ptrs = NULL
         self.checks = NULL
         self.n_checks = 0
         self.n_steps = 0
@@ -464,7 +658,8 @@ cdef class InferencePlan:
         if self.lock == NULL:
             raise MemoryError()
 
-    def __init__(self, steps, dtype, checks=(), modules=()):
+    def __init__(self, steps, dtype, checks=(), modules=(), parents=None, inputs=None,
+                 outputs=None):
         cdef Py_ssize_t i
         cdef Step *st
         if self.steps != NULL:
@@ -493,17 +688,19 @@ cdef class InferencePlan:
             st.pieces = pieces
             st.n_lin = n_out * pieces if kind == K_MAXOUT else n_out
             st.scale = scale
-            if n_in <= 0 or n_out <= 0 or pieces <= 0 or not 0 <= kind <= K_SPARSEMAX:
+            if n_in <= 0 or n_out <= 0 or pieces <= 0 or not 0 <= kind <= K_MUL:
                 raise ValueError(f"invalid step {spec!r}")
             if max(n_in, st.n_lin) > INT_MAX:
                 raise ValueError(f"step {i} is wider than 2**31 - 1 (the 32-bit sizes of BLAS "
                                  f"calls)")
-            if i > 0 and n_in != self.steps[i - 1].n_out:
+            if parents is None and kind >= K_CONCAT:
+                raise ValueError("a merge step needs parents (a graph plan)")
+            if parents is None and i > 0 and n_in != self.steps[i - 1].n_out:
                 raise ValueError(f"step {i} reads {n_in} features, step {i - 1} gives "
                                  f"{self.steps[i - 1].n_out}")
             if kind in (K_DENSE, K_ACTIVATION) and not 0 <= code < N_ACTIVATIONS:
                 raise ValueError(f"invalid activation code {code}")
-            if kind in (K_ACTIVATION, K_SCALE, K_SOFTMAX, K_SPARSEMAX) and n_in != n_out:
+            if kind not in (K_DENSE, K_MAXOUT) and n_in != n_out:
                 raise ValueError(f"an elementwise step keeps the width, got {spec!r}")
             if kind in (K_DENSE, K_MAXOUT):
                 self._check_param(W, (n_in, st.n_lin))
@@ -518,8 +715,92 @@ cdef class InferencePlan:
                 self.max_arg = max(self.max_arg, n_out)
             self.max_w = max(self.max_w, n_out)
             self.n_steps = i + 1
-        self.n_in = self.steps[0].n_in
-        self.n_out = self.steps[self.n_steps - 1].n_out
+        self.n_slots = 2
+        if parents is None:
+            self.n_inputs = self.n_outputs = 1
+            self.in_widths = (self.steps[0].n_in,)
+            self.out_widths = (self.steps[self.n_steps - 1].n_out,)
+        else:
+            self._set_graph(parents, inputs, outputs)
+        self.n_in = self.in_widths[0]
+        self.n_out = self.out_widths[0]
+
+    cdef _set_graph(self, parents, inputs, outputs):
+        """The references, widths and buffers of a graph plan (checked)."""
+        cdef Py_ssize_t i, n = self.n_steps
+        cdef Step *st
+        inputs = [int(w) for w in inputs]
+        outputs = [int(o) for o in outputs]
+        parents = [[int(r) for r in refs] for refs in parents]
+        if not inputs or any(w <= 0 or w > INT_MAX for w in inputs):
+            raise ValueError(f"invalid input widths {inputs!r}")
+        if len(parents) != n:
+            raise ValueError(f"{len(parents)} parent lists for {n} steps")
+        if not outputs or len(set(outputs)) != len(outputs) or not all(
+                0 <= o < n for o in outputs):
+            raise ValueError(f"outputs must be distinct step indices, got {outputs!r}")
+        widths = []
+        for i in range(n):
+            st = &self.steps[i]
+            refs = parents[i]
+            if not refs or not all(-len(inputs) <= r < i for r in refs):
+                raise ValueError(f"step {i} has parents {refs!r}")
+            pw = [inputs[-1 - r] if r < 0 else widths[r] for r in refs]
+            if st.kind < K_CONCAT and (len(refs) != 1 or pw[0] != st.n_in) or (
+                    st.kind == K_CONCAT and sum(pw) != st.n_out) or (
+                    st.kind > K_CONCAT and any(w != st.n_out for w in pw)):
+                raise ValueError(f"step {i} reads widths {pw}, it takes {st.n_in}")
+            widths.append(st.n_out)
+        self.par = <int *> calloc(max(1, sum(len(r) for r in parents)), sizeof(int))
+        self.in_w = <Py_ssize_t *> calloc(len(inputs), sizeof(Py_ssize_t))
+        self.ptrs = <void **> calloc(len(inputs) + len(outputs), sizeof(void *))
+        if self.par == NULL or self.in_w == NULL or self.ptrs == NULL:
+            raise MemoryError()
+        for i in range(len(inputs)):
+            self.in_w[i] = inputs[i]
+        # Buffers: a step's output lives in a buffer from its step to its last reader; a
+        # freed buffer is taken again (an activation or scaling step whose input dies there
+        # writes over it, as in a chain). An output step writes the caller's array.
+        last = {}
+        for i in range(n):
+            for r in parents[i]:
+                last[r] = i
+        out_of = {o: k for k, o in enumerate(outputs)}
+        free, slot, n_slots, k = [], [-1] * n, 0, 0
+        for i in range(n):
+            st = &self.steps[i]
+            refs = parents[i]
+            st.n_par = len(refs)
+            st.par_at = k
+            for r in refs:
+                self.par[k] = r
+                k += 1
+            st.out_idx = out_of.get(i, -1)
+            if st.out_idx < 0:
+                if (st.kind in (K_ACTIVATION, K_SCALE) and refs[0] >= 0 and slot[refs[0]] >= 0
+                        and last[refs[0]] == i):
+                    slot[i] = slot[refs[0]]
+                elif free:
+                    slot[i] = free.pop()
+                else:
+                    slot[i] = n_slots
+                    n_slots += 1
+            st.slot = slot[i]
+            for r in set(refs):
+                if r >= 0 and last[r] == i and slot[r] >= 0 and slot[r] != slot[i]:
+                    free.append(slot[r])
+        self.n_slots = n_slots
+        self.graph.steps = self.steps
+        self.graph.n_steps = n
+        self.graph.par = self.par
+        self.graph.in_w = self.in_w
+        self.graph.xs = self.ptrs
+        self.graph.outs = self.ptrs + len(inputs)
+        self.graph.n_slots = n_slots
+        self.is_graph = True
+        self.n_inputs, self.n_outputs = len(inputs), len(outputs)
+        self.in_widths = tuple(inputs)
+        self.out_widths = tuple(widths[o] for o in outputs)
 
     cdef _set_checks(self, checks):
         cdef Py_ssize_t i
@@ -562,6 +843,9 @@ cdef class InferencePlan:
             free(self.steps)
         free(self.checks)
         free(self.scratch)
+        free(self.par)
+        free(self.in_w)
+        free(self.ptrs)
         if self.lock != NULL:
             PyThread_free_lock(self.lock)
 
@@ -611,7 +895,8 @@ cdef class InferencePlan:
         buf = _round_up(tile * self.max_w * item, 64) // item
         lin = _round_up(tile * self.max_lin * item, 64) // item
         arg = tile * self.max_arg
-        per = (2 * buf + lin) * item + _round_up(arg * 4, 64) + _round_up(self.max_sparse * 8, 64)
+        per = ((self.n_slots * buf + lin) * item + _round_up(arg * 4, 64)
+               + _round_up(self.max_sparse * 8, 64))
         per = _round_up(max(per, 64), 64)
         if posix_memalign(&p, 64, per * nt) != 0:
             raise MemoryError(f"cannot allocate {per * nt} bytes of inference buffers")
@@ -665,6 +950,9 @@ cdef class InferencePlan:
         and nothing is computed."""
         cdef int t = self.typenum
         cdef Py_ssize_t n
+        if self.is_graph:
+            return self.n_inputs == 1 and self.n_outputs == 1 and self.run_many((X,), (out,),
+                                                                                n_threads)
         if not (A.c_array(X, t, 2, False) and A.c_array(out, t, 2, True)):
             return False
         n = A.dim(X, 0)
@@ -682,6 +970,11 @@ cdef class InferencePlan:
         """network(X) as a new array, or None (nothing computed) unless X (n, n_in) is an
         aligned C-contiguous ndarray of the plan's dtype."""
         cdef cnp.npy_intp dims[2]
+        if self.is_graph:
+            if self.n_inputs != 1 or self.n_outputs != 1:
+                return None
+            outs = self.predict_many((X,), n_threads)
+            return None if outs is None else outs[0]
         if not A.c_array(X, self.typenum, 2, False) or A.dim(X, 1) != self.n_in:
             return None
         dims[0] = A.dim(X, 0)
@@ -694,6 +987,75 @@ cdef class InferencePlan:
             self._release()
         return out
 
+    cdef Py_ssize_t _rows(self, xs) except -2:
+        """The rows of the inputs ``xs`` (a list or tuple of one aligned C-contiguous ndarray
+        of the plan's dtype and width per input, of equal rows), or -1."""
+        cdef Py_ssize_t i, n = 0
+        if (type(xs) is not list and type(xs) is not tuple) or len(xs) != self.n_inputs:
+            return -1
+        for i in range(self.n_inputs):
+            x = xs[i]
+            if not A.c_array(x, self.typenum, 2, False) or A.dim(x, 1) != self.in_widths[i]:
+                return -1
+            if i == 0:
+                n = A.dim(x, 0)
+            elif A.dim(x, 0) != n:
+                return -1
+        return n
+
+    def run_many(self, xs, outs, int n_threads):
+        """outs = network(xs) and True, when ``xs`` holds one (n, width) array per input and
+        ``outs`` one (n, width) array per output (lists or tuples of aligned C-contiguous
+        ndarrays of the plan's dtype; outs writeable, apart from each other and from xs);
+        else False and nothing is computed."""
+        cdef Py_ssize_t n = self._rows(xs), i, j
+        if n < 0 or (type(outs) is not list and type(outs) is not tuple) \
+                or len(outs) != self.n_outputs:
+            return False
+        for i in range(self.n_outputs):
+            o = outs[i]
+            if not (A.c_array(o, self.typenum, 2, True) and A.dim(o, 0) == n
+                    and A.dim(o, 1) == self.out_widths[i]):
+                return False
+            for j in range(self.n_inputs):
+                if A.overlap(o, xs[j]):
+                    return False
+            for j in range(i):
+                if A.overlap(o, outs[j]):
+                    return False
+        self._acquire()
+        try:
+            if self.is_graph:
+                self._go(xs, outs, n, n_threads, False)
+            else:
+                self._go(xs[0], outs[0], n, n_threads, False)
+        finally:
+            self._release()
+        return True
+
+    def predict_many(self, xs, int n_threads):
+        """network(xs) as a list of new arrays, one per output; None (nothing computed) unless
+        ``xs`` holds one (n, width) array per input (a list or tuple of aligned C-contiguous
+        ndarrays of the plan's dtype)."""
+        cdef cnp.npy_intp dims[2]
+        cdef Py_ssize_t n = self._rows(xs)
+        if n < 0:
+            return None
+        dims[0] = n
+        outs = []
+        for w in self.out_widths:
+            dims[1] = w
+            outs.append(cnp.PyArray_EMPTY(2, dims, self.typenum, 0))
+        self._acquire()
+        try:
+            if self.is_graph:
+                self._go(xs, outs, n, n_threads, False)
+            else:
+                self._go(xs[0], outs[0], n, n_threads, False)
+        finally:
+            self._release()
+        return outs
+
     def run_keep(self, X, outputs, int n_threads):
         """Every step's output into its own arrays, for a backward: ``outputs`` holds per step
         ``(y, z, arg)`` (z and arg for maxout: the linear units and the winners, else None),
@@ -702,7 +1064,7 @@ cdef class InferencePlan:
         cdef int t = self.typenum
         cdef Py_ssize_t n, i, j
         cdef Step *st
-        if not A.c_array(X, t, 2, False) or A.dim(X, 1) != self.n_in:
+        if self.is_graph or not A.c_array(X, t, 2, False) or A.dim(X, 1) != self.n_in:
             return False
         n = A.dim(X, 0)
         if len(outputs) != self.n_steps:
@@ -746,16 +1108,24 @@ cdef class InferencePlan:
         return True
 
     cdef _go(self, X, out, Py_ssize_t n, int n_threads, bint keep):
-        """(the plan's lock held)"""
-        cdef int nt, split
-        cdef void *Xp
-        cdef void *op
+        """(the plan's lock held; a graph plan's X and out: the lists of arrays)"""
+        cdef int nt, split, i
+        cdef void *Xp = NULL
+        cdef void *op = NULL
+        cdef Graph *g = NULL
         cdef Py_ssize_t tile
         if n == 0:
             return
         tile = tile_rows(n)   # read once: set_tile_limits may run while the GIL is released
-        Xp = A.data(X)
-        op = NULL if out is None else A.data(out)
+        if self.is_graph:
+            g = &self.graph
+            for i in range(self.n_inputs):
+                g.xs[i] = A.data(X[i])
+            for i in range(self.n_outputs):
+                g.outs[i] = A.data(out[i])
+        else:
+            Xp = A.data(X)
+            op = NULL if out is None else A.data(out)
         # (the split keeps the request in one thread's buffers: one tile)
         split = self._split_threads(n, n_threads) if n <= tile else 0
         nt = split if split else self._threads(n, n_threads)
@@ -763,11 +1133,11 @@ cdef class InferencePlan:
         self.last_threads, self.last_split = nt, split > 0
         with nogil:
             if self.typenum == cnp.NPY_FLOAT32:
-                _execute(self.steps, self.n_steps, keep, split > 0, <const float *> Xp,
+                _execute(g, self.steps, self.n_steps, keep, split > 0, <const float *> Xp,
                          <float *> op, n, tile, nt, self.scratch, self.thread_bytes,
                          self.buf_elems, self.lin_elems, self.arg_elems)
             else:
-                _execute(self.steps, self.n_steps, keep, split > 0, <const double *> Xp,
+                _execute(g, self.steps, self.n_steps, keep, split > 0, <const double *> Xp,
                          <double *> op, n, tile, nt, self.scratch, self.thread_bytes,
                          self.buf_elems, self.lin_elems, self.arg_elems)
         self.last_end = _now()

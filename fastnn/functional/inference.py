@@ -1,4 +1,4 @@
-"""One-call inference: a chain of layers compiled into a plan that one kernel call runs.
+"""One-call inference: a network compiled into a plan that one kernel call runs.
 
 A :class:`~fastnn.model.Sequential` whose layers are all covered runs ``predict``,
 ``predict_proba`` (the loss's softmax, sigmoid or sparsemax as one more step) and its
@@ -8,8 +8,21 @@ layers: :class:`~fastnn.layers.Dense` with any activation of the table,
 :class:`~fastnn.layers.Activation` (and its named subclasses), :class:`~fastnn.layers.Dropout`
 (the identity, or the ``1 - p`` scaling of the "standard" mode, in evaluation),
 :class:`~fastnn.layers.Maxout`, :class:`~fastnn.layers.Softmax` and
-:class:`~fastnn.layers.Sparsemax`. Anything else (nested containers, user-written modules) keeps
-the layer-by-layer path, with the same results.
+:class:`~fastnn.layers.Sparsemax`; and the containers nested :class:`~fastnn.model.Sequential`,
+:class:`~fastnn.model.Residual` and :class:`~fastnn.model.Parallel` (``predict`` and
+``predict_proba`` only: the evaluation-mode ``forward`` of a network holding a container keeps
+the layer-by-layer path, which leaves each module what its backward reads). A graph
+:class:`~fastnn.graph.Model` of covered layers and the merges :class:`~fastnn.graph.Concatenate`,
+:class:`~fastnn.graph.Add` and :class:`~fastnn.graph.Multiply` (any number of inputs and
+outputs, a layer used at several nodes included) runs ``predict`` the same way. Anything else
+(user-written modules and merges) keeps the layer-by-layer path, with the same results;
+:func:`why_not` names the reason.
+
+A chain of layers runs its steps one after another; a network with merges or several inputs
+or outputs is a graph plan: each step reads its parents (earlier steps or the inputs, the
+training engine's references), a merge concatenates, adds or multiplies them in the order of
+the module path, and a value lives in a per-thread buffer from its step to its last reader
+(the output steps write the caller's arrays).
 
 The rows of a batch are cut into tiles whose size depends on the batch size only; every tile
 runs all layers (its activations stay in per-thread buffers owned by the plan), and threads
@@ -24,9 +37,10 @@ rounding (bitwise for a batch of 1 row and, except 2-row batches into 64 or more
 up to 32 rows: both paths make the same calls there). A row's output may differ in the last
 bits between a one-row request and a batch (different kernels), as with any BLAS.
 
-The plan is cached on the network and rebuilt when its layers, their parameter arrays (a dtype
-change replaces them), or the settings that shape the computation (activations, dropout rate
-and mode, maxout pieces, sparsemax method) change.
+The plan is cached on the network and rebuilt when its layers (a container's too), their
+parameter arrays (a dtype change replaces them), or the settings that shape the computation
+(activations, dropout rate and mode, maxout pieces, sparsemax method, a Parallel's merge)
+change.
 """
 from __future__ import annotations
 
@@ -42,7 +56,7 @@ from fastnn.layers import Activation, Dense, Dropout, Maxout, Softmax, Sparsemax
 from fastnn.losses import BinaryCrossEntropyLoss, CrossEntropyLoss, SparsemaxLoss, get_loss
 
 __all__ = ["all_finite", "compile_inference", "eval_forward", "plan_for", "predict_array",
-           "predict_proba_array", "why_not"]
+           "predict_arrays", "predict_proba_array", "why_not"]
 
 #: ``all_finite(X)``: True when the aligned C-contiguous float32/float64 ndarray X holds no NaN
 #: and no infinity, False when it does, None (nothing checked) for any other array; one pass
@@ -52,7 +66,8 @@ all_finite = _k.all_finite
 _KEY = "_inference_plan_"   # where a network keeps its plan (left out of pickles)
 # Reasons that depend on the classes of the layers only (the same layer objects give the same
 # answer): a network not covered for one of them is not examined again.
-_STABLE = ("layers are not covered", "is not a Sequential", "the input width is unknown")
+_STABLE = ("layers are not covered", "is not a Sequential or a graph Model",
+           "the input width is unknown")
 
 
 class _State:
@@ -82,8 +97,12 @@ class _State:
         return (_k._no_plan, ())
 
 
+class _NotCovered(Exception):
+    """A part of the network the plan does not cover (the message says which)."""
+
+
 def _param_steps(m, lin, checks):
-    """The weight/bias arrays of a Dense-like module ``lin`` (checks appended), or a reason."""
+    """The weight/bias arrays of a Dense-like module ``lin`` (checks appended)."""
     w = lin.weight
     checks += [(lin, "weight", w), (w, "data", w.data), (lin, "bias", lin.bias)]
     b = None
@@ -92,81 +111,203 @@ def _param_steps(m, lin, checks):
         b = lin.bias.data
     for a in (w.data,) if b is None else (w.data, b):
         if type(a) is not np.ndarray or not (a.flags.c_contiguous and a.flags.aligned):
-            return None, None, f"{type(m).__name__}'s parameters are not plain C-contiguous arrays"
-    return w.data, b, None
+            raise _NotCovered(f"{type(m).__name__}'s parameters are not plain C-contiguous "
+                              f"arrays")
+    return w.data, b
+
+
+def _layer_step(m, width, checks, modules):
+    """The step of the layer ``m`` reading ``width`` features (None: unknown), or None when
+    it is the identity (checks and modules appended)."""
+    cls = type(m)
+    modules.append(m)
+    for mod in m.modules():
+        if "forward" in mod.__dict__:
+            raise _NotCovered(f"{cls.__name__}'s forward is replaced on the instance")
+        checks.append((mod, "forward", _k.ABSENT))
+    kinds = _k.KINDS
+    if cls is Dense:
+        W, b = _param_steps(m, m, checks)
+        checks.append((m, "activation", m.activation))
+        if m.activation not in ACTIVATION_TABLE:   # the layer raises its error
+            raise _NotCovered(f"unknown activation {m.activation!r}")
+        return (kinds["dense"], ACTIVATION_TABLE[m.activation].code, m.in_features,
+                m.out_features, 1, 1.0, W, b)
+    if cls is Maxout:
+        lin = m.linear
+        W, b = _param_steps(m, lin, checks)
+        if lin.activation != "identity":
+            raise _NotCovered("a Maxout with an activated linear part")
+        checks += [(m, "linear", lin), (m, "pieces", m.pieces),
+                   (lin, "activation", lin.activation)]
+        modules.append(lin)
+        return kinds["maxout"], 0, m.in_features, m.out_features, m.pieces, 1.0, W, b
+    if isinstance(m, Activation) and cls.forward is Activation.forward:
+        checks.append((m, "name", m.name))
+        if m.name not in ACTIVATION_TABLE:   # the layer raises its error
+            raise _NotCovered(f"unknown activation {m.name!r}")
+        if m.name == "identity":
+            return None
+        if width is None:
+            raise _NotCovered("the input width is unknown")
+        return (kinds["activation"], ACTIVATION_TABLE[m.name].code, width, width, 1, 1.0, None,
+                None)
+    if cls is Dropout:
+        checks += [(m, "p", m.p), (m, "mode", m.mode)]
+        if m.mode == "inverted" or m.p == 0.0:
+            return None
+        if width is None:
+            raise _NotCovered("the input width is unknown")
+        return kinds["scale"], 0, width, width, 1, 1.0 - m.p, None, None
+    if cls is Softmax or cls is Sparsemax:
+        if width is None:
+            raise _NotCovered("the input width is unknown")
+        code = 0
+        if cls is Sparsemax:
+            checks.append((m, "method", m.method))
+            code = _sparsemax.METHODS.get(m.method)
+            if code is None:   # the layer raises its error
+                raise _NotCovered(f"unknown sparsemax method {m.method!r}")
+        return (kinds["softmax" if cls is Softmax else "sparsemax"], code, width, width, 1, 1.0,
+                None, None)
+    raise _NotCovered(f"{cls.__name__} layers are not covered")
+
+
+class _Walk:
+    """The description of a network as steps with parents: a reference is a step index, or
+    -1 - i for input i (the training engine's, fastnn/functional/engine.py); merges are
+    "concat", "add" and "mul" steps. Identity layers add no step (they pass the reference)."""
+
+    def __init__(self, input_widths):
+        self.inputs = list(input_widths)
+        self.steps, self.parents, self.checks, self.modules = [], [], [], []
+        self.nested = False   # a container was walked
+
+    def width(self, ref):
+        return self.inputs[-1 - ref] if ref < 0 else self.steps[ref][3]
+
+    def step(self, spec, refs):
+        self.steps.append(spec)
+        self.parents.append(list(refs))
+        return len(self.steps) - 1
+
+    def merge(self, kind, refs, copy=False):
+        """The merge of the values ``refs`` (one value: itself, or a copy step if ``copy``)."""
+        if len(refs) == 1 and not copy:
+            return refs[0]
+        widths = [self.width(r) for r in refs]
+        if None in widths:
+            raise _NotCovered("the input width is unknown")
+        if kind != "concat" and len(set(widths)) != 1:   # the merge raises its error
+            raise _NotCovered(f"a {kind} of widths {widths}")
+        w = sum(widths) if kind == "concat" else widths[0]
+        return self.step((_k.KINDS[kind], 0, w, w, 1, 1.0, None, None), refs)
+
+    def module(self, m, ref):
+        """The value of module ``m`` applied to the value ``ref`` (nested Sequential, Residual
+        and Parallel containers included)."""
+        cls = type(m)
+        # (a container says what it is in its own class body, not its subclasses', which may
+        # change forward; reading the flags keeps this module from importing fastnn.model)
+        block = cls.__dict__.get("_inference_block")
+        chain = cls.__dict__.get("_plain_chain", False)
+        if not (chain or block):
+            spec = _layer_step(m, self.width(ref), self.checks, self.modules)
+            return ref if spec is None else self.step(spec, [ref])
+        if "forward" in m.__dict__:
+            raise _NotCovered(f"{cls.__name__}'s forward is replaced on the instance")
+        self.checks.append((m, "forward", _k.ABSENT))
+        self.modules.append(m)
+        self.nested = True
+        if block == "residual":   # x + f(x)
+            self.checks.append((m, "module", m.module))
+            return self.merge("add", [ref, self.module(m.module, ref)])
+        if block == "parallel":   # the branches' outputs side by side, or summed in order
+            self.checks += [(m, "branches", m.branches), (m.branches, None, tuple(m.branches)),
+                            (m, "merge", m.merge)]
+            outs = [self.module(b, ref) for b in m.branches]
+            return self.merge("concat" if m.merge == "concat" else "add", outs)
+        self.checks.append((m._layers, None, tuple(m._layers)))
+        for sub in m._layers:
+            ref = self.module(sub, ref)
+        return ref
+
+
+def _walk_graph(model):
+    """A graph Model's description: its nodes run as Model.forward runs them (the module of
+    each node: a layer at its first use, its parameter-sharing copy at each further use)."""
+    walk = _Walk(model.input_widths)
+    runners = model._runners
+    walk.checks += [(model._layers, None, tuple(model._layers)), (model, "_runners", runners),
+                    (runners, None, tuple(runners))]
+    values = [None] * len(runners)
+    for i, j in enumerate(model._input_idx):
+        values[j] = -1 - i
+    for i, run in enumerate(runners):
+        if run is None:
+            continue
+        refs = [values[j] for j in model._parent_idx[i]]
+        kind = type(run).__dict__.get("_inference_merge")   # (see _Walk.module)
+        if kind is not None:
+            if "forward" in run.__dict__:
+                raise _NotCovered(f"{type(run).__name__}'s forward is replaced on the instance")
+            walk.checks.append((run, "forward", _k.ABSENT))
+            walk.modules.append(run)
+            # a merge of one value is a copy (Concatenate, Add, Multiply take two or more)
+            values[i] = walk.merge(kind, refs, copy=True)
+        else:
+            values[i] = walk.module(run, refs[0])
+    return walk, [values[j] for j in model._output_idx]
 
 
 def _compile(model):
-    """(steps, checks, modules, reason): the plan's description of ``model``."""
-    # a plain chain says so in its own class body (Sequential; not its subclasses, which may
-    # change forward); reading the flag keeps this module from importing fastnn.model
-    if not type(model).__dict__.get("_plain_chain", False):
-        return None, None, None, f"{type(model).__name__} is not a Sequential"
-    layers = model._layers
-    steps, modules = [], []
-    checks = [(layers, None, tuple(layers))]
-    kinds = _k.KINDS
-    width = model._in_features
-    for m in layers:
-        cls = type(m)
-        modules.append(m)
-        for mod in m.modules():
-            if "forward" in mod.__dict__:
-                return None, None, None, f"{cls.__name__}'s forward is replaced on the instance"
-            checks.append((mod, "forward", _k.ABSENT))
-        if cls is Dense:
-            W, b, why = _param_steps(m, m, checks)
-            if why:
-                return None, None, None, why
-            checks.append((m, "activation", m.activation))
-            if m.activation not in ACTIVATION_TABLE:   # the layer raises its error
-                return None, None, None, f"unknown activation {m.activation!r}"
-            steps.append((kinds["dense"], ACTIVATION_TABLE[m.activation].code, m.in_features,
-                          m.out_features, 1, 1.0, W, b))
-        elif cls is Maxout:
-            lin = m.linear
-            W, b, why = _param_steps(m, lin, checks)
-            if why:
-                return None, None, None, why
-            if lin.activation != "identity":
-                return None, None, None, "a Maxout with an activated linear part"
-            checks += [(m, "linear", lin), (m, "pieces", m.pieces),
-                       (lin, "activation", lin.activation)]
-            modules.append(lin)
-            steps.append((kinds["maxout"], 0, m.in_features, m.out_features, m.pieces, 1.0,
-                          W, b))
-        elif isinstance(m, Activation) and cls.forward is Activation.forward:
-            checks.append((m, "name", m.name))
-            if m.name not in ACTIVATION_TABLE:   # the layer raises its error
-                return None, None, None, f"unknown activation {m.name!r}"
-            if m.name != "identity":
-                if width is None:
-                    return None, None, None, "the input width is unknown"
-                steps.append((kinds["activation"], ACTIVATION_TABLE[m.name].code, width, width,
-                              1, 1.0, None, None))
-        elif cls is Dropout:
-            checks += [(m, "p", m.p), (m, "mode", m.mode)]
-            if m.mode != "inverted" and m.p != 0.0:
-                if width is None:
-                    return None, None, None, "the input width is unknown"
-                steps.append((kinds["scale"], 0, width, width, 1, 1.0 - m.p, None, None))
-        elif cls is Softmax or cls is Sparsemax:
-            if width is None:
-                return None, None, None, "the input width is unknown"
-            code = 0
-            if cls is Sparsemax:
-                checks.append((m, "method", m.method))
-                code = _sparsemax.METHODS.get(m.method)
-                if code is None:   # the layer raises its error
-                    return None, None, None, f"unknown sparsemax method {m.method!r}"
-            steps.append((kinds["softmax" if cls is Softmax else "sparsemax"], code, width,
-                          width, 1, 1.0, None, None))
+    """(description, reason): the plan's description of ``model`` (steps, checks, modules,
+    for a graph its parents, input widths and output steps (None for a chain), and whether
+    it is a chain of the network's own layers, the one eval_forward serves)."""
+    cls = type(model)
+    try:
+        if cls.__dict__.get("_inference_graph", False):
+            walk, outs = _walk_graph(model)
+        elif cls.__dict__.get("_plain_chain", False):
+            # (a plain chain says so in its own class body: Sequential, not its subclasses,
+            # which may change forward)
+            walk = _Walk([model._in_features])
+            layers = model._layers
+            walk.checks.append((layers, None, tuple(layers)))
+            ref = -1
+            for m in layers:
+                ref = walk.module(m, ref)
+            outs = [ref]
         else:
-            return None, None, None, f"{cls.__name__} layers are not covered"
-        width = m.output_features(width)
-    if not steps:
-        return None, None, None, "no layer computes anything"
-    return steps, checks, modules, None
+            raise _NotCovered(f"{cls.__name__} is not a Sequential or a graph Model")
+        if not walk.steps:
+            raise _NotCovered("no layer computes anything")
+        if None in walk.inputs:
+            raise _NotCovered("the input width is unknown")
+        # an output that is an input or another output's value gets a copy step
+        for k, ref in enumerate(outs):
+            if ref < 0 or ref in outs[:k]:
+                outs[k] = walk.merge("add", [ref], copy=True)
+    except _NotCovered as e:
+        return None, str(e)
+    n = len(walk.steps)
+    chain = (len(walk.inputs) == 1 and outs == [n - 1]
+             and all(p == [i - 1] for i, p in enumerate(walk.parents)))
+    graph = None if chain else (walk.parents, walk.inputs, outs)
+    return (walk.steps, walk.checks, walk.modules, graph, chain and not walk.nested), None
+
+
+def _plan(desc, dtype, extra=None):
+    """The plan of a description, with the step ``extra`` after its one output if given."""
+    steps, checks, modules, graph, _ = desc
+    if extra is not None:
+        if graph is not None:
+            parents, inputs, outs = graph
+            graph = ([*parents, [outs[0]]], inputs, [len(steps)])
+        steps = [*steps, extra]
+    if graph is None:
+        return _k.InferencePlan(steps, dtype, checks, modules)
+    return _k.InferencePlan(steps, dtype, checks, modules, *graph)
 
 
 def why_not(model) -> str | None:
@@ -175,25 +316,25 @@ def why_not(model) -> str | None:
 
 
 def compile_inference(model) -> _k.InferencePlan | None:
-    """A new plan for ``model`` (a Sequential), or None when a layer is not covered."""
-    steps, checks, modules, why = _compile(model)
+    """A new plan for ``model`` (a Sequential or a graph Model), or None when it is not
+    covered."""
+    desc, why = _compile(model)
     if why is not None:
         return None
-    return _k.InferencePlan(steps, model._dtype, checks, modules)
+    return _plan(desc, model._dtype)
 
 
 def _state(model) -> _State:
     state = model.__dict__.get(_KEY)
     if state is None or not state.valid():
-        steps, checks, modules, why = _compile(model)
+        desc, why = _compile(model)
         plan = None
         if why is None:
             try:
-                plan = _k.InferencePlan(steps, model._dtype, checks, modules)
+                plan = _plan(desc, model._dtype)
             except ValueError as e:   # parameters that do not fit: the layers raise their error
                 why = f"the parameters do not fit the network: {e}"
-        state = model.__dict__[_KEY] = _State(plan, why, model._layers,
-                                              (steps, checks, modules))
+        state = model.__dict__[_KEY] = _State(plan, why, model._layers, desc)
     return state
 
 
@@ -216,6 +357,22 @@ def predict_array(model, X, max_rows):
         return None
     with model._predict_lock():
         return plan.predict(X, resolve_n_threads(model._n_threads))
+
+
+def predict_arrays(model, xs, max_rows):
+    """``predict`` of a covered graph Model on ``xs`` (a list of one ndarray per input, of at
+    most ``max_rows`` rows) in one call, as a list of new arrays (one per output); None
+    (nothing computed) when the model is not covered or an array is not already a C-contiguous
+    array of the model's dtype and the input's width (the caller's path then converts it or
+    raises)."""
+    state = model.__dict__.get(_KEY)
+    if state is None or not state.valid():
+        state = _state(model)
+    plan = state.plan
+    if plan is None or not xs or getattr(xs[0], "ndim", 0) != 2 or xs[0].shape[0] > max_rows:
+        return None
+    with model._predict_lock():
+        return plan.predict_many(xs, resolve_n_threads(model._n_threads))
 
 
 def predict_proba_array(model, X, loss, max_rows):
@@ -243,10 +400,9 @@ def predict_proba_array(model, X, loss, max_rows):
         return None
     plan = state.proba.get(key)
     if plan is None:
-        steps, checks, modules = state.spec
         width = state.plan.n_out
-        steps = [*steps, (key[0], key[1], width, width, 1, 1.0, None, None)]
-        plan = state.proba[key] = _k.InferencePlan(steps, model._dtype, checks, modules)
+        plan = state.proba[key] = _plan(state.spec, model._dtype,
+                                        (key[0], key[1], width, width, 1, 1.0, None, None))
     with model._predict_lock():
         return plan.predict(X, resolve_n_threads(model._n_threads))
 
@@ -258,8 +414,11 @@ def eval_forward(model, X, n_threads):
     and width (the layer-by-layer path then converts it or raises)."""
     state = _state(model)
     plan = state.plan
-    if (plan is None or type(X) is not np.ndarray or X.ndim != 2 or X.shape[1] != plan.n_in
-            or X.dtype.num != plan.typenum or not plan.in_eval_mode()):
+    # (a network with containers - Residual, Parallel, nested Sequential - keeps the layer
+    # path: the plan does not hand its modules their arrays)
+    if (plan is None or not state.spec[4] or type(X) is not np.ndarray or X.ndim != 2
+            or X.shape[1] != plan.n_in or X.dtype.num != plan.typenum
+            or not plan.in_eval_mode()):
         return None   # (before the output arrays are sized for X's rows)
     outputs = _outputs(model, state, X.shape[0])
     if not plan.run_keep(X, outputs, n_threads):
