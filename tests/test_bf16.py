@@ -1,0 +1,217 @@
+"""bfloat16 kernels (fastnn/_kernels/_bf16.pxd): rounding, packing, one-row product, GEMM.
+
+References are NumPy: bfloat16 rounding by uint32 bit arithmetic, products in float64 from the
+rounded operands. Tolerance of a product y = sum_i x_i w_i over k terms (x, w the bfloat16
+values, every product exact in float32): each column is summed in float32 with at most k + 1
+roundings in sequence (two partial sums of the pairs, or one chain, each pair one or two
+additions, and the final addition), so |y - y64| <= (k + 1) u / (1 - (k + 1) u) sum |x_i w_i|,
+u = 2^-24; the tests allow (k + 2) u sum |x_i w_i| (inputs without subnormals, whose products
+the AVX512-BF16 instruction may flush).
+"""
+import numpy as np
+import pytest
+
+from fastnn._kernels import bf16
+
+LEVELS = [name for i, name in enumerate(bf16.SIMD_LEVELS) if i <= bf16._supported_level()]
+U = 2.0 ** -24
+
+
+@pytest.fixture
+def level():
+    old = bf16.simd_level()
+    yield
+    bf16._set_simd_level(old)
+
+
+def ref_bits(a):
+    """bfloat16 bits of float32 a: to nearest, ties to even; NaN -> quiet NaN, sign kept."""
+    u = np.ascontiguousarray(a, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    r = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16) & 0xFFFF
+    q = (u >> 16) | 0x40
+    return np.where((u & 0x7FFFFFFF) > 0x7F800000, q, r).astype(np.uint16)
+
+
+def to_f(h):
+    return (np.asarray(h, dtype=np.uint16).astype(np.uint32) << 16).view(np.float32)
+
+
+def ref_pack(W):
+    k, n = W.shape
+    kp2, npan = (k + 1) // 2, (n + 15) // 16
+    B = np.zeros((2 * kp2, 16 * npan), dtype=np.uint16)
+    B[:k, :n] = ref_bits(W)
+    # (kp, t, p, j) -> (p, kp, j, t)
+    return B.reshape(kp2, 2, npan, 16).transpose(2, 0, 3, 1).ravel()
+
+
+EDGE_BITS = np.array([
+    0x00000000, 0x80000000,              # +-0
+    0x7F800000, 0xFF800000,              # +-inf
+    0x7FC00000, 0xFFC00000, 0x7F800001,  # NaNs (a signaling one with only a low bit set)
+    0x7FFFFFFF, 0xFF800001, 0x7F80FFFF,
+    0x7F7FFFFF, 0xFF7FFFFF,              # largest float32: rounds to +-inf
+    0x7F7F7FFF, 0x7F7F8000, 0x7F7E8000,  # below a tie; ties to even: up to inf, down
+    0x3F808000, 0x3F818000, 0x3F808001,  # ties to even (down, up), above the tie
+    0x00000001, 0x00008000, 0x00018000,  # subnormals: to 0, tie to 0, tie up to even
+    0x007FFFFF, 0x807FFFFF, 0x00008001,  # largest subnormal rounds to the smallest normal
+    0x3F800000, 0xBF7FFFFF, 0x4B000000,
+], dtype=np.uint32)
+
+
+def test_levels():
+    assert bf16.simd_level() in bf16.SIMD_LEVELS
+    assert bf16.SIMD_LEVELS.index(bf16.simd_level()) <= bf16._supported_level()
+    with pytest.raises(ValueError):
+        bf16._set_simd_level("avx1024")
+
+
+def test_round_edges():
+    a = EDGE_BITS.view(np.float32)
+    got = bf16.round_bits(a)
+    np.testing.assert_array_equal(got, ref_bits(a))
+    f = to_f(got)
+    nan = np.isnan(a)
+    assert np.isnan(f[nan]).all()
+    np.testing.assert_array_equal(np.signbit(f[nan]), np.signbit(a[nan]))
+    assert (got[nan] & 0x40).all()                          # quiet
+    assert np.isinf(f[[10, 11]]).all() and f[10] > 0 > f[11]
+    assert got[1] == 0x8000                                 # -0.0 kept
+    assert got[12] == 0x7F7F and got[13] == 0x7F80 and got[14] == 0x7F7E
+    assert got[15] == 0x3F80 and got[16] == 0x3F82 and got[17] == 0x3F81
+    assert got[18] == 0 and got[19] == 0 and got[20] == 2
+    assert got[21] == 0x0080 and got[22] == 0x8080 and got[23] == 1
+
+
+@pytest.mark.parametrize("name", LEVELS)
+def test_round_random_bits(name, level):
+    bf16._set_simd_level(name)
+    rng = np.random.default_rng(1)
+    a = np.concatenate([rng.integers(0, 2**32, 20000, dtype=np.uint64).astype(np.uint32),
+                        EDGE_BITS]).view(np.float32)
+    want = ref_bits(a)
+    np.testing.assert_array_equal(bf16.round_bits(a), want)
+    row = bf16.round_row(a)                                 # the level's vector code
+    assert row.shape == (a.size + 1,) and row[-1] == 0      # odd k: padded
+    np.testing.assert_array_equal(row[:-1], want)
+    np.testing.assert_array_equal(bf16.round_row(a[:-1]), want[:-1])
+
+
+SIZES = [0, 1, 2, 15, 16, 17, 31, 33, 64, 65]
+
+
+@pytest.mark.parametrize("k", SIZES)
+def test_pack(k):
+    rng = np.random.default_rng(k)
+    for n in SIZES:
+        W = rng.standard_normal((k, n)).astype(np.float32)
+        P = bf16.pack(W)
+        assert P.dtype == np.uint16 and P.shape == (bf16.packed_len(k, n),)
+        assert P.size == ((n + 15) // 16) * ((k + 1) // 2) * 32
+        np.testing.assert_array_equal(P, ref_pack(W))
+    # rows with a stride: a column slice of a wider matrix
+    big = rng.standard_normal((k, 50)).astype(np.float32)
+    np.testing.assert_array_equal(bf16.pack(big[:, 3:36]), ref_pack(big[:, 3:36]))
+
+
+def test_pack_special_values():
+    a = EDGE_BITS.view(np.float32)
+    W = np.resize(a, (9, 19)).astype(np.float32)
+    np.testing.assert_array_equal(bf16.pack(W), ref_pack(W))
+
+
+def ref_product(X, W):
+    """float64 product of the bfloat16-rounded operands, and sum |x_i w_i| per output."""
+    Xr = to_f(ref_bits(X)).astype(np.float64)
+    Wr = to_f(ref_bits(W)).astype(np.float64)
+    return Xr @ Wr, np.abs(Xr) @ np.abs(Wr)
+
+
+def check(y, want, mag, k):
+    tol = (k + 2) * U * mag + 1e-37
+    err = np.abs(y.astype(np.float64) - want)
+    assert (err <= tol).all(), (err - tol).max()
+
+
+@pytest.mark.parametrize("name", LEVELS)
+def test_xw(name, level):
+    bf16._set_simd_level(name)
+    rng = np.random.default_rng(2)
+    for k in SIZES + [100, 784]:
+        for n in SIZES + [10, 100, 256]:
+            W = (rng.standard_normal((k, n)) * 0.05).astype(np.float32)
+            x = rng.standard_normal(k).astype(np.float32)
+            P = bf16.pack(W)
+            y = bf16.xw(x, P, n)
+            assert y.dtype == np.float32 and y.shape == (n,)
+            want, mag = ref_product(x[None, :], W)
+            check(y, want[0], mag[0], k)
+
+
+@pytest.mark.parametrize("name", LEVELS)
+def test_gemm(name, level):
+    bf16._set_simd_level(name)
+    rng = np.random.default_rng(3)
+    for k in [0, 1, 15, 16, 17, 31, 33, 100]:
+        for n in [0, 1, 15, 16, 17, 31, 32, 33, 48, 65]:
+            for m in [1, 11, 12, 13, 25]:
+                W = (rng.standard_normal((k, n)) * 0.05).astype(np.float32)
+                X = rng.standard_normal((m, k)).astype(np.float32)
+                C = bf16.gemm(X, bf16.pack(W), n)
+                assert C.dtype == np.float32 and C.shape == (m, n)
+                want, mag = ref_product(X, W)
+                check(C, want, mag, k)
+    # rows with a stride
+    Xb = rng.standard_normal((30, 90)).astype(np.float32)
+    W = rng.standard_normal((33, 40)).astype(np.float32)
+    C = bf16.gemm(Xb[:, 5:38], bf16.pack(W), 40)
+    want, mag = ref_product(Xb[:, 5:38], W)
+    check(C, want, mag, 33)
+
+
+def test_levels_agree(level):
+    """Levels below avx512bf16 give the same bits (exact products, one summation order), and
+    their GEMM rows are the one-row products; avx512bf16 agrees within the tolerance."""
+    rng = np.random.default_rng(4)
+    k, n, m = 201, 77, 29
+    W = (rng.standard_normal((k, n)) * 0.05).astype(np.float32)
+    X = rng.standard_normal((m, k)).astype(np.float32)
+    P = bf16.pack(W)
+    want, mag = ref_product(X, W)
+    out = {}
+    for name in LEVELS:
+        bf16._set_simd_level(name)
+        out[name] = (np.stack([bf16.xw(X[i], P, n) for i in range(m)]), bf16.gemm(X, P, n))
+    for name, (rows, C) in out.items():
+        check(rows, want, mag, k)
+        check(C, want, mag, k)
+        if name != "avx512bf16":
+            np.testing.assert_array_equal(rows, out["baseline"][0])
+            np.testing.assert_array_equal(C, rows)
+
+
+@pytest.mark.parametrize("name", LEVELS)
+def test_nan_inf(name, level):
+    bf16._set_simd_level(name)
+    rng = np.random.default_rng(5)
+    k, n = 40, 35
+    W = rng.standard_normal((k, n)).astype(np.float32)
+    x = rng.standard_normal(k).astype(np.float32)
+    x[7] = np.nan
+    assert np.isnan(bf16.xw(x, bf16.pack(W), n)).all()
+    assert np.isnan(bf16.gemm(np.stack([x] * 13), bf16.pack(W), n)).all()
+    x[7] = 1.0
+    W[5, 3] = np.inf
+    x[5] = 2.0
+    y = bf16.xw(x, bf16.pack(W), n)
+    assert y[3] == np.inf and np.isfinite(np.delete(y, 3)).all()
+    C = bf16.gemm(np.stack([x] * 13), bf16.pack(W), n)
+    assert (C[:, 3] == np.inf).all() and np.isfinite(np.delete(C, 3, axis=1)).all()
+
+
+def test_bad_arguments():
+    P = bf16.pack(np.ones((4, 5), np.float32))
+    with pytest.raises(ValueError):
+        bf16.xw(np.ones(5, np.float32), P, 5)
+    with pytest.raises(ValueError):
+        bf16.gemm(np.ones((2, 4), np.float32), P, 17)
