@@ -215,3 +215,118 @@ def test_bad_arguments():
         bf16.xw(np.ones(5, np.float32), P, 5)
     with pytest.raises(ValueError):
         bf16.gemm(np.ones((2, 4), np.float32), P, 17)
+
+
+# --- one-call inference with bfloat16 products ----------------------------------------------
+
+from fastnn import Sequential  # noqa: E402
+from fastnn._kernels import inference as _k  # noqa: E402
+from fastnn.functional import inference as I  # noqa: E402
+from fastnn.layers import Dense, Dropout, Maxout, Softmax  # noqa: E402
+
+
+def net(seed=0, dtype=np.float32):
+    return Sequential(Dense(30, 64, "tanh"), Dropout(0.2, mode="standard"), Dense(64, 48, "relu"),
+                      Maxout(48, 20, 2), Dense(20, 7), dtype=dtype, seed=seed)
+
+
+def bf16_layer_path(model, X):
+    """The network module by module in evaluation mode, from a copy whose weights are rounded
+    to bfloat16, each Dense/Maxout input rounded too: the bfloat16 plan's numbers up to the
+    order of the float32 sums."""
+    m2 = model.copy()
+    for m in m2.modules():
+        if type(m) is Dense:
+            m.weight.data[...] = to_f(ref_bits(m.weight.data)).reshape(m.weight.data.shape)
+    h = np.ascontiguousarray(X)
+    for m in m2.modules():
+        m.training = False
+    for layer in m2:
+        if type(layer) in (Dense, Maxout):
+            h = to_f(ref_bits(h)).reshape(h.shape)
+        h = layer.forward(h)
+    return np.array(h, copy=True)
+
+
+@pytest.mark.parametrize("name", LEVELS)
+def test_predict_bfloat16(name, level):
+    bf16._set_simd_level(name)
+    model = net()
+    for n in (1, 2, 7, 33, 300):
+        X = np.random.default_rng(n).standard_normal((n, 30)).astype(np.float32)
+        got = model.predict(X, precision="bfloat16")
+        want = bf16_layer_path(model, X)
+        assert got.dtype == np.float32 and got.shape == want.shape
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-4 * np.abs(want).max())
+        exact = model.predict(X)   # the float32 network: bfloat16 is about 1e-2 away
+        assert np.abs(got - exact).max() < 5e-2 * np.abs(exact).max()
+        np.testing.assert_array_equal(model.predict(X, precision="float32"), exact)
+    assert I.plan_for(model, "bfloat16").precision == "bfloat16"
+    assert I.plan_for(model).precision == "float32"
+
+
+def test_predict_bfloat16_threads_batches_proba():
+    old = _k.set_parallel_min_work(0)
+    try:
+        model = net(seed=3)
+        X = np.random.default_rng(0).standard_normal((1234, 30)).astype(np.float32)
+        outs = []
+        for t in (1, 2, 3):
+            model.n_threads = t
+            outs.append(model.predict(X, precision="bfloat16"))
+        for o in outs[1:]:
+            np.testing.assert_array_equal(o, outs[0])
+        # batches through plan.run, a strided input, a list
+        np.testing.assert_array_equal(model.predict(X, batch_size=1234, precision="bfloat16"),
+                                      outs[0])
+        Xs = np.asfortranarray(X)
+        np.testing.assert_array_equal(model.predict(Xs, precision="bfloat16"), outs[0])
+        model.loss = None
+        p = model.predict_proba(X, loss="cross_entropy", precision="bfloat16")
+        from fastnn.losses import get_loss
+        np.testing.assert_allclose(p, get_loss("cross_entropy").output(outs[0]), rtol=1e-6,
+                                   atol=1e-7)
+        p2 = model.predict_proba(X, loss="cross_entropy", batch_size=100, precision="bfloat16")
+        np.testing.assert_allclose(p2, p, rtol=1e-6, atol=1e-7)
+    finally:
+        _k.set_parallel_min_work(old)
+
+
+def test_predict_bfloat16_errors():
+    X = np.zeros((3, 30), np.float32)
+    with pytest.raises(ValueError):
+        net().predict(X, precision="float16")
+    with pytest.raises(ValueError):
+        net(dtype=np.float64).predict(X.astype(np.float64), precision="bfloat16")
+    with pytest.raises(ValueError):
+        net().predict(X, precision="float64")
+    # a network one-call inference does not cover
+    from fastnn.model import Residual
+    with pytest.raises(ValueError):
+        Sequential(Dense(30, 30), Residual(Dense(30, 30)), dtype=np.float32).predict(
+            X, precision="bfloat16")
+    with pytest.raises(ValueError):
+        _k.InferencePlan([(0, 0, 2, 2, 1, 1.0, np.zeros((2, 2)), None)], np.float64,
+                         precision="bfloat16")
+
+
+def test_bfloat16_copy_follows_the_weights():
+    model = net(seed=5)
+    X = np.random.default_rng(1).standard_normal((50, 30)).astype(np.float32)
+    before = model.predict(X, precision="bfloat16")
+    other = net(seed=6)
+    model.load_state_dict(other.state_dict())           # in place: the copy is dropped
+    np.testing.assert_array_equal(model.predict(X, precision="bfloat16"),
+                                  other.predict(X, precision="bfloat16"))
+    assert np.abs(model.predict(X, precision="bfloat16") - before).max() > 0
+    # a fit changes the weights in place: the copy is made again
+    y = np.random.default_rng(2).standard_normal((50, 7)).astype(np.float32)
+    model.fit(X, y, loss="squared", epochs=1, batch_size=10, verbose=0)
+    np.testing.assert_allclose(model.predict(X, precision="bfloat16"), bf16_layer_path(model, X),
+                               rtol=0, atol=1e-4 * np.abs(model.predict(X)).max())
+    # other in-place changes: refresh_copies
+    w = model[0].weight.data
+    w *= 2
+    I.refresh_copies(model)
+    np.testing.assert_allclose(model.predict(X, precision="bfloat16"), bf16_layer_path(model, X),
+                               rtol=0, atol=1e-4 * np.abs(model.predict(X)).max())
