@@ -206,7 +206,7 @@ def compile_inference(model, precision: str | None = None) -> _k.InferencePlan |
 def _precision(model, precision):
     """The plan's precision for a request (None: the network's dtype); ValueError when it
     does not apply."""
-    own = np.dtype(model._dtype).name
+    own = _NAMES.get(model._dtype) or np.dtype(model._dtype).name
     if precision is None or precision == own:
         return own
     if precision not in PRECISIONS:
@@ -217,6 +217,10 @@ def _precision(model, precision):
                          f"a {own} network computes in {own} or bfloat16 (float32 networks), "
                          f"got {precision!r}")
     return precision
+
+
+_NAMES = {np.float32: "float32", np.float64: "float64", np.dtype(np.float32): "float32",
+          np.dtype(np.float64): "float64"}
 
 
 def _plan(model, state, precision):
