@@ -30,9 +30,12 @@
 # instructions).
 #
 # Many rows (fnn_bf16_gemm): MR = 12 rows at a time are rounded into a scratch buffer given by
-# the caller, then at level 3 a 12 x 32 microkernel (24 accumulators, one per column and row
-# through all k) runs over every pair of panels, the packed weights read from the L2 cache;
-# below level 3 each row goes through the one-row kernel (the same bits as fnn_bf16_xw).
+# the caller, then a microkernel runs over every pair of panels (or every panel), the packed
+# weights read from the L2 cache, one float32 sum per column and row through all k (so a row's
+# GEMM result may differ from its one-row product in the last bits): at level 3 12 rows x 32
+# columns (24 vdpbf16ps accumulators); below, tiles of 6 rows x 32 columns (AVX-512F) or 4 x 16
+# (AVX2, SSE2) that turn each weight vector into its even and odd rows' float32 numbers once per
+# tile and multiply-add them (the same bits at the three levels; SSE2: 2 x 16).
 # Kernels never allocate and never validate.
 from libc.stdint cimport uint16_t, uint32_t
 
@@ -159,6 +162,11 @@ cdef extern from *:
     #else
     #define FNN_BF16_MADD(fu, a, b, c) ((a) * (b) + (c))
     #endif
+    #if defined(__FP_FAST_FMAF)
+    #define FNN_BF16_FUSED_BASE 1
+    #else
+    #define FNN_BF16_FUSED_BASE 0
+    #endif
     FNN_BF16_INLINE void fnn_bf16_panels_body(const int fu, const uint32_t *xb, const uint32_t *P,
                                               Py_ssize_t kp2, float *y, const int G,
                                               Py_ssize_t cols) {
@@ -209,6 +217,92 @@ cdef extern from *:
         }
     }
 
+
+    /* GEMM tiles below AVX512-BF16: C[0:R, 0:cols] = A B for R (a constant) rounded input rows
+       A (row stride kp2 words) and NP (1 or 2) panels B0, B1 (cols <= 16 NP), with native
+       vectors of W floats (GCC/clang vector extensions; 16 AVX-512F, 8 AVX2, 4 SSE2): each
+       weight vector is turned into its odd and even rows' float32 numbers once per tile, then
+       every row adds the odd row's product and the even row's (one sum per column through all
+       k, vdpbf16ps's order). Fused or not, the sums are the same (exact products), so
+       contraction is allowed here and every width gives the same bits. */
+    #if defined(__GNUC__) || defined(__clang__)
+    #define FNN_BF16_VEC 1
+    #if defined(__clang__)
+    #define FNN_BF16_CONTRACT _Pragma("clang fp contract(fast)")
+    #else
+    #define FNN_BF16_CONTRACT
+    #pragma GCC push_options
+    #pragma GCC optimize("fp-contract=fast")
+    #endif
+    #define FNN_BF16_TILE_DEF(W)                                                               \\
+    typedef float fnn_bf16_vf##W __attribute__((vector_size(4 * W), aligned(4)));            \\
+    typedef uint32_t fnn_bf16_vu##W __attribute__((vector_size(4 * W), aligned(4)));         \\
+    FNN_BF16_INLINE void fnn_bf16_tile##W(const uint32_t *A, Py_ssize_t kp2,                  \\
+            const uint32_t *B0, const uint32_t *B1, float *C, Py_ssize_t ldc, Py_ssize_t cols, \\
+            const int R, const int NP) {                                                       \\
+        FNN_BF16_CONTRACT                                                                      \\
+        enum { NV = 16 / W };                                                                  \\
+        fnn_bf16_vf##W acc[6][2 * NV], o[2 * NV], e[2 * NV];                                   \\
+        Py_ssize_t kp;                                                                         \\
+        int r, v;                                                                              \\
+        for (r = 0; r < R; r++)                                                                \\
+            for (v = 0; v < NP * NV; v++) acc[r][v] = (fnn_bf16_vf##W){0};                     \\
+        for (kp = 0; kp < kp2; kp++) {                                                         \\
+            for (v = 0; v < NP * NV; v++) {                                                    \\
+                fnn_bf16_vu##W w;                                                              \\
+                memcpy(&w, (v < NV ? B0 : B1) + kp * 16 + (v % NV) * W, 4 * W);               \\
+                o[v] = (fnn_bf16_vf##W)(w & 0xffff0000u);                                      \\
+                e[v] = (fnn_bf16_vf##W)(w << 16);                                              \\
+            }                                                                                  \\
+            for (r = 0; r < R; r++) {                                                          \\
+                const fnn_bf16_vu##W a = (fnn_bf16_vu##W){0} + A[r * kp2 + kp];                \\
+                const fnn_bf16_vf##W xe = (fnn_bf16_vf##W)(a << 16);                           \\
+                const fnn_bf16_vf##W xo = (fnn_bf16_vf##W)(a & 0xffff0000u);                   \\
+                for (v = 0; v < NP * NV; v++) {                                                \\
+                    acc[r][v] = acc[r][v] + xo * o[v];                                         \\
+                    acc[r][v] = acc[r][v] + xe * e[v];                                         \\
+                }                                                                              \\
+            }                                                                                  \\
+        }                                                                                      \\
+        for (r = 0; r < R; r++)                                                                \\
+            for (v = 0; v < NP * NV; v++) {                                                    \\
+                Py_ssize_t c = cols - v * W;                                                   \\
+                if (c <= 0) break;                                                             \\
+                memcpy(C + r * ldc + v * W, &acc[r][v], (size_t)(c < W ? c : W) * 4);          \\
+            }                                                                                  \\
+    }                                                                                          \\
+    FNN_BF16_INLINE void fnn_bf16_rows##W(const uint32_t *A, Py_ssize_t kp2,                  \\
+            const uint16_t *P, Py_ssize_t n, float *C, Py_ssize_t ldc, Py_ssize_t mr,          \\
+            const int RT, const int NP) {                                                      \\
+        Py_ssize_t np = (n + 15) / 16, p, r0;                                                  \\
+        const uint32_t *Pw = (const uint32_t *)P;                                              \\
+        for (p = 0; p < np; p += NP) {                                                         \\
+            const uint32_t *B0 = Pw + p * kp2 * 16;                                            \\
+            const uint32_t *B1 = NP == 2 && p + 1 < np ? B0 + kp2 * 16 : B0;                   \\
+            float *Cp = C + 16 * p;                                                            \\
+            Py_ssize_t cols = n - 16 * p;                                                      \\
+            for (r0 = 0; r0 + RT <= mr; r0 += RT)                                              \\
+                fnn_bf16_tile##W(A + r0 * kp2, kp2, B0, B1, Cp + r0 * ldc, ldc, cols, RT, NP); \\
+            switch (mr - r0) {                                                                 \\
+            case 5: fnn_bf16_tile##W(A + r0 * kp2, kp2, B0, B1, Cp + r0 * ldc, ldc, cols, 5, NP); break; \\
+            case 4: fnn_bf16_tile##W(A + r0 * kp2, kp2, B0, B1, Cp + r0 * ldc, ldc, cols, 4, NP); break; \\
+            case 3: fnn_bf16_tile##W(A + r0 * kp2, kp2, B0, B1, Cp + r0 * ldc, ldc, cols, 3, NP); break; \\
+            case 2: fnn_bf16_tile##W(A + r0 * kp2, kp2, B0, B1, Cp + r0 * ldc, ldc, cols, 2, NP); break; \\
+            case 1: fnn_bf16_tile##W(A + r0 * kp2, kp2, B0, B1, Cp + r0 * ldc, ldc, cols, 1, NP); break; \\
+            default: break;                                                                    \\
+            }                                                                                  \\
+        }                                                                                      \\
+    }
+    FNN_BF16_TILE_DEF(16)
+    FNN_BF16_TILE_DEF(8)
+    FNN_BF16_TILE_DEF(4)
+    #if defined(__GNUC__) && !defined(__clang__)
+    #pragma GCC pop_options
+    #endif
+    #else
+    #define FNN_BF16_VEC 0
+    #endif
+
     #if FNN_BF16_MV
     #define FNN_BF16_COPIES(NAME, PARAMS, ARGS)                                               \\
         __attribute__((target("avx512f,fma"), noinline)) static void NAME##_avx512 PARAMS {   \\
@@ -216,18 +310,38 @@ cdef extern from *:
         __attribute__((target("avx2,fma"), noinline)) static void NAME##_avx2 PARAMS {        \\
             NAME##_body ARGS; }                                                                \\
         __attribute__((noinline)) static void NAME##_base PARAMS { NAME##_body ARGS; }
-    #define FNN_BF16_COPIES2(NAME, PARAMS, ARGS)                                              \
-        __attribute__((target("avx512f,fma"), noinline)) static void NAME##_avx512 PARAMS {   \
-            NAME##_body ARGS; }                                                                \
-        __attribute__((target("avx2,fma"), noinline)) static void NAME##_avx2 PARAMS {        \
-            NAME##_body ARGS; }
     FNN_BF16_COPIES(fnn_bf16_round_row, (const float *x, Py_ssize_t k, uint32_t *xb),
                     (x, k, xb))
-    FNN_BF16_COPIES2(fnn_bf16_xw_f, (const uint32_t *xb, const uint16_t *P, Py_ssize_t k,
-                                    Py_ssize_t n, float *y), (1, xb, P, k, n, y))
-    __attribute__((noinline)) static void fnn_bf16_xw_f_base(const uint32_t *xb,
-            const uint16_t *P, Py_ssize_t k, Py_ssize_t n, float *y) {
+    __attribute__((target("avx512f,fma"), noinline)) static void fnn_bf16_xw_f_avx512(
+            const uint32_t *xb, const uint16_t *P, Py_ssize_t k, Py_ssize_t n, float *y) {
+        fnn_bf16_xw_f_body(1, xb, P, k, n, y); }
+    __attribute__((target("avx2,fma"), noinline)) static void fnn_bf16_xw_f_avx2(
+            const uint32_t *xb, const uint16_t *P, Py_ssize_t k, Py_ssize_t n, float *y) {
+        fnn_bf16_xw_f_body(1, xb, P, k, n, y); }
+    __attribute__((noinline)) static void fnn_bf16_xw_f_base(
+            const uint32_t *xb, const uint16_t *P, Py_ssize_t k, Py_ssize_t n, float *y) {
         fnn_bf16_xw_f_body(0, xb, P, k, n, y); }
+    /* tiles: AVX-512F 6 rows x 2 panels (12 accumulators of 32 registers), AVX2 4 rows x 1
+       panel (8 of 16), SSE2 2 rows x 1 panel (8 of 16) */
+    #if defined(__GNUC__) && !defined(__clang__)
+    #pragma GCC push_options
+    #pragma GCC optimize("fp-contract=fast")
+    #endif
+    __attribute__((target("avx512f,fma"), noinline)) static void fnn_bf16_rows_avx512(
+            const uint32_t *A, Py_ssize_t kp2, const uint16_t *P, Py_ssize_t n, float *C,
+            Py_ssize_t ldc, Py_ssize_t mr) {
+        fnn_bf16_rows16(A, kp2, P, n, C, ldc, mr, 6, 2); }
+    __attribute__((target("avx2,fma"), noinline)) static void fnn_bf16_rows_avx2(
+            const uint32_t *A, Py_ssize_t kp2, const uint16_t *P, Py_ssize_t n, float *C,
+            Py_ssize_t ldc, Py_ssize_t mr) {
+        fnn_bf16_rows8(A, kp2, P, n, C, ldc, mr, 4, 1); }
+    __attribute__((noinline)) static void fnn_bf16_rows_base(
+            const uint32_t *A, Py_ssize_t kp2, const uint16_t *P, Py_ssize_t n, float *C,
+            Py_ssize_t ldc, Py_ssize_t mr) {
+        fnn_bf16_rows4(A, kp2, P, n, C, ldc, mr, 2, 1); }
+    #if defined(__GNUC__) && !defined(__clang__)
+    #pragma GCC pop_options
+    #endif
     #endif
 
     #if FNN_BF16_DP
@@ -350,7 +464,7 @@ cdef extern from *:
         else if (fnn_bf16_level == 1) fnn_bf16_xw_f_avx2(xb, P, k, n, y);
         else fnn_bf16_xw_f_base(xb, P, k, n, y);
     #else
-        fnn_bf16_xw_f_body(0, xb, P, k, n, y);
+        fnn_bf16_xw_f_body(FNN_BF16_FUSED_BASE, xb, P, k, n, y);
     #endif
     }
 
@@ -387,8 +501,16 @@ cdef extern from *:
                 continue;
             }
     #endif
+    #if FNN_BF16_MV
+            if (fnn_bf16_level == 2) fnn_bf16_rows_avx512(scratch, kp2, P, n, C + r0 * ldc, ldc, mr);
+            else if (fnn_bf16_level == 1) fnn_bf16_rows_avx2(scratch, kp2, P, n, C + r0 * ldc, ldc, mr);
+            else fnn_bf16_rows_base(scratch, kp2, P, n, C + r0 * ldc, ldc, mr);
+    #elif FNN_BF16_VEC
+            fnn_bf16_rows4(scratch, kp2, P, n, C + r0 * ldc, ldc, mr, 2, 1);
+    #else
             for (r = 0; r < mr; r++)
                 fnn_bf16_xw_packed(scratch + r * kp2, P, k, n, C + (r0 + r) * ldc);
+    #endif
         }
     }
 
