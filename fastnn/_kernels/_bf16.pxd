@@ -20,9 +20,9 @@
 # row is rounded into the same pairs (fnn_bf16_round_row: ceil(k/2) 32-bit words, zero padded).
 #
 # One row (fnn_bf16_xw): up to 4 panels (64 columns) at a time, their accumulators in vector
-# registers while the weight panels stream past; each column sums its even and odd row pairs in
-# two float32 partial sums (in row order, the odd row of a pair before the even one, as
-# vdpbf16ps does), added at the end. Levels (fnn_bf16_level, chosen once when the module
+# registers while the weight panels stream past; below level 3 each column sums its even rows
+# and its odd rows in two float32 partial sums (in row order), added at the end; at level 3
+# (vdpbf16ps: each lane adds a pair's two products) the even and the odd row pairs. Levels (fnn_bf16_level, chosen once when the module
 # loads): 3 AVX512-BF16 (vdpbf16ps), 2 AVX-512F, 1 AVX2+FMA, 0 the SSE2 baseline; levels 0-2
 # are one C body compiled three times and give the same bits as each other (every product is
 # exact, so fused or not changes nothing); level 3 may differ from them in the last bits.
@@ -154,7 +154,8 @@ cdef extern from *:
     }
 
     /* G (1..4, a constant after inlining) panels from P (panel stride kp2 * 16 words) into
-       y[0:cols] */
+       y[0:cols]: the scalar form of fnn_bf16_panels##W below (compilers without vector
+       extensions) */
     /* a * b + c: fused where fu (the AVX2 and AVX-512F copies); the same number either way when
        a * b is exact, as every product of two bfloat16 numbers is unless it underflows */
     #if defined(__GNUC__) || defined(__clang__)
@@ -174,34 +175,17 @@ cdef extern from *:
         Py_ssize_t kp, j;
         int g;
         for (j = 0; j < 16 * G; j++) { a0[j] = 0.0f; a1[j] = 0.0f; }
-        for (kp = 0; kp + 1 < kp2; kp += 2) {
-            const float xe0 = fnn_bf16_lo(xb[kp]), xo0 = fnn_bf16_hi(xb[kp]);
-            const float xe1 = fnn_bf16_lo(xb[kp + 1]), xo1 = fnn_bf16_hi(xb[kp + 1]);
+        for (kp = 0; kp < kp2; kp++) {
+            const float xe = fnn_bf16_lo(xb[kp]), xo = fnn_bf16_hi(xb[kp]);
             for (g = 0; g < G; g++) {
                 const uint32_t *w = P + g * kp2 * 16 + kp * 16;
                 for (j = 0; j < 16; j++) {
-                    float s = FNN_BF16_MADD(fu, xo0, fnn_bf16_hi(w[j]), a0[16 * g + j]);
-                    a0[16 * g + j] = FNN_BF16_MADD(fu, xe0, fnn_bf16_lo(w[j]), s);
-                    float t = FNN_BF16_MADD(fu, xo1, fnn_bf16_hi(w[16 + j]), a1[16 * g + j]);
-                    a1[16 * g + j] = FNN_BF16_MADD(fu, xe1, fnn_bf16_lo(w[16 + j]), t);
+                    a0[16 * g + j] = FNN_BF16_MADD(fu, xe, fnn_bf16_lo(w[j]), a0[16 * g + j]);
+                    a1[16 * g + j] = FNN_BF16_MADD(fu, xo, fnn_bf16_hi(w[j]), a1[16 * g + j]);
                 }
             }
         }
-        if (kp < kp2) {
-            const float xe0 = fnn_bf16_lo(xb[kp]), xo0 = fnn_bf16_hi(xb[kp]);
-            for (g = 0; g < G; g++) {
-                const uint32_t *w = P + g * kp2 * 16 + kp * 16;
-                for (j = 0; j < 16; j++) {
-                    float s = FNN_BF16_MADD(fu, xo0, fnn_bf16_hi(w[j]), a0[16 * g + j]);
-                    a0[16 * g + j] = FNN_BF16_MADD(fu, xe0, fnn_bf16_lo(w[j]), s);
-                }
-            }
-        }
-        if (cols >= 16 * G) {
-            for (j = 0; j < 16 * G; j++) y[j] = a0[j] + a1[j];
-        } else {
-            for (j = 0; j < cols; j++) y[j] = a0[j] + a1[j];
-        }
+        for (j = 0; j < cols && j < 16 * G; j++) y[j] = a0[j] + a1[j];
     }
     FNN_BF16_INLINE void fnn_bf16_xw_f_body(const int fu, const uint32_t *xb, const uint16_t *P, Py_ssize_t k,
                                           Py_ssize_t n, float *y) {
@@ -293,9 +277,73 @@ cdef extern from *:
             }                                                                                  \\
         }                                                                                      \\
     }
+    /* one row, G (<= 4, a constant) panels, native vectors of W floats: two partial sums per
+       column, of the even rows and of the odd rows, added at the end */
+    #define FNN_BF16_PANELS_DEF(W)                                                             \\
+    FNN_BF16_INLINE void fnn_bf16_panels##W(const uint32_t *xb, const uint32_t *P,            \\
+            Py_ssize_t kp2, float *y, const int G, Py_ssize_t cols) {                          \\
+        FNN_BF16_CONTRACT                                                                      \\
+        enum { NV = 16 / W };                                                                  \\
+        fnn_bf16_vf##W a0[4 * NV], a1[4 * NV];                                                 \\
+        Py_ssize_t kp;                                                                         \\
+        int v;                                                                                 \\
+        for (v = 0; v < G * NV; v++) { a0[v] = (fnn_bf16_vf##W){0}; a1[v] = a0[v]; }          \\
+        for (kp = 0; kp + 1 < kp2; kp += 2) {                                                  \\
+            const fnn_bf16_vu##W x0 = (fnn_bf16_vu##W){0} + xb[kp];                            \\
+            const fnn_bf16_vu##W x1 = (fnn_bf16_vu##W){0} + xb[kp + 1];                        \\
+            const fnn_bf16_vf##W xe0 = (fnn_bf16_vf##W)(x0 << 16);                             \\
+            const fnn_bf16_vf##W xo0 = (fnn_bf16_vf##W)(x0 & 0xffff0000u);                     \\
+            const fnn_bf16_vf##W xe1 = (fnn_bf16_vf##W)(x1 << 16);                             \\
+            const fnn_bf16_vf##W xo1 = (fnn_bf16_vf##W)(x1 & 0xffff0000u);                     \\
+            for (v = 0; v < G * NV; v++) {                                                     \\
+                const uint32_t *w = P + (v / NV) * kp2 * 16 + kp * 16 + (v % NV) * W;          \\
+                fnn_bf16_vu##W w0, w1;                                                         \\
+                memcpy(&w0, w, 4 * W);                                                         \\
+                memcpy(&w1, w + 16, 4 * W);                                                    \\
+                a0[v] = a0[v] + xe0 * (fnn_bf16_vf##W)(w0 << 16);                              \\
+                a1[v] = a1[v] + xo0 * (fnn_bf16_vf##W)(w0 & 0xffff0000u);                      \\
+                a0[v] = a0[v] + xe1 * (fnn_bf16_vf##W)(w1 << 16);                              \\
+                a1[v] = a1[v] + xo1 * (fnn_bf16_vf##W)(w1 & 0xffff0000u);                      \\
+            }                                                                                  \\
+        }                                                                                      \\
+        if (kp < kp2) {                                                                        \\
+            const fnn_bf16_vu##W x0 = (fnn_bf16_vu##W){0} + xb[kp];                            \\
+            const fnn_bf16_vf##W xe0 = (fnn_bf16_vf##W)(x0 << 16);                             \\
+            const fnn_bf16_vf##W xo0 = (fnn_bf16_vf##W)(x0 & 0xffff0000u);                     \\
+            for (v = 0; v < G * NV; v++) {                                                     \\
+                const uint32_t *w = P + (v / NV) * kp2 * 16 + kp * 16 + (v % NV) * W;          \\
+                fnn_bf16_vu##W w0;                                                             \\
+                memcpy(&w0, w, 4 * W);                                                         \\
+                a0[v] = a0[v] + xe0 * (fnn_bf16_vf##W)(w0 << 16);                              \\
+                a1[v] = a1[v] + xo0 * (fnn_bf16_vf##W)(w0 & 0xffff0000u);                      \\
+            }                                                                                  \\
+        }                                                                                      \\
+        for (v = 0; v < G * NV; v++) {                                                         \\
+            Py_ssize_t c = cols - v * W;                                                       \\
+            fnn_bf16_vf##W t = a0[v] + a1[v];                                                  \\
+            if (c <= 0) break;                                                                 \\
+            memcpy(y + v * W, &t, (size_t)(c < W ? c : W) * 4);                                \\
+        }                                                                                      \\
+    }                                                                                          \\
+    FNN_BF16_INLINE void fnn_bf16_xw##W(const uint32_t *xb, const uint16_t *P, Py_ssize_t k,  \\
+                                        Py_ssize_t n, float *y, const int GM) {                \\
+        Py_ssize_t np = (n + 15) / 16, kp2 = (k + 1) / 2, p = 0;                               \\
+        const uint32_t *Pw = (const uint32_t *)P;                                              \\
+        for (; p + GM <= np; p += GM)                                                          \\
+            fnn_bf16_panels##W(xb, Pw + p * kp2 * 16, kp2, y + 16 * p, GM, n - 16 * p);        \\
+        switch (np - p) {                                                                      \\
+        case 3: fnn_bf16_panels##W(xb, Pw + p * kp2 * 16, kp2, y + 16 * p, 3, n - 16 * p); break; \\
+        case 2: fnn_bf16_panels##W(xb, Pw + p * kp2 * 16, kp2, y + 16 * p, 2, n - 16 * p); break; \\
+        case 1: fnn_bf16_panels##W(xb, Pw + p * kp2 * 16, kp2, y + 16 * p, 1, n - 16 * p); break; \\
+        default: break;                                                                        \\
+        }                                                                                      \\
+    }
     FNN_BF16_TILE_DEF(16)
     FNN_BF16_TILE_DEF(8)
     FNN_BF16_TILE_DEF(4)
+    FNN_BF16_PANELS_DEF(16)
+    FNN_BF16_PANELS_DEF(8)
+    FNN_BF16_PANELS_DEF(4)
     #if defined(__GNUC__) && !defined(__clang__)
     #pragma GCC pop_options
     #endif
@@ -312,21 +360,22 @@ cdef extern from *:
         __attribute__((noinline)) static void NAME##_base PARAMS { NAME##_body ARGS; }
     FNN_BF16_COPIES(fnn_bf16_round_row, (const float *x, Py_ssize_t k, uint32_t *xb),
                     (x, k, xb))
-    __attribute__((target("avx512f,fma"), noinline)) static void fnn_bf16_xw_f_avx512(
-            const uint32_t *xb, const uint16_t *P, Py_ssize_t k, Py_ssize_t n, float *y) {
-        fnn_bf16_xw_f_body(1, xb, P, k, n, y); }
-    __attribute__((target("avx2,fma"), noinline)) static void fnn_bf16_xw_f_avx2(
-            const uint32_t *xb, const uint16_t *P, Py_ssize_t k, Py_ssize_t n, float *y) {
-        fnn_bf16_xw_f_body(1, xb, P, k, n, y); }
-    __attribute__((noinline)) static void fnn_bf16_xw_f_base(
-            const uint32_t *xb, const uint16_t *P, Py_ssize_t k, Py_ssize_t n, float *y) {
-        fnn_bf16_xw_f_body(0, xb, P, k, n, y); }
     /* tiles: AVX-512F 6 rows x 2 panels (12 accumulators of 32 registers), AVX2 4 rows x 1
        panel (8 of 16), SSE2 2 rows x 1 panel (8 of 16) */
     #if defined(__GNUC__) && !defined(__clang__)
     #pragma GCC push_options
     #pragma GCC optimize("fp-contract=fast")
     #endif
+    /* one row: AVX-512F 4 panels at a time (8 accumulators), AVX2 2 (8), SSE2 1 (8) */
+    __attribute__((target("avx512f,fma"), noinline)) static void fnn_bf16_xw_f_avx512(
+            const uint32_t *xb, const uint16_t *P, Py_ssize_t k, Py_ssize_t n, float *y) {
+        fnn_bf16_xw16(xb, P, k, n, y, 4); }
+    __attribute__((target("avx2,fma"), noinline)) static void fnn_bf16_xw_f_avx2(
+            const uint32_t *xb, const uint16_t *P, Py_ssize_t k, Py_ssize_t n, float *y) {
+        fnn_bf16_xw8(xb, P, k, n, y, 2); }
+    __attribute__((noinline)) static void fnn_bf16_xw_f_base(
+            const uint32_t *xb, const uint16_t *P, Py_ssize_t k, Py_ssize_t n, float *y) {
+        fnn_bf16_xw4(xb, P, k, n, y, 1); }
     __attribute__((target("avx512f,fma"), noinline)) static void fnn_bf16_rows_avx512(
             const uint32_t *A, Py_ssize_t kp2, const uint16_t *P, Py_ssize_t n, float *C,
             Py_ssize_t ldc, Py_ssize_t mr) {
@@ -463,6 +512,8 @@ cdef extern from *:
         if (fnn_bf16_level == 2) fnn_bf16_xw_f_avx512(xb, P, k, n, y);
         else if (fnn_bf16_level == 1) fnn_bf16_xw_f_avx2(xb, P, k, n, y);
         else fnn_bf16_xw_f_base(xb, P, k, n, y);
+    #elif FNN_BF16_VEC
+        fnn_bf16_xw4(xb, P, k, n, y, 1);
     #else
         fnn_bf16_xw_f_body(FNN_BF16_FUSED_BASE, xb, P, k, n, y);
     #endif
