@@ -331,3 +331,20 @@ def test_bfloat16_copy_follows_the_weights():
     I.refresh_copies(model)
     np.testing.assert_allclose(model.predict(X, precision="bfloat16"), bf16_layer_path(model, X),
                                rtol=0, atol=1e-4 * np.abs(model.predict(X)).max())
+
+
+def test_level_reaches_the_plans(level):
+    model = net(seed=7)
+    X = np.random.default_rng(3).standard_normal((40, 30)).astype(np.float32)
+    outs = {}
+    for name in LEVELS:
+        bf16._set_simd_level(name)
+        I.refresh_copies(model)
+        outs[name] = (model.predict(X, precision="bfloat16"),
+                      model.predict(X[:1], precision="bfloat16"))
+    for name, (o, o1) in outs.items():
+        if name != "avx512bf16":   # the same bits below AVX512-BF16
+            np.testing.assert_array_equal(o, outs["baseline"][0])
+            np.testing.assert_array_equal(o1, outs["baseline"][1])
+    bf16._set_simd_level("baseline")
+    assert _k._set_bf16_level(0) == 0      # the plans' kernels follow bf16._set_simd_level

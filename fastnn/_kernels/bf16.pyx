@@ -31,14 +31,16 @@ def _supported_level():
 
 def _set_simd_level(str name):
     """Tests and benchmarks: use the kernels built for ``name`` (one of SIMD_LEVELS, at most what
-    the CPU supports); returns the previous name."""
+    the CPU supports), here and in the inference plans; returns the previous name."""
     global fnn_bf16_level
+    from fastnn._kernels import inference
     if name not in SIMD_LEVELS:
         raise ValueError(f"simd level must be one of {SIMD_LEVELS}, got {name!r}")
     if SIMD_LEVELS.index(name) > fnn_bf16_supported():
         raise ValueError(f"this CPU or build does not support {name!r}")
     old = SIMD_LEVELS[fnn_bf16_level]
     fnn_bf16_level = SIMD_LEVELS.index(name)
+    inference._set_bf16_level(fnn_bf16_level)
     return old
 
 

@@ -43,7 +43,7 @@ from fastnn._kernels._maxout cimport max_row
 from fastnn._kernels.softmax cimport softmax_row
 from fastnn._kernels.sparsemax cimport sparsemax_row
 from fastnn._kernels._bf16 cimport (fnn_bf16_packed_len, fnn_bf16_pack, fnn_bf16_xw,
-                                    fnn_bf16_gemm, fnn_bf16_gemm_scratch_len)
+                                    fnn_bf16_gemm, fnn_bf16_gemm_scratch_len, fnn_bf16_level)
 cnp.import_array()
 
 cdef extern from "stdlib.h" nogil:
@@ -206,6 +206,16 @@ def set_gemv_rows(Py_ssize_t rows):
     global GEMV_ROWS
     old = GEMV_ROWS
     GEMV_ROWS = max(0, rows)
+    return old
+
+
+def _set_bf16_level(int level):
+    """Tests: the level of this module's bfloat16 kernels (an index into
+    fastnn._kernels.bf16.SIMD_LEVELS, which checks it; bf16._set_simd_level calls this);
+    returns the old one."""
+    global fnn_bf16_level
+    old = fnn_bf16_level
+    fnn_bf16_level = level
     return old
 
 
