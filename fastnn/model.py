@@ -348,7 +348,8 @@ class Sequential(_Container):
                 or batch_size <= 0:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         with self._predict_lock():
-            plan = _inference.plan_for(self, precision)
+            plan = (_inference.plan_for(self) if precision is None
+                    else _inference.plan_for(self, precision))
             if plan is None and precision is not None:
                 raise ValueError(f"precision={precision!r} needs a network one-call inference "
                                  f"covers: {_inference.why_not(self)}")
