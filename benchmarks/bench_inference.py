@@ -5,7 +5,8 @@ Cases: batch-1 latency and batch-1024 throughput. Every side ends with the argma
 logits. The NumPy baseline is three matmuls with bias and relu: ``h = np.maximum(x @ W1 + b1,
 0)``, ``h = np.maximum(h @ W2 + b2, 0)``, ``(h @ W3 + b3).argmax(1)``, its BLAS limited to the
 same thread count. Targets (issue 12): batch-1 latency <= 0.5x NumPy's, batch-1024 throughput
->= 1.5x NumPy's.
+>= 1.5x NumPy's. The table also times ``predict(X, precision="bfloat16")`` (bfloat16 products,
+an opt-in that changes results: not in the pytest cases, which check the argmax against NumPy's).
 
     python -m pytest benchmarks/bench_inference.py --benchmark-only
     PYTHONPATH=. python benchmarks/bench_inference.py   # a table of medians and ratios
@@ -53,6 +54,10 @@ def fastnn_forward(model, X):
     return model.forward(X).argmax(1)
 
 
+def fastnn_predict_bf16(model, X):
+    return model.predict(X, precision="bfloat16").argmax(1)
+
+
 def layers_forward(model, X):
     """The layer-by-layer path (one kernel call per layer), for contrast."""
     for m in model:
@@ -63,7 +68,8 @@ def layers_forward(model, X):
 IMPLS = {"numpy": lambda model, params, X: numpy_predict(params, X),
          "fastnn predict": lambda model, params, X: fastnn_predict(model, X),
          "fastnn forward": lambda model, params, X: fastnn_forward(model, X)}
-TABLE = dict(IMPLS, layers=lambda model, params, X: layers_forward(model, X))
+TABLE = dict(IMPLS, layers=lambda model, params, X: layers_forward(model, X),
+             bf16=lambda model, params, X: fastnn_predict_bf16(model, X))
 
 
 @pytest.mark.parametrize("batch", BATCHES)
@@ -84,7 +90,8 @@ def main(argv=None):
     rounds = int(argv[0]) if argv else 3
     print("\n".join(machine_facts()))
     print(f"{'batch':>6}{'thr':>4}{'numpy us':>11}{'predict us':>12}{'forward us':>12}"
-          f"{'layers us':>11}{'np/predict':>12}{'np/forward':>12}   load")
+          f"{'layers us':>11}{'bf16 us':>10}{'np/predict':>12}{'np/forward':>12}{'np/bf16':>10}"
+          f"   load")
     for batch in BATCHES:
         model, params, X = make(batch)
         budget = 0.5 if batch == 1 else 1.0
@@ -102,8 +109,10 @@ def main(argv=None):
                 os, "getloadavg") else "?"
             print(f"{batch:>6}{nt:>4}{t['numpy'] * 1e6:>11.1f}{t['fastnn predict'] * 1e6:>12.1f}"
                   f"{t['fastnn forward'] * 1e6:>12.1f}{t['layers'] * 1e6:>11.1f}"
+                  f"{t['bf16'] * 1e6:>10.1f}"
                   f"{t['numpy'] / t['fastnn predict']:>11.2f}x"
-                  f"{t['numpy'] / t['fastnn forward']:>11.2f}x   {load}", flush=True)
+                  f"{t['numpy'] / t['fastnn forward']:>11.2f}x"
+                  f"{t['numpy'] / t['bf16']:>9.2f}x   {load}", flush=True)
 
 
 if __name__ == "__main__":

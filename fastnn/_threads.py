@@ -199,6 +199,14 @@ def check_not_fitting(model, what: str) -> None:
         raise _in_use(what, "fit")
 
 
+def drop_weight_copies(model) -> None:
+    """The weights of ``model`` changed in place (a fit, a load): its inference plans that copy
+    them (bfloat16, fastnn/functional/inference.py) copy them again on their next use."""
+    state = getattr(model, "__dict__", {}).get("_inference_plan_")
+    if state is not None:
+        state.drop_copies()
+
+
 def exclusive_use(what: str):
     """Decorator of a function whose first argument is a network it trains (see above)."""
     def decorate(fn):
@@ -220,6 +228,7 @@ def exclusive_use(what: str):
             try:
                 return fn(model, *args, **kwargs)
             finally:
+                drop_weight_copies(model)
                 with _USE_LOCK:
                     rec = _FITTING.get(key)
                     if rec is not None:

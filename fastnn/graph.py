@@ -483,13 +483,17 @@ class Model(_Container):
                 result[f"accuracy_{i}"] = float(np.mean(z.argmax(axis=1) == t))
         return {"loss": total, **result}
 
-    def predict(self, X, batch_size: int | None = None):
+    def predict(self, X, batch_size: int | None = None, precision: str | None = None):
         """The outputs for ``X`` in evaluation mode, in batches: new arrays (a list of one per
         output; a single array for a one-output model). A model of covered layers
-        (:mod:`fastnn.functional.inference`) runs each batch in one compiled call."""
+        (:mod:`fastnn.functional.inference`) runs each batch in one compiled call.
+        ``precision="bfloat16"``: as :meth:`fastnn.model.Sequential.predict` (float32 models of
+        covered layers; an opt-in that changes results)."""
         check_not_fitting(self, "predict")   # not while another thread trains this network
+        if precision is not None and _inference._precision(self, precision) != "bfloat16":
+            precision = None   # the model's own dtype
         if batch_size is None:   # arrays as the plan takes them: one call
-            outs = _inference.predict_arrays(self, self._arrays(X), _PREDICT_BATCH)
+            outs = _inference.predict_arrays(self, self._arrays(X), _PREDICT_BATCH, precision)
             if outs is not None:
                 return outs[0] if self._single_out else outs
         xs = self._input_list(X)
@@ -498,13 +502,19 @@ class Model(_Container):
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         n = xs[0].shape[0]
         with self._predict_lock():
-            plan = _inference.plan_for(self)
+            plan = _inference.plan_for(self, precision)
+            if plan is None and precision is not None:
+                raise ValueError(f"precision={precision!r} needs a model one-call inference "
+                                 f"covers: {_inference.why_not(self)}")
             if plan is not None:   # one compiled call per batch, straight into the outputs
                 n_threads = resolve_n_threads(self._n_threads)
                 outs = [np.empty((n, w), dtype=self._dtype) for w in self.output_widths]
                 for s in range(0, n, bs):
                     if not plan.run_many([np.ascontiguousarray(x[s:s + bs]) for x in xs],
                                          [o[s:s + bs] for o in outs], n_threads):
+                        if precision is not None:
+                            raise ValueError(f"precision={precision!r}: the plan does not "
+                                             f"take these arrays")
                         break   # an array the kernel does not take: the layers do it all
                 else:
                     return outs[0] if self._single_out else outs

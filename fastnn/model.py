@@ -297,7 +297,8 @@ class Sequential(_Container):
         from fastnn import training
         return training.evaluate(self, X, y, loss=loss, batch_size=batch_size)
 
-    def predict(self, X: ArrayLike, batch_size: int | None = None) -> np.ndarray:
+    def predict(self, X: ArrayLike, batch_size: int | None = None,
+                precision: str | None = None) -> np.ndarray:
         """Network output for ``X`` in evaluation mode, computed in batches; a new array.
 
         Parameters
@@ -313,30 +314,45 @@ class Sequential(_Container):
 
         A memmap, a Dask array or a batch source (:mod:`fastnn.streaming`) is read chunk by
         chunk (see also :mod:`fastnn.dask` for a lazy Dask result).
+
+        ``precision="bfloat16"`` (float32 networks whose layers one-call inference covers, see
+        :mod:`fastnn.functional.inference`; an opt-in that changes results): the dense and
+        maxout products round their weights and inputs to bfloat16 and accumulate in float32
+        (relative errors of about 1e-2 of the output's scale instead of 1e-6). None: the
+        network's dtype.
         """
         check_not_fitting(self, "predict")  # not while another thread trains this network
+        if precision is not None and _inference._precision(self, precision) != "bfloat16":
+            precision = None   # the network's own dtype
         if type(X) is np.ndarray and batch_size is None:  # a covered network: one call
-            out = _inference.predict_array(self, X, _PREDICT_BATCH)
+            out = _inference.predict_array(self, X, _PREDICT_BATCH, precision)
             if out is not None:
                 return out
         if not isinstance(X, np.ndarray) or isinstance(X, np.memmap):
             if streaming.is_stream(X):
+                if precision is not None:
+                    raise ValueError(f"precision={precision!r} takes an array, not a stream")
                 return streaming.predict_stream(self, X, batch_size or _PREDICT_BATCH)
         X = self._check_input(X, contiguous=False)
-        return self._predict_batches(X, batch_size, np.ascontiguousarray)
+        return self._predict_batches(X, batch_size, np.ascontiguousarray, precision)
 
-    def _predict_batches(self, X, batch_size, convert) -> np.ndarray:
+    def _predict_batches(self, X, batch_size, convert, precision=None) -> np.ndarray:
         """``predict`` on a validated 2-D ``X`` (any strides, even zero: a broadcast view),
         ``convert(X[start:stop])`` giving each batch as the C-contiguous array of the network's
         dtype that the layers read. Only a batch is ever converted, so memory follows
-        ``batch_size``, not ``n_samples``; the output is allocated once."""
+        ``batch_size``, not ``n_samples``; the output is allocated once. ``precision`` (not
+        None: a covered network's plan in that precision, see ``predict``)."""
         if batch_size is None:
             batch_size = _PREDICT_BATCH
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
                 or batch_size <= 0:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         with self._predict_lock():
-            plan = _inference.plan_for(self)
+            plan = (_inference.plan_for(self) if precision is None
+                    else _inference.plan_for(self, precision))
+            if plan is None and precision is not None:
+                raise ValueError(f"precision={precision!r} needs a network one-call inference "
+                                 f"covers: {_inference.why_not(self)}")
             if plan is not None:  # one compiled call per batch, straight into the output
                 n_threads = resolve_n_threads(self._n_threads)
                 out = np.empty((X.shape[0], plan.n_out), dtype=self._dtype)
@@ -344,6 +360,9 @@ class Sequential(_Container):
                 for start in range(0, n, batch_size):
                     z = convert(X[start:start + batch_size] if n > batch_size else X)
                     if not plan.run(z, out[start:start + batch_size], n_threads):
+                        if precision is not None:
+                            raise ValueError(f"precision={precision!r}: the plan does not take "
+                                             f"this array")
                         break   # an array the kernel does not take: the layers do it all
                 else:
                     return out
@@ -385,21 +404,24 @@ class Sequential(_Container):
         return lock
 
     def predict_proba(self, X: ArrayLike, batch_size: int | None = None,
-                      loss: str | Loss | None = None) -> np.ndarray:
+                      loss: str | Loss | None = None,
+                      precision: str | None = None) -> np.ndarray:
         """Predictions in the output space of the loss: softmax probabilities for cross-entropy,
         sparsemax probabilities for the sparsemax loss, sigmoid for binary cross-entropy, the
         output itself for the squared loss.
 
         ``loss`` defaults to the loss the model was fitted with; a network ending with a Softmax
-        or Sparsemax module already outputs probabilities and needs none.
+        or Sparsemax module already outputs probabilities and needs none. ``precision``: see
+        ``predict`` (the output map itself is computed in float32).
         """
         loss = self.loss if loss is None else loss
         if type(X) is np.ndarray and batch_size is None and loss is not None:
             check_not_fitting(self, "predict")
-            p = _inference.predict_proba_array(self, X, loss, _PREDICT_BATCH)  # one call
+            p = _inference.predict_proba_array(self, X, loss, _PREDICT_BATCH,  # one call
+                                               precision)
             if p is not None:
                 return p
-        z = self.predict(X, batch_size=batch_size)
+        z = self.predict(X, batch_size=batch_size, precision=precision)
         if loss is None:
             if self._layers and isinstance(self._layers[-1], (Softmax, Sparsemax)):
                 return z

@@ -29,6 +29,7 @@ import math
 
 import numpy as np
 
+from fastnn._threads import drop_weight_copies
 from fastnn._validation import check_float_array, check_float_dtype, check_n_threads
 from fastnn.parameter import Parameter
 
@@ -322,6 +323,7 @@ class Module:
         for name, value in state_dict.items():
             if name in params:
                 np.copyto(params[name].data, value, casting="same_kind")
+        drop_weight_copies(self)
         by_prefix = {}
         for m_name, m in self._named_modules():
             by_prefix[m_name] = m

@@ -295,6 +295,8 @@ class Optimizer:
                 plan = self._prepare(group, gs)
             self._update(plan, group, gs.step, n_threads)
             gs.step += 1
+            for p in group["params"]:
+                p._version += 1
         return loss
 
     def _params_finite(self) -> bool:

@@ -27,7 +27,7 @@ class Parameter:
         never pays for the fill). The array object itself never changes.
     """
 
-    __slots__ = ("data", "_grad", "_grad_is_zero", "name", "regularize")
+    __slots__ = ("data", "_grad", "_grad_is_zero", "_version", "name", "regularize")
 
     def __init__(self, data: np.ndarray, name: str = "", regularize: bool = True):
         data = np.ascontiguousarray(data)
@@ -36,6 +36,9 @@ class Parameter:
         self.data = data
         self._grad = np.zeros_like(data)
         self._grad_is_zero = False   # True: _grad holds stale values that stand for zeros
+        # counts the optimizer steps that updated ``data`` in place: a copy of the values (an
+        # inference plan's bfloat16 weights) compares it to know it is stale
+        self._version = 0
         self.name = name
         self.regularize = bool(regularize)
 

@@ -381,7 +381,9 @@ def test_every_level_same_bits_in_other_kernels():
 # the functions built with FNN_MV_F / FNN_MV_F_VOID (_math.pxd, softmax.pxd): their AVX2 and
 # AVX-512F copies evaluate exp with fused multiply-adds
 _FUSED_FUNCTIONS = ("fnn_softmax_row_", "fnn_softmax_rows_", "fnn_log_softmax_vjp_",
-                    "fnn_exp_array_", "fnn_expm1_array_")
+                    "fnn_exp_array_", "fnn_expm1_array_",
+                    # the bfloat16 products (_bf16.pxd): exact products, fused or not the same
+                    "fnn_bf16_xw_f_", "fnn_bf16_rows_")
 
 
 def _fma_by_function(path):
@@ -400,8 +402,8 @@ def _fma_by_function(path):
 
 def test_fused_multiply_add_only_in_fma_copies():
     """FMA instructions only where they are meant: in the AVX2 and AVX-512F copies of the
-    functions that use the fused exp (softmax, log-softmax and its VJP, the exp test arrays),
-    and there for certain; none in any baseline (SSE2) function, in the other multi-versioned
+    functions that use the fused exp (softmax, log-softmax and its VJP, the exp test arrays)
+    or multiply bfloat16 numbers, and there for certain; none in any baseline (SSE2) function, in the other multi-versioned
     loops (activations, dense epilogue, sparsemax: contraction off) or in the optimizer's
     target_clones ("avx2" there does not include FMA)."""
     import glob

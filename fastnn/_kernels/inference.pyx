@@ -34,7 +34,7 @@ import os
 
 from cython cimport floating
 from cython.parallel cimport parallel, prange
-from libc.stdint cimport int32_t, uint32_t, uint64_t
+from libc.stdint cimport int32_t, uint16_t, uint32_t, uint64_t
 from libc.limits cimport INT_MAX
 from libc.stdlib cimport calloc, free
 from libc.string cimport memcpy
@@ -52,6 +52,8 @@ from fastnn._kernels._activations cimport act_row, ACT_IDENTITY, N_ACTIVATIONS
 from fastnn._kernels._maxout cimport max_row
 from fastnn._kernels.softmax cimport softmax_row
 from fastnn._kernels.sparsemax cimport sparsemax_row
+from fastnn._kernels._bf16 cimport (fnn_bf16_packed_len, fnn_bf16_pack, fnn_bf16_xw,
+                                    fnn_bf16_gemm, fnn_bf16_gemm_scratch_len, fnn_bf16_level)
 cnp.import_array()
 
 cdef extern from "stdlib.h" nogil:
@@ -144,6 +146,7 @@ ctypedef struct Step:
     Py_ssize_t pieces
     double scale
     const void *W         # dense/maxout weight (n_in, n_lin or n_out), C order
+    const uint16_t *Wb    # bfloat16 plans: W packed (_bf16.pxd), the weight the products use
     const void *b         # bias or NULL
     void *keep_y          # keep mode: this step's output array (n, n_out)
     void *keep_z          # keep mode, maxout: the linear units (n, n_lin)
@@ -237,6 +240,16 @@ def set_gemv_rows(Py_ssize_t rows):
     return old
 
 
+def _set_bf16_level(int level):
+    """Tests: the level of this module's bfloat16 kernels (an index into
+    fastnn._kernels.bf16.SIMD_LEVELS, which checks it; bf16._set_simd_level calls this);
+    returns the old one."""
+    global fnn_bf16_level
+    old = fnn_bf16_level
+    fnn_bf16_level = level
+    return old
+
+
 def set_parallel_min_work(double work):
     """Override PAR_MIN_WORK (multiply-adds; tests force the parallel region); returns the old."""
     global PAR_MIN_WORK
@@ -246,15 +259,23 @@ def set_parallel_min_work(double work):
 
 
 cdef void _dense_rows(const Step *st, const floating *src, floating *dst, Py_ssize_t m,
-                      Py_ssize_t n_cols, bint by_row) noexcept nogil:
+                      Py_ssize_t n_cols, bint by_row, uint32_t *bscr) noexcept nogil:
     """dst = act(src W + b) on m rows, n_cols outputs: one row product (_blas.xw) per row when
     by_row (a request of up to GEMV_ROWS rows) and m == 1 or n_cols >= 64, else one GEMM. (A
-    short last tile of a larger batch takes GEMM like the batch's other rows.)"""
+    short last tile of a larger batch takes GEMM like the batch's other rows.) A bfloat16 plan
+    (st.Wb) takes the bfloat16 one-row product or GEMM in the same places, bscr their scratch
+    (fnn_bf16_gemm_scratch_len(n_in) words)."""
     cdef Py_ssize_t i, n_in = st.n_in
     cdef const floating *W = <const floating *> st.W
     cdef const floating *b = <const floating *> st.b
     cdef int code = st.code if st.kind == K_DENSE else ACT_IDENTITY
-    if by_row and (m == 1 or n_cols >= 64):
+    if floating is float and st.Wb != NULL:
+        if by_row and (m == 1 or n_cols >= 64):
+            for i in range(m):
+                fnn_bf16_xw(src + i * n_in, st.Wb, n_in, n_cols, dst + i * n_cols, bscr)
+        else:
+            fnn_bf16_gemm(src, n_in, m, n_in, st.Wb, n_cols, dst, n_cols, bscr)
+    elif by_row and (m == 1 or n_cols >= 64):
         for i in range(m):
             xw(src + i * n_in, W, n_cols, dst + i * n_cols, n_in, n_cols)
     else:
@@ -291,9 +312,9 @@ cdef inline void _step_rows(const Step *st, const floating *src, floating *dst, 
     linear units to z and its winners to arg; dscr: sparsemax's doubles."""
     cdef Py_ssize_t i, w = st.n_out
     if st.kind == K_DENSE:
-        _dense_rows(st, src, dst, m, w, by_row)
+        _dense_rows(st, src, dst, m, w, by_row, <uint32_t *> dscr)
     elif st.kind == K_MAXOUT:
-        _dense_rows(st, src, z, m, st.n_lin, by_row)
+        _dense_rows(st, src, z, m, st.n_lin, by_row, <uint32_t *> dscr)
         for i in range(m):
             max_row(z + i * st.n_lin, dst + i * w, arg + i * w, w, st.pieces)
     elif st.kind == K_ACTIVATION:
@@ -314,7 +335,7 @@ cdef void _tile(const Step *steps, int n_steps, bint keep, const floating *X, fl
                 Py_ssize_t lin_elems, Py_ssize_t arg_elems) noexcept nogil:
     """Rows [r0, r0 + m) through every step (by_row: see _dense_rows). scratch: this thread's
     buffers (two ping-pong buffers of buf_elems, the maxout linear units, the maxout winners,
-    sparsemax doubles)."""
+    sparsemax doubles, which the bfloat16 products use as their scratch)."""
     cdef floating *buf0 = <floating *> scratch
     cdef floating *buf1 = buf0 + buf_elems
     cdef floating *zbuf = buf1 + buf_elems
@@ -626,6 +647,10 @@ cdef class InferencePlan:
     cdef Py_ssize_t *in_w
     cdef void **ptrs          # a call's input pointers, then its output pointers
     cdef Py_ssize_t n_slots   # per-thread buffers (a chain's two ping-pong buffers)
+    #: "float32", "float64" or "bfloat16" (the dense and maxout products with bfloat16 weights
+    #: and inputs)
+    cdef readonly str precision
+    cdef bint bf16
     cdef Py_ssize_t max_w, max_lin, max_arg, max_sparse
     cdef list _refs
     cdef tuple _checks
@@ -659,7 +684,7 @@ cdef class InferencePlan:
             raise MemoryError()
 
     def __init__(self, steps, dtype, checks=(), modules=(), parents=None, inputs=None,
-                 outputs=None):
+                 outputs=None, precision=None):
         cdef Py_ssize_t i
         cdef Step *st
         if self.steps != NULL:
@@ -668,6 +693,14 @@ cdef class InferencePlan:
         self.typenum = dt.num
         if self.typenum != cnp.NPY_FLOAT32 and self.typenum != cnp.NPY_FLOAT64:
             raise TypeError(f"an inference plan needs float32 or float64, got {dt}")
+        if precision is None:
+            precision = "float32" if self.typenum == cnp.NPY_FLOAT32 else "float64"
+        if precision != "bfloat16" and precision != dt.name:
+            raise ValueError(f"precision must be {dt.name!r} or 'bfloat16', got {precision!r}")
+        if precision == "bfloat16" and self.typenum != cnp.NPY_FLOAT32:
+            raise ValueError(f"precision 'bfloat16' needs a float32 plan, got {dt}")
+        self.precision = precision
+        self.bf16 = precision == "bfloat16"
         steps = list(steps)
         if not steps:
             raise ValueError("an inference plan needs at least one step")
@@ -708,6 +741,16 @@ cdef class InferencePlan:
                 if b is not None:
                     self._check_param(b, (st.n_lin,))
                     st.b = A.data(b)
+                if self.bf16:
+                    packed = cnp.PyArray_EMPTY(1, [fnn_bf16_packed_len(n_in, st.n_lin)],
+                                               cnp.NPY_UINT16, 0)
+                    fnn_bf16_pack(<const float *> st.W, st.n_lin, n_in, st.n_lin,
+                                  <uint16_t *> A.data(packed))
+                    self._refs.append(packed)
+                    st.Wb = <const uint16_t *> A.data(packed)
+                    # the products' scratch shares the sparsemax doubles (steps run in turn)
+                    self.max_sparse = max(self.max_sparse,
+                                          (fnn_bf16_gemm_scratch_len(n_in) + 1) // 2)
             if kind == K_SPARSEMAX:
                 self.max_sparse = max(self.max_sparse, n_out)
             if kind == K_MAXOUT:
@@ -929,7 +972,8 @@ cdef class InferencePlan:
         cdef double work = 0
         cdef int i
         cdef Step *st
-        if n_threads <= 1 or n > GEMV_ROWS or _now() - self.last_end >= AWAKE_GAP:
+        if (n_threads <= 1 or n > GEMV_ROWS or _now() - self.last_end >= AWAKE_GAP
+                or self.bf16):   # (the bfloat16 products: the whole request on one core)
             return 0
         for i in range(self.n_steps):
             st = &self.steps[i]
