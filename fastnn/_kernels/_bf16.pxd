@@ -19,23 +19,26 @@
 # other paths turn the lane into its two float32 numbers with one shift and one mask. An input
 # row is rounded into the same pairs (fnn_bf16_round_row: ceil(k/2) 32-bit words, zero padded).
 #
-# One row (fnn_bf16_xw): up to 4 panels (64 columns) at a time, their accumulators in vector
-# registers while the weight panels stream past; below level 3 each column sums its even rows
-# and its odd rows in two float32 partial sums (in row order), added at the end; at level 3
-# (vdpbf16ps: each lane adds a pair's two products) the even and the odd row pairs. Levels (fnn_bf16_level, chosen once when the module
-# loads): 3 AVX512-BF16 (vdpbf16ps), 2 AVX-512F, 1 AVX2+FMA, 0 the SSE2 baseline; levels 0-2
-# are one C body compiled three times and give the same bits as each other (every product is
-# exact, so fused or not changes nothing); level 3 may differ from them in the last bits.
-# FASTNN_SIMD caps the level as in _math.pxd ("avx512" caps it at 2: AVX-512F without the BF16
-# instructions).
+# Levels (fnn_bf16_level, chosen once when the module loads): 3 AVX512-BF16 (vdpbf16ps),
+# 2 AVX-512F, 1 AVX2+FMA, 0 the SSE2 baseline. Below level 3 the code is written once with the
+# native vectors of each width (GCC/clang vector extensions) and compiled for the three; the
+# three copies give the same bits (the same summation orders, and every product is exact, so
+# fused or not changes nothing); level 3 may differ from them in the last bits. FASTNN_SIMD caps
+# the level as in _math.pxd ("avx512" caps it at 2: AVX-512F without the BF16 instructions).
+#
+# One row (fnn_bf16_xw): up to 4 panels (64 columns; 2 with AVX2, 1 with SSE2) at a time, their
+# accumulators in vector registers while the weight panels stream past. Below level 3 each
+# column sums its even rows and its odd rows in two float32 partial sums (in row order), added
+# at the end; at level 3 (vdpbf16ps: each lane adds a pair's two products) the even and the odd
+# row pairs.
 #
 # Many rows (fnn_bf16_gemm): MR = 12 rows at a time are rounded into a scratch buffer given by
 # the caller, then a microkernel runs over every pair of panels (or every panel), the packed
 # weights read from the L2 cache, one float32 sum per column and row through all k (so a row's
 # GEMM result may differ from its one-row product in the last bits): at level 3 12 rows x 32
-# columns (24 vdpbf16ps accumulators); below, tiles of 6 rows x 32 columns (AVX-512F) or 4 x 16
-# (AVX2, SSE2) that turn each weight vector into its even and odd rows' float32 numbers once per
-# tile and multiply-add them (the same bits at the three levels; SSE2: 2 x 16).
+# columns (24 vdpbf16ps accumulators); below, tiles of 6 rows x 32 columns (AVX-512F), 4 x 16
+# (AVX2) or 2 x 16 (SSE2) that turn each weight vector into its even and odd rows' float32
+# numbers once per tile and multiply-add them.
 # Kernels never allocate and never validate.
 from libc.stdint cimport uint16_t, uint32_t
 
@@ -153,11 +156,9 @@ cdef extern from *:
         if (k & 1) xb[h] = (uint32_t)fnn_bf16_from_f(x[k - 1]);
     }
 
-    /* G (1..4, a constant after inlining) panels from P (panel stride kp2 * 16 words) into
-       y[0:cols]: the scalar form of fnn_bf16_panels##W below (compilers without vector
-       extensions) */
-    /* a * b + c: fused where fu (the AVX2 and AVX-512F copies); the same number either way when
-       a * b is exact, as every product of two bfloat16 numbers is unless it underflows */
+    /* a * b + c: fused where fu (FNN_BF16_FUSED_BASE: a compile-time target with FMA); the
+       same number either way when a * b is exact, as every product of two bfloat16 numbers is
+       unless it underflows */
     #if defined(__GNUC__) || defined(__clang__)
     #define FNN_BF16_MADD(fu, a, b, c) ((fu) ? __builtin_fmaf((a), (b), (c)) : (a) * (b) + (c))
     #else
@@ -168,6 +169,9 @@ cdef extern from *:
     #else
     #define FNN_BF16_FUSED_BASE 0
     #endif
+    /* G (1..4, a constant after inlining) panels from P (panel stride kp2 * 16 words) into
+       y[0:cols]: the scalar form of fnn_bf16_panels##W below, for compilers without GCC/clang
+       vector extensions */
     FNN_BF16_INLINE void fnn_bf16_panels_body(const int fu, const uint32_t *xb, const uint32_t *P,
                                               Py_ssize_t kp2, float *y, const int G,
                                               Py_ssize_t cols) {
