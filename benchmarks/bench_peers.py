@@ -401,7 +401,8 @@ def _rows_for(c):
 
 TRAIN_IMPLS = ("fastnn fit", "fastnn fit (modules)", "torch Adam(fused)", "numpy", "sklearn")
 SMALL_IMPLS = ("fastnn fit", "torch SGD", "torch SGD(fused)", "numpy", "sklearn (no dropout)")
-INFER_IMPLS = ("fastnn predict", "fastnn forward", "numpy", "torch")
+INFER_IMPLS = ("fastnn predict", "fastnn forward", "numpy", "torch", "fastnn predict bf16",
+               "torch bf16")
 OUTPUT_IMPLS = ("fastnn softmax", "torch softmax", "numpy softmax", "fastnn sparsemax",
                 "torch entmax sparsemax")
 
@@ -449,6 +450,8 @@ def build(spec, state):
         x = np.ascontiguousarray(data[2][:batch])
         if impl.startswith("fastnn"):
             model = fastnn_mlp(weights, nt).eval()
+            if impl == "fastnn predict bf16":   # the opt-in bfloat16 products
+                return (lambda: model.predict(x, precision="bfloat16")), batch, None
             f = model.forward if impl == "fastnn forward" else model.predict
             return (lambda: f(x)), batch, None
         if impl == "numpy":
@@ -465,6 +468,9 @@ def build(spec, state):
             layers += [lin] + ([nn.ReLU()] if i < len(weights) - 1 else [])
         tm = nn.Sequential(*layers).eval()
         xt = torch.from_numpy(x)
+        if impl == "torch bf16":   # bfloat16 weights and activations (oneDNN)
+            tm = tm.to(torch.bfloat16)
+            xt = xt.to(torch.bfloat16)
 
         def torch_infer():
             with torch.inference_mode():
@@ -1155,7 +1161,8 @@ def report(res, cfg, pl, facts):
     if "infer" in res:
         inf = res["infer"]
         names = list(next(iter(inf.values()))["latency"])
-        add("\n### Inference (784-256-256-10 relu, float32)\n")
+        add("\n### Inference (784-256-256-10 relu; float32, and the bfloat16 columns: weights and "
+            "inputs rounded to bfloat16)\n")
         add("| threads | metric | " + " | ".join(names) + " | placement ns: median (min-max); "
             "far runs | other processes, cores | load |")
         add("|---:|---|" + "---:|" * len(names) + "---|---|---|")
@@ -1177,6 +1184,14 @@ def report(res, cfg, pl, facts):
         target(f"batch-1024 inference, fastnn predict, {nt_i} threads / NumPy's (throughput)",
                _ratio(r["throughput"]["fastnn predict"].median(),
                       r["throughput"]["numpy"].median()), 1.5)
+        if "fastnn predict bf16" in r["latency"]:   # the opt-in: a change of results
+            target(f"batch-1 latency, fastnn predict bfloat16, {nt_i} threads / NumPy's float32",
+                   _ratio(r["latency"]["fastnn predict bf16"].median(),
+                          r["latency"]["numpy"].median()), 0.5, higher=False)
+            target(f"batch-1024 inference, fastnn predict bfloat16, {nt_i} threads / NumPy's "
+                   f"float32 (throughput)",
+                   _ratio(r["throughput"]["fastnn predict bf16"].median(),
+                          r["throughput"]["numpy"].median()), 1.5)
     if "output" in res:
         out = res["output"]
         names = list(next(iter(out.values()))["cells"])

@@ -167,8 +167,10 @@ class Dense(Module):
             raise ValueError(f"initializer {init!r} returned shape {w.shape}, "
                              f"expected {self.weight.data.shape}")
         self.weight.data[...] = w
+        self.weight._version += 1
         if self.bias is not None:
             self.bias.data.fill(self.bias_init)
+            self.bias._version += 1
 
     def forward(self, x):
         if type(x) is not np.ndarray:

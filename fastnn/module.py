@@ -323,6 +323,7 @@ class Module:
         for name, value in state_dict.items():
             if name in params:
                 np.copyto(params[name].data, value, casting="same_kind")
+                params[name]._version += 1
         drop_weight_copies(self)
         by_prefix = {}
         for m_name, m in self._named_modules():

@@ -36,8 +36,9 @@ class Parameter:
         self.data = data
         self._grad = np.zeros_like(data)
         self._grad_is_zero = False   # True: _grad holds stale values that stand for zeros
-        # counts the optimizer steps that updated ``data`` in place: a copy of the values (an
-        # inference plan's bfloat16 weights) compares it to know it is stale
+        # counts fastnn's in-place updates of ``data`` (optimizer steps, load_state_dict,
+        # reset_parameters): a copy of the values (an inference plan's bfloat16 weights)
+        # compares it to know it is stale
         self._version = 0
         self.name = name
         self.regularize = bool(regularize)

@@ -429,3 +429,13 @@ def test_bfloat16_copy_follows_optimizer_steps():
 def bf16_predict_fresh(model, X):
     """The bfloat16 prediction of a copy of the network (a plan built from its weights now)."""
     return model.copy().predict(X, precision="bfloat16")
+
+
+def test_bfloat16_copy_follows_reset_parameters():
+    model = net(seed=7)
+    X = np.random.default_rng(2).standard_normal((20, 30)).astype(np.float32)
+    before = model.predict(X, precision="bfloat16")
+    model[0].reset_parameters(seed=99)   # in place
+    after = model.predict(X, precision="bfloat16")
+    assert not np.array_equal(after, before)
+    np.testing.assert_array_equal(after, bf16_predict_fresh(model, X))

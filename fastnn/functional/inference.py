@@ -48,8 +48,8 @@ accumulate in float32 (fastnn/_kernels/_bf16.pxd): half the bytes of weights to 
 CPUs with AVX512-BF16 twice the multiply-adds per instruction. Biases, activations, merges and
 output maps stay float32. The plan holds a packed bfloat16 copy of the weights, made when it is
 built (with the float32 plan's rebuilds) and made again after every ``fit``,
-``load_state_dict`` and optimizer ``step`` that updated the weights in place (a parameter
-counts its optimizer steps); an assignment into ``weight.data`` is not seen until
+``load_state_dict``, ``reset_parameters`` and optimizer ``step`` that updated the weights in
+place (a parameter counts them); an assignment into ``weight.data`` is not seen until
 ``refresh_copies(model)``. A one-row request stays on the calling core (no column split).
 """
 from __future__ import annotations
@@ -115,8 +115,9 @@ class _State:
         self.proba = {key: p for key, p in self.proba.items() if key[2] != "bfloat16"}
 
     def check_copies(self, model):
-        """Drop the copies when an optimizer step updated a parameter since they were made;
-        start the record when there are none."""
+        """Drop the copies when fastnn updated a parameter in place since they were made (an
+        optimizer step, load_state_dict, reset_parameters); start the record when there are
+        none."""
         if self.copied is None:
             self.copied = [(p, p._version) for p in model.parameters()]
         elif any(p._version != v for p, v in self.copied):
