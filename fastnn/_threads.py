@@ -200,8 +200,9 @@ def check_not_fitting(model, what: str) -> None:
 
 
 def drop_weight_copies(model) -> None:
-    """The weights of ``model`` changed in place (a fit, a load): its inference plans that copy
-    them (bfloat16, fastnn/functional/inference.py) copy them again on their next use."""
+    """A fit changed the weights of ``model`` in place (its engine does not count the updates
+    in the parameters): its inference plans that copy them (bfloat16,
+    fastnn/functional/inference.py) copy them again on their next use."""
     state = getattr(model, "__dict__", {}).get("_inference_plan_")
     if state is not None:
         state.drop_copies()

@@ -29,7 +29,6 @@ import math
 
 import numpy as np
 
-from fastnn._threads import drop_weight_copies
 from fastnn._validation import check_float_array, check_float_dtype, check_n_threads
 from fastnn.parameter import Parameter
 
@@ -324,7 +323,6 @@ class Module:
             if name in params:
                 np.copyto(params[name].data, value, casting="same_kind")
                 params[name]._version += 1
-        drop_weight_copies(self)
         by_prefix = {}
         for m_name, m in self._named_modules():
             by_prefix[m_name] = m
