@@ -80,20 +80,25 @@ def show_config(file: IO[str] | None = None) -> dict[str, Any]:
     """Print and return the build and runtime configuration.
 
     Reports fastnn's version, whether the kernels were built with OpenMP, the default thread
-    count (what ``n_threads=None`` resolves to now), and the BLAS behind the matrix products
-    with its thread count (through threadpoolctl).
+    count (what ``n_threads=None`` resolves to now), the vector code chosen for this CPU
+    (``simd``: the elementwise, softmax and one-row kernels; ``simd_bfloat16``: the opt-in
+    bfloat16 products), and the BLAS behind the matrix products with its thread count
+    (through threadpoolctl).
     """
     import sys
 
     import numpy as np
 
     blas = _threads.blas_info()
+    simd = _runtime.simd_levels()
     cfg = {
         "fastnn": __version__,
         "python": sys.version.split()[0],
         "numpy": np.__version__,
         "openmp": _runtime.openmp_enabled(),
         "default_n_threads": _threads.effective_n_threads(None),
+        "simd": simd["elementwise"],
+        "simd_bfloat16": simd["bfloat16"],
         "blas": blas.get("internal_api"),
         "blas_backend": blas.get("backend"),
         "blas_version": blas.get("version"),

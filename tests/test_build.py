@@ -19,6 +19,9 @@ def test_show_config_reports_the_essentials():
         assert key in buf.getvalue()
     assert cfg["fastnn"] == fastnn.__version__
     assert cfg["default_n_threads"] >= 1
+    from fastnn._kernels import bf16, softmax
+    assert cfg["simd"] == softmax.simd_level() and cfg["simd"] in softmax.SIMD_LEVELS
+    assert cfg["simd_bfloat16"] == bf16.simd_level() and cfg["simd_bfloat16"] in bf16.SIMD_LEVELS
 
 
 def test_subnormals_survive_import():

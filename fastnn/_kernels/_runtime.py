@@ -26,7 +26,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 
-from fastnn._kernels import _blas, _blas_loader, _config
+from fastnn._kernels import _blas, _blas_loader, _config, bf16, softmax
 
 __all__ = ["openmp_enabled", "omp_max_threads", "use_blas", "blas_info", "parallel_thresholds",
            "set_parallel_threshold", "override_thresholds", "THRESHOLD_KERNELS"]
@@ -39,6 +39,15 @@ omp_max_threads = _config.omp_max_threads
 #: (loads, unloads) of shared objects in the process, changing whenever a library comes or goes;
 #: None where the loader does not count them.
 loaded_objects_generation = _config.loaded_objects_generation
+
+
+
+def simd_levels() -> dict:
+    """The vector code the kernels chose for this CPU at import (capped by FASTNN_SIMD):
+    ``{"elementwise": softmax, sparsemax, the exp rows and the one-row product's level,
+    "bfloat16": the bfloat16 products' level}``."""
+    return {"elementwise": softmax.simd_level(), "bfloat16": bf16.simd_level()}
+
 
 # --- the BLAS behind the matrix products (fastnn/_kernels/_blas_loader.py) ----------------------
 use_blas = _blas_loader.use_blas

@@ -9,5 +9,6 @@ are in benchmarks/README.md, "Parallel thresholds"). ``parallel_thresholds()`` l
 """
 from fastnn._kernels._runtime import (  # noqa: F401  (the public names, defined once there)
     __all__, blas_current, blas_has_thread_control, blas_held, blas_info, blas_release,
-    blas_request, blas_requests, loaded_objects_generation, omp_max_threads, openmp_enabled, override_thresholds,
-    parallel_thresholds, set_library_threads, set_parallel_threshold, THRESHOLD_KERNELS, use_blas)
+    blas_request, blas_requests, loaded_objects_generation, omp_max_threads, openmp_enabled,
+    override_thresholds, parallel_thresholds, set_library_threads, set_parallel_threshold,
+    simd_levels, THRESHOLD_KERNELS, use_blas)
