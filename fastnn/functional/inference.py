@@ -68,7 +68,7 @@ from fastnn.losses import BinaryCrossEntropyLoss, CrossEntropyLoss, SparsemaxLos
 __all__ = ["PRECISIONS", "all_finite", "compile_inference", "eval_forward", "plan_for",
            "predict_array", "predict_arrays", "predict_proba_array", "refresh_copies", "why_not"]
 
-#: The precisions a plan computes in: the network's own dtype, or bfloat16 products (float32
+#: The precisions a plan computes in (the network's own dtype, or bfloat16 products for float32
 #: networks).
 PRECISIONS = ("float32", "float64", "bfloat16")
 
