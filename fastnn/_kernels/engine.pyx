@@ -214,6 +214,7 @@ cdef enum:
     NODE_CONCAT = 1          # the parents' outputs side by side
     NODE_ADD = 2             # their sum
     NODE_MUL = 3             # their elementwise product
+    MUL_CHUNK = 64           # columns of a product node's input gradient per step (_grad_h)
     POST_ACT = 1
     POST_DROPOUT = 2
     LOSS_CE = 0
@@ -651,7 +652,8 @@ cdef void _input_grad_block(Plan *P, LayerC *Lq, Py_ssize_t m, Py_ssize_t q, Py_
     cdef LayerC *L
     cdef int r, slot, k
     cdef bint first
-    cdef floating v
+    cdef Py_ssize_t jc, jn
+    cdef floating tmp[MUL_CHUNK]
     for r in range(Lq.n_cons):
         L = &P.layers[Lq.cons[r]]
         slot = Lq.cons_slot[r]
@@ -667,15 +669,28 @@ cdef void _input_grad_block(Plan *P, LayerC *Lq, Py_ssize_t m, Py_ssize_t q, Py_
             continue
         ldc = L.ld_h
         src = <const floating *> L.GH + j0 + (L.par_off[slot] if L.kind == NODE_CONCAT else 0)
+        if L.kind != NODE_MUL:
+            for i in range(m):
+                for j in range(wj):
+                    Gq[i * ldq + j] = (src[i * ldc + j] if first
+                                       else Gq[i * ldq + j] + src[i * ldc + j])
+            continue
+        # a product: its GH times the other factors in factor order, a row's columns MUL_CHUNK
+        # at a time (the factors are looked up once per row and chunk)
         for i in range(m):
-            for j in range(wj):
-                v = src[i * ldc + j]
-                if L.kind == NODE_MUL:
-                    for k in range(L.n_par):
-                        if k != slot:
-                            X = _node_out(P, L.par[k], s, &ldx, dummy)
-                            v = v * X[i * ldx + j0 + j]
-                Gq[i * ldq + j] = v if first else Gq[i * ldq + j] + v
+            jc = 0
+            while jc < wj:
+                jn = min(<Py_ssize_t> MUL_CHUNK, wj - jc)
+                for j in range(jn):
+                    tmp[j] = src[i * ldc + jc + j]
+                for k in range(L.n_par):
+                    if k != slot:
+                        X = _node_out(P, L.par[k], s, &ldx, dummy) + i * ldx + j0 + jc
+                        for j in range(jn):
+                            tmp[j] = tmp[j] * X[j]
+                for j in range(jn):
+                    Gq[i * ldq + jc + j] = tmp[j] if first else Gq[i * ldq + jc + j] + tmp[j]
+                jc += jn
 
 
 # ---------------------------------------------------------------------------------- optimizer ---
