@@ -322,7 +322,7 @@ cdef extern from *:
         const uint32_t *Pw = (const uint32_t *)P;                                              \\
         for (; p + GM <= np; p += GM)                                                          \\
             fnn_bf16_panels##W(xb, Pw + p * kp2 * 16, kp2, y + 16 * p, GM, n - 16 * p);        \\
-        switch (np - p) {                                                                      \\
+        switch (np - p < GM ? np - p : 0) {   /* (true) bound: no code for G >= GM */      \\
         case 7: fnn_bf16_panels##W(xb, Pw + p * kp2 * 16, kp2, y + 16 * p, 7, n - 16 * p); break; \\
         case 6: fnn_bf16_panels##W(xb, Pw + p * kp2 * 16, kp2, y + 16 * p, 6, n - 16 * p); break; \\
         case 5: fnn_bf16_panels##W(xb, Pw + p * kp2 * 16, kp2, y + 16 * p, 5, n - 16 * p); break; \\
