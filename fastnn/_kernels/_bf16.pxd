@@ -26,16 +26,16 @@
 # fused or not changes nothing); level 3 may differ from them in the last bits. FASTNN_SIMD caps
 # the level as in _math.pxd ("avx512" caps it at 2: AVX-512F without the BF16 instructions).
 #
-# One row (fnn_bf16_xw): up to 8 panels (128 columns; 3 with AVX2, 1 with SSE2) at a time,
-# their accumulators in vector registers while the weight panels stream past. Below level 3 each column sums its even rows and its odd rows in two float32 partial sums
-# (in row order), added at the end; at level 3 (vdpbf16ps: each lane adds a pair's two
-# products) the even and the odd row pairs. Those two dependent chains per column are all the
-# definition allows, so only more panels at a time give the FMA units independent work: with 4
-# panels (8 chains, no more than the FMA latency times the FMA units of a Zen 4/5 or Skylake-X
-# core) the AVX-512F and AVX512-BF16 loops waited on their chains. The weight vectors are read
-# with unaligned loads; P 64-byte aligned (fnn_bf16_packed_len + 32 entries let a caller align
-# it) keeps each of them in one cache line, which the loads below level 3 (each vector read by
-# the shift and by the mask) feel most.
+# One row (fnn_bf16_xw): up to 8 panels (128 columns; 3 with AVX2, 1 with SSE2) at a time, their
+# accumulators in vector registers while the weight panels stream past. Below level 3 each
+# column sums its even rows and its odd rows in two float32 partial sums (in row order), added
+# at the end; at level 3 (vdpbf16ps: each lane adds a pair's two products) the even and the odd
+# row pairs. Those two dependent chains per column are all the definition allows, so only more
+# panels at a time give the FMA units independent work: with 4 panels (8 chains, just the FMA
+# latency times the FMA units of a Zen 4/5 or Skylake-X core) the AVX-512F and AVX512-BF16 loops
+# would wait on their chains. The weight vectors are read with unaligned loads; P 64-byte aligned
+# (fnn_bf16_packed_len + 32 entries let a caller align it) keeps each of them in one cache line,
+# which the loads below level 3 (each vector read by the shift and by the mask) feel most.
 #
 # Many rows (fnn_bf16_gemm): MR = 12 rows at a time are rounded into a scratch buffer given by
 # the caller, then a microkernel runs over every pair of panels (or every panel), the packed
