@@ -108,6 +108,7 @@ def test_pack(k):
         P = bf16.pack(W)
         assert P.dtype == np.uint16 and P.shape == (bf16.packed_len(k, n),)
         assert P.size == ((n + 15) // 16) * ((k + 1) // 2) * 32
+        assert P.size == 0 or P.ctypes.data % 64 == 0   # one cache line per weight vector
         np.testing.assert_array_equal(P, ref_pack(W))
     # rows with a stride: a column slice of a wider matrix
     big = rng.standard_normal((k, 50)).astype(np.float32)
@@ -169,12 +170,28 @@ def test_gemm(name, level):
     check(C, want, mag, 33)
 
 
-def test_levels_agree(level):
+def ref_xw_bits(x, W):
+    """The one-row product below avx512bf16, bit for bit: per column a float32 sum of the even
+    rows' products and one of the odd rows' (each in row order, every product exact in
+    float32), added at the end."""
+    xr, Wr = to_f(ref_bits(x)), to_f(ref_bits(W))
+    se = np.zeros(W.shape[1], dtype=np.float32)
+    so = np.zeros(W.shape[1], dtype=np.float32)
+    for i in range(0, len(x), 2):
+        se = se + xr[i] * Wr[i]
+        if i + 1 < len(x):
+            so = so + xr[i + 1] * Wr[i + 1]
+    return se + so
+
+
+@pytest.mark.parametrize("k, n, m", [(201, 77, 29), (200, 100, 3), (33, 273, 13),
+                                     (17, 250, 5), (1, 129, 2), (64, 112, 12)])
+def test_levels_agree(k, n, m, level):
     """Levels below avx512bf16 give the same bits as each other (exact products, the same
-    summation orders); avx512bf16, and a row's GEMM against its one-row product, agree within
-    the tolerance."""
+    summation orders) and as that order summed by NumPy, whatever number of panels each level
+    takes at a time (5 to 18 panels); avx512bf16, and a row's GEMM against its one-row
+    product, agree within the tolerance."""
     rng = np.random.default_rng(4)
-    k, n, m = 201, 77, 29
     W = (rng.standard_normal((k, n)) * 0.05).astype(np.float32)
     X = rng.standard_normal((m, k)).astype(np.float32)
     P = bf16.pack(W)
@@ -183,10 +200,12 @@ def test_levels_agree(level):
     for name in LEVELS:
         bf16._set_simd_level(name)
         out[name] = (np.stack([bf16.xw(X[i], P, n) for i in range(m)]), bf16.gemm(X, P, n))
+    bits = np.stack([ref_xw_bits(X[i], W) for i in range(m)])
     for name, (rows, C) in out.items():
         check(rows, want, mag, k)
         check(C, want, mag, k)
         if name != "avx512bf16":
+            np.testing.assert_array_equal(rows, bits)
             np.testing.assert_array_equal(rows, out["baseline"][0])
             np.testing.assert_array_equal(C, out["baseline"][1])
 

@@ -26,11 +26,16 @@
 # fused or not changes nothing); level 3 may differ from them in the last bits. FASTNN_SIMD caps
 # the level as in _math.pxd ("avx512" caps it at 2: AVX-512F without the BF16 instructions).
 #
-# One row (fnn_bf16_xw): up to 4 panels (64 columns; 2 with AVX2, 1 with SSE2) at a time, their
+# One row (fnn_bf16_xw): up to 8 panels (128 columns; 3 with AVX2, 1 with SSE2) at a time, their
 # accumulators in vector registers while the weight panels stream past. Below level 3 each
 # column sums its even rows and its odd rows in two float32 partial sums (in row order), added
 # at the end; at level 3 (vdpbf16ps: each lane adds a pair's two products) the even and the odd
-# row pairs.
+# row pairs. Those two dependent chains per column are all the definition allows, so only more
+# panels at a time give the FMA units independent work: with 4 panels (8 chains, just the FMA
+# latency times the FMA units of a Zen 4/5 or Skylake-X core) the AVX-512F and AVX512-BF16 loops
+# would wait on their chains. The weight vectors are read with unaligned loads; P 64-byte aligned
+# (fnn_bf16_packed_len + 32 entries let a caller align it) keeps each of them in one cache line,
+# which the loads below level 3 (each vector read by the shift and by the mask) feel most.
 #
 # Many rows (fnn_bf16_gemm): MR = 12 rows at a time are rounded into a scratch buffer given by
 # the caller, then a microkernel runs over every pair of panels (or every panel), the packed
@@ -281,45 +286,27 @@ cdef extern from *:
             }                                                                                  \\
         }                                                                                      \\
     }
-    /* one row, G (<= 4, a constant) panels, native vectors of W floats: two partial sums per
-       column, of the even rows and of the odd rows, added at the end */
+    /* one row, G (<= 8, a constant) panels, native vectors of W floats: two partial sums per
+       column, of the even rows and of the odd rows, added at the end. Each column's two sums
+       are dependent chains of multiply-adds, so G sets how many chains hide the FMA latency. */
     #define FNN_BF16_PANELS_DEF(W)                                                             \\
     FNN_BF16_INLINE void fnn_bf16_panels##W(const uint32_t *xb, const uint32_t *P,            \\
             Py_ssize_t kp2, float *y, const int G, Py_ssize_t cols) {                          \\
         FNN_BF16_CONTRACT                                                                      \\
         enum { NV = 16 / W };                                                                  \\
-        fnn_bf16_vf##W a0[4 * NV], a1[4 * NV];                                                 \\
+        fnn_bf16_vf##W a0[8 * NV], a1[8 * NV];                                                 \\
         Py_ssize_t kp;                                                                         \\
         int v;                                                                                 \\
         for (v = 0; v < G * NV; v++) { a0[v] = (fnn_bf16_vf##W){0}; a1[v] = a0[v]; }          \\
-        for (kp = 0; kp + 1 < kp2; kp += 2) {                                                  \\
-            const fnn_bf16_vu##W x0 = (fnn_bf16_vu##W){0} + xb[kp];                            \\
-            const fnn_bf16_vu##W x1 = (fnn_bf16_vu##W){0} + xb[kp + 1];                        \\
-            const fnn_bf16_vf##W xe0 = (fnn_bf16_vf##W)(x0 << 16);                             \\
-            const fnn_bf16_vf##W xo0 = (fnn_bf16_vf##W)(x0 & 0xffff0000u);                     \\
-            const fnn_bf16_vf##W xe1 = (fnn_bf16_vf##W)(x1 << 16);                             \\
-            const fnn_bf16_vf##W xo1 = (fnn_bf16_vf##W)(x1 & 0xffff0000u);                     \\
+        for (kp = 0; kp < kp2; kp++) {                                                         \\
+            const fnn_bf16_vu##W x = (fnn_bf16_vu##W){0} + xb[kp];                             \\
+            const fnn_bf16_vf##W xe = (fnn_bf16_vf##W)(x << 16);                               \\
+            const fnn_bf16_vf##W xo = (fnn_bf16_vf##W)(x & 0xffff0000u);                       \\
             for (v = 0; v < G * NV; v++) {                                                     \\
-                const uint32_t *w = P + (v / NV) * kp2 * 16 + kp * 16 + (v % NV) * W;          \\
-                fnn_bf16_vu##W w0, w1;                                                         \\
-                memcpy(&w0, w, 4 * W);                                                         \\
-                memcpy(&w1, w + 16, 4 * W);                                                    \\
-                a0[v] = a0[v] + xe0 * (fnn_bf16_vf##W)(w0 << 16);                              \\
-                a1[v] = a1[v] + xo0 * (fnn_bf16_vf##W)(w0 & 0xffff0000u);                      \\
-                a0[v] = a0[v] + xe1 * (fnn_bf16_vf##W)(w1 << 16);                              \\
-                a1[v] = a1[v] + xo1 * (fnn_bf16_vf##W)(w1 & 0xffff0000u);                      \\
-            }                                                                                  \\
-        }                                                                                      \\
-        if (kp < kp2) {                                                                        \\
-            const fnn_bf16_vu##W x0 = (fnn_bf16_vu##W){0} + xb[kp];                            \\
-            const fnn_bf16_vf##W xe0 = (fnn_bf16_vf##W)(x0 << 16);                             \\
-            const fnn_bf16_vf##W xo0 = (fnn_bf16_vf##W)(x0 & 0xffff0000u);                     \\
-            for (v = 0; v < G * NV; v++) {                                                     \\
-                const uint32_t *w = P + (v / NV) * kp2 * 16 + kp * 16 + (v % NV) * W;          \\
-                fnn_bf16_vu##W w0;                                                             \\
-                memcpy(&w0, w, 4 * W);                                                         \\
-                a0[v] = a0[v] + xe0 * (fnn_bf16_vf##W)(w0 << 16);                              \\
-                a1[v] = a1[v] + xo0 * (fnn_bf16_vf##W)(w0 & 0xffff0000u);                      \\
+                fnn_bf16_vu##W w;                                                              \\
+                memcpy(&w, P + (v / NV) * kp2 * 16 + kp * 16 + (v % NV) * W, 4 * W);          \\
+                a0[v] = a0[v] + xe * (fnn_bf16_vf##W)(w << 16);                                \\
+                a1[v] = a1[v] + xo * (fnn_bf16_vf##W)(w & 0xffff0000u);                        \\
             }                                                                                  \\
         }                                                                                      \\
         for (v = 0; v < G * NV; v++) {                                                         \\
@@ -335,7 +322,11 @@ cdef extern from *:
         const uint32_t *Pw = (const uint32_t *)P;                                              \\
         for (; p + GM <= np; p += GM)                                                          \\
             fnn_bf16_panels##W(xb, Pw + p * kp2 * 16, kp2, y + 16 * p, GM, n - 16 * p);        \\
-        switch (np - p) {                                                                      \\
+        switch (np - p < GM ? np - p : 0) {   /* (true) bound: no code for G >= GM */      \\
+        case 7: fnn_bf16_panels##W(xb, Pw + p * kp2 * 16, kp2, y + 16 * p, 7, n - 16 * p); break; \\
+        case 6: fnn_bf16_panels##W(xb, Pw + p * kp2 * 16, kp2, y + 16 * p, 6, n - 16 * p); break; \\
+        case 5: fnn_bf16_panels##W(xb, Pw + p * kp2 * 16, kp2, y + 16 * p, 5, n - 16 * p); break; \\
+        case 4: fnn_bf16_panels##W(xb, Pw + p * kp2 * 16, kp2, y + 16 * p, 4, n - 16 * p); break; \\
         case 3: fnn_bf16_panels##W(xb, Pw + p * kp2 * 16, kp2, y + 16 * p, 3, n - 16 * p); break; \\
         case 2: fnn_bf16_panels##W(xb, Pw + p * kp2 * 16, kp2, y + 16 * p, 2, n - 16 * p); break; \\
         case 1: fnn_bf16_panels##W(xb, Pw + p * kp2 * 16, kp2, y + 16 * p, 1, n - 16 * p); break; \\
@@ -370,13 +361,14 @@ cdef extern from *:
     #pragma GCC push_options
     #pragma GCC optimize("fp-contract=fast")
     #endif
-    /* one row: AVX-512F 4 panels at a time (8 accumulators), AVX2 2 (8), SSE2 1 (8) */
+    /* one row: AVX-512F 8 panels at a time (16 accumulators of 32 registers), AVX2 3 (12 of
+       16), SSE2 1 (8 of 16) */
     __attribute__((target("avx512f,fma"), noinline)) static void fnn_bf16_xw_f_avx512(
             const uint32_t *xb, const uint16_t *P, Py_ssize_t k, Py_ssize_t n, float *y) {
-        fnn_bf16_xw16(xb, P, k, n, y, 4); }
+        fnn_bf16_xw16(xb, P, k, n, y, 8); }
     __attribute__((target("avx2,fma"), noinline)) static void fnn_bf16_xw_f_avx2(
             const uint32_t *xb, const uint16_t *P, Py_ssize_t k, Py_ssize_t n, float *y) {
-        fnn_bf16_xw8(xb, P, k, n, y, 2); }
+        fnn_bf16_xw8(xb, P, k, n, y, 3); }
     __attribute__((noinline)) static void fnn_bf16_xw_f_base(
             const uint32_t *xb, const uint16_t *P, Py_ssize_t k, Py_ssize_t n, float *y) {
         fnn_bf16_xw4(xb, P, k, n, y, 1); }
@@ -402,7 +394,7 @@ cdef extern from *:
     #define FNN_BF16_TDPI __attribute__((target("avx512f,avx512bf16,fma"), always_inline)) static inline
     FNN_BF16_TDPI void fnn_bf16_dp_panels(const uint32_t *xb, const uint32_t *P, Py_ssize_t kp2,
                                           float *y, const int G, Py_ssize_t cols) {
-        __m512 a0[4], a1[4];
+        __m512 a0[8], a1[8];
         Py_ssize_t kp;
         int g;
         for (g = 0; g < G; g++) { a0[g] = _mm512_setzero_ps(); a1[g] = _mm512_setzero_ps(); }
@@ -432,9 +424,13 @@ cdef extern from *:
                                            Py_ssize_t n, float *y) {
         Py_ssize_t np = (n + 15) / 16, kp2 = (k + 1) / 2, p = 0;
         const uint32_t *Pw = (const uint32_t *)P;
-        for (; p + 4 <= np; p += 4)
-            fnn_bf16_dp_panels(xb, Pw + p * kp2 * 16, kp2, y + 16 * p, 4, n - 16 * p);
+        for (; p + 8 <= np; p += 8)
+            fnn_bf16_dp_panels(xb, Pw + p * kp2 * 16, kp2, y + 16 * p, 8, n - 16 * p);
         switch (np - p) {
+        case 7: fnn_bf16_dp_panels(xb, Pw + p * kp2 * 16, kp2, y + 16 * p, 7, n - 16 * p); break;
+        case 6: fnn_bf16_dp_panels(xb, Pw + p * kp2 * 16, kp2, y + 16 * p, 6, n - 16 * p); break;
+        case 5: fnn_bf16_dp_panels(xb, Pw + p * kp2 * 16, kp2, y + 16 * p, 5, n - 16 * p); break;
+        case 4: fnn_bf16_dp_panels(xb, Pw + p * kp2 * 16, kp2, y + 16 * p, 4, n - 16 * p); break;
         case 3: fnn_bf16_dp_panels(xb, Pw + p * kp2 * 16, kp2, y + 16 * p, 3, n - 16 * p); break;
         case 2: fnn_bf16_dp_panels(xb, Pw + p * kp2 * 16, kp2, y + 16 * p, 2, n - 16 * p); break;
         case 1: fnn_bf16_dp_panels(xb, Pw + p * kp2 * 16, kp2, y + 16 * p, 1, n - 16 * p); break;

@@ -73,11 +73,14 @@ def packed_len(Py_ssize_t k, Py_ssize_t n):
 
 def pack(const float[:, :] W):
     """The packed bfloat16 form (uint16 1-D, packed_len(k, n) entries) of the float32 (k, n)
-    matrix W (rows contiguous)."""
-    cdef Py_ssize_t k = W.shape[0], n = W.shape[1]
+    matrix W (rows contiguous), 64-byte aligned: a view of a buffer 32 entries longer (the
+    kernels' unaligned loads of 64-byte vectors would otherwise each span two cache lines)."""
+    cdef Py_ssize_t k = W.shape[0], n = W.shape[1], m = fnn_bf16_packed_len(k, n)
     if k and n and W.strides[1] != sizeof(float):
         raise ValueError("W's rows must be contiguous")
-    out = np.empty(fnn_bf16_packed_len(k, n), dtype=np.uint16)
+    buf = np.empty(m + 32, dtype=np.uint16)
+    off = (-buf.ctypes.data % 64) // 2
+    out = buf[off:off + m]
     cdef uint16_t[::1] o = out
     if out.shape[0]:
         fnn_bf16_pack(&W[0, 0], W.strides[0] // sizeof(float), k, n, &o[0])

@@ -687,6 +687,7 @@ cdef class InferencePlan:
                  outputs=None, precision=None):
         cdef Py_ssize_t i
         cdef Step *st
+        cdef uint16_t *wb
         if self.steps != NULL:
             raise TypeError("an inference plan is initialized once")
         dt = cnp.dtype(dtype)
@@ -742,12 +743,14 @@ cdef class InferencePlan:
                     self._check_param(b, (st.n_lin,))
                     st.b = A.data(b)
                 if self.bf16:
-                    packed = cnp.PyArray_EMPTY(1, [fnn_bf16_packed_len(n_in, st.n_lin)],
+                    # 32 entries more: the copy starts on a 64-byte boundary, one cache line
+                    # per weight vector the kernels load
+                    packed = cnp.PyArray_EMPTY(1, [fnn_bf16_packed_len(n_in, st.n_lin) + 32],
                                                cnp.NPY_UINT16, 0)
-                    fnn_bf16_pack(<const float *> st.W, st.n_lin, n_in, st.n_lin,
-                                  <uint16_t *> A.data(packed))
+                    wb = <uint16_t *> ((<size_t> A.data(packed) + 63) & ~(<size_t> 63))
+                    fnn_bf16_pack(<const float *> st.W, st.n_lin, n_in, st.n_lin, wb)
                     self._refs.append(packed)
-                    st.Wb = <const uint16_t *> A.data(packed)
+                    st.Wb = wb
                     # the products' scratch shares the sparsemax doubles (steps run in turn)
                     self.max_sparse = max(self.max_sparse,
                                           (fnn_bf16_gemm_scratch_len(n_in) + 1) // 2)
