@@ -433,7 +433,10 @@ def fit(model, X, y=None, loss=None, optimizer=None, epochs: int = 10, batch_siz
         network, the loss, the optimizer and in-memory data and no callback takes
         ``on_batch_end``, else on the per-module loop. True: the engine (one step per call
         when a callback takes ``on_batch_end``), or a ValueError saying what it does not
-        cover. False: the per-module loop. ``history.params["engine"]`` records which ran.
+        cover. False: the per-module loop. ``history.params["engine"]`` records which ran;
+        on the engine ``history.params["engine_threads"]`` the thread counts its runs started
+        with and ``["engine_fallbacks"]`` the runs that finished on one thread (another
+        process held a core).
 
     Returns
     -------
@@ -575,6 +578,10 @@ def _prepare_fit(model, X, y, loss, optimizer, epochs, batch_size, shuffle, vali
                       "n_val_samples": (val_stream.n_samples if val_stream is not None else
                                         0 if X_val is None else int(X_val.shape[0])),
                       "engine": eng is not None}
+    if eng is not None:
+        # the thread counts the engine's runs started with, and the runs that finished on one
+        # thread because the team waited at its barriers (another process held a core)
+        history.params.update(engine_threads=[], engine_fallbacks=0)
     trainer = Trainer(model, opt, loss_fn, history, verbose)
     for cb in callbacks:
         if hasattr(cb, "set_trainer"):
@@ -799,6 +806,10 @@ def _run_epoch_engine(state, epoch, bar) -> _EpochResult:
         start += res.samples
         b += res.steps
         loss_value = res.last_loss
+        params = state.history.params
+        if res.n_threads not in params["engine_threads"]:
+            params["engine_threads"] = sorted([*params["engine_threads"], res.n_threads])
+        params["engine_fallbacks"] += bool(res.fell_back)
         if res.nonfinite_step >= 0:
             return _EpochResult(run, b + 1, loss_value, True)
         if batch_cbs and res.steps:

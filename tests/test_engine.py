@@ -832,8 +832,8 @@ def test_fit_with_and_without_engine(dtype, loss):
     (m1, h1), (m2, h2) = _fit_pair(dtype, loss)
     assert h1.params["engine"] is True and h2.params["engine"] is False
     assert set(h1.history) == set(h2.history)
-    assert {k: v for k, v in h1.params.items() if k != "engine"} == \
-        {k: v for k, v in h2.params.items() if k != "engine"}
+    assert {k: v for k, v in h1.params.items() if not k.startswith("engine")} == \
+        {k: v for k, v in h2.params.items() if not k.startswith("engine")}
     tol = 1e-5 if dtype == np.float32 else 1e-10
     assert_close(m1, m2, tol)
     for k in h1.history:
@@ -906,7 +906,10 @@ def test_fit_engine_choice():
         m.fit(X, y, epochs=1, verbose=0, engine="yes")
     m = net([5, 8, 2], ["relu", None], np.float32)
     q = np.eye(2, dtype=np.float32)[y]   # probability targets: the engine too
-    assert m.fit(X, q, epochs=1, verbose=0).params["engine"] is True
+    h = m.fit(X, q, epochs=1, verbose=0)
+    assert h.params["engine"] is True
+    assert h.params["engine_threads"] == [1]   # one 8-column block: one thread owns it
+    assert h.params["engine_fallbacks"] == 0
     assert m.fit(X, q, epochs=1, verbose=0, engine=False).params["engine"] is False
     assert m.fit(X, y, epochs=1, verbose=0).params["engine"] is True
 
