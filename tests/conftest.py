@@ -88,6 +88,16 @@ def blas_rows_exact(dtype=np.float32) -> bool:
 
 
 @pytest.fixture
+def split_always():
+    """One-call inference splits every one-row request that qualifies over the threads,
+    however long ago the previous call ended."""
+    from fastnn._kernels import inference
+    old = inference.set_split(0.0, float("inf"))
+    yield
+    inference.set_split(*old)
+
+
+@pytest.fixture
 def same_rows():
     """``same_rows(actual, expected)``: outputs computed in other row groups (chunks, tiles,
     streamed batches) against the whole batch's: the same bits where the BLAS rounds a row the

@@ -646,14 +646,6 @@ def test_eval_forward_of_no_rows_with_maxout(dtype):
 
 # --- a request's columns split over threads ------------------------------------------------------
 
-@pytest.fixture
-def split_always():
-    """Split every request that qualifies, however long ago the previous call ended."""
-    old = _k.set_split(0.0, float("inf"))
-    yield
-    _k.set_split(*old)
-
-
 def _threads_available(n):
     from fastnn._threads import effective_n_threads
     return effective_n_threads(n)

@@ -117,13 +117,6 @@ def parallel_always():
     _k.set_parallel_min_work(old)
 
 
-@pytest.fixture
-def split_always():
-    old = _k.set_split(0.0, float("inf"))
-    yield
-    _k.set_split(*old)
-
-
 def _threads_available(n):
     from fastnn._threads import effective_n_threads
     return effective_n_threads(n)

@@ -1070,14 +1070,7 @@ cdef class InferencePlan:
             for j in range(i):
                 if A.overlap(o, outs[j]):
                     return False
-        self._acquire()
-        try:
-            if self.is_graph:
-                self._go(xs, outs, n, n_threads, False)
-            else:
-                self._go(xs[0], outs[0], n, n_threads, False)
-        finally:
-            self._release()
+        self._go_many(xs, outs, n, n_threads)
         return True
 
     def predict_many(self, xs, int n_threads):
@@ -1093,6 +1086,11 @@ cdef class InferencePlan:
         for w in self.out_widths:
             dims[1] = w
             outs.append(cnp.PyArray_EMPTY(2, dims, self.typenum, 0))
+        self._go_many(xs, outs, n, n_threads)
+        return outs
+
+    cdef _go_many(self, xs, outs, Py_ssize_t n, int n_threads):
+        """run_many/predict_many on checked lists (a chain plan takes their one array)."""
         self._acquire()
         try:
             if self.is_graph:
@@ -1101,7 +1099,6 @@ cdef class InferencePlan:
                 self._go(xs[0], outs[0], n, n_threads, False)
         finally:
             self._release()
-        return outs
 
     def run_keep(self, X, outputs, int n_threads):
         """Every step's output into its own arrays, for a backward: ``outputs`` holds per step
