@@ -667,8 +667,12 @@ class Workers:
 
     Separate processes keep each library's thread pools (fastnn's OpenMP team, torch's OpenMP
     and MKL threads, NumPy's OpenBLAS threads) from spinning while another library is timed.
-    Between two requests to different libraries the parent sleeps ``cooldown`` seconds so that
-    spinning workers of the last library park (OpenBLAS spins for up to ~0.1 s).
+    Between two requests to different implementations the parent sleeps ``cooldown`` seconds
+    so that spinning workers of the last one park (OpenBLAS spins for up to ~0.1 s): within
+    the fastnn worker too, where the module loop's multi-threaded BLAS calls left OpenBLAS's
+    threads spinning into the next engine round (measured in one process: the engine's
+    2-thread fit straight after a module-loop fit 122k samples/s, falling back to one thread;
+    after a 0.3 s pause 228k, as without the module-loop round).
     """
 
     def __init__(self, isolate=True, cooldown=0.15):
@@ -677,11 +681,11 @@ class Workers:
         self.last = None
 
     def prepare(self, impl):
-        """Sleep the cooldown when the next request goes to another library than the last."""
-        fam = family(impl)
-        if self.last is not None and self.last != fam:
+        """Sleep the cooldown when the next request goes to another implementation than the
+        last."""
+        if self.last is not None and self.last != impl:
             time.sleep(self.cooldown)
-        self.last = fam
+        self.last = impl
 
     def ask(self, impl, msg):
         fam = family(impl)
