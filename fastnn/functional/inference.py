@@ -118,10 +118,9 @@ class _State:
         """Drop the copies when fastnn updated a parameter in place since they were made (an
         optimizer step, load_state_dict, reset_parameters); start the record when there are
         none."""
-        if self.copied is None:
-            self.copied = [(p, p._version) for p in model.parameters()]
-        elif any(p._version != v for p, v in self.copied):
+        if self.copied is not None and any(p._version != v for p, v in self.copied):
             self.drop_copies()
+        if self.copied is None:
             self.copied = [(p, p._version) for p in model.parameters()]
 
     def __reduce__(self):
