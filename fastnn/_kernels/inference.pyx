@@ -474,15 +474,22 @@ cdef void _step_cols(const Step *st, const floating *src, floating *dst, floatin
                 dst[i * w + j] = src[i * w + j] * <floating> st.scale
 
 
+cdef inline Py_ssize_t _first_block(Py_ssize_t nb, int t, int team) noexcept nogil:
+    """The first of thread t's contiguous blocks among nb (t = team: nb). Thread 0 takes the
+    larger share: a one-block step (a 10-class output layer) runs on the calling thread, the
+    one that returns from the region first."""
+    return (nb * t + team - 1) // team
+
+
 cdef void _run_cols(const Step *steps, int n_steps, bint keep, const floating *X,
                     floating *out, Py_ssize_t m, int nt, char *scratch, Py_ssize_t buf_elems,
                     Py_ssize_t lin_elems, Py_ssize_t arg_elems) noexcept nogil:
     """m rows (at most GEMV_ROWS) through every step, each step's output columns split over
     the team in blocks of COL_BLOCK (softmax and sparsemax: thread 0), in ONE parallel
-    region. Thread t of T takes the contiguous blocks [nb t / T, nb (t + 1) / T) of every
-    step (each core reads the same part of the weights on every call), and one barrier ends
-    each step (no worksharing loop: Cython's prange inside parallel() ends with nowait, and
-    its private variables add a barrier of their own). BLAS is held to one thread by the
+    region. Thread t of T takes the contiguous blocks [ceil(nb t / T), ceil(nb (t + 1) / T))
+    of every step (each core reads the same part of the weights on every call), and one
+    barrier ends each step but the last (no worksharing loop: Cython's prange inside
+    parallel() ends with nowait, and its private variables add a barrier of their own). BLAS is held to one thread by the
     caller (xw may call GEMV). Outputs go where _tile puts them (keep: every step's own
     arrays); the buffers are one thread's share of the scratch."""
     cdef floating *buf0 = <floating *> scratch
@@ -518,11 +525,12 @@ cdef void _run_cols(const Step *steps, int n_steps, bint keep, const floating *X
                         sparsemax_row(src + i * w, dst + i * w, w, st.code, dscr)
             else:
                 nb = (w + COL_BLOCK - 1) // COL_BLOCK
-                for blk in range(nb * tid // team, nb * (tid + 1) // team):
+                for blk in range(_first_block(nb, tid, team), _first_block(nb, tid + 1, team)):
                     c0 = blk * COL_BLOCK
                     c1 = c0 + COL_BLOCK if c0 + COL_BLOCK < w else w
                     _step_cols(st, src, dst, z, arg, m, c0, c1)
-            fnn_team_barrier()   # every column of this step before the next step reads them
+            if s + 1 < n_steps:   # (the region's end waits for the last step)
+                fnn_team_barrier()   # every column of this step before the next step reads them
             src = dst
 
 
@@ -553,14 +561,15 @@ cdef void _run_cols_graph(const Graph *g, floating *slots, Py_ssize_t m, int nt,
                     _step_rows(st, src, dst, zbuf, abuf, m, True, dscr)
             else:
                 nb = (w + COL_BLOCK - 1) // COL_BLOCK
-                for blk in range(nb * tid // team, nb * (tid + 1) // team):
+                for blk in range(_first_block(nb, tid, team), _first_block(nb, tid + 1, team)):
                     c0 = blk * COL_BLOCK
                     c1 = c0 + COL_BLOCK if c0 + COL_BLOCK < w else w
                     if st.kind >= K_CONCAT:
                         _merge_cols(g, st, 0, slots, buf_elems, dst, m, c0, c1)
                     else:
                         _step_cols(st, src, dst, zbuf, abuf, m, c0, c1)
-            fnn_team_barrier()   # every column of this step before a later step reads them
+            if s + 1 < g.n_steps:   # (the region's end waits for the last step)
+                fnn_team_barrier()   # every column of this step before a later step reads them
 
 
 cdef void _run(const Graph *g, const Step *steps, int n_steps, bint keep, const floating *X,
