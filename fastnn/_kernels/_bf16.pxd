@@ -47,6 +47,9 @@
 # Kernels never allocate and never validate.
 from libc.stdint cimport uint16_t, uint32_t
 
+# (the CPU's vector level, fnn_cpu_level / fnn_capped_level, comes from _math.pxd)
+from fastnn._kernels._math cimport fnn_cpu_level, fnn_capped_level
+
 cdef extern from *:
     """
     #ifndef FASTNN_BF16_H
@@ -128,27 +131,16 @@ cdef extern from *:
     #define FNN_BF16_DP 0
     #endif
     static int fnn_bf16_level = 0;
-    static int fnn_bf16_supported(void) {
+    static int fnn_bf16_supported(void) {   /* (fnn_cpu_level, fnn_capped_level: _math.pxd) */
     #if FNN_BF16_MV
-        __builtin_cpu_init();
-        if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) return 0;
-        if (!__builtin_cpu_supports("avx512f")) return 1;
-    #if FNN_BF16_DP
-        if (__builtin_cpu_supports("avx512bf16")) return 3;
-    #endif
-        return 2;
+        return fnn_cpu_level(FNN_BF16_DP ? 3 : 2);
     #else
         return 0;
     #endif
     }
     #if FNN_BF16_MV
     __attribute__((constructor)) static void fnn_bf16_init(void) {
-        int hw = fnn_bf16_supported(), want = hw;
-        const char *e = getenv("FASTNN_SIMD");
-        if (e && (!strcmp(e, "baseline") || !strcmp(e, "default") || !strcmp(e, "sse2"))) want = 0;
-        else if (e && !strcmp(e, "avx2")) want = 1;
-        else if (e && !strcmp(e, "avx512")) want = 2;
-        fnn_bf16_level = want < hw ? want : hw;
+        fnn_bf16_level = fnn_capped_level(fnn_bf16_supported());
     }
     #endif
 

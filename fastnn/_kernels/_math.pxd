@@ -86,20 +86,33 @@ cdef extern from *:
 
     #if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__) && !defined(_MSC_VER)
     #define FNN_MULTIVERSION 1
-    /* 0 baseline (SSE2), 1 AVX2 (with FMA), 2 AVX-512F; set once when the module loads */
-    static int fnn_simd_level = 0;
-    static int fnn_simd_supported(void) {
+    /* The vector levels of fastnn's kernels: 0 baseline (SSE2), 1 AVX2 (with FMA), 2 AVX-512F,
+       3 AVX-512F with AVX512-BF16 (the bfloat16 products, _bf16.pxd). fnn_cpu_level: the widest
+       this CPU and OS support, up to `top`; fnn_capped_level: a level capped by FASTNN_SIMD
+       (baseline | avx2 | avx512), read when a module loads. */
+    static inline int fnn_cpu_level(int top) {
         __builtin_cpu_init();
-        if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) return 0;
-        if (__builtin_cpu_supports("avx512f")) return 2;
-        return 1;
+        if (top < 1 || !__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma"))
+            return 0;
+        if (top < 2 || !__builtin_cpu_supports("avx512f")) return 1;
+    #if defined(__clang__) || __GNUC__ >= 10
+        if (top >= 3 && __builtin_cpu_supports("avx512bf16")) return 3;
+    #endif
+        return 2;
     }
-    __attribute__((constructor)) static void fnn_simd_init(void) {
-        int hw = fnn_simd_supported(), want = hw;
+    static inline int fnn_capped_level(int hw) {
+        int want = hw;
         const char *e = getenv("FASTNN_SIMD");
         if (e && (!strcmp(e, "baseline") || !strcmp(e, "default") || !strcmp(e, "sse2"))) want = 0;
         else if (e && !strcmp(e, "avx2")) want = 1;
-        fnn_simd_level = want < hw ? want : hw;
+        else if (e && !strcmp(e, "avx512")) want = 2;
+        return want < hw ? want : hw;
+    }
+    /* 0 baseline (SSE2), 1 AVX2 (with FMA), 2 AVX-512F; set once when the module loads */
+    static int fnn_simd_level = 0;
+    static int fnn_simd_supported(void) { return fnn_cpu_level(2); }
+    __attribute__((constructor)) static void fnn_simd_init(void) {
+        fnn_simd_level = fnn_capped_level(fnn_simd_supported());
     }
     #define FNN_MV(RET, NAME, PARAMS, ARGS)                                                 \\
         __attribute__((target("avx512f,fma"), noinline)) static RET NAME##_avx512 PARAMS {  \\
@@ -149,6 +162,8 @@ cdef extern from *:
     #define FNN_FUSED_AT(level) ((level) >= 1 ? 1 : FNN_FUSED_BASE)
     #else
     #define FNN_MULTIVERSION 0
+    static inline int fnn_cpu_level(int top) { (void) top; return 0; }
+    static inline int fnn_capped_level(int hw) { (void) hw; return 0; }
     static int fnn_simd_level = 0;
     #define FNN_MV(RET, NAME, PARAMS, ARGS) static RET NAME PARAMS { return NAME##_body ARGS; }
     #define FNN_MV_VOID(NAME, PARAMS, ARGS) static void NAME PARAMS { NAME##_body ARGS; }
@@ -413,6 +428,8 @@ cdef extern from *:
     #endif  /* FASTNN_MATH_H */
     """
     int fnn_simd_level
+    int fnn_cpu_level(int top) noexcept nogil
+    int fnn_capped_level(int hw) noexcept nogil
     bint FNN_MULTIVERSION
     bint FNN_FUSED_AT(int level)
     double fnn_exp_d(double x) noexcept nogil
