@@ -413,6 +413,7 @@ class _BaseMLP(BaseEstimator):
         "decay": [Interval(Real, 0, None, closed="left")],
         "optimizer_params": [dict, None],
         "dtype": "no_validation",
+        "inference_precision": [StrOptions(set(_inference.PRECISIONS)), None],
         "n_threads": "no_validation",  # checked in _check_params
         # deprecated names of scikit-learn's parameters
         "optimizer": [StrOptions({"adam", "sgd", "adagrad", "rmsprop", "lbfgs"}), None],
@@ -428,7 +429,7 @@ class _BaseMLP(BaseEstimator):
                  tol, verbose, warm_start, momentum, nesterovs_momentum, early_stopping,
                  validation_fraction, beta_1, beta_2, epsilon, n_iter_no_change, max_fun,
                  dropout, l1, l2, decay, optimizer_params, dtype, n_threads, optimizer, lr,
-                 nesterov, betas, maxout_pieces):
+                 nesterov, betas, maxout_pieces, inference_precision):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -459,6 +460,7 @@ class _BaseMLP(BaseEstimator):
         self.decay = decay
         self.optimizer_params = optimizer_params
         self.dtype = dtype
+        self.inference_precision = inference_precision
         self.n_threads = n_threads
         self.optimizer = optimizer
         self.lr = lr
@@ -930,11 +932,12 @@ class _BaseMLP(BaseEstimator):
         check_not_fitting(self, "predict")   # not while another thread fits this estimator
         net = self._network()
         check_not_fitting(net, "predict")    # nor its network
+        precision = self._precision(net)
         if not (isinstance(X, np.ndarray) and X.ndim == 2 and X.dtype.kind in "fiub"
                 and X.shape[0] > 0 and X.shape[1] > 0):
             X = self._validate_X(X, reset=False)
             with limit_threads(self.n_threads):
-                return net.predict(X)
+                return net.predict(X, precision=precision)
         # An array is converted and checked (dtype, finiteness) batch by batch, with the
         # messages of the one-shot check: memory follows the batch, not X (a float64 X for a
         # float32 model, a Fortran-ordered or a broadcast X are never copied whole).
@@ -959,7 +962,20 @@ class _BaseMLP(BaseEstimator):
         limit = (contextlib.nullcontext() if _inference.plan_for(net) is not None
                  else limit_threads(self.n_threads))
         with limit:
-            return net._predict_batches(X, None, convert)
+            return net._predict_batches(X, None, convert, precision)
+
+    def _precision(self, net):
+        """``inference_precision`` as ``net.predict`` takes it: None (the network's dtype) or
+        "bfloat16"; a ValueError naming the parameter where it does not apply."""
+        p = self.inference_precision
+        if p is None:
+            return None
+        try:
+            p = _inference._precision(net, p)
+        except ValueError as e:
+            raise ValueError(f"inference_precision={p!r} does not apply: {e} (dtype='float32' "
+                             f"trains a float32 network)") from None
+        return "bfloat16" if p == "bfloat16" else None
 
     def _logits(self, X, validated):
         """The network's output: X validated already (inside fit), or checked here."""
@@ -1068,6 +1084,12 @@ _PARAMS_DOC = """
         fastnn extra: training precision. None keeps float32 and float64 inputs as they are
         (others become float64), as scikit-learn does; "float32" trains in single precision
         whatever the input.
+    inference_precision : None, "float32", "float64" or "bfloat16", default=None
+        fastnn extra: the products of ``predict``, ``predict_proba`` and ``score``. None or
+        the network's dtype: exact in that dtype; "bfloat16" (a float32 network, opt-in):
+        weights and inputs rounded to bfloat16, sums in float32 (faster, relative errors of
+        about 1e-2 of the output's scale; see ``Sequential.predict``). The scores ``fit``
+        computes (early stopping, ``validation_data``) stay in the network's dtype.
     n_threads : int or None, default=None
         fastnn extra: threads for fastnn's kernels and for BLAS during ``fit`` and
         ``predict`` (threadpoolctl). In ``GridSearchCV(..., n_jobs=k)`` use
@@ -1145,7 +1167,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
                  dropout=0.0, output="auto", loss="auto", l1=0.0, l2=0.0, decay=0.0,
                  optimizer_params=None, dtype=None, n_threads=None, optimizer=None, lr=None,
-                 nesterov=None, betas=None, maxout_pieces=2):
+                 nesterov=None, betas=None, maxout_pieces=2, inference_precision=None):
         super().__init__(
             hidden_layer_sizes, activation, solver=solver, alpha=alpha, batch_size=batch_size,
             learning_rate=learning_rate, learning_rate_init=learning_rate_init,
@@ -1156,7 +1178,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun,
             dropout=dropout, l1=l1, l2=l2, decay=decay, optimizer_params=optimizer_params,
             dtype=dtype, n_threads=n_threads, optimizer=optimizer, lr=lr, nesterov=nesterov,
-            betas=betas, maxout_pieces=maxout_pieces)
+            betas=betas, maxout_pieces=maxout_pieces,
+            inference_precision=inference_precision)
         self.output = output
         self.loss = loss
 
@@ -1365,7 +1388,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
                  dropout=0.0, l1=0.0, l2=0.0, decay=0.0, optimizer_params=None, dtype=None,
                  n_threads=None, optimizer=None, lr=None, nesterov=None, betas=None,
-                 maxout_pieces=2):
+                 maxout_pieces=2, inference_precision=None):
         super().__init__(
             hidden_layer_sizes, activation, solver=solver, alpha=alpha, batch_size=batch_size,
             learning_rate=learning_rate, learning_rate_init=learning_rate_init,
@@ -1376,7 +1399,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
             epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun,
             dropout=dropout, l1=l1, l2=l2, decay=decay, optimizer_params=optimizer_params,
             dtype=dtype, n_threads=n_threads, optimizer=optimizer, lr=lr, nesterov=nesterov,
-            betas=betas, maxout_pieces=maxout_pieces)
+            betas=betas, maxout_pieces=maxout_pieces,
+            inference_precision=inference_precision)
         self.loss = loss
 
     def __sklearn_tags__(self):

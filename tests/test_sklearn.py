@@ -428,6 +428,78 @@ def test_dtype(iris_scaled):
     assert reg.predict(X).dtype == np.float32
 
 
+def _bf16(a):
+    """a rounded to bfloat16 (to nearest, ties to even), as float64."""
+    u = np.ascontiguousarray(a, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    u = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16) << 16
+    return u.astype(np.uint32).view(np.float32).astype(np.float64)
+
+
+def _bf16_forward(est, X):
+    """NumPy reference of a relu network's output with bfloat16 products: every layer's input
+    and weights rounded to bfloat16, sums and biases in float64."""
+    h = np.asarray(X, dtype=np.float32)
+    for i, (W, b) in enumerate(zip(est.coefs_, est.intercepts_)):
+        h = _bf16(h) @ _bf16(W) + b.astype(np.float64)
+        if i < len(est.coefs_) - 1:
+            h = np.maximum(h, 0.0)
+        h = h.astype(np.float32)
+    return h.astype(np.float64)
+
+
+def test_inference_precision_bfloat16(iris_scaled):
+    X, y = iris_scaled
+    X = np.ascontiguousarray(np.tile(X, (8, 1)) * 3.7, dtype=np.float32)  # 1,200 rows
+    y = np.tile(y, 8)
+    kw = {"hidden_layer_sizes": (64, 32), "max_iter": 20, "random_state": 0,
+          "dtype": "float32", "early_stopping": True}
+    with _quiet():
+        exact = MLPClassifier(**kw).fit(X, y)
+        fast = MLPClassifier(inference_precision="bfloat16", **kw).fit(X, y)
+    # fit is unchanged: the same weights and validation scores (in float32)
+    assert fast.validation_scores_ == exact.validation_scores_
+    for a, b in zip(fast.coefs_, exact.coefs_):
+        np.testing.assert_array_equal(a, b)
+    z = fast.model_.predict(X, precision="bfloat16")
+    ref = _bf16_forward(fast, X)
+    scale = np.abs(ref).max(axis=1, keepdims=True)
+    assert np.all(np.abs(z - ref) <= 1e-2 * scale)
+    p_fast, p_exact = fast.predict_proba(X), exact.predict_proba(X)
+    e = np.exp(ref - ref.max(axis=1, keepdims=True))
+    np.testing.assert_allclose(p_fast, e / e.sum(axis=1, keepdims=True), atol=2e-2)
+    assert p_fast.dtype == np.float32 and not np.array_equal(p_fast, p_exact)
+    assert np.abs(p_fast - p_exact).max() < 5e-2
+    assert np.mean(fast.predict(X) == exact.predict(X)) > 0.95
+    # set_params switches it on a fitted estimator; clone keeps it
+    fast.set_params(inference_precision=None)
+    np.testing.assert_array_equal(fast.predict_proba(X), p_exact)
+    assert clone(MLPClassifier(inference_precision="bfloat16")).inference_precision == "bfloat16"
+    # the same for a regressor, and through a list input (the validated path)
+    with _quiet():
+        reg = MLPRegressor(hidden_layer_sizes=(32,), max_iter=20, random_state=0,
+                           dtype="float32", inference_precision="bfloat16").fit(X, X[:, 0])
+    out = reg.predict(X)
+    ref = _bf16_forward(reg, X)[:, 0]
+    assert np.all(np.abs(out - ref) <= 1e-2 * np.abs(ref).max())
+    np.testing.assert_array_equal(reg.predict(X[:5].tolist()), out[:5])
+
+
+def test_inference_precision_errors(iris_scaled):
+    X, y = iris_scaled
+    with _quiet():
+        clf = MLPClassifier((4,), max_iter=2, inference_precision="bfloat16").fit(X, y)
+    assert clf.model_.dtype == np.float64
+    with pytest.raises(ValueError, match="inference_precision='bfloat16' does not apply.*"
+                                         "float32"):
+        clf.predict(X)
+    with pytest.raises(ValueError, match="inference_precision"):
+        MLPClassifier((4,), max_iter=2, inference_precision="float16").fit(X, y)
+    # the network's own dtype is the exact path
+    clf.set_params(inference_precision="float64")
+    np.testing.assert_array_equal(clf.predict_proba(X),
+                                  clf.set_params(inference_precision=None).predict_proba(X))
+
+
 def test_random_state(iris_scaled):
     X, y = iris_scaled
     kw = {"hidden_layer_sizes": (8,), "max_iter": 5, "dropout": 0.2}
