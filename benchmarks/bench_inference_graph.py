@@ -1,8 +1,10 @@
 """One-call inference of a graph Model: ``predict`` of the 784-(128 | 128)-256-10 relu graph
 (two Dense branches on the input, concatenated, then Dense 256-256 and 256-10), float32, one
 thread, through the compiled plan against the module path (``model.forward`` in evaluation
-mode, node by node, which is what ``predict`` ran before). Batch-1 latency (median of single
-calls, microseconds) and batch-1024 throughput (samples/s, median of calls).
+mode node by node, which is what ``predict`` ran before), and the evaluation-mode
+``model.forward`` itself (one compiled call that also leaves every node the arrays its
+backward reads). Batch-1 latency (median of single calls, microseconds) and batch-1024
+throughput (samples/s, median of calls).
 
     PYTHONPATH=. python benchmarks/bench_inference_graph.py [repeats]
 """
@@ -46,34 +48,48 @@ def main(repeats=200):
     rows = []
     for batch, inner in ((1, 20), (1024, 1)):
         X = rng.random((batch, 784), dtype=np.float32)
+        one_call = I.eval_forward_many
+
+        def layer_forward():
+            I.eval_forward_many = lambda *a: None   # Model.forward: its node-by-node path
+            try:
+                return model.forward(X)
+            finally:
+                I.eval_forward_many = one_call
+
         model.eval()
-        ref = np.array(model.forward(X), copy=True)
+        ref = np.array(layer_forward(), copy=True)
+        np.testing.assert_allclose(model.forward(X), ref, rtol=1e-4, atol=1e-5)
         model.train()
         np.testing.assert_allclose(model.predict(X), ref, rtol=1e-4, atol=1e-5)
+
+        model.eval()   # (predict's own mode; the two forwards are timed in it)
 
         def plan():
             model.predict(X)
 
         def modules():
-            model.eval()   # the module path of predict: forward node by node in eval mode
-            model.forward(X)
-            model.train()
+            layer_forward()   # the module path of predict: node by node in evaluation mode
+
+        def forward():
+            model.forward(X)  # the evaluation-mode forward, one call
 
         # alternate the two sides so that a change of the machine's load hits both
-        t_plan, t_mod = [], []
+        t_plan, t_mod, t_fwd = [], [], []
         n = repeats if batch == 1 else max(5, repeats // 10)
         for _ in range(3):
             t_plan.append(median_s(plan, n, inner))
             t_mod.append(median_s(modules, n, inner))
-        rows.append((batch, t_plan, t_mod))
-    for batch, t_plan, t_mod in rows:
+            t_fwd.append(median_s(forward, n, inner))
+        rows.append((batch, t_plan, t_mod, t_fwd))
+    for batch, *times in rows:
+        names = ("predict (plan)", "module path", "eval forward (one call)")
         if batch == 1:
-            print(f"batch 1 latency (us): plan {[round(t * 1e6, 1) for t in t_plan]}, "
-                  f"module path {[round(t * 1e6, 1) for t in t_mod]}")
+            print("batch 1 latency (us): " + ", ".join(
+                f"{k} {[round(t * 1e6, 1) for t in ts]}" for k, ts in zip(names, times)))
         else:
-            print(f"batch {batch} throughput (samples/s): plan "
-                  f"{[round(batch / t) for t in t_plan]}, module path "
-                  f"{[round(batch / t) for t in t_mod]}")
+            print(f"batch {batch} throughput (samples/s): " + ", ".join(
+                f"{k} {[round(batch / t) for t in ts]}" for k, ts in zip(names, times)))
 
 
 if __name__ == "__main__":

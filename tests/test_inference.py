@@ -432,7 +432,7 @@ def test_plan_rejects_bad_steps():
         with pytest.raises(ValueError, match="width"):
             _k.InferencePlan([(_k.KINDS[kind], 0, 3, 5, 1, 1.0, None, None)], np.float32)
     model = mlp("relu", np.float32)
-    (steps, checks, modules, _, _), _ = I._compile(model)
+    (steps, checks, modules, *_), _ = I._compile(model)
     plan = _k.InferencePlan(steps, np.float32, iter(checks), modules)   # any iterable
     assert plan.valid()
     model[0].activation = "tanh"

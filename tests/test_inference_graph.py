@@ -33,6 +33,8 @@ def module_path(model, xs):
     """The outputs computed module by module in evaluation mode (a list)."""
     modes = [(m, m.training) for m in model.modules()]
     model.eval()
+    keep = I.eval_forward_many
+    I.eval_forward_many = lambda *a: None   # a graph Model's forward: its layer path
     try:
         if isinstance(model, Model):
             out = model.forward(xs)
@@ -44,6 +46,7 @@ def module_path(model, xs):
             out = [h]
         return [np.array(o, copy=True) for o in out]
     finally:
+        I.eval_forward_many = keep
         for m, mode in modes:
             m.training = mode
 
@@ -458,29 +461,146 @@ def test_plan_rejects_bad_graphs():
     np.testing.assert_array_equal(o2, 0)
 
 
+def _layer_forward(model, xs):
+    """model's evaluation-mode forward module by module, leaving each module its own arrays
+    (for the backward that follows)."""
+    model.eval()
+    if isinstance(model, Model):
+        keep = I.eval_forward_many
+        I.eval_forward_many = lambda *a: None
+        try:
+            return as_list(model.forward(xs))
+        finally:
+            I.eval_forward_many = keep
+    h = xs
+    for layer in model:
+        h = layer.forward(h)
+    return [h]
+
+
+def _one_call_forward(model, xs):
+    """model's evaluation-mode forward, asserting that it ran as one compiled call."""
+    taken = []
+    orig = I._eval_forward_graph
+
+    def spy(*args):
+        out = orig(*args)
+        taken.append(out is not None)
+        return out
+
+    I._eval_forward_graph = spy
+    try:
+        model.eval()
+        out = as_list(model.forward(xs))
+    finally:
+        I._eval_forward_graph = orig
+    assert taken == [True]
+    return out
+
+
+def shared_graph(dtype):
+    """Two inputs, a layer used twice, every merge, an output read by later nodes."""
+    a, b = Input(6, name="a"), Input(6, name="b")
+    shared = Dense(6, 8, "tanh", seed=1, dtype=dtype)
+    ha, hb = shared(a), shared(b)
+    m = Multiply()([ha, hb, Dense(6, 8, "gelu", seed=2, dtype=dtype)(a)])
+    s = Add()([ha, m])
+    c = Concatenate()([s, Dropout(0.4, mode="standard")(hb), a])
+    o = Dense(22, 4, seed=3, dtype=dtype)(ReLU()(c))
+    return Model([a, b], [Softmax()(o), s], dtype=dtype)
+
+
+def _random_graph_without_maxout(dtype):
+    """A random graph Model (tests/test_engine.py's builder) holding no Maxout."""
+    for seed in range(100):
+        model = _random_graph(np.random.default_rng(seed), dtype, [4, 6], 4)()
+        if not any(type(m) is Maxout for m in model.modules()):
+            return model
+    raise AssertionError("no random graph without a Maxout")
+
+
+def _backward_grads(model, gs):
+    model.zero_grad()
+    gx = model.backward(gs[0] if len(gs) == 1 else gs)
+    return [np.array(g, copy=True) for g in as_list(gx)], \
+        [np.array(p.grad, copy=True) for p in model.parameters()]
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_eval_forward_of_containers_keeps_the_layer_path(dtype):
-    """A network with containers (a nested Sequential too) runs its evaluation-mode forward
-    layer by layer, so a backward after it reads every module's own arrays."""
-    nested = Sequential(Dense(5, 6, "tanh"), Sequential(Dense(6, 6, "relu"), Tanh()),
-                        Dense(6, 3), dtype=dtype, seed=2)
-    flat = Sequential(Dense(5, 6, "tanh"), Dense(6, 6, "relu"), Tanh(), Dense(6, 3),
-                      dtype=dtype, seed=2)
-    for a, b in zip(nested.parameters(), flat.parameters()):
-        b.data[...] = a.data
-    X = data(10, 5, dtype)
-    g = np.ones((10, 3), dtype)
-    grads = []
-    for net in (nested, flat):
+@pytest.mark.parametrize("build", ["containers", "nested", "graph", "random"])
+def test_eval_forward_in_one_call_keeps_what_backward_needs(dtype, build):
+    """The evaluation-mode forward of a Sequential with containers and of a graph Model runs
+    as one call; the modules keep the arrays of their own forward, so a backward after it
+    gives the layer path's gradients (inputs and parameters)."""
+    def make():
+        if build == "containers":
+            return container_net(dtype)
+        if build == "nested":
+            return Sequential(Dense(5, 6, "tanh"), Sequential(Dense(6, 6, "relu"), Tanh()),
+                              Dropout(0.5), Dense(6, 3), dtype=dtype, seed=2)
+        if build == "graph":
+            return shared_graph(dtype)
+        return _random_graph_without_maxout(dtype)
+    a, b = make(), make()
+    for p, q in zip(a.parameters(), b.parameters()):
+        q.data[...] = p.data
+    widths = a.input_widths if isinstance(a, Model) else [a[0].in_features]
+    for n in (0, 1, 33):
+        xs = [data(n, w, dtype, seed=n + i) for i, w in enumerate(widths)]
+        arg = xs if isinstance(a, Model) else xs[0]
+        ya = [np.array(y, copy=True) for y in _one_call_forward(a, arg)]
+        yb = _layer_forward(b, arg)
+        assert len(ya) == len(yb)
+        for u, v in zip(ya, yb):
+            np.testing.assert_allclose(u, v, **tol(dtype))
+        gs = [data(n, y.shape[1], dtype, seed=50 + i) for i, y in enumerate(ya)]
+        (ga, pa), (gb, pb) = _backward_grads(a, gs), _backward_grads(b, gs)
+        for u, v in zip(ga + pa, gb + pb):
+            np.testing.assert_allclose(u, v, **tol(dtype))
+    # the arrays are the network's, reused while the rows repeat
+    xs = [data(9, w, dtype) for w in widths]
+    arg = xs if isinstance(a, Model) else xs[0]
+    first = _one_call_forward(a, arg)
+    again = _one_call_forward(a, arg)
+    assert all(u is v for u, v in zip(first, again))
+
+
+def test_eval_forward_threads_and_fallbacks(parallel_always):
+    """Bitwise for 1-4 threads; Maxout (whose linear units that plan does not keep), a module
+    in training mode and inputs that do not qualify take the layer path."""
+    model = shared_graph(np.float32)
+    xs = [data(300, 6, np.float32, seed=s) for s in (1, 2)]
+    model.n_threads = 1
+    ref = [np.array(y, copy=True) for y in _one_call_forward(model, xs)]
+    for t in (2, 3, 4):
+        model.n_threads = t
+        assert all(u.tobytes() == v.tobytes() for u, v in zip(_one_call_forward(model, xs), ref))
+    taken = []
+    orig = I._eval_forward_graph
+
+    def spy(*args):
+        out = orig(*args)
+        taken.append(out is not None)
+        return out
+
+    I._eval_forward_graph = spy
+    try:
+        mx = two_input_graph(np.float64)            # holds a Maxout
+        xs2 = [data(7, 7, np.float64), data(7, 5, np.float64)]
+        mx.eval()
+        out = [np.array(o, copy=True) for o in mx.forward(xs2)]
+        net = container_net(np.float32)
         net.eval()
-        y = np.array(net.forward(X), copy=True)
-        grads.append((y, np.array(net.backward(g), copy=True)))
-        net.train()
-    assert nested[1][0]._x is not None
-    for a, b in zip(*grads):
-        np.testing.assert_allclose(a, b, **tol(dtype))
-    res = container_net(dtype)
-    res.eval()
-    y = np.array(res.forward(data(4, 6, dtype)), copy=True)
-    gx = res.backward(np.ones_like(y))
-    assert gx.shape == (4, 6) and np.all(np.isfinite(gx))
+        net[1].module[1].train()                    # one module in training mode: its masks
+        X = data(8, 6, np.float32)
+        net.forward(X)
+        assert net[1].module[1]._active             # its layer path drew a mask
+        net.eval()
+        Xf = np.asfortranarray(data(8, 6, np.float32))
+        yf = np.array(net.forward(Xf), copy=True)
+    finally:
+        I._eval_forward_graph = orig
+    assert taken == [False, False, False]
+    for u, v in zip(out, module_path(mx, xs2)):
+        np.testing.assert_allclose(u, v, **tol(np.float64))
+    np.testing.assert_allclose(yf, module_path(net, Xf)[0], **tol(np.float32))

@@ -9,12 +9,14 @@ layers: :class:`~fastnn.layers.Dense` with any activation of the table,
 (the identity, or the ``1 - p`` scaling of the "standard" mode, in evaluation),
 :class:`~fastnn.layers.Maxout`, :class:`~fastnn.layers.Softmax` and
 :class:`~fastnn.layers.Sparsemax`; and the containers nested :class:`~fastnn.model.Sequential`,
-:class:`~fastnn.model.Residual` and :class:`~fastnn.model.Parallel` (``predict`` and
-``predict_proba`` only: the evaluation-mode ``forward`` of a network holding a container keeps
-the layer-by-layer path, which leaves each module what its backward reads). A graph
+:class:`~fastnn.model.Residual` and :class:`~fastnn.model.Parallel`. A graph
 :class:`~fastnn.graph.Model` of covered layers and the merges :class:`~fastnn.graph.Concatenate`,
 :class:`~fastnn.graph.Add` and :class:`~fastnn.graph.Multiply` (any number of inputs and
-outputs, a layer used at several nodes included) runs ``predict`` the same way. Anything else
+outputs, a layer used at several nodes included) runs ``predict`` and its evaluation-mode
+``forward`` the same way. The evaluation-mode ``forward`` leaves every module the arrays its
+own forward keeps for a backward (a network with containers, or a graph, through a plan whose
+every step writes an array of its own; with a Maxout there, whose linear units that plan does
+not keep, it takes the layer-by-layer path). Anything else
 (user-written modules and merges) keeps the layer-by-layer path, with the same results;
 :func:`why_not` names the reason.
 
@@ -65,7 +67,8 @@ from fastnn.functional.activations import ACTIVATION_TABLE
 from fastnn.layers import Activation, Dense, Dropout, Maxout, Softmax, Sparsemax
 from fastnn.losses import BinaryCrossEntropyLoss, CrossEntropyLoss, SparsemaxLoss, get_loss
 
-__all__ = ["PRECISIONS", "all_finite", "compile_inference", "eval_forward", "plan_for",
+__all__ = ["PRECISIONS", "all_finite", "compile_inference", "eval_forward",
+           "eval_forward_many", "plan_for",
            "predict_array", "predict_arrays", "predict_proba_array", "refresh_copies", "why_not"]
 
 #: The precisions a plan computes in (the network's own dtype, or bfloat16 products for float32
@@ -89,8 +92,8 @@ class _State:
     reason), and the per-layer output arrays of the evaluation-mode forward. Left out of
     pickles and copies (a copy builds its own)."""
 
-    __slots__ = ("bases", "bf16", "copied", "items", "layers", "n", "outputs", "plan", "proba",
-                 "reason", "spec", "steps", "widths_")
+    __slots__ = ("bases", "bf16", "copied", "items", "keep", "layers", "n", "outputs", "plan",
+                 "proba", "reason", "spec", "steps", "widths_")
 
     def __init__(self, plan, reason, layers, spec=None):
         self.plan, self.reason, self.spec = plan, reason, spec
@@ -100,6 +103,7 @@ class _State:
         self.layers, self.items = layers, tuple(layers)
         self.n = -1
         self.outputs = self.bases = self.steps = self.widths_ = None
+        self.keep = None  # _eval_forward_graph's plan and arrays
 
     def valid(self):
         if self.plan is not None:
@@ -212,6 +216,14 @@ class _Walk:
         self.inputs = list(input_widths)
         self.steps, self.parents, self.checks, self.modules = [], [], [], []
         self.nested = False   # a container was walked
+        # what each module's own forward keeps for its backward, as (role, module, refs):
+        # _eval_forward_graph hands it the arrays of those values; None: a module whose
+        # arrays that plan does not make (maxout's linear units and winners)
+        self.hand: list | None = []
+
+    def keep(self, role, m, *refs):
+        if self.hand is not None:
+            self.hand.append((role, m, refs))
 
     def width(self, ref):
         return self.inputs[-1 - ref] if ref < 0 else self.steps[ref][3]
@@ -243,7 +255,12 @@ class _Walk:
         chain = cls.__dict__.get("_plain_chain", False)
         if not (chain or block):
             spec = _layer_step(m, self.width(ref), self.checks, self.modules)
-            return ref if spec is None else self.step(spec, [ref])
+            out = ref if spec is None else self.step(spec, [ref])
+            if cls is Maxout:
+                self.hand = None
+            else:
+                self.keep(_role(m), m, ref, out)
+            return out
         if "forward" in m.__dict__:
             raise _NotCovered(f"{cls.__name__}'s forward is replaced on the instance")
         self.checks.append((m, "forward", _k.ABSENT))
@@ -256,6 +273,8 @@ class _Walk:
             self.checks += [(m, "branches", m.branches), (m.branches, None, tuple(m.branches)),
                             (m, "merge", m.merge)]
             outs = [self.module(b, ref) for b in m.branches]
+            if m.merge == "concat":
+                self.keep(_PARALLEL, m, *outs)
             return self.merge("concat" if m.merge == "concat" else "add", outs)
         self.checks.append((m._layers, None, tuple(m._layers)))
         for sub in m._layers:
@@ -285,6 +304,7 @@ def _walk_graph(model):
             walk.modules.append(run)
             # a merge of one value is a copy (Concatenate, Add, Multiply take two or more)
             values[i] = walk.merge(kind, refs, copy=True)
+            walk.keep(_CONCAT if kind == "concat" else _ELEMENTWISE, run, *refs)
         else:
             values[i] = walk.module(run, refs[0])
     return walk, [values[j] for j in model._output_idx]
@@ -292,8 +312,9 @@ def _walk_graph(model):
 
 def _compile(model):
     """(description, reason): the plan's description of ``model`` (steps, checks, modules,
-    for a graph its parents, input widths and output steps (None for a chain), and whether
-    it is a chain of the network's own layers, the one eval_forward serves)."""
+    for a graph its parents, input widths and output steps (None for a chain), whether it
+    is a chain of the network's own layers, the one eval_forward's run_keep serves, and
+    (parents, input widths, output steps, the _Walk's hand list) for _eval_forward_graph)."""
     cls = type(model)
     try:
         if cls.__dict__.get("_inference_graph", False):
@@ -324,13 +345,14 @@ def _compile(model):
     chain = (len(walk.inputs) == 1 and outs == [n - 1]
              and all(p == [i - 1] for i, p in enumerate(walk.parents)))
     graph = None if chain else (walk.parents, walk.inputs, outs)
-    return (walk.steps, walk.checks, walk.modules, graph, chain and not walk.nested), None
+    return (walk.steps, walk.checks, walk.modules, graph, chain and not walk.nested,
+            (walk.parents, walk.inputs, outs, walk.hand)), None
 
 
 def _plan(desc, dtype, extra=None, precision=None):
     """The plan of a description, with the step ``extra`` after its one output if given, in
     ``precision`` (None: the dtype's)."""
-    steps, checks, modules, graph, _ = desc
+    steps, checks, modules, graph = desc[:4]
     if extra is not None:
         if graph is not None:
             parents, inputs, outs = graph
@@ -488,18 +510,20 @@ def predict_proba_array(model, X, loss, max_rows, precision=None):
 
 
 def eval_forward(model, X, n_threads):
-    """The evaluation-mode forward of a covered network in one call, keeping in every module
+    """The evaluation-mode forward of a covered Sequential in one call, keeping in every module
     the arrays its backward reads; None (nothing computed) when the network is not covered, a
     module is in training mode, or X is not already a C-contiguous array of the network's dtype
     and width (the layer-by-layer path then converts it or raises)."""
     state = _state(model)
     plan = state.plan
-    # (a network with containers - Residual, Parallel, nested Sequential - keeps the layer
-    # path: the plan does not hand its modules their arrays)
-    if (plan is None or not state.spec[4] or type(X) is not np.ndarray or X.ndim != 2
-            or X.shape[1] != plan.n_in or X.dtype.num != plan.typenum
-            or not plan.in_eval_mode()):
+    if (plan is None or type(X) is not np.ndarray or X.ndim != 2
+            or X.shape[1] != plan.n_in or X.dtype.num != plan.typenum):
         return None   # (before the output arrays are sized for X's rows)
+    if not state.spec[4]:   # containers (Residual, Parallel, nested Sequential)
+        outs = _eval_forward_graph(state, model._dtype, [X], n_threads)
+        return None if outs is None else outs[0]
+    if not plan.in_eval_mode():
+        return None
     outputs = _outputs(model, state, X.shape[0])
     if not plan.run_keep(X, outputs, n_threads):
         return None
@@ -508,28 +532,98 @@ def eval_forward(model, X, n_threads):
     x = X
     for m, makes, role in state.steps:
         y = outputs[k][0] if makes else x
-        if role == _DENSE:
-            m._x, m._y, m._z = x, y, None
-        elif role == _DROPOUT:
-            m._active = False
-        elif role == _ACTIVATION:
-            m._y = y
-            m._z = x if makes and m.name in _NEEDS_Z else None
-        elif role == _MAXOUT:
+        if role == _MAXOUT:
             lin = m.linear
             lin._x, lin._y, lin._z = x, outputs[k][1], None
             m._arg = outputs[k][2]
         else:
-            m._p = y
+            _hand(role, m, x, y, makes)
         k += makes
         x = y
     return x
 
 
+def eval_forward_many(model, xs, n_threads):
+    """eval_forward of a covered graph Model: ``xs`` one array per input, a list of its
+    outputs (arrays the model keeps); None as there."""
+    state = _state(model)
+    if state.plan is None:
+        return None
+    return _eval_forward_graph(state, model._dtype, xs, n_threads)
+
+
+def _eval_forward_graph(state, dtype, xs, n_threads):
+    """The evaluation-mode forward of a network of steps with parents: a plan in which every
+    step is an output (its own array, kept by the network's state and reused while the rows
+    repeat), then each module handed the arrays its own forward keeps. None (nothing
+    computed) when a module is in training mode, a module keeps arrays that plan does not make
+    (Maxout), or the inputs do not qualify."""
+    steps, checks, modules = state.spec[:3]
+    parents, inputs, outs, hand = state.spec[5]
+    if hand is None or not xs or type(xs[0]) is not np.ndarray or xs[0].ndim != 2:
+        return None
+    keep = state.keep
+    if keep is None:
+        plan = _k.InferencePlan(steps, dtype, checks, modules, parents, inputs,
+                                list(range(len(steps))))
+        keep = state.keep = [plan, -1, None, None]   # plan, rows, bases, arrays
+    plan = keep[0]
+    if not plan.in_eval_mode():
+        return None
+    n = xs[0].shape[0]
+    if keep[1] != n:
+        widths = plan.out_widths
+        bases = keep[2]
+        if bases is None or bases[0].size < n * widths[0]:   # grown for the largest batch
+            bases = keep[2] = [np.empty(max(n * w, 1), dtype) for w in widths]
+        keep[1], keep[3] = n, [b[:n * w].reshape(n, w) for b, w in zip(bases, widths)]
+    arrays = keep[3]
+    if not plan.run_many(list(xs), arrays, n_threads):
+        return None
+
+    def value(ref):
+        return xs[-1 - ref] if ref < 0 else arrays[ref]
+
+    for role, m, refs in hand:
+        if role == _PARALLEL:
+            m._widths = [value(r).shape[1] for r in refs]
+        elif role == _CONCAT:
+            m._widths = [value(r).shape[1] for r in refs]
+            m._ran = True
+        elif role == _ELEMENTWISE:
+            m._xs = [value(r) for r in refs]
+            m._ran = True
+        else:
+            _hand(role, m, value(refs[0]), value(refs[1]), refs[1] != refs[0])
+    return [value(r) for r in outs]
+
+
 # What eval_forward hands each module (its role), and the activations whose backward reads
 # the pre-activation.
-_DENSE, _DROPOUT, _ACTIVATION, _MAXOUT, _OUTPUT_MAP = range(5)
+_DENSE, _DROPOUT, _ACTIVATION, _MAXOUT, _OUTPUT_MAP, _PARALLEL, _CONCAT, _ELEMENTWISE = range(8)
 _NEEDS_Z = frozenset(name for name, info in ACTIVATION_TABLE.items() if info.needs_z)
+
+
+def _role(m):
+    """The role of a layer (one step, or none) in the evaluation-mode forward."""
+    cls = type(m)
+    return (_DENSE if cls is Dense else _DROPOUT if cls is Dropout
+            else _ACTIVATION if isinstance(m, Activation)
+            else _MAXOUT if cls is Maxout else _OUTPUT_MAP)
+
+
+def _hand(role, m, x, y, makes):
+    """Give the layer m (not a Maxout) what its forward of x into y keeps for its backward;
+    makes: y is its own step's array (not x passed on)."""
+    if role == _DENSE:
+        m._x, m._y, m._z = x, y, None
+    elif role == _DROPOUT:
+        m._active = False
+    elif role == _ACTIVATION:
+        m._y = y
+        m._z = x if makes and m.name in _NEEDS_Z else None
+    else:
+        m._p = y
 
 
 def _outputs(model, state, n):
@@ -542,9 +636,7 @@ def _outputs(model, state, n):
         width = model._in_features
         for m in model._layers:
             makes = _makes_output(m)
-            role = (_DENSE if type(m) is Dense else _DROPOUT if type(m) is Dropout
-                    else _ACTIVATION if isinstance(m, Activation)
-                    else _MAXOUT if type(m) is Maxout else _OUTPUT_MAP)
+            role = _role(m)
             steps.append((m, makes, role))
             width = m.output_features(width)
             if makes:
