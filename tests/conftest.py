@@ -1,5 +1,6 @@
 """Shared fixtures. The suite tests the *installed* fastnn (pytest runs with
 --import-mode=importlib, so the source folder is not put on sys.path)."""
+import contextlib
 import os
 import time
 
@@ -95,6 +96,28 @@ def split_always():
     old = inference.set_split(0.0, float("inf"))
     yield
     inference.set_split(*old)
+
+
+@pytest.fixture
+def spy():
+    """``with spy(obj, name) as results:`` replaces ``obj.name`` by a wrapper that records
+    whether each call returned something (not None) and restores it after the block."""
+    @contextlib.contextmanager
+    def record(obj, name):
+        results = []
+        orig = getattr(obj, name)
+
+        def wrapper(*args, **kwargs):
+            out = orig(*args, **kwargs)
+            results.append(out is not None)
+            return out
+
+        setattr(obj, name, wrapper)
+        try:
+            yield results
+        finally:
+            setattr(obj, name, orig)
+    return record
 
 
 @pytest.fixture

@@ -222,7 +222,7 @@ def test_tiles_depend_on_the_batch_only():
 # --- the evaluation-mode forward -------------------------------------------------------------
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_eval_forward_keeps_what_backward_needs(dtype):
+def test_eval_forward_keeps_what_backward_needs(dtype, spy):
     def build():
         return Sequential(Dense(7, 16, "gelu"), Dropout(0.3), Tanh(), Maxout(16, 6, 2),
                           Dropout(0.5, mode="standard"), Dense(6, 4, "silu"), Dense(4, 3),
@@ -232,19 +232,8 @@ def test_eval_forward_keeps_what_backward_needs(dtype):
     b.eval()
     X = data(45, 7, dtype)
     G = data(45, 3, dtype, seed=9)
-    calls = []
-    orig = I.eval_forward
-
-    def spy(*args):
-        out = orig(*args)
-        calls.append(out is not None)
-        return out
-
-    I.eval_forward = spy
-    try:
+    with spy(I, "eval_forward") as calls:
         za = np.array(a.forward(X), copy=True)
-    finally:
-        I.eval_forward = orig
     assert calls == [True]
     zb = layer_path(b, X)
     np.testing.assert_allclose(za, zb, **tol(dtype))

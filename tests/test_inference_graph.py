@@ -478,22 +478,11 @@ def _layer_forward(model, xs):
     return [h]
 
 
-def _one_call_forward(model, xs):
+def _one_call_forward(spy, model, xs):
     """model's evaluation-mode forward, asserting that it ran as one compiled call."""
-    taken = []
-    orig = I._eval_forward_graph
-
-    def spy(*args):
-        out = orig(*args)
-        taken.append(out is not None)
-        return out
-
-    I._eval_forward_graph = spy
-    try:
+    with spy(I, "_eval_forward_graph") as taken:
         model.eval()
         out = as_list(model.forward(xs))
-    finally:
-        I._eval_forward_graph = orig
     assert taken == [True]
     return out
 
@@ -528,7 +517,7 @@ def _backward_grads(model, gs):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("build", ["containers", "nested", "graph", "random"])
-def test_eval_forward_in_one_call_keeps_what_backward_needs(dtype, build):
+def test_eval_forward_in_one_call_keeps_what_backward_needs(dtype, build, spy):
     """The evaluation-mode forward of a Sequential with containers and of a graph Model runs
     as one call; the modules keep the arrays of their own forward, so a backward after it
     gives the layer path's gradients (inputs and parameters)."""
@@ -548,7 +537,7 @@ def test_eval_forward_in_one_call_keeps_what_backward_needs(dtype, build):
     for n in (0, 1, 33):
         xs = [data(n, w, dtype, seed=n + i) for i, w in enumerate(widths)]
         arg = xs if isinstance(a, Model) else xs[0]
-        ya = [np.array(y, copy=True) for y in _one_call_forward(a, arg)]
+        ya = [np.array(y, copy=True) for y in _one_call_forward(spy, a, arg)]
         yb = _layer_forward(b, arg)
         assert len(ya) == len(yb)
         for u, v in zip(ya, yb):
@@ -560,31 +549,23 @@ def test_eval_forward_in_one_call_keeps_what_backward_needs(dtype, build):
     # the arrays are the network's, reused while the rows repeat
     xs = [data(9, w, dtype) for w in widths]
     arg = xs if isinstance(a, Model) else xs[0]
-    first = _one_call_forward(a, arg)
-    again = _one_call_forward(a, arg)
+    first = _one_call_forward(spy, a, arg)
+    again = _one_call_forward(spy, a, arg)
     assert all(u is v for u, v in zip(first, again))
 
 
-def test_eval_forward_threads_and_fallbacks(parallel_always):
+def test_eval_forward_threads_and_fallbacks(parallel_always, spy):
     """Bitwise for 1-4 threads; Maxout (whose linear units that plan does not keep), a module
     in training mode and inputs that do not qualify take the layer path."""
     model = shared_graph(np.float32)
     xs = [data(300, 6, np.float32, seed=s) for s in (1, 2)]
     model.n_threads = 1
-    ref = [np.array(y, copy=True) for y in _one_call_forward(model, xs)]
+    ref = [np.array(y, copy=True) for y in _one_call_forward(spy, model, xs)]
     for t in (2, 3, 4):
         model.n_threads = t
-        assert all(u.tobytes() == v.tobytes() for u, v in zip(_one_call_forward(model, xs), ref))
-    taken = []
-    orig = I._eval_forward_graph
-
-    def spy(*args):
-        out = orig(*args)
-        taken.append(out is not None)
-        return out
-
-    I._eval_forward_graph = spy
-    try:
+        out = _one_call_forward(spy, model, xs)
+        assert all(u.tobytes() == v.tobytes() for u, v in zip(out, ref))
+    with spy(I, "_eval_forward_graph") as taken:
         mx = two_input_graph(np.float64)            # holds a Maxout
         xs2 = [data(7, 7, np.float64), data(7, 5, np.float64)]
         mx.eval()
@@ -598,8 +579,6 @@ def test_eval_forward_threads_and_fallbacks(parallel_always):
         net.eval()
         Xf = np.asfortranarray(data(8, 6, np.float32))
         yf = np.array(net.forward(Xf), copy=True)
-    finally:
-        I._eval_forward_graph = orig
     assert taken == [False, False, False]
     for u, v in zip(out, module_path(mx, xs2)):
         np.testing.assert_allclose(u, v, **tol(np.float64))
