@@ -489,9 +489,10 @@ cdef void _run_cols(const Step *steps, int n_steps, bint keep, const floating *X
     region. Thread t of T takes the contiguous blocks [ceil(nb t / T), ceil(nb (t + 1) / T))
     of every step (each core reads the same part of the weights on every call), and one
     barrier ends each step but the last (no worksharing loop: Cython's prange inside
-    parallel() ends with nowait, and its private variables add a barrier of their own). BLAS is held to one thread by the
-    caller (xw may call GEMV). Outputs go where _tile puts them (keep: every step's own
-    arrays); the buffers are one thread's share of the scratch."""
+    parallel() ends with nowait, and its private variables add a barrier of their own).
+    BLAS is held to one thread by the caller (xw may call GEMV). Outputs go where _tile puts
+    them (keep: every step's own arrays); the buffers are one thread's share of the
+    scratch."""
     cdef floating *buf0 = <floating *> scratch
     cdef floating *buf1 = buf0 + buf_elems
     cdef floating *zbuf = buf1 + buf_elems
