@@ -973,8 +973,8 @@ class _BaseMLP(BaseEstimator):
         try:
             p = _inference._precision(net, p)
         except ValueError as e:
-            raise ValueError(f"inference_precision={p!r} does not apply: {e} (dtype='float32' "
-                             f"trains a float32 network)") from None
+            hint = " (dtype='float32' trains a float32 network)" if p == "bfloat16" else ""
+            raise ValueError(f"inference_precision={p!r} does not apply: {e}{hint}") from None
         return "bfloat16" if p == "bfloat16" else None
 
     def _logits(self, X, validated):

@@ -494,6 +494,10 @@ def test_inference_precision_errors(iris_scaled):
         clf.predict(X)
     with pytest.raises(ValueError, match="inference_precision"):
         MLPClassifier((4,), max_iter=2, inference_precision="float16").fit(X, y)
+    clf.set_params(inference_precision="float32")   # not this network's dtype
+    with pytest.raises(ValueError, match="inference_precision='float32' does not apply: a "
+                                         "float64 network computes in float64"):
+        clf.predict(X)
     # the network's own dtype is the exact path
     clf.set_params(inference_precision="float64")
     np.testing.assert_array_equal(clf.predict_proba(X),
