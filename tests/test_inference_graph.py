@@ -516,11 +516,12 @@ def _backward_grads(model, gs):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("build", ["containers", "nested", "graph", "random"])
+@pytest.mark.parametrize("build", ["containers", "nested", "graph", "maxout", "random"])
 def test_eval_forward_in_one_call_keeps_what_backward_needs(dtype, build, spy):
     """The evaluation-mode forward of a Sequential with containers and of a graph Model runs
-    as one call; the modules keep the arrays of their own forward, so a backward after it
-    gives the layer path's gradients (inputs and parameters)."""
+    as one call; the modules keep the arrays of their own forward (a Maxout's linear units and
+    winners too), so a backward after it gives the layer path's gradients (inputs and
+    parameters)."""
     def make():
         if build == "containers":
             return container_net(dtype)
@@ -529,6 +530,10 @@ def test_eval_forward_in_one_call_keeps_what_backward_needs(dtype, build, spy):
                               Dropout(0.5), Dense(6, 3), dtype=dtype, seed=2)
         if build == "graph":
             return shared_graph(dtype)
+        if build == "maxout":   # a Maxout in a graph and in a Parallel branch
+            return (two_input_graph(dtype) if dtype == np.float64 else
+                    Sequential(Dense(5, 8, "relu"), Parallel(Maxout(8, 4, 3), Dense(8, 2)),
+                               Maxout(6, 3, 2), dtype=dtype, seed=6))
         return _random_graph_without_maxout(dtype)
     a, b = make(), make()
     for p, q in zip(a.parameters(), b.parameters()):
@@ -554,9 +559,9 @@ def test_eval_forward_in_one_call_keeps_what_backward_needs(dtype, build, spy):
     assert all(u is v for u, v in zip(first, again))
 
 
-def test_eval_forward_threads_and_fallbacks(parallel_always, spy):
-    """Bitwise for 1-4 threads; Maxout (whose linear units that plan does not keep), a module
-    in training mode and inputs that do not qualify take the layer path."""
+def test_eval_forward_threads_and_fallbacks(parallel_always, split_always, spy):
+    """Bitwise for 1-4 threads (a one-row request split over the threads too); a module in
+    training mode and inputs that do not qualify take the layer path."""
     model = shared_graph(np.float32)
     xs = [data(300, 6, np.float32, seed=s) for s in (1, 2)]
     model.n_threads = 1
@@ -565,11 +570,16 @@ def test_eval_forward_threads_and_fallbacks(parallel_always, spy):
         model.n_threads = t
         out = _one_call_forward(spy, model, xs)
         assert all(u.tobytes() == v.tobytes() for u, v in zip(out, ref))
+    mx = two_input_graph(np.float32, width=100)     # a Maxout: its units split too
+    for n in (1, 300):
+        xs2 = [data(n, 7, np.float32), data(n, 5, np.float32)]
+        mx.n_threads = 1
+        ref = [np.array(y, copy=True) for y in _one_call_forward(spy, mx, xs2)]
+        for t in (2, 4):
+            mx.n_threads = t
+            out = _one_call_forward(spy, mx, xs2)
+            assert all(u.tobytes() == v.tobytes() for u, v in zip(out, ref)), (n, t)
     with spy(I, "_eval_forward_graph") as taken:
-        mx = two_input_graph(np.float64)            # holds a Maxout
-        xs2 = [data(7, 7, np.float64), data(7, 5, np.float64)]
-        mx.eval()
-        out = [np.array(o, copy=True) for o in mx.forward(xs2)]
         net = container_net(np.float32)
         net.eval()
         net[1].module[1].train()                    # one module in training mode: its masks
@@ -579,9 +589,7 @@ def test_eval_forward_threads_and_fallbacks(parallel_always, spy):
         net.eval()
         Xf = np.asfortranarray(data(8, 6, np.float32))
         yf = np.array(net.forward(Xf), copy=True)
-    assert taken == [False, False, False]
-    for u, v in zip(out, module_path(mx, xs2)):
-        np.testing.assert_allclose(u, v, **tol(np.float64))
+    assert taken == [False, False]
     np.testing.assert_allclose(yf, module_path(net, Xf)[0], **tol(np.float32))
 
 

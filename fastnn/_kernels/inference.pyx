@@ -432,6 +432,8 @@ cdef void _tile_graph(const Graph *g, Py_ssize_t r0, Py_ssize_t m, bint by_row, 
     cdef int32_t *abuf = <int32_t *> (zbuf + lin_elems)
     cdef double *dscr = <double *> (<char *> abuf + _round_up(arg_elems * sizeof(int32_t), 64))
     cdef floating *dst
+    cdef floating *z
+    cdef int32_t *arg
     cdef int s
     cdef const Step *st
     for s in range(g.n_steps):
@@ -440,7 +442,11 @@ cdef void _tile_graph(const Graph *g, Py_ssize_t r0, Py_ssize_t m, bint by_row, 
         if st.kind >= K_CONCAT:
             _merge_cols(g, st, r0, slots, buf_elems, dst, m, 0, st.n_out)
         else:
-            _step_rows(st, _value(g, g.par[st.par_at], r0, slots, buf_elems), dst, zbuf, abuf,
+            z, arg = zbuf, abuf
+            if st.keep_z != NULL:   # (run_many with a maxout step's arrays)
+                z = <floating *> st.keep_z + r0 * st.n_lin
+                arg = st.keep_arg + r0 * st.n_out
+            _step_rows(st, _value(g, g.par[st.par_at], r0, slots, buf_elems), dst, z, arg,
                        m, by_row, dscr)
 
 
@@ -567,6 +573,8 @@ cdef void _run_cols_graph(const Graph *g, floating *slots, Py_ssize_t m, int nt,
                     c1 = c0 + COL_BLOCK if c0 + COL_BLOCK < w else w
                     if st.kind >= K_CONCAT:
                         _merge_cols(g, st, 0, slots, buf_elems, dst, m, c0, c1)
+                    elif st.keep_z != NULL:   # (run_many with a maxout step's arrays)
+                        _step_cols(st, src, dst, <floating *> st.keep_z, st.keep_arg, m, c0, c1)
                     else:
                         _step_cols(st, src, dst, zbuf, abuf, m, c0, c1)
             if s + 1 < g.n_steps:   # (the region's end waits for the last step)
@@ -1060,27 +1068,58 @@ cdef class InferencePlan:
                 return -1
         return n
 
-    def run_many(self, xs, outs, int n_threads):
+    def run_many(self, xs, outs, int n_threads, maxout=None):
         """outs = network(xs) and True, when ``xs`` holds one (n, width) array per input and
         ``outs`` one (n, width) array per output (lists or tuples of aligned C-contiguous
         ndarrays of the plan's dtype; outs writeable, apart from each other and from xs);
-        else False and nothing is computed."""
+        else False and nothing is computed. ``maxout`` (a graph plan): a dict {step: (z,
+        arg)} that keeps the linear units (n, n_lin) and the winners (n, n_out) int32 of
+        those maxout steps, writeable and apart from everything else."""
         cdef Py_ssize_t n = self._rows(xs), i, j
+        cdef Step *st
         if n < 0 or (type(outs) is not list and type(outs) is not tuple) \
                 or len(outs) != self.n_outputs:
             return False
-        for i in range(self.n_outputs):
-            o = outs[i]
-            if not (A.c_array(o, self.typenum, 2, True) and A.dim(o, 0) == n
-                    and A.dim(o, 1) == self.out_widths[i]):
+        written = list(outs)
+        if maxout:
+            if not self.is_graph or type(maxout) is not dict:
+                return False
+            for i, (z, arg) in maxout.items():
+                if type(i) is not int or not 0 <= i < self.n_steps:
+                    return False
+                st = &self.steps[i]
+                if not (st.kind == K_MAXOUT and A.c_array(z, self.typenum, 2, True)
+                        and A.dim(z, 0) == n and A.dim(z, 1) == st.n_lin
+                        and A.c_array(arg, cnp.NPY_INT32, 2, True) and A.dim(arg, 0) == n
+                        and A.dim(arg, 1) == st.n_out):
+                    return False
+                written += [z, arg]
+        for i in range(len(written)):
+            o = written[i]
+            if i < self.n_outputs and not (A.c_array(o, self.typenum, 2, True)
+                                           and A.dim(o, 0) == n
+                                           and A.dim(o, 1) == self.out_widths[i]):
                 return False
             for j in range(self.n_inputs):
                 if A.overlap(o, xs[j]):
                     return False
             for j in range(i):
-                if A.overlap(o, outs[j]):
+                if A.overlap(o, written[j]):
                     return False
-        self._go_many(xs, outs, n, n_threads)
+        if not maxout:
+            self._go_many(xs, outs, n, n_threads)
+            return True
+        self._acquire()
+        try:
+            for i, (z, arg) in maxout.items():
+                self.steps[i].keep_z = A.data(z)
+                self.steps[i].keep_arg = <int32_t *> A.data(arg)
+            self._go(xs, outs, n, n_threads, False)
+        finally:
+            for i in maxout:
+                self.steps[i].keep_z = NULL
+                self.steps[i].keep_arg = NULL
+            self._release()
         return True
 
     def predict_many(self, xs, int n_threads):

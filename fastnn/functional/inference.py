@@ -15,8 +15,7 @@ layers: :class:`~fastnn.layers.Dense` with any activation of the table,
 outputs, a layer used at several nodes included) runs ``predict`` and its evaluation-mode
 ``forward`` the same way. The evaluation-mode ``forward`` leaves every module the arrays its
 own forward keeps for a backward (a network with containers, or a graph, through a plan whose
-every step writes an array of its own; with a Maxout there, whose linear units that plan does
-not keep, it takes the layer-by-layer path). Anything else
+every step writes an array of its own, a Maxout's linear units and winners too). Anything else
 (user-written modules and merges) keeps the layer-by-layer path, with the same results;
 :func:`why_not` names the reason.
 
@@ -217,13 +216,11 @@ class _Walk:
         self.steps, self.parents, self.checks, self.modules = [], [], [], []
         self.nested = False   # a container was walked
         # what each module's own forward keeps for its backward, as (role, module, refs):
-        # _eval_forward_graph hands it the arrays of those values; None: a module whose
-        # arrays that plan does not make (maxout's linear units and winners)
-        self.hand: list | None = []
+        # _eval_forward_graph hands it the arrays of those values
+        self.hand: list = []
 
     def keep(self, role, m, *refs):
-        if self.hand is not None:
-            self.hand.append((role, m, refs))
+        self.hand.append((role, m, refs))
 
     def width(self, ref):
         return self.inputs[-1 - ref] if ref < 0 else self.steps[ref][3]
@@ -256,10 +253,7 @@ class _Walk:
         if not (chain or block):
             spec = _layer_step(m, self.width(ref), self.checks, self.modules)
             out = ref if spec is None else self.step(spec, [ref])
-            if cls is Maxout:
-                self.hand = None
-            else:
-                self.keep(_role(m), m, ref, out)
+            self.keep(_role(m), m, ref, out)
             return out
         if "forward" in m.__dict__:
             raise _NotCovered(f"{cls.__name__}'s forward is replaced on the instance")
@@ -556,29 +550,35 @@ def _eval_forward_graph(state, dtype, xs, n_threads):
     """The evaluation-mode forward of a network of steps with parents: a plan in which every
     step is an output (its own array, kept by the network's state and reused while the rows
     repeat), then each module handed the arrays its own forward keeps. None (nothing
-    computed) when a module is in training mode, a module keeps arrays that plan does not make
-    (Maxout), or the inputs do not qualify."""
+    computed) when a module is in training mode or the inputs do not qualify."""
     steps, checks, modules = state.spec[:3]
     parents, inputs, outs, hand = state.spec[5]
-    if hand is None or not xs or type(xs[0]) is not np.ndarray or xs[0].ndim != 2:
+    if not xs or type(xs[0]) is not np.ndarray or xs[0].ndim != 2:
         return None
     keep = state.keep
     if keep is None:
         plan = _k.InferencePlan(steps, dtype, checks, modules, parents, inputs,
                                 list(range(len(steps))))
-        keep = state.keep = [plan, -1, None, None]   # plan, rows, bases, arrays
-    plan = keep[0]
+        # the maxout steps' linear units and winners: (step, n_lin, n_out)
+        mx = [(refs[1], m.linear.out_features, m.out_features)
+              for role, m, refs in hand if role == _MAXOUT]
+        keep = state.keep = [plan, -1, None, None, mx, None]   # plan, rows, bases, arrays
+    plan, mx = keep[0], keep[4]
     if not plan.in_eval_mode():
         return None
     n = xs[0].shape[0]
     if keep[1] != n:
         widths = plan.out_widths
         bases = keep[2]
-        if bases is None or bases[0].size < n * widths[0]:   # grown for the largest batch
-            bases = keep[2] = [np.empty(max(n * w, 1), dtype) for w in widths]
-        keep[1], keep[3] = n, [b[:n * w].reshape(n, w) for b, w in zip(bases, widths)]
-    arrays = keep[3]
-    if not plan.run_many(list(xs), arrays, n_threads):
+        if bases is None or bases[0][0].size < n * widths[0]:   # grown for the largest batch
+            bases = keep[2] = ([np.empty(max(n * w, 1), dtype) for w in widths],
+                               [(np.empty(max(n * lin, 1), dtype),
+                                 np.empty(max(n * w, 1), np.int32)) for _, lin, w in mx])
+        keep[1], keep[3] = n, [b[:n * w].reshape(n, w) for b, w in zip(bases[0], widths)]
+        keep[5] = {i: (bz[:n * lin].reshape(n, lin), ba[:n * w].reshape(n, w))
+                   for (i, lin, w), (bz, ba) in zip(mx, bases[1])}
+    arrays, kept = keep[3], keep[5]
+    if not plan.run_many(list(xs), arrays, n_threads, kept):
         return None
 
     def value(ref):
@@ -593,6 +593,9 @@ def _eval_forward_graph(state, dtype, xs, n_threads):
         elif role == _ELEMENTWISE:
             m._xs = [value(r) for r in refs]
             m._ran = True
+        elif role == _MAXOUT:
+            lin = m.linear
+            lin._x, (lin._y, m._arg), lin._z = value(refs[0]), kept[refs[1]], None
         else:
             _hand(role, m, value(refs[0]), value(refs[1]), refs[1] != refs[0])
     return [value(r) for r in outs]
