@@ -616,3 +616,40 @@ def test_eval_forward_fed_its_own_output(spy):
     assert taken == [False]
     for u, v in zip(got, module_path(model, [a_in, b_copy])):
         np.testing.assert_allclose(u, v, **tol(np.float64))
+
+
+def test_run_many_rejects_bad_maxout_arrays():
+    """run_many's kept maxout arrays: anything but writeable C-contiguous arrays of the step's
+    shapes, apart from the rest, for a maxout step of a graph plan, computes nothing."""
+    model = two_input_graph(np.float64)
+    steps, checks, modules, graph = I._compile(model)[0][:4]
+    plan = _k.InferencePlan(steps, np.float64, checks, modules, *graph)
+    k = next(i for i, st in enumerate(steps) if st[0] == _k.KINDS["maxout"])
+    n_lin, n_out = steps[k][3] * steps[k][4], steps[k][3]
+    xs = [data(5, 7, np.float64), data(5, 5, np.float64)]
+    outs = [np.full((5, w), -7.0) for w in plan.out_widths]
+    z, arg = np.zeros((5, n_lin)), np.zeros((5, n_out), np.int32)
+    other = next(i for i, st in enumerate(steps) if st[0] != _k.KINDS["maxout"])
+    for bad in ({k: (z[:, :-1], arg)}, {k: (z, arg.astype(np.int64))},
+                {k: (z.astype(np.float32), arg)}, {k: (np.asfortranarray(z), arg)},
+                {other: (z, arg)}, {len(steps): (z, arg)}, {-1: (z, arg)}, {"0": (z, arg)},
+                {k: (z, z.reshape(-1).view(np.int32)[:5 * n_out].reshape(5, n_out))},
+                {k: (z[:4], arg[:4])}, [(z, arg)]):
+        assert not plan.run_many(xs, outs, 1, bad)
+    big = np.zeros(5 * max(7, n_lin))                  # z over an input's memory
+    xs_in = [big[:35].reshape(5, 7), xs[1]]
+    xs_in[0][...] = xs[0]
+    assert not plan.run_many(xs_in, outs, 1, {k: (big[:5 * n_lin].reshape(5, n_lin), arg)})
+    assert all(np.all(o == -7.0) for o in outs)
+    z.setflags(write=False)
+    assert not plan.run_many(xs, outs, 1, {k: (z, arg)})
+    z = np.zeros((5, n_lin))
+    assert plan.run_many(xs, outs, 1, {k: (z, arg)})
+    ref = module_path(model, xs)
+    for u, v in zip(outs, ref):
+        np.testing.assert_allclose(u, v, **tol(np.float64))
+    groups = z.reshape(5, n_out, -1)                 # the units of one output adjacent
+    assert groups.shape[2] == next(m for m in model._layers if type(m) is Maxout).pieces
+    np.testing.assert_array_equal(np.take_along_axis(groups, arg[..., None], 2)[..., 0],
+                                  groups.max(axis=2))
+    assert np.any(z != 0)

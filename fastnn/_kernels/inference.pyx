@@ -1084,10 +1084,10 @@ cdef class InferencePlan:
         if maxout:
             if not self.is_graph or type(maxout) is not dict:
                 return False
-            for i, (z, arg) in maxout.items():
-                if type(i) is not int or not 0 <= i < self.n_steps:
+            for key, (z, arg) in maxout.items():
+                if type(key) is not int or not 0 <= key < self.n_steps:
                     return False
-                st = &self.steps[i]
+                st = &self.steps[<Py_ssize_t> key]
                 if not (st.kind == K_MAXOUT and A.c_array(z, self.typenum, 2, True)
                         and A.dim(z, 0) == n and A.dim(z, 1) == st.n_lin
                         and A.c_array(arg, cnp.NPY_INT32, 2, True) and A.dim(arg, 0) == n
@@ -1111,14 +1111,16 @@ cdef class InferencePlan:
             return True
         self._acquire()
         try:
-            for i, (z, arg) in maxout.items():
-                self.steps[i].keep_z = A.data(z)
-                self.steps[i].keep_arg = <int32_t *> A.data(arg)
+            for key, (z, arg) in maxout.items():
+                st = &self.steps[<Py_ssize_t> key]
+                st.keep_z = A.data(z)
+                st.keep_arg = <int32_t *> A.data(arg)
             self._go(xs, outs, n, n_threads, False)
         finally:
-            for i in maxout:
-                self.steps[i].keep_z = NULL
-                self.steps[i].keep_arg = NULL
+            for key in maxout:
+                st = &self.steps[<Py_ssize_t> key]
+                st.keep_z = NULL
+                st.keep_arg = NULL
             self._release()
         return True
 
