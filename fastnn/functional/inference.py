@@ -557,28 +557,12 @@ def _eval_forward_graph(state, dtype, xs, n_threads):
         return None
     keep = state.keep
     if keep is None:
-        plan = _k.InferencePlan(steps, dtype, checks, modules, parents, inputs,
-                                list(range(len(steps))))
-        # the maxout steps' linear units and winners: (step, n_lin, n_out)
-        mx = [(refs[1], m.linear.out_features, m.out_features)
-              for role, m, refs in hand if role == _MAXOUT]
-        keep = state.keep = [plan, -1, None, None, mx, None]   # plan, rows, bases, arrays
-    plan, mx = keep[0], keep[4]
-    if not plan.in_eval_mode():
+        keep = state.keep = _Keep(_k.InferencePlan(steps, dtype, checks, modules, parents,
+                                                   inputs, list(range(len(steps)))), hand)
+    if not keep.plan.in_eval_mode():
         return None
-    n = xs[0].shape[0]
-    if keep[1] != n:
-        widths = plan.out_widths
-        bases = keep[2]
-        if bases is None or bases[0][0].size < n * widths[0]:   # grown for the largest batch
-            bases = keep[2] = ([np.empty(max(n * w, 1), dtype) for w in widths],
-                               [(np.empty(max(n * lin, 1), dtype),
-                                 np.empty(max(n * w, 1), np.int32)) for _, lin, w in mx])
-        keep[1], keep[3] = n, [b[:n * w].reshape(n, w) for b, w in zip(bases[0], widths)]
-        keep[5] = {i: (bz[:n * lin].reshape(n, lin), ba[:n * w].reshape(n, w))
-                   for (i, lin, w), (bz, ba) in zip(mx, bases[1])}
-    arrays, kept = keep[3], keep[5]
-    if not plan.run_many(list(xs), arrays, n_threads, kept):
+    arrays, kept = keep.arrays(xs[0].shape[0], dtype)
+    if not keep.plan.run_many(list(xs), arrays, n_threads, kept):
         return None
 
     def value(ref):
@@ -599,6 +583,35 @@ def _eval_forward_graph(state, dtype, xs, n_threads):
         else:
             _hand(role, m, value(refs[0]), value(refs[1]), refs[1] != refs[0])
     return [value(r) for r in outs]
+
+
+class _Keep:
+    """_eval_forward_graph's plan (every step an output) and its arrays: one per step, and
+    the linear units and winners of each maxout step (``maxout``: step, n_lin, n_out), of n
+    rows, reused while n repeats and grown for the largest batch."""
+
+    __slots__ = ("plan", "maxout", "n", "bases", "views")
+
+    def __init__(self, plan, hand):
+        self.plan = plan
+        self.maxout = [(refs[1], m.linear.out_features, m.out_features)
+                       for role, m, refs in hand if role == _MAXOUT]
+        self.n, self.bases, self.views = -1, None, None
+
+    def arrays(self, n, dtype):
+        """(one (n, width) array per step, {maxout step: (z, arg)})."""
+        if n != self.n:
+            widths = self.plan.out_widths
+            if self.bases is None or self.bases[0][0].size < n * widths[0]:
+                self.bases = ([np.empty(max(n * w, 1), dtype) for w in widths],
+                              [(np.empty(max(n * lin, 1), dtype),
+                                np.empty(max(n * w, 1), np.int32)) for _, lin, w in self.maxout])
+            ys, mx = self.bases
+            self.n = n
+            self.views = ([b[:n * w].reshape(n, w) for b, w in zip(ys, widths)],
+                          {i: (bz[:n * lin].reshape(n, lin), ba[:n * w].reshape(n, w))
+                           for (i, lin, w), (bz, ba) in zip(self.maxout, mx)})
+        return self.views
 
 
 # What eval_forward hands each module (its role), and the activations whose backward reads
