@@ -500,8 +500,7 @@ class Model(_Container):
         ``precision="bfloat16"``: as :meth:`fastnn.model.Sequential.predict` (float32 models of
         covered layers; an opt-in that changes results)."""
         check_not_fitting(self, "predict")   # not while another thread trains this network
-        if precision is not None and _inference._precision(self, precision) != "bfloat16":
-            precision = None   # the model's own dtype
+        precision = _inference.request_precision(self, precision)   # None: its own dtype
         if batch_size is None:   # arrays as the plan takes them: one call
             outs = _inference.predict_arrays(self, self._arrays(X), _PREDICT_BATCH, precision)
             if outs is not None:

@@ -322,8 +322,7 @@ class Sequential(_Container):
         network's dtype.
         """
         check_not_fitting(self, "predict")  # not while another thread trains this network
-        if precision is not None and _inference._precision(self, precision) != "bfloat16":
-            precision = None   # the network's own dtype
+        precision = _inference.request_precision(self, precision)   # None: its own dtype
         if type(X) is np.ndarray and batch_size is None:  # a covered network: one call
             out = _inference.predict_array(self, X, _PREDICT_BATCH, precision)
             if out is not None:

@@ -968,14 +968,11 @@ class _BaseMLP(BaseEstimator):
         """``inference_precision`` as ``net.predict`` takes it: None (the network's dtype) or
         "bfloat16"; a ValueError naming the parameter where it does not apply."""
         p = self.inference_precision
-        if p is None:
-            return None
         try:
-            p = _inference._precision(net, p)
+            return _inference.request_precision(net, p)
         except ValueError as e:
             hint = " (dtype='float32' trains a float32 network)" if p == "bfloat16" else ""
             raise ValueError(f"inference_precision={p!r} does not apply: {e}{hint}") from None
-        return "bfloat16" if p == "bfloat16" else None
 
     def _logits(self, X, validated):
         """The network's output: X validated already (inside fit), or checked here."""

@@ -68,7 +68,8 @@ from fastnn.losses import BinaryCrossEntropyLoss, CrossEntropyLoss, SparsemaxLos
 
 __all__ = ["PRECISIONS", "all_finite", "compile_inference", "eval_forward",
            "eval_forward_many", "plan_for",
-           "predict_array", "predict_arrays", "predict_proba_array", "refresh_copies", "why_not"]
+           "predict_array", "predict_arrays", "predict_proba_array", "refresh_copies",
+           "request_precision", "why_not"]
 
 #: The precisions a plan computes in (the network's own dtype, or bfloat16 products for float32
 #: networks).
@@ -373,6 +374,14 @@ def _precision(model, precision):
     return precision
 
 
+def request_precision(model, precision):
+    """``precision`` of a predict call as the plans take it: "bfloat16", or None for the
+    network's own dtype; ValueError when it does not apply (see _precision)."""
+    if precision is None or _precision(model, precision) != "bfloat16":
+        return None
+    return "bfloat16"
+
+
 _NAMES = {np.float32: "float32", np.float64: "float64", np.dtype(np.float32): "float32",
           np.dtype(np.float64): "float64"}
 
@@ -526,12 +535,7 @@ def eval_forward(model, X, n_threads):
     x = X
     for m, makes, role in state.steps:
         y = outputs[k][0] if makes else x
-        if role == _MAXOUT:
-            lin = m.linear
-            lin._x, lin._y, lin._z = x, outputs[k][1], None
-            m._arg = outputs[k][2]
-        else:
-            _hand(role, m, x, y, makes)
+        _hand(role, m, x, y, makes, *outputs[k][1:] if role == _MAXOUT else ())
         k += makes
         x = y
     return x
@@ -577,11 +581,9 @@ def _eval_forward_graph(state, dtype, xs, n_threads):
         elif role == _ELEMENTWISE:
             m._xs = [value(r) for r in refs]
             m._ran = True
-        elif role == _MAXOUT:
-            lin = m.linear
-            lin._x, (lin._y, m._arg), lin._z = value(refs[0]), kept[refs[1]], None
         else:
-            _hand(role, m, value(refs[0]), value(refs[1]), refs[1] != refs[0])
+            _hand(role, m, value(refs[0]), value(refs[1]), refs[1] != refs[0],
+                  *kept[refs[1]] if role == _MAXOUT else ())
     return [value(r) for r in outs]
 
 
@@ -628,10 +630,14 @@ def _role(m):
             else _MAXOUT if cls is Maxout else _OUTPUT_MAP)
 
 
-def _hand(role, m, x, y, makes):
-    """Give the layer m (not a Maxout) what its forward of x into y keeps for its backward;
-    makes: y is its own step's array (not x passed on)."""
-    if role == _DENSE:
+def _hand(role, m, x, y, makes, z=None, arg=None):
+    """Give the layer m what its forward of x into y keeps for its backward; makes: y is its
+    own step's array (not x passed on); a Maxout's linear units z and winners arg."""
+    if role == _MAXOUT:
+        lin = m.linear
+        lin._x, lin._y, lin._z = x, z, None
+        m._arg = arg
+    elif role == _DENSE:
         m._x, m._y, m._z = x, y, None
     elif role == _DROPOUT:
         m._active = False
